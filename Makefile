@@ -1,0 +1,40 @@
+# One command to set up and run the demo, one to set up and run the tests.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+export PERSONALIZE_DATASET ?= $(CURDIR)/.data/demo
+export PERSONALIZE_ARTIFACTS ?= $(CURDIR)/.data/artifacts
+export PERSONALIZE_OUTPUT ?= $(CURDIR)/.data/output
+export GX_ANALYTICS_ENABLED := false
+export DAGSTER_DISABLE_TELEMETRY := 1
+
+.PHONY: setup demo test ui bench clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip==26.3"
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $@
+
+demo: setup
+	$(VENV)/bin/personalize-pipeline demo-data --out $(PERSONALIZE_DATASET)
+	$(PY) -m assets.run_demo
+
+test: setup
+	$(PY) -m pytest -q
+
+ui: setup
+	$(VENV)/bin/dagster dev -w workspace.yaml
+
+bench: setup
+	$(PY) bench/run.py
+
+clean:
+	rm -rf .data .dagster_home
