@@ -1,0 +1,40 @@
+"""Recipe registry: Personalize recipe names (or ARNs) to recipe classes."""
+
+from __future__ import annotations
+
+from ..errors import InputError
+from .base import HyperParameter, Recipe, UserBatch, top_k
+from .popularity_count import PopularityCount
+
+RECIPES: dict[str, type[Recipe]] = {cls.name: cls for cls in (PopularityCount,)}
+
+# Recipes of Amazon Personalize that this project will provide (see the issues); named
+# here so that users get "not available yet" rather than "unknown".
+PLANNED = (
+    "aws-user-personalization",
+    "aws-hrnn",
+    "aws-hrnn-metadata",
+    "aws-hrnn-coldstart",
+    "aws-personalized-ranking",
+    "aws-sims",
+)
+ARN_PREFIX = "arn:aws:personalize:::recipe/"
+
+
+def recipe_name(name_or_arn: str) -> str:
+    name = (name_or_arn or "").strip()
+    if name.startswith(ARN_PREFIX):
+        name = name[len(ARN_PREFIX) :]
+    return name
+
+
+def get_recipe(name_or_arn: str) -> type[Recipe]:
+    name = recipe_name(name_or_arn)
+    if name in RECIPES:
+        return RECIPES[name]
+    if name in PLANNED:
+        raise InputError(f"recipe {name} is not available in this version yet (available: {', '.join(RECIPES)})")
+    raise InputError(f"unknown recipe {name_or_arn!r} (available: {', '.join(RECIPES)})")
+
+
+__all__ = ["HyperParameter", "Recipe", "UserBatch", "top_k", "get_recipe", "recipe_name", "RECIPES", "PLANNED"]

@@ -1,0 +1,240 @@
+"""The ``personalize-pipeline`` command line (the contract in DESIGN.md).
+
+Results go to stdout, progress to stderr. Bad input gives one line on stderr and exit
+code 2, never a traceback (set PERSONALIZE_DEBUG=1 to see one for internal errors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any, Sequence
+
+from .errors import InputError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _hyperparameters(pairs: Sequence[str] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--hp {pair!r}: expected KEY=VALUE")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _solution_config(args) -> "Any":
+    from .training import SolutionConfig
+
+    config = SolutionConfig(
+        recipe=args.recipe,
+        hyperparameters=_hyperparameters(args.hp),
+        event_type=getattr(args, "event_type", None),
+        event_value_threshold=getattr(args, "event_value_threshold", None),
+    )
+    config.resolved_hyperparameters()  # reject unknown names / bad values before reading data
+    return config
+
+
+def _load_valid(dataset: str, validate_first: bool = True):
+    from .datasets import read_dataset_group
+    from .validation import validate
+
+    t = time.perf_counter()
+    group = read_dataset_group(dataset)
+    _log(f"read {dataset}: " + ", ".join(f"{d.dataset_type} {d.num_rows} rows" for d in group.datasets()) + f" ({time.perf_counter() - t:.1f}s)")
+    if validate_first:
+        report = validate(group)
+        if not report.success:
+            first = report.failures[0].message()
+            more = f" (and {len(report.failures) - 1} more; run validate for the full report)" if len(report.failures) > 1 else ""
+            raise InputError(f"validation failed: {first}{more}")
+        _log(report.summary())
+    return group
+
+
+def cmd_demo_data(args) -> int:
+    from .demo_data import DemoSpec, generate
+
+    defaults = DemoSpec()
+    spec = DemoSpec(
+        users=args.users or defaults.users,
+        items=args.items or defaults.items,
+        interactions=args.interactions or defaults.interactions,
+        seed=defaults.seed if args.seed is None else args.seed,
+    )
+    for name in ("users", "items", "interactions"):
+        if getattr(spec, name) < 1:
+            raise InputError(f"--{name} must be positive")
+    summary = generate(args.out, spec)
+    print(json.dumps(summary, default=str))
+    return 0
+
+
+def cmd_validate(args) -> int:
+    from .datasets import read_dataset_group
+    from .validation import validate
+
+    report = validate(read_dataset_group(args.dataset))
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, default=str))
+    else:
+        print(report.to_text())
+    return 0 if report.success else 2
+
+
+def cmd_train(args) -> int:
+    from .features import featurize
+    from .training import describe, train
+
+    if args.automl or args.hpo:
+        raise InputError("--automl and --hpo are not available in this version yet")
+    if args.training_mode == "UPDATE" and not args.base:
+        raise InputError("--training-mode UPDATE needs --base SOLUTION (a solution with a FULL version)")
+    config = _solution_config(args)
+    group = _load_valid(args.dataset, not args.no_validate)
+    features = featurize(group, config.featurize_options())
+    _log(f"featurized {features.n_interactions} interactions, {features.n_users} users, {features.n_items} items")
+    version = train(features, config, args.out, training_mode=args.training_mode, base=args.base, seed=args.seed)
+    print(json.dumps(describe(version)))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .features import featurize
+    from .metrics import evaluate
+
+    config = _solution_config(args)
+    group = _load_valid(args.dataset, not args.no_validate)
+    features = featurize(group, config.featurize_options())
+    result = evaluate(
+        features,
+        config.recipe_class(),
+        config.hyperparameters,
+        protocol=args.protocol,
+        exclude_seen=args.exclude_seen,
+        seed=args.seed,
+        with_baseline=False,
+    )
+    if args.json:
+        print(json.dumps(result.to_json()))
+    else:
+        print(f"{result.recipe} ({result.protocol} protocol, {result.test_users} test users)")
+        for name, value in result.metrics.items():
+            print(f"  {name:<45} {value:.4f}")
+        print(f"  train_seconds {result.train_seconds}  events/s {result.train_events_per_second}  peak_rss_mb {result.peak_rss_mb}")
+    return 0
+
+
+def cmd_batch_infer(args) -> int:
+    from .batch import run_batch_job
+
+    values = None
+    if args.filter_values:
+        try:
+            values = json.loads(args.filter_values)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"--filter-values is not valid JSON ({exc.msg})") from None
+    result = run_batch_job(
+        args.solution,
+        args.input,
+        args.output,
+        num_results=args.num_results,
+        filter_expression=args.filter,
+        filter_values=values,
+        exploration_weight=args.exploration_weight,
+        exploration_item_age_cut_off=args.exploration_item_age_cut_off,
+    )
+    _log(f"wrote {result.output}: {result.lines} lines, {result.errors} with errors, {result.users_per_second} users/s")
+    print(json.dumps(result.to_dict()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="personalize-pipeline", description="Amazon Personalize custom recipes, self-hosted.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    d = sub.add_parser("demo-data", help="generate the built-in demo dataset group")
+    d.add_argument("--out", required=True)
+    d.add_argument("--users", type=int)
+    d.add_argument("--items", type=int)
+    d.add_argument("--interactions", type=int)
+    d.add_argument("--seed", type=int)
+    d.set_defaults(func=cmd_demo_data)
+
+    v = sub.add_parser("validate", help="validate a dataset group with the generated GE suites")
+    v.add_argument("--dataset", required=True)
+    v.add_argument("--json", action="store_true")
+    v.set_defaults(func=cmd_validate)
+
+    def recipe_args(sp):
+        sp.add_argument("--dataset", required=True)
+        sp.add_argument("--recipe", required=True)
+        sp.add_argument("--hp", action="append", metavar="KEY=VALUE")
+        sp.add_argument("--event-type")
+        sp.add_argument("--event-value-threshold", type=float)
+        sp.add_argument("--seed", type=int, default=42)
+        sp.add_argument("--no-validate", action="store_true", help="skip validation (the data was validated before)")
+
+    t = sub.add_parser("train", help="train a solution version")
+    recipe_args(t)
+    t.add_argument("--training-mode", choices=["FULL", "UPDATE"], default="FULL", type=str.upper)
+    t.add_argument("--base")
+    t.add_argument("--automl", action="store_true")
+    t.add_argument("--hpo", type=int)
+    t.add_argument("--out", required=True)
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="offline metrics of a recipe on a dataset group")
+    recipe_args(e)
+    e.add_argument("--protocol", choices=["personalize", "leave-last-out"], default="personalize")
+    e.add_argument("--exclude-seen", action="store_true")
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(func=cmd_evaluate)
+
+    b = sub.add_parser("batch-infer", help="run a batch inference job")
+    b.add_argument("--solution", required=True)
+    b.add_argument("--input", required=True)
+    b.add_argument("--output", required=True)
+    b.add_argument("--num-results", type=int, default=25)
+    b.add_argument("--filter")
+    b.add_argument("--filter-values")
+    b.add_argument("--exploration-weight", type=float)
+    b.add_argument("--exploration-item-age-cut-off", type=float)
+    b.set_defaults(func=cmd_batch_infer)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except InputError as exc:
+        _log(f"error: {exc.message}")
+        return 2
+    except KeyboardInterrupt:
+        _log("interrupted")
+        return 130
+    except Exception as exc:  # a bug: still one line unless debugging
+        if os.environ.get("PERSONALIZE_DEBUG"):
+            raise
+        text = str(exc).splitlines()[0] if str(exc) else ""
+        _log(f"internal error: {type(exc).__name__}: {text} (set PERSONALIZE_DEBUG=1 for a traceback)")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,237 @@
+"""Reading a Personalize dataset group from a folder or an ``s3://`` prefix.
+
+Layout: ``interactions.{csv,csv.gz,parquet}`` (required), optional ``items.*`` and
+``users.*``, optional ``schemas/{interactions,items,users}.json``. Every column is read as a
+string first (ids such as ``-2996180203100007228`` stay exact, and type problems are
+reported by validation with row counts instead of a parser crash); ``typed()`` converts
+the columns to their schema types afterwards.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from .errors import InputError
+from .locations import Location, S3Options, as_location
+from .schemas import DATASET_TYPES, INTEGER_TYPES, NUMERIC_TYPES, Schema, infer_schema, parse_avro
+
+SUFFIXES = (".csv", ".csv.gz", ".parquet")
+
+
+@dataclass
+class Dataset:
+    """One dataset (interactions, items or users): string columns plus its schema."""
+
+    dataset_type: str
+    table: pa.Table  # every column pa.string()
+    schema: Schema
+    source: str  # file url, for messages
+    fingerprint: str = ""  # sha256 of the file bytes (first 16 hex digits)
+
+    @property
+    def num_rows(self) -> int:
+        return self.table.num_rows
+
+    def frame(self) -> pd.DataFrame:
+        return self.table.to_pandas()
+
+    def typed(self) -> pd.DataFrame:
+        """Columns converted to their schema types (invalid values become missing)."""
+        df = self.frame()
+        for f in self.schema.fields:
+            if f.name not in df.columns:
+                continue
+            if f.type in NUMERIC_TYPES:
+                values = pd.to_numeric(df[f.name], errors="coerce")
+                if f.type in INTEGER_TYPES and not values.isna().any():
+                    values = values.astype("int64")
+                df[f.name] = values
+            elif f.type == "boolean":
+                df[f.name] = df[f.name].str.lower().map({"true": True, "false": False, "1": True, "0": False})
+        return df
+
+
+@dataclass
+class DatasetGroup:
+    location: str
+    interactions: Dataset
+    items: Dataset | None = None
+    users: Dataset | None = None
+    files: dict[str, str] = field(default_factory=dict)
+
+    def datasets(self) -> list[Dataset]:
+        return [d for d in (self.interactions, self.items, self.users) if d is not None]
+
+    def get(self, dataset_type: str) -> Dataset | None:
+        return getattr(self, dataset_type)
+
+
+def find_dataset_file(root: Location, dataset_type: str) -> Location | None:
+    names = set(root.listdir())
+    found = [root.child(dataset_type + s) for s in SUFFIXES if dataset_type + s in names]
+    if len(found) > 1:
+        raise InputError(f"{root.url}: both {found[0].name} and {found[1].name} exist; keep one {dataset_type} file")
+    return found[0] if found else None
+
+
+def read_dataset_group(location: str | Location, s3: S3Options | None = None) -> DatasetGroup:
+    root = as_location(location, s3)
+    if not root.is_dir():
+        if root.exists():
+            raise InputError(f"{root.url}: is a file; give the dataset group folder that holds interactions.csv")
+        raise InputError(f"{root.url}: dataset location does not exist")
+    datasets: dict[str, Dataset] = {}
+    files: dict[str, str] = {}
+    for dataset_type in DATASET_TYPES:
+        file = find_dataset_file(root, dataset_type)
+        if file is None:
+            if dataset_type == "interactions":
+                raise InputError(f"{root.url}: no interactions.csv, interactions.csv.gz or interactions.parquet found")
+            continue
+        schema_file = root.child("schemas", f"{dataset_type}.json")
+        schema_doc = schema_file.read_json() if schema_file.exists() else None
+        datasets[dataset_type] = read_dataset(file, dataset_type, schema_doc, schema_source=schema_file.url)
+        files[dataset_type] = file.url
+    return DatasetGroup(root.url, datasets["interactions"], datasets.get("items"), datasets.get("users"), files)
+
+
+def read_dataset(file: Location, dataset_type: str, schema_doc=None, schema_source: str = "") -> Dataset:
+    table, fingerprint = read_table(file)
+    if schema_doc is not None:
+        schema = parse_avro(dataset_type, schema_doc, schema_source)
+    else:
+        numeric = [c for c in table.column_names if _all_numeric(table.column(c))]
+        schema = infer_schema(dataset_type, table.column_names, numeric)
+    return Dataset(dataset_type, table, schema, file.url, fingerprint)
+
+
+def read_table(file: Location) -> tuple[pa.Table, str]:
+    """Read a CSV (optionally gzip) or Parquet file with every column as a string.
+
+    Returns the table and a fingerprint of the file's bytes."""
+    data = file.read_bytes()
+    fingerprint = hashlib.sha256(data).hexdigest()[:16]
+    return _parse_table(file, data), fingerprint
+
+
+def _parse_table(file: Location, data: bytes) -> pa.Table:
+    try:
+        if file.url.endswith(".parquet"):
+            try:
+                table = pq.read_table(pa.BufferReader(data))
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise InputError(f"{file.url}: not a readable Parquet file ({_first_line(exc)})") from None
+            _check_header(file, table.column_names)
+            if table.num_rows == 0:
+                raise InputError(f"{file.url}: has no data rows")
+            return table.cast(pa.schema([pa.field(n, pa.string()) for n in table.column_names]))
+        if file.url.endswith(".gz"):
+            import gzip
+            import zlib
+
+            try:
+                data = gzip.decompress(data)
+            except (OSError, EOFError, zlib.error) as exc:
+                raise InputError(f"{file.url}: corrupt or truncated gzip data ({exc})") from None
+        return parse_csv(data, file.url)
+    except InputError:
+        raise
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+        raise InputError(f"{file.url}: cannot read ({_first_line(exc)})") from None
+
+
+def parse_csv(data: bytes, source: str) -> pa.Table:
+    if not data.strip():
+        raise InputError(f"{source}: file is empty (expected a header line and data rows)")
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    first_line = data.split(b"\n", 1)[0].rstrip(b"\r")
+    try:
+        header_text = first_line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{source}: line 1 (header) is not valid UTF-8 text") from None
+    header = next(csv.reader(io.StringIO(header_text)))
+    _check_header_names(source, header)
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise InputError(f"{source}: line {line} is not valid UTF-8 text (byte 0x{data[exc.start]:02x})") from None
+    try:
+        table = pacsv.read_csv(
+            io.BytesIO(data),
+            read_options=pacsv.ReadOptions(block_size=1 << 24),
+            parse_options=pacsv.ParseOptions(newlines_in_values=False),
+            convert_options=pacsv.ConvertOptions(
+                column_types={name: pa.string() for name in header},
+                strings_can_be_null=True,
+                null_values=[""],
+            ),
+        )
+    except pa.ArrowInvalid as exc:
+        msg = _first_line(exc)
+        # pyarrow: "CSV parse error: Expected 4 columns, got 5: ..." — add the line number.
+        if "Expected" in msg and "columns" in msg:
+            bad = _find_bad_row(data, len(header))
+            where = f"line {bad}: " if bad else ""
+            raise InputError(f"{source}: {where}wrong number of fields ({msg.split(': ', 1)[-1].split(':')[0]})") from None
+        raise InputError(f"{source}: cannot parse CSV ({msg})") from None
+    if table.num_rows == 0:
+        raise InputError(f"{source}: has a header but no data rows")
+    return table
+
+
+def _find_bad_row(data: bytes, ncols: int) -> int | None:
+    reader = csv.reader(io.StringIO(data.decode("utf-8", "replace")))
+    for lineno, row in enumerate(reader, start=1):
+        if row and len(row) != ncols:
+            return lineno
+    return None
+
+
+def _check_header(file: Location, names: list[str]) -> None:
+    _check_header_names(file.url, names)
+
+
+def _check_header_names(source: str, names: list[str]) -> None:
+    seen = set()
+    for i, name in enumerate(names):
+        if not name.strip():
+            raise InputError(f"{source}: header column #{i + 1} has an empty name")
+        if name in seen:
+            raise InputError(f"{source}: header has column {name!r} twice")
+        seen.add(name)
+
+
+def _all_numeric(column: pa.ChunkedArray) -> bool:
+    values = column.drop_null()
+    if len(values) == 0:
+        return False
+    try:
+        values.cast(pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return False
+    return True
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def split_multi(values: pd.Series) -> pd.Series:
+    """Split ``|``-separated multi-values into lists (None stays None)."""
+    return values.str.split("|")
+
+
+def empty_like_ids() -> np.ndarray:
+    return np.array([], dtype=object)

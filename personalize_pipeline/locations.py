@@ -1,0 +1,248 @@
+"""Locations: a local folder or an ``s3://`` prefix, read and written through fsspec/s3fs.
+
+Every artifact is written atomically: to a temporary name next to its final name, then
+moved into place (``os.replace`` locally). On S3 a single PUT is already all-or-nothing, so
+objects are uploaded under a temporary key and copied into place, which means a reader
+never sees a partial object under the final key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import posixpath
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import fsspec
+
+from .errors import InputError
+
+
+@dataclass(frozen=True)
+class S3Options:
+    """How to reach S3 (or MinIO / SeaweedFS). Empty fields fall back to the standard
+    AWS environment variables (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+    AWS_REGION / AWS_DEFAULT_REGION) and then to botocore's own credential chain."""
+
+    endpoint_url: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    region: str | None = None
+
+    def storage_options(self) -> dict[str, Any]:
+        endpoint = self.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        key = self.access_key_id or os.environ.get("AWS_ACCESS_KEY_ID")
+        secret = self.secret_access_key or os.environ.get("AWS_SECRET_ACCESS_KEY")
+        region = self.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        opts: dict[str, Any] = {
+            "client_kwargs": {"region_name": region},
+            "skip_instance_cache": True,
+            "use_listings_cache": False,
+            "config_kwargs": {"retries": {"max_attempts": 3, "mode": "standard"}, "connect_timeout": 5, "read_timeout": 60},
+        }
+        if endpoint:
+            opts["client_kwargs"]["endpoint_url"] = endpoint
+        if key and secret:
+            opts["key"], opts["secret"] = key, secret
+        return opts
+
+    def redact(self, text: str) -> str:
+        """Remove credentials from a message before it is shown anywhere."""
+        for secret in (self.secret_access_key, os.environ.get("AWS_SECRET_ACCESS_KEY")):
+            if secret:
+                text = text.replace(secret, "***")
+        return text
+
+
+@dataclass(frozen=True)
+class Location:
+    """A folder-like place: ``/abs/path``, ``relative/path`` or ``s3://bucket/prefix``."""
+
+    url: str
+    s3: S3Options = field(default_factory=S3Options)
+
+    def __post_init__(self):
+        if not self.url:
+            raise InputError("empty location: give a folder path or an s3://bucket/prefix")
+        url = self.url.rstrip("/") if self.url not in ("/",) else self.url
+        if not self.is_s3:
+            url = os.path.abspath(os.path.expanduser(url))
+        object.__setattr__(self, "url", url)
+
+    @property
+    def is_s3(self) -> bool:
+        return self.url.startswith("s3://") or self.url.startswith("s3a://")
+
+    @property
+    def fs(self) -> fsspec.AbstractFileSystem:
+        if self.is_s3:
+            return fsspec.filesystem("s3", **self.s3.storage_options())
+        return fsspec.filesystem("file")
+
+    @property
+    def path(self) -> str:
+        """The path as the filesystem sees it (no scheme for S3)."""
+        if self.is_s3:
+            return self.url.split("://", 1)[1]
+        return self.url
+
+    @property
+    def name(self) -> str:
+        return posixpath.basename(self.url.rstrip("/"))
+
+    def child(self, *parts: str) -> "Location":
+        for part in parts:
+            if part.startswith("/") or ".." in part.split("/"):
+                raise InputError(f"path component {part!r} would leave {self.url}")
+        return Location(posixpath.join(self.url, *parts) if self.is_s3 else os.path.join(self.url, *parts), self.s3)
+
+    def parent(self) -> "Location":
+        return Location(posixpath.dirname(self.url) if self.is_s3 else os.path.dirname(self.url), self.s3)
+
+    def __str__(self) -> str:
+        return self.url
+
+    # --- reading -------------------------------------------------------------------
+    def exists(self) -> bool:
+        with s3_errors(self):
+            return self.fs.exists(self.path)
+
+    def is_dir(self) -> bool:
+        with s3_errors(self):
+            return self.fs.isdir(self.path)
+
+    def listdir(self) -> list[str]:
+        with s3_errors(self):
+            if not self.fs.isdir(self.path):
+                return []
+            return sorted(posixpath.basename(p.rstrip("/")) for p in self.fs.ls(self.path, detail=False))
+
+    def size(self) -> int:
+        with s3_errors(self):
+            return int(self.fs.size(self.path))
+
+    def read_bytes(self) -> bytes:
+        with s3_errors(self):
+            with self.fs.open(self.path, "rb") as fh:
+                return fh.read()
+
+    def read_text(self) -> str:
+        return self.read_bytes().decode("utf-8")
+
+    def read_json(self) -> Any:
+        try:
+            return json.loads(self.read_bytes())
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InputError(f"{self.url}: not valid JSON ({exc})") from None
+
+    @contextlib.contextmanager
+    def open(self, mode: str = "rb") -> Iterator[Any]:
+        with s3_errors(self):
+            with self.fs.open(self.path, mode) as fh:
+                yield fh
+
+    # --- writing (always atomic) -------------------------------------------------------
+    def makedirs(self) -> None:
+        with s3_errors(self):
+            if self.is_s3:
+                bucket = self.path.split("/", 1)[0]
+                if not self.fs.exists(bucket):
+                    raise InputError(f"{self.url}: bucket {bucket!r} does not exist")
+            else:
+                try:
+                    os.makedirs(self.path, exist_ok=True)
+                except OSError as exc:
+                    raise InputError(f"{self.url}: cannot create folder ({exc.strerror or exc})") from None
+
+    def write_bytes(self, data: bytes) -> None:
+        """Atomically replace this file with ``data``."""
+        with self.atomic_writer() as fh:
+            fh.write(data)
+
+    def write_text(self, text: str) -> None:
+        self.write_bytes(text.encode("utf-8"))
+
+    def write_json(self, obj: Any) -> None:
+        self.write_bytes((json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n").encode("utf-8"))
+
+    @contextlib.contextmanager
+    def atomic_writer(self) -> Iterator[io.BufferedIOBase]:
+        """Yield a binary file handle; on success the content appears under this name at
+        once, on failure nothing changes under this name."""
+        self.parent().makedirs()
+        tmp = self.parent().child(f".{self.name}.tmp-{uuid.uuid4().hex[:12]}")
+        try:
+            if self.is_s3:
+                with s3_errors(self):
+                    with tmp.fs.open(tmp.path, "wb") as fh:
+                        yield fh
+                    fs = self.fs
+                    fs.copy(tmp.path, self.path)
+                    fs.rm(tmp.path)
+            else:
+                try:
+                    with open(tmp.path, "wb") as fh:
+                        yield fh
+                        fh.flush()
+                        os.fsync(fh.fileno())
+                    os.replace(tmp.path, self.path)
+                except OSError as exc:
+                    raise InputError(f"{self.url}: cannot write ({exc.strerror or exc})") from None
+        except BaseException:
+            with contextlib.suppress(Exception):
+                if tmp.exists():
+                    tmp.fs.rm(tmp.path)
+            raise
+
+    def remove(self, recursive: bool = False) -> None:
+        with s3_errors(self):
+            if self.fs.exists(self.path):
+                self.fs.rm(self.path, recursive=recursive)
+
+
+def _json_default(obj: Any) -> Any:
+    import numpy as np
+
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+@contextlib.contextmanager
+def s3_errors(location: Location) -> Iterator[None]:
+    """Turn storage exceptions into one-line InputErrors naming the location."""
+    try:
+        yield
+    except InputError:
+        raise
+    except FileNotFoundError:
+        raise InputError(f"{location.url}: not found") from None
+    except PermissionError as exc:
+        msg = str(exc) or "access denied"
+        raise InputError(location.s3.redact(f"{location.url}: access denied ({msg.splitlines()[0]})")) from None
+    except Exception as exc:  # botocore / aiohttp errors have many types; classify by name
+        name = type(exc).__name__
+        text = str(exc).splitlines()[0] if str(exc) else name
+        if not location.is_s3:
+            raise
+        if "Endpoint" in name or "Connect" in name or "ClientConnector" in name or "connect" in text.lower():
+            raise InputError(location.s3.redact(f"{location.url}: cannot reach the S3 endpoint ({text})")) from None
+        if "InvalidAccessKeyId" in text or "SignatureDoesNotMatch" in text or "AccessDenied" in text or "Forbidden" in text:
+            raise InputError(location.s3.redact(f"{location.url}: S3 rejected the credentials ({text})")) from None
+        if "NoSuchBucket" in text:
+            raise InputError(f"{location.url}: bucket does not exist") from None
+        raise InputError(location.s3.redact(f"{location.url}: S3 error {name}: {text}")) from None
+
+
+def as_location(value: "str | os.PathLike | Location", s3: S3Options | None = None) -> Location:
+    if isinstance(value, Location):
+        return value
+    return Location(os.fspath(value), s3 or S3Options())

@@ -1,0 +1,211 @@
+"""The one interface every recipe implements, in the manner of scikit-learn estimators.
+
+Hyperparameters are declared once per recipe (name, type, default, range, HPO-tunable) and
+validated here; a recipe instance holds validated values in ``self.params``. ``fit`` learns
+from a :class:`~personalize_pipeline.features.Features`, ``update`` folds in new data
+(a cheap refresh of a FULL model), ``score`` gives users × items scores for a
+:class:`UserBatch`, ``recommend`` turns scores into top-k with optional exclusions, and
+``state``/``from_state`` are what the solution store saves and loads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..errors import InputError
+from ..features import Features
+
+RECIPE_TYPES = ("USER_PERSONALIZATION", "PERSONALIZED_RANKING", "RELATED_ITEMS")
+
+
+@dataclass(frozen=True)
+class HyperParameter:
+    name: str
+    type: type  # int, float, bool or str
+    default: Any
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[Any, ...] | None = None
+    tunable: bool = False
+    featurization: bool = False  # applies to featurization rather than the algorithm
+    help: str = ""
+
+    def parse(self, value: Any) -> Any:
+        """Convert a string or JSON value to this hyperparameter's type, within its range."""
+        try:
+            if self.type is bool:
+                if isinstance(value, str):
+                    lowered = value.strip().lower()
+                    if lowered not in ("true", "false"):
+                        raise ValueError
+                    parsed: Any = lowered == "true"
+                else:
+                    parsed = bool(value) if isinstance(value, (bool, np.bool_)) else _raise()
+            elif self.type is int:
+                parsed = int(str(value).strip()) if not isinstance(value, float) or float(value).is_integer() else _raise()
+            elif self.type is float:
+                parsed = float(value)
+                if not np.isfinite(parsed):
+                    raise ValueError
+            else:
+                parsed = str(value)
+        except (TypeError, ValueError):
+            raise InputError(f"hyperparameter {self.name}: {value!r} is not a valid {self.type.__name__}") from None
+        if self.low is not None and parsed < self.low or self.high is not None and parsed > self.high:
+            raise InputError(f"hyperparameter {self.name}: {parsed!r} is out of range [{self.low}, {self.high}]")
+        if self.choices is not None and parsed not in self.choices:
+            raise InputError(f"hyperparameter {self.name}: {parsed!r} is not one of {', '.join(map(str, self.choices))}")
+        return parsed
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "type": self.type.__name__,
+            "default": self.default,
+            "range": [self.low, self.high] if self.low is not None or self.high is not None else None,
+            "choices": list(self.choices) if self.choices else None,
+            "tunable": self.tunable,
+        }
+
+
+def _raise():
+    raise ValueError
+
+
+@dataclass
+class UserBatch:
+    """Users to score: codes (-1 for users the model does not know) and each user's
+    time-ordered history of item codes as CSR (``history_items[indptr[i]:indptr[i+1]]``)."""
+
+    users: np.ndarray
+    history_indptr: np.ndarray
+    history_items: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    @classmethod
+    def from_histories(cls, users: np.ndarray, indptr: np.ndarray, items: np.ndarray, rows: np.ndarray | None = None) -> "UserBatch":
+        """Gather rows ``rows`` (default: ``users``) of a CSR history; -1 rows get no history."""
+        rows = users if rows is None else rows
+        rows = np.asarray(rows, dtype=np.int64)
+        known = rows >= 0
+        starts = np.where(known, indptr[np.where(known, rows, 0)], 0)
+        ends = np.where(known, indptr[np.where(known, rows, 0) + 1], 0)
+        lengths = ends - starts
+        out_ptr = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=out_ptr[1:])
+        total = int(out_ptr[-1])
+        if total:
+            offsets = np.arange(total, dtype=np.int64) - np.repeat(out_ptr[:-1], lengths)
+            gathered = items[np.repeat(starts, lengths) + offsets]
+        else:
+            gathered = np.zeros(0, dtype=items.dtype if len(items) else np.int32)
+        return cls(np.asarray(users, dtype=np.int64), out_ptr, gathered)
+
+    def seen_mask_rows_cols(self) -> tuple[np.ndarray, np.ndarray]:
+        """(row, item) pairs of every history item, for excluding seen items."""
+        rows = np.repeat(np.arange(len(self.users)), np.diff(self.history_indptr))
+        return rows, self.history_items
+
+
+class Recipe:
+    """Base class of all recipes. Subclasses set the class attributes and implement
+    ``fit``, ``score`` (or ``recommend``), ``state`` and ``_set_state``."""
+
+    name: ClassVar[str]
+    recipe_type: ClassVar[str] = "USER_PERSONALIZATION"
+    hyperparameters: ClassVar[tuple[HyperParameter, ...]] = ()
+    datasets: ClassVar[tuple[str, ...]] = ("interactions",)
+    description: ClassVar[str] = ""
+
+    def __init__(self, **params: Any):
+        self.params = self.resolve_hyperparameters(params)
+        self.n_items = 0
+        self.fitted = False
+
+    # --- hyperparameters ----------------------------------------------------------------------
+    @classmethod
+    def resolve_hyperparameters(cls, given: dict[str, Any] | None) -> dict[str, Any]:
+        declared = {hp.name: hp for hp in cls.hyperparameters}
+        given = dict(given or {})
+        unknown = sorted(set(given) - set(declared))
+        if unknown:
+            known = ", ".join(declared) or "none"
+            raise InputError(f"recipe {cls.name} has no hyperparameter {unknown[0]!r} (known: {known})")
+        return {name: hp.parse(given[name]) if name in given else hp.default for name, hp in declared.items()}
+
+    @classmethod
+    def featurize_options(cls, params: dict[str, Any], event_type: str | None = None, event_value_threshold: float | None = None):
+        from ..features import FeaturizeOptions
+
+        return FeaturizeOptions(
+            event_type=event_type,
+            event_value_threshold=event_value_threshold,
+            min_user_history_length_percentile=float(params.get("min_user_history_length_percentile", 0.0)),
+            max_user_history_length_percentile=float(params.get("max_user_history_length_percentile", 1.0)),
+        )
+
+    # --- training --------------------------------------------------------------------------
+    def fit(self, features: Features, seed: int = 42) -> "Recipe":
+        raise NotImplementedError
+
+    def update(self, features: Features, seed: int = 42, previous_item_ids: np.ndarray | None = None) -> "Recipe":
+        """Fold in new data after a FULL training, starting from this (loaded) model.
+
+        ``previous_item_ids`` is the catalogue the model was trained with, so that a recipe
+        can carry learned item state over to the new item codes. Default: train again."""
+        return self.fit(features, seed=seed)
+
+    def training_stats(self) -> dict[str, Any]:
+        return {}
+
+    # --- inference ------------------------------------------------------------------------------
+    def score(self, batch: UserBatch) -> np.ndarray:
+        """Scores of every item for every user of the batch: float32 [len(batch), n_items]."""
+        raise NotImplementedError
+
+    def recommend(self, batch: UserBatch, k: int, exclude_seen: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k item codes and scores per user, best first: ([n, k] int64, [n, k] float32)."""
+        scores = np.array(self.score(batch), dtype=np.float32, copy=True)
+        if exclude_seen:
+            rows, cols = batch.seen_mask_rows_cols()
+            scores[rows, cols] = -np.inf
+        return top_k(scores, k)
+
+    # --- persistence ----------------------------------------------------------------------------
+    def state(self) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def _set_state(self, state: dict[str, np.ndarray]) -> None:
+        raise NotImplementedError
+
+    @classmethod
+    def from_state(cls, params: dict[str, Any], state: dict[str, np.ndarray]) -> "Recipe":
+        recipe = cls(**params)
+        recipe._set_state(state)
+        recipe.fitted = True
+        return recipe
+
+    def _check_fitted(self) -> None:
+        if not self.fitted:
+            raise RuntimeError(f"{self.name}: fit() must be called first")
+
+
+def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k per row, best first; ties go to the lower item code. Uses torch.topk on CPU
+    threads (several times faster than numpy argpartition for wide rows)."""
+    import torch
+
+    n, m = scores.shape
+    k = min(k, m)
+    if k == 0 or n == 0:
+        return np.zeros((n, k), dtype=np.int64), np.zeros((n, k), dtype=np.float32)
+    values, indices = torch.topk(torch.from_numpy(np.ascontiguousarray(scores)), k, dim=1, sorted=True)
+    values, indices = values.numpy(), indices.numpy().astype(np.int64)
+    # make ties deterministic: within equal scores order by item code
+    order = np.lexsort((indices, -values), axis=1)
+    return np.take_along_axis(indices, order, 1), np.take_along_axis(values, order, 1)

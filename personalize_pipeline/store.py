@@ -1,0 +1,199 @@
+"""Solution-version storage, in a local folder or under an ``s3://`` prefix.
+
+A *solution* folder holds its versions and an index::
+
+    SOLUTION/solution.json                   index: versions, latest, latest FULL
+    SOLUTION/versions/<id>/model.npz         the recipe's learned state
+    SOLUTION/versions/<id>/catalog.parquet   ITEM_ID per item code (+ CREATION_TIMESTAMP)
+    SOLUTION/versions/<id>/users.parquet     USER_ID per user code
+    SOLUTION/versions/<id>/history.npz       each user's time-ordered item codes (CSR)
+    SOLUTION/versions/<id>/manifest.json     written last: recipe, hyperparameters, solution
+                                             config, training mode, dataset fingerprint,
+                                             timings, metrics
+
+Every file is written atomically and the manifest last, then the index is replaced, so a
+failed or killed training never changes what readers see: an interrupted version has no
+manifest and is ignored, and earlier versions stay intact.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from . import __version__
+from .errors import InputError
+from .features import Features
+from .locations import Location, as_location
+from .recipes import Recipe, UserBatch, get_recipe
+
+MANIFEST = "manifest.json"
+INDEX = "solution.json"
+FORMAT = 1
+
+
+@dataclass
+class SolutionVersion:
+    location: Location
+    manifest: dict[str, Any]
+    recipe: Recipe
+    item_ids: np.ndarray
+    user_ids: np.ndarray
+    history_indptr: np.ndarray
+    history_items: np.ndarray
+    item_creation: np.ndarray | None = None
+
+    @property
+    def version_id(self) -> str:
+        return self.manifest["solution_version"]
+
+    @property
+    def recipe_type(self) -> str:
+        return self.manifest["recipe_type"]
+
+    def user_codes(self, user_ids: np.ndarray) -> np.ndarray:
+        return pd.Index(self.user_ids).get_indexer(pd.Index(np.asarray(user_ids, dtype=object)))
+
+    def item_codes(self, item_ids: np.ndarray) -> np.ndarray:
+        return pd.Index(self.item_ids).get_indexer(pd.Index(np.asarray(item_ids, dtype=object)))
+
+    def user_batch(self, codes: np.ndarray) -> UserBatch:
+        return UserBatch.from_histories(codes, self.history_indptr, self.history_items)
+
+
+def new_version_id(now: dt.datetime | None = None) -> str:
+    now = now or dt.datetime.now(dt.timezone.utc)
+    return now.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+
+
+def save_solution_version(
+    solution: str | Location,
+    recipe: Recipe,
+    features: Features,
+    manifest: dict[str, Any],
+    version_id: str | None = None,
+) -> SolutionVersion:
+    """Write a trained recipe as a new version of ``solution`` and point the index at it."""
+    root = as_location(solution)
+    root.makedirs()
+    version_id = version_id or new_version_id()
+    loc = root.child("versions", version_id)
+    loc.makedirs()
+    buf = io.BytesIO()
+    np.savez(buf, **recipe.state())
+    loc.child("model.npz").write_bytes(buf.getvalue())
+    catalog = pd.DataFrame({"ITEM_ID": features.item_ids})
+    if "creation_timestamp" in features.items.columns:
+        catalog["CREATION_TIMESTAMP"] = features.items["creation_timestamp"].to_numpy()
+    _write_parquet(loc.child("catalog.parquet"), catalog)
+    _write_parquet(loc.child("users.parquet"), pd.DataFrame({"USER_ID": features.user_ids}))
+    indptr, items = features.sequences()
+    buf = io.BytesIO()
+    np.savez(buf, indptr=indptr, items=items.astype(np.int32))
+    loc.child("history.npz").write_bytes(buf.getvalue())
+    full_manifest = {
+        "format": FORMAT,
+        "solution": manifest.get("solution") or root.name,
+        "solution_version": version_id,
+        "recipe": recipe.name,
+        "recipe_type": recipe.recipe_type,
+        "hyperparameters": recipe.params,
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "code_version": __version__,
+        "catalog": {"items": int(features.n_items), "users": int(features.n_users)},
+        "metrics": {},
+        **{k: v for k, v in manifest.items() if k != "solution"},
+    }
+    loc.child(MANIFEST).write_json(full_manifest)
+    _update_index(root, full_manifest)
+    return SolutionVersion(loc, full_manifest, recipe, features.item_ids, features.user_ids, indptr, items,
+                           catalog["CREATION_TIMESTAMP"].to_numpy() if "CREATION_TIMESTAMP" in catalog else None)
+
+
+def _update_index(root: Location, manifest: dict[str, Any]) -> None:
+    index_loc = root.child(INDEX)
+    index = index_loc.read_json() if index_loc.exists() else {"solution": manifest["solution"], "versions": []}
+    entry = {
+        "id": manifest["solution_version"],
+        "training_mode": manifest.get("training_mode", "FULL"),
+        "recipe": manifest["recipe"],
+        "created_at": manifest["created_at"],
+        "base_version": manifest.get("base_version"),
+    }
+    index["versions"] = [v for v in index.get("versions", []) if v["id"] != entry["id"]] + [entry]
+    index["latest"] = entry["id"]
+    if entry["training_mode"] == "FULL":
+        index["latest_full"] = entry["id"]
+    index_loc.write_json(index)
+
+
+def read_index(solution: str | Location) -> dict[str, Any] | None:
+    loc = as_location(solution).child(INDEX)
+    return loc.read_json() if loc.exists() else None
+
+
+def resolve_version(location: str | Location, full_only: bool = False) -> Location:
+    """A version folder from either a version folder or a solution folder (its latest,
+    or latest FULL version)."""
+    loc = as_location(location)
+    if loc.child(MANIFEST).exists():
+        return loc
+    index = read_index(loc)
+    if index is None:
+        if not loc.exists():
+            raise InputError(f"{loc.url}: solution does not exist")
+        raise InputError(f"{loc.url}: not a solution or solution version (no {INDEX} or {MANIFEST})")
+    key = "latest_full" if full_only else "latest"
+    if not index.get(key):
+        raise InputError(f"{loc.url}: solution has no {'FULL ' if full_only else ''}solution version yet")
+    return loc.child("versions", index[key])
+
+
+def load_manifest(location: str | Location) -> dict[str, Any]:
+    return resolve_version(location).child(MANIFEST).read_json()
+
+
+def load_solution_version(location: str | Location, full_only: bool = False) -> SolutionVersion:
+    loc = resolve_version(location, full_only=full_only)
+    manifest = loc.child(MANIFEST).read_json()
+    if manifest.get("format") != FORMAT:
+        raise InputError(f"{loc.url}: unsupported solution version format {manifest.get('format')!r}")
+    cls = get_recipe(manifest["recipe"])
+    with np.load(io.BytesIO(loc.child("model.npz").read_bytes()), allow_pickle=False) as npz:
+        state = {k: npz[k] for k in npz.files}
+    recipe = cls.from_state(manifest["hyperparameters"], state)
+    catalog = _read_parquet(loc.child("catalog.parquet"))
+    users = _read_parquet(loc.child("users.parquet"))
+    with np.load(io.BytesIO(loc.child("history.npz").read_bytes()), allow_pickle=False) as npz:
+        indptr, items = npz["indptr"], npz["items"]
+    creation = catalog["CREATION_TIMESTAMP"].to_numpy() if "CREATION_TIMESTAMP" in catalog else None
+    return SolutionVersion(
+        loc, manifest, recipe, catalog["ITEM_ID"].to_numpy(dtype=object), users["USER_ID"].to_numpy(dtype=object), indptr, items, creation
+    )
+
+
+def update_manifest(location: str | Location, **fields: Any) -> dict[str, Any]:
+    """Merge fields (e.g. metrics) into a version's manifest, atomically."""
+    loc = resolve_version(location)
+    manifest = loc.child(MANIFEST).read_json()
+    manifest.update(fields)
+    loc.child(MANIFEST).write_json(manifest)
+    return manifest
+
+
+def _write_parquet(loc: Location, df: pd.DataFrame) -> None:
+    with loc.atomic_writer() as fh:
+        pq.write_table(pa.Table.from_pandas(df, preserve_index=False), fh, compression="zstd")
+
+
+def _read_parquet(loc: Location) -> pd.DataFrame:
+    with loc.open("rb") as fh:
+        return pq.read_table(fh).to_pandas()
