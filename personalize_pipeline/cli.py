@@ -75,9 +75,10 @@ def cmd_demo_data(args) -> int:
         interactions=args.interactions or defaults.interactions,
         seed=defaults.seed if args.seed is None else args.seed,
     )
-    for name in ("users", "items", "interactions"):
-        if getattr(spec, name) < 1:
-            raise InputError(f"--{name} must be positive")
+    try:
+        spec.validate()
+    except ValueError as exc:
+        raise InputError(f"demo-data: {exc}") from None
     summary = generate(args.out, spec)
     print(json.dumps(summary, default=str))
     return 0

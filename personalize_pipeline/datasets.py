@@ -83,25 +83,62 @@ def find_dataset_file(root: Location, dataset_type: str) -> Location | None:
     return found[0] if found else None
 
 
-def read_dataset_group(location: str | Location, s3: S3Options | None = None) -> DatasetGroup:
+def _group_root(location: str | Location, s3: S3Options | None = None) -> Location:
     root = as_location(location, s3)
     if not root.is_dir():
         if root.exists():
             raise InputError(f"{root.url}: is a file; give the dataset group folder that holds interactions.csv")
         raise InputError(f"{root.url}: dataset location does not exist")
-    datasets: dict[str, Dataset] = {}
-    files: dict[str, str] = {}
-    for dataset_type in DATASET_TYPES:
-        file = find_dataset_file(root, dataset_type)
-        if file is None:
-            if dataset_type == "interactions":
-                raise InputError(f"{root.url}: no interactions.csv, interactions.csv.gz or interactions.parquet found")
-            continue
-        schema_file = root.child("schemas", f"{dataset_type}.json")
-        schema_doc = schema_file.read_json() if schema_file.exists() else None
-        datasets[dataset_type] = read_dataset(file, dataset_type, schema_doc, schema_source=schema_file.url)
-        files[dataset_type] = file.url
-    return DatasetGroup(root.url, datasets["interactions"], datasets.get("items"), datasets.get("users"), files)
+    return root
+
+
+def read_one(location: str | Location, dataset_type: str, s3: S3Options | None = None) -> Dataset | None:
+    """One dataset of a group (None when an optional dataset is absent)."""
+    root = _group_root(location, s3)
+    file = find_dataset_file(root, dataset_type)
+    if file is None:
+        if dataset_type == "interactions":
+            raise InputError(f"{root.url}: no interactions.csv, interactions.csv.gz or interactions.parquet found")
+        return None
+    schema_file = root.child("schemas", f"{dataset_type}.json")
+    schema_doc = schema_file.read_json() if schema_file.exists() else None
+    return read_dataset(file, dataset_type, schema_doc, schema_source=schema_file.url)
+
+
+def read_dataset_group(location: str | Location, s3: S3Options | None = None) -> DatasetGroup:
+    root = _group_root(location, s3)
+    datasets = {t: read_one(root, t) for t in DATASET_TYPES}
+    files = {t: d.source for t, d in datasets.items() if d is not None}
+    return DatasetGroup(root.url, datasets["interactions"], datasets["items"], datasets["users"], files)
+
+
+def save_snapshot(dataset: Dataset, location: str | Location) -> Location:
+    """Persist a dataset as read (string columns + schema) to a folder, atomically per file."""
+    loc = as_location(location)
+    loc.makedirs()
+    with loc.child("data.parquet").atomic_writer() as fh:
+        pq.write_table(dataset.table, fh, compression="zstd")
+    loc.child("dataset.json").write_json(
+        {
+            "dataset_type": dataset.dataset_type,
+            "source": dataset.source,
+            "fingerprint": dataset.fingerprint,
+            "schema": dataset.schema.to_avro(),
+            "schema_from_file": dataset.schema.from_file,
+        }
+    )
+    return loc
+
+
+def load_snapshot(location: str | Location) -> Dataset:
+    loc = as_location(location)
+    meta = loc.child("dataset.json").read_json()
+    with loc.child("data.parquet").open("rb") as fh:
+        table = pq.read_table(fh)
+    schema = parse_avro(meta["dataset_type"], meta["schema"], loc.url)
+    if not meta.get("schema_from_file"):
+        schema = Schema(schema.dataset_type, schema.fields, from_file=False)
+    return Dataset(meta["dataset_type"], table, schema, meta["source"], meta.get("fingerprint", ""))
 
 
 def read_dataset(file: Location, dataset_type: str, schema_doc=None, schema_source: str = "") -> Dataset:

@@ -242,15 +242,19 @@ def build_batches(dataset: Dataset, now: float | None = None) -> list[_Batch]:
 
 def validate(group: DatasetGroup, dataset_types: tuple[str, ...] | None = None, now: float | None = None) -> ValidationReport:
     """Run the generated suites on the dataset group (or only the named datasets)."""
-    start = time.perf_counter()
     datasets = [d for d in group.datasets() if dataset_types is None or d.dataset_type in dataset_types]
+    return validate_datasets(datasets, group.location, now=now)
+
+
+def validate_datasets(datasets: list[Dataset], location: str, now: float | None = None) -> ValidationReport:
+    start = time.perf_counter()
     results: list[RuleResult] = []
     context = _context()
     for dataset in datasets:
         for i, batch in enumerate(build_batches(dataset, now=now)):
             results += _run_batch(context, batch, f"{dataset.dataset_type}_{batch.name}_{i}")
     return ValidationReport(
-        group.location,
+        location,
         results,
         {d.dataset_type: d.num_rows for d in datasets},
         round(time.perf_counter() - start, 3),

@@ -1,0 +1,67 @@
+"""Raw datasets (external, owned by whoever drops files) and their validated snapshots."""
+
+
+import time
+
+import dagster as dg
+
+from personalize_pipeline.datasets import read_one, save_snapshot
+from personalize_pipeline.errors import InputError
+
+from .metadata import column_schema, profile_markdown
+from .resources import ArtifactStore, DatasetSource
+
+DATASET_TYPES = ("interactions", "items", "users")
+
+raw_assets = [
+    dg.AssetSpec(
+        f"raw_{t}",
+        description=f"The {t} file(s) of the dataset group, as delivered (CSV or Parquet, local or S3).",
+        group_name="raw",
+        kinds={"csv"},
+    )
+    for t in DATASET_TYPES
+]
+
+
+def _validated_asset(dataset_type: str):
+    @dg.asset(
+        name=f"validated_{dataset_type}",
+        deps=[f"raw_{dataset_type}"],
+        group_name="personalize",
+        kinds={"pandas", "parquet"},
+        description=(
+            f"Snapshot of the {dataset_type} dataset as read, with its schema. The blocking Great "
+            "Expectations check on it must pass before anything downstream runs."
+        ),
+    )
+    def _asset(context: dg.AssetExecutionContext, dataset_source: DatasetSource, artifact_store: ArtifactStore) -> dg.MaterializeResult:
+        start = time.perf_counter()
+        try:
+            dataset = read_one(dataset_source.root(), dataset_type)
+        except InputError as exc:
+            raise dg.Failure(description=exc.message) from None
+        if dataset is None:
+            if dataset_type == "interactions":
+                raise dg.Failure(description="no interactions dataset found")
+            return dg.MaterializeResult(metadata={"present": False, "source": dataset_source.location})
+        location = save_snapshot(dataset, artifact_store.validated(dataset_type, context.run_id))
+        return dg.MaterializeResult(
+            metadata={
+                "present": True,
+                "path": dg.MetadataValue.path(location.url),
+                "source": dg.MetadataValue.path(dataset.source),
+                "fingerprint": dataset.fingerprint,
+                "schema_from_file": dataset.schema.from_file,
+                "dagster/row_count": dataset.num_rows,
+                "dagster/column_schema": column_schema(dataset),
+                "profile": dg.MetadataValue.md(profile_markdown(dataset)),
+                "seconds": round(time.perf_counter() - start, 3),
+            },
+            data_version=dg.DataVersion(dataset.fingerprint),
+        )
+
+    return _asset
+
+
+validated_assets = [_validated_asset(t) for t in DATASET_TYPES]

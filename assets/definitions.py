@@ -1,0 +1,51 @@
+"""The one Definitions object of the code location."""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+from .checks import ge_checks  # noqa: E402
+from .datasets import raw_assets, validated_assets  # noqa: E402
+from .evaluation import beats_popularity, solution_metrics  # noqa: E402
+from .features import featurized_dataset  # noqa: E402
+from .inference import batch_inference_output  # noqa: E402
+from .jobs import full_retrain, update  # noqa: E402
+from .resources import ArtifactStore, DatasetSource, OutputLocation, S3Settings, SolutionResource  # noqa: E402
+from .schedules import two_hourly_update, weekly_full_retrain  # noqa: E402
+from .settings import settings  # noqa: E402
+
+
+def build_resources(config: dict | None = None) -> dict:
+    config = config or settings()
+    s3 = S3Settings.from_env()
+    sol = config["solution"]
+    return {
+        "dataset_source": DatasetSource(location=config["locations"]["dataset"], s3=s3),
+        "artifact_store": ArtifactStore(location=config["locations"]["artifacts"], s3=s3),
+        "output_location": OutputLocation(location=config["locations"]["output"], s3=s3),
+        "solution": SolutionResource(
+            name=sol["name"],
+            recipe=sol["recipe"],
+            hyperparameters={k: str(v) for k, v in (sol.get("hyperparameters") or {}).items()},
+            event_type=sol.get("event_type"),
+            event_value_threshold=sol.get("event_value_threshold"),
+        ),
+    }
+
+
+pipeline_assets = [*validated_assets, featurized_dataset, solution_metrics, batch_inference_output]
+from .training import solution_version  # noqa: E402
+
+pipeline_assets.insert(len(validated_assets) + 1, solution_version)
+
+defs = dg.Definitions(
+    assets=[*raw_assets, *pipeline_assets],
+    asset_checks=[*ge_checks, beats_popularity],
+    jobs=[full_retrain, update],
+    schedules=[weekly_full_retrain, two_hourly_update],
+    resources=build_resources(),
+)

@@ -1,0 +1,51 @@
+"""The featurized dataset: event filters, history-length percentiles, id maps, metadata."""
+
+
+import dagster as dg
+
+from personalize_pipeline.datasets import DatasetGroup, load_snapshot
+from personalize_pipeline.errors import InputError
+from personalize_pipeline.features import featurize, fingerprint, save_features
+
+from .metadata import floats, location_of
+from .resources import ArtifactStore, SolutionResource
+
+
+@dg.asset(
+    deps=["validated_interactions", "validated_items", "validated_users"],
+    group_name="personalize",
+    kinds={"pandas", "parquet"},
+    description="Interactions as dense codes sorted by user and time, with encoded item/user/context metadata (Parquet).",
+)
+def featurized_dataset(context: dg.AssetExecutionContext, artifact_store: ArtifactStore, solution: SolutionResource) -> dg.MaterializeResult:
+    s3 = artifact_store.s3.options()
+    snapshots = {t: location_of(context, f"validated_{t}", s3) for t in ("interactions", "items", "users")}
+    datasets = {t: load_snapshot(loc) if loc is not None else None for t, loc in snapshots.items()}
+    if datasets["interactions"] is None:
+        raise dg.Failure(description="validated_interactions has no snapshot")
+    group = DatasetGroup(
+        location=datasets["interactions"].source.rsplit("/", 1)[0],
+        interactions=datasets["interactions"],
+        items=datasets["items"],
+        users=datasets["users"],
+    )
+    try:
+        features = featurize(group, solution.config().featurize_options())
+    except InputError as exc:
+        raise dg.Failure(description=exc.message) from None
+    location = save_features(features, artifact_store.features(solution.name, context.run_id))
+    counts = features.info["counts"]
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(location.url),
+            "dagster/row_count": features.n_interactions,
+            **floats(counts, "count/"),
+            "featurize_seconds": features.info["seconds"],
+            "interactions_per_second": round(features.n_interactions / max(features.info["seconds"], 1e-9), 1),
+            "options": dg.MetadataValue.json(features.info["options"]),
+            "item_metadata_columns": ", ".join(c for c in features.items.columns if c != "ITEM_ID") or "none",
+            "user_metadata_columns": ", ".join(c for c in features.users.columns if c != "USER_ID") or "none",
+            "context_columns": ", ".join(features.info["context_columns"]) or "none",
+        },
+        data_version=dg.DataVersion(fingerprint(features)),
+    )

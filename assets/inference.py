@@ -1,0 +1,65 @@
+"""Batch inference output: Personalize JSONL ``.out`` files, locally or on S3."""
+
+
+import dagster as dg
+
+from personalize_pipeline.batch import run_batch_job, write_all_users_input
+from personalize_pipeline.errors import InputError
+from personalize_pipeline.locations import Location
+from personalize_pipeline.store import load_solution_version
+
+from .metadata import location_of
+from .resources import ArtifactStore, OutputLocation, SolutionResource
+
+
+class BatchInferenceConfig(dg.Config):
+    input: str = ""  # JSONL job input (folder path or s3:// key); empty: every known user
+    num_results: int = 25
+    exploration_weight: float | None = None
+    exploration_item_age_cut_off: float | None = None
+
+
+@dg.asset(
+    deps=["solution_version"],
+    group_name="personalize",
+    kinds={"s3", "json"},
+    description="Batch recommendations for the job input, as Amazon Personalize writes them (<input>.out).",
+)
+def batch_inference_output(
+    context: dg.AssetExecutionContext,
+    config: BatchInferenceConfig,
+    artifact_store: ArtifactStore,
+    output_location: OutputLocation,
+    solution: SolutionResource,
+) -> dg.MaterializeResult:
+    version = load_solution_version(location_of(context, "solution_version", artifact_store.s3.options()))
+    out_dir = output_location.job_output(solution.name, version.version_id)
+    try:
+        if config.input:
+            job_input = Location(config.input, output_location.s3.options())
+        else:
+            job_input = write_all_users_input(version, version.location.child("all-users.jsonl"))
+        result = run_batch_job(
+            version,
+            job_input,
+            out_dir,
+            num_results=config.num_results,
+            exploration_weight=config.exploration_weight,
+            exploration_item_age_cut_off=config.exploration_item_age_cut_off,
+        )
+    except InputError as exc:
+        raise dg.Failure(description=exc.message) from None
+    preview = Location(result.output, output_location.s3.options()).read_text().splitlines()[:3]
+    context.log.info(f"batch output: {result.output}")
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(result.output),
+            "solution_version": version.version_id,
+            "lines": result.lines,
+            "error_lines": result.errors,
+            "unknown_users": result.unknown_users,
+            "users_per_second": result.users_per_second,
+            "seconds": result.seconds,
+            "preview": dg.MetadataValue.md("```\n" + "\n".join(preview) + "\n```"),
+        }
+    )

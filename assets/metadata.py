@@ -1,0 +1,81 @@
+"""Small helpers that turn engine objects into Dagster metadata, and find upstream outputs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from personalize_pipeline.datasets import Dataset
+from personalize_pipeline.locations import Location
+
+
+def location_of(context: dg.AssetExecutionContext, key: str, s3_options) -> Location | None:
+    """The ``path`` an upstream asset recorded in its latest materialization (None when the
+    upstream recorded that its dataset is absent)."""
+    event = context.instance.get_latest_materialization_event(dg.AssetKey(key))
+    if event is None or event.asset_materialization is None:
+        raise dg.Failure(description=f"{key} has never been materialized; materialize it first")
+    metadata = event.asset_materialization.metadata
+    if "path" not in metadata:
+        return None
+    return Location(str(metadata["path"].value), s3_options)
+
+
+def column_schema(dataset: Dataset) -> dg.TableSchema:
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(
+                f.name,
+                f.type,
+                description=("categorical" if f.categorical else None),
+                constraints=dg.TableColumnConstraints(nullable=f.nullable),
+            )
+            for f in dataset.schema.fields
+        ]
+    )
+
+
+def profile_markdown(dataset: Dataset, max_columns: int = 30) -> str:
+    """A data profile: per column non-null share, distinct values and a summary."""
+    df = dataset.typed()
+    rows = ["| column | type | non-null | distinct | summary |", "|---|---|---|---|---|"]
+    n = max(len(df), 1)
+    for f in dataset.schema.fields[:max_columns]:
+        if f.name not in df.columns:
+            rows.append(f"| {f.name} | {f.type} | missing | | |")
+            continue
+        col = df[f.name]
+        non_null = int(col.notna().sum())
+        distinct = int(col.nunique(dropna=True))
+        if pd.api.types.is_numeric_dtype(col) and non_null:
+            values = col.dropna().to_numpy(dtype=np.float64)
+            summary = f"min {values.min():.6g}, median {np.median(values):.6g}, max {values.max():.6g}"
+        else:
+            top = col.value_counts().head(3)
+            summary = ", ".join(f"{str(v)[:24]} ({c})" for v, c in top.items())
+        rows.append(f"| {f.name} | {f.type} | {100.0 * non_null / n:.1f}% | {distinct} | {summary.replace('|', '&#124;')} |")
+    return "\n".join(rows)
+
+
+def table_markdown(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "(empty)"
+    cols = list(rows[0])
+    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        out.append("| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |")
+    return "\n".join(out)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value).replace("|", "&#124;")
+
+
+def floats(values: dict[str, Any], prefix: str = "") -> dict[str, dg.MetadataValue]:
+    """Numeric metadata as floats, so that the UI charts them across runs."""
+    return {f"{prefix}{k}": dg.MetadataValue.float(float(v)) for k, v in values.items() if isinstance(v, (int, float)) and v is not None}

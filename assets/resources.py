@@ -1,0 +1,81 @@
+"""Dagster resources: where datasets come from, where artifacts and outputs go, and the
+solution being trained. Thin wrappers that hand engine objects to the assets."""
+
+
+import os
+from typing import Optional
+
+import dagster as dg
+
+from personalize_pipeline.locations import Location, S3Options
+from personalize_pipeline.training import SolutionConfig
+
+
+class S3Settings(dg.ConfigurableResource):
+    """S3 / MinIO / SeaweedFS access. Unset fields fall back to the standard AWS environment
+    variables; set secrets with ``dg.EnvVar`` so they are never shown in the UI."""
+
+    endpoint_url: Optional[str] = None
+    access_key_id: Optional[str] = None
+    secret_access_key: Optional[str] = None
+    region: Optional[str] = None
+
+    def options(self) -> S3Options:
+        return S3Options(self.endpoint_url, self.access_key_id, self.secret_access_key, self.region)
+
+    @classmethod
+    def from_env(cls) -> "S3Settings":
+        def env(name: str):
+            return dg.EnvVar(name) if os.environ.get(name) else None
+
+        return cls(
+            endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
+            access_key_id=env("AWS_ACCESS_KEY_ID"),
+            secret_access_key=env("AWS_SECRET_ACCESS_KEY"),
+            region=os.environ.get("AWS_REGION") or None,
+        )
+
+
+class _LocationResource(dg.ConfigurableResource):
+    location: str
+    s3: S3Settings
+
+    def root(self) -> Location:
+        return Location(self.location, self.s3.options())
+
+
+class DatasetSource(_LocationResource):
+    """The dataset group: a folder or s3:// prefix with interactions / items / users files."""
+
+
+class ArtifactStore(_LocationResource):
+    """Validated snapshots, featurized datasets and solution versions."""
+
+    def validated(self, dataset_type: str, run_id: str) -> Location:
+        return self.root().child("validated", dataset_type, run_id)
+
+    def features(self, solution: str, run_id: str) -> Location:
+        return self.root().child("features", solution, run_id)
+
+    def solution(self, solution: str) -> Location:
+        return self.root().child("solutions", solution)
+
+
+class OutputLocation(_LocationResource):
+    """Where batch inference writes its ``.out`` files."""
+
+    def job_output(self, solution: str, version_id: str) -> Location:
+        return self.root().child(solution, version_id)
+
+
+class SolutionResource(dg.ConfigurableResource):
+    """The Personalize solution: recipe, hyperparameters and event filters."""
+
+    name: str = "demo"
+    recipe: str = "aws-popularity-count"
+    hyperparameters: dict[str, str] = {}
+    event_type: Optional[str] = None
+    event_value_threshold: Optional[float] = None
+
+    def config(self) -> SolutionConfig:
+        return SolutionConfig(self.recipe, dict(self.hyperparameters), self.event_type, self.event_value_threshold)

@@ -1,0 +1,58 @@
+"""The solution version: FULL retrain or UPDATE from the latest FULL version."""
+
+
+import dagster as dg
+
+from personalize_pipeline.errors import InputError
+from personalize_pipeline.features import load_features
+from personalize_pipeline.training import train
+
+from .metadata import floats, location_of
+from .resources import ArtifactStore, SolutionResource
+
+
+class TrainConfig(dg.Config):
+    training_mode: str = "FULL"  # FULL or UPDATE
+    seed: int = 42
+
+
+@dg.asset(
+    deps=["featurized_dataset"],
+    group_name="personalize",
+    kinds={"pytorch", "numpy"},
+    pool="personalize_training",
+    description="A trained solution version (model, catalogue, histories, manifest) in the solution store.",
+)
+def solution_version(
+    context: dg.AssetExecutionContext, config: TrainConfig, artifact_store: ArtifactStore, solution: SolutionResource
+) -> dg.MaterializeResult:
+    s3 = artifact_store.s3.options()
+    features = load_features(location_of(context, "featurized_dataset", s3))
+    root = artifact_store.solution(solution.name)
+    try:
+        version = train(
+            features,
+            solution.config(),
+            root,
+            training_mode=config.training_mode,
+            seed=config.seed,
+            solution_name=solution.name,
+        )
+    except InputError as exc:
+        raise dg.Failure(description=exc.message) from None
+    m = version.manifest
+    context.log.info(f"{m['training_mode']} solution version {version.version_id} at {version.location.url}")
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(version.location.url),
+            "solution_version": version.version_id,
+            "recipe": m["recipe"],
+            "training_mode": m["training_mode"],
+            "base_version": m.get("base_version") or "",
+            "hyperparameters": dg.MetadataValue.json(m["hyperparameters"]),
+            **floats(m["timings"]),
+            "catalog_items": m["catalog"]["items"],
+            "catalog_users": m["catalog"]["users"],
+        },
+        tags={"personalize/training_mode": m["training_mode"]},
+    )
