@@ -81,76 +81,78 @@ class Features:
 
 
 def featurize(group: DatasetGroup, options: FeaturizeOptions = FeaturizeOptions()) -> Features:
+    """Vectorised on Arrow: string ids are mapped to codes with hash lookups
+    (``pc.index_in``), numeric columns cast in C++, no per-row Python objects."""
     start = time.perf_counter()
-    inter = group.interactions.typed()
-    n_raw = len(inter)
+    source = group.interactions.source
+    table = group.interactions.table  # every column a string, validated
+    n_raw = table.num_rows
+    mask = None
     if options.event_type is not None:
-        if "EVENT_TYPE" not in inter.columns:
-            raise InputError(f"{group.interactions.source}: eventType {options.event_type!r} given but there is no EVENT_TYPE column")
-        inter = inter[inter["EVENT_TYPE"] == options.event_type]
-        if inter.empty:
-            known = ", ".join(sorted(map(str, group.interactions.frame()["EVENT_TYPE"].dropna().unique()))[:10])
-            raise InputError(f"{group.interactions.source}: no interactions with EVENT_TYPE {options.event_type!r} (found: {known})")
+        if "EVENT_TYPE" not in table.column_names:
+            raise InputError(f"{source}: eventType {options.event_type!r} given but there is no EVENT_TYPE column")
+        mask = pc.fill_null(pc.equal(table["EVENT_TYPE"], options.event_type), False)
+        if not pc.any(mask).as_py():
+            known = ", ".join(sorted(str(v) for v in pc.unique(table["EVENT_TYPE"]).to_pylist() if v is not None)[:10])
+            raise InputError(f"{source}: no interactions with EVENT_TYPE {options.event_type!r} (found: {known})")
     if options.event_value_threshold is not None:
-        if "EVENT_VALUE" not in inter.columns:
-            raise InputError(f"{group.interactions.source}: eventValueThreshold given but there is no EVENT_VALUE column")
-        inter = inter[inter["EVENT_VALUE"] >= options.event_value_threshold]
-        if inter.empty:
-            raise InputError(
-                f"{group.interactions.source}: no interactions with EVENT_VALUE >= {options.event_value_threshold}"
-            )
-    n_after_events = len(inter)
+        if "EVENT_VALUE" not in table.column_names:
+            raise InputError(f"{source}: eventValueThreshold given but there is no EVENT_VALUE column")
+        above = pc.fill_null(pc.greater_equal(_numeric(table["EVENT_VALUE"], pa.float64()), options.event_value_threshold), False)
+        mask = above if mask is None else pc.and_(mask, above)
+        if not pc.any(mask).as_py():
+            raise InputError(f"{source}: no interactions with EVENT_VALUE >= {options.event_value_threshold}")
+    inter = table.filter(mask) if mask is not None else table
+    n_after_events = inter.num_rows
 
     items_df = _dedupe(group.items.typed(), "ITEM_ID") if group.items is not None else None
     users_df = _dedupe(group.users.typed(), "USER_ID") if group.users is not None else None
 
     impressions = None
-    if "IMPRESSION" in inter.columns:
-        impressions = pc.split_pattern(pa.array(inter["IMPRESSION"].to_numpy(dtype=object), type=pa.string(), from_pandas=True), "|")
+    if "IMPRESSION" in inter.column_names:
+        impressions = pc.split_pattern(inter["IMPRESSION"].combine_chunks(), "|")
 
-    # --- id maps -----------------------------------------------------------------------------
-    item_parts = [inter["ITEM_ID"].to_numpy(dtype=object)]
+    # --- id maps: every user and item of the dataset group, also those filtered out ----------------
+    item_parts = [table["ITEM_ID"]]
     if items_df is not None:
-        item_parts.append(items_df["ITEM_ID"].to_numpy(dtype=object))
+        item_parts.append(pa.array(items_df["ITEM_ID"].to_numpy(dtype=object), type=pa.string()))
     if impressions is not None:
-        flat = pc.drop_null(impressions.flatten())
-        flat = flat.filter(pc.not_equal(flat, ""))
-        item_parts.append(flat.to_numpy(zero_copy_only=False))
-    item_ids = _sorted_unique(item_parts)
-    user_parts = [inter["USER_ID"].to_numpy(dtype=object)]
+        item_parts.append(impressions.flatten())
+    item_dictionary = _sorted_unique(item_parts)
+    user_parts = [table["USER_ID"]]
     if users_df is not None:
-        user_parts.append(users_df["USER_ID"].to_numpy(dtype=object))
-    user_ids = _sorted_unique(user_parts)
-    item_index, user_index = pd.Index(item_ids), pd.Index(user_ids)
+        user_parts.append(pa.array(users_df["USER_ID"].to_numpy(dtype=object), type=pa.string()))
+    user_dictionary = _sorted_unique(user_parts)
+    item_ids = item_dictionary.to_numpy(zero_copy_only=False).astype(object)
+    user_ids = user_dictionary.to_numpy(zero_copy_only=False).astype(object)
 
     # --- interactions -----------------------------------------------------------------------
     out = pd.DataFrame(
         {
-            "user": user_index.get_indexer(inter["USER_ID"]).astype(np.int32),
-            "item": item_index.get_indexer(inter["ITEM_ID"]).astype(np.int32),
-            "timestamp": inter["TIMESTAMP"].to_numpy(dtype=np.int64),
+            "user": _codes(inter["USER_ID"], user_dictionary),
+            "item": _codes(inter["ITEM_ID"], item_dictionary),
+            "timestamp": _numeric(inter["TIMESTAMP"], pa.int64()).to_numpy(),
         }
     )
-    if "EVENT_TYPE" in inter.columns:
-        out["event_type"] = inter["EVENT_TYPE"].to_numpy(dtype=object)
-    if "EVENT_VALUE" in inter.columns:
-        out["event_value"] = inter["EVENT_VALUE"].to_numpy(dtype=np.float32)
-    if "RECOMMENDATION_ID" in inter.columns:
-        out["recommendation_id"] = inter["RECOMMENDATION_ID"].to_numpy(dtype=object)
+    if "EVENT_TYPE" in inter.column_names:
+        out["event_type"] = pd.Series(inter["EVENT_TYPE"].combine_chunks().dictionary_encode()).astype("category")
+    if "EVENT_VALUE" in inter.column_names:
+        out["event_value"] = _numeric(inter["EVENT_VALUE"], pa.float32()).to_numpy(zero_copy_only=False)
+    if "RECOMMENDATION_ID" in inter.column_names:
+        out["recommendation_id"] = pd.Series(inter["RECOMMENDATION_ID"].combine_chunks(), dtype=pd.ArrowDtype(pa.string()))
     if impressions is not None:
-        flat = impressions.flatten()
-        codes = item_index.get_indexer(pd.Index(flat.to_numpy(zero_copy_only=False)))
-        arr = pa.ListArray.from_arrays(impressions.offsets, pa.array(codes, type=pa.int32()), mask=impressions.is_null())
-        out["impression"] = pd.Series(arr, dtype=pd.ArrowDtype(arr.type)) if len(arr) else pd.Series([], dtype=object)
+        codes = pa.array(_codes(impressions.flatten(), item_dictionary, missing=-1), type=pa.int32())
+        arr = pa.ListArray.from_arrays(impressions.offsets, codes, mask=impressions.is_null())
+        out["impression"] = pd.Series(arr, dtype=pd.ArrowDtype(arr.type))
     vocabularies: dict[str, list[str]] = {}
-    context_fields = [f for f in group.interactions.schema.metadata_fields if f.name in inter.columns]
+    context_fields = [f for f in group.interactions.schema.metadata_fields if f.name in inter.column_names]
     for f in context_fields:
         if f.is_numeric:
-            out[f"ctx_{f.name}"] = inter[f.name].to_numpy(dtype=np.float32)
+            out[f"ctx_{f.name}"] = _numeric(inter[f.name], pa.float32()).to_numpy(zero_copy_only=False)
         else:
-            codes, vocab = _encode_single(inter[f.name])
-            out[f"ctx_{f.name}"] = codes
-            vocabularies[f"interactions.{f.name}"] = vocab
+            vocab = _sorted_unique([inter[f.name]])
+            out[f"ctx_{f.name}"] = _codes(inter[f.name], vocab, missing=-1) + 1  # 0 = missing
+            vocabularies[f"interactions.{f.name}"] = vocab.to_pylist()
 
     # stable sort by (user, timestamp): equal timestamps keep file order
     order = np.lexsort((out["timestamp"].to_numpy(), out["user"].to_numpy()))
@@ -217,17 +219,30 @@ def _dedupe(df: pd.DataFrame, id_column: str) -> pd.DataFrame:
     return df.drop_duplicates(subset=[id_column], keep="last")
 
 
-def _sorted_unique(parts: list[np.ndarray]) -> np.ndarray:
-    values = np.concatenate([p for p in parts if len(p)]) if parts else np.array([], dtype=object)
-    _, uniques = pd.factorize(values)
-    uniques = np.asarray(uniques, dtype=object)
-    uniques = uniques[pd.notna(uniques)]
-    return np.sort(uniques.astype(str)).astype(object)
+def _sorted_unique(parts: list) -> pa.Array:
+    """Distinct non-empty strings of several Arrow arrays, sorted (codes follow id order)."""
+    chunks = []
+    for part in parts:
+        chunks.extend(part.chunks if isinstance(part, pa.ChunkedArray) else [part])
+    values = pc.unique(pa.chunked_array(chunks, type=pa.string()) if chunks else pa.array([], pa.string()))
+    values = values.filter(pc.and_(pc.is_valid(values), pc.not_equal(values, "")))
+    return values.take(pc.sort_indices(values))
 
 
-def _encode_single(values: pd.Series) -> tuple[np.ndarray, list[str]]:
-    codes, uniques = pd.factorize(values, sort=True)
-    return (codes + 1).astype(np.int32), [str(u) for u in uniques]
+def _codes(values, dictionary: pa.Array, missing: int | None = None) -> np.ndarray:
+    """int32 code of each value in ``dictionary``; nulls/unknowns get ``missing``."""
+    codes = pc.index_in(values, value_set=dictionary)
+    if missing is not None:
+        codes = pc.fill_null(codes, missing)
+    return np.asarray(codes.to_numpy(zero_copy_only=False), dtype=np.int32)
+
+
+def _numeric(values, to: pa.DataType):
+    """Cast validated string numbers ("  12 ", "1e3") to a numeric Arrow type."""
+    values = pc.utf8_trim_whitespace(values)
+    if pa.types.is_integer(to):
+        return pc.cast(values, to)
+    return pc.cast(pc.cast(values, pa.float64()), to)
 
 
 def _encode_metadata(

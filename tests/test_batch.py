@@ -1,0 +1,73 @@
+import json
+
+import pytest
+
+from personalize_pipeline.batch import run_batch_job
+from personalize_pipeline.datasets import read_dataset_group
+from personalize_pipeline.errors import InputError
+from personalize_pipeline.features import featurize
+from personalize_pipeline.training import SolutionConfig, train
+
+
+@pytest.fixture(scope="module")
+def solution(demo_small, tmp_path_factory):
+    out = tmp_path_factory.mktemp("solution")
+    features = featurize(read_dataset_group(demo_small))
+    return train(features, SolutionConfig(), out), features
+
+
+def test_personalize_output_format(tmp_path, solution):
+    version, features = solution
+    job = tmp_path / "job.jsonl"
+    lines = [
+        {"userId": features.user_ids[0]},
+        {"userId": "never-seen"},
+        "{broken",
+        {"itemList": ["a"], "userId": features.user_ids[1]},
+        {"foo": 1},
+        {"userId": features.user_ids[2]},
+    ]
+    job.write_text("".join((l if isinstance(l, str) else json.dumps(l)) + "\n" for l in lines) + "\n")
+    result = run_batch_job(version, job, tmp_path / "out", num_results=10)
+    out = (tmp_path / "out" / "job.jsonl.out").read_text().splitlines()
+    assert len(out) == 6 and result.lines == 6 and result.errors == 3
+    rows = [json.loads(l) for l in out]
+    for row in rows:
+        assert set(row) == {"input", "output", "error"}
+    good = [rows[0], rows[1], rows[5]]
+    for row in good:
+        assert row["error"] is None
+        assert len(row["output"]["recommendedItems"]) == 10
+        assert len(row["output"]["scores"]) == 10
+        assert row["output"]["scores"] == sorted(row["output"]["scores"], reverse=True)
+        assert set(row["output"]["recommendedItems"]) <= set(features.item_ids)
+    assert rows[0]["input"] == {"userId": features.user_ids[0]}
+    # unknown users get the popular items
+    assert rows[1]["output"]["recommendedItems"] == list(features.item_ids[version.recipe.order[:10]])
+    assert rows[2]["output"] is None and "line 3: invalid JSON" in rows[2]["error"]
+    assert "itemList" in rows[3]["error"]
+    assert "missing key \"userId\"" in rows[4]["error"]
+    assert result.unknown_users == 1
+
+
+def test_limits_and_missing_input(tmp_path, solution):
+    version, _ = solution
+    job = tmp_path / "job.jsonl"
+    job.write_text('{"userId": "x"}\n')
+    for bad in (0, 501):
+        with pytest.raises(InputError, match="numResults"):
+            run_batch_job(version, job, tmp_path / "out", num_results=bad)
+    with pytest.raises(InputError, match="does not exist"):
+        run_batch_job(version, tmp_path / "nope.jsonl", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_output_is_replaced_atomically(tmp_path, solution):
+    version, _ = solution
+    job = tmp_path / "job.jsonl"
+    job.write_text('{"userId": "x"}\n')
+    run_batch_job(version, job, tmp_path / "out", num_results=3)
+    first = (tmp_path / "out" / "job.jsonl.out").read_bytes()
+    run_batch_job(version, job, tmp_path / "out", num_results=3)
+    assert (tmp_path / "out" / "job.jsonl.out").read_bytes() == first
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["job.jsonl.out"]
