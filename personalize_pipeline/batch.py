@@ -99,7 +99,6 @@ def run_batch_job(
         raise InputError(f"{in_loc.url}: is a folder; give a JSONL file")
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"{out_dir.url}: output location is a file, not a folder")
-    out_dir.makedirs()
     out_loc = out_dir.child(in_loc.name + ".out")
 
     records: list[tuple[dict | None, str | None, str | None, str]] = []
@@ -110,6 +109,7 @@ def run_batch_job(
         records.append((obj, user, error, text))
     if not records:
         raise InputError(f"{in_loc.url}: batch input has no lines")
+    out_dir.makedirs()  # only now: a rejected job leaves no new output folder behind
 
     ok_rows = [i for i, r in enumerate(records) if r[2] is None]
     user_ids = np.array([records[i][1] for i in ok_rows], dtype=object)

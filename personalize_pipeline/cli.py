@@ -48,21 +48,50 @@ def _solution_config(args) -> "Any":
     return config
 
 
-def _load_valid(dataset: str, validate_first: bool = True):
+def _failure_line(report) -> str:
+    first = report.failures[0].message()
+    more = f" (and {len(report.failures) - 1} more; run validate for the full report)" if len(report.failures) > 1 else ""
+    return f"validation failed: {first}{more}"
+
+
+def _load_valid(dataset: str, validate_first: bool = True, notes: list[str] | None = None):
+    """Read (and validate) a dataset group. Progress lines go to ``notes`` (the caller logs
+    them once the input is accepted, so that a rejected input gives exactly one line)."""
     from .datasets import read_dataset_group
     from .validation import validate
 
+    notes = [] if notes is None else notes
     t = time.perf_counter()
     group = read_dataset_group(dataset)
-    _log(f"read {dataset}: " + ", ".join(f"{d.dataset_type} {d.num_rows} rows" for d in group.datasets()) + f" ({time.perf_counter() - t:.1f}s)")
+    notes.append(f"read {dataset}: " + ", ".join(f"{d.dataset_type} {d.num_rows} rows" for d in group.datasets()) + f" ({time.perf_counter() - t:.1f}s)")
     if validate_first:
         report = validate(group)
         if not report.success:
-            first = report.failures[0].message()
-            more = f" (and {len(report.failures) - 1} more; run validate for the full report)" if len(report.failures) > 1 else ""
-            raise InputError(f"validation failed: {first}{more}")
-        _log(report.summary())
+            raise InputError(_failure_line(report))
+        notes.append(report.summary())
     return group
+
+
+def _check_solution_out(out: str) -> None:
+    from .locations import as_location
+
+    loc = as_location(out)
+    if loc.exists() and not loc.is_dir():
+        raise InputError(f"{loc.url}: --out is a file, not a solution folder")
+
+
+def _check_update_base(base: str, config) -> None:
+    """The checks ``train`` makes for UPDATE, before any data is read or progress logged."""
+    from .store import MANIFEST, resolve_version
+
+    try:
+        version = resolve_version(base, full_only=True)
+        manifest = version.child(MANIFEST).read_json()
+    except InputError as exc:
+        raise InputError(f"UPDATE needs a FULL solution version to start from: {exc}") from None
+    name = config.recipe_class().name
+    if manifest.get("recipe") != name:
+        raise InputError(f"UPDATE with recipe {name} cannot start from {version.url}, which was trained with {manifest.get('recipe')}")
 
 
 def cmd_demo_data(args) -> int:
@@ -93,7 +122,10 @@ def cmd_validate(args) -> int:
         print(json.dumps(report.to_dict(), indent=2, default=str))
     else:
         print(report.to_text())
-    return 0 if report.success else 2
+    if not report.success:
+        _log(f"error: {_failure_line(report)}")
+        return 2
+    return 0
 
 
 def cmd_train(args) -> int:
@@ -105,8 +137,14 @@ def cmd_train(args) -> int:
     if args.training_mode == "UPDATE" and not args.base:
         raise InputError("--training-mode UPDATE needs --base SOLUTION (a solution with a FULL version)")
     config = _solution_config(args)
-    group = _load_valid(args.dataset, not args.no_validate)
+    _check_solution_out(args.out)
+    if args.training_mode == "UPDATE":
+        _check_update_base(args.base, config)
+    notes: list[str] = []
+    group = _load_valid(args.dataset, not args.no_validate, notes)
     features = featurize(group, config.featurize_options())
+    for note in notes:
+        _log(note)
     _log(f"featurized {features.n_interactions} interactions, {features.n_users} users, {features.n_items} items")
     version = train(features, config, args.out, training_mode=args.training_mode, base=args.base, seed=args.seed)
     print(json.dumps(describe(version)))
@@ -118,8 +156,11 @@ def cmd_evaluate(args) -> int:
     from .metrics import evaluate
 
     config = _solution_config(args)
-    group = _load_valid(args.dataset, not args.no_validate)
+    notes: list[str] = []
+    group = _load_valid(args.dataset, not args.no_validate, notes)
     features = featurize(group, config.featurize_options())
+    for note in notes:
+        _log(note)
     result = evaluate(
         features,
         config.recipe_class(),
@@ -140,8 +181,10 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_batch_infer(args) -> int:
-    from .batch import run_batch_job
+    from .batch import MAX_RESULTS, run_batch_job
 
+    if not 1 <= args.num_results <= MAX_RESULTS:
+        raise InputError(f"--num-results must be between 1 and {MAX_RESULTS}, got {args.num_results}")
     values = None
     if args.filter_values:
         try:

@@ -31,7 +31,7 @@ MIN_USERS_WITH_TWO_INTERACTIONS = 25
 EARLIEST_TIMESTAMP = 0  # epoch seconds; negative values are invalid
 FUTURE_SLACK_SECONDS = 86_400
 INT_REGEX = r"^\s*[-+]?\d+\s*$"
-FLOAT_REGEX = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$"
+FLOAT_REGEX = r"^\s*[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?\s*$"
 BOOL_REGEX = r"^(?i:true|false|0|1)$"
 EXAMPLES = 3
 
@@ -68,7 +68,7 @@ class RuleResult:
             text += f" for {self.unexpected_count} of {self.element_count} rows ({pct:.2f}%)"
         if self.examples:
             pairs = [
-                f"line {ln}: {v!r}" if ln is not None else repr(v)
+                f"line {ln}: {_show(v)}" if ln is not None else _show(v)
                 for v, ln in zip(self.examples, self.lines + [None] * len(self.examples))
             ]
             text += ", e.g. " + "; ".join(pairs)
@@ -320,7 +320,13 @@ def _run_batch(context, batch: _Batch, name: str) -> list[RuleResult]:
     return out
 
 
+def _show(value: Any) -> str:
+    return "(empty)" if value is None else repr(value)
+
+
 def _plain(value: Any) -> Any:
+    if isinstance(value, float) and value != value:  # NaN: a missing value
+        return None
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
     if isinstance(value, (list, tuple)):
