@@ -17,7 +17,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 from personalize_pipeline.batch import run_batch_job
 from personalize_pipeline.datasets import read_dataset_group

@@ -15,7 +15,6 @@ that looks complete.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -161,4 +160,4 @@ def write_all_users_input(version: SolutionVersion, location: str | Location) ->
     return loc
 
 
-__all__ = ["run_batch_job", "BatchResult", "write_all_users_input", "parse_line", "os"]
+__all__ = ["run_batch_job", "BatchResult", "write_all_users_input", "parse_line"]

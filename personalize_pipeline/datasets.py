@@ -14,7 +14,6 @@ import hashlib
 import io
 from dataclasses import dataclass, field
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -263,12 +262,3 @@ def _all_numeric(column: pa.ChunkedArray) -> bool:
 def _first_line(exc: Exception) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
-
-
-def split_multi(values: pd.Series) -> pd.Series:
-    """Split ``|``-separated multi-values into lists (None stays None)."""
-    return values.str.split("|")
-
-
-def empty_like_ids() -> np.ndarray:
-    return np.array([], dtype=object)

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .datasets import Dataset, DatasetGroup
+from .datasets import DatasetGroup
 from .errors import InputError
 from .locations import Location, as_location
 from .schemas import RESERVED_TYPES, Field

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import resource
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
-from .datasets import DatasetGroup
 from .errors import InputError
-from .features import Features, featurize, fingerprint
+from .features import Features, fingerprint
 from .locations import Location, as_location
 from .recipes import Recipe, get_recipe
 from .store import SolutionVersion, load_solution_version, save_solution_version
@@ -38,10 +37,6 @@ class SolutionConfig:
 
     def to_manifest(self) -> dict[str, Any]:
         return {"eventType": self.event_type, "eventValueThreshold": self.event_value_threshold}
-
-
-def featurize_for(group: DatasetGroup, config: SolutionConfig) -> Features:
-    return featurize(group, config.featurize_options())
 
 
 def peak_rss_mb() -> float:
@@ -120,4 +115,4 @@ def describe(version: SolutionVersion) -> dict[str, Any]:
     }
 
 
-__all__ = ["SolutionConfig", "train", "featurize_for", "describe", "peak_rss_mb", "asdict"]
+__all__ = ["SolutionConfig", "train", "describe", "peak_rss_mb"]

@@ -14,7 +14,7 @@ from assets.definitions import build_resources, pipeline_assets
 from assets.evaluation import beats_popularity
 from assets.jobs import full_retrain, update
 from assets.settings import DEFAULTS
-from personalize_pipeline.locations import Location, S3Options
+from personalize_pipeline.locations import Location
 
 
 def make_defs(dataset, artifacts, output, s3=None):
