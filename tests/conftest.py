@@ -7,7 +7,7 @@ import pytest
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
-# tests run from the project root (../shared/data paths); make that true whatever the cwd
+# tests run from the project root (tests/data paths); make that true whatever the cwd
 os.chdir(Path(__file__).resolve().parent.parent)
 
 from s3server import SeaweedS3, weed_binary  # noqa: E402

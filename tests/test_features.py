@@ -16,9 +16,9 @@ def write_group(path, interactions: pd.DataFrame, items: pd.DataFrame | None = N
 
 
 def test_ids_stay_exact_strings_and_columns_go_by_name():
-    group = read_dataset_group("../shared/data/airline-contextual")
+    group = read_dataset_group("tests/data/airline-slice")
     features = featurize(group)
-    raw = pd.read_csv("../shared/data/airline-contextual/interactions.csv", dtype=str)
+    raw = pd.read_csv("tests/data/airline-slice/interactions.csv", dtype=str)
     assert set(features.item_ids) >= set(raw["ITEM_ID"])
     assert "-2996180203100007228" in set(features.item_ids)
     assert set(features.user_ids) >= set(raw["USER_ID"])

@@ -18,7 +18,7 @@ from personalize_pipeline.metrics import (
 )
 from personalize_pipeline.recipes import PopularityCount
 
-MOVIELENS = "../shared/data/movielens-poc"
+MOVIELENS = "tests/data/movielens-slice"
 
 
 def naive_leave_last_out_popularity(df: pd.DataFrame, exclude_seen: bool, ks=(5, 10, 25)) -> dict:

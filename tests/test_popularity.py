@@ -66,7 +66,7 @@ def test_score_matrix_matches_recommend(features):
 
 
 def test_movielens_top_item_is_the_most_watched():
-    group = read_dataset_group("../shared/data/movielens-poc")
+    group = read_dataset_group("tests/data/movielens-slice")
     features = featurize(group)
     model = PopularityCount().fit(features)
     df = group.interactions.frame()

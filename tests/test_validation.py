@@ -25,7 +25,7 @@ def _edit(path, fn):
 
 
 def test_demo_and_shared_datasets_pass(demo_small):
-    for location in (demo_small, "../shared/data/movielens-poc", "../shared/data/airline-contextual"):
+    for location in (demo_small, "tests/data/movielens-slice", "tests/data/airline-slice"):
         report = validate(read_dataset_group(location))
         assert report.success, report.to_text()
 
@@ -91,7 +91,7 @@ def test_nulls_in_ids_fail(group_dir):
 
 
 def test_validation_is_reasonably_fast_on_movielens():
-    group = read_dataset_group("../shared/data/movielens-poc")
+    group = read_dataset_group("tests/data/movielens-slice")
     validate(group)  # warm up imports
     start = time.perf_counter()
     validate(group)

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from ..errors import InputError
 from .base import HyperParameter, Recipe, UserBatch, top_k
+from .hrnn import HRNN
 from .popularity_count import PopularityCount
 
-RECIPES: dict[str, type[Recipe]] = {cls.name: cls for cls in (PopularityCount,)}
+RECIPES: dict[str, type[Recipe]] = {cls.name: cls for cls in (PopularityCount, HRNN)}
 
 # Recipes of Amazon Personalize that this project will provide (see the issues); named
 # here so that users get "not available yet" rather than "unknown".
 PLANNED = (
     "aws-user-personalization",
-    "aws-hrnn",
     "aws-hrnn-metadata",
     "aws-hrnn-coldstart",
     "aws-personalized-ranking",
@@ -37,4 +37,4 @@ def get_recipe(name_or_arn: str) -> type[Recipe]:
     raise InputError(f"unknown recipe {name_or_arn!r} (available: {', '.join(RECIPES)})")
 
 
-__all__ = ["HyperParameter", "Recipe", "UserBatch", "top_k", "get_recipe", "recipe_name", "RECIPES", "PLANNED"]
+__all__ = ["HyperParameter", "Recipe", "UserBatch", "top_k", "get_recipe", "recipe_name", "RECIPES", "PLANNED", "HRNN", "PopularityCount"]
