@@ -44,10 +44,10 @@ PERSONALIZE_HRNN_HPS = (
     HP("max_user_history_length_percentile", float, 0.99, 0.0, 1.0, featurization=True),
 )
 TRAINING_HPS = (
-    HP("epochs", int, 10, 1, 200, help="passes over the training windows"),
-    HP("learning_rate", float, 0.004, 1e-5, 0.5, tunable=True),
-    HP("batch_size", int, 128, 8, 4096, help="windows per mini-batch"),
-    HP("n_sample", int, 2048, 16, 65536, help="shared negative samples per mini-batch"),
+    HP("epochs", int, 0, 0, 200, help="passes over the training windows; 0 = auto (20 for small data, fewer for large)"),
+    HP("learning_rate", float, 0.01, 1e-5, 0.5, tunable=True),
+    HP("batch_size", int, 0, 0, 4096, help="windows per mini-batch; 0 = auto (about 100 steps per epoch, 16 to 256)"),
+    HP("n_sample", int, 512, 16, 65536, help="shared negative samples per mini-batch"),
     HP("sample_alpha", float, 0.5, 0.0, 1.0, help="negatives drawn from popularity ** alpha"),
     HP("dropout_embed", float, 0.25, 0.0, 0.9, tunable=True),
     HP("dropout_hidden", float, 0.1, 0.0, 0.9, tunable=True),
@@ -146,13 +146,13 @@ class HRNN(Recipe):
 
         X, Y, Wt = torch.from_numpy(inputs), torch.from_numpy(targets), torch.from_numpy(weights)
         optimizer = torch.optim.Adam(self.net.parameters(), lr=p["learning_rate"])
-        batch = p["batch_size"]
         n_windows = len(X)
+        batch, epochs = self.schedule(n_windows, int((targets >= 0).sum()))
         start = time.perf_counter()
         self.loss_history: list[float] = []
         epoch_seconds: list[float] = []
         self.net.train()
-        for epoch in range(p["epochs"]):
+        for epoch in range(epochs):
             t_epoch = time.perf_counter()
             order = torch.from_numpy(rng.permutation(n_windows))
             total, denom = 0.0, 0.0
@@ -165,11 +165,13 @@ class HRNN(Recipe):
                 w = w[mask]
                 neg = torch.from_numpy(np.minimum(np.searchsorted(q_cum, rng.random(n_sample)), n_items - 1))
                 emb = self.net.embedding.weight
-                pos_logit = (states * emb[pos_items]).sum(-1) + self.net.bias[pos_items] - log_q_all[pos_items]
-                neg_logit = states @ emb[neg].T + self.net.bias[neg] - log_q_all[neg]
-                neg_logit = neg_logit.masked_fill(neg[None, :] == pos_items[:, None], -1e9)  # accidental hits
-                logits = torch.cat([pos_logit[:, None], neg_logit], dim=1)
-                loss_vec = torch.logsumexp(logits, dim=1) - logits[:, 0]
+                out_bias = self.net.bias - log_q_all  # logQ-corrected output bias
+                pos_logit = (states * emb[pos_items]).sum(-1) + out_bias[pos_items]
+                neg_logit = torch.addmm(out_bias[neg], states, emb[neg].T)  # [N, S], one fused op
+                # cross-entropy of the positive against positive + negatives, without
+                # materialising the concatenation (accidental hits are rare and left in,
+                # as in GRU4Rec)
+                loss_vec = torch.logaddexp(pos_logit, torch.logsumexp(neg_logit, dim=1)) - pos_logit
                 loss = (loss_vec * w).sum() / w.sum()
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -189,9 +191,19 @@ class HRNN(Recipe):
             "seconds_per_epoch": round(float(np.mean(epoch_seconds)), 3) if epoch_seconds else None,
             "training_events": n_events,
             "windows": n_windows,
+            "batch_size": batch,
             "torch_threads": torch.get_num_threads(),
         }
         return self
+
+    def schedule(self, n_windows: int, n_events: int) -> tuple[int, int]:
+        """Mini-batch size and epochs: explicit values win; ``0`` (auto) gives about 100
+        optimizer steps per epoch (16 to 256 windows per batch) and 20 epochs for small
+        data down to 4 for millions of events, which keeps training near-linear in size."""
+        p = self.params
+        batch = p["batch_size"] or int(np.clip(round(n_windows / 100), 16, 256))
+        epochs = p["epochs"] or int(np.clip(round(3_000_000 / max(n_events, 1)), 4, 20))
+        return batch, epochs
 
     def training_stats(self) -> dict[str, Any]:
         return dict(getattr(self, "_stats", {}))

@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+
+from personalize_pipeline.datasets import read_dataset_group
+from personalize_pipeline.errors import InputError
+from personalize_pipeline.features import featurize
+from personalize_pipeline.metrics import evaluate
+from personalize_pipeline.recipes import HRNN, UserBatch, get_recipe
+from personalize_pipeline.recipes.hrnn import make_windows
+from personalize_pipeline.store import load_solution_version
+from personalize_pipeline.training import SolutionConfig, train
+
+FAST = {"epochs": 6}
+
+
+@pytest.fixture(scope="module")
+def features(demo_small):
+    return featurize(read_dataset_group(demo_small))
+
+
+def test_windows_cover_every_transition_once():
+    indptr = np.array([0, 1, 4, 40])
+    items = np.arange(40)
+    x, y, first = make_windows(indptr, items, bptt=8)
+    # user 0: 0 transitions; user 1: 2 -> 1 window; user 2: 35 -> 5 windows
+    assert x.shape == (6, 8)
+    targets = y[y >= 0]
+    assert sorted(targets.tolist()) == [2, 3] + list(range(5, 40))
+    row = x[0][y[0] >= 0].tolist(), y[0][y[0] >= 0].tolist()
+    assert row == ([1, 2], [2, 3])
+    assert first[0] == 2
+
+
+def test_hyperparameters_follow_personalize():
+    params = HRNN.resolve_hyperparameters({})
+    assert params["hidden_dimension"] == 43 and params["bptt"] == 32 and params["recency_mask"] is True
+    assert params["max_user_history_length_percentile"] == 0.99
+    with pytest.raises(InputError, match="bptt: 40 is out of range"):
+        HRNN(bptt="40")
+    with pytest.raises(InputError, match="hidden_dimension: 16 is out of range"):
+        HRNN(hidden_dimension=16)
+    assert get_recipe("arn:aws:personalize:::recipe/aws-hrnn") is HRNN
+
+
+def test_beats_popularity_on_sessions(features):
+    result = evaluate(features, HRNN, FAST, protocol="leave-last-out")
+    ndcg = result.metrics["normalized_discounted_cumulative_gain_at_10"]
+    base = result.baseline["normalized_discounted_cumulative_gain_at_10"]
+    assert ndcg > 2.0 * base, (ndcg, base)
+    assert result.train_events_per_second > 1000
+
+
+def test_deterministic_with_seed(features):
+    batch = UserBatch.from_histories(np.arange(20), *features.sequences())
+    a = HRNN(**FAST).fit(features, seed=5).logits(batch)
+    b = HRNN(**FAST).fit(features, seed=5).logits(batch)
+    c = HRNN(**FAST).fit(features, seed=6).logits(batch)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_save_load_and_recommend(features, tmp_path):
+    version = train(features, SolutionConfig("aws-hrnn", {"epochs": "3"}), tmp_path / "sol")
+    loaded = load_solution_version(tmp_path / "sol")
+    batch = loaded.user_batch(np.array([0, 1, 2, -1]))
+    items_a, scores_a = version.recipe.recommend(batch, 10)
+    items_b, scores_b = loaded.recipe.recommend(batch, 10)
+    np.testing.assert_array_equal(items_a, items_b)
+    np.testing.assert_allclose(scores_a, scores_b, rtol=1e-6)
+    assert np.all(np.diff(scores_a, axis=1) <= 1e-7) and np.all(scores_a > 0) and np.all(scores_a.sum(1) <= 1.0 + 1e-6)
+    # the unknown user (no history) gets the most popular items
+    assert list(items_a[3]) == list(np.argsort(-loaded.recipe.popularity, kind="stable")[:10])
+    # items never seen in training are never recommended
+    assert loaded.recipe.trained[items_a].all()
+    assert version.manifest["training"]["epochs_run"] == 3
