@@ -68,6 +68,14 @@ class Features:
         np.cumsum(counts, out=indptr[1:])
         return indptr, self.interactions["item"].to_numpy()
 
+    def context_matrix(self) -> np.ndarray | None:
+        """Per-event contextual codes [n_events, n_context] (0 = missing), or None."""
+        cols = [c for c in self.info.get("context_columns", []) if c in self.interactions.columns]
+        cols = [c for c in cols if self.interactions[c].dtype.kind in "iu"]
+        if not cols:
+            return None
+        return np.stack([self.interactions[c].to_numpy(np.int64) for c in cols], axis=1)
+
     def with_interactions(self, interactions: pd.DataFrame) -> "Features":
         """The same catalogue and metadata over a subset of the interactions (for splits)."""
         return Features(self.item_ids, self.user_ids, interactions.reset_index(drop=True), self.items, self.users, dict(self.info))

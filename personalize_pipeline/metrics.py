@@ -48,11 +48,13 @@ class EvalSplit:
     input_items: np.ndarray
     truth_indptr: np.ndarray
     truth_items: np.ndarray
+    input_context: np.ndarray | None = None
 
     def batch(self, rows: slice) -> UserBatch:
         ptr = self.input_indptr[rows.start : rows.stop + 1]
         items = self.input_items[ptr[0] : ptr[-1]]
-        return UserBatch(self.test_users[rows], ptr - ptr[0], items)
+        ctx = self.input_context[ptr[0] : ptr[-1]] if self.input_context is not None else None
+        return UserBatch(self.test_users[rows], ptr - ptr[0], items, ctx)
 
 
 def _user_bounds(features: Features) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -61,13 +63,16 @@ def _user_bounds(features: Features) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return indptr, items, lengths
 
 
-def _segments(starts: np.ndarray, lengths: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """CSR of values[starts[i] : starts[i] + lengths[i]] for each i."""
+def _segments(starts: np.ndarray, lengths: np.ndarray, values: np.ndarray, context: np.ndarray | None = None):
+    """CSR of values[starts[i] : starts[i] + lengths[i]] for each i (and the same rows of
+    ``context`` when given)."""
     ptr = np.zeros(len(starts) + 1, dtype=np.int64)
     np.cumsum(lengths, out=ptr[1:])
     total = int(ptr[-1])
     idx = np.repeat(starts, lengths) + (np.arange(total, dtype=np.int64) - np.repeat(ptr[:-1], lengths))
-    return ptr, values[idx]
+    if context is None:
+        return ptr, values[idx]
+    return ptr, values[idx], context[idx]
 
 
 def _event_mask(indptr: np.ndarray, n_events: int, keep_first: np.ndarray) -> np.ndarray:
@@ -91,9 +96,10 @@ def personalize_split(features: Features, seed: int = 42, test_fraction: float =
     n = lengths[test_users]
     n_truth = np.clip(np.floor(0.1 * n + 0.5).astype(np.int64), 1, n - 1)
     n_input = n - n_truth
-    in_ptr, in_items = _segments(indptr[test_users], n_input, items)
+    context = features.context_matrix()
+    in_ptr, in_items, *in_ctx = _segments(indptr[test_users], n_input, items, context)
     tr_ptr, tr_items = _segments(indptr[test_users] + n_input, n_truth, items)
-    return EvalSplit("personalize", train, test_users.astype(np.int64), in_ptr, in_items, tr_ptr, tr_items)
+    return EvalSplit("personalize", train, test_users.astype(np.int64), in_ptr, in_items, tr_ptr, tr_items, in_ctx[0] if in_ctx else None)
 
 
 def leave_last_out_split(features: Features, stage: str = "test") -> EvalSplit:
@@ -113,10 +119,11 @@ def leave_last_out_split(features: Features, stage: str = "test") -> EvalSplit:
         raise ValueError(stage)
     if len(users) == 0:
         raise InputError("the leave-last-out protocol needs users with 2 or more interactions")
-    in_ptr, in_items = _segments(indptr[users], n_input, items)
+    context = features.context_matrix()
+    in_ptr, in_items, *in_ctx = _segments(indptr[users], n_input, items, context)
     tr_ptr = np.arange(len(users) + 1, dtype=np.int64)
     tr_items = items[indptr[users] + n_input]
-    return EvalSplit("leave-last-out", train, users.astype(np.int64), in_ptr, in_items, tr_ptr, tr_items)
+    return EvalSplit("leave-last-out", train, users.astype(np.int64), in_ptr, in_items, tr_ptr, tr_items, in_ctx[0] if in_ctx else None)
 
 
 def recommend_split(model: Recipe, split: EvalSplit, k: int = MAX_K, exclude_seen: bool = False) -> np.ndarray:

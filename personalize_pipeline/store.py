@@ -50,6 +50,7 @@ class SolutionVersion:
     history_indptr: np.ndarray
     history_items: np.ndarray
     item_creation: np.ndarray | None = None
+    history_context: np.ndarray | None = None
 
     @property
     def version_id(self) -> str:
@@ -66,7 +67,7 @@ class SolutionVersion:
         return pd.Index(self.item_ids).get_indexer(pd.Index(np.asarray(item_ids, dtype=object)))
 
     def user_batch(self, codes: np.ndarray) -> UserBatch:
-        return UserBatch.from_histories(codes, self.history_indptr, self.history_items)
+        return UserBatch.from_histories(codes, self.history_indptr, self.history_items, context=self.history_context)
 
 
 def new_version_id(now: dt.datetime | None = None) -> str:
@@ -96,8 +97,12 @@ def save_solution_version(
     _write_parquet(loc.child("catalog.parquet"), catalog)
     _write_parquet(loc.child("users.parquet"), pd.DataFrame({"USER_ID": features.user_ids}))
     indptr, items = features.sequences()
+    context = features.context_matrix()
     buf = io.BytesIO()
-    np.savez(buf, indptr=indptr, items=items.astype(np.int32))
+    arrays = {"indptr": indptr, "items": items.astype(np.int32)}
+    if context is not None:
+        arrays["context"] = context.astype(np.int32)
+    np.savez(buf, **arrays)
     loc.child("history.npz").write_bytes(buf.getvalue())
     full_manifest = {
         "format": FORMAT,
@@ -114,8 +119,8 @@ def save_solution_version(
     }
     loc.child(MANIFEST).write_json(full_manifest)
     _update_index(root, full_manifest)
-    return SolutionVersion(loc, full_manifest, recipe, features.item_ids, features.user_ids, indptr, items,
-                           catalog["CREATION_TIMESTAMP"].to_numpy() if "CREATION_TIMESTAMP" in catalog else None)
+    creation = catalog["CREATION_TIMESTAMP"].to_numpy() if "CREATION_TIMESTAMP" in catalog else None
+    return SolutionVersion(loc, full_manifest, recipe, features.item_ids, features.user_ids, indptr, items, creation, context)
 
 
 def _update_index(root: Location, manifest: dict[str, Any]) -> None:
@@ -174,9 +179,10 @@ def load_solution_version(location: str | Location, full_only: bool = False) -> 
     users = _read_parquet(loc.child("users.parquet"))
     with np.load(io.BytesIO(loc.child("history.npz").read_bytes()), allow_pickle=False) as npz:
         indptr, items = npz["indptr"], npz["items"]
+        context = npz["context"].astype(np.int64) if "context" in npz.files else None
     creation = catalog["CREATION_TIMESTAMP"].to_numpy() if "CREATION_TIMESTAMP" in catalog else None
     return SolutionVersion(
-        loc, manifest, recipe, catalog["ITEM_ID"].to_numpy(dtype=object), users["USER_ID"].to_numpy(dtype=object), indptr, items, creation
+        loc, manifest, recipe, catalog["ITEM_ID"].to_numpy(dtype=object), users["USER_ID"].to_numpy(dtype=object), indptr, items, creation, context
     )
 
 

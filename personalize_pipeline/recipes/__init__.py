@@ -5,16 +5,16 @@ from __future__ import annotations
 from ..errors import InputError
 from .base import HyperParameter, Recipe, UserBatch, top_k
 from .hrnn import HRNN
+from .hrnn_coldstart import HRNNColdstart
+from .hrnn_metadata import HRNNMetadata
 from .popularity_count import PopularityCount
 
-RECIPES: dict[str, type[Recipe]] = {cls.name: cls for cls in (PopularityCount, HRNN)}
+RECIPES: dict[str, type[Recipe]] = {cls.name: cls for cls in (PopularityCount, HRNN, HRNNMetadata, HRNNColdstart)}
 
 # Recipes of Amazon Personalize that this project will provide (see the issues); named
 # here so that users get "not available yet" rather than "unknown".
 PLANNED = (
     "aws-user-personalization",
-    "aws-hrnn-metadata",
-    "aws-hrnn-coldstart",
     "aws-personalized-ranking",
     "aws-sims",
 )
@@ -37,4 +37,4 @@ def get_recipe(name_or_arn: str) -> type[Recipe]:
     raise InputError(f"unknown recipe {name_or_arn!r} (available: {', '.join(RECIPES)})")
 
 
-__all__ = ["HyperParameter", "Recipe", "UserBatch", "top_k", "get_recipe", "recipe_name", "RECIPES", "PLANNED", "HRNN", "PopularityCount"]
+__all__ = ["HyperParameter", "Recipe", "UserBatch", "top_k", "get_recipe", "recipe_name", "RECIPES", "PLANNED", "HRNN", "HRNNMetadata", "HRNNColdstart", "PopularityCount"]

@@ -83,13 +83,22 @@ class UserBatch:
     users: np.ndarray
     history_indptr: np.ndarray
     history_items: np.ndarray
+    history_context: np.ndarray | None = None  # [len(history_items), n_context] codes, 0 = missing
 
     def __len__(self) -> int:
         return len(self.users)
 
     @classmethod
-    def from_histories(cls, users: np.ndarray, indptr: np.ndarray, items: np.ndarray, rows: np.ndarray | None = None) -> "UserBatch":
-        """Gather rows ``rows`` (default: ``users``) of a CSR history; -1 rows get no history."""
+    def from_histories(
+        cls,
+        users: np.ndarray,
+        indptr: np.ndarray,
+        items: np.ndarray,
+        rows: np.ndarray | None = None,
+        context: np.ndarray | None = None,
+    ) -> "UserBatch":
+        """Gather rows ``rows`` (default: ``users``) of a CSR history (and its per-event
+        context codes); -1 rows get no history."""
         rows = users if rows is None else rows
         rows = np.asarray(rows, dtype=np.int64)
         known = rows >= 0
@@ -99,12 +108,12 @@ class UserBatch:
         out_ptr = np.zeros(len(rows) + 1, dtype=np.int64)
         np.cumsum(lengths, out=out_ptr[1:])
         total = int(out_ptr[-1])
-        if total:
-            offsets = np.arange(total, dtype=np.int64) - np.repeat(out_ptr[:-1], lengths)
-            gathered = items[np.repeat(starts, lengths) + offsets]
-        else:
-            gathered = np.zeros(0, dtype=items.dtype if len(items) else np.int32)
-        return cls(np.asarray(users, dtype=np.int64), out_ptr, gathered)
+        index = np.repeat(starts, lengths) + (np.arange(total, dtype=np.int64) - np.repeat(out_ptr[:-1], lengths))
+        gathered = items[index] if total else np.zeros(0, dtype=items.dtype if len(items) else np.int32)
+        ctx = None
+        if context is not None:
+            ctx = context[index] if total else np.zeros((0, context.shape[1]), dtype=context.dtype)
+        return cls(np.asarray(users, dtype=np.int64), out_ptr, gathered, ctx)
 
     def seen_mask_rows_cols(self) -> tuple[np.ndarray, np.ndarray]:
         """(row, item) pairs of every history item, for excluding seen items."""

@@ -72,15 +72,27 @@ class GRUNet(nn.Module):
             else:
                 nn.init.zeros_(param)
 
-    def forward(self, items: torch.Tensor) -> torch.Tensor:
-        """[B, T] item codes -> [B, T, dim] states."""
-        out, _ = self.gru(self.drop_embed(self.embedding(items)))
+    # Subclasses (metadata, coldstart) override these three to add side information.
+    def item_vectors(self, idx: torch.Tensor | None = None) -> torch.Tensor:
+        """Output (and, tied, input) vectors of the items ``idx`` (all items if None)."""
+        return self.embedding.weight if idx is None else self.embedding(idx)
+
+    def input_vectors(self, items: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
+        return self.item_vectors(items)
+
+    def initial_state(self, users: torch.Tensor | None) -> torch.Tensor | None:
+        return None
+
+    def forward(self, items: torch.Tensor, context: torch.Tensor | None = None, users: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, T] item codes (+ [B, T, C] context codes, [B] user codes) -> [B, T, dim] states."""
+        out, _ = self.gru(self.drop_embed(self.input_vectors(items, context)), self.initial_state(users))
         return self.drop_hidden(out)
 
-    def final_state(self, items: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def final_state(self, items: torch.Tensor, lengths: torch.Tensor, context: torch.Tensor | None = None, users: torch.Tensor | None = None) -> torch.Tensor:
         """[B, T] left-aligned padded windows and their lengths -> [B, dim] last states."""
-        packed = nn.utils.rnn.pack_padded_sequence(self.embedding(items), lengths.cpu(), batch_first=True, enforce_sorted=False)
-        _, h = self.gru(packed)
+        x = self.input_vectors(items, context)
+        packed = nn.utils.rnn.pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        _, h = self.gru(packed, self.initial_state(users))
         return h[-1]
 
 
@@ -88,7 +100,7 @@ def make_windows(indptr: np.ndarray, items: np.ndarray, bptt: int) -> tuple[np.n
     """Cut each user's transitions into windows of at most ``bptt`` steps, vectorised.
 
     Returns inputs [W, bptt], targets [W, bptt] (-1 = padding) and, per window, the
-    position in ``items`` of its first target (to look up event times)."""
+    position in ``items`` of its first target (to look up event times and context)."""
     lengths = np.diff(indptr)
     n_trans = np.maximum(lengths - 1, 0)
     n_windows = (n_trans + bptt - 1) // bptt
@@ -116,6 +128,12 @@ class HRNN(Recipe):
         p = self.params
         return GRUNet(n_items, p["hidden_dimension"], p["dropout_embed"], p["dropout_hidden"])
 
+    def _prepare(self, features: Features) -> None:
+        """Hook for side information (metadata recipes); called before ``_build``."""
+
+    def _batch_extras(self, idx: torch.Tensor) -> None:
+        """Hook called for every training mini-batch (coldstart drops embeddings)."""
+
     def fit(self, features: Features, seed: int = 42) -> "HRNN":
         p = self.params
         torch.manual_seed(seed)
@@ -124,11 +142,18 @@ class HRNN(Recipe):
         indptr, items = features.sequences()
         timestamps = features.interactions["timestamp"].to_numpy()
         counts = np.bincount(items, minlength=n_items).astype(np.float64)
-        self.net = self._build(n_items)
         self.popularity = counts
         self.trained = counts > 0
+        self._prepare(features)
+        self.net = self._build(n_items)
 
         inputs, targets, first_target = make_windows(indptr, items, p["bptt"])
+        window_users = np.searchsorted(indptr, first_target - 1, side="right") - 1
+        context = features.context_matrix()
+        if context is not None:
+            ctx_pos = np.clip(first_target[:, None] - 1 + np.arange(p["bptt"])[None, :], 0, len(items) - 1)
+            window_context = torch.from_numpy(context[ctx_pos])  # [W, T, C]
+        U = torch.from_numpy(window_users.astype(np.int64))
         weights = np.ones(targets.shape, dtype=np.float32)
         if p["recency_mask"] and len(timestamps):
             t_min, t_max = float(timestamps.min()), float(timestamps.max())
@@ -160,14 +185,15 @@ class HRNN(Recipe):
                 idx = order[b : b + batch]
                 x, y, w = X[idx], Y[idx], Wt[idx]
                 mask = y >= 0
-                states = self.net(x)[mask]  # [N, d]
+                self._batch_extras(idx)
+                ctx = window_context[idx] if context is not None else None
+                states = self.net(x, ctx, U[idx])[mask]  # [N, d]
                 pos_items = y[mask]
                 w = w[mask]
                 neg = torch.from_numpy(np.minimum(np.searchsorted(q_cum, rng.random(n_sample)), n_items - 1))
-                emb = self.net.embedding.weight
                 out_bias = self.net.bias - log_q_all  # logQ-corrected output bias
-                pos_logit = (states * emb[pos_items]).sum(-1) + out_bias[pos_items]
-                neg_logit = torch.addmm(out_bias[neg], states, emb[neg].T)  # [N, S], one fused op
+                pos_logit = (states * self.net.item_vectors(pos_items)).sum(-1) + out_bias[pos_items]
+                neg_logit = torch.addmm(out_bias[neg], states, self.net.item_vectors(neg).T)  # [N, S], one fused op
                 # cross-entropy of the positive against positive + negatives, without
                 # materialising the concatenation (accidental hits are rare and left in,
                 # as in GRU4Rec)
@@ -226,12 +252,21 @@ class HRNN(Recipe):
             starts = batch.history_indptr[1:][rows] - use[rows]
             steps = np.arange(int(use[rows].max()))
             valid = steps[None, :] < use[rows][:, None]
-            window = np.where(valid, batch.history_items[np.where(valid, starts[:, None] + steps[None, :], 0)], 0)
-            h = self.net.final_state(torch.from_numpy(window.astype(np.int64)), torch.from_numpy(use[rows]))
-            scores = h @ self.net.embedding.weight.T + self.net.bias
+            index = np.where(valid, starts[:, None] + steps[None, :], 0)
+            window = np.where(valid, batch.history_items[index], 0)
+            ctx = None
+            if batch.history_context is not None and len(batch.history_context):
+                ctx = torch.from_numpy(np.where(valid[..., None], batch.history_context[index], 0).astype(np.int64))
+            users = torch.from_numpy(np.asarray(batch.users[rows], dtype=np.int64))
+            h = self.net.final_state(torch.from_numpy(window.astype(np.int64)), torch.from_numpy(use[rows]), ctx, users)
+            scores = h @ self.net.item_vectors().T + self.net.bias
             out[rows] = scores.numpy()
-        out[:, ~self.trained] = -np.inf
+        out[:, ~self.recommendable()] = -np.inf
         return out
+
+    def recommendable(self) -> np.ndarray:
+        """Items the model may recommend: those it saw in training."""
+        return self.trained
 
     def score(self, batch: UserBatch) -> np.ndarray:
         logits = self.logits(batch)
@@ -250,6 +285,9 @@ class HRNN(Recipe):
         return items, np.exp(top - log_z).astype(np.float32)
 
     # --- persistence ----------------------------------------------------------------------------
+    def _restore(self, state: dict[str, np.ndarray]) -> None:
+        """Hook: rebuild side information saved in the state before ``_build``."""
+
     def state(self) -> dict[str, np.ndarray]:
         out = {f"net.{k}": v.detach().numpy() for k, v in self.net.state_dict().items()}
         out["popularity"] = self.popularity
@@ -259,6 +297,7 @@ class HRNN(Recipe):
     def _set_state(self, state: dict[str, np.ndarray]) -> None:
         self.popularity = np.asarray(state["popularity"], dtype=np.float64)
         self.trained = np.asarray(state["trained"], dtype=bool)
+        self._restore(state)
         self.net = self._build(len(self.popularity))
         self.net.load_state_dict({k[4:]: torch.from_numpy(np.array(v)) for k, v in state.items() if k.startswith("net.")})
         self.net.eval()
