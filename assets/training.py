@@ -51,6 +51,8 @@ def solution_version(
             "base_version": m.get("base_version") or "",
             "hyperparameters": dg.MetadataValue.json(m["hyperparameters"]),
             **floats(m["timings"]),
+            **floats({k: v for k, v in m.get("training", {}).items() if isinstance(v, (int, float))}, "training/"),
+            "loss_by_epoch": dg.MetadataValue.json(m.get("training", {}).get("loss_by_epoch", [])),
             "catalog_items": m["catalog"]["items"],
             "catalog_users": m["catalog"]["users"],
         },
