@@ -6,9 +6,8 @@ import time
 import dagster as dg
 
 from personalize_pipeline.datasets import read_one, save_snapshot
-from personalize_pipeline.errors import InputError
 
-from .metadata import column_schema, profile_markdown
+from .metadata import column_schema, profile_markdown, step_failure_on_bad_input
 from .resources import ArtifactStore, DatasetSource
 
 DATASET_TYPES = ("interactions", "items", "users")
@@ -37,10 +36,8 @@ def _validated_asset(dataset_type: str):
     )
     def _asset(context: dg.AssetExecutionContext, dataset_source: DatasetSource, artifact_store: ArtifactStore) -> dg.MaterializeResult:
         start = time.perf_counter()
-        try:
+        with step_failure_on_bad_input():
             dataset = read_one(dataset_source.root(), dataset_type)
-        except InputError as exc:
-            raise dg.Failure(description=exc.message) from None
         if dataset is None:
             if dataset_type == "interactions":
                 raise dg.Failure(description="no interactions dataset found")

@@ -4,10 +4,9 @@
 import dagster as dg
 
 from personalize_pipeline.datasets import DatasetGroup, load_snapshot
-from personalize_pipeline.errors import InputError
 from personalize_pipeline.features import featurize, fingerprint, save_features
 
-from .metadata import floats, location_of
+from .metadata import floats, location_of, step_failure_on_bad_input
 from .resources import ArtifactStore, SolutionResource
 
 
@@ -29,10 +28,8 @@ def featurized_dataset(context: dg.AssetExecutionContext, artifact_store: Artifa
         items=datasets["items"],
         users=datasets["users"],
     )
-    try:
+    with step_failure_on_bad_input():
         features = featurize(group, solution.config().featurize_options())
-    except InputError as exc:
-        raise dg.Failure(description=exc.message) from None
     location = save_features(features, artifact_store.features(solution.name, context.run_id))
     counts = features.info["counts"]
     return dg.MaterializeResult(

@@ -4,11 +4,10 @@
 import dagster as dg
 
 from personalize_pipeline.batch import run_batch_job, write_all_users_input
-from personalize_pipeline.errors import InputError
 from personalize_pipeline.locations import Location
 from personalize_pipeline.store import load_solution_version
 
-from .metadata import location_of
+from .metadata import location_of, step_failure_on_bad_input
 from .resources import ArtifactStore, OutputLocation, SolutionResource
 
 
@@ -34,7 +33,7 @@ def batch_inference_output(
 ) -> dg.MaterializeResult:
     version = load_solution_version(location_of(context, "solution_version", artifact_store.s3.options()))
     out_dir = output_location.job_output(solution.name, version.version_id)
-    try:
+    with step_failure_on_bad_input():
         if config.input:
             job_input = Location(config.input, output_location.s3.options())
         else:
@@ -47,8 +46,6 @@ def batch_inference_output(
             exploration_weight=config.exploration_weight,
             exploration_item_age_cut_off=config.exploration_item_age_cut_off,
         )
-    except InputError as exc:
-        raise dg.Failure(description=exc.message) from None
     preview = Location(result.output, output_location.s3.options()).read_text().splitlines()[:3]
     context.log.info(f"batch output: {result.output}")
     return dg.MaterializeResult(

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from typing import Any, Iterator
 
 import dagster as dg
 import numpy as np
 import pandas as pd
 
 from personalize_pipeline.datasets import Dataset
+from personalize_pipeline.errors import InputError
 from personalize_pipeline.locations import Location
+
+
+@contextlib.contextmanager
+def step_failure_on_bad_input() -> Iterator[None]:
+    """Turn the engine's one-line InputError into a failed step carrying that line."""
+    try:
+        yield
+    except InputError as exc:
+        raise dg.Failure(description=exc.message) from None
 
 
 def location_of(context: dg.AssetExecutionContext, key: str, s3_options) -> Location | None:

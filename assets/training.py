@@ -3,11 +3,10 @@
 
 import dagster as dg
 
-from personalize_pipeline.errors import InputError
 from personalize_pipeline.features import load_features
 from personalize_pipeline.training import train
 
-from .metadata import floats, location_of
+from .metadata import floats, location_of, step_failure_on_bad_input
 from .resources import ArtifactStore, SolutionResource
 
 
@@ -29,7 +28,7 @@ def solution_version(
     s3 = artifact_store.s3.options()
     features = load_features(location_of(context, "featurized_dataset", s3))
     root = artifact_store.solution(solution.name)
-    try:
+    with step_failure_on_bad_input():
         version = train(
             features,
             solution.config(),
@@ -38,8 +37,6 @@ def solution_version(
             seed=config.seed,
             solution_name=solution.name,
         )
-    except InputError as exc:
-        raise dg.Failure(description=exc.message) from None
     m = version.manifest
     context.log.info(f"{m['training_mode']} solution version {version.version_id} at {version.location.url}")
     return dg.MaterializeResult(
