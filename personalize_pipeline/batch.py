@@ -1,7 +1,8 @@
 """Batch inference jobs in Amazon Personalize's JSONL format.
 
-Input: one JSON object per line — ``{"userId": ...}`` for USER_PERSONALIZATION solutions.
-Output: ``<output>/<input file name>.out`` with one line per input line::
+Input: one JSON object per line — ``{"userId": ...}`` for USER_PERSONALIZATION solutions,
+``{"userId": ..., "itemList": [...]}`` (at most 500 items) for PERSONALIZED_RANKING and
+``{"itemId": ...}`` for RELATED_ITEMS. Output: ``<output>/<input file name>.out`` with one line per input line::
 
     {"input": {...}, "output": {"recommendedItems": [...], "scores": [...]}, "error": null}
 
@@ -46,24 +47,49 @@ class BatchResult:
         return {**self.__dict__, "users_per_second": self.users_per_second}
 
 
-def parse_line(text: str, lineno: int, recipe_type: str) -> tuple[dict | None, str | None, str | None]:
-    """(input object, userId, error) for one input line."""
+def _id(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or str(value) == "":
+        return None
+    return str(value)
+
+
+def parse_line(text: str, lineno: int, recipe_type: str) -> tuple[dict | None, Any, str | None]:
+    """(input object, request key, error) for one input line. The key is the userId
+    (USER_PERSONALIZATION), (userId, [itemIds]) (PERSONALIZED_RANKING) or the itemId
+    (RELATED_ITEMS)."""
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
         return None, None, f"line {lineno}: invalid JSON ({exc.msg} at column {exc.colno})"
     if not isinstance(obj, dict):
         return None, None, f"line {lineno}: expected a JSON object"
+    if recipe_type == "RELATED_ITEMS":
+        if "itemId" not in obj:
+            return obj, None, f"line {lineno}: missing key \"itemId\" (this solution is RELATED_ITEMS)"
+        item = _id(obj["itemId"])
+        if item is None:
+            return obj, None, f"line {lineno}: \"itemId\" must be a non-empty string"
+        return obj, item, None
+    if recipe_type == "USER_PERSONALIZATION" and "itemList" in obj:
+        return obj, None, f"line {lineno}: itemList is for PERSONALIZED_RANKING solutions; this solution is USER_PERSONALIZATION"
+    if "userId" not in obj:
+        return obj, None, f"line {lineno}: missing key \"userId\""
+    user = _id(obj["userId"])
+    if user is None:
+        return obj, None, f"line {lineno}: \"userId\" must be a non-empty string"
     if recipe_type == "USER_PERSONALIZATION":
-        if "itemList" in obj:
-            return obj, None, f"line {lineno}: itemList is for PERSONALIZED_RANKING solutions; this solution is USER_PERSONALIZATION"
-        user = obj.get("userId")
-        if user is None:
-            return obj, None, f"line {lineno}: missing key \"userId\""
-        if not isinstance(user, (str, int)) or isinstance(user, bool) or str(user) == "":
-            return obj, None, f"line {lineno}: \"userId\" must be a non-empty string"
-        return obj, str(user), None
-    return obj, None, f"line {lineno}: recipe type {recipe_type} is not supported by batch inference yet"
+        return obj, user, None
+    if recipe_type == "PERSONALIZED_RANKING":
+        items = obj.get("itemList")
+        if not isinstance(items, list) or not items:
+            return obj, None, f"line {lineno}: \"itemList\" must be a non-empty list of item ids"
+        if len(items) > MAX_RESULTS:
+            return obj, None, f"line {lineno}: \"itemList\" has {len(items)} items; at most {MAX_RESULTS} are allowed"
+        ids = [_id(i) for i in items]
+        if any(i is None for i in ids):
+            return obj, None, f"line {lineno}: \"itemList\" must contain only non-empty item ids"
+        return obj, (user, ids), None
+    return obj, None, f"line {lineno}: recipe type {recipe_type} is not supported by batch inference"
 
 
 def _read_lines(input_loc: Location) -> Iterator[str]:
@@ -111,28 +137,30 @@ def run_batch_job(
     out_dir.makedirs()  # only now: a rejected job leaves no new output folder behind
 
     ok_rows = [i for i, r in enumerate(records) if r[2] is None]
-    user_ids = np.array([records[i][1] for i in ok_rows], dtype=object)
-    codes = version.user_codes(user_ids) if len(user_ids) else np.zeros(0, dtype=np.int64)
     k = min(int(num_results), len(version.item_ids))
     # JSON text of every item id, encoded once per job; lines are assembled from pieces
-    # instead of json.dumps of nested dicts per user (several times faster).
+    # instead of json.dumps of nested dicts per request (several times faster).
     encoded_items = np.array([json.dumps(str(i), ensure_ascii=False) for i in version.item_ids], dtype=object)
+    kind = version.recipe_type
     rendered: dict[int, str] = {}
+    unknown = 0
     for s in range(0, len(ok_rows), CHUNK):
-        chunk_codes = codes[s : s + CHUNK]
-        items, scores = version.recipe.recommend(version.user_batch(chunk_codes), k)
-        valid = items >= 0
-        names = encoded_items[np.where(valid, items, 0)].tolist()
-        values = np.round(np.where(valid, scores, 0.0).astype(np.float64), 7).tolist()
-        all_valid = bool(valid.all())
-        for j in range(len(chunk_codes)):
-            row_names, row_values = names[j], values[j]
-            if not all_valid:
-                n_valid = int(valid[j].sum())  # invalid entries (-1) only pad the end
-                row_names, row_values = row_names[:n_valid], row_values[:n_valid]
-            rendered[ok_rows[s + j]] = (
-                '{"recommendedItems": [' + ", ".join(row_names) + '], "scores": [' + ", ".join(map(repr, row_values)) + "]}"
-            )
+        rows = ok_rows[s : s + CHUNK]
+        keys = [records[i][1] for i in rows]
+        if kind == "RELATED_ITEMS":
+            codes = version.item_codes(np.array(keys, dtype=object))
+            unknown += int((codes < 0).sum())
+            items, scores = version.recipe.related(codes, k)
+            _render_top(rendered, rows, items, scores, encoded_items)
+        elif kind == "PERSONALIZED_RANKING":
+            codes = version.user_codes(np.array([u for u, _ in keys], dtype=object))
+            unknown += int((codes < 0).sum())
+            _render_ranking(rendered, rows, keys, codes, version)
+        else:
+            codes = version.user_codes(np.array(keys, dtype=object))
+            unknown += int((codes < 0).sum())
+            items, scores = version.recipe.recommend(version.user_batch(codes), k)
+            _render_top(rendered, rows, items, scores, encoded_items)
     errors = 0
     with out_loc.atomic_writer() as fh:
         for i, (obj, _user, error, text) in enumerate(records):
@@ -147,9 +175,43 @@ def run_batch_job(
         lines=len(records),
         errors=errors,
         users_scored=len(ok_rows),
-        unknown_users=int((codes < 0).sum()),
+        unknown_users=unknown,
         seconds=round(time.perf_counter() - start, 4),
     )
+
+
+def _render_top(rendered: dict[int, str], rows: list[int], items: np.ndarray, scores: np.ndarray, encoded_items: np.ndarray) -> None:
+    valid = items >= 0
+    names = encoded_items[np.where(valid, items, 0)].tolist()
+    values = np.round(np.where(valid, scores, 0.0).astype(np.float64), 7).tolist()
+    all_valid = bool(valid.all())
+    for j, row in enumerate(rows):
+        row_names, row_values = names[j], values[j]
+        if not all_valid:
+            n_valid = int(valid[j].sum())  # invalid entries (-1) only pad the end
+            row_names, row_values = row_names[:n_valid], row_values[:n_valid]
+        rendered[row] = '{"recommendedItems": [' + ", ".join(row_names) + '], "scores": [' + ", ".join(map(repr, row_values)) + "]}"
+
+
+def _render_ranking(rendered: dict[int, str], rows: list[int], keys: list, user_codes: np.ndarray, version: SolutionVersion) -> None:
+    """Reorder each itemList; unknown items go last, in input order, with a null score."""
+    width = max(len(ids) for _, ids in keys)
+    flat = np.array([i for _, ids in keys for i in ids], dtype=object)
+    lengths = np.array([len(ids) for _, ids in keys])
+    codes_flat = version.item_codes(flat)
+    lists = np.full((len(keys), width), -1, dtype=np.int64)
+    mask = np.arange(width)[None, :] < lengths[:, None]
+    lists[mask] = codes_flat
+    order, scores = version.recipe.rank(version.user_batch(user_codes), lists)
+    names = np.full((len(keys), width), None, dtype=object)
+    names[mask] = [json.dumps(i, ensure_ascii=False) for i in flat]
+    for j, row in enumerate(rows):
+        n = lengths[j]
+        pos = order[j][order[j] < n]  # drop padding columns
+        row_scores = scores[j][order[j] < n]
+        ranked = [names[j][p] for p in pos]
+        values = ["null" if np.isnan(v) else repr(round(float(v), 7)) for v in row_scores]
+        rendered[row] = '{"recommendedItems": [' + ", ".join(ranked) + '], "scores": [' + ", ".join(values) + "]}"
 
 
 def write_all_users_input(version: SolutionVersion, location: str | Location) -> Location:

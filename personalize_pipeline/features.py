@@ -263,9 +263,12 @@ def _encode_metadata(
 ) -> None:
     reserved = set(RESERVED_TYPES[dataset])
     for f in fields:
-        if f.name in reserved or f.name not in aligned.columns or f.textual:
+        if f.name in reserved or f.name not in aligned.columns:
             continue
         col = aligned[f.name]
+        target[f"raw_{f.name}"] = col.to_numpy()  # as read (typed), for filters and explanations
+        if f.textual:
+            continue
         if f.is_numeric:
             values = pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float64)
             mean = float(np.nanmean(values)) if np.isfinite(values).any() else 0.0

@@ -51,6 +51,9 @@ class SolutionVersion:
     history_items: np.ndarray
     item_creation: np.ndarray | None = None
     history_context: np.ndarray | None = None
+    history_event_types: np.ndarray | None = None  # str per history event
+    items_metadata: pd.DataFrame | None = None  # raw Items fields per item code
+    users_metadata: pd.DataFrame | None = None  # raw Users fields per user code
 
     @property
     def version_id(self) -> str:
@@ -94,14 +97,23 @@ def save_solution_version(
     catalog = pd.DataFrame({"ITEM_ID": features.item_ids})
     if "creation_timestamp" in features.items.columns:
         catalog["CREATION_TIMESTAMP"] = features.items["creation_timestamp"].to_numpy()
+    for col in [c for c in features.items.columns if c.startswith("raw_")]:
+        catalog[col[4:]] = features.items[col].to_numpy()  # raw item metadata, for filters
     _write_parquet(loc.child("catalog.parquet"), catalog)
-    _write_parquet(loc.child("users.parquet"), pd.DataFrame({"USER_ID": features.user_ids}))
+    users_table = pd.DataFrame({"USER_ID": features.user_ids})
+    for col in [c for c in features.users.columns if c.startswith("raw_")]:
+        users_table[col[4:]] = features.users[col].to_numpy()
+    _write_parquet(loc.child("users.parquet"), users_table)
     indptr, items = features.sequences()
     context = features.context_matrix()
     buf = io.BytesIO()
     arrays = {"indptr": indptr, "items": items.astype(np.int32)}
     if context is not None:
         arrays["context"] = context.astype(np.int32)
+    if "event_type" in features.interactions.columns:
+        event_types = pd.Categorical(features.interactions["event_type"])
+        arrays["event_type"] = event_types.codes.astype(np.int16)
+        arrays["event_type_names"] = np.array([str(c) for c in event_types.categories], dtype=str)
     np.savez(buf, **arrays)
     loc.child("history.npz").write_bytes(buf.getvalue())
     full_manifest = {
@@ -180,9 +192,24 @@ def load_solution_version(location: str | Location, full_only: bool = False) -> 
     with np.load(io.BytesIO(loc.child("history.npz").read_bytes()), allow_pickle=False) as npz:
         indptr, items = npz["indptr"], npz["items"]
         context = npz["context"].astype(np.int64) if "context" in npz.files else None
+        event_types = None
+        if "event_type" in npz.files:
+            names = np.append(npz["event_type_names"].astype(object), None)
+            event_types = names[npz["event_type"].astype(np.int64)]  # code -1 (missing) -> None
     creation = catalog["CREATION_TIMESTAMP"].to_numpy() if "CREATION_TIMESTAMP" in catalog else None
     return SolutionVersion(
-        loc, manifest, recipe, catalog["ITEM_ID"].to_numpy(dtype=object), users["USER_ID"].to_numpy(dtype=object), indptr, items, creation, context
+        loc,
+        manifest,
+        recipe,
+        catalog["ITEM_ID"].to_numpy(dtype=object),
+        users["USER_ID"].to_numpy(dtype=object),
+        indptr,
+        items,
+        creation,
+        context,
+        event_types,
+        catalog,
+        users,
     )
 
 
