@@ -177,12 +177,20 @@ class Recipe:
         """Scores of every item for every user of the batch: float32 [len(batch), n_items]."""
         raise NotImplementedError
 
-    def recommend(self, batch: UserBatch, k: int, exclude_seen: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k item codes and scores per user, best first: ([n, k] int64, [n, k] float32)."""
+    def recommend(
+        self, batch: UserBatch, k: int, exclude_seen: bool = False, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k item codes and scores per user, best first: ([n, k] int64, [n, k] float32).
+
+        ``allowed`` ([n, n_items] bool, e.g. from a filter) is applied inside the top-k, so
+        a filtered list is still full where the catalogue allows; slots that cannot be
+        filled are -1."""
         scores = np.array(self.score(batch), dtype=np.float32, copy=True)
         if exclude_seen:
             rows, cols = batch.seen_mask_rows_cols()
             scores[rows, cols] = -np.inf
+        if allowed is not None:
+            scores[~allowed] = -np.inf
         return top_k(scores, k)
 
     # --- persistence ----------------------------------------------------------------------------
@@ -217,4 +225,6 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     values, indices = values.numpy(), indices.numpy().astype(np.int64)
     # make ties deterministic: within equal scores order by item code
     order = np.lexsort((indices, -values), axis=1)
-    return np.take_along_axis(indices, order, 1), np.take_along_axis(values, order, 1)
+    indices, values = np.take_along_axis(indices, order, 1), np.take_along_axis(values, order, 1)
+    indices[np.isneginf(values)] = -1  # excluded items never fill a list
+    return indices, values

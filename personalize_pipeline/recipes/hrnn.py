@@ -274,11 +274,15 @@ class HRNN(Recipe):
         e = np.exp(logits - m)
         return e / e.sum(axis=1, keepdims=True)
 
-    def recommend(self, batch: UserBatch, k: int, exclude_seen: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def recommend(
+        self, batch: UserBatch, k: int, exclude_seen: bool = False, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         logits = self.logits(batch)
         if exclude_seen:
             rows, cols = batch.seen_mask_rows_cols()
             logits[rows, cols] = -np.inf
+        if allowed is not None:
+            logits[~allowed] = -np.inf
         items, top = top_k(logits, k)
         m = logits.max(axis=1, keepdims=True)
         log_z = m + np.log(np.exp(logits - m).sum(axis=1, keepdims=True))

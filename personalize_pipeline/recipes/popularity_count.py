@@ -58,10 +58,15 @@ class PopularityCount(Recipe):
         self._check_fitted()
         return np.broadcast_to(self.scores, (len(batch), self.n_items))
 
-    def recommend(self, batch: UserBatch, k: int, exclude_seen: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def recommend(
+        self, batch: UserBatch, k: int, exclude_seen: bool = False, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Same ranked list for everyone; with ``exclude_seen`` each user's seen items are
-        skipped (vectorised: take enough candidates from the global order, mask, compact)."""
+        skipped (vectorised: take enough candidates from the global order, mask, compact).
+        With an ``allowed`` mask (filters) the generic masked top-k is used."""
         self._check_fitted()
+        if allowed is not None:
+            return super().recommend(batch, k, exclude_seen, allowed)
         n = len(batch)
         k = min(k, self.n_items)
         if not exclude_seen:
