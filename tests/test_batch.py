@@ -1,5 +1,7 @@
 import json
 
+import numpy as np
+
 import pytest
 
 from personalize_pipeline.batch import run_batch_job
@@ -71,3 +73,17 @@ def test_output_is_replaced_atomically(tmp_path, solution):
     run_batch_job(version, job, tmp_path / "out", num_results=3)
     assert (tmp_path / "out" / "job.jsonl.out").read_bytes() == first
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["job.jsonl.out"]
+
+
+def test_related_items_job(demo_small, tmp_path):
+    features = featurize(read_dataset_group(demo_small))
+    version = train(features, SolutionConfig("aws-sims"), tmp_path / "sims")
+    job = tmp_path / "items.jsonl"
+    item = str(features.item_ids[3])
+    job.write_text(json.dumps({"itemId": item}) + "\n" + json.dumps({"itemId": "unknown-item"}) + "\n" + json.dumps({"userId": "u1"}) + "\n")
+    result = run_batch_job(version, job, tmp_path / "out", num_results=8)
+    rows = [json.loads(l) for l in (tmp_path / "out" / "items.jsonl.out").read_text().splitlines()]
+    assert result.errors == 1 and "itemId" in rows[2]["error"]
+    assert len(rows[0]["output"]["recommendedItems"]) == 8 and item not in rows[0]["output"]["recommendedItems"]
+    popular = list(features.item_ids[version.recipe.related(np.array([-1]), 8)[0][0]])
+    assert rows[1]["output"]["recommendedItems"] == popular

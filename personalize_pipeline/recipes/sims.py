@@ -165,43 +165,41 @@ class SIMS(Recipe):
         self.order = np.lexsort((np.arange(n), -self.unique_users))
         self.pop_rank = np.empty(n, dtype=np.int64)
         self.pop_rank[self.order] = np.arange(n)
+        # top-k key of items without similarity: below any similarity, by popularity
+        self._popular_key = -(1.0 + self.pop_rank.astype(np.float32))
 
     # --- inference ----------------------------------------------------------------------------
-    def related(self, item_codes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def related(
+        self, item_codes: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Items related to each query item (code, -1 = unknown), best first:
         ([n, min(k, n_items)] int64, same-shape float32).
 
         A query's neighbours come first (score = similarity > 0), then popular items not
-        already listed (score 0); the query item itself never comes back. -1 (score -inf)
-        pads only when the catalogue has no more items to offer."""
+        already listed (score 0); the query item itself never comes back. ``allowed``
+        ([n, n_items] bool, e.g. from a filter) is applied before the list is cut, so
+        allowed items fill it. -1 (score -inf) pads only when no more items can be offered."""
         self._check_fitted()
         q = np.asarray(item_codes, dtype=np.int64).reshape(-1)
         n, n_items = len(q), self.n_items
         width = max(0, min(int(k), n_items))
+        if allowed is not None:
+            return self._related_masked(q, width, np.asarray(allowed, dtype=bool))
         out = np.full((n, width), -1, dtype=np.int64)
         scores = np.full((n, width), -np.inf, dtype=np.float32)
         if n == 0 or width == 0:
             return out, scores
-        indptr, indices, data = self.indptr, self.indices, self.data
         known = (q >= 0) & (q < n_items)
-        qc = np.where(known, q, 0)
-        starts = np.where(known, indptr[qc], 0)
-        lens = np.where(known, np.minimum(indptr[qc + 1] - starts, width), 0)
-        # neighbours: the first `lens` entries of each CSR row, into a dense block
-        rows = np.repeat(np.arange(n), lens)
-        offsets = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum(lens, out=offsets[1:])
-        cols = np.arange(offsets[-1]) - np.repeat(offsets[:-1], lens)
-        src = np.repeat(starts, lens) + cols
-        out[rows, cols] = indices[src]
-        scores[rows, cols] = data[src]
+        rows, cols, src, lens = self._neighbour_block(q, known, width)
+        out[rows, cols] = self.indices[src]
+        scores[rows, cols] = self.data[src]
         # popular fill: the width + 1 most popular items cover every row, since at most
         # lens (neighbours) + 1 (the query) of them are excluded
         n_cand = min(n_items, width + 1)
         cand = self.order[:n_cand]
         rank = np.minimum(self.pop_rank, n_cand)  # n_cand = "not a candidate" (spare column)
         keep = np.ones((n, n_cand + 1), dtype=bool)
-        keep[rows, rank[indices[src]]] = False
+        keep[rows, rank[self.indices[src]]] = False
         keep[np.flatnonzero(known), rank[q[known]]] = False
         keep = keep[:, :n_cand]
         pos = lens[:, None] + np.cumsum(keep, axis=1) - 1
@@ -211,27 +209,64 @@ class SIMS(Recipe):
         scores[pr, pos[pr, pc]] = 0.0
         return out, scores
 
+    def _neighbour_block(self, q: np.ndarray, known: np.ndarray, width: int):
+        """(row, column, CSR position, length per query) of the first ``width`` neighbours
+        of each query, to scatter CSR rows into a dense [n, width] block."""
+        qc = np.where(known, q, 0)
+        starts = np.where(known, self.indptr[qc], 0)
+        lens = np.where(known, np.minimum(self.indptr[qc + 1] - starts, width), 0)
+        rows = np.repeat(np.arange(len(q)), lens)
+        offsets = np.zeros(len(q) + 1, dtype=np.int64)
+        np.cumsum(lens, out=offsets[1:])
+        cols = np.arange(offsets[-1]) - np.repeat(offsets[:-1], lens)
+        return rows, cols, np.repeat(starts, lens) + cols, lens
+
+    def _related_masked(self, q: np.ndarray, width: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """related() under an allowed-items mask. Every item of a row gets a distinct rank:
+        a neighbour its position in the query's list (< TOP_NEIGHBOURS), any other item
+        TOP_NEIGHBOURS + its popularity rank; excluded items and the query none. top-k of
+        minus the ranks (distinct integers, exact in float32) then picks the same items,
+        in the same order, as the unmasked path would."""
+        n, n_items = len(q), self.n_items
+        known = (q >= 0) & (q < n_items)
+        key = np.broadcast_to(-(TOP_NEIGHBOURS + self.pop_rank).astype(np.float32), (n, n_items)).copy()
+        rows, cols, src, _ = self._neighbour_block(q, known, TOP_NEIGHBOURS)
+        key[rows, self.indices[src]] = -cols.astype(np.float32)
+        key[np.flatnonzero(known), q[known]] = -np.inf
+        key[~allowed] = -np.inf
+        items, neg_rank = top_k(key, width)
+        missing = np.isneginf(neg_rank)
+        rank = np.where(missing, 0, -neg_rank).astype(np.int64)
+        is_neighbour = ~missing & (rank < TOP_NEIGHBOURS)
+        qc = np.where(known, q, 0)
+        start = np.where(known, self.indptr[qc], 0)
+        position = np.where(is_neighbour, start[:, None] + rank, 0)
+        scores = np.where(is_neighbour, self.data[position] if len(self.data) else 0.0, 0.0)
+        scores = np.where(missing, -np.inf, scores).astype(np.float32)
+        return np.where(missing, -1, items), scores
+
     def score(self, batch: UserBatch) -> np.ndarray:
         """float32 [len(batch), n_items]: the summed similarity of each item to the user's
         last USER_HISTORY_ITEMS distinct history items (0 for unrelated items)."""
         self._check_fitted()
         return self._history_matrix(batch).dot(self.sim).toarray().astype(np.float32, copy=False)
 
-    def recommend(self, batch: UserBatch, k: int, exclude_seen: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def recommend(
+        self, batch: UserBatch, k: int, exclude_seen: bool = False, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Items with the highest :meth:`score`, then popular items (score 0); with
-        ``exclude_seen`` a user's history items are skipped (-1, -inf pad when none are left)."""
+        ``exclude_seen`` a user's history items are skipped, with ``allowed`` ([n, n_items]
+        bool) only allowed items are listed (-1, -inf pad when none are left)."""
         scores = self.score(batch)
         # unrelated items rank by popularity, below every related item
-        key = np.where(scores > 0, scores, -(1.0 + self.pop_rank.astype(np.float32))[None, :])
+        key = np.where(scores > 0, scores, self._popular_key[None, :])
         if exclude_seen:
             rows, cols = batch.seen_mask_rows_cols()
             ok = (cols >= 0) & (cols < self.n_items)
             key[rows[ok], cols[ok]] = -np.inf
-        items, values = top_k(key, k)
-        missing = np.isneginf(values)
-        items = np.where(missing, -1, items)
-        values = np.where(missing, -np.inf, np.maximum(values, 0.0)).astype(np.float32)
-        return items, values
+        if allowed is not None:
+            key[~np.asarray(allowed, dtype=bool)] = -np.inf
+        return _finish(*top_k(key, k))
 
     def _history_matrix(self, batch: UserBatch) -> sp.csr_matrix:
         """Binary [len(batch), n_items]: each user's last USER_HISTORY_ITEMS events."""
@@ -247,6 +282,13 @@ class SIMS(Recipe):
         )
         h.data[:] = 1.0  # a repeated item counts once
         return h
+
+
+def _finish(items: np.ndarray, key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Scores from a top-k key: similarity, 0 for popular fill, -inf (item -1) for none."""
+    missing = np.isneginf(key)
+    items = np.where(missing, -1, items)
+    return items, np.where(missing, -np.inf, np.maximum(key, 0.0)).astype(np.float32)
 
 
 def _top_per_row(
