@@ -23,6 +23,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from .errors import InputError
+from .filters import FilterContext, parse_filter
 from .locations import Location, as_location
 from .store import SolutionVersion, load_solution_version
 
@@ -111,9 +112,20 @@ def run_batch_job(
     start = time.perf_counter()
     if not 1 <= int(num_results) <= MAX_RESULTS:
         raise InputError(f"numResults must be between 1 and {MAX_RESULTS}, got {num_results}")
-    if filter_expression:
-        raise InputError("filters are not supported in this version yet")
+    parsed_filter = parse_filter(filter_expression) if filter_expression else None
     version = solution if isinstance(solution, SolutionVersion) else load_solution_version(solution)
+    filter_context = None
+    if parsed_filter is not None:
+        filter_context = FilterContext.from_history(
+            version.item_ids,
+            version.items_metadata,
+            version.user_ids,
+            version.users_metadata,
+            version.history_indptr,
+            version.history_items,
+            version.history_event_types,
+        )
+        parsed_filter.check(filter_context)  # unknown fields fail the job before any output
     if exploration_weight is not None and not 0.0 <= exploration_weight <= 1.0:
         raise InputError(f"explorationWeight must be between 0 and 1, got {exploration_weight}")
     in_loc = as_location(input_path)
@@ -134,35 +146,35 @@ def run_batch_job(
         records.append((obj, user, error, text))
     if not records:
         raise InputError(f"{in_loc.url}: batch input has no lines")
-    out_dir.makedirs()  # only now: a rejected job leaves no new output folder behind
 
     ok_rows = [i for i, r in enumerate(records) if r[2] is None]
     k = min(int(num_results), len(version.item_ids))
     # JSON text of every item id, encoded once per job; lines are assembled from pieces
     # instead of json.dumps of nested dicts per request (several times faster).
     encoded_items = np.array([json.dumps(str(i), ensure_ascii=False) for i in version.item_ids], dtype=object)
-    kind = version.recipe_type
     rendered: dict[int, str] = {}
     unknown = 0
-    for s in range(0, len(ok_rows), CHUNK):
-        rows = ok_rows[s : s + CHUNK]
-        keys = [records[i][1] for i in rows]
-        if kind == "RELATED_ITEMS":
-            codes = version.item_codes(np.array(keys, dtype=object))
-            unknown += int((codes < 0).sum())
-            items, scores = version.recipe.related(codes, k)
-            _render_top(rendered, rows, items, scores, encoded_items)
-        elif kind == "PERSONALIZED_RANKING":
-            codes = version.user_codes(np.array([u for u, _ in keys], dtype=object))
-            unknown += int((codes < 0).sum())
-            _render_ranking(rendered, rows, keys, codes, version)
-        else:
-            codes = version.user_codes(np.array(keys, dtype=object))
-            unknown += int((codes < 0).sum())
-            items, scores = version.recipe.recommend(version.user_batch(codes), k)
-            _render_top(rendered, rows, items, scores, encoded_items)
+    # requests grouped by their filter values (a line's "filterValues" overrides the job's)
+    groups: dict[str, list[int]] = {}
+    group_values: dict[str, dict | None] = {}
+    for i in ok_rows:
+        values = records[i][0].get("filterValues", filter_values) if parsed_filter is not None else None
+        key = json.dumps(values, sort_keys=True)
+        groups.setdefault(key, []).append(i)
+        group_values[key] = values
+    for key, members in groups.items():
+        for s in range(0, len(members), CHUNK):
+            rows = members[s : s + CHUNK]
+            try:
+                unknown += _score_chunk(rendered, rows, [records[i][1] for i in rows], version, k, encoded_items, parsed_filter, filter_context, group_values[key])
+            except InputError as exc:  # e.g. a line's filterValues lacks a placeholder
+                if key == json.dumps(filter_values, sort_keys=True):
+                    raise
+                for i in rows:
+                    obj, user, _error, text = records[i]
+                    records[i] = (obj, user, exc.message, text)
     errors = 0
-    with out_loc.atomic_writer() as fh:
+    with out_loc.atomic_writer() as fh:  # creates the output folder only now, when all went well
         for i, (obj, _user, error, text) in enumerate(records):
             if error is None:
                 line = '{"input": ' + json.dumps(obj, ensure_ascii=False) + ', "output": ' + rendered[i] + ', "error": null}'
@@ -180,6 +192,27 @@ def run_batch_job(
     )
 
 
+def _score_chunk(rendered, rows, keys, version, k, encoded_items, parsed_filter, filter_context, values) -> int:
+    """Score one chunk of requests into ``rendered``; returns how many were unknown."""
+    kind = version.recipe_type
+    if kind == "RELATED_ITEMS":
+        codes = version.item_codes(np.array(keys, dtype=object))
+        allowed = parsed_filter.mask(filter_context, np.full(len(codes), -1), values) if parsed_filter else None
+        items, scores = version.recipe.related(codes, k, allowed=allowed)
+        _render_top(rendered, rows, items, scores, encoded_items)
+        return int((codes < 0).sum())
+    if kind == "PERSONALIZED_RANKING":
+        codes = version.user_codes(np.array([u for u, _ in keys], dtype=object))
+        allowed = parsed_filter.mask(filter_context, codes, values) if parsed_filter else None
+        _render_ranking(rendered, rows, keys, codes, version, allowed)
+        return int((codes < 0).sum())
+    codes = version.user_codes(np.array(keys, dtype=object))
+    allowed = parsed_filter.mask(filter_context, codes, values) if parsed_filter else None
+    items, scores = version.recipe.recommend(version.user_batch(codes), k, allowed=allowed)
+    _render_top(rendered, rows, items, scores, encoded_items)
+    return int((codes < 0).sum())
+
+
 def _render_top(rendered: dict[int, str], rows: list[int], items: np.ndarray, scores: np.ndarray, encoded_items: np.ndarray) -> None:
     valid = items >= 0
     names = encoded_items[np.where(valid, items, 0)].tolist()
@@ -193,8 +226,11 @@ def _render_top(rendered: dict[int, str], rows: list[int], items: np.ndarray, sc
         rendered[row] = '{"recommendedItems": [' + ", ".join(row_names) + '], "scores": [' + ", ".join(map(repr, row_values)) + "]}"
 
 
-def _render_ranking(rendered: dict[int, str], rows: list[int], keys: list, user_codes: np.ndarray, version: SolutionVersion) -> None:
-    """Reorder each itemList; unknown items go last, in input order, with a null score."""
+def _render_ranking(
+    rendered: dict[int, str], rows: list[int], keys: list, user_codes: np.ndarray, version: SolutionVersion, allowed: np.ndarray | None = None
+) -> None:
+    """Reorder each itemList; unknown items go last, in input order, with a null score;
+    items a filter excludes are left out."""
     width = max(len(ids) for _, ids in keys)
     flat = np.array([i for _, ids in keys for i in ids], dtype=object)
     lengths = np.array([len(ids) for _, ids in keys])
@@ -202,13 +238,17 @@ def _render_ranking(rendered: dict[int, str], rows: list[int], keys: list, user_
     lists = np.full((len(keys), width), -1, dtype=np.int64)
     mask = np.arange(width)[None, :] < lengths[:, None]
     lists[mask] = codes_flat
+    if allowed is not None:
+        blocked = (lists >= 0) & ~np.take_along_axis(allowed, np.maximum(lists, 0), axis=1)
+        lists[blocked] = -2  # ranked as unknown, then dropped below
     order, scores = version.recipe.rank(version.user_batch(user_codes), lists)
     names = np.full((len(keys), width), None, dtype=object)
     names[mask] = [json.dumps(i, ensure_ascii=False) for i in flat]
     for j, row in enumerate(rows):
         n = lengths[j]
-        pos = order[j][order[j] < n]  # drop padding columns
-        row_scores = scores[j][order[j] < n]
+        keep = (order[j] < n) & (lists[j][order[j]] != -2)  # drop padding and filtered items
+        pos = order[j][keep]
+        row_scores = scores[j][keep]
         ranked = [names[j][p] for p in pos]
         values = ["null" if np.isnan(v) else repr(round(float(v), 7)) for v in row_scores]
         rendered[row] = '{"recommendedItems": [' + ", ".join(ranked) + '], "scores": [' + ", ".join(values) + "]}"

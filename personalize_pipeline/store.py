@@ -132,7 +132,14 @@ def save_solution_version(
     loc.child(MANIFEST).write_json(full_manifest)
     _update_index(root, full_manifest)
     creation = catalog["CREATION_TIMESTAMP"].to_numpy() if "CREATION_TIMESTAMP" in catalog else None
-    return SolutionVersion(loc, full_manifest, recipe, features.item_ids, features.user_ids, indptr, items, creation, context)
+    event_types = (
+        features.interactions["event_type"].astype(object).where(features.interactions["event_type"].notna(), None).to_numpy()
+        if "event_type" in features.interactions.columns
+        else None
+    )
+    return SolutionVersion(
+        loc, full_manifest, recipe, features.item_ids, features.user_ids, indptr, items, creation, context, event_types, catalog, users_table
+    )
 
 
 def _update_index(root: Location, manifest: dict[str, Any]) -> None:

@@ -87,3 +87,46 @@ def test_related_items_job(demo_small, tmp_path):
     assert len(rows[0]["output"]["recommendedItems"]) == 8 and item not in rows[0]["output"]["recommendedItems"]
     popular = list(features.item_ids[version.recipe.related(np.array([-1]), 8)[0][0]])
     assert rows[1]["output"]["recommendedItems"] == popular
+
+
+def test_filters_apply_inside_top_k(demo_small, tmp_path):
+    features = featurize(read_dataset_group(demo_small))
+    version = train(features, SolutionConfig("aws-hrnn", {"epochs": "2"}), tmp_path / "sol")
+    genres = version.items_metadata.set_index("ITEM_ID")["GENRE"]
+    users = list(features.user_ids[:5])
+    job = tmp_path / "job.jsonl"
+    lines = [{"userId": u} for u in users] + [{"userId": users[0], "filterValues": {"GENRES": '"Comedy"'}}, {"userId": users[1], "filterValues": {}}]
+    job.write_text("".join(json.dumps(l) + "\n" for l in lines))
+    result = run_batch_job(
+        version,
+        job,
+        tmp_path / "out",
+        num_results=10,
+        filter_expression='INCLUDE ItemID WHERE Items.GENRE IN ($GENRES) | EXCLUDE ItemID WHERE Interactions.EVENT_TYPE IN ("*")',
+        filter_values={"GENRES": '"Action","Drama"'},
+    )
+    rows = [json.loads(l) for l in (tmp_path / "out" / "job.jsonl.out").read_text().splitlines()]
+    indptr, items = features.sequences()
+    for row, user in zip(rows[:5], users):
+        recs = row["output"]["recommendedItems"]
+        assert len(recs) == 10  # the filtered list is still full
+        assert all({"Action", "Drama"} & set(str(genres[i]).split("|")) for i in recs)
+        u = features.user_index(np.array([user]))[0]
+        assert not set(recs) & set(features.item_ids[items[indptr[u] : indptr[u + 1]]])
+    assert all("Comedy" in str(genres[i]).split("|") for i in rows[5]["output"]["recommendedItems"])
+    assert rows[6]["output"] is None and "GENRES" in rows[6]["error"]  # a line's own values lack $GENRES
+    assert result.errors == 1
+
+
+def test_bad_filter_fails_before_output(demo_small, tmp_path):
+    features = featurize(read_dataset_group(demo_small))
+    version = train(features, SolutionConfig(), tmp_path / "sol")
+    job = tmp_path / "job.jsonl"
+    job.write_text('{"userId": "x"}\n')
+    with pytest.raises(InputError, match="position"):
+        run_batch_job(version, job, tmp_path / "out", filter_expression="INCLUDE ItemID WHERE Items.GENRE IN (")
+    with pytest.raises(InputError, match="COLOUR"):
+        run_batch_job(version, job, tmp_path / "out", filter_expression='INCLUDE ItemID WHERE Items.COLOUR IN ("red")')
+    with pytest.raises(InputError, match="GENRES"):
+        run_batch_job(version, job, tmp_path / "out", filter_expression="INCLUDE ItemID WHERE Items.GENRE IN ($GENRES)")
+    assert not (tmp_path / "out").exists()
