@@ -167,8 +167,8 @@ def test_and_binds_tighter_than_or_and_parentheses(ctx):
     assert run(ctx, f"INCLUDE ItemID WHERE {a} OR {b} AND {c}") == same_for_all([1, 5])
     # (Horror OR premium) AND cheap
     assert run(ctx, f"INCLUDE ItemID WHERE ({a} OR {b}) AND {c}") == same_for_all([5])
-    assert run(ctx, f'INCLUDE ItemID WHERE Items.GENRE IN ("Comedy") AND Items.PRICE < 20') == same_for_all([0])
-    assert run(ctx, f'INCLUDE ItemID WHERE Items.GENRE IN ("Comedy") OR Items.PRICE < 11') == same_for_all([0, 4, 5])
+    assert run(ctx, 'INCLUDE ItemID WHERE Items.GENRE IN ("Comedy") AND Items.PRICE < 20') == same_for_all([0])
+    assert run(ctx, 'INCLUDE ItemID WHERE Items.GENRE IN ("Comedy") OR Items.PRICE < 11') == same_for_all([0, 4, 5])
 
 
 def test_items_and_interactions_in_one_expression(ctx):
