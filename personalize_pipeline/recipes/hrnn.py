@@ -236,17 +236,19 @@ class HRNN(Recipe):
 
     # --- inference ------------------------------------------------------------------------------
     @torch.no_grad()
-    def logits(self, batch: UserBatch) -> np.ndarray:
-        """[n, n_items] logits from each user's last ``bptt`` history items."""
+    def logits_tensor(self, batch: UserBatch) -> torch.Tensor:
+        """[n, n_items] logits (torch, multi-threaded) from each user's last ``bptt``
+        history items; items that may not be recommended get -inf through the bias."""
         self._check_fitted()
         n = len(batch)
         T = self.params["bptt"]
         lengths = np.diff(batch.history_indptr)
         use = np.minimum(lengths, T)
         has = use > 0
-        out = np.empty((n, len(self.popularity)), dtype=np.float32)
-        pop = np.log1p(self.popularity).astype(np.float32)
-        out[~has] = pop  # no history: popularity order
+        blocked = torch.from_numpy(np.where(self.recommendable(), 0.0, -np.inf).astype(np.float32))
+        out = torch.empty((n, len(self.popularity)), dtype=torch.float32)
+        if (~has).any():  # no history: popularity order
+            out[torch.from_numpy(~has)] = torch.from_numpy(np.log1p(self.popularity).astype(np.float32)) + blocked
         if has.any():
             rows = np.flatnonzero(has)
             starts = batch.history_indptr[1:][rows] - use[rows]
@@ -259,34 +261,37 @@ class HRNN(Recipe):
                 ctx = torch.from_numpy(np.where(valid[..., None], batch.history_context[index], 0).astype(np.int64))
             users = torch.from_numpy(np.asarray(batch.users[rows], dtype=np.int64))
             h = self.net.final_state(torch.from_numpy(window.astype(np.int64)), torch.from_numpy(use[rows]), ctx, users)
-            scores = h @ self.net.item_vectors().T + self.net.bias
-            out[rows] = scores.numpy()
-        out[:, ~self.recommendable()] = -np.inf
+            scores = torch.addmm(self.net.bias + blocked, h, self.net.item_vectors().T)
+            if len(rows) == n:
+                out = scores
+            else:
+                out[torch.from_numpy(rows)] = scores
         return out
+
+    def logits(self, batch: UserBatch) -> np.ndarray:
+        return self.logits_tensor(batch).numpy()
 
     def recommendable(self) -> np.ndarray:
         """Items the model may recommend: those it saw in training."""
         return self.trained
 
     def score(self, batch: UserBatch) -> np.ndarray:
-        logits = self.logits(batch)
-        m = logits.max(axis=1, keepdims=True)
-        e = np.exp(logits - m)
-        return e / e.sum(axis=1, keepdims=True)
+        return torch.softmax(self.logits_tensor(batch), dim=1).numpy()
 
+    @torch.no_grad()
     def recommend(
         self, batch: UserBatch, k: int, exclude_seen: bool = False, allowed: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        logits = self.logits(batch)
+        """Top-k by logits; scores are softmax probabilities over the (allowed) catalogue."""
+        logits = self.logits_tensor(batch)
         if exclude_seen:
             rows, cols = batch.seen_mask_rows_cols()
-            logits[rows, cols] = -np.inf
+            logits[torch.from_numpy(rows), torch.from_numpy(np.asarray(cols, dtype=np.int64))] = -torch.inf
         if allowed is not None:
-            logits[~allowed] = -np.inf
-        items, top = top_k(logits, k)
-        m = logits.max(axis=1, keepdims=True)
-        log_z = m + np.log(np.exp(logits - m).sum(axis=1, keepdims=True))
-        return items, np.exp(top - log_z).astype(np.float32)
+            logits.masked_fill_(torch.from_numpy(~allowed), -torch.inf)
+        log_z = torch.logsumexp(logits, dim=1, keepdim=True)
+        items, top = top_k(logits.numpy(), k)
+        return items, np.exp(top - log_z.numpy()).astype(np.float32)
 
     # --- persistence ----------------------------------------------------------------------------
     def _restore(self, state: dict[str, np.ndarray]) -> None:
