@@ -104,7 +104,7 @@ def main() -> int:
         work = Path(tmp)
         ml = read_dataset_group(SHARED / "movielens-poc")
         rows += compare("movielens-poc", featurize(ml, FeaturizeOptions(max_user_history_length_percentile=0.99)), [HRNN])
-        rows += compare("movielens-poc (watch)", featurize(ml, FeaturizeOptions(event_type="watch", max_user_history_length_percentile=0.99)), [HRNN])
+        rows += compare("movielens-poc (watch)", featurize(ml, FeaturizeOptions(event_type="watch", max_user_history_length_percentile=0.99)), [HRNN, HRNNMetadata])
         airline = featurize(read_dataset_group(SHARED / "airline-contextual"), FeaturizeOptions(max_user_history_length_percentile=0.99))
         rows += compare("airline-contextual", airline, [HRNN, HRNNMetadata])
         generate(work / "demo100k", DemoSpec(users=3333, items=2000, interactions=100_000, seed=1))
