@@ -8,9 +8,10 @@ Input: one JSON object per line — ``{"userId": ...}`` for USER_PERSONALIZATION
 
 A bad line (invalid JSON, missing or wrong keys) gets ``"output": null`` and a message in
 ``"error"``; the job goes on. Users the model does not know get the most popular items.
-Users are scored in chunks (matrix of scores → top-k), so memory stays bounded; the output
-is written to a temporary name and moved into place, so a failed job leaves no ``.out``
-that looks complete.
+The input is streamed: lines are read, scored (matrix of scores → top-k) and written in
+chunks, so memory stays bounded for millions of lines; the output is written to a
+temporary name and moved into place, so a failed job leaves no ``.out`` that looks
+complete.
 """
 
 from __future__ import annotations
@@ -138,58 +139,77 @@ def run_batch_job(
         raise InputError(f"{out_dir.url}: output location is a file, not a folder")
     out_loc = out_dir.child(in_loc.name + ".out")
 
-    records: list[tuple[dict | None, str | None, str | None, str]] = []
-    for lineno, text in enumerate(_read_lines(in_loc), start=1):
-        if not text.strip():
-            continue
-        obj, user, error = parse_line(text, lineno, version.recipe_type)
-        records.append((obj, user, error, text))
-    if not records:
-        raise InputError(f"{in_loc.url}: batch input has no lines")
-
-    ok_rows = [i for i, r in enumerate(records) if r[2] is None]
     k = min(int(num_results), len(version.item_ids))
     # JSON text of every item id, encoded once per job; lines are assembled from pieces
     # instead of json.dumps of nested dicts per request (several times faster).
     encoded_items = np.array([json.dumps(str(i), ensure_ascii=False) for i in version.item_ids], dtype=object)
-    rendered: dict[int, str] = {}
-    unknown = 0
-    # requests grouped by their filter values (a line's "filterValues" overrides the job's)
-    groups: dict[str, list[int]] = {}
-    group_values: dict[str, dict | None] = {}
-    for i in ok_rows:
-        values = records[i][0].get("filterValues", filter_values) if parsed_filter is not None else None
-        key = json.dumps(values, sort_keys=True)
-        groups.setdefault(key, []).append(i)
-        group_values[key] = values
-    for key, members in groups.items():
-        for s in range(0, len(members), CHUNK):
-            rows = members[s : s + CHUNK]
+    totals = {"lines": 0, "errors": 0, "scored": 0, "unknown": 0}
+
+    def process(chunk: list[tuple[int, str]]) -> list[str]:
+        """Parse, score and render one chunk of input lines (bounded memory)."""
+        records = [(*parse_line(text, lineno, version.recipe_type), text) for lineno, text in chunk]
+        ok_rows = [i for i, r in enumerate(records) if r[2] is None]
+        rendered: dict[int, str] = {}
+        # requests grouped by their filter values (a line's "filterValues" overrides the job's)
+        groups: dict[str, list[int]] = {}
+        group_values: dict[str, dict | None] = {}
+        for i in ok_rows:
+            values = records[i][0].get("filterValues", filter_values) if parsed_filter is not None else None
+            key = json.dumps(values, sort_keys=True)
+            groups.setdefault(key, []).append(i)
+            group_values[key] = values
+        for key, rows in groups.items():
             try:
-                unknown += _score_chunk(rendered, rows, [records[i][1] for i in rows], version, k, encoded_items, parsed_filter, filter_context, group_values[key])
+                totals["unknown"] += _score_chunk(
+                    rendered, rows, [records[i][1] for i in rows], version, k, encoded_items, parsed_filter, filter_context, group_values[key]
+                )
             except InputError as exc:  # e.g. a line's filterValues lacks a placeholder
                 if key == json.dumps(filter_values, sort_keys=True):
                     raise
                 for i in rows:
                     obj, user, _error, text = records[i]
                     records[i] = (obj, user, exc.message, text)
-    errors = 0
-    with out_loc.atomic_writer() as fh:  # creates the output folder only now, when all went well
-        for i, (obj, _user, error, text) in enumerate(records):
+        lines = []
+        for i, (obj, _key, error, text) in enumerate(records):
             if error is None:
-                line = '{"input": ' + json.dumps(obj, ensure_ascii=False) + ', "output": ' + rendered[i] + ', "error": null}'
+                totals["scored"] += 1
+                lines.append('{"input": ' + json.dumps(obj, ensure_ascii=False) + ', "output": ' + rendered[i] + ', "error": null}')
             else:
-                errors += 1
-                line = json.dumps({"input": obj if obj is not None else text, "output": None, "error": error}, ensure_ascii=False)
-            fh.write((line + "\n").encode("utf-8"))
+                totals["errors"] += 1
+                lines.append(json.dumps({"input": obj if obj is not None else text, "output": None, "error": error}, ensure_ascii=False))
+        totals["lines"] += len(records)
+        return lines
+
+    chunks = _chunked(_read_lines(in_loc), CHUNK)
+    first = next(chunks, None)
+    if first is None:
+        raise InputError(f"{in_loc.url}: batch input has no lines")
+    first_lines = process(first)  # job-level problems surface before any output exists
+    with out_loc.atomic_writer() as fh:  # creates the output folder only now
+        fh.write(("\n".join(first_lines) + "\n").encode("utf-8"))
+        for chunk in chunks:
+            fh.write(("\n".join(process(chunk)) + "\n").encode("utf-8"))
     return BatchResult(
         output=out_loc.url,
-        lines=len(records),
-        errors=errors,
-        users_scored=len(ok_rows),
-        unknown_users=unknown,
+        lines=totals["lines"],
+        errors=totals["errors"],
+        users_scored=totals["scored"],
+        unknown_users=totals["unknown"],
         seconds=round(time.perf_counter() - start, 4),
     )
+
+
+def _chunked(lines: Iterator[str], size: int) -> Iterator[list[tuple[int, str]]]:
+    """Non-empty input lines with their line numbers, ``size`` at a time."""
+    chunk: list[tuple[int, str]] = []
+    for lineno, text in enumerate(lines, start=1):
+        if text.strip():
+            chunk.append((lineno, text))
+            if len(chunk) == size:
+                yield chunk
+                chunk = []
+    if chunk:
+        yield chunk
 
 
 def _score_chunk(rendered, rows, keys, version, k, encoded_items, parsed_filter, filter_context, values) -> int:

@@ -130,3 +130,17 @@ def test_bad_filter_fails_before_output(demo_small, tmp_path):
     with pytest.raises(InputError, match="GENRES"):
         run_batch_job(version, job, tmp_path / "out", filter_expression="INCLUDE ItemID WHERE Items.GENRE IN ($GENRES)")
     assert not (tmp_path / "out").exists()
+
+
+def test_streaming_in_chunks_gives_the_same_output(solution, tmp_path, monkeypatch):
+    import personalize_pipeline.batch as batch
+
+    version, features = solution
+    job = tmp_path / "job.jsonl"
+    lines = [json.dumps({"userId": str(u)}) for u in features.user_ids[:10]] + ["not json", json.dumps({"userId": "nobody"})]
+    job.write_text("\n".join(lines) + "\n")
+    whole = run_batch_job(version, job, tmp_path / "whole", num_results=5)
+    monkeypatch.setattr(batch, "CHUNK", 3)
+    chunked = run_batch_job(version, job, tmp_path / "chunked", num_results=5)
+    assert (tmp_path / "whole" / "job.jsonl.out").read_bytes() == (tmp_path / "chunked" / "job.jsonl.out").read_bytes()
+    assert (whole.lines, whole.errors, whole.users_scored, whole.unknown_users) == (chunked.lines, chunked.errors, chunked.users_scored, chunked.unknown_users) == (12, 1, 11, 1)
