@@ -73,3 +73,19 @@ def test_save_load_and_recommend(features, tmp_path):
     # items never seen in training are never recommended
     assert loaded.recipe.trained[items_a].all()
     assert version.manifest["training"]["epochs_run"] == 3
+
+
+def test_update_warm_starts_from_the_full_version(features, tmp_path):
+    config = SolutionConfig("aws-hrnn", {"epochs": "8"})
+    full = train(features, config, tmp_path / "sol")
+    update = train(features, config, tmp_path / "sol", training_mode="UPDATE")
+    stats = update.manifest["training"]
+    assert update.manifest["base_version"] == full.version_id
+    assert stats["warm_started_items"] == features.n_items
+    assert stats["epochs_run"] == 2  # a quarter of the FULL epochs
+    # starting from the FULL weights, the update keeps the ranking close to the FULL model's
+    batch = UserBatch.from_histories(np.arange(30), *features.sequences())
+    a, _ = full.recipe.recommend(batch, 10)
+    b, _ = update.recipe.recommend(batch, 10)
+    overlap = np.mean([len(set(x) & set(y)) / 10 for x, y in zip(a, b)])
+    assert overlap > 0.5

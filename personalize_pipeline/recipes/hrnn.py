@@ -28,6 +28,7 @@ import time
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
@@ -134,7 +135,31 @@ class HRNN(Recipe):
     def _batch_extras(self, idx: torch.Tensor) -> None:
         """Hook called for every training mini-batch (coldstart drops embeddings)."""
 
-    def fit(self, features: Features, seed: int = 42) -> "HRNN":
+    def update(self, features: Features, seed: int = 42, previous_item_ids: np.ndarray | None = None) -> "HRNN":
+        """UPDATE: warm-start from this (FULL) model. GRU weights are kept, item rows are
+        carried over to the new item codes (new items start fresh), and a quarter of the
+        FULL epochs (at least one) fine-tunes on the current data."""
+        if previous_item_ids is None or not getattr(self, "fitted", False):
+            return self.fit(features, seed=seed)
+        return self.fit(features, seed=seed, warm_start=(self.net, np.asarray(previous_item_ids, dtype=object)))
+
+    def _warm_start(self, old_net: GRUNet, old_item_ids: np.ndarray, new_item_ids: np.ndarray) -> None:
+        new_state = self.net.state_dict()
+        old_state = old_net.state_dict()
+        where = pd.Index(old_item_ids).get_indexer(pd.Index(new_item_ids))
+        carried = where >= 0
+        for name, new_value in new_state.items():
+            old_value = old_state.get(name)
+            if old_value is None:
+                continue
+            if name in ("embedding.weight", "bias"):
+                new_value[torch.from_numpy(np.flatnonzero(carried))] = old_value[torch.from_numpy(where[carried])]
+            elif old_value.shape == new_value.shape:
+                new_value.copy_(old_value)
+        self.net.load_state_dict(new_state)
+        self._warm_items = int(carried.sum())
+
+    def fit(self, features: Features, seed: int = 42, warm_start: tuple[GRUNet, np.ndarray] | None = None) -> "HRNN":
         p = self.params
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed)
@@ -146,6 +171,9 @@ class HRNN(Recipe):
         self.trained = counts > 0
         self._prepare(features)
         self.net = self._build(n_items)
+        self._warm_items = 0
+        if warm_start is not None:
+            self._warm_start(warm_start[0], warm_start[1], features.item_ids)
 
         inputs, targets, first_target = make_windows(indptr, items, p["bptt"])
         window_users = np.searchsorted(indptr, first_target - 1, side="right") - 1
@@ -173,6 +201,8 @@ class HRNN(Recipe):
         optimizer = torch.optim.Adam(self.net.parameters(), lr=p["learning_rate"])
         n_windows = len(X)
         batch, epochs = self.schedule(n_windows, int((targets >= 0).sum()))
+        if warm_start is not None:
+            epochs = max(1, epochs // 4)
         start = time.perf_counter()
         self.loss_history: list[float] = []
         epoch_seconds: list[float] = []
@@ -219,6 +249,7 @@ class HRNN(Recipe):
             "windows": n_windows,
             "batch_size": batch,
             "torch_threads": torch.get_num_threads(),
+            "warm_started_items": self._warm_items,
         }
         return self
 

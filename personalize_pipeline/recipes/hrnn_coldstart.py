@@ -63,8 +63,8 @@ class HRNNColdstart(HRNNMetadata):
         drop = self._rng.random(len(self.cold)) < self.params["cold_embedding_dropout"]
         self.net.embed_keep = torch.from_numpy((~self.cold & ~drop).astype(np.float32))
 
-    def fit(self, features: Features, seed: int = 42):
-        super().fit(features, seed=seed)
+    def fit(self, features: Features, seed: int = 42, warm_start=None):
+        super().fit(features, seed=seed, warm_start=warm_start)
         self.net.embed_keep = torch.from_numpy((~self.cold).astype(np.float32))
         return self
 
