@@ -8,6 +8,7 @@ from personalize_pipeline.metrics import PROTOCOLS, evaluate
 from personalize_pipeline.store import update_manifest
 
 from .metadata import floats, location_of, table_markdown
+from .plots import metrics_by_k
 from .resources import ArtifactStore, SolutionResource
 
 
@@ -48,6 +49,7 @@ def solution_metrics(
             "test_users": result.test_users,
             "train_seconds": result.train_seconds,
             "metrics_table": dg.MetadataValue.md(table_markdown(rows)),
+            "metrics_by_k": metrics_by_k(result.metrics, baseline, result.recipe),
             "solution_version_path": dg.MetadataValue.path(version_loc.url),
         }
     )

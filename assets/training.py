@@ -7,6 +7,7 @@ from personalize_pipeline.features import load_features
 from personalize_pipeline.training import train
 
 from .metadata import floats, location_of, step_failure_on_bad_input
+from .plots import loss_curve
 from .resources import ArtifactStore, SolutionResource
 
 
@@ -38,6 +39,8 @@ def solution_version(
             solution_name=solution.name,
         )
     m = version.manifest
+    losses = m.get("training", {}).get("loss_by_epoch", [])
+    plots = {"loss_curve": loss_curve(losses)} if len(losses) > 1 else {}
     context.log.info(f"{m['training_mode']} solution version {version.version_id} at {version.location.url}")
     return dg.MaterializeResult(
         metadata={
@@ -52,6 +55,7 @@ def solution_version(
             "loss_by_epoch": dg.MetadataValue.json(m.get("training", {}).get("loss_by_epoch", [])),
             "catalog_items": m["catalog"]["items"],
             "catalog_users": m["catalog"]["users"],
+            **plots,
         },
         tags={"personalize/training_mode": m["training_mode"]},
     )

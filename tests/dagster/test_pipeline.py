@@ -140,3 +140,23 @@ def test_update_without_full_fails_with_clear_message(demo_small, tmp_path):
     assert not result.success
     [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     assert "UPDATE needs a FULL solution version" in failure.event_specific_data.error.message
+
+
+def test_hrnn_run_shows_plots_and_training_metadata(demo_small, tmp_path):
+    import base64
+
+    config = json.loads(json.dumps(DEFAULTS))
+    config["locations"] = {"dataset": str(demo_small), "artifacts": str(tmp_path / "a"), "output": str(tmp_path / "o")}
+    config["solution"]["recipe"] = "aws-hrnn"
+    config["solution"]["hyperparameters"] = {"epochs": 3}
+    resources = build_resources(config)
+    defs = dg.Definitions(assets=[*raw_assets, *pipeline_assets], asset_checks=[*ge_checks, beats_popularity], jobs=[full_retrain], resources=resources)
+    instance = dg.DagsterInstance.ephemeral()
+    assert run(defs, "full_retrain", instance).success
+    version = latest_md(instance, "solution_version")
+    assert version["recipe"].value == "aws-hrnn" and version["training/epochs_run"].value == 3
+    png = version["loss_curve"].value.split("base64,", 1)[1].rstrip(")")
+    assert base64.b64decode(png)[:8] == b"\x89PNG\r\n\x1a\n"
+    metrics = latest_md(instance, "solution_metrics")
+    assert "base64," in metrics["metrics_by_k"].value
+    assert metrics["normalized_discounted_cumulative_gain_at_10"].value > metrics["baseline/normalized_discounted_cumulative_gain_at_10"].value
