@@ -166,7 +166,7 @@ def _parse_table(file: Location, data: bytes) -> pa.Table:
                 table = pq.read_table(pa.BufferReader(data))
             except (pa.ArrowInvalid, OSError) as exc:
                 raise InputError(f"{file.url}: not a readable Parquet file ({_first_line(exc)})") from None
-            _check_header(file, table.column_names)
+            _check_header_names(file.url, table.column_names)
             if table.num_rows == 0:
                 raise InputError(f"{file.url}: has no data rows")
             return table.cast(pa.schema([pa.field(n, pa.string()) for n in table.column_names]))
@@ -232,10 +232,6 @@ def _find_bad_row(data: bytes, ncols: int) -> int | None:
         if row and len(row) != ncols:
             return lineno
     return None
-
-
-def _check_header(file: Location, names: list[str]) -> None:
-    _check_header_names(file.url, names)
 
 
 def _check_header_names(source: str, names: list[str]) -> None:

@@ -32,6 +32,7 @@ import numpy as np
 from .errors import InputError
 from .features import Features
 from .recipes import Recipe, UserBatch
+from .recipes.base import segment_index
 
 KS = (5, 10, 25)
 PROTOCOLS = ("personalize", "leave-last-out")
@@ -66,10 +67,7 @@ def _user_bounds(features: Features) -> tuple[np.ndarray, np.ndarray, np.ndarray
 def _segments(starts: np.ndarray, lengths: np.ndarray, values: np.ndarray, context: np.ndarray | None = None):
     """CSR of values[starts[i] : starts[i] + lengths[i]] for each i (and the same rows of
     ``context`` when given)."""
-    ptr = np.zeros(len(starts) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=ptr[1:])
-    total = int(ptr[-1])
-    idx = np.repeat(starts, lengths) + (np.arange(total, dtype=np.int64) - np.repeat(ptr[:-1], lengths))
+    ptr, idx = segment_index(starts, lengths)
     if context is None:
         return ptr, values[idx]
     return ptr, values[idx], context[idx]

@@ -75,6 +75,16 @@ def _raise():
     raise ValueError
 
 
+def segment_index(starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Gather plan for the segments ``[starts[i], starts[i] + lengths[i])`` of a flat array:
+    the CSR pointer of the gathered result and the flat positions to take, vectorised."""
+    ptr = np.zeros(len(starts) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=ptr[1:])
+    total = int(ptr[-1])
+    index = np.repeat(starts, lengths) + (np.arange(total, dtype=np.int64) - np.repeat(ptr[:-1], lengths))
+    return ptr, index
+
+
 @dataclass
 class UserBatch:
     """Users to score: codes (-1 for users the model does not know) and each user's
@@ -104,11 +114,8 @@ class UserBatch:
         known = rows >= 0
         starts = np.where(known, indptr[np.where(known, rows, 0)], 0)
         ends = np.where(known, indptr[np.where(known, rows, 0) + 1], 0)
-        lengths = ends - starts
-        out_ptr = np.zeros(len(rows) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=out_ptr[1:])
-        total = int(out_ptr[-1])
-        index = np.repeat(starts, lengths) + (np.arange(total, dtype=np.int64) - np.repeat(out_ptr[:-1], lengths))
+        out_ptr, index = segment_index(starts, ends - starts)
+        total = len(index)
         gathered = items[index] if total else np.zeros(0, dtype=items.dtype if len(items) else np.int32)
         ctx = None
         if context is not None:
