@@ -37,7 +37,8 @@ def batch_inference_output(
         if config.input:
             job_input = Location(config.input, output_location.s3.options())
         else:
-            job_input = write_all_users_input(version, version.location.child("all-users.jsonl"))
+            # next to its .out, so the finished solution version is never modified
+            job_input = write_all_users_input(version, out_dir.child("all-users.jsonl"))
         result = run_batch_job(
             version,
             job_input,
