@@ -127,8 +127,7 @@ def run_batch_job(
             version.history_event_types,
         )
         parsed_filter.check(filter_context)  # unknown fields fail the job before any output
-    if exploration_weight is not None and not 0.0 <= exploration_weight <= 1.0:
-        raise InputError(f"explorationWeight must be between 0 and 1, got {exploration_weight}")
+    exploration = exploration_config(version, exploration_weight, exploration_item_age_cut_off)
     in_loc = as_location(input_path)
     out_dir = as_location(output_dir)
     if not in_loc.exists():
@@ -161,7 +160,7 @@ def run_batch_job(
         for key, rows in groups.items():
             try:
                 totals["unknown"] += _score_chunk(
-                    rendered, rows, [records[i][1] for i in rows], version, k, encoded_items, parsed_filter, filter_context, group_values[key]
+                    rendered, rows, [records[i][1] for i in rows], version, k, encoded_items, parsed_filter, filter_context, group_values[key], exploration
                 )
             except InputError as exc:  # e.g. a line's filterValues lacks a placeholder
                 if key == json.dumps(filter_values, sort_keys=True):
@@ -212,7 +211,26 @@ def _chunked(lines: Iterator[str], size: int) -> Iterator[list[tuple[int, str]]]
         yield chunk
 
 
-def _score_chunk(rendered, rows, keys, version, k, encoded_items, parsed_filter, filter_context, values) -> int:
+def exploration_config(version: SolutionVersion, weight: float | None, age_cut_off: float | None):
+    """The job's ``itemExplorationConfig``: Personalize's defaults (0.3, 30 days) for
+    solutions that explore; an error when it is given for a recipe that does not."""
+    from .recipes import ExplorationConfig
+
+    if not getattr(version.recipe, "supports_exploration", False):
+        if weight is not None or age_cut_off is not None:
+            raise InputError(
+                f"itemExplorationConfig (exploration weight / item age cut-off) applies to aws-user-personalization solutions; "
+                f"this solution version uses {version.manifest['recipe']}"
+            )
+        return None
+    default = ExplorationConfig()
+    return ExplorationConfig(
+        weight=default.weight if weight is None else float(weight),
+        item_age_cut_off=default.item_age_cut_off if age_cut_off is None else float(age_cut_off),
+    )
+
+
+def _score_chunk(rendered, rows, keys, version, k, encoded_items, parsed_filter, filter_context, values, exploration=None) -> int:
     """Score one chunk of requests into ``rendered``; returns how many were unknown."""
     kind = version.recipe_type
     if kind == "RELATED_ITEMS":
@@ -228,7 +246,8 @@ def _score_chunk(rendered, rows, keys, version, k, encoded_items, parsed_filter,
         return int((codes < 0).sum())
     codes = version.user_codes(np.array(keys, dtype=object))
     allowed = parsed_filter.mask(filter_context, codes, values) if parsed_filter else None
-    items, scores = version.recipe.recommend(version.user_batch(codes), k, allowed=allowed)
+    options = {"exploration": exploration} if exploration is not None else {}
+    items, scores = version.recipe.recommend(version.user_batch(codes), k, allowed=allowed, **options)
     _render_top(rendered, rows, items, scores, encoded_items)
     return int((codes < 0).sum())
 

@@ -10,14 +10,13 @@ from .hrnn_metadata import HRNNMetadata
 from .personalized_ranking import PersonalizedRanking
 from .popularity_count import PopularityCount
 from .sims import SIMS
+from .user_personalization import ExplorationConfig, UserPersonalization
 
-RECIPES: dict[str, type[Recipe]] = {cls.name: cls for cls in (PopularityCount, HRNN, HRNNMetadata, HRNNColdstart, PersonalizedRanking, SIMS)}
+RECIPES: dict[str, type[Recipe]] = {cls.name: cls for cls in (UserPersonalization, PopularityCount, HRNN, HRNNMetadata, HRNNColdstart, PersonalizedRanking, SIMS)}
 
 # Recipes of Amazon Personalize that this project will provide (see the issues); named
 # here so that users get "not available yet" rather than "unknown".
-PLANNED = (
-    "aws-user-personalization",
-)
+PLANNED: tuple[str, ...] = ()
 ARN_PREFIX = "arn:aws:personalize:::recipe/"
 
 
@@ -37,4 +36,4 @@ def get_recipe(name_or_arn: str) -> type[Recipe]:
     raise InputError(f"unknown recipe {name_or_arn!r} (available: {', '.join(RECIPES)})")
 
 
-__all__ = ["HyperParameter", "Recipe", "UserBatch", "top_k", "get_recipe", "recipe_name", "RECIPES", "PLANNED", "HRNN", "HRNNMetadata", "PersonalizedRanking", "HRNNColdstart", "PopularityCount", "SIMS"]
+__all__ = ["HyperParameter", "Recipe", "UserBatch", "top_k", "get_recipe", "recipe_name", "RECIPES", "PLANNED", "HRNN", "HRNNMetadata", "PersonalizedRanking", "HRNNColdstart", "PopularityCount", "SIMS", "UserPersonalization", "ExplorationConfig"]

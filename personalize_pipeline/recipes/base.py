@@ -137,6 +137,10 @@ class Recipe:
     hyperparameters: ClassVar[tuple[HyperParameter, ...]] = ()
     datasets: ClassVar[tuple[str, ...]] = ("interactions",)
     description: ClassVar[str] = ""
+    supports_exploration: ClassVar[bool] = False
+    # Personalize lists these among the recipe's hyperparameters, but they are campaign /
+    # batch inference job settings (e.g. itemExplorationConfig), not training ones
+    campaign_options: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, **params: Any):
         self.params = self.resolve_hyperparameters(params)
@@ -149,6 +153,12 @@ class Recipe:
         declared = {hp.name: hp for hp in cls.hyperparameters}
         given = dict(given or {})
         unknown = sorted(set(given) - set(declared))
+        campaign = [name for name in unknown if name in cls.campaign_options]
+        if campaign:
+            raise InputError(
+                f"{campaign[0]} is a campaign / batch inference setting (itemExplorationConfig), not a training hyperparameter: "
+                f"pass --{campaign[0].replace('_', '-')} to batch-infer"
+            )
         if unknown:
             known = ", ".join(declared) or "none"
             raise InputError(f"recipe {cls.name} has no hyperparameter {unknown[0]!r} (known: {known})")

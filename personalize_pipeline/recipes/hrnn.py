@@ -132,6 +132,10 @@ class HRNN(Recipe):
     def _prepare(self, features: Features) -> None:
         """Hook for side information (metadata recipes); called before ``_build``."""
 
+    def _context(self, context: np.ndarray | None) -> np.ndarray | None:
+        """Hook: per-event context codes as the model reads them (None = no context)."""
+        return None
+
     def _batch_extras(self, idx: torch.Tensor) -> None:
         """Hook called for every training mini-batch (coldstart drops embeddings)."""
 
@@ -159,7 +163,21 @@ class HRNN(Recipe):
         self.net.load_state_dict(new_state)
         self._warm_items = int(carried.sum())
 
-    def fit(self, features: Features, seed: int = 42, warm_start: tuple[GRUNet, np.ndarray] | None = None) -> "HRNN":
+    def _extra_negatives(self, positions: torch.Tensor) -> torch.Tensor | None:
+        """Hook: per target event (positions in the sorted interactions), extra item codes
+        to use as negatives ([N, M], -1 = none), e.g. impressed but ignored items."""
+        return None
+
+    def fit(
+        self,
+        features: Features,
+        seed: int = 42,
+        warm_start: tuple[GRUNet, np.ndarray] | None = None,
+        only_after: float | None = None,
+    ) -> "HRNN":
+        """Train on ``features``; ``warm_start`` = (FULL model, its item ids) fine-tunes that
+        model instead of starting from scratch; ``only_after`` (a timestamp) restricts the
+        training windows to those holding events newer than it (one pass)."""
         p = self.params
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed)
@@ -169,6 +187,7 @@ class HRNN(Recipe):
         counts = np.bincount(items, minlength=n_items).astype(np.float64)
         self.popularity = counts
         self.trained = counts > 0
+        self._warm = warm_start is not None
         self._prepare(features)
         self.net = self._build(n_items)
         self._warm_items = 0
@@ -176,8 +195,13 @@ class HRNN(Recipe):
             self._warm_start(warm_start[0], warm_start[1], features.item_ids)
 
         inputs, targets, first_target = make_windows(indptr, items, p["bptt"])
+        if only_after is not None:
+            steps = np.arange(p["bptt"])[None, :]
+            newer = (targets >= 0) & (timestamps[np.clip(first_target[:, None] + steps, 0, len(items) - 1)] > only_after)
+            keep = newer.any(axis=1)
+            inputs, targets, first_target = inputs[keep], targets[keep], first_target[keep]
         window_users = np.searchsorted(indptr, first_target - 1, side="right") - 1
-        context = features.context_matrix()
+        context = self._context(features.context_matrix())
         if context is not None:
             ctx_pos = np.clip(first_target[:, None] - 1 + np.arange(p["bptt"])[None, :], 0, len(items) - 1)
             window_context = torch.from_numpy(context[ctx_pos])  # [W, T, C]
@@ -201,8 +225,12 @@ class HRNN(Recipe):
         optimizer = torch.optim.Adam(self.net.parameters(), lr=p["learning_rate"])
         n_windows = len(X)
         batch, epochs = self.schedule(n_windows, int((targets >= 0).sum()))
-        if warm_start is not None:
+        if only_after is not None:
+            epochs = 1 if n_windows else 0
+        elif warm_start is not None:
             epochs = max(1, epochs // 4)
+        target_pos = torch.from_numpy(first_target.astype(np.int64))
+        steps_t = torch.arange(p["bptt"])
         start = time.perf_counter()
         self.loss_history: list[float] = []
         epoch_seconds: list[float] = []
@@ -228,6 +256,16 @@ class HRNN(Recipe):
                 # materialising the concatenation (accidental hits are rare and left in,
                 # as in GRU4Rec)
                 loss_vec = torch.logaddexp(pos_logit, torch.logsumexp(neg_logit, dim=1)) - pos_logit
+                extra = self._extra_negatives((target_pos[idx][:, None] + steps_t[None, :])[mask])
+                if extra is not None:
+                    # items shown with the event but not chosen (impressions): a pairwise
+                    # (BPR) term asks the chosen item to score above each of them
+                    present = (extra >= 0).float()
+                    safe = extra.clamp(min=0)
+                    raw_pos = pos_logit + log_q_all[pos_items]
+                    extra_logit = torch.bmm(self.net.item_vectors(safe), states.unsqueeze(-1)).squeeze(-1) + self.net.bias[safe]
+                    pairwise = torch.nn.functional.softplus(extra_logit - raw_pos[:, None]) * present
+                    loss_vec = loss_vec + pairwise.sum(1) / present.sum(1).clamp(min=1.0)
                 loss = (loss_vec * w).sum() / w.sum()
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -256,10 +294,13 @@ class HRNN(Recipe):
     def schedule(self, n_windows: int, n_events: int) -> tuple[int, int]:
         """Mini-batch size and epochs: explicit values win; ``0`` (auto) gives about 100
         optimizer steps per epoch (16 to 256 windows per batch) and 20 epochs for small
-        data down to 4 for millions of events, which keeps training near-linear in size."""
+        data down to 4 for millions of events, which keeps training near-linear in size;
+        wider models (above Personalize's HRNN default of 43) converge, then overfit, in
+        proportionally fewer epochs, so they get that many fewer (at least 2)."""
         p = self.params
         batch = p["batch_size"] or int(np.clip(round(n_windows / 100), 16, 256))
-        epochs = p["epochs"] or int(np.clip(round(3_000_000 / max(n_events, 1)), 4, 20))
+        auto = np.clip(round(3_000_000 / max(n_events, 1)), 4, 20) * min(1.0, 43 / p["hidden_dimension"])
+        epochs = p["epochs"] or int(max(2, round(auto)))
         return batch, epochs
 
     def training_stats(self) -> dict[str, Any]:
@@ -288,8 +329,9 @@ class HRNN(Recipe):
             index = np.where(valid, starts[:, None] + steps[None, :], 0)
             window = np.where(valid, batch.history_items[index], 0)
             ctx = None
-            if batch.history_context is not None and len(batch.history_context):
-                ctx = torch.from_numpy(np.where(valid[..., None], batch.history_context[index], 0).astype(np.int64))
+            history_context = self._context(batch.history_context)
+            if history_context is not None and len(history_context):
+                ctx = torch.from_numpy(np.where(valid[..., None], history_context[index], 0).astype(np.int64))
             users = torch.from_numpy(np.asarray(batch.users[rows], dtype=np.int64))
             h = self.net.final_state(torch.from_numpy(window.astype(np.int64)), torch.from_numpy(use[rows]), ctx, users)
             scores = torch.addmm(self.net.bias + blocked, h, self.net.item_vectors().T)

@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -25,28 +27,95 @@ from .hrnn import HRNN, GRUNet
 MAX_VOCAB = 512  # per categorical field; larger vocabularies are hashed into this many slots
 
 
-def metadata_matrix(frame: pd.DataFrame) -> np.ndarray:
-    """Dense float32 [rows, F] from the ``cat_*`` (code lists) and ``num_*`` columns of a
-    featurized items/users frame; vectorised over rows."""
-    n = len(frame)
-    blocks: list[np.ndarray] = []
-    for col in frame.columns:
-        if col.startswith("num_"):
-            blocks.append(frame[col].to_numpy(np.float32).reshape(n, 1))
-        elif col.startswith("cat_"):
-            arr = pa.array(frame[col])
-            if isinstance(arr, pa.ChunkedArray):
-                arr = arr.combine_chunks()
-            codes = pc.list_flatten(arr).to_numpy(zero_copy_only=False).astype(np.int64)
-            rows = pc.list_parent_indices(arr).to_numpy(zero_copy_only=False).astype(np.int64)
-            width = int(min(codes.max(initial=0) + 1, MAX_VOCAB))
-            codes = np.where(codes < width, codes, codes % width)
+class MetadataLayout:
+    """Column layout of a metadata matrix: the ``cat_*`` (code lists) and ``num_*`` columns of a
+    featurized items/users frame and, per categorical column, its vocabulary.
+
+    It is fixed when a FULL solution version is trained and reused by UPDATE, so that new
+    rows, new vocabulary values (which shift the featurizer's sorted codes) and missing
+    columns map onto the columns the model was trained with: known values keep their
+    column, unknown ones count as missing."""
+
+    def __init__(self, columns: list[dict]):
+        self.columns = columns
+
+    @classmethod
+    def fit(cls, frame: pd.DataFrame, vocabularies: dict[str, list[str]] | None = None, dataset: str = "items") -> "MetadataLayout":
+        columns: list[dict] = []
+        for col in frame.columns:
+            if col.startswith("num_"):
+                columns.append({"column": col, "kind": "num"})
+            elif col.startswith("cat_"):
+                vocab = (vocabularies or {}).get(f"{dataset}.{col[4:]}")
+                if vocab is None:  # no vocabulary known: the codes themselves
+                    width = int(_flat_codes(frame[col])[0].max(initial=0)) + 1
+                else:
+                    width = len(vocab) + 1
+                columns.append({"column": col, "kind": "cat", "vocab": vocab, "width": int(min(width, MAX_VOCAB))})
+        return cls(columns)
+
+    @property
+    def width(self) -> int:
+        return sum(1 if c["kind"] == "num" else c["width"] for c in self.columns)
+
+    def transform(self, frame: pd.DataFrame, vocabularies: dict[str, list[str]] | None = None, dataset: str = "items") -> np.ndarray:
+        """Dense float32 [rows, width]: multi-hot categorical values mean-pooled, numeric
+        values as they are; vectorised over rows."""
+        n = len(frame)
+        blocks: list[np.ndarray] = []
+        for spec in self.columns:
+            col = spec["column"]
+            if spec["kind"] == "num":
+                values = frame[col].to_numpy(np.float32) if col in frame.columns else np.zeros(n, np.float32)
+                blocks.append(values.reshape(n, 1))
+                continue
+            width = spec["width"]
             block = np.zeros((n, width), dtype=np.float32)
-            np.add.at(block, (rows, codes), 1.0)
-            block[:, 0] = 0.0  # code 0 = missing
-            counts = block.sum(axis=1, keepdims=True)
-            blocks.append(block / np.maximum(counts, 1.0))
-    return np.concatenate(blocks, axis=1) if blocks else np.zeros((n, 0), dtype=np.float32)
+            if col in frame.columns:
+                codes, rows = _flat_codes(frame[col])
+                current = (vocabularies or {}).get(f"{dataset}.{col[4:]}")
+                if spec["vocab"] is not None and current is not None and current != spec["vocab"]:
+                    remap = np.concatenate([[0], pd.Index(spec["vocab"]).get_indexer(pd.Index(current)) + 1])
+                    codes = remap[np.clip(codes, 0, len(remap) - 1)]
+                codes = np.where(codes < width, codes, codes % width)
+                np.add.at(block, (rows, codes), 1.0)
+                block[:, 0] = 0.0  # code 0 = missing
+                block /= np.maximum(block.sum(axis=1, keepdims=True), 1.0)
+            blocks.append(block)
+        return np.concatenate(blocks, axis=1) if blocks else np.zeros((n, 0), dtype=np.float32)
+
+    def to_json(self) -> str:
+        return json.dumps(self.columns)
+
+    @classmethod
+    def from_json(cls, text: str) -> "MetadataLayout":
+        return cls(json.loads(text))
+
+
+def _flat_codes(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(codes, row of each code) of a list-of-codes column."""
+    arr = pa.array(series)
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    codes = pc.list_flatten(arr).to_numpy(zero_copy_only=False).astype(np.int64)
+    rows = pc.list_parent_indices(arr).to_numpy(zero_copy_only=False).astype(np.int64)
+    return codes, rows
+
+
+def metadata_matrix(frame: pd.DataFrame) -> np.ndarray:
+    """Dense float32 [rows, F] from the ``cat_*`` and ``num_*`` columns of a frame, with the
+    layout of that frame itself."""
+    return MetadataLayout.fit(frame).transform(frame)
+
+
+def context_remap(frozen: list[list[str]], current: list[list[str]]) -> np.ndarray:
+    """[fields, max_codes] table taking the featurizer's context codes of the current data
+    (1-based, 0 = missing) to the codes the model was trained with (unknown values -> 0)."""
+    width = max([len(c) + 1 for c in current] + [1])
+    table = np.zeros((len(frozen), width), dtype=np.int64)
+    for f, (old, new) in enumerate(zip(frozen, current)):
+        table[f, 1 : len(new) + 1] = pd.Index(old).get_indexer(pd.Index(new)) + 1
+    return table
 
 
 class MetaGRUNet(GRUNet):
@@ -92,17 +161,34 @@ class HRNNMetadata(HRNN):
     name = "aws-hrnn-metadata"
     datasets = ("interactions", "items", "users")
     description = "HRNN with item, user and contextual metadata as inputs."
+    requires_metadata = True
 
     def _prepare(self, features: Features) -> None:
-        self.item_meta = metadata_matrix(features.items)
-        self.user_meta = metadata_matrix(features.users)
         vocab = features.info.get("vocabularies", {})
         ctx_cols = [c for c in features.info.get("context_columns", []) if features.interactions[c].dtype.kind in "iu"]
-        self.ctx_sizes = np.array([len(vocab.get("interactions." + c[4:], [])) for c in ctx_cols], dtype=np.int64)
-        if not self.item_meta.shape[1] and not self.user_meta.shape[1] and not len(self.ctx_sizes):
+        current_ctx = [vocab.get("interactions." + c[4:], []) for c in ctx_cols]
+        if not getattr(self, "_warm", False) or not hasattr(self, "item_layout"):
+            # FULL: the layouts and context vocabularies of this data are the model's
+            self.item_layout = MetadataLayout.fit(features.items, vocab, "items")
+            self.user_layout = MetadataLayout.fit(features.users, vocab, "users")
+            self.ctx_columns, self.ctx_vocab = ctx_cols, current_ctx
+            self.ctx_sizes = np.array([len(v) for v in current_ctx], dtype=np.int64)
+        # UPDATE keeps the FULL version's layouts: new data is mapped onto them
+        self.item_meta = self.item_layout.transform(features.items, vocab, "items")
+        self.user_meta = self.user_layout.transform(features.users, vocab, "users")
+        current = [current_ctx[ctx_cols.index(c)] if c in ctx_cols else [] for c in self.ctx_columns]
+        self.ctx_map = context_remap(self.ctx_vocab, current)
+        if self.requires_metadata and not self.item_meta.shape[1] and not self.user_meta.shape[1] and not len(self.ctx_sizes):
             raise InputError(
                 f"{self.name} needs metadata: an Items or Users dataset with metadata columns, or contextual columns in Interactions"
             )
+
+    def _context(self, context: np.ndarray | None) -> np.ndarray | None:
+        """Context codes of the current data -> the model's codes (see ``context_remap``)."""
+        if context is None or not len(self.ctx_sizes) or context.shape[1] != len(self.ctx_sizes):
+            return None
+        cols = np.arange(context.shape[1])[None, :]
+        return self.ctx_map[cols, np.clip(context, 0, self.ctx_map.shape[1] - 1)]
 
     def _build(self, n_items: int) -> GRUNet:
         p = self.params
@@ -112,10 +198,25 @@ class HRNNMetadata(HRNN):
         self.item_meta = np.asarray(state["item_meta"], dtype=np.float32)
         self.user_meta = np.asarray(state["user_meta"], dtype=np.float32)
         self.ctx_sizes = np.asarray(state["ctx_sizes"], dtype=np.int64)
+        n_ctx = len(self.ctx_sizes)
+        self.ctx_map = np.asarray(state["ctx_map"], dtype=np.int64) if "ctx_map" in state else np.tile(np.arange(int(self.ctx_sizes.max(initial=0)) + 1), (n_ctx, 1))
+        if "layouts" in state:
+            layouts = json.loads(str(state["layouts"]))
+            self.item_layout = MetadataLayout(layouts["items"])
+            self.user_layout = MetadataLayout(layouts["users"])
+            self.ctx_columns, self.ctx_vocab = layouts["context_columns"], layouts["context_vocab"]
 
     def state(self):
         out = super().state()
-        out.update(item_meta=self.item_meta, user_meta=self.user_meta, ctx_sizes=self.ctx_sizes)
+        layouts = {
+            "items": self.item_layout.columns,
+            "users": self.user_layout.columns,
+            "context_columns": self.ctx_columns,
+            "context_vocab": self.ctx_vocab,
+        }
+        out.update(
+            item_meta=self.item_meta, user_meta=self.user_meta, ctx_sizes=self.ctx_sizes, ctx_map=self.ctx_map, layouts=np.array(json.dumps(layouts))
+        )
         return out
 
     def training_stats(self):

@@ -1,0 +1,305 @@
+"""aws-user-personalization: HRNN-Metadata with an item tower, impressions and exploration.
+
+What the recipe adds to :class:`~.hrnn_metadata.HRNNMetadata` (seed ``004``):
+
+- **Item tower**: an item's vector is its free embedding plus a projection of its
+  metadata (and of its age). Items without interactions keep a zero free embedding, so
+  new items are scored from their metadata alone instead of from noise, and every item
+  of the catalogue can be recommended.
+- **Impressions**: the items of an event's IMPRESSION list that the user did not pick
+  are hard negatives in that event's loss (up to ``impression_negatives`` per event), so
+  items that are shown often and ignored are demoted. RECOMMENDATION_ID stays in the
+  featurized data for later analysis.
+- **Exploration** (a campaign / batch-job setting, ``itemExplorationConfig``, not a
+  training hyperparameter): with ``exploration_weight`` w > 0 about ``w / 2`` of each list
+  goes to less-known items younger than ``exploration_item_age_cut_off`` days (relative
+  to the latest interaction). They are chosen by Thompson sampling: each candidate's
+  click-through rate is drawn from its Beta posterior over impressions and clicks (prior:
+  the catalogue's mean click-through rate) and combined with the user's relevance, so
+  items with little evidence get a chance in proportion to their uncertainty, and items
+  that were shown often and ignored do not. w = 0 gives pure relevance.
+- **UPDATE** (every two hours in Personalize): no retraining. The FULL model is kept; new
+  items join the catalogue with vectors from the item tower, the exploration statistics
+  are recounted from all impressions and interactions, and the model is fine-tuned for one
+  pass over the windows that contain events newer than the previous version only, so the
+  cost follows the amount of new data.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+
+from ..errors import InputError
+from ..features import Features
+from .base import HyperParameter as HP
+from .base import UserBatch, top_k
+from .hrnn import TRAINING_HPS, GRUNet
+from .hrnn_metadata import HRNNMetadata
+
+DAY = 86_400.0
+
+
+@dataclass(frozen=True)
+class ExplorationConfig:
+    """Personalize's ``itemExplorationConfig`` (campaign / batch inference job setting)."""
+
+    weight: float = 0.3
+    item_age_cut_off: float = 30.0  # days before the latest interaction
+    seed: int = 0
+
+    def __post_init__(self):
+        if not 0.0 <= float(self.weight) <= 1.0:
+            raise InputError(f"explorationWeight must be between 0 and 1, got {self.weight}")
+        if not float(self.item_age_cut_off) > 0.0:
+            raise InputError(f"explorationItemAgeCutOff must be a positive number of days, got {self.item_age_cut_off}")
+
+    def slots(self, k: int) -> int:
+        """How many of ``k`` places go to exploration: about ``weight / 2`` of the list."""
+        if self.weight <= 0 or k < 2:
+            return 0
+        return int(min(k - 1, max(1, round(k * self.weight / 2))))
+
+
+class UserPersonalization(HRNNMetadata):
+    name = "aws-user-personalization"
+    datasets = ("interactions", "items", "users")
+    description = "HRNN-Metadata with an item tower, impressions as negative feedback and item exploration."
+    requires_metadata = False
+    supports_exploration = True
+    hyperparameters = (
+        HP("hidden_dimension", int, 149, 32, 256, tunable=True, help="GRU state and item vector size"),
+        HP("bptt", int, 32, 2, 32, tunable=True, help="truncated back-propagation window (events)"),
+        HP("recency_mask", bool, True, tunable=True, help="weight recent events more"),
+        HP("min_user_history_length_percentile", float, 0.0, 0.0, 1.0, featurization=True),
+        HP("max_user_history_length_percentile", float, 0.99, 0.0, 1.0, featurization=True),
+        *TRAINING_HPS,
+        HP("impression_negatives", int, 8, 0, 64, help="impressed-but-ignored items per event used as negatives (0: ignore impressions)"),
+    )
+    # campaign settings with these names are batch inference options
+    campaign_options = ("exploration_weight", "exploration_item_age_cut_off")
+
+    # --- training --------------------------------------------------------------------------------
+    def _prepare(self, features: Features) -> None:
+        super()._prepare(features)
+        timestamps = features.interactions["timestamp"].to_numpy().astype(np.float64)
+        items = features.interactions["item"].to_numpy()
+        n_items = features.n_items
+        self.latest_time = float(timestamps.max()) if len(timestamps) else 0.0
+        clicks = np.bincount(items, minlength=n_items).astype(np.float64)
+        shown = np.zeros(n_items)
+        shown_and_picked = np.zeros(n_items)
+        first_seen = np.full(n_items, np.inf)
+        np.minimum.at(first_seen, items, timestamps)
+        self._impression_matrix = None
+        if "impression" in features.interactions.columns:
+            codes, parents = _impressions(features.interactions["impression"])
+            ok = codes >= 0
+            codes, parents = codes[ok], parents[ok]
+            picked = codes == items[parents]
+            shown = np.bincount(codes, minlength=n_items).astype(np.float64)
+            shown_and_picked = np.bincount(codes[picked], minlength=n_items).astype(np.float64)
+            np.minimum.at(first_seen, codes, timestamps[parents])
+            m = self.params["impression_negatives"]
+            if m > 0 and (~picked).any():
+                self._impression_matrix = _negatives_matrix(codes[~picked], parents[~picked], len(items), m)
+        if "creation_timestamp" in features.items.columns:
+            created = features.items["creation_timestamp"].to_numpy(np.float64)
+            first_seen = np.where(np.isfinite(created), created, first_seen)
+        # never seen and no creation time: new as of the latest interaction
+        self.item_first_seen = np.where(np.isfinite(first_seen), first_seen, self.latest_time)
+        self.clicks = clicks
+        self.ignored = np.maximum(shown - shown_and_picked, 0.0)
+        # item age (log days) as one more item-tower input, standardised
+        age = np.log1p(np.maximum(self.latest_time - self.item_first_seen, 0.0) / DAY)
+        if getattr(self, "_warm", False) and hasattr(self, "age_stats"):
+            mean, std = self.age_stats
+        else:
+            mean, std = float(age.mean()), float(age.std() or 1.0)
+            self.age_stats = (mean, std)
+        self.item_meta = np.concatenate([self.item_meta, ((age - mean) / std).astype(np.float32)[:, None]], axis=1)
+
+    def _build(self, n_items: int) -> GRUNet:
+        net = super()._build(n_items)
+        net.embed_keep = torch.from_numpy((self.clicks > 0).astype(np.float32))
+        return net
+
+    def _extra_negatives(self, positions: torch.Tensor) -> torch.Tensor | None:
+        """Impressed-but-ignored items of the events at ``positions`` (-1 = none)."""
+        if self._impression_matrix is None:
+            return None
+        return self._impression_matrix[positions]
+
+    def fit(self, features: Features, seed: int = 42, warm_start=None, only_after: float | None = None) -> "UserPersonalization":
+        super().fit(features, seed=seed, warm_start=warm_start, only_after=only_after)
+        self._finish()
+        return self
+
+    def _finish(self) -> None:
+        """Items without interactions: no free embedding, a low bias (a new item has to earn
+        its place through its metadata or through exploration)."""
+        trained = self.clicks > 0
+        self.net.embed_keep = torch.from_numpy(trained.astype(np.float32))
+        with torch.no_grad():
+            bias = self.net.bias
+            if trained.any() and (~trained).any():
+                low = float(np.quantile(bias.numpy()[trained], 0.1))
+                bias[torch.from_numpy(~trained)] = low
+        self._impression_matrix = None
+
+    def update(self, features: Features, seed: int = 42, previous_item_ids: np.ndarray | None = None) -> "UserPersonalization":
+        """UPDATE: keep the FULL model, add the new items, recount exploration statistics and
+        fine-tune once over the windows with events newer than this version only."""
+        if previous_item_ids is None or not getattr(self, "fitted", False):
+            return self.fit(features, seed=seed)
+        previous_latest = float(self.latest_time)
+        return self.fit(
+            features, seed=seed, warm_start=(self.net, np.asarray(previous_item_ids, dtype=object)), only_after=previous_latest
+        )
+
+    def recommendable(self) -> np.ndarray:
+        return np.ones(len(self.popularity), dtype=bool)
+
+    # --- inference --------------------------------------------------------------------------------
+    @torch.no_grad()
+    def recommend(
+        self,
+        batch: UserBatch,
+        k: int,
+        exclude_seen: bool = False,
+        allowed: np.ndarray | None = None,
+        exploration: ExplorationConfig | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if exploration is None or exploration.slots(min(k, len(self.popularity))) == 0:
+            return super().recommend(batch, k, exclude_seen=exclude_seen, allowed=allowed)
+        logits = self.logits_tensor(batch)
+        if exclude_seen:
+            rows, cols = batch.seen_mask_rows_cols()
+            logits[torch.from_numpy(rows), torch.from_numpy(np.asarray(cols, dtype=np.int64))] = -torch.inf
+        if allowed is not None:
+            logits.masked_fill_(torch.from_numpy(~allowed), -torch.inf)
+        log_p = torch.log_softmax(logits, dim=1).numpy()
+        k = min(k, log_p.shape[1])
+        relevant, _ = top_k(log_p, k)
+        explored = self.explore(log_p, relevant, exploration.slots(k), exploration, batch)
+        items = merge_lists(relevant, explored, k)
+        scores = np.take_along_axis(log_p, np.maximum(items, 0), axis=1)
+        return items, np.where(items >= 0, np.exp(scores), 0.0).astype(np.float32)
+
+    def exploration_candidates(self, exploration: ExplorationConfig) -> np.ndarray:
+        """Codes of the items young enough to explore."""
+        age_days = (self.latest_time - self.item_first_seen) / DAY
+        return np.flatnonzero(age_days <= exploration.item_age_cut_off)
+
+    def explore(self, log_p: np.ndarray, relevant: np.ndarray, n_slots: int, exploration: ExplorationConfig, batch: UserBatch) -> np.ndarray:
+        """[n, n_slots] exploration picks (-1 = none): Thompson sampling over each young
+        item's click-through rate, times the user's relevance, among items that are not in
+        the user's relevance list and not excluded (filters, seen items)."""
+        n = len(log_p)
+        candidates = self.exploration_candidates(exploration)
+        if not len(candidates) or n == 0:
+            return np.full((n, n_slots), -1, dtype=np.int64)
+        clicks, ignored = self.clicks[candidates], self.ignored[candidates]
+        shown = clicks + ignored
+        total_clicks, total_shown = float(self.clicks.sum()), float(self.clicks.sum() + self.ignored.sum())
+        ctr = min(max(total_clicks / max(total_shown, 1.0), 0.01), 0.99)
+        prior = 2.0  # pseudo-observations of the prior
+        alpha = prior * ctr + clicks
+        beta = prior * (1 - ctr) + ignored
+        rng = np.random.default_rng([exploration.seed, n, int(np.asarray(batch.users[:64]).sum()) & 0x7FFFFFFF])
+        theta = rng.beta(alpha[None, :], beta[None, :], size=(n, len(candidates)))
+        # an item that was already tried a lot is not exploration any more
+        novelty = 1.0 / np.sqrt(1.0 + shown / 10.0)
+        score = np.log(theta * novelty[None, :]) + log_p[:, candidates]
+        taken = np.zeros((n, log_p.shape[1]), dtype=bool)
+        rows = np.repeat(np.arange(n), relevant.shape[1])
+        ok = relevant.ravel() >= 0
+        taken[rows[ok], relevant.ravel()[ok]] = True
+        score[taken[:, candidates]] = -np.inf
+        picks, values = top_k(score.astype(np.float32), n_slots)
+        return np.where(picks >= 0, candidates[np.maximum(picks, 0)], -1)
+
+    # --- persistence ------------------------------------------------------------------------------
+    def _restore(self, state):
+        super()._restore(state)
+        self.clicks = np.asarray(state["clicks"], dtype=np.float64)
+        self.ignored = np.asarray(state["ignored"], dtype=np.float64)
+        self.item_first_seen = np.asarray(state["item_first_seen"], dtype=np.float64)
+        self.latest_time = float(state["latest_time"])
+        self.age_stats = tuple(float(v) for v in state["age_stats"])
+
+    def _set_state(self, state):
+        super()._set_state(state)
+        self.net.embed_keep = torch.from_numpy((self.clicks > 0).astype(np.float32))
+
+    def state(self):
+        out = super().state()
+        out.update(
+            clicks=self.clicks,
+            ignored=self.ignored,
+            item_first_seen=self.item_first_seen,
+            latest_time=np.array(self.latest_time),
+            age_stats=np.array(self.age_stats),
+        )
+        return out
+
+    def training_stats(self) -> dict[str, Any]:
+        stats = super().training_stats()
+        stats.update(
+            impressions_used=bool(self.ignored.sum() > 0),
+            items_shown_and_ignored=int((self.ignored > 0).sum()),
+            items_without_interactions=int((self.clicks == 0).sum()),
+            latest_interaction=self.latest_time,
+        )
+        return stats
+
+
+def _impressions(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(item code, event row) of every impression entry of a featurized impression column."""
+    arr = pa.array(column)
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    codes = pc.list_flatten(arr).to_numpy(zero_copy_only=False).astype(np.int64)
+    parents = pc.list_parent_indices(arr).to_numpy(zero_copy_only=False).astype(np.int64)
+    return codes, parents
+
+
+def _negatives_matrix(codes: np.ndarray, parents: np.ndarray, n_events: int, width: int) -> torch.Tensor:
+    """[n_events, width] item codes (-1 padding): the first ``width`` ignored impressions of each event."""
+    order = np.argsort(parents, kind="stable")
+    codes, parents = codes[order], parents[order]
+    starts = np.searchsorted(parents, parents, side="left")
+    rank = np.arange(len(parents)) - starts
+    keep = rank < width
+    out = np.full((n_events, width), -1, dtype=np.int64)
+    out[parents[keep], rank[keep]] = codes[keep]
+    return torch.from_numpy(out)
+
+
+def merge_lists(relevant: np.ndarray, explored: np.ndarray, k: int) -> np.ndarray:
+    """Interleave exploration picks evenly into each relevance list: ``[n, k]`` codes.
+
+    A row with fewer exploration picks than slots keeps more relevance items, so lists stay
+    full where the catalogue allows; -1 (nothing left) only pads the end."""
+    n, n_slots = explored.shape
+    e_valid = (explored >= 0).sum(axis=1)
+    # exploration picks first (they are never in the relevance list), then relevance items
+    e_keep = explored >= 0
+    r_rank = np.arange(relevant.shape[1])[None, :]
+    r_keep = (r_rank < (k - e_valid)[:, None]) & (relevant >= 0)
+    # position keys: relevance items at their rank, exploration picks spread over the list
+    r_key = r_rank.astype(np.float64) + np.zeros((n, 1))
+    e_key = (np.arange(n_slots)[None, :] + 0.5) * (k / max(n_slots, 1)) - 0.25 + np.zeros((n, 1))
+    keys = np.concatenate([np.where(r_keep, r_key, np.inf), np.where(e_keep, e_key, np.inf)], axis=1)
+    values = np.concatenate([relevant, explored], axis=1)
+    order = np.argsort(keys, axis=1, kind="stable")[:, :k]
+    merged = np.take_along_axis(values, order, axis=1)
+    merged[np.isinf(np.take_along_axis(keys, order, axis=1))] = -1
+    return merged

@@ -1,0 +1,203 @@
+"""aws-user-personalization: item tower, impressions, exploration, cheap UPDATE."""
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from personalize_pipeline.batch import run_batch_job
+from personalize_pipeline.datasets import read_dataset_group
+from personalize_pipeline.demo_data import DemoSpec, generate
+from personalize_pipeline.errors import InputError
+from personalize_pipeline.features import featurize
+from personalize_pipeline.recipes import ExplorationConfig, UserBatch, UserPersonalization
+from personalize_pipeline.recipes.user_personalization import merge_lists
+from personalize_pipeline.store import load_solution_version
+from personalize_pipeline.training import SolutionConfig, train
+
+FAST = {"hidden_dimension": 32, "epochs": 4}
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    path = tmp_path_factory.mktemp("up-demo")
+    generate(path, DemoSpec(users=400, items=300, interactions=8000, seed=5))
+    return path
+
+
+@pytest.fixture(scope="module")
+def features(demo):
+    return featurize(read_dataset_group(demo))
+
+
+@pytest.fixture(scope="module")
+def model(features):
+    return UserPersonalization(**FAST).fit(features)
+
+
+def _batch(features, n=120):
+    return UserBatch.from_histories(np.arange(n), *features.sequences())
+
+
+def test_weight_zero_is_pure_relevance_and_lists_are_full(model, features):
+    batch = _batch(features)
+    plain = model.recommend(batch, 25)
+    zero = model.recommend(batch, 25, exploration=ExplorationConfig(0.0))
+    np.testing.assert_array_equal(plain[0], zero[0])
+    for w in (0.3, 0.8, 1.0):
+        items, scores = model.recommend(batch, 25, exploration=ExplorationConfig(w))
+        assert (items >= 0).all()
+        assert all(len(set(row)) == 25 for row in items.tolist())  # no duplicates
+        assert np.isfinite(scores).all() and (scores > 0).all()
+
+
+def test_exploration_share_grows_with_weight_among_young_items(model, features):
+    batch = _batch(features)
+    relevance, _ = model.recommend(batch, 25)
+    young = np.zeros(features.n_items, dtype=bool)
+    young[model.exploration_candidates(ExplorationConfig(0.3, 30.0))] = True
+    assert 0 < young.sum() < features.n_items
+    shares = {}
+    for w in (0.0, 0.3, 0.8):
+        items, _ = model.recommend(batch, 25, exploration=ExplorationConfig(w, 30.0))
+        # items that the pure relevance list did not have
+        changed = ~np.array([np.isin(row, rel) for row, rel in zip(items, relevance)])
+        assert young[items[changed]].all()  # exploration only brings young items
+        shares[w] = changed.mean()
+    assert shares[0.0] == 0.0
+    assert 0.08 <= shares[0.3] <= 0.2  # about w / 2 of the list
+    assert shares[0.8] > 2 * shares[0.3]
+    # deterministic for the same request
+    again, _ = model.recommend(batch, 25, exploration=ExplorationConfig(0.8, 30.0))
+    np.testing.assert_array_equal(again, model.recommend(batch, 25, exploration=ExplorationConfig(0.8, 30.0))[0])
+
+
+def test_exploration_respects_filters_and_seen_items(model, features):
+    batch = _batch(features, 50)
+    allowed = np.zeros((50, features.n_items), dtype=bool)
+    allowed[:, ::3] = True
+    items, _ = model.recommend(batch, 25, exclude_seen=True, allowed=allowed, exploration=ExplorationConfig(0.8))
+    assert (items[items >= 0] % 3 == 0).all()
+    rows, cols = batch.seen_mask_rows_cols()
+    seen = set(zip(rows.tolist(), cols.tolist()))
+    assert not any((r, i) in seen for r, row in enumerate(items.tolist()) for i in row if i >= 0)
+
+
+def test_thompson_sampling_prefers_uncertain_over_often_ignored(model, features):
+    """Among young items with equal relevance, one shown 1000 times and never clicked is
+    almost never explored; one never shown often is."""
+    m = UserPersonalization.from_state(model.params, model.state())
+    young = m.exploration_candidates(ExplorationConfig())
+    a, b = young[:2]
+    m.clicks[[a, b]] = 0.0
+    m.ignored[a], m.ignored[b] = 1000.0, 0.0
+    log_p = np.full((400, features.n_items), -50.0, dtype=np.float32)
+    log_p[:, [a, b]] = -5.0
+    relevant = np.full((400, 1), -1)
+    picks = m.explore(log_p, relevant, 1, ExplorationConfig(1.0), UserBatch.from_histories(np.arange(400), *features.sequences()))
+    assert (picks[:, 0] == b).mean() > 0.9
+
+
+def test_impressions_demote_items_shown_and_ignored(demo, tmp_path):
+    """Ten items with ordinary click counts are added to most impression lists, so users
+    keep ignoring them: trained with impressions, they sink down the lists."""
+    _copy_group(demo, tmp_path / "shown")
+    inter = pd.read_csv(demo / "interactions.csv", dtype=str)
+    counts = inter["ITEM_ID"].value_counts()
+    target = counts[(counts >= counts.quantile(0.6)) & (counts <= counts.quantile(0.8))].index[:10].to_numpy()
+    rng = np.random.default_rng(0)
+    rows = rng.random(len(inter)) < 0.6
+    extra = rng.choice(target, size=len(inter))
+    inter.loc[rows, "IMPRESSION"] = inter.loc[rows, "IMPRESSION"] + "|" + extra[rows]
+    inter.to_csv(tmp_path / "shown" / "interactions.csv", index=False)
+    features = featurize(read_dataset_group(tmp_path / "shown"))
+    with_imp = UserPersonalization(**FAST).fit(features)
+    without = UserPersonalization(**FAST, impression_negatives=0).fit(features)
+    codes = features.item_ids.searchsorted(target)
+    assert (with_imp.ignored[codes] > 100).all()
+    batch = _batch(features, 300)
+
+    def mean_rank(model):
+        ranks = (-model.logits(batch)).argsort(axis=1).argsort(axis=1)
+        return ranks[:, codes].mean()
+
+    assert mean_rank(with_imp) > mean_rank(without) * 1.2  # pushed down the lists
+    assert with_imp.training_stats()["impressions_used"]
+
+
+def test_new_items_without_interactions_get_metadata_scores(model, features):
+    new = model.clicks == 0
+    assert new.any()
+    logits = model.logits(_batch(features, 40))
+    assert np.isfinite(logits[:, new]).all() and logits[:, new].std() > 0
+
+
+def test_exploration_is_a_batch_setting_not_a_hyperparameter():
+    with pytest.raises(InputError, match="exploration_weight is a campaign / batch inference setting"):
+        UserPersonalization(exploration_weight=0.5)
+    with pytest.raises(InputError, match="between 0 and 1"):
+        ExplorationConfig(1.5)
+    with pytest.raises(InputError, match="positive"):
+        ExplorationConfig(0.3, 0.0)
+
+
+def test_merge_interleaves_and_fills():
+    relevant = np.array([[10, 11, 12, 13, 14, 15]])
+    explored = np.array([[20, -1]])
+    merged = merge_lists(relevant, explored, 6)
+    assert sorted(merged[0].tolist()) == [10, 11, 12, 13, 14, 20]
+    assert merged[0].tolist().index(20) not in (0, 5)  # spread into the list, not at an end
+    assert merge_lists(relevant, np.array([[-1, -1]]), 6).tolist() == [relevant[0].tolist()]
+
+
+def _copy_group(demo, out):
+    shutil.copytree(demo, out)
+
+
+def _split_by_time(demo, out, cut):
+    """A copy of the dataset group as it was at time ``cut`` (items created later absent)."""
+    _copy_group(demo, out)
+    inter = pd.read_csv(demo / "interactions.csv", dtype=str)
+    items = pd.read_csv(demo / "items.csv", dtype=str)
+    inter[inter["TIMESTAMP"].astype(int) < cut].to_csv(out / "interactions.csv", index=False)
+    items[items["CREATION_TIMESTAMP"].astype(int) < cut].to_csv(out / "items.csv", index=False)
+
+
+def test_update_brings_new_items_into_recommendations_cheaply(demo, tmp_path):
+    ts = pd.read_csv(demo / "interactions.csv", usecols=["TIMESTAMP"])["TIMESTAMP"]
+    cut = int(ts.quantile(0.9))
+    _split_by_time(demo, tmp_path / "before", cut)
+    config = SolutionConfig("aws-user-personalization", {"hidden_dimension": 32, "epochs": 6})
+    full = train(featurize(read_dataset_group(tmp_path / "before")), config, tmp_path / "sol", "FULL")
+    update = train(featurize(read_dataset_group(demo)), config, tmp_path / "sol", "UPDATE")
+    assert update.manifest["base_version"] == full.version_id
+    new_items = set(update.item_ids) - set(full.item_ids)
+    assert len(new_items) >= 5
+    # much cheaper than FULL: one pass over the windows with new events only
+    assert update.manifest["training"]["epochs_run"] == 1
+    assert update.manifest["training"]["windows"] < 0.5 * full.manifest["training"]["windows"]
+    assert update.manifest["timings"]["train_seconds"] < 0.5 * full.manifest["timings"]["train_seconds"]
+
+    job = tmp_path / "users.jsonl"
+    job.write_text("".join(json.dumps({"userId": u}) + "\n" for u in update.user_ids[:200]))
+    shown = {}
+    for w in (0.0, 0.3):
+        result = run_batch_job(tmp_path / "sol", job, tmp_path / f"out-{w}", exploration_weight=w)
+        lines = [json.loads(x) for x in open(result.output)]
+        recs = [i for line in lines for i in line["output"]["recommendedItems"]]
+        shown[w] = sum(i in new_items for i in recs) / len(recs)
+    assert shown[0.3] > shown[0.0] and shown[0.3] > 0.03
+    # the UPDATE version loads back with its exploration statistics
+    loaded = load_solution_version(tmp_path / "sol")
+    assert loaded.version_id == update.version_id and loaded.recipe.clicks.sum() == featurize(read_dataset_group(demo)).n_interactions
+
+
+def test_exploration_options_need_a_user_personalization_solution(demo_small, tmp_path):
+    train(featurize(read_dataset_group(demo_small)), SolutionConfig("aws-popularity-count"), tmp_path / "pop")
+    job = tmp_path / "job.jsonl"
+    job.write_text('{"userId": "u000001"}\n')
+    with pytest.raises(InputError, match="applies to aws-user-personalization"):
+        run_batch_job(tmp_path / "pop", job, tmp_path / "out", exploration_weight=0.3)
+    assert not (tmp_path / "out").exists()
