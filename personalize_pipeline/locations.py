@@ -20,7 +20,7 @@ from typing import Any, Iterator
 
 import fsspec
 
-from .errors import InputError
+from .errors import InputError, StorageUnavailable
 
 
 @dataclass(frozen=True)
@@ -243,12 +243,12 @@ def s3_errors(location: Location) -> Iterator[None]:
         if not location.is_s3:
             raise
         if "Endpoint" in name or "Connect" in name or "ClientConnector" in name or "connect" in text.lower():
-            raise InputError(location.s3.redact(f"{location.url}: cannot reach the S3 endpoint ({text})")) from None
+            raise StorageUnavailable(location.s3.redact(f"{location.url}: cannot reach the S3 endpoint ({text})")) from None
         if "InvalidAccessKeyId" in text or "SignatureDoesNotMatch" in text or "AccessDenied" in text or "Forbidden" in text:
             raise InputError(location.s3.redact(f"{location.url}: S3 rejected the credentials ({text})")) from None
         if "NoSuchBucket" in text:
             raise InputError(f"{location.url}: bucket does not exist") from None
-        raise InputError(location.s3.redact(f"{location.url}: S3 error {name}: {text}")) from None
+        raise StorageUnavailable(location.s3.redact(f"{location.url}: S3 error {name}: {text}")) from None
 
 
 @functools.lru_cache(maxsize=32)
