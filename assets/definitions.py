@@ -11,6 +11,7 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 from .checks import ge_checks  # noqa: E402
 from .datasets import raw_assets, validated_assets  # noqa: E402
 from .evaluation import beats_popularity, solution_metrics  # noqa: E402
+from .executors import build_executor  # noqa: E402
 from .features import featurized_dataset  # noqa: E402
 from .inference import batch_inference_output  # noqa: E402
 from .jobs import full_retrain, update, validate_dataset  # noqa: E402
@@ -51,4 +52,5 @@ defs = dg.Definitions(
     schedules=[weekly_full_retrain, two_hourly_update],
     sensors=[new_dataset_files, record_run_failures],
     resources=build_resources(),
+    executor=build_executor(),
 )

@@ -28,6 +28,7 @@ DEFAULTS: dict[str, Any] = {
     "runs": {
         "max_runtime_seconds": {"full_retrain": 6 * 3600, "update": 3600, "validate_dataset": 1800},
         "retries": {"max_retries": 3, "delay_seconds": 5},
+        "executor": {"kind": "multiprocess", "config": {}},
     },
 }
 ENV_LOCATIONS = {"dataset": "PERSONALIZE_DATASET", "artifacts": "PERSONALIZE_ARTIFACTS", "output": "PERSONALIZE_OUTPUT"}
