@@ -7,7 +7,7 @@ import dagster as dg
 
 from personalize_pipeline.datasets import read_one, save_snapshot
 
-from .metadata import column_schema, profile_markdown, step_failure_on_bad_input
+from .metadata import CODE_VERSION, column_schema, profile_markdown, retry_policy, step_failure_on_bad_input
 from .resources import ArtifactStore, DatasetSource
 
 DATASET_TYPES = ("interactions", "items", "users")
@@ -28,6 +28,8 @@ def _validated_asset(dataset_type: str):
         name=f"validated_{dataset_type}",
         deps=[f"raw_{dataset_type}"],
         group_name="personalize",
+        code_version=CODE_VERSION,
+        retry_policy=retry_policy(),
         kinds={"pandas", "parquet"},
         description=(
             f"Snapshot of the {dataset_type} dataset as read, with its schema. The blocking Great "
@@ -40,7 +42,7 @@ def _validated_asset(dataset_type: str):
             dataset = read_one(dataset_source.root(), dataset_type)
         if dataset is None:
             if dataset_type == "interactions":
-                raise dg.Failure(description="no interactions dataset found")
+                raise dg.Failure(description="no interactions dataset found", allow_retries=False)
             return dg.MaterializeResult(metadata={"present": False, "source": dataset_source.location})
         location = save_snapshot(dataset, artifact_store.validated(dataset_type, context.run_id))
         return dg.MaterializeResult(

@@ -11,11 +11,13 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 from .checks import ge_checks  # noqa: E402
 from .datasets import raw_assets, validated_assets  # noqa: E402
 from .evaluation import beats_popularity, solution_metrics  # noqa: E402
+from .executors import build_executor  # noqa: E402
 from .features import featurized_dataset  # noqa: E402
 from .inference import batch_inference_output  # noqa: E402
-from .jobs import full_retrain, update  # noqa: E402
+from .jobs import full_retrain, update, validate_dataset  # noqa: E402
 from .resources import ArtifactStore, DatasetSource, OutputLocation, S3Settings, SolutionResource  # noqa: E402
 from .schedules import two_hourly_update, weekly_full_retrain  # noqa: E402
+from .sensors import new_dataset_files, record_run_failures  # noqa: E402
 from .settings import settings  # noqa: E402
 
 
@@ -33,6 +35,7 @@ def build_resources(config: dict | None = None) -> dict:
             hyperparameters={k: str(v) for k, v in (sol.get("hyperparameters") or {}).items()},
             event_type=sol.get("event_type"),
             event_value_threshold=sol.get("event_value_threshold"),
+            keep_full_versions=int(sol.get("keep_full_versions") or 5),
         ),
     }
 
@@ -45,7 +48,9 @@ pipeline_assets.insert(len(validated_assets) + 1, solution_version)
 defs = dg.Definitions(
     assets=[*raw_assets, *pipeline_assets],
     asset_checks=[*ge_checks, beats_popularity],
-    jobs=[full_retrain, update],
+    jobs=[full_retrain, update, validate_dataset],
     schedules=[weekly_full_retrain, two_hourly_update],
+    sensors=[new_dataset_files, record_run_failures],
     resources=build_resources(),
+    executor=build_executor(),
 )

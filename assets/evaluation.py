@@ -7,7 +7,7 @@ from personalize_pipeline.features import load_features
 from personalize_pipeline.metrics import PROTOCOLS, evaluate
 from personalize_pipeline.store import update_manifest
 
-from .metadata import floats, location_of, table_markdown
+from .metadata import CODE_VERSION, floats, location_of, retry_policy, table_markdown
 from .plots import metrics_by_k
 from .resources import ArtifactStore, SolutionResource
 
@@ -21,6 +21,8 @@ class MetricsConfig(dg.Config):
 @dg.asset(
     deps=["solution_version", "featurized_dataset"],
     group_name="personalize",
+    code_version=CODE_VERSION,
+    retry_policy=retry_policy(),
     kinds={"numpy"},
     description="Amazon Personalize's offline metrics (personalize protocol by default) and the popularity baseline.",
 )
@@ -28,7 +30,7 @@ def solution_metrics(
     context: dg.AssetExecutionContext, config: MetricsConfig, artifact_store: ArtifactStore, solution: SolutionResource
 ) -> dg.MaterializeResult:
     if config.protocol not in PROTOCOLS:
-        raise dg.Failure(description=f"protocol must be one of {', '.join(PROTOCOLS)}")
+        raise dg.Failure(description=f"protocol must be one of {', '.join(PROTOCOLS)}", allow_retries=False)
     s3 = artifact_store.s3.options()
     features = load_features(location_of(context, "featurized_dataset", s3))
     version_loc = location_of(context, "solution_version", s3)

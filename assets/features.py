@@ -6,13 +6,15 @@ import dagster as dg
 from personalize_pipeline.datasets import DatasetGroup, load_snapshot
 from personalize_pipeline.features import featurize, fingerprint, save_features
 
-from .metadata import floats, location_of, step_failure_on_bad_input
+from .metadata import CODE_VERSION, floats, location_of, retry_policy, step_failure_on_bad_input
 from .resources import ArtifactStore, SolutionResource
 
 
 @dg.asset(
     deps=["validated_interactions", "validated_items", "validated_users"],
     group_name="personalize",
+    code_version=CODE_VERSION,
+    retry_policy=retry_policy(),
     kinds={"pandas", "parquet"},
     description="Interactions as dense codes sorted by user and time, with encoded item/user/context metadata (Parquet).",
 )
@@ -21,7 +23,7 @@ def featurized_dataset(context: dg.AssetExecutionContext, artifact_store: Artifa
     snapshots = {t: location_of(context, f"validated_{t}", s3) for t in ("interactions", "items", "users")}
     datasets = {t: load_snapshot(loc) if loc is not None else None for t, loc in snapshots.items()}
     if datasets["interactions"] is None:
-        raise dg.Failure(description="validated_interactions has no snapshot")
+        raise dg.Failure(description="validated_interactions has no snapshot", allow_retries=False)
     group = DatasetGroup(
         location=datasets["interactions"].source.rsplit("/", 1)[0],
         interactions=datasets["interactions"],

@@ -5,9 +5,10 @@ import dagster as dg
 
 from personalize_pipeline.batch import run_batch_job, write_all_users_input
 from personalize_pipeline.locations import Location
+from personalize_pipeline.outputs import LATEST, write_latest
 from personalize_pipeline.store import load_solution_version
 
-from .metadata import location_of, step_failure_on_bad_input
+from .metadata import CODE_VERSION, location_of, retry_policy, step_failure_on_bad_input
 from .resources import ArtifactStore, OutputLocation, SolutionResource
 
 
@@ -21,8 +22,13 @@ class BatchInferenceConfig(dg.Config):
 @dg.asset(
     deps=["solution_version"],
     group_name="personalize",
+    code_version=CODE_VERSION,
+    retry_policy=retry_policy(),
     kinds={"s3", "json"},
-    description="Batch recommendations for the job input, as Amazon Personalize writes them (<input>.out).",
+    description=(
+        "Batch recommendations for the job input, as Amazon Personalize writes them (<input>.out), under "
+        "<output>/<solution>/<solution version>/<run id>/; <output>/<solution>/latest.json names the newest."
+    ),
 )
 def batch_inference_output(
     context: dg.AssetExecutionContext,
@@ -32,7 +38,7 @@ def batch_inference_output(
     solution: SolutionResource,
 ) -> dg.MaterializeResult:
     version = load_solution_version(location_of(context, "solution_version", artifact_store.s3.options()))
-    out_dir = output_location.job_output(solution.name, version.version_id)
+    out_dir = output_location.job_output(solution.name, version.version_id, context.run_id)
     with step_failure_on_bad_input():
         if config.input:
             job_input = Location(config.input, output_location.s3.options())
@@ -47,12 +53,15 @@ def batch_inference_output(
             exploration_weight=config.exploration_weight,
             exploration_item_age_cut_off=config.exploration_item_age_cut_off,
         )
+        # the pointer moves only once the output is complete (written to a temporary name, then moved)
+        write_latest(output_location.root(), solution.name, version.version_id, context.run_id, result.output, lines=result.lines)
     preview = Location(result.output, output_location.s3.options()).read_text().splitlines()[:3]
     context.log.info(f"batch output: {result.output}")
     return dg.MaterializeResult(
         metadata={
             "path": dg.MetadataValue.path(result.output),
             "solution_version": version.version_id,
+            "latest_pointer": dg.MetadataValue.path(output_location.root().child(solution.name, LATEST).url),
             "lines": result.lines,
             "error_lines": result.errors,
             "unknown_users": result.unknown_users,

@@ -9,18 +9,38 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
+from personalize_pipeline import __version__
 from personalize_pipeline.datasets import Dataset
 from personalize_pipeline.errors import InputError
 from personalize_pipeline.locations import Location
 
+from .settings import settings
+
+
+CODE_VERSION = __version__  # on every asset: a new release marks materializations stale
+
+
+def retry_policy() -> dg.RetryPolicy:
+    """Retries with exponential backoff and jitter for the steps that touch storage. Bad
+    input is not retried (``step_failure_on_bad_input``); an unreachable S3 endpoint or a
+    server error is."""
+    spec = settings()["runs"]["retries"]
+    return dg.RetryPolicy(
+        max_retries=int(spec["max_retries"]),
+        delay=float(spec["delay_seconds"]),
+        backoff=dg.Backoff.EXPONENTIAL,
+        jitter=dg.Jitter.PLUS_MINUS,
+    )
+
 
 @contextlib.contextmanager
 def step_failure_on_bad_input() -> Iterator[None]:
-    """Turn the engine's one-line InputError into a failed step carrying that line."""
+    """Turn the engine's one-line InputError into a failed step carrying that line; only
+    transient storage errors (``StorageUnavailable``) let the retry policy try again."""
     try:
         yield
     except InputError as exc:
-        raise dg.Failure(description=exc.message) from None
+        raise dg.Failure(description=exc.message, allow_retries=bool(getattr(exc, "transient", False))) from None
 
 
 def location_of(context: dg.AssetExecutionContext, key: str, s3_options) -> Location | None:
@@ -28,7 +48,7 @@ def location_of(context: dg.AssetExecutionContext, key: str, s3_options) -> Loca
     upstream recorded that its dataset is absent)."""
     event = context.instance.get_latest_materialization_event(dg.AssetKey(key))
     if event is None or event.asset_materialization is None:
-        raise dg.Failure(description=f"{key} has never been materialized; materialize it first")
+        raise dg.Failure(description=f"{key} has never been materialized; materialize it first", allow_retries=False)
     metadata = event.asset_materialization.metadata
     if "path" not in metadata:
         return None

@@ -8,6 +8,7 @@ from typing import Optional
 import dagster as dg
 
 from personalize_pipeline.locations import Location, S3Options
+from personalize_pipeline.outputs import run_output_location
 from personalize_pipeline.training import SolutionConfig
 
 
@@ -62,10 +63,11 @@ class ArtifactStore(_LocationResource):
 
 
 class OutputLocation(_LocationResource):
-    """Where batch inference writes its ``.out`` files."""
+    """Where batch inference writes its ``.out`` files: one folder per solution version and
+    run, and ``<solution>/latest.json`` naming the newest (``personalize_pipeline.outputs``)."""
 
-    def job_output(self, solution: str, version_id: str) -> Location:
-        return self.root().child(solution, version_id)
+    def job_output(self, solution: str, version_id: str, run_id: str) -> Location:
+        return run_output_location(self.root(), solution, version_id, run_id)
 
 
 class SolutionResource(dg.ConfigurableResource):
@@ -76,6 +78,7 @@ class SolutionResource(dg.ConfigurableResource):
     hyperparameters: dict[str, str] = {}
     event_type: Optional[str] = None
     event_value_threshold: Optional[float] = None
+    keep_full_versions: int = 5  # retention: last N FULL versions and their UPDATEs
 
     def config(self) -> SolutionConfig:
         return SolutionConfig(self.recipe, dict(self.hyperparameters), self.event_type, self.event_value_threshold)

@@ -11,11 +11,24 @@ import yaml
 
 DEFAULTS: dict[str, Any] = {
     "locations": {"dataset": ".data/demo", "artifacts": ".data/artifacts", "output": ".data/output"},
-    "solution": {"name": "demo", "recipe": "aws-popularity-count", "hyperparameters": {}, "event_type": None, "event_value_threshold": None},
+    "solution": {
+        "name": "demo",
+        "recipe": "aws-popularity-count",
+        "hyperparameters": {},
+        "event_type": None,
+        "event_value_threshold": None,
+        "keep_full_versions": 5,
+    },
     "batch_inference": {"input": "", "num_results": 25},
     "schedules": {
         "full_retrain": {"cron": "0 3 * * 0", "timezone": "UTC"},
         "update": {"cron": "0 */2 * * *", "timezone": "UTC"},
+    },
+    "sensors": {"new_dataset_files": {"minimum_interval_seconds": 300}},
+    "runs": {
+        "max_runtime_seconds": {"full_retrain": 6 * 3600, "update": 3600, "validate_dataset": 1800},
+        "retries": {"max_retries": 3, "delay_seconds": 5},
+        "executor": {"kind": "multiprocess", "config": {}},
     },
 }
 ENV_LOCATIONS = {"dataset": "PERSONALIZE_DATASET", "artifacts": "PERSONALIZE_ARTIFACTS", "output": "PERSONALIZE_OUTPUT"}

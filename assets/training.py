@@ -4,9 +4,10 @@
 import dagster as dg
 
 from personalize_pipeline.features import load_features
+from personalize_pipeline.store import read_index
 from personalize_pipeline.training import train
 
-from .metadata import floats, location_of, step_failure_on_bad_input
+from .metadata import CODE_VERSION, floats, location_of, retry_policy, step_failure_on_bad_input
 from .plots import loss_curve
 from .resources import ArtifactStore, SolutionResource
 
@@ -19,9 +20,14 @@ class TrainConfig(dg.Config):
 @dg.asset(
     deps=["featurized_dataset"],
     group_name="personalize",
+    code_version=CODE_VERSION,
+    retry_policy=retry_policy(),
     kinds={"pytorch", "numpy"},
     pool="personalize_training",
-    description="A trained solution version (model, catalogue, histories, manifest) in the solution store.",
+    description=(
+        "A trained solution version (model, catalogue, histories, manifest) in the solution store; "
+        "the last keep_full_versions FULL versions and their UPDATEs are kept."
+    ),
 )
 def solution_version(
     context: dg.AssetExecutionContext, config: TrainConfig, artifact_store: ArtifactStore, solution: SolutionResource
@@ -37,6 +43,7 @@ def solution_version(
             training_mode=config.training_mode,
             seed=config.seed,
             solution_name=solution.name,
+            keep_full_versions=solution.keep_full_versions,
         )
     m = version.manifest
     losses = m.get("training", {}).get("loss_by_epoch", [])
@@ -55,6 +62,7 @@ def solution_version(
             "loss_by_epoch": dg.MetadataValue.json(m.get("training", {}).get("loss_by_epoch", [])),
             "catalog_items": m["catalog"]["items"],
             "catalog_users": m["catalog"]["users"],
+            "versions_kept": len((read_index(root) or {}).get("versions", [])),
             **plots,
         },
         tags={"personalize/training_mode": m["training_mode"]},

@@ -35,6 +35,7 @@ class Dataset:
     schema: Schema
     source: str  # file url, for messages
     fingerprint: str = ""  # sha256 of the file bytes (first 16 hex digits)
+    signature: str = ""  # size and ETag / mtime of the file when read (Location.signature)
 
     @property
     def num_rows(self) -> int:
@@ -122,6 +123,7 @@ def save_snapshot(dataset: Dataset, location: str | Location) -> Location:
             "dataset_type": dataset.dataset_type,
             "source": dataset.source,
             "fingerprint": dataset.fingerprint,
+            "signature": dataset.signature,
             "schema": dataset.schema.to_avro(),
             "schema_from_file": dataset.schema.from_file,
         }
@@ -137,17 +139,18 @@ def load_snapshot(location: str | Location) -> Dataset:
     schema = parse_avro(meta["dataset_type"], meta["schema"], loc.url)
     if not meta.get("schema_from_file"):
         schema = Schema(schema.dataset_type, schema.fields, from_file=False)
-    return Dataset(meta["dataset_type"], table, schema, meta["source"], meta.get("fingerprint", ""))
+    return Dataset(meta["dataset_type"], table, schema, meta["source"], meta.get("fingerprint", ""), meta.get("signature", ""))
 
 
 def read_dataset(file: Location, dataset_type: str, schema_doc=None, schema_source: str = "") -> Dataset:
+    signature = file.signature()  # before reading: a file replaced meanwhile looks changed next time
     table, fingerprint = read_table(file)
     if schema_doc is not None:
         schema = parse_avro(dataset_type, schema_doc, schema_source)
     else:
         numeric = [c for c in table.column_names if _all_numeric(table.column(c))]
         schema = infer_schema(dataset_type, table.column_names, numeric)
-    return Dataset(dataset_type, table, schema, file.url, fingerprint)
+    return Dataset(dataset_type, table, schema, file.url, fingerprint, signature)
 
 
 def read_table(file: Location) -> tuple[pa.Table, str]:

@@ -14,3 +14,10 @@ class InputError(Exception):
     @property
     def message(self) -> str:
         return self.args[0]
+
+
+class StorageUnavailable(InputError):
+    """The storage could not be reached or answered with a server-side error: worth
+    retrying later (the Dagster assets retry these with backoff), still one clear line."""
+
+    transient = True

@@ -194,6 +194,7 @@ def featurize(group: DatasetGroup, options: FeaturizeOptions = FeaturizeOptions(
         "format": FEATURES_FORMAT,
         "dataset_location": group.location,
         "fingerprints": {d.dataset_type: d.fingerprint for d in group.datasets()},
+        "files": {d.dataset_type: {"source": d.source, "signature": d.signature} for d in group.datasets()},
         "options": options.__dict__,
         "counts": {
             "raw_interactions": n_raw,

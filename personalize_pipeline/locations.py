@@ -9,6 +9,7 @@ never sees a partial object under the final key.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import os
@@ -19,7 +20,7 @@ from typing import Any, Iterator
 
 import fsspec
 
-from .errors import InputError
+from .errors import InputError, StorageUnavailable
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ class Location:
     @property
     def fs(self) -> fsspec.AbstractFileSystem:
         if self.is_s3:
-            return fsspec.filesystem("s3", **self.s3.storage_options())
+            return _s3_filesystem(json.dumps(self.s3.storage_options(), sort_keys=True), os.getpid())
         return fsspec.filesystem("file")
 
     @property
@@ -124,6 +125,14 @@ class Location:
     def size(self) -> int:
         with s3_errors(self):
             return int(self.fs.size(self.path))
+
+    def signature(self) -> str:
+        """A cheap change token for a file from its listing, without reading it: size and
+        ETag on S3, size and modification time locally."""
+        with s3_errors(self):
+            info = self.fs.info(self.path)
+        version = info.get("ETag") or info.get("etag") or info.get("LastModified") or info.get("mtime") or ""
+        return f"{int(info.get('size') or 0)}:{str(version).strip(chr(34))}"
 
     def read_bytes(self) -> bytes:
         with s3_errors(self):
@@ -234,12 +243,20 @@ def s3_errors(location: Location) -> Iterator[None]:
         if not location.is_s3:
             raise
         if "Endpoint" in name or "Connect" in name or "ClientConnector" in name or "connect" in text.lower():
-            raise InputError(location.s3.redact(f"{location.url}: cannot reach the S3 endpoint ({text})")) from None
+            raise StorageUnavailable(location.s3.redact(f"{location.url}: cannot reach the S3 endpoint ({text})")) from None
         if "InvalidAccessKeyId" in text or "SignatureDoesNotMatch" in text or "AccessDenied" in text or "Forbidden" in text:
             raise InputError(location.s3.redact(f"{location.url}: S3 rejected the credentials ({text})")) from None
         if "NoSuchBucket" in text:
             raise InputError(f"{location.url}: bucket does not exist") from None
-        raise InputError(location.s3.redact(f"{location.url}: S3 error {name}: {text}")) from None
+        raise StorageUnavailable(location.s3.redact(f"{location.url}: S3 error {name}: {text}")) from None
+
+
+@functools.lru_cache(maxsize=32)
+def _s3_filesystem(options: str, pid: int) -> fsspec.AbstractFileSystem:
+    """One S3 filesystem (one connection pool) per set of options and process: creating a
+    client costs about 0.2 s, which every small read and write used to pay. Listings are
+    never cached (``use_listings_cache=False``), so every call still sees the bucket as it is."""
+    return fsspec.filesystem("s3", **json.loads(options))
 
 
 def as_location(value: "str | os.PathLike | Location", s3: S3Options | None = None) -> Location:

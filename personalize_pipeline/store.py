@@ -14,6 +14,11 @@ A *solution* folder holds its versions and an index::
 Every file is written atomically and the manifest last, then the index is replaced, so a
 failed or killed training never changes what readers see: an interrupted version has no
 manifest and is ignored, and earlier versions stay intact.
+
+Retention (``keep_full``): after a new version is in place, only the newest N FULL
+versions and the UPDATE versions built on them are kept. The index is rewritten first,
+then the dropped folders are deleted, and the versions ``latest`` / ``latest_full`` name
+are never among them, so a reader never finds the index naming a missing version.
 """
 
 from __future__ import annotations
@@ -84,8 +89,10 @@ def save_solution_version(
     features: Features,
     manifest: dict[str, Any],
     version_id: str | None = None,
+    keep_full: int | None = None,
 ) -> SolutionVersion:
-    """Write a trained recipe as a new version of ``solution`` and point the index at it."""
+    """Write a trained recipe as a new version of ``solution`` and point the index at it;
+    with ``keep_full``, then apply the retention (see ``prune_versions``)."""
     root = as_location(solution)
     root.makedirs()
     version_id = version_id or new_version_id()
@@ -131,6 +138,8 @@ def save_solution_version(
     }
     loc.child(MANIFEST).write_json(full_manifest)
     _update_index(root, full_manifest)
+    if keep_full is not None:
+        prune_versions(root, keep_full)
     creation = catalog["CREATION_TIMESTAMP"].to_numpy() if "CREATION_TIMESTAMP" in catalog else None
     event_types = (
         features.interactions["event_type"].astype(object).where(features.interactions["event_type"].notna(), None).to_numpy()
@@ -157,6 +166,36 @@ def _update_index(root: Location, manifest: dict[str, Any]) -> None:
     if entry["training_mode"] == "FULL":
         index["latest_full"] = entry["id"]
     index_loc.write_json(index)
+
+
+def versions_to_keep(index: dict[str, Any], keep_full: int) -> list[str]:
+    """Ids kept by the retention: the newest ``keep_full`` FULL versions, the UPDATE
+    versions based on them, and whatever ``latest`` and ``latest_full`` name."""
+    if keep_full < 1:
+        raise InputError(f"keep_full_versions must be at least 1, got {keep_full}")
+    versions = index.get("versions", [])
+    fulls = [v["id"] for v in versions if v.get("training_mode", "FULL") == "FULL"][-keep_full:]
+    keep = set(fulls) | {index.get("latest"), index.get("latest_full")} - {None}
+    keep |= {v["id"] for v in versions if v.get("training_mode") == "UPDATE" and v.get("base_version") in keep}
+    return [v["id"] for v in versions if v["id"] in keep]
+
+
+def prune_versions(solution: str | Location, keep_full: int) -> list[str]:
+    """Apply the retention to a solution folder; return the ids deleted. The index stops
+    naming them before their folders go."""
+    root = as_location(solution)
+    index = read_index(root)
+    if index is None:
+        return []
+    keep = set(versions_to_keep(index, keep_full))
+    dropped = [v["id"] for v in index.get("versions", []) if v["id"] not in keep]
+    if not dropped:
+        return []
+    index["versions"] = [v for v in index["versions"] if v["id"] in keep]
+    root.child(INDEX).write_json(index)
+    for version_id in dropped:
+        root.child("versions", version_id).remove(recursive=True)
+    return dropped
 
 
 def read_index(solution: str | Location) -> dict[str, Any] | None:

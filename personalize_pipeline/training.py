@@ -51,14 +51,19 @@ def train(
     base: str | Location | None = None,
     seed: int = 42,
     solution_name: str | None = None,
+    keep_full_versions: int | None = None,
 ) -> SolutionVersion:
     """Train and store a new solution version under ``solution``; return it.
 
     UPDATE starts from the latest FULL version of ``base`` (default: ``solution``) and
-    refuses to run when there is none or when it was trained with another recipe."""
+    refuses to run when there is none or when it was trained with another recipe. With
+    ``keep_full_versions``, older versions beyond the retention are deleted once the new
+    one is in place."""
     mode = (training_mode or "FULL").upper()
     if mode not in TRAINING_MODES:
         raise InputError(f"training mode {training_mode!r} must be FULL or UPDATE")
+    if keep_full_versions is not None and keep_full_versions < 1:
+        raise InputError(f"keep_full_versions must be at least 1, got {keep_full_versions}")
     base_version: SolutionVersion | None = None
     if mode == "UPDATE":
         base_loc = as_location(base) if base is not None else as_location(solution)
@@ -90,6 +95,7 @@ def train(
         "dataset": {
             "location": features.info.get("dataset_location"),
             "fingerprints": features.info.get("fingerprints", {}),
+            "files": features.info.get("files", {}),
             "features_fingerprint": fingerprint(features),
             "counts": features.info.get("counts", {}),
         },
@@ -101,7 +107,7 @@ def train(
         },
         "training": recipe.training_stats(),
     }
-    return save_solution_version(solution, recipe, features, manifest)
+    return save_solution_version(solution, recipe, features, manifest, keep_full=keep_full_versions)
 
 
 def describe(version: SolutionVersion) -> dict[str, Any]:

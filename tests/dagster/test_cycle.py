@@ -1,0 +1,77 @@
+"""A FULL → UPDATE → UPDATE cycle on demo data, new interactions delivered between runs, as
+the schedules drive it: three batch outputs, each in its own solution-version/run folder,
+``latest.json`` following the newest, the UPDATE schedule skipping when nothing is new."""
+
+import datetime as dt
+import json
+import shutil
+
+import dagster as dg
+import pandas as pd
+
+from assets.checks import ge_checks
+from assets.datasets import raw_assets
+from assets.definitions import build_resources, pipeline_assets
+from assets.evaluation import beats_popularity
+from assets.jobs import full_retrain, update
+from assets.schedules import two_hourly_update
+from assets.settings import DEFAULTS
+from personalize_pipeline.store import read_index
+
+
+def test_full_update_update_cycle(demo_small, tmp_path):
+    dataset, artifacts, output = tmp_path / "dataset", tmp_path / "artifacts", tmp_path / "output"
+    shutil.copytree(demo_small, dataset)
+    config = json.loads(json.dumps(DEFAULTS))
+    config["locations"] = {"dataset": str(dataset), "artifacts": str(artifacts), "output": str(output)}
+    config["solution"]["keep_full_versions"] = 1
+    resources = build_resources(config)
+    defs = dg.Definitions(
+        assets=[*raw_assets, *pipeline_assets], asset_checks=[*ge_checks, beats_popularity], jobs=[full_retrain, update], resources=resources
+    )
+    instance = dg.DagsterInstance.ephemeral()
+    job_input = str(dataset / "batch-input" / "users.jsonl")
+    run_config = {"ops": {"batch_inference_output": {"config": {"input": job_input, "num_results": 5}}}}
+    interactions = pd.read_csv(dataset / "interactions.csv", dtype=str, keep_default_na=False)
+    tick = dt.datetime(2026, 11, 23, 2, tzinfo=dt.timezone.utc)
+
+    def schedule_says():
+        with dg.build_schedule_context(scheduled_execution_time=tick, resources=resources) as context:
+            return two_hourly_update.evaluate_tick(context)
+
+    runs = []
+    for step, job in enumerate(("full_retrain", "update", "update")):
+        if job == "update":
+            assert "no new data" in schedule_says().skip_message
+            # a new day of events: users come back to items they did not see before
+            new = interactions.sample(300, random_state=step).assign(
+                TIMESTAMP=str(int(interactions["TIMESTAMP"].astype(int).max()) + 86400 * step),
+                ITEM_ID=lambda d: d["ITEM_ID"].sample(frac=1, random_state=step).to_numpy(),
+            )
+            interactions = pd.concat([interactions, new])
+            interactions.to_csv(dataset / "interactions.csv", index=False)
+            [request] = schedule_says().run_requests
+            assert "interactions.csv" in request.tags["personalize/reason"]
+        result = defs.resolve_job_def(job).execute_in_process(instance=instance, raise_on_error=False, run_config=run_config)
+        assert result.success, job
+        version = instance.get_latest_materialization_event(dg.AssetKey("solution_version")).asset_materialization.metadata
+        out = instance.get_latest_materialization_event(dg.AssetKey("batch_inference_output")).asset_materialization.metadata
+        runs.append((result.run_id, version["solution_version"].value, version["training_mode"].value, out["path"].value))
+        latest = json.loads((output / "demo" / "latest.json").read_text())
+        assert (latest["run_id"], latest["solution_version"], latest["output"]) == (result.run_id, runs[-1][1], runs[-1][3])
+
+    assert [mode for _, _, mode, _ in runs] == ["FULL", "UPDATE", "UPDATE"]
+    outs = sorted(output.rglob("*.out"))
+    assert len(outs) == 3
+    for run_id, version_id, _, path in runs:
+        assert path == str(output / "demo" / version_id / run_id / "users.jsonl.out")
+        lines = [json.loads(line) for line in open(path)]
+        assert lines and all(len(row["output"]["recommendedItems"]) == 5 for row in lines)
+    # the UPDATEs start from the FULL version, which the retention (1 FULL) keeps with both UPDATEs
+    index = read_index(artifacts / "solutions" / "demo")
+    assert [v["id"] for v in index["versions"]] == [v for _, v, _, _ in runs]
+    assert {v["base_version"] for v in index["versions"][1:]} == {runs[0][1]}
+    # the data moved: the second UPDATE's recommendations differ from the FULL's for some user
+    first, last = (open(runs[i][3]).read().splitlines() for i in (0, 2))
+    assert first != last
+    assert schedule_says().run_requests == []

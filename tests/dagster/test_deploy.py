@@ -1,0 +1,63 @@
+"""The cluster configurations under deploy/ are valid for the executors and run launcher
+they name (dagster-k8s, dagster-celery), and the jobs load with each executor."""
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+from dagster._config import process_config
+
+from assets.checks import ge_checks
+from assets.datasets import raw_assets
+from assets.definitions import build_resources, pipeline_assets
+from assets.executors import build_executor
+from assets.jobs import full_retrain, update
+from assets.settings import DEFAULTS, _merge
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+
+
+@pytest.mark.parametrize("name, executor", [("personalize.k8s.yaml", "k8s"), ("personalize.celery.yaml", "celery")])
+def test_cluster_executor_config_is_valid(name, executor, monkeypatch):
+    monkeypatch.setenv("CELERY_BROKER_URL", "pyamqp://guest@localhost//")
+    monkeypatch.setenv("CELERY_RESULT_BACKEND", "rpc://")
+    config = _merge(json.loads(json.dumps(DEFAULTS)), yaml.safe_load((DEPLOY / name).read_text()))
+    assert all(str(v).startswith("s3://") for v in config["locations"].values()), "artifacts must travel through S3"
+    spec = config["runs"]["executor"]
+    executor_def = build_executor({"kind": spec["kind"]})
+    assert executor_def.name == executor
+    defs = dg.Definitions(
+        assets=[*raw_assets, *pipeline_assets], asset_checks=ge_checks, jobs=[full_retrain, update], resources=build_resources(config), executor=executor_def
+    )
+    dg.Definitions.validate_loadable(defs)
+    for job_name, mode in (("full_retrain", "FULL"), ("update", "UPDATE")):
+        job = defs.resolve_job_def(job_name)
+        run_config = {"execution": {"config": spec["config"]}, "ops": {"solution_version": {"config": {"training_mode": mode}}}}
+        assert dg.validate_run_config(job, run_config)
+    bad = {"execution": {"config": {**spec["config"], "no_such_option": 1}}}
+    with pytest.raises(dg.DagsterInvalidConfigError):
+        dg.validate_run_config(defs.resolve_job_def("update"), bad)
+
+
+def test_default_executor_is_multiprocess():
+    from assets.definitions import defs
+
+    assert build_executor().name == "multiprocess"
+    assert defs.resolve_job_def("full_retrain").executor_def.name == "multiprocess"
+    with pytest.raises(ValueError, match="runs.executor.kind must be one of"):
+        build_executor({"kind": "slurm"})
+
+
+def test_k8s_instance_run_launcher_config_is_valid():
+    from dagster_k8s import K8sRunLauncher
+
+    instance = yaml.safe_load((DEPLOY / "dagster.k8s.yaml").read_text())
+    assert instance["run_launcher"]["class"] == "K8sRunLauncher"
+    result = process_config(K8sRunLauncher.config_type(), instance["run_launcher"]["config"])
+    assert result.success, result.errors
+    # every instance configuration keeps the one-run-per-solution limit of dagster.yaml
+    limits = yaml.safe_load((DEPLOY.parent / "dagster.yaml").read_text())["concurrency"]["runs"]["tag_concurrency_limits"]
+    for name in ("dagster.k8s.yaml", "dagster.postgres.yaml"):
+        assert yaml.safe_load((DEPLOY / name).read_text())["concurrency"]["runs"]["tag_concurrency_limits"] == limits, name
