@@ -302,6 +302,23 @@ def segment_breakdown(recommended: np.ndarray, split: EvalSplit, k: int = SEGMEN
     return {"users_by_history_length": users, "items_by_popularity": items}
 
 
+COLLAPSE_METRIC = "normalized_discounted_cumulative_gain_at_10"
+COLLAPSE_DROP = 0.5
+
+
+def compare_metrics(new: dict[str, float], previous: dict[str, float], collapse_drop: float = COLLAPSE_DROP) -> dict[str, Any]:
+    """A new solution version's metrics against the previous one's: per metric the values and
+    the relative change, and the metrics that collapsed (dropped by more than
+    ``collapse_drop``, e.g. 0.5 = lost over half their value)."""
+    rows = []
+    for name, value in new.items():
+        old = previous.get(name)
+        change = (value / old - 1.0) if old else None
+        rows.append({"metric": name, "new": value, "previous": old, "change": change})
+    collapsed = [r["metric"] for r in rows if r["change"] is not None and r["change"] < -collapse_drop]
+    return {"rows": rows, "collapsed": collapsed}
+
+
 @dataclass
 class EvaluationResult:
     recipe: str
