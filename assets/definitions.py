@@ -10,7 +10,7 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 from .checks import ge_checks  # noqa: E402
 from .datasets import raw_assets, validated_assets  # noqa: E402
-from .evaluation import beats_popularity, solution_metrics  # noqa: E402
+from .evaluation import beats_popularity, no_collapse_against_previous_version, solution_metrics  # noqa: E402
 from .executors import build_executor  # noqa: E402
 from .features import featurized_dataset  # noqa: E402
 from .inference import batch_inference_output  # noqa: E402
@@ -36,6 +36,10 @@ def build_resources(config: dict | None = None) -> dict:
             event_type=sol.get("event_type"),
             event_value_threshold=sol.get("event_value_threshold"),
             keep_full_versions=int(sol.get("keep_full_versions") or 5),
+            perform_hpo=bool(sol.get("perform_hpo", False)),
+            hpo_config=sol.get("hpo_config") or {},
+            perform_automl=bool(sol.get("perform_automl", False)),
+            automl_config=sol.get("automl_config") or {},
         ),
     }
 
@@ -47,7 +51,7 @@ pipeline_assets.insert(len(validated_assets) + 1, solution_version)
 
 defs = dg.Definitions(
     assets=[*raw_assets, *pipeline_assets],
-    asset_checks=[*ge_checks, beats_popularity],
+    asset_checks=[*ge_checks, beats_popularity, no_collapse_against_previous_version],
     jobs=[full_retrain, update, validate_dataset],
     schedules=[weekly_full_retrain, two_hourly_update],
     sensors=[new_dataset_files, record_run_failures],

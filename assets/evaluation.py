@@ -1,19 +1,24 @@
-"""Offline metrics of the solution version, with the popularity baseline on the same split."""
+"""Offline metrics of the solution version, with the popularity baseline on the same split,
+the lift over it, a per-segment breakdown and the comparison with the previous version."""
 
+
+from typing import Optional
 
 import dagster as dg
 
 from personalize_pipeline.features import load_features
-from personalize_pipeline.metrics import PROTOCOLS, evaluate
-from personalize_pipeline.store import update_manifest
+from personalize_pipeline.metrics import COLLAPSE_DROP, COLLAPSE_METRIC, PROTOCOLS, compare_metrics, evaluate, parse_cutoff
+from personalize_pipeline.recipes import get_recipe
+from personalize_pipeline.store import load_manifest, previous_metrics, update_manifest
 
-from .metadata import CODE_VERSION, floats, location_of, retry_policy, table_markdown
-from .plots import metrics_by_k
+from .metadata import CODE_VERSION, floats, location_of, retry_policy, step_failure_on_bad_input, table_markdown
+from .plots import lift_over_popularity, metrics_by_k, segment_recall
 from .resources import ArtifactStore, SolutionResource
 
 
 class MetricsConfig(dg.Config):
-    protocol: str = "personalize"  # or leave-last-out
+    protocol: str = "personalize"  # or leave-last-out, or time (train before a cut-off, test after)
+    cutoff: Optional[str] = None  # time protocol: epoch seconds or ISO date; default the 90% quantile of event times
     exclude_seen: bool = False
     seed: int = 42
 
@@ -24,7 +29,11 @@ class MetricsConfig(dg.Config):
     code_version=CODE_VERSION,
     retry_policy=retry_policy(),
     kinds={"numpy"},
-    description="Amazon Personalize's offline metrics (personalize protocol by default) and the popularity baseline.",
+    description=(
+        "Amazon Personalize's offline metrics (personalize protocol by default; leave-last-out and a time "
+        "holdout on request), the popularity baseline on the same split and the lift over it, metrics by "
+        "user-history and item-popularity segment, and the change against the previous solution version."
+    ),
 )
 def solution_metrics(
     context: dg.AssetExecutionContext, config: MetricsConfig, artifact_store: ArtifactStore, solution: SolutionResource
@@ -34,34 +43,77 @@ def solution_metrics(
     s3 = artifact_store.s3.options()
     features = load_features(location_of(context, "featurized_dataset", s3))
     version_loc = location_of(context, "solution_version", s3)
-    cfg = solution.config()
-    result = evaluate(
-        features, cfg.recipe_class(), cfg.hyperparameters, protocol=config.protocol, exclude_seen=config.exclude_seen, seed=config.seed
-    )
-    baseline = result.baseline or {}
-    lift = {k: (v / baseline[k] - 1.0) if baseline.get(k) else 0.0 for k, v in result.metrics.items()}
-    record = {**result.to_json(), "baseline_popularity": baseline, "lift_over_popularity": lift, "test_users": result.test_users}
+    manifest = load_manifest(version_loc)  # the recipe and hyperparameters trained (AutoML / HPO may have chosen them)
+    with step_failure_on_bad_input():
+        result = evaluate(
+            features,
+            get_recipe(manifest["recipe"]),
+            manifest["hyperparameters"],
+            protocol=config.protocol,
+            exclude_seen=config.exclude_seen,
+            seed=config.seed,
+            cutoff=parse_cutoff(config.cutoff) if config.protocol == "time" else None,
+        )
+    baseline, lift = result.baseline or {}, result.lift
+    record = result.report()
+    previous = previous_metrics(artifact_store.solution(solution.name), manifest["solution_version"], result.protocol)
+    comparison = compare_metrics(result.metrics, previous[1]["metrics"]) if previous else None
+    if previous:
+        record["previous_version"] = {"solution_version": previous[0], "metrics": previous[1]["metrics"], "collapsed": comparison["collapsed"]}
     update_manifest(version_loc, metrics=record)
     rows = [{"metric": k, "value": v, "popularity": baseline.get(k), "lift": lift[k]} for k, v in result.metrics.items()]
-    return dg.MaterializeResult(
-        metadata={
-            **floats(result.metrics),
-            **floats(baseline, "baseline/"),
-            "protocol": result.protocol,
-            "test_users": result.test_users,
-            "train_seconds": result.train_seconds,
-            "metrics_table": dg.MetadataValue.md(table_markdown(rows)),
-            "metrics_by_k": metrics_by_k(result.metrics, baseline, result.recipe),
-            "solution_version_path": dg.MetadataValue.path(version_loc.url),
-        }
-    )
+    metadata = {
+        **floats(result.metrics),
+        **floats(baseline, "baseline/"),
+        **floats({k: v for k, v in lift.items() if v is not None}, "lift/"),
+        "recipe": result.recipe,
+        "protocol": result.protocol,
+        "test_users": result.test_users,
+        "train_seconds": result.train_seconds,
+        "metrics_table": dg.MetadataValue.md(table_markdown(rows)),
+        "metrics_by_k": metrics_by_k(result.metrics, baseline, result.recipe),
+        "lift_over_popularity": lift_over_popularity(lift),
+        "segments": dg.MetadataValue.md(_segments_markdown(result.segments or {}, result.baseline_segments or {})),
+        "segments_plot": segment_recall(result.segments or {}, result.baseline_segments or {}, result.recipe),
+        "solution_version": manifest["solution_version"],
+        "solution_version_path": dg.MetadataValue.path(version_loc.url),
+    }
+    if result.cutoff is not None:
+        metadata["cutoff"] = dg.MetadataValue.timestamp(result.cutoff)
+    if previous:
+        metadata["previous/solution_version"] = previous[0]
+        metadata.update(floats(previous[1]["metrics"], "previous/"))
+        metadata["previous/comparison"] = dg.MetadataValue.md(table_markdown(comparison["rows"]))
+        metadata["previous/collapsed_metrics"] = ", ".join(comparison["collapsed"]) or "none"
+    else:
+        metadata["previous/solution_version"] = "none"
+    return dg.MaterializeResult(metadata=metadata)
+
+
+def _segments_markdown(segments: dict, baseline: dict) -> str:
+    parts = []
+    for family, rows in segments.items():
+        base = {r["segment"]: r for r in baseline.get(family, [])}
+        table = []
+        for row in rows:
+            merged = dict(row)
+            for key, value in row.items():
+                if isinstance(value, float):
+                    merged[f"popularity {key}"] = base.get(row["segment"], {}).get(key)
+            table.append(merged)
+        parts.append(f"**{family.replace('_', ' ')}** (K = 10)\n\n" + table_markdown(table))
+    return "\n\n".join(parts) or "(none)"
+
+
+def _latest_metadata(context: dg.AssetCheckExecutionContext) -> dict:
+    event = context.instance.get_latest_materialization_event(dg.AssetKey("solution_metrics"))
+    return event.asset_materialization.metadata
 
 
 @dg.asset_check(asset=solution_metrics, name="beats_popularity", description="Warns when the solution does not beat the popularity baseline.")
 def beats_popularity(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-    event = context.instance.get_latest_materialization_event(dg.AssetKey("solution_metrics"))
-    md = event.asset_materialization.metadata
-    key = "normalized_discounted_cumulative_gain_at_10"
+    md = _latest_metadata(context)
+    key = COLLAPSE_METRIC
     value, base = md[key].value, md[f"baseline/{key}"].value
     recipe_is_baseline = abs(value - base) < 1e-12
     return dg.AssetCheckResult(
@@ -69,4 +121,26 @@ def beats_popularity(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckRes
         severity=dg.AssetCheckSeverity.WARN,
         description=f"NDCG@10 {value:.4f} vs popularity {base:.4f}" + (" (the recipe is the baseline)" if recipe_is_baseline else ""),
         metadata={"ndcg_at_10": value, "popularity_ndcg_at_10": base},
+    )
+
+
+@dg.asset_check(
+    asset=solution_metrics,
+    name="no_collapse_against_previous_version",
+    description=f"Fails when NDCG@10 drops by more than {COLLAPSE_DROP:.0%} against the previous solution version (same protocol).",
+)
+def no_collapse_against_previous_version(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+    md = _latest_metadata(context)
+    previous_id = md["previous/solution_version"].value
+    value = md[COLLAPSE_METRIC].value
+    if previous_id == "none":
+        return dg.AssetCheckResult(passed=True, description="first solution version with these metrics: nothing to compare", metadata={"ndcg_at_10": value})
+    old = md[f"previous/{COLLAPSE_METRIC}"].value
+    change = (value / old - 1.0) if old else 0.0
+    passed = not (old and change < -COLLAPSE_DROP)
+    return dg.AssetCheckResult(
+        passed=bool(passed),
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=f"NDCG@10 {value:.4f} vs {old:.4f} in {previous_id} ({100 * change:+.1f}%)",
+        metadata={"ndcg_at_10": value, "previous_ndcg_at_10": old, "change": change, "previous_version": previous_id},
     )

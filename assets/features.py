@@ -2,11 +2,13 @@
 
 
 import dagster as dg
+import numpy as np
 
 from personalize_pipeline.datasets import DatasetGroup, load_snapshot
 from personalize_pipeline.features import featurize, fingerprint, save_features
 
 from .metadata import CODE_VERSION, floats, location_of, retry_policy, step_failure_on_bad_input
+from .plots import popularity_long_tail
 from .resources import ArtifactStore, SolutionResource
 
 
@@ -45,6 +47,7 @@ def featurized_dataset(context: dg.AssetExecutionContext, artifact_store: Artifa
             "item_metadata_columns": ", ".join(c for c in features.items.columns if c != "ITEM_ID") or "none",
             "user_metadata_columns": ", ".join(c for c in features.users.columns if c != "USER_ID") or "none",
             "context_columns": ", ".join(features.info["context_columns"]) or "none",
+            "popularity_long_tail": popularity_long_tail(np.bincount(features.interactions["item"].to_numpy(), minlength=features.n_items)),
         },
         data_version=dg.DataVersion(fingerprint(features)),
     )

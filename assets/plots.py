@@ -46,3 +46,91 @@ def loss_curve(losses: list[float]) -> dg.MetadataValue:
     ax.set_xlabel("epoch")
     ax.set_ylabel("sampled-softmax loss")
     return _png_markdown(fig, "training loss")
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def hpo_trials(trials: list[dict], metric: str) -> dg.MetadataValue:
+    """Each HPO trial's validation metric, the running best, and the defaults (trial 0)."""
+    plt = _plt()
+    done = [t for t in trials if t.get("value") is not None]
+    numbers = [t["number"] + 1 for t in done]
+    values = [t["value"] for t in done]
+    best, running = float("-inf"), []
+    for v in values:
+        best = max(best, v)
+        running.append(best)
+    fig, ax = plt.subplots(figsize=(4.6, 2.8))
+    ax.scatter(numbers, values, s=18, label="trial")
+    ax.step(numbers, running, where="post", color="C2", label="best so far")
+    defaults = [t for t in done if t.get("defaults")]
+    if defaults:
+        ax.axhline(defaults[0]["value"], color="C3", linestyle="--", linewidth=1, label="defaults")
+    ax.set_xlabel("training job")
+    ax.set_ylabel(metric.replace("normalized_discounted_cumulative_gain", "NDCG").replace("_", " "), fontsize=8)
+    ax.legend(fontsize=7)
+    return _png_markdown(fig, "HPO trials")
+
+
+def lift_over_popularity(lift: dict[str, float | None]) -> dg.MetadataValue:
+    """Relative lift of each metric over the popularity baseline (0 = as good as popularity)."""
+    plt = _plt()
+    names = [k for k, v in lift.items() if v is not None]
+    values = [100.0 * lift[k] for k in names]
+    fig, ax = plt.subplots(figsize=(5, 0.28 * len(names) + 0.8))
+    short = [n.replace("normalized_discounted_cumulative_gain", "NDCG").replace("mean_reciprocal_rank", "MRR").replace("_at_", "@") for n in names]
+    ax.barh(short, values, color=["C2" if v >= 0 else "C3" for v in values])
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_xlabel("lift over popularity (%)")
+    ax.tick_params(axis="y", labelsize=7)
+    return _png_markdown(fig, "lift over popularity")
+
+
+def popularity_long_tail(counts, segments=None) -> dg.MetadataValue:
+    """Interactions per item, most popular first (log scale), with the head / torso / tail
+    boundaries (50% and 80% of the events)."""
+    import numpy as np
+
+    plt = _plt()
+    counts = np.sort(np.asarray(counts))[::-1]
+    fig, ax = plt.subplots(figsize=(4.6, 2.8))
+    ranks = np.arange(1, len(counts) + 1)
+    ax.plot(ranks, np.maximum(counts, 0.8), linewidth=1.2)
+    ax.set_yscale("log")
+    share = np.cumsum(counts) / max(counts.sum(), 1)
+    for frac, name in ((0.5, "50% of events"), (0.8, "80%")):
+        rank = int(np.searchsorted(share, frac)) + 1
+        ax.axvline(rank, color="grey", linestyle=":", linewidth=1)
+        ax.text(rank, counts.max(), f" {name}\n (top {rank})", fontsize=6, va="top")
+    ax.set_xlabel("item rank by popularity")
+    ax.set_ylabel("interactions")
+    return _png_markdown(fig, "popularity long tail")
+
+
+def segment_recall(segments: dict, baseline: dict, recipe: str) -> dg.MetadataValue:
+    """Recall@10 per item-popularity segment and NDCG@10 per user-history segment, recipe
+    against popularity."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(7.4, 2.6))
+    for ax, family, key, title in (
+        (axes[0], "items_by_popularity", "recall_at_10", "recall@10 by item popularity"),
+        (axes[1], "users_by_history_length", "normalized_discounted_cumulative_gain_at_10", "NDCG@10 by user history"),
+    ):
+        rows = segments.get(family, [])
+        base = {r["segment"]: r.get(key, 0.0) for r in baseline.get(family, [])}
+        labels = [r["segment"].replace("history ", "") for r in rows]
+        x = range(len(rows))
+        ax.bar([i - 0.2 for i in x], [r.get(key, 0.0) for r in rows], width=0.4, label=recipe)
+        ax.bar([i + 0.2 for i in x], [base.get(r["segment"], 0.0) for r in rows], width=0.4, label="popularity")
+        ax.set_xticks(list(x))
+        ax.set_xticklabels(labels, fontsize=7)
+        ax.set_title(title, fontsize=9)
+    axes[0].legend(fontsize=7)
+    return _png_markdown(fig, "metrics by segment")

@@ -3,7 +3,7 @@ solution being trained. Thin wrappers that hand engine objects to the assets."""
 
 
 import os
-from typing import Optional
+from typing import Any, Optional
 
 import dagster as dg
 
@@ -71,7 +71,9 @@ class OutputLocation(_LocationResource):
 
 
 class SolutionResource(dg.ConfigurableResource):
-    """The Personalize solution: recipe, hyperparameters and event filters."""
+    """The Personalize solution: recipe, hyperparameters, event filters, and HPO / AutoML
+    (``hpo_config`` and ``automl_config`` in Personalize's shape: ``hpoObjective``,
+    ``hpoResourceConfig``, ``algorithmHyperParameterRanges``; ``metricName``, ``recipeList``)."""
 
     name: str = "demo"
     recipe: str = "aws-popularity-count"
@@ -79,6 +81,21 @@ class SolutionResource(dg.ConfigurableResource):
     event_type: Optional[str] = None
     event_value_threshold: Optional[float] = None
     keep_full_versions: int = 5  # retention: last N FULL versions and their UPDATEs
+    perform_hpo: bool = False
+    hpo_config: dict[str, Any] = {}
+    perform_automl: bool = False
+    automl_config: dict[str, Any] = {}
 
     def config(self) -> SolutionConfig:
-        return SolutionConfig(self.recipe, dict(self.hyperparameters), self.event_type, self.event_value_threshold)
+        from personalize_pipeline.tuning import AutoMLConfig, HPOConfig
+
+        return SolutionConfig(
+            None if self.perform_automl else self.recipe,
+            dict(self.hyperparameters),
+            self.event_type,
+            self.event_value_threshold,
+            perform_hpo=self.perform_hpo,
+            hpo=HPOConfig.from_dict(self.hpo_config) if self.perform_hpo else None,
+            perform_automl=self.perform_automl,
+            automl=AutoMLConfig.from_dict(self.automl_config) if self.perform_automl else None,
+        )

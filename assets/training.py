@@ -7,8 +7,8 @@ from personalize_pipeline.features import load_features
 from personalize_pipeline.store import read_index
 from personalize_pipeline.training import train
 
-from .metadata import CODE_VERSION, floats, location_of, retry_policy, step_failure_on_bad_input
-from .plots import loss_curve
+from .metadata import CODE_VERSION, floats, location_of, retry_policy, step_failure_on_bad_input, table_markdown
+from .plots import hpo_trials, loss_curve
 from .resources import ArtifactStore, SolutionResource
 
 
@@ -44,10 +44,12 @@ def solution_version(
             seed=config.seed,
             solution_name=solution.name,
             keep_full_versions=solution.keep_full_versions,
+            log=context.log.info,
         )
     m = version.manifest
     losses = m.get("training", {}).get("loss_by_epoch", [])
     plots = {"loss_curve": loss_curve(losses)} if len(losses) > 1 else {}
+    plots.update(_selection_metadata(m))
     context.log.info(f"{m['training_mode']} solution version {version.version_id} at {version.location.url}")
     return dg.MaterializeResult(
         metadata={
@@ -67,3 +69,26 @@ def solution_version(
         },
         tags={"personalize/training_mode": m["training_mode"]},
     )
+
+
+def _selection_metadata(m: dict) -> dict:
+    """HPO trials (plot, table, best vs defaults) and AutoML candidates, when they ran."""
+    out: dict = {}
+    automl = m.get("automl")
+    if automl:
+        metric = automl["config"]["metricName"]
+        rows = [{"recipe": c["recipe"], metric: c["value"], "seconds": c["seconds"], "chosen": c["recipe"] == automl["chosen"]} for c in automl["candidates"]]
+        out["automl/chosen"] = automl["chosen"]
+        out["automl/candidates"] = dg.MetadataValue.md(table_markdown(rows))
+    hpo = m.get("hpo")
+    if hpo and hpo.get("trials"):
+        metric = hpo["config"]["hpoObjective"]["metricName"]
+        rows = [{"trial": t["number"] + 1, metric: t["value"], "seconds": t["seconds"], **t["params"]} for t in hpo["trials"]]
+        out["hpo/trials_plot"] = hpo_trials(hpo["trials"], metric)
+        out["hpo/trials"] = dg.MetadataValue.md(table_markdown(rows))
+        out["hpo/best_value"] = dg.MetadataValue.float(float(hpo["best"]["value"]))
+        if hpo.get("default_value") is not None:
+            out["hpo/default_value"] = dg.MetadataValue.float(float(hpo["default_value"]))
+        out["hpo/best_params"] = dg.MetadataValue.json(hpo["best"]["params"])
+        out["hpo/objective"] = metric
+    return out

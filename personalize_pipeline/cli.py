@@ -48,6 +48,40 @@ def _solution_config(args) -> "Any":
     return config
 
 
+def _train_config(args) -> "Any":
+    """The solution config of ``train``: a CreateSolution file (``--solution-config``), then
+    the flags on top of it (``--recipe``, ``--hp``, event filters, ``--hpo N``, ``--automl``)."""
+    from .training import SolutionConfig
+    from .tuning import MAX_TRAINING_JOBS, AutoMLConfig, HPOConfig, read_solution_config
+
+    kwargs: dict[str, Any] = read_solution_config(args.solution_config) if args.solution_config else {"hyperparameters": {}}
+    if args.automl and kwargs.get("recipe"):
+        raise InputError(f"--automl chooses the recipe: {args.solution_config} gives recipeArn; give one or the other")
+    if args.recipe:
+        if args.automl or kwargs.get("perform_automl"):
+            raise InputError("give either --recipe or --automl (AutoML chooses the recipe), not both")
+        kwargs["recipe"] = args.recipe
+    kwargs["hyperparameters"] = {**kwargs.get("hyperparameters", {}), **_hyperparameters(args.hp)}
+    if args.event_type is not None:
+        kwargs["event_type"] = args.event_type
+    if args.event_value_threshold is not None:
+        kwargs["event_value_threshold"] = args.event_value_threshold
+    if args.hpo is not None:
+        if not 1 <= args.hpo <= MAX_TRAINING_JOBS:
+            raise InputError(f"--hpo N: the number of training jobs must be between 1 and {MAX_TRAINING_JOBS}, got {args.hpo}")
+        kwargs["perform_hpo"] = True
+        kwargs["hpo"] = kwargs.get("hpo") or HPOConfig()
+        kwargs["hpo"].max_training_jobs = args.hpo
+    if args.automl:
+        kwargs["perform_automl"] = True
+        kwargs["automl"] = kwargs.get("automl") or AutoMLConfig()
+    if not kwargs.get("perform_automl") and not kwargs.get("recipe"):
+        raise InputError("train needs --recipe NAME, --automl, or --solution-config FILE with recipeArn or performAutoML")
+    config = SolutionConfig(**kwargs)
+    config.resolved_hyperparameters()  # unknown names / bad values / bad ranges before reading data
+    return config
+
+
 def _failure_line(report) -> str:
     first = report.failures[0].message()
     more = f" (and {len(report.failures) - 1} more; run validate for the full report)" if len(report.failures) > 1 else ""
@@ -132,11 +166,11 @@ def cmd_train(args) -> int:
     from .features import featurize
     from .training import describe, train
 
-    if args.automl or args.hpo:
-        raise InputError("--automl and --hpo are not available in this version yet")
     if args.training_mode == "UPDATE" and not args.base:
         raise InputError("--training-mode UPDATE needs --base SOLUTION (a solution with a FULL version)")
-    config = _solution_config(args)
+    config = _train_config(args)
+    if args.training_mode == "UPDATE" and (config.perform_hpo or config.perform_automl):
+        raise InputError("HPO and AutoML choose a model for FULL training; an UPDATE keeps the FULL version's recipe and hyperparameters")
     _check_solution_out(args.out)
     if args.training_mode == "UPDATE":
         _check_update_base(args.base, config)
@@ -146,16 +180,19 @@ def cmd_train(args) -> int:
     for note in notes:
         _log(note)
     _log(f"featurized {features.n_interactions} interactions, {features.n_users} users, {features.n_items} items")
-    version = train(features, config, args.out, training_mode=args.training_mode, base=args.base, seed=args.seed)
+    version = train(features, config, args.out, training_mode=args.training_mode, base=args.base, seed=args.seed, log=_log)
     print(json.dumps(describe(version)))
     return 0
 
 
 def cmd_evaluate(args) -> int:
     from .features import featurize
-    from .metrics import evaluate
+    from .metrics import evaluate, parse_cutoff
 
     config = _solution_config(args)
+    cutoff = parse_cutoff(args.cutoff)
+    if cutoff is not None and args.protocol != "time":
+        raise InputError("--cutoff applies to --protocol time only")
     notes: list[str] = []
     group = _load_valid(args.dataset, not args.no_validate, notes)
     features = featurize(group, config.featurize_options())
@@ -168,15 +205,31 @@ def cmd_evaluate(args) -> int:
         protocol=args.protocol,
         exclude_seen=args.exclude_seen,
         seed=args.seed,
-        with_baseline=False,
+        with_baseline=not args.json,  # the --json object is the contract's; the text report adds the baseline
+        cutoff=cutoff,
     )
     if args.json:
         print(json.dumps(result.to_json()))
-    else:
-        print(f"{result.recipe} ({result.protocol} protocol, {result.test_users} test users)")
-        for name, value in result.metrics.items():
-            print(f"  {name:<45} {value:.4f}")
-        print(f"  train_seconds {result.train_seconds}  events/s {result.train_events_per_second}  peak_rss_mb {result.peak_rss_mb}")
+        return 0
+    where = f", cut-off {cutoff:.0f}" if result.cutoff is not None else ""
+    print(f"{result.recipe} ({result.protocol} protocol{where}, {result.test_users} test users, {result.train_events} training events)")
+    base, lift = result.baseline or {}, result.lift
+    print(f"  {'metric':<45} {'value':>8} {'popularity':>10} {'lift':>8}")
+    for name, value in result.metrics.items():
+        change = f"{100 * lift[name]:+.0f}%" if lift.get(name) is not None else "n/a"
+        print(f"  {name:<45} {value:8.4f} {base.get(name, float('nan')):10.4f} {change:>8}")
+    for family, rows in (result.segments or {}).items():
+        print(f"  {family.replace('_', ' ')} (K=10; recipe / popularity):")
+        base_rows = {r["segment"]: r for r in (result.baseline_segments or {}).get(family, [])}
+        for row in rows:
+            cells = []
+            for key, value in row.items():
+                if key == "segment":
+                    continue
+                other = base_rows.get(row["segment"], {}).get(key)
+                cells.append(f"{key} {value:.4f}" + (f" / {other:.4f}" if isinstance(value, float) and other is not None else "") if isinstance(value, float) else f"{key} {value}")
+            print(f"    {row['segment']:<16} " + ", ".join(cells))
+    print(f"  train_seconds {result.train_seconds}  events/s {result.train_events_per_second}  peak_rss_mb {result.peak_rss_mb}")
     return 0
 
 
@@ -223,9 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--json", action="store_true")
     v.set_defaults(func=cmd_validate)
 
-    def recipe_args(sp):
+    def recipe_args(sp, recipe_required=True):
         sp.add_argument("--dataset", required=True)
-        sp.add_argument("--recipe", required=True)
+        sp.add_argument("--recipe", required=recipe_required)
         sp.add_argument("--hp", action="append", metavar="KEY=VALUE")
         sp.add_argument("--event-type")
         sp.add_argument("--event-value-threshold", type=float)
@@ -233,17 +286,19 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--no-validate", action="store_true", help="skip validation (the data was validated before)")
 
     t = sub.add_parser("train", help="train a solution version")
-    recipe_args(t)
+    recipe_args(t, recipe_required=False)  # --automl or --solution-config may choose it
     t.add_argument("--training-mode", choices=["FULL", "UPDATE"], default="FULL", type=str.upper)
     t.add_argument("--base")
-    t.add_argument("--automl", action="store_true")
-    t.add_argument("--hpo", type=int)
+    t.add_argument("--automl", action="store_true", help="choose the recipe on the validation split (autoMLConfig)")
+    t.add_argument("--hpo", type=int, metavar="N", help="tune the tunable hyperparameters with N training jobs (1 to 40)")
+    t.add_argument("--solution-config", metavar="FILE", help="CreateSolution request as JSON or YAML (recipeArn, performHPO, performAutoML, solutionConfig)")
     t.add_argument("--out", required=True)
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="offline metrics of a recipe on a dataset group")
     recipe_args(e)
-    e.add_argument("--protocol", choices=["personalize", "leave-last-out"], default="personalize")
+    e.add_argument("--protocol", choices=["personalize", "leave-last-out", "time"], default="personalize")
+    e.add_argument("--cutoff", metavar="TIME", help="time protocol: train before TIME (epoch seconds or ISO date), test after; default: the 90%% quantile of event times")
     e.add_argument("--exclude-seen", action="store_true")
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_evaluate)

@@ -14,6 +14,17 @@ test item. Ranking is over all items; seen items are excluded only with ``exclud
 Reports ``hit_rate_at_K``, ``normalized_discounted_cumulative_gain_at_K``,
 ``mean_reciprocal_rank_at_K`` for K in 5, 10, 25 and ``coverage``.
 
+``time`` — a time-based holdout, as a weekly retrain is really used: the model trains on
+every event before a cut-off time (default: the time by which 90% of the events had
+happened) and is scored on the users active on both sides of it; a user's events before
+the cut-off are the input, the distinct items after it the truth. Same names as
+``personalize``.
+
+Every result carries the popularity baseline (aws-popularity-count trained and scored on
+the same split) and a per-segment breakdown at K = 10 (:func:`segment_breakdown`): users by
+history length, truth items by training popularity (head / torso / tail by share of the
+training events, and new items that had no training events).
+
 Definitions (per test user, averaged over test users): precision@K = relevant items in the
 top K / K; NDCG@K = DCG@K / ideal DCG@K with gains 1/log2(rank + 1), the ideal having
 min(K, |truth|) hits; MRR@K = 1 / rank of the first relevant item in the top K (0 if none);
@@ -35,7 +46,11 @@ from .recipes import Recipe, UserBatch
 from .recipes.base import segment_index
 
 KS = (5, 10, 25)
-PROTOCOLS = ("personalize", "leave-last-out")
+PROTOCOLS = ("personalize", "leave-last-out", "time")
+TIME_HOLDOUT_QUANTILE = 0.9
+USER_LENGTH_BUCKETS = ((1, 5), (6, 20), (21, 100), (101, None))
+ITEM_POPULARITY_SHARES = (("head", 0.5), ("torso", 0.8), ("tail", 1.0))  # cumulative share of training events
+SEGMENT_K = 10
 MAX_K = 25
 SCORING_CHUNK = 2048
 
@@ -50,6 +65,7 @@ class EvalSplit:
     truth_indptr: np.ndarray
     truth_items: np.ndarray
     input_context: np.ndarray | None = None
+    cutoff: float | None = None  # time protocol: epoch seconds
 
     def batch(self, rows: slice) -> UserBatch:
         ptr = self.input_indptr[rows.start : rows.stop + 1]
@@ -124,6 +140,48 @@ def leave_last_out_split(features: Features, stage: str = "test") -> EvalSplit:
     return EvalSplit("leave-last-out", train, users.astype(np.int64), in_ptr, in_items, tr_ptr, tr_items, in_ctx[0] if in_ctx else None)
 
 
+def time_split(features: Features, cutoff: float | None = None) -> EvalSplit:
+    """Train on events before ``cutoff`` (epoch seconds; default the 0.9 quantile of event
+    times), test the users with events on both sides: input = events before, truth = after."""
+    ts = features.interactions["timestamp"].to_numpy()
+    if len(ts) == 0:
+        raise InputError("the time protocol needs interactions")
+    if cutoff is None:
+        cutoff = float(np.quantile(ts, TIME_HOLDOUT_QUANTILE, method="higher"))
+    indptr, items, lengths = _user_bounds(features)
+    before = ts < cutoff
+    n_before = np.bincount(features.interactions["user"].to_numpy()[before], minlength=features.n_users).astype(np.int64)
+    n_after = lengths - n_before
+    users = np.flatnonzero((n_before >= 1) & (n_after >= 1))
+    if not before.any() or len(users) == 0:
+        lo, hi = int(ts.min()), int(ts.max())
+        raise InputError(f"time holdout cut-off {cutoff:.0f} leaves no user with events on both sides (events span {lo} to {hi})")
+    train = features.with_interactions(features.interactions[before])
+    context = features.context_matrix()
+    in_ptr, in_items, *in_ctx = _segments(indptr[users], n_before[users], items, context)
+    tr_ptr, tr_items = _segments(indptr[users] + n_before[users], n_after[users], items)
+    return EvalSplit("time", train, users.astype(np.int64), in_ptr, in_items, tr_ptr, tr_items, in_ctx[0] if in_ctx else None, float(cutoff))
+
+
+def parse_cutoff(value: str | float | None) -> float | None:
+    """A cut-off time as epoch seconds, or an ISO date / date-time (UTC unless it says)."""
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        pass
+    import pandas as pd
+
+    try:
+        stamp = pd.Timestamp(str(value))
+    except (TypeError, ValueError):
+        raise InputError(f"cut-off {value!r} is neither epoch seconds nor an ISO date (e.g. 2018-06-01)") from None
+    if stamp.tzinfo is None:
+        stamp = stamp.tz_localize("UTC")
+    return float(stamp.timestamp())
+
+
 def recommend_split(model: Recipe, split: EvalSplit, k: int = MAX_K, exclude_seen: bool = False) -> np.ndarray:
     """Top-k item codes for every test user (-1 pads when fewer are available)."""
     n = len(split.test_users)
@@ -156,7 +214,7 @@ def ranking_metrics(recommended: np.ndarray, split: EvalSplit, n_items: int, ks:
         idcg = ideal_cum[np.clip(np.minimum(n_truth, k_eff) - 1, 0, None)]
         ndcg = np.where(n_truth > 0, dcg / idcg, 0.0)
         mrr = np.where(first_hit < k_eff, 1.0 / (first_hit + 1), 0.0)
-        if split.protocol == "personalize":
+        if split.protocol in ("personalize", "time"):
             out[f"normalized_discounted_cumulative_gain_at_{k}"] = float(ndcg.mean())
             out[f"precision_at_{k}"] = float(hits[:, :k_eff].sum(axis=1).mean() / k)
             if k == MAX_K:
@@ -166,6 +224,99 @@ def ranking_metrics(recommended: np.ndarray, split: EvalSplit, n_items: int, ks:
             out[f"normalized_discounted_cumulative_gain_at_{k}"] = float(ndcg.mean())
             out[f"mean_reciprocal_rank_at_{k}"] = float(mrr.mean())
     return dict(sorted(out.items()))
+
+
+def _hit_matrix(recommended: np.ndarray, split: EvalSplit, n_items: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(hits [n, width] bool, truth row per truth pair, truth pair hit rank or -1)."""
+    n, width = recommended.shape
+    rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(split.truth_indptr))
+    truth_keys = rows * (n_items + 1) + split.truth_items
+    rec_keys = np.arange(n, dtype=np.int64)[:, None] * (n_items + 1) + np.where(recommended >= 0, recommended, n_items)
+    hits = np.isin(rec_keys, truth_keys) & (recommended >= 0)
+    # rank of each truth pair in its user's list (-1: not recommended)
+    flat = rec_keys.ravel()
+    order = np.argsort(flat, kind="stable")
+    pos = np.searchsorted(flat[order], truth_keys)
+    pos = np.minimum(pos, len(flat) - 1)
+    found = flat[order][pos] == truth_keys
+    rank = np.where(found, order[pos] % width, -1)
+    return hits, rows, rank
+
+
+def item_popularity_segments(train: Features) -> np.ndarray:
+    """Segment name per item code: new (no training events), head, torso, tail."""
+    counts = np.bincount(train.interactions["item"].to_numpy(), minlength=train.n_items)
+    order = np.argsort(-counts, kind="stable")
+    # share of the training events taken by the items more popular than each item
+    before = np.concatenate([[0.0], np.cumsum(counts[order])[:-1]]) / max(counts.sum(), 1)
+    bounds = [upto for _, upto in ITEM_POPULARITY_SHARES[:-1]]
+    names = np.empty(train.n_items, dtype=object)
+    names[order] = np.array([name for name, _ in ITEM_POPULARITY_SHARES], dtype=object)[np.searchsorted(bounds, before, side="right")]
+    names[counts == 0] = "new"
+    return names
+
+
+def segment_breakdown(recommended: np.ndarray, split: EvalSplit, k: int = SEGMENT_K) -> dict[str, list[dict[str, Any]]]:
+    """Metrics at ``k`` per segment: users by input history length (NDCG, hit rate, recall),
+    truth items by training popularity (recall: share of the truth pairs recommended in the
+    top k; share of the top-k slots given to the segment)."""
+    n_items = split.train.n_items
+    hits, rows, rank = _hit_matrix(recommended, split, n_items)
+    n, width = recommended.shape
+    k_eff = min(k, width)
+    rows_unique_truth = np.unique(rows * (n_items + 1) + split.truth_items) // (n_items + 1)
+    n_truth = np.bincount(rows_unique_truth, minlength=n)
+    discounts = 1.0 / np.log2(np.arange(2, k_eff + 2))
+    dcg = (hits[:, :k_eff] * discounts).sum(axis=1)
+    idcg = np.cumsum(discounts)[np.clip(np.minimum(n_truth, k_eff) - 1, 0, None)]
+    ndcg = np.where(n_truth > 0, dcg / idcg, 0.0)
+    hit = hits[:, :k_eff].any(axis=1)
+    recall = hits[:, :k_eff].sum(axis=1) / np.maximum(n_truth, 1)
+    length = np.diff(split.input_indptr)
+    users = []
+    for low, high in USER_LENGTH_BUCKETS:
+        mask = (length >= low) & ((length <= high) if high is not None else True)
+        label = f"{low}-{high}" if high is not None else f"{low}+"
+        if mask.any():
+            users.append({
+                "segment": f"history {label}",
+                "users": int(mask.sum()),
+                f"normalized_discounted_cumulative_gain_at_{k}": float(ndcg[mask].mean()),
+                f"hit_rate_at_{k}": float(hit[mask].mean()),
+                f"recall_at_{k}": float(recall[mask].mean()),
+            })
+    item_segment = item_popularity_segments(split.train)
+    truth_segment = item_segment[split.truth_items]
+    top = recommended[:, :k_eff]
+    top_segment = item_segment[top[top >= 0]]
+    items = []
+    for name in ("head", "torso", "tail", "new"):
+        mask = truth_segment == name
+        items.append({
+            "segment": name,
+            "catalogue_items": int((item_segment == name).sum()),
+            "truth_events": int(mask.sum()),
+            f"recall_at_{k}": float(((rank[mask] >= 0) & (rank[mask] < k_eff)).mean()) if mask.any() else 0.0,
+            f"share_of_top_{k}": float((top_segment == name).mean()) if len(top_segment) else 0.0,
+        })
+    return {"users_by_history_length": users, "items_by_popularity": items}
+
+
+COLLAPSE_METRIC = "normalized_discounted_cumulative_gain_at_10"
+COLLAPSE_DROP = 0.5
+
+
+def compare_metrics(new: dict[str, float], previous: dict[str, float], collapse_drop: float = COLLAPSE_DROP) -> dict[str, Any]:
+    """A new solution version's metrics against the previous one's: per metric the values and
+    the relative change, and the metrics that collapsed (dropped by more than
+    ``collapse_drop``, e.g. 0.5 = lost over half their value)."""
+    rows = []
+    for name, value in new.items():
+        old = previous.get(name)
+        change = (value / old - 1.0) if old else None
+        rows.append({"metric": name, "new": value, "previous": old, "change": change})
+    collapsed = [r["metric"] for r in rows if r["change"] is not None and r["change"] < -collapse_drop]
+    return {"rows": rows, "collapsed": collapsed}
 
 
 @dataclass
@@ -179,6 +330,29 @@ class EvaluationResult:
     test_users: int
     train_events: int
     baseline: dict[str, float] | None = None
+    segments: dict[str, list[dict[str, Any]]] | None = None
+    baseline_segments: dict[str, list[dict[str, Any]]] | None = None
+    cutoff: float | None = None
+
+    @property
+    def lift(self) -> dict[str, float | None]:
+        """Relative lift over the popularity baseline: value / baseline - 1 (None where the
+        baseline is 0)."""
+        base = self.baseline or {}
+        return {k: (v / base[k] - 1.0) if base.get(k) else None for k, v in self.metrics.items()}
+
+    def report(self) -> dict[str, Any]:
+        """Everything: the contract fields plus baseline, lift, segments (the manifest's record)."""
+        return {
+            **self.to_json(),
+            "test_users": self.test_users,
+            "train_events": self.train_events,
+            **({"cutoff": self.cutoff} if self.cutoff is not None else {}),
+            "baseline_popularity": self.baseline or {},
+            "lift_over_popularity": self.lift if self.baseline else {},
+            "segments": self.segments or {},
+            "baseline_segments": self.baseline_segments or {},
+        }
 
     def to_json(self) -> dict[str, Any]:
         """The object ``evaluate --json`` prints (the CLI contract)."""
@@ -192,11 +366,15 @@ class EvaluationResult:
         }
 
 
-def make_split(features: Features, protocol: str, seed: int = 42) -> EvalSplit:
+def make_split(features: Features, protocol: str, seed: int = 42, cutoff: float | None = None) -> EvalSplit:
+    if cutoff is not None and protocol != "time":
+        raise InputError("a cut-off time applies to the time protocol only")
     if protocol == "personalize":
         return personalize_split(features, seed=seed)
     if protocol == "leave-last-out":
         return leave_last_out_split(features, stage="test")
+    if protocol == "time":
+        return time_split(features, cutoff)
     raise InputError(f"unknown protocol {protocol!r} (use {' or '.join(PROTOCOLS)})")
 
 
@@ -209,6 +387,7 @@ def evaluate_split(recipe_cls: type[Recipe], params: dict[str, Any], split: Eval
     seconds = time.perf_counter() - start
     recommended = recommend_split(model, split, MAX_K, exclude_seen=exclude_seen)
     metrics = ranking_metrics(recommended, split, split.train.n_items)
+    segments = segment_breakdown(recommended, split)
     n_train = split.train.n_interactions
     return EvaluationResult(
         recipe=recipe_cls.name,
@@ -219,6 +398,8 @@ def evaluate_split(recipe_cls: type[Recipe], params: dict[str, Any], split: Eval
         peak_rss_mb=peak_rss_mb(),
         test_users=len(split.test_users),
         train_events=n_train,
+        segments=segments,
+        cutoff=split.cutoff,
     )
 
 
@@ -230,15 +411,17 @@ def evaluate(
     exclude_seen: bool = False,
     seed: int = 42,
     with_baseline: bool = True,
+    cutoff: float | None = None,
 ) -> EvaluationResult:
     """Train on the protocol's training part, score the held-out part; with
-    ``with_baseline`` also report aws-popularity-count on the same split."""
-    split = make_split(features, protocol, seed=seed)
+    ``with_baseline`` also report aws-popularity-count on the same split (metrics and
+    segments). ``cutoff`` (epoch seconds) is the time protocol's cut-off."""
+    split = make_split(features, protocol, seed=seed, cutoff=cutoff)
     result = evaluate_split(recipe_cls, recipe_cls.resolve_hyperparameters(params or {}), split, exclude_seen, seed)
     if with_baseline:
         from .recipes import PopularityCount
 
-        result.baseline = (
-            dict(result.metrics) if recipe_cls is PopularityCount else evaluate_split(PopularityCount, {}, split, exclude_seen, seed).metrics
-        )
+        base = result if recipe_cls is PopularityCount else evaluate_split(PopularityCount, {}, split, exclude_seen, seed)
+        result.baseline = dict(base.metrics)
+        result.baseline_segments = base.segments
     return result

@@ -259,6 +259,26 @@ def load_solution_version(location: str | Location, full_only: bool = False) -> 
     )
 
 
+def previous_metrics(solution: str | Location, version_id: str, protocol: str) -> tuple[str, dict[str, Any]] | None:
+    """(id, metrics record) of the newest version before ``version_id`` in the solution's
+    index whose manifest holds metrics of ``protocol``; None when there is none."""
+    index = read_index(solution)
+    if not index:
+        return None
+    ids = [v["id"] for v in index.get("versions", [])]
+    if version_id not in ids:
+        return None
+    root = as_location(solution)
+    for vid in reversed(ids[: ids.index(version_id)]):
+        loc = root.child("versions", vid, MANIFEST)
+        if not loc.exists():
+            continue
+        metrics = loc.read_json().get("metrics") or {}
+        if metrics.get("protocol") == protocol and metrics.get("metrics"):
+            return vid, metrics
+    return None
+
+
 def update_manifest(location: str | Location, **fields: Any) -> dict[str, Any]:
     """Merge fields (e.g. metrics) into a version's manifest, atomically."""
     loc = resolve_version(location)

@@ -24,19 +24,59 @@ class SolutionConfig:
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     event_type: str | None = None
     event_value_threshold: float | None = None
+    perform_hpo: bool = False
+    hpo: Any = None  # tuning.HPOConfig (None: defaults) when perform_hpo
+    perform_automl: bool = False
+    automl: Any = None  # tuning.AutoMLConfig (None: defaults) when perform_automl
 
     def recipe_class(self) -> type[Recipe]:
         return get_recipe(self.recipe)
 
     def resolved_hyperparameters(self) -> dict[str, Any]:
-        return self.recipe_class().resolve_hyperparameters(self.hyperparameters)
+        """The fixed hyperparameters, validated (unknown names / bad values raise
+        InputError); under AutoML the recipe is not known yet and none may be fixed."""
+        if self.perform_automl:
+            from .tuning import AutoMLConfig, automl_params, default_recipe_list
+
+            names = (self.automl or AutoMLConfig()).recipe_list or default_recipe_list(None)
+            classes = [get_recipe(n) for n in names]
+            declared = {hp.name for cls in classes for hp in cls.hyperparameters}
+            unknown = sorted(set(self.hyperparameters) - declared)
+            if unknown:
+                raise InputError(f"no AutoML candidate ({', '.join(c.name for c in classes)}) has a hyperparameter {unknown[0]!r}")
+            for cls in classes:
+                automl_params(cls, self.hyperparameters)  # values checked per candidate
+            if self.hpo is not None:
+                self.hpo.check_objective()
+            return {}
+        resolved = self.recipe_class().resolve_hyperparameters(self.hyperparameters)
+        if self.perform_hpo:
+            from .tuning import HPOConfig, search_space
+
+            search_space(self.recipe_class(), self.hpo or HPOConfig(), self.hyperparameters)  # ranges checked up front
+        return resolved
 
     def featurize_options(self):
+        if self.perform_automl:  # the same data for every candidate (see tuning.py)
+            from .features import FeaturizeOptions
+
+            return FeaturizeOptions(event_type=self.event_type, event_value_threshold=self.event_value_threshold)
         cls = self.recipe_class()
         return cls.featurize_options(self.resolved_hyperparameters(), self.event_type, self.event_value_threshold)
 
     def to_manifest(self) -> dict[str, Any]:
-        return {"eventType": self.event_type, "eventValueThreshold": self.event_value_threshold}
+        out: dict[str, Any] = {"eventType": self.event_type, "eventValueThreshold": self.event_value_threshold}
+        if self.perform_hpo:
+            from .tuning import HPOConfig
+
+            out["performHPO"] = True
+            out["hpoConfig"] = (self.hpo or HPOConfig()).to_dict()
+        if self.perform_automl:
+            from .tuning import AutoMLConfig
+
+            out["performAutoML"] = True
+            out["autoMLConfig"] = (self.automl or AutoMLConfig()).to_dict()
+        return out
 
 
 def peak_rss_mb() -> float:
@@ -52,18 +92,24 @@ def train(
     seed: int = 42,
     solution_name: str | None = None,
     keep_full_versions: int | None = None,
+    log=None,
 ) -> SolutionVersion:
     """Train and store a new solution version under ``solution``; return it.
 
     UPDATE starts from the latest FULL version of ``base`` (default: ``solution``) and
     refuses to run when there is none or when it was trained with another recipe. With
     ``keep_full_versions``, older versions beyond the retention are deleted once the new
-    one is in place."""
+    one is in place. With ``perform_automl`` / ``perform_hpo`` the recipe and
+    hyperparameters are chosen on the validation split first (``tuning.select``; progress
+    lines go to ``log``) and the trials are recorded in the manifest."""
     mode = (training_mode or "FULL").upper()
     if mode not in TRAINING_MODES:
         raise InputError(f"training mode {training_mode!r} must be FULL or UPDATE")
     if keep_full_versions is not None and keep_full_versions < 1:
         raise InputError(f"keep_full_versions must be at least 1, got {keep_full_versions}")
+    if mode == "UPDATE" and (config.perform_hpo or config.perform_automl):
+        raise InputError("HPO and AutoML choose a model for FULL training; an UPDATE keeps the FULL version's recipe and hyperparameters")
+    selection: dict[str, Any] = {}
     base_version: SolutionVersion | None = None
     if mode == "UPDATE":
         base_loc = as_location(base) if base is not None else as_location(solution)
@@ -78,6 +124,11 @@ def train(
                 f"which was trained with {base_version.manifest['recipe']}"
             )
         recipe = base_version.recipe
+    elif config.perform_hpo or config.perform_automl:
+        from .tuning import select
+
+        cls, params, selection = select(features, config, seed=seed, log=log)
+        recipe = cls(**params)
     else:
         recipe = config.recipe_class()(**config.hyperparameters)
     start = time.perf_counter()
@@ -106,6 +157,7 @@ def train(
             "peak_rss_mb": peak_rss_mb(),
         },
         "training": recipe.training_stats(),
+        **selection,
     }
     return save_solution_version(solution, recipe, features, manifest, keep_full=keep_full_versions)
 
@@ -118,7 +170,25 @@ def describe(version: SolutionVersion) -> dict[str, Any]:
         "recipe": m["recipe"],
         "training_mode": m.get("training_mode"),
         **m.get("timings", {}),
+        **_selection_summary(m),
     }
+
+
+def _selection_summary(manifest: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if "automl" in manifest:
+        a = manifest["automl"]
+        out["automl"] = {"metric": a["config"]["metricName"], "chosen": a["chosen"], "candidates": {c["recipe"]: round(c["value"], 6) for c in a["candidates"]}}
+    if "hpo" in manifest and "best" in manifest["hpo"]:
+        h = manifest["hpo"]
+        out["hpo"] = {
+            "metric": h["config"]["hpoObjective"]["metricName"],
+            "trials": len(h["trials"]),
+            "default_value": h["default_value"],
+            "best_value": h["best"]["value"],
+            "best_params": h["best"]["params"],
+        }
+    return out
 
 
 __all__ = ["SolutionConfig", "train", "describe", "peak_rss_mb"]

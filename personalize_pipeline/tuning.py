@@ -1,0 +1,530 @@
+"""Model selection as Amazon Personalize does it: HPO (``performHPO`` + ``hpoConfig``) and
+AutoML (``performAutoML`` + ``autoMLConfig``), and the CreateSolution-shaped solution
+config that asks for them.
+
+Validation split, distinct from every test split: each user's *second-to-last* event is the
+truth, the model trains on everything but each user's last two events
+(:func:`~personalize_pipeline.metrics.leave_last_out_split` with ``stage="validation"``), so
+neither the leave-last-out test item (the last event) nor the time-holdout test window is
+ever looked at while choosing. Every candidate is scored on the same split with both
+metric families (Personalize's ``precision_at_K``, ``normalized_discounted_cumulative_gain_at_K``,
+``mean_reciprocal_rank_at_25``, ``coverage`` and the research ``hit_rate_at_K``,
+``mean_reciprocal_rank_at_K``); the objective is any one of them.
+
+HPO uses optuna's TPE sampler, seeded. Trial 0 is always the recipe's defaults (when they
+lie inside the ranges), so the manifest shows what tuning gained over them. Integer and
+continuous ranges are searched on a log scale when they span a decade or more (e.g.
+``learning_rate``), uniformly otherwise; categorical ranges list their values.
+
+AutoML trains each recipe of ``recipeList`` with its defaults on the validation split and
+keeps the best by ``metricName`` (hyperparameters fixed in the config apply to the candidates
+that declare them, e.g. ``epochs`` to the HRNN recipes; Personalize ignores them). Personalize restricts AutoML to the HRNN recipes; here any
+USER_PERSONALIZATION recipe may be listed, and the default list puts aws-popularity-count
+next to aws-hrnn (and aws-hrnn-metadata when the data has metadata), so a solution never
+ships a model that loses to popularity. All candidates see the same featurized data: the
+history-length percentile filters, which differ between recipes, are neutral (0 and 1)
+under AutoML and recorded as such in the chosen hyperparameters. With both AutoML and HPO,
+HPO tunes the recipe AutoML chose.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from .errors import InputError
+from .features import Features
+from .recipes import Recipe, get_recipe, recipe_name
+from .recipes.base import HyperParameter
+
+MAX_TRAINING_JOBS = 40
+MAX_PARALLEL_JOBS = 10
+DEFAULT_OBJECTIVE = "normalized_discounted_cumulative_gain_at_10"
+DEFAULT_AUTOML_METRIC = "precision_at_25"
+NEUTRAL_FEATURIZATION = {"min_user_history_length_percentile": 0.0, "max_user_history_length_percentile": 1.0}
+VALIDATION_METRICS = tuple(
+    sorted(
+        {"coverage", "mean_reciprocal_rank_at_25"}
+        | {f"{m}_at_{k}" for k in (5, 10, 25) for m in ("precision", "normalized_discounted_cumulative_gain", "hit_rate", "mean_reciprocal_rank")}
+    )
+)
+
+# Without ranges in the config, HPO searches every tunable hyperparameter over its declared
+# range, except where that range is mostly useless values: there, this narrower default.
+DEFAULT_SEARCH = {"learning_rate": (0.001, 0.05), "dropout_embed": (0.0, 0.5), "dropout_hidden": (0.0, 0.5)}
+
+Log = Callable[[str], None]
+
+
+# --- configuration ------------------------------------------------------------------------------
+@dataclass
+class HPOConfig:
+    """Personalize's ``hpoConfig``: objective, budget and the ranges to search."""
+
+    metric_name: str = DEFAULT_OBJECTIVE
+    direction: str = "Maximize"
+    max_training_jobs: int = 10
+    max_parallel_jobs: int = 1
+    integer_ranges: list[dict[str, Any]] = field(default_factory=list)
+    continuous_ranges: list[dict[str, Any]] = field(default_factory=list)
+    categorical_ranges: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any] | None) -> "HPOConfig":
+        doc = _mapping(doc or {}, "hpoConfig")
+        _only(doc, "hpoConfig", ("hpoObjective", "hpoResourceConfig", "algorithmHyperParameterRanges"))
+        objective = _mapping(doc.get("hpoObjective") or {}, "hpoConfig.hpoObjective")
+        _only(objective, "hpoConfig.hpoObjective", ("type", "metricName", "metricRegex"))
+        resources = _mapping(doc.get("hpoResourceConfig") or {}, "hpoConfig.hpoResourceConfig")
+        _only(resources, "hpoConfig.hpoResourceConfig", ("maxNumberOfTrainingJobs", "maxParallelTrainingJobs"))
+        ranges = _mapping(doc.get("algorithmHyperParameterRanges") or {}, "hpoConfig.algorithmHyperParameterRanges")
+        kinds = ("integerHyperParameterRanges", "continuousHyperParameterRanges", "categoricalHyperParameterRanges")
+        _only(ranges, "hpoConfig.algorithmHyperParameterRanges", kinds)
+        for kind in kinds:
+            if not isinstance(ranges.get(kind, []), list):
+                raise InputError(f"hpoConfig.algorithmHyperParameterRanges.{kind} must be a list")
+        config = cls(
+            metric_name=str(objective.get("metricName") or DEFAULT_OBJECTIVE),
+            direction=str(objective.get("type") or "Maximize"),
+            max_training_jobs=_int_in(resources.get("maxNumberOfTrainingJobs", 10), "maxNumberOfTrainingJobs", 1, MAX_TRAINING_JOBS),
+            max_parallel_jobs=_int_in(resources.get("maxParallelTrainingJobs", 1), "maxParallelTrainingJobs", 1, MAX_PARALLEL_JOBS),
+            integer_ranges=list(ranges.get("integerHyperParameterRanges", [])),
+            continuous_ranges=list(ranges.get("continuousHyperParameterRanges", [])),
+            categorical_ranges=list(ranges.get("categoricalHyperParameterRanges", [])),
+        )
+        config.check_objective()
+        return config
+
+    def check_objective(self) -> None:
+        if self.direction not in ("Maximize", "Minimize"):
+            raise InputError(f"hpoObjective.type must be Maximize or Minimize, got {self.direction!r}")
+        _check_metric(self.metric_name, "hpoObjective.metricName")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Back to Personalize's shape (what the manifest records)."""
+        return {
+            "hpoObjective": {"type": self.direction, "metricName": self.metric_name},
+            "hpoResourceConfig": {"maxNumberOfTrainingJobs": str(self.max_training_jobs), "maxParallelTrainingJobs": str(self.max_parallel_jobs)},
+            "algorithmHyperParameterRanges": {
+                "integerHyperParameterRanges": self.integer_ranges,
+                "continuousHyperParameterRanges": self.continuous_ranges,
+                "categoricalHyperParameterRanges": self.categorical_ranges,
+            },
+        }
+
+
+@dataclass
+class AutoMLConfig:
+    """Personalize's ``autoMLConfig``: the metric to maximise and the recipes to try."""
+
+    metric_name: str = DEFAULT_AUTOML_METRIC
+    recipe_list: list[str] = field(default_factory=list)  # empty: the default list
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any] | None) -> "AutoMLConfig":
+        doc = _mapping(doc or {}, "autoMLConfig")
+        _only(doc, "autoMLConfig", ("metricName", "recipeList"))
+        recipes = doc.get("recipeList") or []
+        if not isinstance(recipes, list) or not all(isinstance(r, str) for r in recipes):
+            raise InputError("autoMLConfig.recipeList must be a list of recipe names or ARNs")
+        config = cls(str(doc.get("metricName") or DEFAULT_AUTOML_METRIC), [recipe_name(r) for r in recipes])
+        _check_metric(config.metric_name, "autoMLConfig.metricName")
+        for name in config.recipe_list:
+            _automl_candidate(name)
+        return config
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"metricName": self.metric_name, "recipeList": list(self.recipe_list)}
+
+
+CREATE_SOLUTION_KEYS = ("name", "datasetGroupArn", "recipeArn", "eventType", "performHPO", "performAutoML", "performAutoTraining", "solutionConfig", "tags")
+SOLUTION_CONFIG_KEYS = ("eventValueThreshold", "hpoConfig", "algorithmHyperParameters", "featureTransformationParameters", "autoMLConfig")
+
+
+def parse_create_solution(doc: Any, source: str = "solution config") -> dict[str, Any]:
+    """A CreateSolution request (JSON/YAML already parsed) as SolutionConfig keyword
+    arguments. Unknown keys, unsupported options and bad values raise InputError."""
+    doc = _mapping(doc, source)
+    _only(doc, source, CREATE_SOLUTION_KEYS)
+    sc = _mapping(doc.get("solutionConfig") or {}, "solutionConfig")
+    unsupported = sorted(set(sc) - set(SOLUTION_CONFIG_KEYS))
+    if unsupported:
+        raise InputError(f"{source}: solutionConfig.{unsupported[0]} is not supported (supported: {', '.join(SOLUTION_CONFIG_KEYS)})")
+    perform_hpo = _bool(doc.get("performHPO", False), "performHPO")
+    perform_automl = _bool(doc.get("performAutoML", False), "performAutoML")
+    if perform_automl and doc.get("recipeArn"):
+        raise InputError(f"{source}: give either recipeArn or performAutoML, not both (as in Personalize)")
+    if not perform_automl and not doc.get("recipeArn"):
+        raise InputError(f"{source}: recipeArn is required unless performAutoML is true")
+    hyperparameters: dict[str, Any] = {}
+    for key in ("algorithmHyperParameters", "featureTransformationParameters"):
+        hyperparameters.update(_mapping(sc.get(key) or {}, f"solutionConfig.{key}"))
+    threshold = sc.get("eventValueThreshold")
+    if threshold is not None:
+        try:
+            threshold = float(threshold)
+        except (TypeError, ValueError):
+            raise InputError(f"{source}: solutionConfig.eventValueThreshold {threshold!r} is not a number") from None
+    if sc.get("hpoConfig") and not perform_hpo:
+        raise InputError(f"{source}: solutionConfig.hpoConfig is given but performHPO is not true")
+    if sc.get("autoMLConfig") and not perform_automl:
+        raise InputError(f"{source}: solutionConfig.autoMLConfig is given but performAutoML is not true")
+    return {
+        "recipe": recipe_name(doc["recipeArn"]) if doc.get("recipeArn") else None,
+        "hyperparameters": hyperparameters,
+        "event_type": doc.get("eventType"),
+        "event_value_threshold": threshold,
+        "perform_hpo": perform_hpo,
+        "hpo": HPOConfig.from_dict(sc.get("hpoConfig")) if perform_hpo else None,
+        "perform_automl": perform_automl,
+        "automl": AutoMLConfig.from_dict(sc.get("autoMLConfig")) if perform_automl else None,
+    }
+
+
+def read_solution_config(location: str) -> dict[str, Any]:
+    """Read a CreateSolution JSON or YAML file (local or s3://) into SolutionConfig kwargs."""
+    import yaml
+
+    from .locations import as_location
+
+    loc = as_location(location)
+    if not loc.exists():
+        raise InputError(f"{loc.url}: solution config file does not exist")
+    text = loc.read_text()
+    try:
+        doc = json.loads(text) if loc.url.endswith(".json") else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        first = str(exc).splitlines()[0]
+        raise InputError(f"{loc.url}: not valid {'JSON' if loc.url.endswith('.json') else 'YAML'} ({first})") from None
+    return parse_create_solution(doc, loc.url)
+
+
+# --- search space -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Dimension:
+    hp: HyperParameter
+    kind: str  # integer, continuous, categorical
+    low: float | None = None
+    high: float | None = None
+    values: tuple[Any, ...] = ()
+
+    @property
+    def log(self) -> bool:
+        return self.kind != "categorical" and self.low is not None and self.low > 0 and self.high / self.low >= 10
+
+    def suggest(self, trial) -> Any:
+        name = self.hp.name
+        if self.kind == "integer":
+            return trial.suggest_int(name, int(self.low), int(self.high), log=self.log)
+        if self.kind == "continuous":
+            return trial.suggest_float(name, float(self.low), float(self.high), log=self.log)
+        return trial.suggest_categorical(name, list(self.values))
+
+    def contains(self, value: Any) -> bool:
+        if self.kind == "categorical":
+            return value in self.values
+        return self.low <= value <= self.high
+
+    def describe(self) -> dict[str, Any]:
+        if self.kind == "categorical":
+            return {"name": self.hp.name, "kind": self.kind, "values": list(self.values)}
+        return {"name": self.hp.name, "kind": self.kind, "minValue": self.low, "maxValue": self.high, "log": self.log}
+
+
+_KIND_OF_TYPE = {int: "integer", float: "continuous", bool: "categorical", str: "categorical"}
+
+
+def search_space(recipe_cls: type[Recipe], hpo: HPOConfig, fixed: dict[str, Any] | None = None) -> list[Dimension]:
+    """The ranges of ``hpo`` checked against the recipe's declared hyperparameters; with no
+    ranges given, every tunable hyperparameter over its whole declared range."""
+    declared = {hp.name: hp for hp in recipe_cls.hyperparameters}
+    given = [("integer", r) for r in hpo.integer_ranges] + [("continuous", r) for r in hpo.continuous_ranges] + [("categorical", r) for r in hpo.categorical_ranges]
+    dims: list[Dimension] = []
+    for kind, spec in given:
+        where = f"{kind}HyperParameterRanges"
+        spec = _mapping(spec, where)
+        name = spec.get("name")
+        if name not in declared:
+            known = ", ".join(h.name for h in recipe_cls.hyperparameters if h.tunable) or "none"
+            raise InputError(f"{where}: recipe {recipe_cls.name} has no hyperparameter {name!r} (tunable: {known})")
+        hp = declared[name]
+        if not hp.tunable:
+            raise InputError(f"{where}: hyperparameter {name} of {recipe_cls.name} is not tunable by HPO")
+        if _KIND_OF_TYPE[hp.type] != kind:
+            raise InputError(f"{where}: hyperparameter {name} is {_KIND_OF_TYPE[hp.type]}, give its range in {_KIND_OF_TYPE[hp.type]}HyperParameterRanges")
+        if any(d.hp.name == name for d in dims):
+            raise InputError(f"{where}: hyperparameter {name} has more than one range")
+        if fixed and name in fixed:
+            raise InputError(f"{where}: hyperparameter {name} is both fixed (algorithmHyperParameters / --hp) and tuned")
+        if kind == "categorical":
+            values = spec.get("values")
+            if not isinstance(values, list) or not values:
+                raise InputError(f"{where}: {name} needs a non-empty list of values")
+            dims.append(Dimension(hp, kind, values=tuple(dict.fromkeys(hp.parse(v) for v in values))))
+            continue
+        _only(spec, f"{where} {name}", ("name", "minValue", "maxValue"))
+        if "minValue" not in spec or "maxValue" not in spec:
+            raise InputError(f"{where}: {name} needs minValue and maxValue")
+        low, high = hp.parse(spec["minValue"]), hp.parse(spec["maxValue"])
+        if low > high:
+            raise InputError(f"{where}: {name} minValue {low} is above maxValue {high}")
+        dims.append(Dimension(hp, kind, low, high))
+    if not given:
+        for hp in recipe_cls.hyperparameters:
+            if not hp.tunable or (fixed and hp.name in fixed):
+                continue
+            kind = _KIND_OF_TYPE[hp.type]
+            if kind == "categorical":
+                dims.append(Dimension(hp, kind, values=tuple(hp.choices) if hp.choices else (True, False) if hp.type is bool else (hp.default,)))
+            else:
+                low, high = DEFAULT_SEARCH.get(hp.name, (hp.low, hp.high))
+                dims.append(Dimension(hp, kind, max(low, hp.low), min(high, hp.high)))
+    if not dims:
+        raise InputError(f"recipe {recipe_cls.name} has no tunable hyperparameters to search")
+    return dims
+
+
+# --- validation split and scoring ---------------------------------------------------------------
+def validation_split(features: Features):
+    from .metrics import leave_last_out_split
+
+    try:
+        return leave_last_out_split(features, stage="validation")
+    except InputError:
+        raise InputError("HPO and AutoML need users with 3 or more interactions for the validation split") from None
+
+
+def score_on_split(recipe_cls: type[Recipe], params: dict[str, Any], split, seed: int = 42) -> tuple[dict[str, float], float]:
+    """Train on the split's training part and return (both metric families, seconds)."""
+    from .metrics import MAX_K, ranking_metrics, recommend_split
+
+    start = time.perf_counter()
+    model = recipe_cls(**params)
+    model.fit(split.train, seed=seed)
+    recommended = recommend_split(model, split, MAX_K)
+    n_items = split.train.n_items
+    metrics = {**ranking_metrics(recommended, dataclasses.replace(split, protocol="personalize"), n_items), **ranking_metrics(recommended, split, n_items)}
+    return dict(sorted(metrics.items())), round(time.perf_counter() - start, 3)
+
+
+# --- HPO ---------------------------------------------------------------------------------------
+def run_hpo(
+    features: Features,
+    recipe_cls: type[Recipe],
+    hpo: HPOConfig,
+    fixed: dict[str, Any] | None = None,
+    seed: int = 42,
+    split=None,
+    log: Log | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Search the hyperparameters of ``recipe_cls``; return (best resolved hyperparameters,
+    the record for the manifest: config, space, every trial, best, defaults)."""
+    import optuna
+
+    hpo.check_objective()
+    fixed = dict(fixed or {})
+    recipe_cls.resolve_hyperparameters(fixed)  # unknown names / bad values first
+    dims = search_space(recipe_cls, hpo, fixed)
+    split = split if split is not None else validation_split(features)
+    log = log or (lambda _msg: None)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    direction = "maximize" if hpo.direction == "Maximize" else "minimize"
+    study = optuna.create_study(direction=direction, sampler=optuna.samplers.TPESampler(seed=seed))
+    defaults = recipe_cls.resolve_hyperparameters(fixed)
+    default_point = {d.hp.name: defaults[d.hp.name] for d in dims}
+    starts_at_defaults = all(d.contains(default_point[d.hp.name]) for d in dims)
+    if starts_at_defaults:
+        study.enqueue_trial(default_point)
+
+    def objective(trial) -> float:
+        params = {**fixed, **{d.hp.name: d.suggest(trial) for d in dims}}
+        metrics, seconds = score_on_split(recipe_cls, params, split, seed)
+        trial.set_user_attr("metrics", metrics)
+        trial.set_user_attr("seconds", seconds)
+        value = metrics[hpo.metric_name]
+        log(f"HPO trial {trial.number + 1}/{hpo.max_training_jobs}: {hpo.metric_name}={value:.4f} ({seconds:.1f}s) {_short(params, dims)}")
+        return value
+
+    start = time.perf_counter()
+    study.optimize(objective, n_trials=hpo.max_training_jobs, n_jobs=min(hpo.max_parallel_jobs, hpo.max_training_jobs))
+    trials = [
+        {
+            "number": t.number,
+            "params": {d.hp.name: _plain(t.params.get(d.hp.name)) for d in dims},
+            "value": t.value,
+            "metrics": t.user_attrs.get("metrics", {}),
+            "seconds": t.user_attrs.get("seconds"),
+            "defaults": bool(starts_at_defaults and t.number == 0),
+            "state": t.state.name,
+        }
+        for t in sorted(study.trials, key=lambda t: t.number)
+    ]
+    complete = [t for t in trials if t["state"] == "COMPLETE"]
+    if not complete:
+        raise RuntimeError("no HPO trial completed")
+    best = (max if direction == "maximize" else min)(complete, key=lambda t: (t["value"], -t["number"]))
+    best_params = recipe_cls.resolve_hyperparameters({**fixed, **best["params"]})
+    default_trial = next((t for t in trials if t["defaults"]), None)
+    record = {
+        "recipe": recipe_cls.name,
+        "config": hpo.to_dict(),
+        "validation": {"split": "leave-last-out validation (each user's second-to-last event)", "users": int(len(split.test_users)), "train_events": int(split.train.n_interactions)},
+        "search_space": [d.describe() for d in dims],
+        "sampler": f"optuna {optuna.__version__} TPESampler(seed={seed})",
+        "trials": trials,
+        "best": {"number": best["number"], "params": best["params"], "value": best["value"]},
+        "default_value": default_trial["value"] if default_trial else None,
+        "improvement_over_defaults": _relative(best["value"], default_trial["value"]) if default_trial else None,
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+    return best_params, record
+
+
+# --- AutoML -------------------------------------------------------------------------------------
+def default_recipe_list(features: Features | None) -> list[str]:
+    """aws-hrnn and aws-popularity-count, plus aws-hrnn-metadata when the data has item or
+    user metadata (``features`` None: the list without looking at the data, for checks)."""
+    names = ["aws-hrnn", "aws-popularity-count"]
+    if features is None:
+        return ["aws-hrnn", "aws-hrnn-metadata", "aws-popularity-count"]
+    has_metadata = any(c != "ITEM_ID" for c in features.items.columns) or any(c != "USER_ID" for c in features.users.columns)
+    if has_metadata:
+        names.insert(1, "aws-hrnn-metadata")
+    return names
+
+
+def run_automl(
+    features: Features, automl: AutoMLConfig, seed: int = 42, split=None, log: Log | None = None, fixed: dict[str, Any] | None = None
+) -> tuple[type[Recipe], dict[str, Any], dict[str, Any]]:
+    """Train every candidate with its defaults on the validation split; return (the best
+    recipe class, its hyperparameters, the record for the manifest). ``fixed``
+    hyperparameters apply to the candidates that declare them (e.g. ``epochs`` to the HRNN
+    recipes); Personalize would ignore them under AutoML."""
+    names = automl.recipe_list or default_recipe_list(features)
+    classes = [_automl_candidate(n) for n in names]
+    split = split if split is not None else validation_split(features)
+    log = log or (lambda _msg: None)
+    start = time.perf_counter()
+    candidates = []
+    for cls in classes:
+        params = automl_params(cls, fixed)
+        metrics, seconds = score_on_split(cls, params, split, seed)
+        value = metrics[automl.metric_name]
+        log(f"AutoML {cls.name}: {automl.metric_name}={value:.4f} ({seconds:.1f}s)")
+        candidates.append({"recipe": cls.name, "value": value, "metrics": metrics, "seconds": seconds, "hyperparameters": params})
+    best = max(range(len(candidates)), key=lambda i: (candidates[i]["value"], -i))  # ties: first listed
+    record = {
+        "config": {"metricName": automl.metric_name, "recipeList": [c.name for c in classes]},
+        "validation": {"split": "leave-last-out validation (each user's second-to-last event)", "users": int(len(split.test_users))},
+        "candidates": candidates,
+        "chosen": candidates[best]["recipe"],
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+    return classes[best], candidates[best]["hyperparameters"], record
+
+
+def automl_params(cls: type[Recipe], fixed: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A candidate's hyperparameters: defaults, neutral featurization filters, and the
+    ``fixed`` values it declares."""
+    declared = {hp.name for hp in cls.hyperparameters}
+    given = {**NEUTRAL_FEATURIZATION, **(fixed or {})}
+    return cls.resolve_hyperparameters({k: v for k, v in given.items() if k in declared})
+
+
+def select(features: Features, config, seed: int = 42, log: Log | None = None) -> tuple[type[Recipe], dict[str, Any], dict[str, Any]]:
+    """AutoML and/or HPO as ``config`` (a SolutionConfig) asks: (recipe class, resolved
+    hyperparameters, {"automl": ..., "hpo": ...} records)."""
+    records: dict[str, Any] = {}
+    split = validation_split(features)
+    if config.perform_automl:
+        cls, params, records["automl"] = run_automl(features, config.automl or AutoMLConfig(), seed, split, log, config.hyperparameters)
+        declared = {hp.name for hp in cls.hyperparameters}
+        fixed = {k: v for k, v in {**NEUTRAL_FEATURIZATION, **config.hyperparameters}.items() if k in declared}
+    else:
+        cls = config.recipe_class()
+        fixed = dict(config.hyperparameters)
+        params = cls.resolve_hyperparameters(fixed)
+    if config.perform_hpo:
+        if not any(hp.tunable for hp in cls.hyperparameters):
+            if config.perform_automl:
+                records["hpo"] = {"recipe": cls.name, "skipped": f"{cls.name} has no tunable hyperparameters"}
+                return cls, params, records
+            raise InputError(f"recipe {cls.name} has no tunable hyperparameters to search")
+        params, records["hpo"] = run_hpo(features, cls, config.hpo or HPOConfig(), fixed, seed, split, log)
+    return cls, params, records
+
+
+# --- helpers ------------------------------------------------------------------------------------
+def _automl_candidate(name: str) -> type[Recipe]:
+    cls = get_recipe(name)
+    if cls.recipe_type != "USER_PERSONALIZATION":
+        raise InputError(f"autoMLConfig.recipeList: {cls.name} is a {cls.recipe_type} recipe; AutoML chooses among USER_PERSONALIZATION recipes")
+    return cls
+
+
+def _check_metric(name: str, where: str) -> None:
+    if name not in VALIDATION_METRICS:
+        raise InputError(f"{where} {name!r} is not a metric (use one of {', '.join(VALIDATION_METRICS)})")
+
+
+def _mapping(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise InputError(f"{where} must be an object (key: value), got {type(value).__name__}")
+    return value
+
+
+def _only(doc: dict[str, Any], where: str, allowed: tuple[str, ...]) -> None:
+    unknown = sorted(set(doc) - set(allowed))
+    if unknown:
+        raise InputError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(allowed)})")
+
+
+def _int_in(value: Any, name: str, low: int, high: int) -> int:
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise InputError(f"hpoResourceConfig.{name} {value!r} is not an integer") from None
+    if not low <= number <= high:
+        raise InputError(f"hpoResourceConfig.{name} must be between {low} and {high}, got {number}")
+    return number
+
+
+def _bool(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise InputError(f"{name} must be true or false, got {value!r}")
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _relative(best: float, default: float) -> float | None:
+    return None if not default or not math.isfinite(default) else round(best / default - 1.0, 6)
+
+
+def _short(params: dict[str, Any], dims: list[Dimension]) -> str:
+    return " ".join(f"{d.hp.name}={params[d.hp.name]:.4g}" if isinstance(params[d.hp.name], float) else f"{d.hp.name}={params[d.hp.name]}" for d in dims)
+
+
+__all__ = [
+    "HPOConfig",
+    "AutoMLConfig",
+    "parse_create_solution",
+    "read_solution_config",
+    "search_space",
+    "validation_split",
+    "score_on_split",
+    "run_hpo",
+    "run_automl",
+    "select",
+    "VALIDATION_METRICS",
+]

@@ -1,0 +1,88 @@
+"""The Dagster view of model selection and metrics: HPO trials as a plot and metadata on
+solution_version, lift / segments / long tail plots, the comparison with the previous
+solution version, and the check that FAILS when a metric collapses against it."""
+
+import base64
+import json
+
+import dagster as dg
+import pytest
+
+from assets.checks import ge_checks
+from assets.datasets import validated_assets
+from assets.definitions import build_resources
+from assets.evaluation import beats_popularity, no_collapse_against_previous_version, solution_metrics
+from assets.features import featurized_dataset
+from assets.settings import DEFAULTS
+from assets.training import solution_version
+from personalize_pipeline.store import load_manifest
+
+
+def resources_for(demo, tmp_path, **solution):
+    config = json.loads(json.dumps(DEFAULTS))
+    config["locations"] = {"dataset": str(demo), "artifacts": str(tmp_path / "a"), "output": str(tmp_path / "o")}
+    config["solution"].update(solution)
+    return build_resources(config)
+
+
+def materialize(resources, instance):
+    return dg.materialize(
+        [*validated_assets, featurized_dataset, solution_version, solution_metrics, *ge_checks, beats_popularity, no_collapse_against_previous_version],
+        resources=resources,
+        instance=instance,
+        raise_on_error=False,
+    )
+
+
+def latest_md(instance, key):
+    return instance.get_latest_materialization_event(dg.AssetKey(key)).asset_materialization.metadata
+
+
+def is_png(markdown_value) -> bool:
+    return base64.b64decode(markdown_value.value.split("base64,", 1)[1].rstrip(")"))[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture
+def one_torch_thread():
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_hpo_run_then_a_collapsed_version_fails_the_check(demo_small, tmp_path, one_torch_thread):
+    instance = dg.DagsterInstance.ephemeral()
+    hpo = {"hpoResourceConfig": {"maxNumberOfTrainingJobs": "3"}, "hpoObjective": {"type": "Maximize", "metricName": "precision_at_25"}}
+    result = materialize(resources_for(demo_small, tmp_path, recipe="aws-sims", perform_hpo=True, hpo_config=hpo), instance)
+    assert result.success
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations() if e.asset_key.to_user_string() == "solution_metrics"}
+    assert checks == {"beats_popularity": True, "no_collapse_against_previous_version": True}
+
+    version = latest_md(instance, "solution_version")
+    assert is_png(version["hpo/trials_plot"]) and "| trial |" in version["hpo/trials"].value
+    assert version["hpo/best_value"].value >= version["hpo/default_value"].value
+    assert version["hpo/objective"].value == "precision_at_25"
+    assert is_png(latest_md(instance, "featurized_dataset")["popularity_long_tail"])
+    metrics = latest_md(instance, "solution_metrics")
+    assert metrics["recipe"].value == "aws-sims" and metrics["previous/solution_version"].value == "none"
+    assert is_png(metrics["lift_over_popularity"]) and is_png(metrics["segments_plot"])
+    assert "items by popularity" in metrics["segments"].value and "head" in metrics["segments"].value
+    lift = metrics["lift/precision_at_25"].value
+    assert lift == pytest.approx(metrics["precision_at_25"].value / metrics["baseline/precision_at_25"].value - 1)
+    first_version = version["solution_version"].value
+    manifest = load_manifest(version["path"].value)
+    assert manifest["hpo"]["trials"] and manifest["metrics"]["baseline_popularity"] and manifest["metrics"]["segments"]
+
+    # a broken model (one epoch at a useless learning rate) as the next version of the same solution
+    broken = {"epochs": "1", "learning_rate": "0.00001", "hidden_dimension": "32", "n_sample": "64"}
+    result = materialize(resources_for(demo_small, tmp_path, recipe="aws-hrnn", hyperparameters=broken), instance)
+    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations() if e.asset_key.to_user_string() == "solution_metrics"}
+    collapse = evaluations["no_collapse_against_previous_version"]
+    assert not collapse.passed and collapse.severity == dg.AssetCheckSeverity.ERROR
+    assert first_version in collapse.description
+    metrics = latest_md(instance, "solution_metrics")
+    assert metrics["previous/solution_version"].value == first_version
+    assert "normalized_discounted_cumulative_gain_at_10" in metrics["previous/collapsed_metrics"].value
+    assert "| metric | new | previous | change |" in metrics["previous/comparison"].value
