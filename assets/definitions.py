@@ -19,6 +19,7 @@ from .resources import ArtifactStore, DatasetSource, OutputLocation, S3Settings,
 from .schedules import two_hourly_update, weekly_full_retrain  # noqa: E402
 from .sensors import new_dataset_files, record_run_failures  # noqa: E402
 from .settings import settings  # noqa: E402
+from .simulation import exploration_simulation, exploration_simulation_job  # noqa: E402
 
 
 def build_resources(config: dict | None = None) -> dict:
@@ -50,9 +51,9 @@ from .training import solution_version  # noqa: E402
 pipeline_assets.insert(len(validated_assets) + 1, solution_version)
 
 defs = dg.Definitions(
-    assets=[*raw_assets, *pipeline_assets],
+    assets=[*raw_assets, *pipeline_assets, exploration_simulation],
     asset_checks=[*ge_checks, beats_popularity, no_collapse_against_previous_version],
-    jobs=[full_retrain, update, validate_dataset],
+    jobs=[full_retrain, update, validate_dataset, exploration_simulation_job],
     schedules=[weekly_full_retrain, two_hourly_update],
     sensors=[new_dataset_files, record_run_failures],
     resources=build_resources(),

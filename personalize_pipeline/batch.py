@@ -212,22 +212,24 @@ def _chunked(lines: Iterator[str], size: int) -> Iterator[list[tuple[int, str]]]
 
 
 def exploration_config(version: SolutionVersion, weight: float | None, age_cut_off: float | None):
-    """The job's ``itemExplorationConfig``: Personalize's defaults (0.3, 30 days) for
-    solutions that explore; an error when it is given for a recipe that does not."""
+    """The job's ``itemExplorationConfig``: values checked first, Personalize's defaults
+    (0.3, 30 days) where not given; None for recipes that do not explore, and an error when
+    it is given for one of those."""
     from .recipes import ExplorationConfig
 
-    if not getattr(version.recipe, "supports_exploration", False):
-        if weight is not None or age_cut_off is not None:
-            raise InputError(
-                f"itemExplorationConfig (exploration weight / item age cut-off) applies to aws-user-personalization solutions; "
-                f"this solution version uses {version.manifest['recipe']}"
-            )
-        return None
     default = ExplorationConfig()
-    return ExplorationConfig(
+    config = ExplorationConfig(
         weight=default.weight if weight is None else float(weight),
         item_age_cut_off=default.item_age_cut_off if age_cut_off is None else float(age_cut_off),
     )
+    if getattr(version.recipe, "supports_exploration", False):
+        return config
+    if weight is not None or age_cut_off is not None:
+        raise InputError(
+            f"itemExplorationConfig (exploration weight / item age cut-off) applies to aws-user-personalization solutions; "
+            f"this solution version uses {version.manifest['recipe']}"
+        )
+    return None
 
 
 def _score_chunk(rendered, rows, keys, version, k, encoded_items, parsed_filter, filter_context, values, exploration=None) -> int:

@@ -52,15 +52,19 @@ def _train_config(args) -> "Any":
     """The solution config of ``train``: a CreateSolution file (``--solution-config``), then
     the flags on top of it (``--recipe``, ``--hp``, event filters, ``--hpo N``, ``--automl``)."""
     from .training import SolutionConfig
+    from .recipes import get_recipe, recipe_name
     from .tuning import MAX_TRAINING_JOBS, AutoMLConfig, HPOConfig, read_solution_config
 
     kwargs: dict[str, Any] = read_solution_config(args.solution_config) if args.solution_config else {"hyperparameters": {}}
     if args.automl and kwargs.get("recipe"):
         raise InputError(f"--automl chooses the recipe: {args.solution_config} gives recipeArn; give one or the other")
+    automl_candidate = None
     if args.recipe:
         if args.automl or kwargs.get("perform_automl"):
-            raise InputError("give either --recipe or --automl (AutoML chooses the recipe), not both")
-        kwargs["recipe"] = args.recipe
+            automl_candidate = recipe_name(args.recipe)  # AutoML chooses; --recipe joins the candidates
+            get_recipe(automl_candidate)
+        else:
+            kwargs["recipe"] = args.recipe
     kwargs["hyperparameters"] = {**kwargs.get("hyperparameters", {}), **_hyperparameters(args.hp)}
     if args.event_type is not None:
         kwargs["event_type"] = args.event_type
@@ -75,6 +79,9 @@ def _train_config(args) -> "Any":
     if args.automl:
         kwargs["perform_automl"] = True
         kwargs["automl"] = kwargs.get("automl") or AutoMLConfig()
+    if automl_candidate is not None:
+        kwargs["automl"] = kwargs.get("automl") or AutoMLConfig()
+        kwargs["automl"].include.append(automl_candidate)
     if not kwargs.get("perform_automl") and not kwargs.get("recipe"):
         raise InputError("train needs --recipe NAME, --automl, or --solution-config FILE with recipeArn or performAutoML")
     config = SolutionConfig(**kwargs)

@@ -125,6 +125,7 @@ class AutoMLConfig:
 
     metric_name: str = DEFAULT_AUTOML_METRIC
     recipe_list: list[str] = field(default_factory=list)  # empty: the default list
+    include: list[str] = field(default_factory=list)  # candidates added to the list (CLI --recipe with --automl)
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any] | None) -> "AutoMLConfig":
@@ -406,7 +407,8 @@ def run_automl(
     recipe class, its hyperparameters, the record for the manifest). ``fixed``
     hyperparameters apply to the candidates that declare them (e.g. ``epochs`` to the HRNN
     recipes); Personalize would ignore them under AutoML."""
-    names = automl.recipe_list or default_recipe_list(features)
+    names = list(automl.recipe_list or default_recipe_list(features))
+    names += [n for n in automl.include if n not in names]
     classes = [_automl_candidate(n) for n in names]
     split = split if split is not None else validation_split(features)
     log = log or (lambda _msg: None)

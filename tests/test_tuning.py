@@ -198,7 +198,7 @@ def test_cli_solution_config_yaml_with_automl_picks_the_better_recipe(demo_small
         (["--recipe", "aws-hrnn", "--hpo", "41"], "between 1 and 40"),
         (["--recipe", "aws-hrnn", "--hpo", "0"], "between 1 and 40"),
         (["--recipe", "aws-popularity-count", "--hpo", "3"], "no tunable hyperparameters"),
-        (["--recipe", "aws-hrnn", "--automl"], "either --recipe or --automl"),
+        (["--recipe", "no-such-recipe", "--automl"], "unknown recipe"),
         (["--automl", "--hp", "colour=blue"], "no AutoML candidate"),
         (["--automl", "--hp", "hidden_dimension=8"], "out of range"),
         ([], "needs --recipe NAME, --automl, or --solution-config"),

@@ -1,0 +1,194 @@
+"""Offline simulation of item exploration (aws-user-personalization) on the demo world.
+
+The demo generator knows every user's true click probability for every item
+(:meth:`~personalize_pipeline.demo_data.DemoWorld.affinity`), so exploration can be judged
+the way it is used: a FULL solution version is trained on the data up to a cut-off time,
+and then, round after round, for each exploration weight:
+
+1. batch recommendations (``num_results`` items) for a sample of users, with
+   ``itemExplorationConfig`` = (weight, age cut-off);
+2. simulated users look down their list (position bias ``1 / log2(rank + 2)``) and click
+   each item they look at with its true probability;
+3. the clicks are appended as interactions, with the list as their IMPRESSION, the items
+   created in the meantime join the Items dataset, and an UPDATE folds everything in.
+
+Each round reports clicks, the share of list slots given to new items (created after the
+cut-off), clicks on new items, how many new items have been discovered (clicked at least
+once) so far, and catalogue coverage. Every weight starts from the same FULL version and
+sees the same users in the same round.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from .datasets import read_dataset_group
+from .demo_data import DemoSpec, build_world, generate
+from .features import featurize
+from .recipes import ExplorationConfig
+from .store import load_solution_version
+from .training import SolutionConfig, train
+
+DAY = 86_400
+
+
+@dataclass
+class SimulationConfig:
+    spec: DemoSpec = field(default_factory=lambda: DemoSpec(users=1500, items=1500, interactions=45_000, seed=7))
+    weights: tuple[float, ...] = (0.0, 0.3, 0.8)
+    rounds: int = 5
+    simulated_days: float = 20.0  # the end of the timeline is replaced by the simulation
+    users_per_round: int = 1000
+    num_results: int = 25
+    item_age_cut_off: float = 30.0
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+
+
+def _write_group(folder: Path, source: Path, interactions: pd.DataFrame, items: pd.DataFrame, until: int) -> None:
+    """A dataset group as of time ``until``: the interactions so far and the items created."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    shutil.copytree(source / "schemas", folder / "schemas")
+    shutil.copy(source / "users.csv", folder / "users.csv")
+    interactions.to_csv(folder / "interactions.csv", index=False)
+    items[items["CREATION_TIMESTAMP"].astype(np.int64) <= until].to_csv(folder / "items.csv", index=False)
+
+
+def run_simulation(config: SimulationConfig, work_dir: str | Path, log: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
+    """Run the simulation in ``work_dir`` (scratch space); return per-round figures."""
+    start = time.perf_counter()
+    work = Path(work_dir)
+    spec = config.spec
+    world = build_world(spec)
+    source = work / "world"
+    generate(source, spec)
+    inter = pd.read_csv(source / "interactions.csv", dtype=str, keep_default_na=False)
+    items = pd.read_csv(source / "items.csv", dtype=str, keep_default_na=False)
+    cut = int(spec.end - config.simulated_days * DAY)
+    step = int(config.simulated_days * DAY / config.rounds)
+    history = inter[inter["TIMESTAMP"].astype(np.int64) < cut].reset_index(drop=True)
+    world_index = pd.Index(world.item_ids)
+    is_new = world.item_created >= cut
+
+    solution_config = SolutionConfig("aws-user-personalization", dict(config.hyperparameters))
+    _write_group(work / "data", source, history, items, cut)
+    t0 = time.perf_counter()
+    full = train(featurize(read_dataset_group(work / "data")), solution_config, work / "full")
+    full_seconds = time.perf_counter() - t0
+    log(f"FULL on {len(history)} interactions before the cut-off: {full_seconds:.1f}s")
+
+    results: dict[str, Any] = {"weights": {}, "config": _describe(config), "cut_off": cut, "full_train_seconds": round(full_seconds, 2)}
+    for weight in config.weights:
+        solution = work / f"weight-{weight}"
+        if solution.exists():
+            shutil.rmtree(solution)
+        shutil.copytree(work / "full", solution)
+        events = history
+        discovered: set[int] = set()
+        rounds = []
+        update_seconds = []
+        for r in range(config.rounds):
+            now = cut + r * step
+            rng = np.random.default_rng([config.seed, r])  # same users and clicks draws for every weight
+            users = np.sort(rng.choice(spec.users, size=min(config.users_per_round, spec.users), replace=False))
+            version = load_solution_version(solution)
+            codes = version.user_codes(world.user_ids[users])
+            exploration = ExplorationConfig(weight, config.item_age_cut_off, seed=config.seed + r)
+            recs, _ = version.recipe.recommend(version.user_batch(codes), config.num_results, exploration=exploration)
+            valid = recs >= 0
+            rec_world = world_index.get_indexer(version.item_ids[np.maximum(recs, 0)].ravel()).reshape(recs.shape)
+            look = 1.0 / np.log2(np.arange(recs.shape[1]) + 2.0)
+            p = world.affinity(users[:, None], rec_world) * look[None, :] * valid
+            clicked = rng.random(p.shape) < p
+            new_slots = is_new[rec_world] & valid
+            discovered.update(rec_world[clicked & new_slots].tolist())
+            catalogue = int((world.item_created <= now).sum())
+            rounds.append(
+                {
+                    "round": r + 1,
+                    "clicks": int(clicked.sum()),
+                    "clicks_per_user": round(float(clicked.sum()) / len(users), 4),
+                    "expected_clicks": round(float(p.sum()), 2),
+                    "new_item_share": round(float(new_slots.sum() / max(valid.sum(), 1)), 4),
+                    "new_item_clicks": int((clicked & new_slots).sum()),
+                    "new_items_discovered": len(discovered),
+                    "new_items_available": int((is_new & (world.item_created <= now)).sum()),
+                    "coverage": round(len(np.unique(rec_world[valid])) / catalogue, 4),
+                }
+            )
+            # the clicks become interactions, the lists their impressions; then UPDATE
+            rows, cols = np.nonzero(clicked)
+            shown = np.array(["|".join(x) for x in version.item_ids[np.maximum(recs, 0)].tolist()], dtype=object)
+            new_events = pd.DataFrame(
+                {
+                    "USER_ID": world.user_ids[users[rows]],
+                    "ITEM_ID": world.item_ids[rec_world[rows, cols]],
+                    "TIMESTAMP": (now + rng.integers(0, step, size=len(rows))).astype(str),
+                    "EVENT_TYPE": "click",
+                    "EVENT_VALUE": "1.0",
+                    "IMPRESSION": shown[rows],
+                    "DEVICE": np.array(["mobile", "desktop", "tv"])[world.user_device[users[rows]]],
+                }
+            )
+            events = pd.concat([events, new_events[events.columns]], ignore_index=True)
+            _write_group(work / "data", source, events, items, now + step)
+            t0 = time.perf_counter()
+            train(featurize(read_dataset_group(work / "data")), solution_config, solution, "UPDATE")
+            update_seconds.append(time.perf_counter() - t0)
+            log(f"weight {weight} round {r + 1}: {rounds[-1]}")
+        results["weights"][str(weight)] = {
+            "rounds": rounds,
+            "total_clicks": sum(x["clicks"] for x in rounds),
+            "new_items_discovered": rounds[-1]["new_items_discovered"] if rounds else 0,
+            "mean_new_item_share": round(float(np.mean([x["new_item_share"] for x in rounds])), 4) if rounds else 0.0,
+            "mean_coverage": round(float(np.mean([x["coverage"] for x in rounds])), 4) if rounds else 0.0,
+            "mean_update_seconds": round(float(np.mean(update_seconds)), 3) if update_seconds else None,
+        }
+    base = results["weights"].get(str(config.weights[0]), {}).get("total_clicks") or 1
+    for summary in results["weights"].values():
+        summary["clicks_vs_first_weight"] = round(summary["total_clicks"] / base, 4)
+    results["seconds"] = round(time.perf_counter() - start, 2)
+    return results
+
+
+def _describe(config: SimulationConfig) -> dict[str, Any]:
+    out = asdict(config)
+    out["weights"] = list(config.weights)
+    return out
+
+
+def plot_simulation(results: dict[str, Any]) -> bytes:
+    """PNG: per round, clicks per user, share of new items in the lists and new items discovered."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("clicks_per_user", "clicks per user"), ("new_item_share", "share of new items in lists"), ("new_items_discovered", "new items discovered"), ("coverage", "catalogue coverage")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
+    for ax, (key, title) in zip(axes, panels):
+        for weight, summary in results["weights"].items():
+            rounds = summary["rounds"]
+            ax.plot([x["round"] for x in rounds], [x[key] for x in rounds], marker="o", label=f"weight {weight}")
+        ax.set_title(title)
+        ax.set_xlabel("round")
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+__all__ = ["SimulationConfig", "run_simulation", "plot_simulation"]
