@@ -75,7 +75,9 @@ class SolutionVersion:
         return pd.Index(self.item_ids).get_indexer(pd.Index(np.asarray(item_ids, dtype=object)))
 
     def user_batch(self, codes: np.ndarray) -> UserBatch:
-        return UserBatch.from_histories(codes, self.history_indptr, self.history_items, context=self.history_context)
+        batch = UserBatch.from_histories(codes, self.history_indptr, self.history_items, context=self.history_context)
+        batch.stored = True  # the version's own histories: cached user states apply
+        return batch
 
 
 def new_version_id(now: dt.datetime | None = None) -> str:

@@ -89,3 +89,17 @@ def test_update_warm_starts_from_the_full_version(features, tmp_path):
     b, _ = update.recipe.recommend(batch, 10)
     overlap = np.mean([len(set(x) & set(y)) / 10 for x, y in zip(a, b)])
     assert overlap > 0.5
+
+
+@pytest.mark.parametrize("recipe", ["aws-hrnn", "aws-hrnn-metadata", "aws-user-personalization"])
+def test_cached_user_states_match_running_the_network(features, tmp_path, recipe):
+    """Batch inference over a solution version's own users looks their GRU states up; the
+    result equals running the network over the same histories."""
+    train(features, SolutionConfig(recipe, {"epochs": "2", "hidden_dimension": "32"}), tmp_path / "sol")
+    loaded = load_solution_version(tmp_path / "sol")
+    assert loaded.recipe.user_state.shape == (features.n_users, 32)
+    codes = np.array([0, 3, 7, 50, -1])
+    stored = loaded.user_batch(codes)
+    fresh = UserBatch(stored.users, stored.history_indptr, stored.history_items, stored.history_context)
+    assert stored.stored and not fresh.stored
+    np.testing.assert_allclose(loaded.recipe.logits(stored), loaded.recipe.logits(fresh), rtol=1e-4, atol=1e-5)

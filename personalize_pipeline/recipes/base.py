@@ -94,6 +94,9 @@ class UserBatch:
     history_indptr: np.ndarray
     history_items: np.ndarray
     history_context: np.ndarray | None = None  # [len(history_items), n_context] codes, 0 = missing
+    # True when the histories are exactly those the model was trained on (a solution
+    # version's own): recipes may then use per-user state cached at training time
+    stored: bool = False
 
     def __len__(self) -> int:
         return len(self.users)
@@ -121,6 +124,12 @@ class UserBatch:
         if context is not None:
             ctx = context[index] if total else np.zeros((0, context.shape[1]), dtype=context.dtype)
         return cls(np.asarray(users, dtype=np.int64), out_ptr, gathered, ctx)
+
+    def rows(self, lo: int, hi: int) -> "UserBatch":
+        """The users ``lo:hi`` of this batch (a CSR slice; no copy of the other users)."""
+        a, b = int(self.history_indptr[lo]), int(self.history_indptr[hi])
+        ctx = self.history_context[a:b] if self.history_context is not None else None
+        return UserBatch(self.users[lo:hi], self.history_indptr[lo : hi + 1] - a, self.history_items[a:b], ctx, self.stored)
 
     def seen_mask_rows_cols(self) -> tuple[np.ndarray, np.ndarray]:
         """(row, item) pairs of every history item, for excluding seen items."""

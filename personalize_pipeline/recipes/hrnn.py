@@ -36,6 +36,7 @@ from ..features import Features
 from .base import HyperParameter, Recipe, UserBatch, top_k
 
 HP = HyperParameter
+SCORE_BLOCK = 1024  # users scored at a time in recommend()
 
 PERSONALIZE_HRNN_HPS = (
     HP("hidden_dimension", int, 43, 32, 256, tunable=True, help="GRU state and item embedding size"),
@@ -278,6 +279,8 @@ class HRNN(Recipe):
                 break
         self.net.eval()
         self.fitted = True
+        self._finish_fit()
+        self._cache_user_states(features)
         n_events = int((targets >= 0).sum())
         self._stats = {
             "epochs_run": len(self.loss_history),
@@ -290,6 +293,25 @@ class HRNN(Recipe):
             "warm_started_items": self._warm_items,
         }
         return self
+
+    def _finish_fit(self) -> None:
+        """Hook: adjust the trained model before user states are cached (subclasses)."""
+
+    @torch.no_grad()
+    def _cache_user_states(self, features: Features) -> None:
+        """The final GRU state of every user over the histories the solution version stores,
+        so that batch inference over those users is a lookup + matrix multiply."""
+        self.user_state = None
+        indptr, items = features.sequences()
+        context = features.context_matrix()
+        n_users = len(indptr) - 1
+        states = np.zeros((n_users, self.params["hidden_dimension"]), dtype=np.float32)
+        for lo in range(0, n_users, 8192):
+            codes = np.arange(lo, min(lo + 8192, n_users))
+            batch = UserBatch.from_histories(codes, indptr, items, context=context)
+            rows, h = self._user_vectors(batch)
+            states[codes[rows]] = h.numpy()
+        self.user_state = states
 
     def schedule(self, n_windows: int, n_events: int) -> tuple[int, int]:
         """Mini-batch size and epochs: explicit values win; ``0`` (auto) gives about 100
@@ -322,24 +344,38 @@ class HRNN(Recipe):
         if (~has).any():  # no history: popularity order
             out[torch.from_numpy(~has)] = torch.from_numpy(np.log1p(self.popularity).astype(np.float32)) + blocked
         if has.any():
-            rows = np.flatnonzero(has)
-            starts = batch.history_indptr[1:][rows] - use[rows]
-            steps = np.arange(int(use[rows].max()))
-            valid = steps[None, :] < use[rows][:, None]
-            index = np.where(valid, starts[:, None] + steps[None, :], 0)
-            window = np.where(valid, batch.history_items[index], 0)
-            ctx = None
-            history_context = self._context(batch.history_context)
-            if history_context is not None and len(history_context):
-                ctx = torch.from_numpy(np.where(valid[..., None], history_context[index], 0).astype(np.int64))
-            users = torch.from_numpy(np.asarray(batch.users[rows], dtype=np.int64))
-            h = self.net.final_state(torch.from_numpy(window.astype(np.int64)), torch.from_numpy(use[rows]), ctx, users)
+            rows, h = self._user_vectors(batch)
             scores = torch.addmm(self.net.bias + blocked, h, self.net.item_vectors().T)
             if len(rows) == n:
                 out = scores
             else:
                 out[torch.from_numpy(rows)] = scores
         return out
+
+    @torch.no_grad()
+    def _user_vectors(self, batch: UserBatch) -> tuple[np.ndarray, torch.Tensor]:
+        """(rows of the batch with history, their [n, dim] GRU states over the last ``bptt``
+        items); cached states are looked up for a solution version's own users."""
+        lengths = np.diff(batch.history_indptr)
+        use = np.minimum(lengths, self.params["bptt"])
+        rows = np.flatnonzero(use > 0)
+        cache = getattr(self, "user_state", None)
+        users = np.asarray(batch.users, dtype=np.int64)
+        if batch.stored and cache is not None and len(rows) and users[rows].max() < len(cache) and users[rows].min() >= 0:
+            return rows, torch.from_numpy(cache[users[rows]])
+        starts = batch.history_indptr[1:][rows] - use[rows]
+        steps = np.arange(int(use[rows].max(initial=1)))
+        valid = steps[None, :] < use[rows][:, None]
+        index = np.where(valid, starts[:, None] + steps[None, :], 0)
+        window = np.where(valid, batch.history_items[index], 0)
+        ctx = None
+        history_context = self._context(batch.history_context)
+        if history_context is not None and len(history_context):
+            ctx = torch.from_numpy(np.where(valid[..., None], history_context[index], 0).astype(np.int64))
+        if not len(rows):
+            return rows, torch.zeros((0, self.params["hidden_dimension"]))
+        h = self.net.final_state(torch.from_numpy(window.astype(np.int64)), torch.from_numpy(use[rows]), ctx, torch.from_numpy(users[rows]))
+        return rows, h
 
     def logits(self, batch: UserBatch) -> np.ndarray:
         return self.logits_tensor(batch).numpy()
@@ -355,16 +391,27 @@ class HRNN(Recipe):
     def recommend(
         self, batch: UserBatch, k: int, exclude_seen: bool = False, allowed: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k by logits; scores are softmax probabilities over the (allowed) catalogue."""
-        logits = self.logits_tensor(batch)
-        if exclude_seen:
-            rows, cols = batch.seen_mask_rows_cols()
-            logits[torch.from_numpy(rows), torch.from_numpy(np.asarray(cols, dtype=np.int64))] = -torch.inf
-        if allowed is not None:
-            logits.masked_fill_(torch.from_numpy(~allowed), -torch.inf)
-        log_z = torch.logsumexp(logits, dim=1, keepdim=True)
-        items, top = top_k(logits.numpy(), k)
-        return items, np.exp(top - log_z.numpy()).astype(np.float32)
+        """Top-k by logits; scores are softmax probabilities over the (allowed) catalogue.
+
+        Users go through in blocks of ``SCORE_BLOCK`` so that each block's users × items
+        scores stay in the CPU cache while they are masked, normalised and ranked."""
+        n = len(batch)
+        k_eff = min(k, len(self.popularity))
+        items = np.empty((n, k_eff), dtype=np.int64)
+        scores = np.empty((n, k_eff), dtype=np.float32)
+        for lo in range(0, n, SCORE_BLOCK):
+            hi = min(lo + SCORE_BLOCK, n)
+            part = batch.rows(lo, hi) if (lo, hi) != (0, n) else batch
+            logits = self.logits_tensor(part)
+            if exclude_seen:
+                rows, cols = part.seen_mask_rows_cols()
+                logits[torch.from_numpy(rows), torch.from_numpy(np.asarray(cols, dtype=np.int64))] = -torch.inf
+            if allowed is not None:
+                logits.masked_fill_(torch.from_numpy(~allowed[lo:hi]), -torch.inf)
+            log_z = torch.logsumexp(logits, dim=1, keepdim=True)
+            top_items, top = top_k(logits.numpy(), k)
+            items[lo:hi], scores[lo:hi] = top_items, np.exp(top - log_z.numpy())
+        return items, scores
 
     # --- persistence ----------------------------------------------------------------------------
     def _restore(self, state: dict[str, np.ndarray]) -> None:
@@ -374,11 +421,14 @@ class HRNN(Recipe):
         out = {f"net.{k}": v.detach().numpy() for k, v in self.net.state_dict().items()}
         out["popularity"] = self.popularity
         out["trained"] = self.trained
+        if getattr(self, "user_state", None) is not None:
+            out["user_state"] = self.user_state
         return out
 
     def _set_state(self, state: dict[str, np.ndarray]) -> None:
         self.popularity = np.asarray(state["popularity"], dtype=np.float64)
         self.trained = np.asarray(state["trained"], dtype=bool)
+        self.user_state = np.asarray(state["user_state"], dtype=np.float32) if "user_state" in state else None
         self._restore(state)
         self.net = self._build(len(self.popularity))
         self.net.load_state_dict({k[4:]: torch.from_numpy(np.array(v)) for k, v in state.items() if k.startswith("net.")})

@@ -63,10 +63,8 @@ class HRNNColdstart(HRNNMetadata):
         drop = self._rng.random(len(self.cold)) < self.params["cold_embedding_dropout"]
         self.net.embed_keep = torch.from_numpy((~self.cold & ~drop).astype(np.float32))
 
-    def fit(self, features: Features, seed: int = 42, warm_start=None):
-        super().fit(features, seed=seed, warm_start=warm_start)
+    def _finish_fit(self) -> None:
         self.net.embed_keep = torch.from_numpy((~self.cold).astype(np.float32))
-        return self
 
     def recommendable(self) -> np.ndarray:
         return self.cold

@@ -137,12 +137,7 @@ class UserPersonalization(HRNNMetadata):
             return None
         return self._impression_matrix[positions]
 
-    def fit(self, features: Features, seed: int = 42, warm_start=None, only_after: float | None = None) -> "UserPersonalization":
-        super().fit(features, seed=seed, warm_start=warm_start, only_after=only_after)
-        self._finish()
-        return self
-
-    def _finish(self) -> None:
+    def _finish_fit(self) -> None:
         """Items without interactions: no free embedding, a low bias (a new item has to earn
         its place through its metadata or through exploration)."""
         trained = self.clicks > 0
