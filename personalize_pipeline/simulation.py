@@ -81,7 +81,7 @@ def run_simulation(config: SimulationConfig, work_dir: str | Path, log: Callable
     solution_config = SolutionConfig("aws-user-personalization", dict(config.hyperparameters))
     _write_group(work / "data", source, history, items, cut)
     t0 = time.perf_counter()
-    full = train(featurize(read_dataset_group(work / "data")), solution_config, work / "full")
+    train(featurize(read_dataset_group(work / "data")), solution_config, work / "full")
     full_seconds = time.perf_counter() - t0
     log(f"FULL on {len(history)} interactions before the cut-off: {full_seconds:.1f}s")
 

@@ -27,22 +27,18 @@ What the recipe adds to :class:`~.hrnn_metadata.HRNNMetadata` (seed ``004``):
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
 import torch
 
 from ..errors import InputError
 from ..features import Features
 from .base import HyperParameter as HP
 from .base import UserBatch, top_k
-from .hrnn import TRAINING_HPS, GRUNet
-from .hrnn_metadata import HRNNMetadata
+from .hrnn import PERSONALIZE_HRNN_HPS, TRAINING_HPS, GRUNet
+from .hrnn_metadata import HRNNMetadata, _flat_codes
 
 DAY = 86_400.0
 
@@ -75,11 +71,8 @@ class UserPersonalization(HRNNMetadata):
     requires_metadata = False
     supports_exploration = True
     hyperparameters = (
-        HP("hidden_dimension", int, 149, 32, 256, tunable=True, help="GRU state and item vector size"),
-        HP("bptt", int, 32, 2, 32, tunable=True, help="truncated back-propagation window (events)"),
-        HP("recency_mask", bool, True, tunable=True, help="weight recent events more"),
-        HP("min_user_history_length_percentile", float, 0.0, 0.0, 1.0, featurization=True),
-        HP("max_user_history_length_percentile", float, 0.99, 0.0, 1.0, featurization=True),
+        # Personalize's HRNN hyperparameters, with this recipe's default hidden_dimension (149)
+        *(replace(hp, default=149) if hp.name == "hidden_dimension" else hp for hp in PERSONALIZE_HRNN_HPS),
         *TRAINING_HPS,
         HP("impression_negatives", int, 8, 0, 64, help="impressed-but-ignored items per event used as negatives (0: ignore impressions)"),
     )
@@ -100,7 +93,7 @@ class UserPersonalization(HRNNMetadata):
         np.minimum.at(first_seen, items, timestamps)
         self._impression_matrix = None
         if "impression" in features.interactions.columns:
-            codes, parents = _impressions(features.interactions["impression"])
+            codes, parents = _flat_codes(features.interactions["impression"])
             ok = codes >= 0
             codes, parents = codes[ok], parents[ok]
             picked = codes == items[parents]
@@ -254,16 +247,6 @@ class UserPersonalization(HRNNMetadata):
             latest_interaction=self.latest_time,
         )
         return stats
-
-
-def _impressions(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """(item code, event row) of every impression entry of a featurized impression column."""
-    arr = pa.array(column)
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
-    codes = pc.list_flatten(arr).to_numpy(zero_copy_only=False).astype(np.int64)
-    parents = pc.list_parent_indices(arr).to_numpy(zero_copy_only=False).astype(np.int64)
-    return codes, parents
 
 
 def _negatives_matrix(codes: np.ndarray, parents: np.ndarray, n_events: int, width: int) -> torch.Tensor:
