@@ -8,6 +8,7 @@ import dagster as dg
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
+from .batch_jobs import batch_job_output, batch_job_shards, batch_jobs  # noqa: E402
 from .checks import ge_checks  # noqa: E402
 from .datasets import raw_assets, validated_assets  # noqa: E402
 from .evaluation import beats_popularity, no_collapse_against_previous_version, solution_metrics  # noqa: E402
@@ -15,7 +16,7 @@ from .executors import build_executor  # noqa: E402
 from .features import featurized_dataset  # noqa: E402
 from .inference import batch_inference_output  # noqa: E402
 from .jobs import full_retrain, update, validate_dataset  # noqa: E402
-from .resources import ArtifactStore, DatasetSource, OutputLocation, S3Settings, SolutionResource  # noqa: E402
+from .resources import ArtifactStore, BatchInputs, DatasetSource, OutputLocation, S3Settings, SolutionResource  # noqa: E402
 from .schedules import two_hourly_update, weekly_full_retrain  # noqa: E402
 from .sensors import new_dataset_files, record_run_failures  # noqa: E402
 from .settings import settings  # noqa: E402
@@ -30,6 +31,7 @@ def build_resources(config: dict | None = None) -> dict:
         "dataset_source": DatasetSource(location=config["locations"]["dataset"], s3=s3),
         "artifact_store": ArtifactStore(location=config["locations"]["artifacts"], s3=s3),
         "output_location": OutputLocation(location=config["locations"]["output"], s3=s3),
+        "batch_inputs": BatchInputs(location=config["locations"].get("batch_input") or config["locations"]["output"] + "/batch-input", s3=s3),
         "solution": SolutionResource(
             name=sol["name"],
             recipe=sol["recipe"],
@@ -51,11 +53,11 @@ from .training import solution_version  # noqa: E402
 pipeline_assets.insert(len(validated_assets) + 1, solution_version)
 
 defs = dg.Definitions(
-    assets=[*raw_assets, *pipeline_assets, exploration_simulation],
+    assets=[*raw_assets, *pipeline_assets, batch_job_output, exploration_simulation],
     asset_checks=[*ge_checks, beats_popularity, no_collapse_against_previous_version],
-    jobs=[full_retrain, update, validate_dataset, exploration_simulation_job],
+    jobs=[full_retrain, update, validate_dataset, batch_jobs, exploration_simulation_job],
     schedules=[weekly_full_retrain, two_hourly_update],
-    sensors=[new_dataset_files, record_run_failures],
+    sensors=[new_dataset_files, record_run_failures, batch_job_shards],
     resources=build_resources(),
     executor=build_executor(),
 )

@@ -49,6 +49,10 @@ class DatasetSource(_LocationResource):
     """The dataset group: a folder or s3:// prefix with interactions / items / users files."""
 
 
+class BatchInputs(_LocationResource):
+    """Folder or s3:// prefix whose ``*.jsonl`` files are batch inference job shards."""
+
+
 class ArtifactStore(_LocationResource):
     """Validated snapshots, featurized datasets and solution versions."""
 

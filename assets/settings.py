@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 DEFAULTS: dict[str, Any] = {
-    "locations": {"dataset": ".data/demo", "artifacts": ".data/artifacts", "output": ".data/output"},
+    "locations": {"dataset": ".data/demo", "artifacts": ".data/artifacts", "output": ".data/output", "batch_input": ".data/batch-input"},
     "solution": {
         "name": "demo",
         "recipe": "aws-popularity-count",
@@ -31,7 +31,12 @@ DEFAULTS: dict[str, Any] = {
         "executor": {"kind": "multiprocess", "config": {}},
     },
 }
-ENV_LOCATIONS = {"dataset": "PERSONALIZE_DATASET", "artifacts": "PERSONALIZE_ARTIFACTS", "output": "PERSONALIZE_OUTPUT"}
+ENV_LOCATIONS = {
+    "dataset": "PERSONALIZE_DATASET",
+    "artifacts": "PERSONALIZE_ARTIFACTS",
+    "output": "PERSONALIZE_OUTPUT",
+    "batch_input": "PERSONALIZE_BATCH_INPUT",
+}
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

@@ -35,7 +35,7 @@ def test_update_job_does_not_compute_metrics():
 
 
 def test_sensors_and_schedules_ship_stopped():
-    assert {s.name for s in defs.sensors} == {"new_dataset_files", "record_run_failures"}
+    assert {s.name for s in defs.sensors} == {"new_dataset_files", "record_run_failures", "batch_job_shards"}
     for definition in [*defs.schedules, *defs.sensors]:
         assert definition.default_status.value == "STOPPED", definition.name
     for job in ("full_retrain", "update", "validate_dataset"):

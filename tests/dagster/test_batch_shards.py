@@ -1,0 +1,55 @@
+"""Batch inference over input shards: the sensor adds one dynamic partition per new *.jsonl
+shard and requests one run for it; each partition writes its own .out next to the others."""
+
+import json
+
+import dagster as dg
+
+from assets.batch_jobs import batch_input_shards, batch_job_output, batch_job_shards, batch_jobs
+from assets.definitions import build_resources, pipeline_assets
+from assets.jobs import full_retrain
+from assets.settings import DEFAULTS
+
+
+def test_shards_become_partitions_and_outputs(demo_small, tmp_path):
+    config = json.loads(json.dumps(DEFAULTS))
+    config["locations"] = {
+        "dataset": str(demo_small),
+        "artifacts": str(tmp_path / "artifacts"),
+        "output": str(tmp_path / "output"),
+        "batch_input": str(tmp_path / "shards"),
+    }
+    resources = build_resources(config)
+    defs = dg.Definitions(assets=[*pipeline_assets, batch_job_output], jobs=[full_retrain, batch_jobs], resources=resources)
+    instance = dg.DagsterInstance.ephemeral()
+    assert defs.resolve_job_def("full_retrain").execute_in_process(instance=instance).success
+
+    users = [json.loads(line)["userId"] for line in (demo_small / "batch-input" / "users.jsonl").read_text().splitlines()]
+    (tmp_path / "shards").mkdir()
+    (tmp_path / "shards" / "part-0.jsonl").write_text("".join(json.dumps({"userId": u}) + "\n" for u in users[:60]))
+    (tmp_path / "shards" / "part-1.jsonl").write_text("".join(json.dumps({"userId": u}) + "\n" for u in users[60:]) + "not json\n")
+
+    with dg.build_sensor_context(instance=instance, resources=resources) as context:
+        result = batch_job_shards(context)
+    assert sorted(r.partition_key for r in result.run_requests) == ["part-0.jsonl", "part-1.jsonl"]
+    [add] = result.dynamic_partitions_requests
+    assert sorted(add.partition_keys) == ["part-0.jsonl", "part-1.jsonl"]
+    instance.add_dynamic_partitions(batch_input_shards.name, list(add.partition_keys))
+
+    for key in add.partition_keys:
+        assert defs.resolve_job_def("batch_jobs").execute_in_process(instance=instance, partition_key=key).success
+    outputs = sorted((tmp_path / "output").glob("demo/*/jobs/*.out"))
+    assert [p.name for p in outputs] == ["part-0.jsonl.out", "part-1.jsonl.out"]
+    lines = [json.loads(x) for p in outputs for x in p.read_text().splitlines()]
+    assert len(lines) == len(users) + 1
+    assert sum(1 for x in lines if x["error"]) == 1  # the bad line is reported, the shard still finishes
+    md = instance.get_latest_materialization_event(dg.AssetKey("batch_job_output")).asset_materialization
+    assert md.partition in ("part-0.jsonl", "part-1.jsonl") and md.metadata["lines"].value > 0
+
+    # a second look with the cursor: nothing new; a changed shard runs again
+    with dg.build_sensor_context(instance=instance, resources=resources, cursor=result.cursor) as context:
+        assert isinstance(batch_job_shards(context), dg.SkipReason)
+    (tmp_path / "shards" / "part-0.jsonl").write_text(json.dumps({"userId": users[0]}) + "\n")
+    with dg.build_sensor_context(instance=instance, resources=resources, cursor=result.cursor) as context:
+        again = batch_job_shards(context)
+    assert [r.partition_key for r in again.run_requests] == ["part-0.jsonl"]
