@@ -24,6 +24,13 @@ import fsspec
 from .errors import InputError
 
 
+def _int_env(name: str, default: int) -> int:
+    try:
+        return max(1, int(os.environ.get(name) or default))
+    except ValueError:
+        raise InputError(f"{name} must be a whole number, got {os.environ[name]!r}") from None
+
+
 class Unreachable(InputError):
     """The S3 endpoint cannot be reached (down, wrong address, network)."""
 
@@ -48,7 +55,13 @@ class S3Options:
             "client_kwargs": {"region_name": region},
             "skip_instance_cache": True,
             "use_listings_cache": False,
-            "config_kwargs": {"retries": {"max_attempts": 3, "mode": "standard"}, "connect_timeout": 5, "read_timeout": 60},
+            "config_kwargs": {
+                # AWS's own variables for retries are honoured (botocore ignores them once a
+                # retries config is given)
+                "retries": {"max_attempts": _int_env("AWS_MAX_ATTEMPTS", 3), "mode": os.environ.get("AWS_RETRY_MODE") or "standard"},
+                "connect_timeout": 5,
+                "read_timeout": 60,
+            },
         }
         if endpoint:
             opts["client_kwargs"]["endpoint_url"] = endpoint
