@@ -96,7 +96,9 @@ def parse_line(text: str, lineno: int, recipe_type: str) -> tuple[dict | None, A
 
 def _read_lines(input_loc: Location) -> Iterator[str]:
     with input_loc.open("rb") as fh:
-        for raw in fh:
+        for lineno, raw in enumerate(fh):
+            if lineno == 0 and raw.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte order mark
+                raw = raw[3:]
             yield raw.decode("utf-8", errors="replace").rstrip("\r\n")
 
 
@@ -154,6 +156,10 @@ def run_batch_job(
         group_values: dict[str, dict | None] = {}
         for i in ok_rows:
             values = records[i][0].get("filterValues", filter_values) if parsed_filter is not None else None
+            if values is not None and not isinstance(values, dict):
+                obj, key, _error, text = records[i]
+                records[i] = (obj, key, f"line {chunk[i][0]}: \"filterValues\" must be a JSON object of parameter names to values", text)
+                continue
             key = json.dumps(values, sort_keys=True)
             groups.setdefault(key, []).append(i)
             group_values[key] = values
@@ -167,7 +173,7 @@ def run_batch_job(
                     raise
                 for i in rows:
                     obj, user, _error, text = records[i]
-                    records[i] = (obj, user, exc.message, text)
+                    records[i] = (obj, user, f"line {chunk[i][0]}: {exc.message}", text)
         lines = []
         for i, (obj, _key, error, text) in enumerate(records):
             if error is None:

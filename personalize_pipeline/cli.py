@@ -2,6 +2,9 @@
 
 Results go to stdout, progress to stderr. Bad input gives one line on stderr and exit
 code 2, never a traceback (set PERSONALIZE_DEBUG=1 to see one for internal errors).
+Progress lines are printed once a command has succeeded, so that a failure at any stage
+is that one line; PERSONALIZE_PROGRESS=1 prints them as they happen. Output locations
+are checked (writable, bucket reachable with the credentials) before any data is read.
 """
 
 from __future__ import annotations
@@ -15,6 +18,13 @@ from typing import Any, Sequence
 
 from .errors import InputError
 
+# Arrow's default allocator (mimalloc) and torch in one process make the interpreter abort
+# at exit ("terminate called without an active exception", exit code 134) in about half of
+# the runs after a failed Parquet decode, so a corrupt file would not give exit code 2. The
+# system allocator has no such problem and reads as fast here; it must be chosen before
+# pyarrow is first imported.
+os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, exit 2
@@ -23,6 +33,15 @@ class _Parser(argparse.ArgumentParser):
 
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+def _progress(notes: list[str], msg: str) -> None:
+    """A progress line: kept until the command succeeds (so that a failure is exactly one
+    line on stderr), or printed at once with PERSONALIZE_PROGRESS=1 (long trainings)."""
+    if os.environ.get("PERSONALIZE_PROGRESS"):
+        _log(msg)
+    else:
+        notes.append(msg)
 
 
 def _hyperparameters(pairs: Sequence[str] | None) -> dict[str, str]:
@@ -97,37 +116,77 @@ def _failure_line(report) -> str:
 
 def _load_valid(dataset: str, validate_first: bool = True, notes: list[str] | None = None):
     """Read (and validate) a dataset group. Progress lines go to ``notes`` (the caller logs
-    them once the input is accepted, so that a rejected input gives exactly one line)."""
+    them once the command has succeeded, so that a failure gives exactly one line)."""
     from .datasets import read_dataset_group
     from .validation import validate
 
     notes = [] if notes is None else notes
     t = time.perf_counter()
     group = read_dataset_group(dataset)
-    notes.append(f"read {dataset}: " + ", ".join(f"{d.dataset_type} {d.num_rows} rows" for d in group.datasets()) + f" ({time.perf_counter() - t:.1f}s)")
+    _progress(notes, f"read {dataset}: " + ", ".join(f"{d.dataset_type} {d.num_rows} rows" for d in group.datasets()) + f" ({time.perf_counter() - t:.1f}s)")
     if validate_first:
         report = validate(group)
         if not report.success:
             raise InputError(_failure_line(report))
-        notes.append(report.summary())
+        _progress(notes, report.summary())
     return group
 
 
-def _check_solution_out(out: str) -> None:
+def _check_writable(location: str, option: str) -> None:
+    """Fail now, before any data is read or progress logged, when ``location`` cannot take
+    output: a file is in the way, a folder cannot be created or written, the S3 bucket does
+    not exist or the credentials are refused. Leaves nothing behind."""
+    import uuid
+
     from .locations import as_location
 
-    loc = as_location(out)
+    loc = as_location(location)
     if loc.exists() and not loc.is_dir():
-        raise InputError(f"{loc.url}: --out is a file, not a solution folder")
+        raise InputError(f"{loc.url}: {option} is a file, not a folder")
+    if loc.is_s3:
+        loc.makedirs()  # checks the bucket (and so the endpoint and credentials)
+        loc.listdir()
+        return
+    missing = []
+    path = loc.path
+    while not os.path.isdir(path):  # the folders that would be created, deepest first
+        if os.path.lexists(path):
+            raise InputError(f"{loc.url}: {option}: {path} is a file, not a folder")
+        missing.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    probe = os.path.join(loc.path, f".write-test-{uuid.uuid4().hex[:8]}")
+    try:
+        os.makedirs(loc.path, exist_ok=True)
+        with open(probe, "wb") as fh:
+            fh.write(b"x")
+        os.remove(probe)
+    except OSError as exc:
+        raise InputError(f"{loc.url}: {option} is not writable ({exc.strerror or exc})") from None
+    finally:
+        for folder in missing:  # created only to test: remove again
+            try:
+                os.rmdir(folder)
+            except OSError:
+                pass
+
+
+def _check_solution_out(out: str) -> None:
+    from .store import read_index
+
+    _check_writable(out, "--out")
+    read_index(out)  # an existing solution index must be readable before training into it
 
 
 def _check_update_base(base: str, config) -> None:
     """The checks ``train`` makes for UPDATE, before any data is read or progress logged."""
-    from .store import MANIFEST, resolve_version
+    from .store import read_manifest, resolve_version
 
     try:
         version = resolve_version(base, full_only=True)
-        manifest = version.child(MANIFEST).read_json()
+        manifest = read_manifest(version)
     except InputError as exc:
         raise InputError(f"UPDATE needs a FULL solution version to start from: {exc}") from None
     name = config.recipe_class().name
@@ -149,7 +208,11 @@ def cmd_demo_data(args) -> int:
         spec.validate()
     except ValueError as exc:
         raise InputError(f"demo-data: {exc}") from None
-    summary = generate(args.out, spec)
+    _check_writable(args.out, "--out")
+    try:
+        summary = generate(args.out, spec)
+    except OSError as exc:
+        raise InputError(f"{args.out}: cannot write the demo dataset ({exc.strerror or exc})") from None
     print(json.dumps(summary, default=str))
     return 0
 
@@ -184,10 +247,11 @@ def cmd_train(args) -> int:
     notes: list[str] = []
     group = _load_valid(args.dataset, not args.no_validate, notes)
     features = featurize(group, config.featurize_options())
-    for note in notes:
+    _progress(notes, f"featurized {features.n_interactions} interactions, {features.n_users} users, {features.n_items} items")
+    _progress(notes, f"training {config.recipe_class().name} ({args.training_mode})")
+    version = train(features, config, args.out, training_mode=args.training_mode, base=args.base, seed=args.seed, log=lambda msg: _progress(notes, msg))
+    for note in notes:  # only now: a run that fails says one line, whatever stage fails
         _log(note)
-    _log(f"featurized {features.n_interactions} interactions, {features.n_users} users, {features.n_items} items")
-    version = train(features, config, args.out, training_mode=args.training_mode, base=args.base, seed=args.seed, log=_log)
     print(json.dumps(describe(version)))
     return 0
 
@@ -203,8 +267,6 @@ def cmd_evaluate(args) -> int:
     notes: list[str] = []
     group = _load_valid(args.dataset, not args.no_validate, notes)
     features = featurize(group, config.featurize_options())
-    for note in notes:
-        _log(note)
     result = evaluate(
         features,
         config.recipe_class(),
@@ -215,6 +277,8 @@ def cmd_evaluate(args) -> int:
         with_baseline=not args.json,  # the --json object is the contract's; the text report adds the baseline
         cutoff=cutoff,
     )
+    for note in notes:  # only now: a run that fails says one line, whatever stage fails
+        _log(note)
     if args.json:
         print(json.dumps(result.to_json()))
         return 0
@@ -245,12 +309,20 @@ def cmd_batch_infer(args) -> int:
 
     if not 1 <= args.num_results <= MAX_RESULTS:
         raise InputError(f"--num-results must be between 1 and {MAX_RESULTS}, got {args.num_results}")
+    if args.filter is not None and not args.filter.strip():
+        raise InputError("--filter is empty: give a filter expression or leave the option out")
+    if args.exploration_item_age_cut_off is not None and not args.exploration_item_age_cut_off > 0:
+        raise InputError(f"--exploration-item-age-cut-off must be a positive number of days, got {args.exploration_item_age_cut_off}")
     values = None
-    if args.filter_values:
+    if args.filter_values is not None:
         try:
             values = json.loads(args.filter_values)
         except json.JSONDecodeError as exc:
             raise InputError(f"--filter-values is not valid JSON ({exc.msg})") from None
+        if args.filter is None:
+            raise InputError("--filter-values given without --filter")
+        if not isinstance(values, dict):
+            raise InputError('--filter-values must be a JSON object of parameter names to values, e.g. {"GENRES": "\\"Comedy\\""}')
     result = run_batch_job(
         args.solution,
         args.input,

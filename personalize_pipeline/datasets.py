@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -172,7 +173,7 @@ def _parse_table(file: Location, data: bytes) -> pa.Table:
             _check_header_names(file.url, table.column_names)
             if table.num_rows == 0:
                 raise InputError(f"{file.url}: has no data rows")
-            return table.cast(pa.schema([pa.field(n, pa.string()) for n in table.column_names]))
+            return _blank_to_null(table.cast(pa.schema([pa.field(n, pa.string()) for n in table.column_names])))
         if file.url.endswith(".gz"):
             import gzip
             import zlib
@@ -221,19 +222,39 @@ def parse_csv(data: bytes, source: str) -> pa.Table:
         # pyarrow: "CSV parse error: Expected 4 columns, got 5: ..." — add the line number.
         if "Expected" in msg and "columns" in msg:
             bad = _find_bad_row(data, len(header))
-            where = f"line {bad}: " if bad else ""
+            where = f"line {bad[0]}: " if bad else ""
+            if bad and bad[1].count('"') % 2:
+                raise InputError(f"{source}: {where}unclosed quote (a quoted field must end on the same line)") from None
             raise InputError(f"{source}: {where}wrong number of fields ({msg.split(': ', 1)[-1].split(':')[0]})") from None
         raise InputError(f"{source}: cannot parse CSV ({msg})") from None
     if table.num_rows == 0:
         raise InputError(f"{source}: has a header but no data rows")
+    return _blank_to_null(table)
+
+
+def _blank_to_null(table: pa.Table) -> pa.Table:
+    """Empty and whitespace-only values are missing values (so an id of "  " is caught as
+    an empty id, in CSV and Parquet alike)."""
+    for i, name in enumerate(table.column_names):
+        column = table.column(i)
+        blank = pc.or_(pc.equal(column, ""), pc.utf8_is_space(column))
+        if pc.any(blank).as_py():
+            table = table.set_column(i, name, pc.if_else(blank, pa.scalar(None, pa.string()), column))
     return table
 
 
-def _find_bad_row(data: bytes, ncols: int) -> int | None:
-    reader = csv.reader(io.StringIO(data.decode("utf-8", "replace")))
-    for lineno, row in enumerate(reader, start=1):
-        if row and len(row) != ncols:
-            return lineno
+def _find_bad_row(data: bytes, ncols: int) -> tuple[int, str] | None:
+    """(file line, text) of the first line whose field count differs from the header's or
+    whose quotes do not close (rows never span lines: ``newlines_in_values=False``)."""
+    for lineno, line in enumerate(data.decode("utf-8", "replace").splitlines(), start=1):
+        if not line:
+            continue
+        try:
+            row = next(csv.reader([line]))
+        except csv.Error:
+            return lineno, line
+        if len(row) != ncols or line.count('"') % 2:
+            return lineno, line
     return None
 
 

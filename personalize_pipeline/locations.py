@@ -8,6 +8,7 @@ never sees a partial object under the final key.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import functools
 import io
@@ -23,6 +24,17 @@ import fsspec
 from .errors import InputError, StorageUnavailable
 
 
+def _int_env(name: str, default: int) -> int:
+    try:
+        return max(1, int(os.environ.get(name) or default))
+    except ValueError:
+        raise InputError(f"{name} must be a whole number, got {os.environ[name]!r}") from None
+
+
+class Unreachable(StorageUnavailable):
+    """The S3 endpoint cannot be reached (down, wrong address, network): transient."""
+
+
 @dataclass(frozen=True)
 class S3Options:
     """How to reach S3 (or MinIO / SeaweedFS). Empty fields fall back to the standard
@@ -31,7 +43,7 @@ class S3Options:
 
     endpoint_url: str | None = None
     access_key_id: str | None = None
-    secret_access_key: str | None = None
+    secret_access_key: str | None = field(default=None, repr=False)  # never in a repr or a message
     region: str | None = None
 
     def storage_options(self) -> dict[str, Any]:
@@ -43,7 +55,13 @@ class S3Options:
             "client_kwargs": {"region_name": region},
             "skip_instance_cache": True,
             "use_listings_cache": False,
-            "config_kwargs": {"retries": {"max_attempts": 3, "mode": "standard"}, "connect_timeout": 5, "read_timeout": 60},
+            "config_kwargs": {
+                # AWS's own variables for retries are honoured (botocore ignores them once a
+                # retries config is given)
+                "retries": {"max_attempts": _int_env("AWS_MAX_ATTEMPTS", 3), "mode": os.environ.get("AWS_RETRY_MODE") or "standard"},
+                "connect_timeout": 5,
+                "read_timeout": 60,
+            },
         }
         if endpoint:
             opts["client_kwargs"]["endpoint_url"] = endpoint
@@ -51,10 +69,14 @@ class S3Options:
             opts["key"], opts["secret"] = key, secret
         return opts
 
+    def endpoint(self) -> str:
+        """The endpoint requests go to, for messages."""
+        return self.storage_options()["client_kwargs"].get("endpoint_url") or "(AWS default)"
+
     def redact(self, text: str) -> str:
         """Remove credentials from a message before it is shown anywhere."""
         for secret in (self.secret_access_key, os.environ.get("AWS_SECRET_ACCESS_KEY")):
-            if secret:
+            if secret and len(secret) >= 4:  # (a one-letter test secret would blank out every "s")
                 text = text.replace(secret, "***")
         return text
 
@@ -67,11 +89,22 @@ class Location:
     s3: S3Options = field(default_factory=S3Options)
 
     def __post_init__(self):
-        if not self.url:
+        if not self.url or not self.url.strip():
             raise InputError("empty location: give a folder path or an s3://bucket/prefix")
-        url = self.url.rstrip("/") if self.url not in ("/",) else self.url
-        if not self.is_s3:
-            url = os.path.abspath(os.path.expanduser(url))
+        if "\0" in self.url:
+            raise InputError(f"{self.url!r}: a location cannot contain a NUL character")
+        scheme = self.url.split("://", 1)[0].lower() if "://" in self.url else ""
+        if scheme in ("s3", "s3a"):
+            bucket = self.url.split("://", 1)[1].split("/", 1)[0]
+            if not bucket:
+                raise InputError(f"{self.url}: an S3 location needs a bucket name (s3://bucket/prefix)")
+            url = self.url.rstrip("/")
+        elif scheme == "file":
+            url = os.path.abspath(os.path.expanduser(self.url.split("://", 1)[1]))
+        elif scheme:
+            raise InputError(f"{self.url}: unsupported location scheme {scheme}:// (use a folder path or s3://bucket/prefix)")
+        else:
+            url = os.path.abspath(os.path.expanduser(self.url))
         object.__setattr__(self, "url", url)
 
     @property
@@ -96,8 +129,12 @@ class Location:
         return posixpath.basename(self.url.rstrip("/"))
 
     def child(self, *parts: str) -> "Location":
+        """A location under this one. Parts come from names users give (solution names,
+        batch input file names): one that is empty, absolute, or steps out with ``..`` is
+        refused, so nothing can be written outside the configured root."""
         for part in parts:
-            if part.startswith("/") or ".." in part.split("/"):
+            steps = str(part).replace("\\", "/").split("/")
+            if not str(part).strip() or str(part).startswith("/") or ".." in steps or "\0" in str(part) or all(p in ("", ".") for p in steps):
                 raise InputError(f"path component {part!r} would leave {self.url}")
         return Location(posixpath.join(self.url, *parts) if self.is_s3 else os.path.join(self.url, *parts), self.s3)
 
@@ -151,7 +188,9 @@ class Location:
     @contextlib.contextmanager
     def open(self, mode: str = "rb") -> Iterator[Any]:
         with s3_errors(self):
-            with self.fs.open(self.path, mode) as fh:
+            # local files through the plain built-in open: it also reads pipes and FIFOs
+            # (``--input /dev/stdin``), where fsspec's local opener would try to seek
+            with (self.fs.open(self.path, mode) if self.is_s3 else builtins.open(self.path, mode)) as fh:
                 yield fh
 
     # --- writing (always atomic) -------------------------------------------------------
@@ -164,6 +203,8 @@ class Location:
             else:
                 try:
                     os.makedirs(self.path, exist_ok=True)
+                except (NotADirectoryError, FileExistsError):
+                    raise InputError(f"{self.url}: cannot create folder: part of the path is a file, not a folder") from None
                 except OSError as exc:
                     raise InputError(f"{self.url}: cannot create folder ({exc.strerror or exc})") from None
 
@@ -201,10 +242,11 @@ class Location:
                     os.replace(tmp.path, self.path)
                 except OSError as exc:
                     raise InputError(f"{self.url}: cannot write ({exc.strerror or exc})") from None
-        except BaseException:
-            with contextlib.suppress(Exception):
-                if tmp.exists():
-                    tmp.fs.rm(tmp.path)
+        except BaseException as exc:
+            if not isinstance(exc, Unreachable):  # (when the endpoint is gone, so is the upload)
+                with contextlib.suppress(Exception):
+                    if tmp.exists():
+                        tmp.fs.rm(tmp.path)
             raise
 
     def remove(self, recursive: bool = False) -> None:
@@ -235,17 +277,29 @@ def s3_errors(location: Location) -> Iterator[None]:
     except FileNotFoundError:
         raise InputError(f"{location.url}: not found") from None
     except PermissionError as exc:
-        msg = str(exc) or "access denied"
-        raise InputError(location.s3.redact(f"{location.url}: access denied ({msg.splitlines()[0]})")) from None
+        msg = (str(exc) or "access denied").splitlines()[0]
+        if location.is_s3:  # s3fs turns InvalidAccessKeyId / SignatureDoesNotMatch / AccessDenied into this
+            msg = f"the S3 endpoint {location.s3.endpoint()} rejected the credentials or denied access ({msg})"
+            raise InputError(location.s3.redact(f"{location.url}: {msg}")) from None
+        raise InputError(f"{location.url}: access denied ({exc.strerror or msg})") from None
+    except IsADirectoryError:
+        raise InputError(f"{location.url}: is a folder, not a file") from None
+    except NotADirectoryError:
+        raise InputError(f"{location.url}: a parent of this path is a file, not a folder") from None
     except Exception as exc:  # botocore / aiohttp errors have many types; classify by name
         name = type(exc).__name__
-        text = str(exc).splitlines()[0] if str(exc) else name
+        text = " ".join(str(exc).split())[:300] or name
         if not location.is_s3:
+            if isinstance(exc, OSError) and exc.errno is not None:
+                raise InputError(f"{location.url}: {exc.strerror or text}") from None
             raise
+        endpoint = location.s3.endpoint()
         if "Endpoint" in name or "Connect" in name or "ClientConnector" in name or "connect" in text.lower():
-            raise StorageUnavailable(location.s3.redact(f"{location.url}: cannot reach the S3 endpoint ({text})")) from None
+            raise Unreachable(location.s3.redact(f"{location.url}: cannot reach the S3 endpoint {endpoint} ({text})")) from None
         if "InvalidAccessKeyId" in text or "SignatureDoesNotMatch" in text or "AccessDenied" in text or "Forbidden" in text:
-            raise InputError(location.s3.redact(f"{location.url}: S3 rejected the credentials ({text})")) from None
+            raise InputError(location.s3.redact(f"{location.url}: the S3 endpoint {endpoint} rejected the credentials ({text})")) from None
+        if "NoCredentials" in name:
+            raise InputError(f"{location.url}: no S3 credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or configure them)") from None
         if "NoSuchBucket" in text:
             raise InputError(f"{location.url}: bucket does not exist") from None
         raise StorageUnavailable(location.s3.redact(f"{location.url}: S3 error {name}: {text}")) from None

@@ -23,9 +23,11 @@ are never among them, so a reader never finds the index naming a missing version
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import io
 import uuid
+import zipfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,6 +101,17 @@ def save_solution_version(
     root.makedirs()
     version_id = version_id or new_version_id()
     loc = root.child("versions", version_id)
+    try:
+        return _write_version(root, loc, recipe, features, manifest, version_id)
+    except BaseException:
+        # a version that could not be written completely (disk full, S3 down) is removed;
+        # the index still points at the previous version
+        with contextlib.suppress(Exception):
+            loc.remove(recursive=True)
+        raise
+
+
+def _write_version(root: Location, loc: Location, recipe: Recipe, features: Features, manifest: dict[str, Any], version_id: str) -> SolutionVersion:
     loc.makedirs()
     buf = io.BytesIO()
     np.savez(buf, **recipe.state())
@@ -202,7 +215,26 @@ def prune_versions(solution: str | Location, keep_full: int) -> list[str]:
 
 def read_index(solution: str | Location) -> dict[str, Any] | None:
     loc = as_location(solution).child(INDEX)
-    return loc.read_json() if loc.exists() else None
+    if not loc.exists():
+        return None
+    index = loc.read_json()
+    if not isinstance(index, dict) or not isinstance(index.get("versions", []), list) or not all(
+        isinstance(v, dict) and isinstance(v.get("id"), str) for v in index.get("versions", [])
+    ):
+        raise InputError(f"{loc.url}: not a solution index (expected an object with a \"versions\" list)")
+    for key in ("latest", "latest_full"):
+        if index.get(key) is not None and not isinstance(index[key], str):
+            raise InputError(f"{loc.url}: {key!r} must be a version id")
+    return index
+
+
+def read_manifest(version: Location) -> dict[str, Any]:
+    """A version's manifest, checked to be a manifest."""
+    loc = version.child(MANIFEST)
+    manifest = loc.read_json()
+    if not isinstance(manifest, dict) or not all(isinstance(manifest.get(k), str) for k in ("recipe", "solution_version")):
+        raise InputError(f"{loc.url}: not a solution version manifest (needs \"recipe\" and \"solution_version\")")
+    return manifest
 
 
 def resolve_version(location: str | Location, full_only: bool = False) -> Location:
@@ -223,14 +255,24 @@ def resolve_version(location: str | Location, full_only: bool = False) -> Locati
 
 
 def load_manifest(location: str | Location) -> dict[str, Any]:
-    return resolve_version(location).child(MANIFEST).read_json()
+    return read_manifest(resolve_version(location))
 
 
 def load_solution_version(location: str | Location, full_only: bool = False) -> SolutionVersion:
     loc = resolve_version(location, full_only=full_only)
-    manifest = loc.child(MANIFEST).read_json()
+    manifest = read_manifest(loc)
     if manifest.get("format") != FORMAT:
         raise InputError(f"{loc.url}: unsupported solution version format {manifest.get('format')!r}")
+    try:
+        return _load_version(loc, manifest)
+    except InputError:
+        raise
+    except (ValueError, KeyError, TypeError, OSError, EOFError, zipfile.BadZipFile, pa.ArrowException) as exc:
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"{loc.url}: solution version is damaged and cannot be loaded ({type(exc).__name__}: {text})") from None
+
+
+def _load_version(loc: Location, manifest: dict[str, Any]) -> SolutionVersion:
     cls = get_recipe(manifest["recipe"])
     with np.load(io.BytesIO(loc.child("model.npz").read_bytes()), allow_pickle=False) as npz:
         state = {k: npz[k] for k in npz.files}
@@ -284,7 +326,7 @@ def previous_metrics(solution: str | Location, version_id: str, protocol: str) -
 def update_manifest(location: str | Location, **fields: Any) -> dict[str, Any]:
     """Merge fields (e.g. metrics) into a version's manifest, atomically."""
     loc = resolve_version(location)
-    manifest = loc.child(MANIFEST).read_json()
+    manifest = read_manifest(loc)
     manifest.update(fields)
     loc.child(MANIFEST).write_json(manifest)
     return manifest
