@@ -102,13 +102,16 @@ def save_solution_version(
     version_id = version_id or new_version_id()
     loc = root.child("versions", version_id)
     try:
-        return _write_version(root, loc, recipe, features, manifest, version_id)
+        version = _write_version(root, loc, recipe, features, manifest, version_id)
     except BaseException:
         # a version that could not be written completely (disk full, S3 down) is removed;
         # the index still points at the previous version
         with contextlib.suppress(Exception):
             loc.remove(recursive=True)
         raise
+    if keep_full is not None:  # retention only once the new version is safely in place
+        prune_versions(root, keep_full)
+    return version
 
 
 def _write_version(root: Location, loc: Location, recipe: Recipe, features: Features, manifest: dict[str, Any], version_id: str) -> SolutionVersion:
@@ -153,8 +156,6 @@ def _write_version(root: Location, loc: Location, recipe: Recipe, features: Feat
     }
     loc.child(MANIFEST).write_json(full_manifest)
     _update_index(root, full_manifest)
-    if keep_full is not None:
-        prune_versions(root, keep_full)
     creation = catalog["CREATION_TIMESTAMP"].to_numpy() if "CREATION_TIMESTAMP" in catalog else None
     event_types = (
         features.interactions["event_type"].astype(object).where(features.interactions["event_type"].notna(), None).to_numpy()
