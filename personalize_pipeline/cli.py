@@ -78,7 +78,7 @@ def _train_config(args) -> "Any":
     if args.automl and kwargs.get("recipe"):
         raise InputError(f"--automl chooses the recipe: {args.solution_config} gives recipeArn; give one or the other")
     automl_candidate = None
-    if args.recipe:
+    if args.recipe is not None:
         if args.automl or kwargs.get("perform_automl"):
             automl_candidate = recipe_name(args.recipe)  # AutoML chooses; --recipe joins the candidates
             get_recipe(automl_candidate)
@@ -101,7 +101,7 @@ def _train_config(args) -> "Any":
     if automl_candidate is not None:
         kwargs["automl"] = kwargs.get("automl") or AutoMLConfig()
         kwargs["automl"].include.append(automl_candidate)
-    if not kwargs.get("perform_automl") and not kwargs.get("recipe"):
+    if not kwargs.get("perform_automl") and kwargs.get("recipe") is None:
         raise InputError("train needs --recipe NAME, --automl, or --solution-config FILE with recipeArn or performAutoML")
     config = SolutionConfig(**kwargs)
     config.resolved_hyperparameters()  # unknown names / bad values / bad ranges before reading data
@@ -248,7 +248,7 @@ def cmd_train(args) -> int:
     group = _load_valid(args.dataset, not args.no_validate, notes)
     features = featurize(group, config.featurize_options())
     _progress(notes, f"featurized {features.n_interactions} interactions, {features.n_users} users, {features.n_items} items")
-    _progress(notes, f"training {config.recipe_class().name} ({args.training_mode})")
+    _progress(notes, f"training {config.recipe_class().name if config.recipe else 'with AutoML'} ({args.training_mode})")
     version = train(features, config, args.out, training_mode=args.training_mode, base=args.base, seed=args.seed, log=lambda msg: _progress(notes, msg))
     for note in notes:  # only now: a run that fails says one line, whatever stage fails
         _log(note)

@@ -133,7 +133,7 @@ def train(
         recipe = config.recipe_class()(**config.hyperparameters)
     start = time.perf_counter()
     if base_version is not None:
-        recipe.update(features, seed=seed, previous_item_ids=base_version.item_ids)
+        recipe.update(features, seed=seed, previous_item_ids=base_version.item_ids, previous_user_ids=base_version.user_ids)
     else:
         recipe.fit(features, seed=seed)
     seconds = time.perf_counter() - start

@@ -123,7 +123,7 @@ def test_impressions_demote_items_shown_and_ignored(demo, tmp_path):
         ranks = (-model.logits(batch)).argsort(axis=1).argsort(axis=1)
         return ranks[:, codes].mean()
 
-    assert mean_rank(with_imp) > mean_rank(without) * 1.2  # pushed down the lists
+    assert mean_rank(with_imp) > mean_rank(without) * 1.1  # pushed down the lists
     assert with_imp.training_stats()["impressions_used"]
 
 
@@ -189,6 +189,16 @@ def test_update_brings_new_items_into_recommendations_cheaply(demo, tmp_path):
         recs = [i for line in lines for i in line["output"]["recommendedItems"]]
         shown[w] = sum(i in new_items for i in recs) / len(recs)
     assert shown[0.3] > shown[0.0] and shown[0.3] > 0.03
+    # users without new events keep their state exactly (only the item side moved)
+    since = full.recipe.latest_time
+    inter = featurize(read_dataset_group(demo)).interactions
+    active = set(update.user_ids[inter["user"].to_numpy()[inter["timestamp"].to_numpy() > since]])
+    quiet = [u for u in full.user_ids if u not in active][:50]
+    a = full.recipe.user_state[full.user_codes(np.array(quiet, dtype=object))]
+    b = update.recipe.user_state[update.user_codes(np.array(quiet, dtype=object))]
+    np.testing.assert_allclose(a, b, atol=1e-6)
+    fresh = update.recipe.logits(UserBatch.from_histories(update.user_codes(np.array(quiet, dtype=object)), update.history_indptr, update.history_items, context=update.history_context))
+    np.testing.assert_allclose(fresh, update.recipe.logits(update.user_batch(update.user_codes(np.array(quiet, dtype=object)))), atol=5e-3)
     # the UPDATE version loads back with its exploration statistics
     loaded = load_solution_version(tmp_path / "sol")
     assert loaded.version_id == update.version_id and loaded.recipe.clicks.sum() == featurize(read_dataset_group(demo)).n_interactions

@@ -188,7 +188,9 @@ class Recipe:
     def fit(self, features: Features, seed: int = 42) -> "Recipe":
         raise NotImplementedError
 
-    def update(self, features: Features, seed: int = 42, previous_item_ids: np.ndarray | None = None) -> "Recipe":
+    def update(
+        self, features: Features, seed: int = 42, previous_item_ids: np.ndarray | None = None, previous_user_ids: np.ndarray | None = None
+    ) -> "Recipe":
         """Fold in new data after a FULL training, starting from this (loaded) model.
 
         ``previous_item_ids`` is the catalogue the model was trained with, so that a recipe

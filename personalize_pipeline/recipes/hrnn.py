@@ -140,7 +140,7 @@ class HRNN(Recipe):
     def _batch_extras(self, idx: torch.Tensor) -> None:
         """Hook called for every training mini-batch (coldstart drops embeddings)."""
 
-    def update(self, features: Features, seed: int = 42, previous_item_ids: np.ndarray | None = None) -> "HRNN":
+    def update(self, features: Features, seed: int = 42, previous_item_ids: np.ndarray | None = None, previous_user_ids: np.ndarray | None = None) -> "HRNN":
         """UPDATE: warm-start from this (FULL) model. GRU weights are kept, item rows are
         carried over to the new item codes (new items start fresh), and a quarter of the
         FULL epochs (at least one) fine-tunes on the current data."""
@@ -163,6 +163,11 @@ class HRNN(Recipe):
                 new_value.copy_(old_value)
         self.net.load_state_dict(new_state)
         self._warm_items = int(carried.sum())
+        # rows whose learned vectors are kept as they are in an item-side refresh: items the
+        # old model knew and had trained (an UPDATE still learns the others)
+        old_keep = getattr(old_net, "embed_keep", None)
+        trained_before = np.ones(len(old_item_ids), dtype=bool) if old_keep is None else old_keep.numpy() > 0
+        self._carried = carried & trained_before[np.maximum(where, 0)]
 
     def _extra_negatives(self, positions: torch.Tensor) -> torch.Tensor | None:
         """Hook: per target event (positions in the sorted interactions), extra item codes
@@ -223,7 +228,14 @@ class HRNN(Recipe):
         q_cum = np.cumsum(q)
 
         X, Y, Wt = torch.from_numpy(inputs), torch.from_numpy(targets), torch.from_numpy(weights)
-        optimizer = torch.optim.Adam(self.net.parameters(), lr=p["learning_rate"])
+        if only_after is not None and warm_start is not None:
+            # item-side refresh: item biases and the embeddings of items new since the
+            # warm-start model move; the network and the known items' vectors stay
+            trainable = [self.net.embedding.weight, self.net.bias]
+            frozen_rows = torch.from_numpy(self._carried) if getattr(self, "_carried", None) is not None else None
+        else:
+            trainable, frozen_rows = list(self.net.parameters()), None
+        optimizer = torch.optim.Adam(trainable, lr=p["learning_rate"])
         n_windows = len(X)
         batch, epochs = self.schedule(n_windows, int((targets >= 0).sum()))
         if only_after is not None:
@@ -270,6 +282,8 @@ class HRNN(Recipe):
                 loss = (loss_vec * w).sum() / w.sum()
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                if frozen_rows is not None and self.net.embedding.weight.grad is not None:
+                    self.net.embedding.weight.grad[frozen_rows] = 0.0
                 optimizer.step()
                 total += float(loss.detach()) * float(w.sum())
                 denom += float(w.sum())
@@ -306,12 +320,24 @@ class HRNN(Recipe):
         context = features.context_matrix()
         n_users = len(indptr) - 1
         states = np.zeros((n_users, self.params["hidden_dimension"]), dtype=np.float32)
-        for lo in range(0, n_users, 8192):
-            codes = np.arange(lo, min(lo + 8192, n_users))
+        todo = np.arange(n_users)
+        reuse = getattr(self, "_reuse_states", None)
+        if reuse is not None:  # (old states, old user ids, time): unchanged users carry over
+            old_states, old_lengths, old_ids, since = reuse
+            where = pd.Index(old_ids).get_indexer(pd.Index(features.user_ids))
+            changed = np.zeros(n_users, dtype=bool)
+            changed[features.interactions["user"].to_numpy()[features.interactions["timestamp"].to_numpy() > since]] = True
+            changed |= old_lengths[np.maximum(where, 0)] != np.diff(indptr)  # e.g. history percentile filters moved
+            keep = (where >= 0) & ~changed
+            states[keep] = old_states[where[keep]]
+            todo = np.flatnonzero(~keep)
+        for lo in range(0, len(todo), 8192):
+            codes = todo[lo : lo + 8192]
             batch = UserBatch.from_histories(codes, indptr, items, context=context)
             rows, h = self._user_vectors(batch)
             states[codes[rows]] = h.numpy()
         self.user_state = states
+        self.user_history_length = np.diff(indptr).astype(np.int32)
 
     def schedule(self, n_windows: int, n_events: int) -> tuple[int, int]:
         """Mini-batch size and epochs: explicit values win; ``0`` (auto) gives about 100
@@ -423,12 +449,14 @@ class HRNN(Recipe):
         out["trained"] = self.trained
         if getattr(self, "user_state", None) is not None:
             out["user_state"] = self.user_state
+            out["user_history_length"] = self.user_history_length
         return out
 
     def _set_state(self, state: dict[str, np.ndarray]) -> None:
         self.popularity = np.asarray(state["popularity"], dtype=np.float64)
         self.trained = np.asarray(state["trained"], dtype=bool)
         self.user_state = np.asarray(state["user_state"], dtype=np.float32) if "user_state" in state else None
+        self.user_history_length = np.asarray(state["user_history_length"]) if "user_history_length" in state else None
         self._restore(state)
         self.net = self._build(len(self.popularity))
         self.net.load_state_dict({k[4:]: torch.from_numpy(np.array(v)) for k, v in state.items() if k.startswith("net.")})

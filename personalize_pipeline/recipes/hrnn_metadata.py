@@ -40,11 +40,14 @@ class MetadataLayout:
         self.columns = columns
 
     @classmethod
-    def fit(cls, frame: pd.DataFrame, vocabularies: dict[str, list[str]] | None = None, dataset: str = "items") -> "MetadataLayout":
+    def fit(
+        cls, frame: pd.DataFrame, vocabularies: dict[str, list[str]] | None = None, dataset: str = "items", numeric_stats: dict | None = None
+    ) -> "MetadataLayout":
         columns: list[dict] = []
         for col in frame.columns:
             if col.startswith("num_"):
-                columns.append({"column": col, "kind": "num"})
+                stats = (numeric_stats or {}).get(f"{dataset}.{col[4:]}")
+                columns.append({"column": col, "kind": "num", "stats": stats})
             elif col.startswith("cat_"):
                 vocab = (vocabularies or {}).get(f"{dataset}.{col[4:]}")
                 if vocab is None:  # no vocabulary known: the codes themselves
@@ -58,16 +61,23 @@ class MetadataLayout:
     def width(self) -> int:
         return sum(1 if c["kind"] == "num" else c["width"] for c in self.columns)
 
-    def transform(self, frame: pd.DataFrame, vocabularies: dict[str, list[str]] | None = None, dataset: str = "items") -> np.ndarray:
+    def transform(
+        self, frame: pd.DataFrame, vocabularies: dict[str, list[str]] | None = None, dataset: str = "items", numeric_stats: dict | None = None
+    ) -> np.ndarray:
         """Dense float32 [rows, width]: multi-hot categorical values mean-pooled, numeric
-        values as they are; vectorised over rows."""
+        values standardised with the statistics of the data the layout was fitted on;
+        vectorised over rows."""
         n = len(frame)
         blocks: list[np.ndarray] = []
         for spec in self.columns:
             col = spec["column"]
             if spec["kind"] == "num":
-                values = frame[col].to_numpy(np.float32) if col in frame.columns else np.zeros(n, np.float32)
-                blocks.append(values.reshape(n, 1))
+                values = frame[col].to_numpy(np.float64) if col in frame.columns else np.zeros(n)
+                frozen, current = spec.get("stats"), (numeric_stats or {}).get(f"{dataset}.{col[4:]}")
+                if frozen and current and frozen != current:  # z-scores of this data -> the layout's scale
+                    raw = values * current["std"] + current["mean"]
+                    values = np.where(values == 0.0, 0.0, (raw - frozen["mean"]) / frozen["std"])
+                blocks.append(values.astype(np.float32).reshape(n, 1))
                 continue
             width = spec["width"]
             block = np.zeros((n, width), dtype=np.float32)
@@ -165,17 +175,18 @@ class HRNNMetadata(HRNN):
 
     def _prepare(self, features: Features) -> None:
         vocab = features.info.get("vocabularies", {})
+        stats = features.info.get("numeric_stats", {})
         ctx_cols = [c for c in features.info.get("context_columns", []) if features.interactions[c].dtype.kind in "iu"]
         current_ctx = [vocab.get("interactions." + c[4:], []) for c in ctx_cols]
         if not getattr(self, "_warm", False) or not hasattr(self, "item_layout"):
             # FULL: the layouts and context vocabularies of this data are the model's
-            self.item_layout = MetadataLayout.fit(features.items, vocab, "items")
-            self.user_layout = MetadataLayout.fit(features.users, vocab, "users")
+            self.item_layout = MetadataLayout.fit(features.items, vocab, "items", stats)
+            self.user_layout = MetadataLayout.fit(features.users, vocab, "users", stats)
             self.ctx_columns, self.ctx_vocab = ctx_cols, current_ctx
             self.ctx_sizes = np.array([len(v) for v in current_ctx], dtype=np.int64)
         # UPDATE keeps the FULL version's layouts: new data is mapped onto them
-        self.item_meta = self.item_layout.transform(features.items, vocab, "items")
-        self.user_meta = self.user_layout.transform(features.users, vocab, "users")
+        self.item_meta = self.item_layout.transform(features.items, vocab, "items", stats)
+        self.user_meta = self.user_layout.transform(features.users, vocab, "users", stats)
         current = [current_ctx[ctx_cols.index(c)] if c in ctx_cols else [] for c in self.ctx_columns]
         self.ctx_map = context_remap(self.ctx_vocab, current)
         if self.requires_metadata and not self.item_meta.shape[1] and not self.user_meta.shape[1] and not len(self.ctx_sizes):

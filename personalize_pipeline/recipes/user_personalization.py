@@ -41,6 +41,7 @@ from .hrnn import PERSONALIZE_HRNN_HPS, TRAINING_HPS, GRUNet
 from .hrnn_metadata import HRNNMetadata, _flat_codes
 
 DAY = 86_400.0
+WIDE_DROPOUT = {"dropout_embed": 0.5, "dropout_hidden": 0.3}
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,8 @@ class UserPersonalization(HRNNMetadata):
     hyperparameters = (
         # Personalize's HRNN hyperparameters, with this recipe's default hidden_dimension (149)
         *(replace(hp, default=149) if hp.name == "hidden_dimension" else hp for hp in PERSONALIZE_HRNN_HPS),
-        *TRAINING_HPS,
+        # a wider model (149) needs more regularisation than aws-hrnn's defaults
+        *(replace(hp, default=WIDE_DROPOUT[hp.name]) if hp.name in WIDE_DROPOUT else hp for hp in TRAINING_HPS),
         HP("impression_negatives", int, 8, 0, 64, help="impressed-but-ignored items per event used as negatives (0: ignore impressions)"),
     )
     # campaign settings with these names are batch inference options
@@ -111,8 +113,13 @@ class UserPersonalization(HRNNMetadata):
         self.clicks = clicks
         self.ignored = np.maximum(shown - shown_and_picked, 0.0)
         # item age (log days) as one more item-tower input, standardised
-        age = np.log1p(np.maximum(self.latest_time - self.item_first_seen, 0.0) / DAY)
-        if getattr(self, "_warm", False) and hasattr(self, "age_stats"):
+        # ages as of the FULL training (UPDATE keeps that reference, so the vectors of the
+        # items the model already knew do not move; new items count as brand new)
+        warm = getattr(self, "_warm", False) and hasattr(self, "age_stats")
+        if not warm:
+            self.age_reference = self.latest_time
+        age = np.log1p(np.maximum(self.age_reference - self.item_first_seen, 0.0) / DAY)
+        if warm:
             mean, std = self.age_stats
         else:
             mean, std = float(age.mean()), float(age.std() or 1.0)
@@ -142,15 +149,24 @@ class UserPersonalization(HRNNMetadata):
                 bias[torch.from_numpy(~trained)] = low
         self._impression_matrix = None
 
-    def update(self, features: Features, seed: int = 42, previous_item_ids: np.ndarray | None = None) -> "UserPersonalization":
+    def update(
+        self, features: Features, seed: int = 42, previous_item_ids: np.ndarray | None = None, previous_user_ids: np.ndarray | None = None
+    ) -> "UserPersonalization":
         """UPDATE: keep the FULL model, add the new items, recount exploration statistics and
-        fine-tune once over the windows with events newer than this version only."""
+        make one pass over the windows with events newer than this version, moving only the
+        item side (item biases and the free embeddings of new items); the user states of
+        users without new events carry over unchanged."""
         if previous_item_ids is None or not getattr(self, "fitted", False):
             return self.fit(features, seed=seed)
         previous_latest = float(self.latest_time)
-        return self.fit(
-            features, seed=seed, warm_start=(self.net, np.asarray(previous_item_ids, dtype=object)), only_after=previous_latest
-        )
+        if previous_user_ids is not None and getattr(self, "user_history_length", None) is not None:
+            self._reuse_states = (self.user_state, self.user_history_length, np.asarray(previous_user_ids, dtype=object), previous_latest)
+        try:
+            return self.fit(
+                features, seed=seed, warm_start=(self.net, np.asarray(previous_item_ids, dtype=object)), only_after=previous_latest
+            )
+        finally:
+            self._reuse_states = None
 
     def recommendable(self) -> np.ndarray:
         return np.ones(len(self.popularity), dtype=bool)
@@ -222,6 +238,7 @@ class UserPersonalization(HRNNMetadata):
         self.item_first_seen = np.asarray(state["item_first_seen"], dtype=np.float64)
         self.latest_time = float(state["latest_time"])
         self.age_stats = tuple(float(v) for v in state["age_stats"])
+        self.age_reference = float(state["age_reference"]) if "age_reference" in state else self.latest_time
 
     def _set_state(self, state):
         super()._set_state(state)
@@ -235,6 +252,7 @@ class UserPersonalization(HRNNMetadata):
             item_first_seen=self.item_first_seen,
             latest_time=np.array(self.latest_time),
             age_stats=np.array(self.age_stats),
+            age_reference=np.array(self.age_reference),
         )
         return out
 
