@@ -238,8 +238,9 @@ class HRNN(Recipe):
         optimizer = torch.optim.Adam(trainable, lr=p["learning_rate"])
         n_windows = len(X)
         batch, epochs = self.schedule(n_windows, int((targets >= 0).sum()))
-        if only_after is not None:
+        if only_after is not None:  # one pass over the new windows, in full-size batches
             epochs = 1 if n_windows else 0
+            batch = p["batch_size"] or 256
         elif warm_start is not None:
             epochs = max(1, epochs // 4)
         target_pos = torch.from_numpy(first_target.astype(np.int64))

@@ -41,7 +41,8 @@ from .hrnn import PERSONALIZE_HRNN_HPS, TRAINING_HPS, GRUNet
 from .hrnn_metadata import HRNNMetadata, _flat_codes
 
 DAY = 86_400.0
-WIDE_DROPOUT = {"dropout_embed": 0.5, "dropout_hidden": 0.3}
+# the wide default model (149) needs more regularisation and smaller steps than aws-hrnn (43)
+WIDE_DEFAULTS = {"dropout_embed": 0.5, "dropout_hidden": 0.3, "learning_rate": 0.003}
 
 
 @dataclass(frozen=True)
@@ -74,8 +75,7 @@ class UserPersonalization(HRNNMetadata):
     hyperparameters = (
         # Personalize's HRNN hyperparameters, with this recipe's default hidden_dimension (149)
         *(replace(hp, default=149) if hp.name == "hidden_dimension" else hp for hp in PERSONALIZE_HRNN_HPS),
-        # a wider model (149) needs more regularisation than aws-hrnn's defaults
-        *(replace(hp, default=WIDE_DROPOUT[hp.name]) if hp.name in WIDE_DROPOUT else hp for hp in TRAINING_HPS),
+        *(replace(hp, default=WIDE_DEFAULTS[hp.name]) if hp.name in WIDE_DEFAULTS else hp for hp in TRAINING_HPS),
         HP("impression_negatives", int, 8, 0, 64, help="impressed-but-ignored items per event used as negatives (0: ignore impressions)"),
     )
     # campaign settings with these names are batch inference options
