@@ -58,7 +58,7 @@ def update_vs_full(work: Path, spec: DemoSpec, new_days: float = 2.0) -> dict:
     full_s = time.perf_counter() - start
     full_stats = model.training_stats()
     start = time.perf_counter()
-    model.update(new, previous_item_ids=old.item_ids)
+    model.update(new, previous_item_ids=old.item_ids, previous_user_ids=old.user_ids)  # as training.train does
     update_s = time.perf_counter() - start
     new_items = ~np.isin(new.item_ids, old.item_ids)
     from personalize_pipeline.recipes import UserBatch
