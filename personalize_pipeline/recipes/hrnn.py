@@ -180,11 +180,17 @@ class HRNN(Recipe):
         seed: int = 42,
         warm_start: tuple[GRUNet, np.ndarray] | None = None,
         only_after: float | None = None,
+        previous_user_ids: np.ndarray | None = None,
     ) -> "HRNN":
         """Train on ``features``; ``warm_start`` = (FULL model, its item ids) fine-tunes that
         model instead of starting from scratch; ``only_after`` (a timestamp) restricts the
-        training windows to those holding events newer than it (one pass)."""
+        training windows to those holding events newer than it (one pass, item side only);
+        with ``previous_user_ids`` the cached states of users without new events carry over
+        (valid only then: the network itself does not move)."""
         p = self.params
+        reuse = None
+        if only_after is not None and previous_user_ids is not None and getattr(self, "user_history_length", None) is not None:
+            reuse = (self.user_state, self.user_history_length, np.asarray(previous_user_ids, dtype=object), only_after)
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed)
         n_items = features.n_items
@@ -295,7 +301,7 @@ class HRNN(Recipe):
         self.net.eval()
         self.fitted = True
         self._finish_fit()
-        self._cache_user_states(features)
+        self._cache_user_states(features, reuse)
         n_events = int((targets >= 0).sum())
         self._stats = {
             "epochs_run": len(self.loss_history),
@@ -313,17 +319,18 @@ class HRNN(Recipe):
         """Hook: adjust the trained model before user states are cached (subclasses)."""
 
     @torch.no_grad()
-    def _cache_user_states(self, features: Features) -> None:
+    def _cache_user_states(self, features: Features, reuse: tuple | None = None) -> None:
         """The final GRU state of every user over the histories the solution version stores,
-        so that batch inference over those users is a lookup + matrix multiply."""
+        so that batch inference over those users is a lookup + matrix multiply. ``reuse`` =
+        (old states, old history lengths, old user ids, time): users without events after
+        that time and with an unchanged history length keep their old state."""
         self.user_state = None
         indptr, items = features.sequences()
         context = features.context_matrix()
         n_users = len(indptr) - 1
         states = np.zeros((n_users, self.params["hidden_dimension"]), dtype=np.float32)
         todo = np.arange(n_users)
-        reuse = getattr(self, "_reuse_states", None)
-        if reuse is not None:  # (old states, old user ids, time): unchanged users carry over
+        if reuse is not None:
             old_states, old_lengths, old_ids, since = reuse
             where = pd.Index(old_ids).get_indexer(pd.Index(features.user_ids))
             changed = np.zeros(n_users, dtype=bool)
@@ -362,21 +369,17 @@ class HRNN(Recipe):
         history items; items that may not be recommended get -inf through the bias."""
         self._check_fitted()
         n = len(batch)
-        T = self.params["bptt"]
-        lengths = np.diff(batch.history_indptr)
-        use = np.minimum(lengths, T)
-        has = use > 0
         blocked = torch.from_numpy(np.where(self.recommendable(), 0.0, -np.inf).astype(np.float32))
+        rows, h = self._user_vectors(batch)
+        scores = torch.addmm(self.net.bias + blocked, h, self.net.item_vectors().T) if len(rows) else None
+        if len(rows) == n:
+            return scores if n else torch.empty((0, len(self.popularity)))
         out = torch.empty((n, len(self.popularity)), dtype=torch.float32)
-        if (~has).any():  # no history: popularity order
-            out[torch.from_numpy(~has)] = torch.from_numpy(np.log1p(self.popularity).astype(np.float32)) + blocked
-        if has.any():
-            rows, h = self._user_vectors(batch)
-            scores = torch.addmm(self.net.bias + blocked, h, self.net.item_vectors().T)
-            if len(rows) == n:
-                out = scores
-            else:
-                out[torch.from_numpy(rows)] = scores
+        no_history = np.ones(n, dtype=bool)
+        no_history[rows] = False  # popularity order for these
+        out[torch.from_numpy(no_history)] = torch.from_numpy(np.log1p(self.popularity).astype(np.float32)) + blocked
+        if scores is not None:
+            out[torch.from_numpy(rows)] = scores
         return out
 
     @torch.no_grad()
@@ -415,6 +418,18 @@ class HRNN(Recipe):
         return torch.softmax(self.logits_tensor(batch), dim=1).numpy()
 
     @torch.no_grad()
+    def masked_logits(self, batch: UserBatch, exclude_seen: bool = False, allowed: np.ndarray | None = None) -> torch.Tensor:
+        """Logits with the user's history items (``exclude_seen``) and the items not
+        ``allowed`` (filters) at -inf."""
+        logits = self.logits_tensor(batch)
+        if exclude_seen:
+            rows, cols = batch.seen_mask_rows_cols()
+            logits[torch.from_numpy(rows), torch.from_numpy(np.asarray(cols, dtype=np.int64))] = -torch.inf
+        if allowed is not None:
+            logits.masked_fill_(torch.from_numpy(~allowed), -torch.inf)
+        return logits
+
+    @torch.no_grad()
     def recommend(
         self, batch: UserBatch, k: int, exclude_seen: bool = False, allowed: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -429,12 +444,7 @@ class HRNN(Recipe):
         for lo in range(0, n, SCORE_BLOCK):
             hi = min(lo + SCORE_BLOCK, n)
             part = batch.rows(lo, hi) if (lo, hi) != (0, n) else batch
-            logits = self.logits_tensor(part)
-            if exclude_seen:
-                rows, cols = part.seen_mask_rows_cols()
-                logits[torch.from_numpy(rows), torch.from_numpy(np.asarray(cols, dtype=np.int64))] = -torch.inf
-            if allowed is not None:
-                logits.masked_fill_(torch.from_numpy(~allowed[lo:hi]), -torch.inf)
+            logits = self.masked_logits(part, exclude_seen, allowed[lo:hi] if allowed is not None else None)
             log_z = torch.logsumexp(logits, dim=1, keepdim=True)
             top_items, top = top_k(logits.numpy(), k)
             items[lo:hi], scores[lo:hi] = top_items, np.exp(top - log_z.numpy())

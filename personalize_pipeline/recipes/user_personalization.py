@@ -158,15 +158,13 @@ class UserPersonalization(HRNNMetadata):
         users without new events carry over unchanged."""
         if previous_item_ids is None or not getattr(self, "fitted", False):
             return self.fit(features, seed=seed)
-        previous_latest = float(self.latest_time)
-        if previous_user_ids is not None and getattr(self, "user_history_length", None) is not None:
-            self._reuse_states = (self.user_state, self.user_history_length, np.asarray(previous_user_ids, dtype=object), previous_latest)
-        try:
-            return self.fit(
-                features, seed=seed, warm_start=(self.net, np.asarray(previous_item_ids, dtype=object)), only_after=previous_latest
-            )
-        finally:
-            self._reuse_states = None
+        return self.fit(
+            features,
+            seed=seed,
+            warm_start=(self.net, np.asarray(previous_item_ids, dtype=object)),
+            only_after=float(self.latest_time),
+            previous_user_ids=previous_user_ids,
+        )
 
     def recommendable(self) -> np.ndarray:
         return np.ones(len(self.popularity), dtype=bool)
@@ -183,13 +181,7 @@ class UserPersonalization(HRNNMetadata):
     ) -> tuple[np.ndarray, np.ndarray]:
         if exploration is None or exploration.slots(min(k, len(self.popularity))) == 0:
             return super().recommend(batch, k, exclude_seen=exclude_seen, allowed=allowed)
-        logits = self.logits_tensor(batch)
-        if exclude_seen:
-            rows, cols = batch.seen_mask_rows_cols()
-            logits[torch.from_numpy(rows), torch.from_numpy(np.asarray(cols, dtype=np.int64))] = -torch.inf
-        if allowed is not None:
-            logits.masked_fill_(torch.from_numpy(~allowed), -torch.inf)
-        log_p = torch.log_softmax(logits, dim=1).numpy()
+        log_p = torch.log_softmax(self.masked_logits(batch, exclude_seen, allowed), dim=1).numpy()
         k = min(k, log_p.shape[1])
         relevant, _ = top_k(log_p, k)
         explored = self.explore(log_p, relevant, exploration.slots(k), exploration, batch)
