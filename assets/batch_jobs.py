@@ -6,26 +6,16 @@ The ``batch_job_shards`` sensor adds a partition for every new or changed ``*.js
 file and requests a run for it; each partition writes
 ``<output>/<solution>/<solution version>/jobs/<shard>.out`` with Personalize's format."""
 
-from typing import Optional
-
 import dagster as dg
 
-from personalize_pipeline.batch import run_batch_job
 from personalize_pipeline.errors import InputError
 from personalize_pipeline.store import load_solution_version
 
+from .inference import BatchJobOptions, batch_metadata
 from .metadata import CODE_VERSION, location_of, retry_policy, step_failure_on_bad_input
 from .resources import ArtifactStore, BatchInputs, OutputLocation, SolutionResource
 
 batch_input_shards = dg.DynamicPartitionsDefinition(name="batch_input_shards")
-
-
-class BatchJobConfig(dg.Config):
-    num_results: int = 25
-    filter_expression: Optional[str] = None
-    filter_values: dict[str, str] = {}
-    exploration_weight: Optional[float] = None
-    exploration_item_age_cut_off: Optional[float] = None
 
 
 @dg.asset(
@@ -39,7 +29,7 @@ class BatchJobConfig(dg.Config):
 )
 def batch_job_output(
     context: dg.AssetExecutionContext,
-    config: BatchJobConfig,
+    config: BatchJobOptions,
     batch_inputs: BatchInputs,
     artifact_store: ArtifactStore,
     output_location: OutputLocation,
@@ -49,28 +39,9 @@ def batch_job_output(
     version = load_solution_version(location_of(context, "solution_version", artifact_store.s3.options()))
     out_dir = output_location.root().child(solution.name, version.version_id, "jobs")
     with step_failure_on_bad_input():
-        result = run_batch_job(
-            version,
-            batch_inputs.root().child(shard),
-            out_dir,
-            num_results=config.num_results,
-            filter_expression=config.filter_expression,
-            filter_values=dict(config.filter_values) or None,
-            exploration_weight=config.exploration_weight,
-            exploration_item_age_cut_off=config.exploration_item_age_cut_off,
-        )
+        result = config.run(version, batch_inputs.root().child(shard), out_dir)
     context.log.info(f"shard {shard}: {result.lines} lines → {result.output}")
-    return dg.MaterializeResult(
-        metadata={
-            "path": dg.MetadataValue.path(result.output),
-            "solution_version": version.version_id,
-            "lines": result.lines,
-            "error_lines": result.errors,
-            "unknown_users": result.unknown_users,
-            "users_per_second": result.users_per_second,
-            "seconds": result.seconds,
-        }
-    )
+    return dg.MaterializeResult(metadata=batch_metadata(result, version))
 
 
 batch_jobs = dg.define_asset_job(

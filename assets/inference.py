@@ -1,22 +1,57 @@
 """Batch inference output: Personalize JSONL ``.out`` files, locally or on S3."""
 
 
+from typing import Optional
+
 import dagster as dg
 
-from personalize_pipeline.batch import run_batch_job, write_all_users_input
+from personalize_pipeline.batch import BatchResult, run_batch_job, write_all_users_input
 from personalize_pipeline.locations import Location
 from personalize_pipeline.outputs import LATEST, write_latest
-from personalize_pipeline.store import load_solution_version
+from personalize_pipeline.store import SolutionVersion, load_solution_version
 
 from .metadata import CODE_VERSION, location_of, retry_policy, step_failure_on_bad_input
 from .resources import ArtifactStore, OutputLocation, SolutionResource
 
 
-class BatchInferenceConfig(dg.Config):
-    input: str = ""  # JSONL job input (folder path or s3:// key); empty: every known user
+class BatchJobOptions(dg.Config):
+    """Options of a batch inference job (Personalize's numResults, filter and
+    itemExplorationConfig), shared by the pipeline's job and the per-shard jobs."""
+
     num_results: int = 25
-    exploration_weight: float | None = None
-    exploration_item_age_cut_off: float | None = None
+    filter_expression: Optional[str] = None
+    filter_values: dict[str, str] = {}
+    exploration_weight: Optional[float] = None
+    exploration_item_age_cut_off: Optional[float] = None
+
+    def run(self, version: SolutionVersion, job_input: Location, out_dir: Location) -> BatchResult:
+        return run_batch_job(
+            version,
+            job_input,
+            out_dir,
+            num_results=self.num_results,
+            filter_expression=self.filter_expression,
+            filter_values=dict(self.filter_values) or None,
+            exploration_weight=self.exploration_weight,
+            exploration_item_age_cut_off=self.exploration_item_age_cut_off,
+        )
+
+
+class BatchInferenceConfig(BatchJobOptions):
+    input: str = ""  # JSONL job input (folder path or s3:// key); empty: every known user
+
+
+def batch_metadata(result: BatchResult, version: SolutionVersion) -> dict:
+    """What a finished batch job shows in the UI."""
+    return {
+        "path": dg.MetadataValue.path(result.output),
+        "solution_version": version.version_id,
+        "lines": result.lines,
+        "error_lines": result.errors,
+        "unknown_users": result.unknown_users,
+        "users_per_second": result.users_per_second,
+        "seconds": result.seconds,
+    }
 
 
 @dg.asset(
@@ -45,28 +80,15 @@ def batch_inference_output(
         else:
             # next to its .out, so the finished solution version is never modified
             job_input = write_all_users_input(version, out_dir.child("all-users.jsonl"))
-        result = run_batch_job(
-            version,
-            job_input,
-            out_dir,
-            num_results=config.num_results,
-            exploration_weight=config.exploration_weight,
-            exploration_item_age_cut_off=config.exploration_item_age_cut_off,
-        )
+        result = config.run(version, job_input, out_dir)
         # the pointer moves only once the output is complete (written to a temporary name, then moved)
         write_latest(output_location.root(), solution.name, version.version_id, context.run_id, result.output, lines=result.lines)
     preview = Location(result.output, output_location.s3.options()).read_text().splitlines()[:3]
     context.log.info(f"batch output: {result.output}")
     return dg.MaterializeResult(
         metadata={
-            "path": dg.MetadataValue.path(result.output),
-            "solution_version": version.version_id,
+            **batch_metadata(result, version),
             "latest_pointer": dg.MetadataValue.path(output_location.root().child(solution.name, LATEST).url),
-            "lines": result.lines,
-            "error_lines": result.errors,
-            "unknown_users": result.unknown_users,
-            "users_per_second": result.users_per_second,
-            "seconds": result.seconds,
             "preview": dg.MetadataValue.md("```\n" + "\n".join(preview) + "\n```"),
         }
     )
