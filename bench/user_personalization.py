@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -33,7 +32,7 @@ from personalize_pipeline.datasets import read_dataset_group  # noqa: E402
 from personalize_pipeline.demo_data import DemoSpec, generate  # noqa: E402
 from personalize_pipeline.features import FeaturizeOptions, featurize  # noqa: E402
 from personalize_pipeline.recipes import HRNN, ExplorationConfig, UserPersonalization  # noqa: E402
-from personalize_pipeline.simulation import SimulationConfig, plot_simulation, run_simulation  # noqa: E402
+from personalize_pipeline.simulation import SimulationConfig, plot_simulation, run_simulation, split_as_of  # noqa: E402
 
 HERE = Path(__file__).parent
 OPTIONS = FeaturizeOptions(max_user_history_length_percentile=0.99)
@@ -41,16 +40,8 @@ OPTIONS = FeaturizeOptions(max_user_history_length_percentile=0.99)
 
 def update_vs_full(work: Path, spec: DemoSpec, new_days: float = 2.0) -> dict:
     generate(work / "all", spec)
-    inter = pd.read_csv(work / "all" / "interactions.csv", dtype=str, keep_default_na=False)
-    items = pd.read_csv(work / "all" / "items.csv", dtype=str, keep_default_na=False)
-    cut = spec.end - int(new_days * 86400)
     before = work / "before"
-    (before / "schemas").mkdir(parents=True)
-    for f in (work / "all" / "schemas").iterdir():
-        (before / "schemas" / f.name).write_bytes(f.read_bytes())
-    (before / "users.csv").write_bytes((work / "all" / "users.csv").read_bytes())
-    inter[inter["TIMESTAMP"].astype(np.int64) < cut].to_csv(before / "interactions.csv", index=False)
-    items[items["CREATION_TIMESTAMP"].astype(np.int64) < cut].to_csv(before / "items.csv", index=False)
+    split_as_of(work / "all", before, spec.end - int(new_days * 86400))
     old = featurize(read_dataset_group(before), OPTIONS)
     new = featurize(read_dataset_group(work / "all"), OPTIONS)
     start = time.perf_counter()

@@ -52,14 +52,23 @@ class SimulationConfig:
     seed: int = 0
 
 
-def _write_group(folder: Path, source: Path, interactions: pd.DataFrame, items: pd.DataFrame, until: int) -> None:
-    """A dataset group as of time ``until``: the interactions so far and the items created."""
+def write_group_as_of(folder: Path, source: Path, interactions: pd.DataFrame, items: pd.DataFrame, until: int) -> None:
+    """A dataset group as of time ``until``: the given interactions, the items created at or
+    before ``until``, and ``source``'s users and schemas."""
     if folder.exists():
         shutil.rmtree(folder)
     shutil.copytree(source / "schemas", folder / "schemas")
     shutil.copy(source / "users.csv", folder / "users.csv")
     interactions.to_csv(folder / "interactions.csv", index=False)
     items[items["CREATION_TIMESTAMP"].astype(np.int64) <= until].to_csv(folder / "items.csv", index=False)
+
+
+def split_as_of(source: Path, folder: Path, cut: int) -> None:
+    """``source`` (a demo dataset group) as it was just before ``cut``: earlier events only,
+    items created later absent."""
+    inter = pd.read_csv(source / "interactions.csv", dtype=str, keep_default_na=False)
+    items = pd.read_csv(source / "items.csv", dtype=str, keep_default_na=False)
+    write_group_as_of(folder, source, inter[inter["TIMESTAMP"].astype(np.int64) < cut], items, cut - 1)
 
 
 def run_simulation(config: SimulationConfig, work_dir: str | Path, log: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
@@ -79,7 +88,7 @@ def run_simulation(config: SimulationConfig, work_dir: str | Path, log: Callable
     is_new = world.item_created >= cut
 
     solution_config = SolutionConfig("aws-user-personalization", dict(config.hyperparameters))
-    _write_group(work / "data", source, history, items, cut)
+    write_group_as_of(work / "data", source, history, items, cut)
     t0 = time.perf_counter()
     train(featurize(read_dataset_group(work / "data")), solution_config, work / "full")
     full_seconds = time.perf_counter() - t0
@@ -139,7 +148,7 @@ def run_simulation(config: SimulationConfig, work_dir: str | Path, log: Callable
                 }
             )
             events = pd.concat([events, new_events[events.columns]], ignore_index=True)
-            _write_group(work / "data", source, events, items, now + step)
+            write_group_as_of(work / "data", source, events, items, now + step)
             t0 = time.perf_counter()
             train(featurize(read_dataset_group(work / "data")), solution_config, solution, "UPDATE")
             update_seconds.append(time.perf_counter() - t0)
@@ -191,4 +200,4 @@ def plot_simulation(results: dict[str, Any]) -> bytes:
     return buf.getvalue()
 
 
-__all__ = ["SimulationConfig", "run_simulation", "plot_simulation"]
+__all__ = ["SimulationConfig", "run_simulation", "plot_simulation", "write_group_as_of", "split_as_of"]

@@ -14,6 +14,7 @@ from personalize_pipeline.errors import InputError
 from personalize_pipeline.features import featurize
 from personalize_pipeline.recipes import ExplorationConfig, UserBatch, UserPersonalization
 from personalize_pipeline.recipes.user_personalization import merge_lists
+from personalize_pipeline.simulation import split_as_of
 from personalize_pipeline.store import load_solution_version
 from personalize_pipeline.training import SolutionConfig, train
 
@@ -103,7 +104,7 @@ def test_thompson_sampling_prefers_uncertain_over_often_ignored(model, features)
 def test_impressions_demote_items_shown_and_ignored(demo, tmp_path):
     """Ten items with ordinary click counts are added to most impression lists, so users
     keep ignoring them: trained with impressions, they sink down the lists."""
-    _copy_group(demo, tmp_path / "shown")
+    shutil.copytree(demo, tmp_path / "shown")
     inter = pd.read_csv(demo / "interactions.csv", dtype=str)
     counts = inter["ITEM_ID"].value_counts()
     target = counts[(counts >= counts.quantile(0.6)) & (counts <= counts.quantile(0.8))].index[:10].to_numpy()
@@ -152,23 +153,10 @@ def test_merge_interleaves_and_fills():
     assert merge_lists(relevant, np.array([[-1, -1]]), 6).tolist() == [relevant[0].tolist()]
 
 
-def _copy_group(demo, out):
-    shutil.copytree(demo, out)
-
-
-def _split_by_time(demo, out, cut):
-    """A copy of the dataset group as it was at time ``cut`` (items created later absent)."""
-    _copy_group(demo, out)
-    inter = pd.read_csv(demo / "interactions.csv", dtype=str)
-    items = pd.read_csv(demo / "items.csv", dtype=str)
-    inter[inter["TIMESTAMP"].astype(int) < cut].to_csv(out / "interactions.csv", index=False)
-    items[items["CREATION_TIMESTAMP"].astype(int) < cut].to_csv(out / "items.csv", index=False)
-
-
 def test_update_brings_new_items_into_recommendations_cheaply(demo, tmp_path):
     ts = pd.read_csv(demo / "interactions.csv", usecols=["TIMESTAMP"])["TIMESTAMP"]
     cut = int(ts.quantile(0.9))
-    _split_by_time(demo, tmp_path / "before", cut)
+    split_as_of(demo, tmp_path / "before", cut)
     config = SolutionConfig("aws-user-personalization", {"hidden_dimension": 32, "epochs": 6})
     full = train(featurize(read_dataset_group(tmp_path / "before")), config, tmp_path / "sol", "FULL")
     update = train(featurize(read_dataset_group(demo)), config, tmp_path / "sol", "UPDATE")
