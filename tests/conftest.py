@@ -23,6 +23,17 @@ def demo_small(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models train fastest on one thread (and a busy CI machine does not stall them)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def s3_server():
     """A real S3 server (SeaweedFS, anonymous: any credentials work) for the whole session."""

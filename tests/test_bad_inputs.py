@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from cli_helpers import call
 from personalize_pipeline import cli
 from personalize_pipeline.batch import parse_line
 from personalize_pipeline.errors import InputError
@@ -37,16 +38,6 @@ FUTURE = str(int(time.time()) + 400 * 86400)
 
 
 # --- helpers ---------------------------------------------------------------------------------
-
-
-def call(capsys, *args) -> tuple[int, str, str]:
-    capsys.readouterr()
-    try:
-        rc = cli.main([str(a) for a in args])
-    except SystemExit as exc:  # argparse errors
-        rc = exc.code
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 def check_one_line(rc: int, out: str, err: str, needles: list[str]) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from personalize_pipeline import cli
+from cli_helpers import call
 from personalize_pipeline.demo_data import DemoSpec, generate
 
 SPEC = DemoSpec(users=300, items=200, interactions=6000, seed=1)
@@ -54,17 +54,6 @@ def run_cli(*args, cwd: Path | None = None) -> subprocess.CompletedProcess:
         cwd=cwd,
         timeout=300,
     )
-
-
-def call(capsys, *args) -> tuple[int, str, str]:
-    """``cli.main`` in-process: (exit code, stdout, stderr)."""
-    capsys.readouterr()
-    try:
-        rc = cli.main([str(a) for a in args])
-    except SystemExit as exc:  # argparse errors
-        rc = exc.code
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 def assert_no_traceback(out: str, err: str) -> None:

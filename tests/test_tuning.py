@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from personalize_pipeline import cli
+from cli_helpers import call
 from personalize_pipeline.datasets import read_dataset_group
 from personalize_pipeline.errors import InputError
 from personalize_pipeline.features import featurize
@@ -139,14 +139,8 @@ def test_hpo_is_seeded_starts_from_defaults_and_never_ends_below_them(features):
     assert [t["params"] for t in record2["trials"]] == [t["params"] for t in trials]
 
 
-def run_cli(args, capsys):
-    code = cli.main(args)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def test_cli_train_hpo_records_trials_in_the_manifest(tmp_path, capsys):
-    code, out, err = run_cli(["train", "--dataset", MOVIELENS, "--recipe", "aws-sims", "--hpo", "4", "--no-validate", "--out", str(tmp_path / "s")], capsys)
+    code, out, err = call(capsys, *["train", "--dataset", MOVIELENS, "--recipe", "aws-sims", "--hpo", "4", "--no-validate", "--out", str(tmp_path / "s")])
     assert code == 0, err
     summary = json.loads(out)
     assert summary["hpo"]["trials"] == 4 and summary["hpo"]["best_value"] >= summary["hpo"]["default_value"]
@@ -154,17 +148,6 @@ def test_cli_train_hpo_records_trials_in_the_manifest(tmp_path, capsys):
     manifest = load_manifest(tmp_path / "s")
     assert manifest["solution_config"]["performHPO"] and manifest["hpo"]["best"]["params"]["popularity_discount_factor"] == manifest["hyperparameters"]["popularity_discount_factor"]
     assert len(manifest["hpo"]["trials"]) == 4
-
-
-@pytest.fixture
-def one_torch_thread():
-    """Tiny models train fastest on one thread (and a busy CI machine does not stall them)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_cli_solution_config_yaml_with_automl_picks_the_better_recipe(demo_small, tmp_path, capsys, one_torch_thread):
@@ -177,7 +160,7 @@ def test_cli_solution_config_yaml_with_automl_picks_the_better_recipe(demo_small
         "  algorithmHyperParameters: {epochs: '2', hidden_dimension: '32', n_sample: '64'}\n"
         "  autoMLConfig: {metricName: precision_at_25, recipeList: [aws-popularity-count, arn:aws:personalize:::recipe/aws-hrnn]}\n"
     )
-    code, out, err = run_cli(["train", "--dataset", str(demo_small), "--solution-config", str(config), "--no-validate", "--out", str(tmp_path / "s")], capsys)
+    code, out, err = call(capsys, *["train", "--dataset", str(demo_small), "--solution-config", str(config), "--no-validate", "--out", str(tmp_path / "s")])
     assert code == 0, err
     manifest = load_manifest(tmp_path / "s")
     candidates = {c["recipe"]: c for c in manifest["automl"]["candidates"]}
@@ -208,7 +191,7 @@ def test_cli_solution_config_yaml_with_automl_picks_the_better_recipe(demo_small
 )
 def test_cli_bad_selection_options_exit_2_with_one_line(tmp_path, capsys, args, message):
     out_dir = tmp_path / "s"
-    code, out, err = run_cli(["train", "--dataset", MOVIELENS, *args, "--out", str(out_dir)], capsys)
+    code, out, err = call(capsys, *["train", "--dataset", MOVIELENS, *args, "--out", str(out_dir)])
     assert code == 2 and out == ""
     assert len(err.strip().splitlines()) == 1 and message in err, err
     assert not out_dir.exists()
@@ -217,11 +200,11 @@ def test_cli_bad_selection_options_exit_2_with_one_line(tmp_path, capsys, args, 
 def test_cli_solution_config_file_errors(tmp_path, capsys):
     bad_json = tmp_path / "bad.json"
     bad_json.write_text("{not json")
-    code, _, err = run_cli(["train", "--dataset", MOVIELENS, "--solution-config", str(bad_json), "--out", str(tmp_path / "s")], capsys)
+    code, _, err = call(capsys, *["train", "--dataset", MOVIELENS, "--solution-config", str(bad_json), "--out", str(tmp_path / "s")])
     assert code == 2 and "not valid JSON" in err and len(err.strip().splitlines()) == 1
     doc = hpo_doc(integerHyperParameterRanges=[{"name": "hidden_dimension", "minValue": "32", "maxValue": "999"}])
     good_shape = tmp_path / "range.json"
     good_shape.write_text(json.dumps(doc))
-    code, _, err = run_cli(["train", "--dataset", MOVIELENS, "--solution-config", str(good_shape), "--out", str(tmp_path / "s")], capsys)
+    code, _, err = call(capsys, *["train", "--dataset", MOVIELENS, "--solution-config", str(good_shape), "--out", str(tmp_path / "s")])
     assert code == 2 and "hidden_dimension: 999 is out of range [32, 256]" in err
     assert not (tmp_path / "s").exists()

@@ -42,16 +42,6 @@ def is_png(markdown_value) -> bool:
     return base64.b64decode(markdown_value.value.split("base64,", 1)[1].rstrip(")"))[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture
-def one_torch_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_hpo_run_then_a_collapsed_version_fails_the_check(demo_small, tmp_path, one_torch_thread):
     instance = dg.DagsterInstance.ephemeral()
     hpo = {"hpoResourceConfig": {"maxNumberOfTrainingJobs": "3"}, "hpoObjective": {"type": "Maximize", "metricName": "precision_at_25"}}
