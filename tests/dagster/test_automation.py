@@ -12,26 +12,16 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from pipeline_resources import pipeline_resources
 from assets import schedules as schedules_module
 from assets import settings as settings_module
-from assets.definitions import build_resources, defs
+from assets.definitions import defs
 from assets.resources import S3Settings
 from assets.schedules import two_hourly_update, weekly_full_retrain
 from assets.sensors import new_dataset_files, record_run_failures
-from assets.settings import DEFAULTS
 from personalize_pipeline.datasets import read_dataset_group
 from personalize_pipeline.features import featurize
 from personalize_pipeline.training import SolutionConfig, train
-
-
-def resources_for(dataset, artifacts, output, s3=None):
-    config = json.loads(json.dumps(DEFAULTS))
-    config["locations"] = {"dataset": str(dataset), "artifacts": str(artifacts), "output": str(output)}
-    resources = build_resources(config)
-    if s3 is not None:
-        for key in ("dataset_source", "artifact_store", "output_location"):
-            resources[key] = resources[key].model_copy(update={"s3": s3})
-    return resources
 
 
 def add_interactions(dataset, n=40):
@@ -55,7 +45,7 @@ def dataset(demo_small, tmp_path):
 
 
 def test_update_schedule_skips_until_full_version_and_new_data(dataset, tmp_path):
-    resources = resources_for(dataset, tmp_path / "artifacts", tmp_path / "output")
+    resources = pipeline_resources(dataset, tmp_path / "artifacts", tmp_path / "output")
     update_job = defs.resolve_job_def("update")
     first = dt.datetime(2026, 11, 22, 4, tzinfo=dt.timezone.utc)
     ticks = [first + dt.timedelta(hours=2 * i) for i in range(4)]
@@ -114,7 +104,7 @@ def _sensor(resources, cursor):
 
 
 def test_file_sensor_requests_one_run_per_new_file_locally(dataset, tmp_path):
-    resources = resources_for(dataset, tmp_path / "artifacts", tmp_path / "output")
+    resources = pipeline_resources(dataset, tmp_path / "artifacts", tmp_path / "output")
     assert new_dataset_files.default_status == dg.DefaultSensorStatus.STOPPED
 
     # first look, no FULL version yet: one validation run for the three files
@@ -148,7 +138,7 @@ def test_file_sensor_on_an_s3_prefix(dataset, tmp_path, s3_bucket):
     prefix = f"{bucket.removeprefix('s3://')}/dataset"
     fs.put_file(str(dataset / "interactions.csv"), f"{prefix}/interactions.csv")
     s3 = S3Settings(endpoint_url=server.endpoint_url, access_key_id="test", secret_access_key="test-secret")
-    resources = resources_for(f"{bucket}/dataset", f"{bucket}/artifacts", f"{bucket}/output", s3=s3)
+    resources = pipeline_resources(f"{bucket}/dataset", f"{bucket}/artifacts", f"{bucket}/output", s3=s3)
 
     first = _sensor(resources, None)
     assert [r.tags["personalize/new_files"] for r in first.run_requests] == ["interactions.csv"]
@@ -176,7 +166,7 @@ def test_failed_run_is_recorded(tmp_path):
     result = nightly.execute_in_process(instance=instance, raise_on_error=False)
     assert not result.success
     [failure] = [e for e in result.all_events if e.event_type == dg.DagsterEventType.RUN_FAILURE]
-    resources = resources_for(tmp_path / "d", tmp_path / "artifacts", tmp_path / "o")
+    resources = pipeline_resources(tmp_path / "d", tmp_path / "artifacts", tmp_path / "o")
     with dg.build_run_status_sensor_context(
         sensor_name="record_run_failures",
         dagster_instance=instance,

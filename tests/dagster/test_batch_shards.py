@@ -5,21 +5,14 @@ import json
 
 import dagster as dg
 
+from pipeline_resources import pipeline_resources
 from assets.batch_jobs import batch_input_shards, batch_job_output, batch_job_shards, batch_jobs
-from assets.definitions import build_resources, pipeline_assets
+from assets.definitions import pipeline_assets
 from assets.jobs import full_retrain
-from assets.settings import DEFAULTS
 
 
 def test_shards_become_partitions_and_outputs(demo_small, tmp_path):
-    config = json.loads(json.dumps(DEFAULTS))
-    config["locations"] = {
-        "dataset": str(demo_small),
-        "artifacts": str(tmp_path / "artifacts"),
-        "output": str(tmp_path / "output"),
-        "batch_input": str(tmp_path / "shards"),
-    }
-    resources = build_resources(config)
+    resources = pipeline_resources(demo_small, tmp_path / "artifacts", tmp_path / "output", batch_input=tmp_path / "shards")
     defs = dg.Definitions(assets=[*pipeline_assets, batch_job_output], jobs=[full_retrain, batch_jobs], resources=resources)
     instance = dg.DagsterInstance.ephemeral()
     assert defs.resolve_job_def("full_retrain").execute_in_process(instance=instance).success

@@ -9,23 +9,20 @@ import shutil
 import dagster as dg
 import pandas as pd
 
+from pipeline_resources import pipeline_resources
 from assets.checks import ge_checks
 from assets.datasets import raw_assets
-from assets.definitions import build_resources, pipeline_assets
+from assets.definitions import pipeline_assets
 from assets.evaluation import beats_popularity
 from assets.jobs import full_retrain, update
 from assets.schedules import two_hourly_update
-from assets.settings import DEFAULTS
 from personalize_pipeline.store import read_index
 
 
 def test_full_update_update_cycle(demo_small, tmp_path):
     dataset, artifacts, output = tmp_path / "dataset", tmp_path / "artifacts", tmp_path / "output"
     shutil.copytree(demo_small, dataset)
-    config = json.loads(json.dumps(DEFAULTS))
-    config["locations"] = {"dataset": str(dataset), "artifacts": str(artifacts), "output": str(output)}
-    config["solution"]["keep_full_versions"] = 1
-    resources = build_resources(config)
+    resources = pipeline_resources(dataset, artifacts, output, keep_full_versions=1)
     defs = dg.Definitions(
         assets=[*raw_assets, *pipeline_assets], asset_checks=[*ge_checks, beats_popularity], jobs=[full_retrain, update], resources=resources
     )

@@ -3,26 +3,21 @@ solution_version, lift / segments / long tail plots, the comparison with the pre
 solution version, and the check that FAILS when a metric collapses against it."""
 
 import base64
-import json
 
 import dagster as dg
 import pytest
 
+from pipeline_resources import pipeline_resources
 from assets.checks import ge_checks
 from assets.datasets import validated_assets
-from assets.definitions import build_resources
 from assets.evaluation import beats_popularity, no_collapse_against_previous_version, solution_metrics
 from assets.features import featurized_dataset
-from assets.settings import DEFAULTS
 from assets.training import solution_version
 from personalize_pipeline.store import load_manifest
 
 
 def resources_for(demo, tmp_path, **solution):
-    config = json.loads(json.dumps(DEFAULTS))
-    config["locations"] = {"dataset": str(demo), "artifacts": str(tmp_path / "a"), "output": str(tmp_path / "o")}
-    config["solution"].update(solution)
-    return build_resources(config)
+    return pipeline_resources(demo, tmp_path / "a", tmp_path / "o", **solution)
 
 
 def materialize(resources, instance):

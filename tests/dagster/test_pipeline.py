@@ -8,22 +8,17 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from pipeline_resources import pipeline_resources
 from assets.checks import ge_checks
 from assets.datasets import raw_assets
-from assets.definitions import build_resources, pipeline_assets
+from assets.definitions import pipeline_assets
 from assets.evaluation import beats_popularity
 from assets.jobs import full_retrain, update
-from assets.settings import DEFAULTS
 from personalize_pipeline.locations import Location
 
 
 def make_defs(dataset, artifacts, output, s3=None):
-    config = json.loads(json.dumps(DEFAULTS))
-    config["locations"] = {"dataset": str(dataset), "artifacts": str(artifacts), "output": str(output)}
-    resources = build_resources(config)
-    if s3 is not None:
-        for key in ("dataset_source", "artifact_store", "output_location"):
-            resources[key] = resources[key].model_copy(update={"s3": s3})
+    resources = pipeline_resources(dataset, artifacts, output, s3=s3)
     return dg.Definitions(
         assets=[*raw_assets, *pipeline_assets],
         asset_checks=[*ge_checks, beats_popularity],
@@ -118,11 +113,9 @@ def test_materialize_selection_blocked_by_check(demo_small, tmp_path):
     dataset = tmp_path / "dataset"
     shutil.copytree(demo_small, dataset)
     (dataset / "interactions.csv").write_text((dataset / "interactions.csv").read_text().replace("TIMESTAMP", "WHEN", 1))
-    config = json.loads(json.dumps(DEFAULTS))
-    config["locations"] = {"dataset": str(dataset), "artifacts": str(tmp_path / "a"), "output": str(tmp_path / "o")}
     result = dg.materialize(
         [*raw_assets, *pipeline_assets, *ge_checks],
-        resources=build_resources(config),
+        resources=pipeline_resources(dataset, tmp_path / "a", tmp_path / "o"),
         selection=dg.AssetSelection.groups("personalize") - dg.AssetSelection.assets("solution_metrics"),
         raise_on_error=False,
         instance=dg.DagsterInstance.ephemeral(),
@@ -145,11 +138,7 @@ def test_update_without_full_fails_with_clear_message(demo_small, tmp_path):
 def test_hrnn_run_shows_plots_and_training_metadata(demo_small, tmp_path):
     import base64
 
-    config = json.loads(json.dumps(DEFAULTS))
-    config["locations"] = {"dataset": str(demo_small), "artifacts": str(tmp_path / "a"), "output": str(tmp_path / "o")}
-    config["solution"]["recipe"] = "aws-hrnn"
-    config["solution"]["hyperparameters"] = {"epochs": 3}
-    resources = build_resources(config)
+    resources = pipeline_resources(demo_small, tmp_path / "a", tmp_path / "o", recipe="aws-hrnn", hyperparameters={"epochs": 3})
     defs = dg.Definitions(assets=[*raw_assets, *pipeline_assets], asset_checks=[*ge_checks, beats_popularity], jobs=[full_retrain], resources=resources)
     instance = dg.DagsterInstance.ephemeral()
     assert run(defs, "full_retrain", instance).success

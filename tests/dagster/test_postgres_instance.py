@@ -18,12 +18,12 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from pipeline_resources import pipeline_resources
 from assets.checks import ge_checks
 from assets.datasets import raw_assets
-from assets.definitions import build_resources, pipeline_assets
+from assets.definitions import pipeline_assets
 from assets.evaluation import beats_popularity
 from assets.jobs import full_retrain
-from assets.settings import DEFAULTS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -105,13 +105,11 @@ def test_pipeline_runs_through_a_postgres_instance(postgres, demo_small, tmp_pat
     home.mkdir()
     shutil.copy(ROOT / "deploy" / "dagster.postgres.yaml", home / "dagster.yaml")
 
-    config = json.loads(json.dumps(DEFAULTS))
-    config["locations"] = {"dataset": str(demo_small), "artifacts": str(tmp_path / "a"), "output": str(tmp_path / "o")}
     defs = dg.Definitions(
         assets=[*raw_assets, *pipeline_assets],
         asset_checks=[*ge_checks, beats_popularity],
         jobs=[full_retrain],
-        resources=build_resources(config),
+        resources=pipeline_resources(demo_small, tmp_path / "a", tmp_path / "o"),
     )
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"

@@ -6,7 +6,6 @@ asset and the solution_metrics page the metrics with their baseline and plots.
 Screenshots go to a temporary folder (``tools/ui_screenshots.py`` refreshes docs/). Skipped,
 saying why, only when Chromium is absent and cannot be installed."""
 
-import json
 import sys
 from pathlib import Path
 
@@ -18,10 +17,10 @@ import ui_screenshots  # noqa: E402
 
 from assets.checks import ge_checks  # noqa: E402
 from assets.datasets import raw_assets  # noqa: E402
-from assets.definitions import build_resources, pipeline_assets  # noqa: E402
+from assets.definitions import pipeline_assets  # noqa: E402
 from assets.evaluation import beats_popularity, no_collapse_against_previous_version  # noqa: E402
 from assets.jobs import full_retrain  # noqa: E402
-from assets.settings import DEFAULTS  # noqa: E402
+from pipeline_resources import pipeline_resources  # noqa: E402
 
 ASSETS = ("validated_interactions", "validated_items", "validated_users", "featurized_dataset", "solution_version", "solution_metrics", "batch_inference_output")
 
@@ -36,13 +35,11 @@ def chromium():
 
 def test_asset_graph_and_metrics_page_show_the_pipeline(chromium, demo_small, tmp_path, monkeypatch):
     env = ui_screenshots.ui_env(tmp_path / "ui", demo_small, "aws-popularity-count")
-    config = json.loads(json.dumps(DEFAULTS))
-    config["locations"] = {"dataset": env["PERSONALIZE_DATASET"], "artifacts": env["PERSONALIZE_ARTIFACTS"], "output": env["PERSONALIZE_OUTPUT"]}
     defs = dg.Definitions(
         assets=[*raw_assets, *pipeline_assets],
         asset_checks=[*ge_checks, beats_popularity, no_collapse_against_previous_version],
         jobs=[full_retrain],
-        resources=build_resources(config),
+        resources=pipeline_resources(env["PERSONALIZE_DATASET"], env["PERSONALIZE_ARTIFACTS"], env["PERSONALIZE_OUTPUT"]),
     )
     monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])
     instance = dg.DagsterInstance.get()
