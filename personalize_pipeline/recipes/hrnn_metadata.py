@@ -51,7 +51,7 @@ class MetadataLayout:
             elif col.startswith("cat_"):
                 vocab = (vocabularies or {}).get(f"{dataset}.{col[4:]}")
                 if vocab is None:  # no vocabulary known: the codes themselves
-                    width = int(_flat_codes(frame[col])[0].max(initial=0)) + 1
+                    width = int(list_column_codes(frame[col])[0].max(initial=0)) + 1
                 else:
                     width = len(vocab) + 1
                 columns.append({"column": col, "kind": "cat", "vocab": vocab, "width": int(min(width, MAX_VOCAB))})
@@ -82,7 +82,7 @@ class MetadataLayout:
             width = spec["width"]
             block = np.zeros((n, width), dtype=np.float32)
             if col in frame.columns:
-                codes, rows = _flat_codes(frame[col])
+                codes, rows = list_column_codes(frame[col])
                 current = (vocabularies or {}).get(f"{dataset}.{col[4:]}")
                 if spec["vocab"] is not None and current is not None and current != spec["vocab"]:
                     remap = np.concatenate([[0], pd.Index(spec["vocab"]).get_indexer(pd.Index(current)) + 1])
@@ -102,7 +102,7 @@ class MetadataLayout:
         return cls(json.loads(text))
 
 
-def _flat_codes(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+def list_column_codes(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """(codes, row of each code) of a list-of-codes column."""
     arr = pa.array(series)
     if isinstance(arr, pa.ChunkedArray):

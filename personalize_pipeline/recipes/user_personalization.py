@@ -38,7 +38,7 @@ from ..features import Features
 from .base import HyperParameter as HP
 from .base import UserBatch, top_k
 from .hrnn import PERSONALIZE_HRNN_HPS, TRAINING_HPS, GRUNet
-from .hrnn_metadata import HRNNMetadata, _flat_codes
+from .hrnn_metadata import HRNNMetadata, list_column_codes
 
 DAY = 86_400.0
 # the wide default model (149) needs more regularisation and smaller steps than aws-hrnn (43)
@@ -95,7 +95,7 @@ class UserPersonalization(HRNNMetadata):
         np.minimum.at(first_seen, items, timestamps)
         self._impression_matrix = None
         if "impression" in features.interactions.columns:
-            codes, parents = _flat_codes(features.interactions["impression"])
+            codes, parents = list_column_codes(features.interactions["impression"])
             ok = codes >= 0
             codes, parents = codes[ok], parents[ok]
             picked = codes == items[parents]
