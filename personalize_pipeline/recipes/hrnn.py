@@ -47,12 +47,13 @@ PERSONALIZE_HRNN_HPS = (
 )
 TRAINING_HPS = (
     HP("epochs", int, 0, 0, 200, help="passes over the training windows; 0 = auto (20 for small data, fewer for large)"),
-    HP("learning_rate", float, 0.01, 1e-5, 0.5, tunable=True),
+    HP("learning_rate", float, 0.02, 1e-5, 0.5, tunable=True),
     HP("batch_size", int, 0, 0, 4096, help="windows per mini-batch; 0 = auto (about 100 steps per epoch, 16 to 256)"),
-    HP("n_sample", int, 512, 16, 65536, help="shared negative samples per mini-batch"),
-    HP("sample_alpha", float, 0.5, 0.0, 1.0, help="negatives drawn from popularity ** alpha"),
+    HP("n_sample", int, 0, 0, 65536, help="shared negative samples per mini-batch; 0 = auto (2048 for small data down to 512 for 2M+ events)"),
+    HP("sample_alpha", float, 0.75, 0.0, 1.0, help="negatives drawn from popularity ** alpha"),
     HP("dropout_embed", float, 0.25, 0.0, 0.9, tunable=True),
     HP("dropout_hidden", float, 0.1, 0.0, 0.9, tunable=True),
+    HP("weight_averaging", float, 0.99, 0.0, 0.9999, help="decay of the moving average of the weights that becomes the trained model (0 = last weights)"),
     HP("max_training_seconds", float, 3600.0, 1.0, 86400.0, help="stop after this many seconds"),
 )
 
@@ -229,7 +230,7 @@ class HRNN(Recipe):
         q = counts ** p["sample_alpha"]
         q[~self.trained] = 0.0
         q = q / q.sum()
-        n_sample = min(p["n_sample"], int(self.trained.sum()))
+        n_sample = min(self.negatives(int((targets >= 0).sum())), int(self.trained.sum()))
         log_q_all = torch.from_numpy(np.log(np.maximum(q * n_sample, 1e-12))).float()
         q_cum = np.cumsum(q)
 
@@ -251,6 +252,11 @@ class HRNN(Recipe):
             epochs = max(1, epochs // 4)
         target_pos = torch.from_numpy(first_target.astype(np.int64))
         steps_t = torch.arange(p["bptt"])
+        # the model kept is a moving average of the weights over the last ~1/(1 - decay)
+        # steps: the trajectory of a small-batch Adam run is noisy from step to step, and
+        # the average ranks better than any single point of it (not for the one-pass
+        # item-side refresh of an UPDATE)
+        average = [t.detach().clone() for t in trainable] if p["weight_averaging"] > 0 and only_after is None else None
         start = time.perf_counter()
         self.loss_history: list[float] = []
         epoch_seconds: list[float] = []
@@ -292,12 +298,18 @@ class HRNN(Recipe):
                 if frozen_rows is not None and self.net.embedding.weight.grad is not None:
                     self.net.embedding.weight.grad[frozen_rows] = 0.0
                 optimizer.step()
+                if average is not None:
+                    with torch.no_grad():
+                        torch._foreach_lerp_(average, [t.detach() for t in trainable], 1.0 - p["weight_averaging"])
                 total += float(loss.detach()) * float(w.sum())
                 denom += float(w.sum())
             self.loss_history.append(round(total / max(denom, 1e-9), 5))
             epoch_seconds.append(time.perf_counter() - t_epoch)
             if time.perf_counter() - start > p["max_training_seconds"]:
                 break
+        if average is not None:
+            with torch.no_grad():
+                torch._foreach_copy_([t.data for t in trainable], average)
         self.net.eval()
         self.fitted = True
         self._finish_fit()
@@ -358,6 +370,13 @@ class HRNN(Recipe):
         auto = np.clip(round(3_000_000 / max(n_events, 1)), 4, 20) * min(1.0, 43 / p["hidden_dimension"])
         epochs = p["epochs"] or int(max(2, round(auto)))
         return batch, epochs
+
+    def negatives(self, n_events: int) -> int:
+        """Shared negatives per mini-batch: an explicit ``n_sample`` wins; auto gives small
+        data many (closer to the full softmax, which ranks better; GRU4Rec's tuned settings
+        use 2048) and large data fewer, so the sampled-softmax work per epoch stays bounded
+        (about 4.3e10 event x negative x dimension products: 1e9 pairs at the default width)."""
+        return self.params["n_sample"] or int(np.clip(round(4.3e10 / max(n_events, 1) / self.params["hidden_dimension"]), 512, 2048))
 
     def training_stats(self) -> dict[str, Any]:
         return dict(getattr(self, "_stats", {}))
