@@ -430,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
             block = results["datasets"].setdefault(name, {})
             ours_hashes = split_hashes(features)
             block["data"] = info
-            block["command"] = results["command"]
+            block.pop("command", None)
             block.setdefault("models", {})
             print(f"== {name}: {json.dumps(info)}", file=sys.stderr, flush=True)
             for model in models:
@@ -438,6 +438,7 @@ def main(argv: list[str] | None = None) -> int:
                 if "split_hashes" in row:  # RecBole's test and validation (user, item) pairs = ours
                     row["same_test_and_validation_events"] = row.pop("split_hashes") == ours_hashes
                 row["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+                row["command"] = results["command"]
                 block["models"][model] = row
                 print(json.dumps({"dataset": name, **row}), file=sys.stderr, flush=True)
                 path.write_text(json.dumps(results, indent=2) + "\n")
