@@ -157,10 +157,72 @@ def read_dataset(file: Location, dataset_type: str, schema_doc=None, schema_sour
 def read_table(file: Location) -> tuple[pa.Table, str]:
     """Read a CSV (optionally gzip) or Parquet file with every column as a string.
 
-    Returns the table and a fingerprint of the file's bytes."""
+    Returns the table and a fingerprint of the file's bytes. A plain CSV streams from the
+    file into Arrow in blocks (hashed on the way), without a copy of the whole file in
+    memory; when Arrow rejects it, the bytes are read again to say where and why."""
+    if file.url.endswith(".csv"):
+        streamed = _stream_csv(file)
+        if streamed is not None:
+            return streamed
     data = file.read_bytes()
     fingerprint = hashlib.sha256(data).hexdigest()[:16]
     return _parse_table(file, data), fingerprint
+
+
+class _HashingReader(io.RawIOBase):
+    """A read-only stream over ``fh`` that hashes every byte read, after ``prefix``
+    (bytes already read from ``fh`` and hashed)."""
+
+    def __init__(self, fh, prefix: bytes, digest):
+        self._fh, self._prefix, self._digest = fh, prefix, digest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        if self._prefix:
+            n = min(len(view), len(self._prefix))
+            view[:n] = self._prefix[:n]
+            self._prefix = self._prefix[n:]
+            return n
+        data = self._fh.read(len(view))
+        self._digest.update(data)
+        view[: len(data)] = data
+        return len(data)
+
+
+STREAM_PREFIX = 1 << 20  # bytes read up front to check the header line
+
+
+def _stream_csv(file: Location) -> tuple[pa.Table, str] | None:
+    """The fast path of ``read_table`` for CSV; None when the file needs the careful path
+    (empty, a byte order mark, an unparsable header or data Arrow refuses)."""
+    digest = hashlib.sha256()
+    with file.open("rb") as fh:
+        prefix = fh.read(STREAM_PREFIX)
+        digest.update(prefix)
+        if not prefix.strip() or prefix.startswith(b"\xef\xbb\xbf") or b"\n" not in prefix:
+            return None
+        try:
+            header = next(csv.reader(io.StringIO(prefix.split(b"\n", 1)[0].rstrip(b"\r").decode("utf-8"))))
+        except (UnicodeDecodeError, StopIteration, csv.Error):
+            return None
+        _check_header_names(file.url, header)
+        try:
+            table = pacsv.read_csv(
+                io.BufferedReader(_HashingReader(fh, prefix, digest), buffer_size=1 << 22),
+                read_options=pacsv.ReadOptions(block_size=1 << 24),
+                parse_options=pacsv.ParseOptions(newlines_in_values=False),
+                convert_options=pacsv.ConvertOptions(column_types={name: pa.string() for name in header}, strings_can_be_null=True, null_values=[""]),
+            )
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            return None
+        if table.num_rows == 0 or table.column_names != header:
+            return None
+        while rest := fh.read(1 << 24):  # Arrow reads to the end; hash any rest all the same
+            digest.update(rest)
+    return _blank_to_null(table), digest.hexdigest()[:16]
 
 
 def _parse_table(file: Location, data: bytes) -> pa.Table:

@@ -8,6 +8,9 @@ For every dataset three kinds of batch are validated:
   milliseconds and future dates).
 - ``user_history`` (interactions): Personalize needs at least 25 users with 2+ interactions.
 
+Column rules run on slices of ``SLICE_ROWS`` rows converted from the Arrow table one at a
+time (bounded pandas copies; results summed per rule), so memory stays flat with size.
+
 The report names the file, column and rule, with counts and example values and lines.
 """
 
@@ -17,9 +20,12 @@ import logging
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable, Iterator
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from .datasets import Dataset, DatasetGroup
 from .schemas import INTEGER_TYPES, NUMERIC_TYPES, REQUIRED_FIELDS
@@ -141,25 +147,49 @@ class _Rule:
     description: str
     column: str | None
     severity: str = "error"
+    order: int = 0  # position in the report
 
 
 @dataclass
 class _Batch:
+    """Rules run on a sequence of frames (slices of one table); per-rule results are
+    summed over the frames. Frame indexes are row numbers of the whole table."""
+
     dataset: Dataset
     name: str
-    frame: pd.DataFrame
+    frames: Callable[[], Iterator[pd.DataFrame]]
     rules: list[_Rule]
-    line_offset: int | None  # file line of frame row 0, for messages (None: no line numbers)
+    line_offset: int | None  # file line of row 0, for messages (None: no line numbers)
 
 
-def build_batches(dataset: Dataset, now: float | None = None) -> list[_Batch]:
-    """The GE expectations for one dataset, generated from its schema."""
+TABLE_RULES = ("ExpectTableColumnsToMatchSet", "ExpectColumnToExist")
+SLICE_ROWS = 1_000_000  # rows per pandas frame handed to Great Expectations
+
+
+def _slices(table: pa.Table, columns: list[str], convert: Callable[[pd.DataFrame], pd.DataFrame] | None = None, rows: int | None = None) -> Callable[[], Iterator[pd.DataFrame]]:
+    """Frames of ``columns`` over consecutive row ranges (bounded pandas conversions)."""
+    size = rows or SLICE_ROWS
+
+    def frames() -> Iterator[pd.DataFrame]:
+        for offset in range(0, max(table.num_rows, 1), size):
+            frame = table.select(columns).slice(offset, size).to_pandas()
+            frame.index = pd.RangeIndex(offset, offset + len(frame))
+            yield convert(frame) if convert else frame
+
+    return frames
+
+
+def build_batches(dataset: Dataset, now: float | None = None, slice_rows: int | None = None) -> list[_Batch]:
+    """The GE expectations for one dataset, generated from its schema.
+
+    Column rules run on slices of ``slice_rows`` rows (default ``SLICE_ROWS``); table
+    rules on the header and on the row count; uniqueness on the whole id column."""
     import great_expectations as gx
 
     E = gx.expectations
     schema = dataset.schema
-    raw = dataset.frame()
-    present = set(raw.columns)
+    table = dataset.table
+    present = set(table.column_names)
     required = REQUIRED_FIELDS[dataset.dataset_type]
     rules: list[_Rule] = []
     if schema.from_file:
@@ -199,39 +229,61 @@ def build_batches(dataset: Dataset, now: float | None = None) -> list[_Batch]:
                 None,
             )
         )
+    for i, rule in enumerate(rules):
+        rule.order = i
     line_offset = 2 if dataset.source.endswith((".csv", ".csv.gz")) else None
-    batches = [_Batch(dataset, "raw", raw, rules, line_offset)]
+    kind = {r.order: r.expectation.__class__.__name__ for r in rules}
+    header = [r for r in rules if kind[r.order] in TABLE_RULES]
+    count = [r for r in rules if kind[r.order] == "ExpectTableRowCountToBeBetween"]
+    unique = [r for r in rules if kind[r.order] == "ExpectColumnValuesToBeUnique"]
+    per_row = [r for r in rules if r not in header and r not in count and r not in unique]
+    n = table.num_rows
+    batches = []
+    if header:
+        batches.append(_Batch(dataset, "header", lambda: iter([table.slice(0, 0).to_pandas()]), header, line_offset))
+    if per_row:
+        columns = sorted({r.column for r in per_row}, key=table.column_names.index)
+        batches.append(_Batch(dataset, "raw", _slices(table, columns, rows=slice_rows), per_row, line_offset))
+    if unique:
+        batches.append(_Batch(dataset, "unique", _slices(table, [id_column], rows=max(n, 1)), unique, line_offset))
+    if count:
+        batches.append(_Batch(dataset, "row_count", lambda: iter([pd.DataFrame({"row": np.zeros(n, dtype=np.int8)})]), count, None))
 
     now = time.time() if now is None else now
     latest = int(now + FUTURE_SLACK_SECONDS)
     typed_rules: list[_Rule] = []
-    typed_cols = {}
+    typed_cols = []
     for name in ("TIMESTAMP", "CREATION_TIMESTAMP"):
         if name in present and name in schema:
-            typed_cols[name] = pd.to_numeric(raw[name], errors="coerce")
+            typed_cols.append(name)
             typed_rules.append(
                 _Rule(
                     E.ExpectColumnValuesToBeBetween(column=name, min_value=EARLIEST_TIMESTAMP, max_value=latest),
                     "is a Unix time in seconds, not in the future (milliseconds are too large)",
                     name,
+                    order=len(rules) + len(typed_rules),
                 )
             )
     if typed_rules:
-        batches.append(_Batch(dataset, "typed", pd.DataFrame(typed_cols), typed_rules, line_offset))
+        numeric = lambda frame: frame.apply(lambda col: pd.to_numeric(col, errors="coerce"))  # noqa: E731
+        batches.append(_Batch(dataset, "typed", _slices(table, typed_cols, numeric, rows=slice_rows), typed_rules, line_offset))
 
     if dataset.dataset_type == "interactions" and "USER_ID" in present:
-        counts = raw["USER_ID"].value_counts()
-        frame = pd.DataFrame({"USER_ID": counts.index[counts.to_numpy() >= 2]})
+        counts = pc.value_counts(table["USER_ID"])
+        values, frequencies = counts.field("values"), counts.field("counts")
+        repeat = values.filter(pc.and_(pc.is_valid(values), pc.greater_equal(frequencies, 2)))
+        frame = pd.DataFrame({"USER_ID": repeat.to_pandas()})
         batches.append(
             _Batch(
                 dataset,
                 "user_history",
-                frame,
+                lambda: iter([frame]),
                 [
                     _Rule(
                         E.ExpectTableRowCountToBeBetween(min_value=MIN_USERS_WITH_TWO_INTERACTIONS),
                         f"at least {MIN_USERS_WITH_TWO_INTERACTIONS} users with 2 or more interactions (Amazon Personalize minimum)",
                         None,
+                        order=len(rules) + len(typed_rules),
                     )
                 ],
                 None,
@@ -246,13 +298,15 @@ def validate(group: DatasetGroup, dataset_types: tuple[str, ...] | None = None, 
     return validate_datasets(datasets, group.location, now=now)
 
 
-def validate_datasets(datasets: list[Dataset], location: str, now: float | None = None) -> ValidationReport:
+def validate_datasets(datasets: list[Dataset], location: str, now: float | None = None, slice_rows: int | None = None) -> ValidationReport:
     start = time.perf_counter()
     results: list[RuleResult] = []
     context = _context()
     for dataset in datasets:
-        for i, batch in enumerate(build_batches(dataset, now=now)):
-            results += _run_batch(context, batch, f"{dataset.dataset_type}_{batch.name}_{i}")
+        found: list[tuple[int, RuleResult]] = []
+        for i, batch in enumerate(build_batches(dataset, now=now, slice_rows=slice_rows)):
+            found += _run_batch(context, batch, f"{dataset.dataset_type}_{batch.name}_{i}")
+        results += [r for _, r in sorted(found, key=lambda pair: pair[0])]
     return ValidationReport(
         location,
         results,
@@ -272,7 +326,8 @@ def _context():
     return context
 
 
-def _run_batch(context, batch: _Batch, name: str) -> list[RuleResult]:
+def _run_batch(context, batch: _Batch, name: str) -> list[tuple[int, RuleResult]]:
+    """Run the batch's suite on each of its frames; sum the per-frame outcomes."""
     import great_expectations as gx
 
     source = context.data_sources.add_pandas(f"src_{name}")
@@ -283,41 +338,68 @@ def _run_batch(context, batch: _Batch, name: str) -> list[RuleResult]:
     for rule in batch.rules:
         by_id[suite.add_expectation(rule.expectation).id] = rule
     vd = context.validation_definitions.add(gx.ValidationDefinition(name=f"vd_{name}", data=definition, suite=suite))
-    run = vd.run(
-        batch_parameters={"dataframe": batch.frame},
-        result_format={"result_format": "SUMMARY", "partial_unexpected_count": EXAMPLES},
-    )
-    out = []
-    for res in run.results:
-        spec = by_id[res.expectation_config.id]
-        info = res.result or {}
-        examples = list(info.get("partial_unexpected_list") or [])[:EXAMPLES]
-        index = list(info.get("partial_unexpected_index_list") or [])[:EXAMPLES]
-        lines = [int(i) + batch.line_offset for i in index] if batch.line_offset is not None else []
-        exc = res.exception_info or {}
-        error = exc.get("exception_message") if exc.get("raised_exception") else None
-        observed = info.get("observed_value")
-        if spec.expectation.__class__.__name__ == "ExpectTableColumnsToMatchSet" and not res.success:
-            mismatch = (info.get("details") or {}).get("mismatched") or {}
-            observed = "; ".join(f"{k}: {', '.join(map(str, v))}" for k, v in mismatch.items()) or observed
-        out.append(
-            RuleResult(
-                dataset=batch.dataset.dataset_type,
-                source=batch.dataset.source,
-                rule=res.expectation_config.type,
-                column=spec.column,
-                description=spec.description,
-                success=bool(res.success),
-                unexpected_count=info.get("unexpected_count"),
-                element_count=info.get("element_count"),
-                examples=[_plain(v) for v in examples],
-                lines=lines,
-                observed=_plain(observed),
-                error=error.splitlines()[0] if error else None,
-                severity=spec.severity,
-            )
+    merged: dict[int, RuleResult] = {}
+    for frame in batch.frames():
+        run = vd.run(
+            batch_parameters={"dataframe": frame},
+            result_format={"result_format": "SUMMARY", "partial_unexpected_count": EXAMPLES},
         )
-    return out
+        for res in run.results:
+            spec = by_id[res.expectation_config.id]
+            result = _rule_result(batch, spec, res)
+            merged[spec.order] = _merge(merged[spec.order], result) if spec.order in merged else result
+    return sorted(merged.items(), key=lambda pair: pair[0])
+
+
+def _rule_result(batch: _Batch, spec: _Rule, res) -> RuleResult:
+    info = res.result or {}
+    examples = list(info.get("partial_unexpected_list") or [])[:EXAMPLES]
+    index = list(info.get("partial_unexpected_index_list") or [])[:EXAMPLES]
+    lines = [int(i) + batch.line_offset for i in index] if batch.line_offset is not None else []
+    exc = res.exception_info or {}
+    error = exc.get("exception_message") if exc.get("raised_exception") else None
+    observed = info.get("observed_value")
+    if spec.expectation.__class__.__name__ == "ExpectTableColumnsToMatchSet" and not res.success:
+        mismatch = (info.get("details") or {}).get("mismatched") or {}
+        observed = "; ".join(f"{k}: {', '.join(map(str, v))}" for k, v in mismatch.items()) or observed
+    return RuleResult(
+        dataset=batch.dataset.dataset_type,
+        source=batch.dataset.source,
+        rule=res.expectation_config.type,
+        column=spec.column,
+        description=spec.description,
+        success=bool(res.success),
+        unexpected_count=info.get("unexpected_count"),
+        element_count=info.get("element_count"),
+        examples=[_plain(v) for v in examples],
+        lines=lines,
+        observed=_plain(observed),
+        error=error.splitlines()[0] if error else None,
+        severity=spec.severity,
+    )
+
+
+def _merge(a: RuleResult, b: RuleResult) -> RuleResult:
+    """One rule's outcome over two consecutive slices of the same table."""
+
+    def total(x: int | None, y: int | None) -> int | None:
+        return None if x is None and y is None else (x or 0) + (y or 0)
+
+    return RuleResult(
+        dataset=a.dataset,
+        source=a.source,
+        rule=a.rule,
+        column=a.column,
+        description=a.description,
+        success=a.success and b.success,
+        unexpected_count=total(a.unexpected_count, b.unexpected_count),
+        element_count=total(a.element_count, b.element_count),
+        examples=(a.examples + b.examples)[:EXAMPLES],
+        lines=(a.lines + b.lines)[:EXAMPLES],
+        observed=b.observed if b.observed is not None else a.observed,
+        error=a.error or b.error,
+        severity=a.severity,
+    )
 
 
 def _show(value: Any) -> str:
