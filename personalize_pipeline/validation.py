@@ -36,8 +36,11 @@ MIN_INTERACTIONS = 1000
 MIN_USERS_WITH_TWO_INTERACTIONS = 25
 EARLIEST_TIMESTAMP = 0  # epoch seconds; negative values are invalid
 FUTURE_SLACK_SECONDS = 86_400
-INT_REGEX = r"^\s*[-+]?\d+\s*$"
-FLOAT_REGEX = r"^\s*[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?\s*$"
+# Python's \s spelled out as a class of the characters themselves: pandas then runs the
+# rules with Arrow's RE2 engine (it falls back to a per-value Python loop for \s).
+_WS = "[" + "".join(map(chr, (*range(0x9, 0xE), *range(0x1C, 0x21), 0x85, 0xA0, 0x1680, *range(0x2000, 0x200B), 0x2028, 0x2029, 0x202F, 0x205F, 0x3000))) + "]"
+INT_REGEX = "^" + _WS + r"*[-+]?\d+" + _WS + "*$"
+FLOAT_REGEX = "^" + _WS + r"*[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?" + _WS + "*$"
 BOOL_REGEX = r"^(?i:true|false|0|1)$"
 EXAMPLES = 3
 
@@ -166,7 +169,7 @@ TABLE_RULES = ("ExpectTableColumnsToMatchSet", "ExpectColumnToExist")
 SLICE_ROWS = 1_000_000  # rows per pandas frame handed to Great Expectations
 
 
-def _slices(table: pa.Table, columns: list[str], convert: Callable[[pd.DataFrame], pd.DataFrame] | None = None, rows: int | None = None) -> Callable[[], Iterator[pd.DataFrame]]:
+def _slices(table: pa.Table, columns: list[str], rows: int | None = None) -> Callable[[], Iterator[pd.DataFrame]]:
     """Frames of ``columns`` over consecutive row ranges (bounded pandas conversions)."""
     size = rows or SLICE_ROWS
 
@@ -174,9 +177,15 @@ def _slices(table: pa.Table, columns: list[str], convert: Callable[[pd.DataFrame
         for offset in range(0, max(table.num_rows, 1), size):
             frame = table.select(columns).slice(offset, size).to_pandas()
             frame.index = pd.RangeIndex(offset, offset + len(frame))
-            yield convert(frame) if convert else frame
+            yield frame
 
     return frames
+
+
+def _as_number(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """float64 of the values that are numbers (FLOAT_REGEX), missing for the rest."""
+    ok = pc.fill_null(pc.match_substring_regex(column, FLOAT_REGEX), False)
+    return pc.cast(pc.if_else(ok, pc.utf8_trim_whitespace(column), pa.scalar(None, pa.string())), pa.float64())
 
 
 def build_batches(dataset: Dataset, now: float | None = None, slice_rows: int | None = None) -> list[_Batch]:
@@ -265,8 +274,8 @@ def build_batches(dataset: Dataset, now: float | None = None, slice_rows: int | 
                 )
             )
     if typed_rules:
-        numeric = lambda frame: frame.apply(lambda col: pd.to_numeric(col, errors="coerce"))  # noqa: E731
-        batches.append(_Batch(dataset, "typed", _slices(table, typed_cols, numeric, rows=slice_rows), typed_rules, line_offset))
+        numbers = pa.table({name: _as_number(table[name]) for name in typed_cols})
+        batches.append(_Batch(dataset, "typed", _slices(numbers, typed_cols, rows=slice_rows), typed_rules, line_offset))
 
     if dataset.dataset_type == "interactions" and "USER_ID" in present:
         counts = pc.value_counts(table["USER_ID"])
@@ -321,6 +330,11 @@ def _context():
 
     for name in ("great_expectations", "great_expectations.core", "great_expectations.data_context"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # GE fingerprints every in-memory dataframe under 1 GB by hashing all its rows (as slow
+    # as the rules themselves); the fingerprint only labels the batch, so it is turned off.
+    from great_expectations.execution_engine import pandas_execution_engine
+
+    pandas_execution_engine.HASH_THRESHOLD = 0
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     return context
