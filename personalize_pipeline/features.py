@@ -178,7 +178,7 @@ def featurize(group: DatasetGroup, options: FeaturizeOptions = FeaturizeOptions(
     for name in list(data):
         data[name] = _take(data[name], order)
     del order
-    out = pd.DataFrame(data)
+    out = pd.DataFrame(data, copy=False)
     del data
     if out.empty:
         raise InputError("no interactions left after filtering by event type, event value and user history length")
@@ -244,7 +244,10 @@ class _Encoded:
         self.add(lists.flatten())
 
     def _mapped(self, dictionary: pa.Array, missing: int | None) -> Iterator[np.ndarray]:
-        for indices, local in zip(self.indices, self.dictionaries):
+        """Each slice's codes in ``dictionary``; the slice's indices are released as it goes."""
+        indices_list, self.indices = self.indices, []
+        for local in self.dictionaries:
+            indices = indices_list.pop(0)
             mapping = pc.index_in(local, value_set=dictionary)
             mapping = pc.fill_null(mapping, -1 if missing is None else missing).to_numpy(zero_copy_only=False).astype(np.int32)
             idx = pc.fill_null(indices, len(local)).to_numpy(zero_copy_only=False)  # null -> the extra slot
@@ -263,7 +266,7 @@ class _Encoded:
         chunks = []
         for (codes, offsets, valid) in zip(self._mapped(dictionary, -1), self.offsets, self.validity):
             chunks.append(pa.ListArray.from_arrays(offsets, pa.array(codes, type=pa.int32()), mask=pc.invert(valid)))
-        self.indices, self.offsets, self.validity = [], [], []
+        self.offsets, self.validity = [], []
         return pa.chunked_array(chunks, type=pa.list_(pa.int32()))
 
     def categorical(self) -> pd.Categorical:
