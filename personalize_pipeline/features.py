@@ -98,31 +98,26 @@ def featurize(group: DatasetGroup, options: FeaturizeOptions = FeaturizeOptions(
     id maps at the end and the codes remapped. No per-row Python objects, no whole-table
     copies of string columns."""
     start = time.perf_counter()
-    source = group.interactions.source
-    table = group.interactions.table  # every column a string, validated
-    n_raw = table.num_rows
-    mask = None
-    if options.event_type is not None:
-        if "EVENT_TYPE" not in table.column_names:
-            raise InputError(f"{source}: eventType {options.event_type!r} given but there is no EVENT_TYPE column")
-        mask = pc.fill_null(pc.equal(table["EVENT_TYPE"], options.event_type), False)
-        if not pc.any(mask).as_py():
-            known = ", ".join(sorted(str(v) for v in pc.unique(table["EVENT_TYPE"]).to_pylist() if v is not None)[:10])
-            raise InputError(f"{source}: no interactions with EVENT_TYPE {options.event_type!r} (found: {known})")
-    if options.event_value_threshold is not None:
-        if "EVENT_VALUE" not in table.column_names:
-            raise InputError(f"{source}: eventValueThreshold given but there is no EVENT_VALUE column")
-        above = pc.fill_null(pc.greater_equal(_numeric(table["EVENT_VALUE"], pa.float64()), options.event_value_threshold), False)
-        mask = above if mask is None else pc.and_(mask, above)
-        if not pc.any(mask).as_py():
-            raise InputError(f"{source}: no interactions with EVENT_VALUE >= {options.event_value_threshold}")
-    n_after_events = int(pc.sum(mask).as_py() or 0) if mask is not None else n_raw
+    dataset = group.interactions
+    source = dataset.source
+    names = dataset.column_names
+    if options.event_type is not None and "EVENT_TYPE" not in names:
+        raise InputError(f"{source}: eventType {options.event_type!r} given but there is no EVENT_TYPE column")
+    if options.event_value_threshold is not None and "EVENT_VALUE" not in names:
+        raise InputError(f"{source}: eventValueThreshold given but there is no EVENT_VALUE column")
+    n_raw = dataset.num_rows
 
     items_df = _dedupe(group.items.typed(), "ITEM_ID") if group.items is not None else None
     users_df = _dedupe(group.users.typed(), "USER_ID") if group.users is not None else None
 
-    context_fields = [f for f in group.interactions.schema.metadata_fields if f.name in table.column_names]
-    columns = _encode_interactions(table, mask, context_fields, slice_rows or SLICE_ROWS)
+    context_fields = [f for f in dataset.schema.metadata_fields if f.name in names]
+    columns, counts = _encode_interactions(dataset, options, context_fields, slice_rows)
+    if options.event_type is not None and counts["event_type"] == 0:
+        known = ", ".join(sorted(str(v) for v in counts["event_types"] if v is not None)[:10])
+        raise InputError(f"{source}: no interactions with EVENT_TYPE {options.event_type!r} (found: {known})")
+    if options.event_value_threshold is not None and counts["kept"] == 0:
+        raise InputError(f"{source}: no interactions with EVENT_VALUE >= {options.event_value_threshold}")
+    n_after_events = counts["kept"]
 
     # --- id maps: every user and item of the dataset group, also those filtered out ----------------
     item_parts = list(columns["ITEM_ID"].dictionaries)
@@ -140,9 +135,10 @@ def featurize(group: DatasetGroup, options: FeaturizeOptions = FeaturizeOptions(
     user_ids = user_dictionary.to_numpy(zero_copy_only=False).astype(object)
 
     # --- interactions -----------------------------------------------------------------------
+    kept = columns.pop("kept")
     data: dict[str, Any] = {
-        "user": columns.pop("USER_ID").codes(user_dictionary, rows=mask),
-        "item": columns.pop("ITEM_ID").codes(item_dictionary, rows=mask),
+        "user": columns.pop("USER_ID").codes(user_dictionary, rows=kept),
+        "item": columns.pop("ITEM_ID").codes(item_dictionary, rows=kept),
         "timestamp": columns.pop("TIMESTAMP"),
     }
     if "EVENT_TYPE" in columns:
@@ -174,7 +170,7 @@ def featurize(group: DatasetGroup, options: FeaturizeOptions = FeaturizeOptions(
     keep_user = (lengths >= lo) & (lengths <= hi)
     n_users_dropped = int(((lengths > 0) & ~keep_user).sum())
     order = order[keep_user[users_col[order]]]
-    del users_col
+    del users_col, kept
     for name in list(data):
         data[name] = _take(data[name], order)
     del order
@@ -255,10 +251,10 @@ class _Encoded:
 
     def codes(self, dictionary: pa.Array, missing: int | None = None, rows=None) -> np.ndarray:
         """int32 code of every value in ``dictionary`` (unknown or null: ``missing``), for
-        the rows where ``rows`` (a boolean mask over all rows) holds."""
+        the rows where ``rows`` (a boolean numpy mask over all rows) holds."""
         out = np.concatenate(list(self._mapped(dictionary, missing))) if self.indices else np.zeros(0, np.int32)
         if rows is not None:
-            out = out[np.asarray(rows.to_numpy(zero_copy_only=False), dtype=bool)]
+            out = out[rows]
         return out
 
     def lists(self, dictionary: pa.Array) -> pa.ChunkedArray:
@@ -276,12 +272,14 @@ class _Encoded:
         return pd.Categorical.from_codes(codes, categories=categories.to_pandas().astype(object))
 
 
-def _encode_interactions(table: pa.Table, mask, context_fields: list[Field], slice_rows: int) -> dict[str, Any]:
-    """Per column: ``_Encoded`` for ids, types, impressions and categorical context (ids over
-    all rows, so that the catalogue knows filtered-out users and items; the rest over the
-    rows in ``mask``), numpy arrays for numbers, an Arrow string column for
-    RECOMMENDATION_ID. Works on slices of ``slice_rows`` rows."""
-    names = table.column_names
+def _encode_interactions(dataset, options: FeaturizeOptions, context_fields: list[Field], slice_rows: int | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One pass over the dataset's slices. Per column: ``_Encoded`` for ids, types,
+    impressions and categorical context (ids over all rows, so that the catalogue knows
+    filtered-out users and items; the rest over the rows kept by the event filters), numpy
+    arrays for numbers, an Arrow string column for RECOMMENDATION_ID; ``kept``: the
+    boolean mask of the event filters over all rows (None: every row). Also returns counts
+    for the filters' error messages."""
+    names = dataset.column_names
     encoded = {name: _Encoded() for name in ("USER_ID", "ITEM_ID") if name in names}
     strings = [n for n in ("EVENT_TYPE",) if n in names] + [f.name for f in context_fields if not f.is_numeric]
     encoded.update({name: _Encoded() for name in strings})
@@ -294,12 +292,26 @@ def _encode_interactions(table: pa.Table, mask, context_fields: list[Field], sli
         if f.is_numeric:
             numbers[f.name] = (pa.float32(), [])
     recommendation: list[pa.Array] = []
-    for offset in range(0, table.num_rows, slice_rows):
-        part = table.slice(offset, slice_rows)
+    masks: list[np.ndarray] = []
+    counts: dict[str, Any] = {"event_type": 0, "kept": 0, "event_types": set()}
+    filtered = options.event_type is not None or options.event_value_threshold is not None
+    for part in dataset.slices(slice_rows or SLICE_ROWS):
         for name in ("USER_ID", "ITEM_ID"):
             encoded[name].add(part[name].combine_chunks())
+        mask = None
+        if options.event_type is not None:
+            mask = pc.fill_null(pc.equal(part["EVENT_TYPE"], options.event_type), False)
+            n_type = pc.sum(mask).as_py() or 0
+            counts["event_type"] += n_type
+            if not n_type:
+                counts["event_types"].update(pc.unique(part["EVENT_TYPE"]).to_pylist())
+        if options.event_value_threshold is not None:
+            above = pc.fill_null(pc.greater_equal(_numeric(part["EVENT_VALUE"], pa.float64()), options.event_value_threshold), False)
+            mask = above if mask is None else pc.and_(mask, above)
         if mask is not None:
-            part = part.filter(mask.slice(offset, slice_rows))
+            masks.append(np.asarray(mask.to_numpy(zero_copy_only=False), dtype=bool))
+            part = part.filter(mask)
+        counts["kept"] += part.num_rows
         for name in strings:
             encoded[name].add(part[name].combine_chunks())
         if "IMPRESSION" in names:
@@ -309,11 +321,13 @@ def _encode_interactions(table: pa.Table, mask, context_fields: list[Field], sli
         if "RECOMMENDATION_ID" in names:
             recommendation.append(part["RECOMMENDATION_ID"].combine_chunks())
     out: dict[str, Any] = dict(encoded)
+    kept = np.concatenate(masks) if filtered and masks else None
+    out["kept"] = kept
     for name, (to, arrays) in numbers.items():
         out[name] = np.concatenate(arrays) if arrays else np.zeros(0, to.to_pandas_dtype())
     if "RECOMMENDATION_ID" in names:
         out["RECOMMENDATION_ID"] = pd.Series(pa.chunked_array(recommendation, type=pa.string()), dtype=pd.ArrowDtype(pa.string()))
-    return out
+    return out, counts
 
 
 def _take(column, order: np.ndarray):

@@ -8,8 +8,9 @@ For every dataset three kinds of batch are validated:
   milliseconds and future dates).
 - ``user_history`` (interactions): Personalize needs at least 25 users with 2+ interactions.
 
-Column rules run on slices of ``SLICE_ROWS`` rows converted from the Arrow table one at a
-time (bounded pandas copies; results summed per rule), so memory stays flat with size.
+Column rules run on the dataset's slices (``Dataset.slices``: a streamed file is read
+slice by slice) converted to pandas one at a time, results summed per rule, so memory
+stays flat with size; the table rules and the per-user count run once.
 
 The report names the file, column and rule, with counts and example values and lines.
 """
@@ -155,31 +156,37 @@ class _Rule:
 
 @dataclass
 class _Batch:
-    """Rules run on a sequence of frames (slices of one table); per-rule results are
-    summed over the frames. Frame indexes are row numbers of the whole table."""
+    """Rules run on one frame (``frame``, built when needed) or on every slice of the
+    dataset (``per_slice``: slice table and row offset -> frame); per-rule results are
+    summed over the slices. Frame indexes are row numbers of the whole dataset."""
 
     dataset: Dataset
     name: str
-    frames: Callable[[], Iterator[pd.DataFrame]]
     rules: list[_Rule]
     line_offset: int | None  # file line of row 0, for messages (None: no line numbers)
+    frame: Callable[[], pd.DataFrame] | None = None
+    per_slice: Callable[[pa.Table, int], pd.DataFrame] | None = None
 
 
 TABLE_RULES = ("ExpectTableColumnsToMatchSet", "ExpectColumnToExist")
-SLICE_ROWS = 1_000_000  # rows per pandas frame handed to Great Expectations
 
 
-def _slices(table: pa.Table, columns: list[str], rows: int | None = None) -> Callable[[], Iterator[pd.DataFrame]]:
-    """Frames of ``columns`` over consecutive row ranges (bounded pandas conversions)."""
-    size = rows or SLICE_ROWS
+def _columns_frame(columns: list[str]) -> Callable[[pa.Table, int], pd.DataFrame]:
+    def frame(part: pa.Table, offset: int) -> pd.DataFrame:
+        out = part.select(columns).to_pandas()
+        out.index = pd.RangeIndex(offset, offset + len(out))
+        return out
 
-    def frames() -> Iterator[pd.DataFrame]:
-        for offset in range(0, max(table.num_rows, 1), size):
-            frame = table.select(columns).slice(offset, size).to_pandas()
-            frame.index = pd.RangeIndex(offset, offset + len(frame))
-            yield frame
+    return frame
 
-    return frames
+
+def _numbers_frame(columns: list[str]) -> Callable[[pa.Table, int], pd.DataFrame]:
+    def frame(part: pa.Table, offset: int) -> pd.DataFrame:
+        out = pa.table({name: _as_number(part[name]) for name in columns}).to_pandas()
+        out.index = pd.RangeIndex(offset, offset + len(out))
+        return out
+
+    return frame
 
 
 def _as_number(column: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -188,17 +195,41 @@ def _as_number(column: pa.ChunkedArray) -> pa.ChunkedArray:
     return pc.cast(pc.if_else(ok, pc.utf8_trim_whitespace(column), pa.scalar(None, pa.string())), pa.float64())
 
 
-def build_batches(dataset: Dataset, now: float | None = None, slice_rows: int | None = None) -> list[_Batch]:
-    """The GE expectations for one dataset, generated from its schema.
+class _UserCounts:
+    """Interactions per USER_ID, summed over slices."""
 
-    Column rules run on slices of ``slice_rows`` rows (default ``SLICE_ROWS``); table
-    rules on the header and on the row count; uniqueness on the whole id column."""
+    def __init__(self):
+        self.parts: list[pa.Table] = []
+
+    def add(self, part: pa.Table) -> None:
+        counts = pc.value_counts(part["USER_ID"])
+        self.parts.append(pa.table({"user": counts.field("values"), "n": counts.field("counts")}))
+        if len(self.parts) >= 8:  # keep the partial counts small
+            self.parts = [self._merged()]
+
+    def _merged(self) -> pa.Table:
+        if not self.parts:
+            return pa.table({"user": pa.array([], pa.string()), "n": pa.array([], pa.int64())})
+        return pa.concat_tables(self.parts).group_by("user").aggregate([("n", "sum")]).rename_columns(["user", "n"])
+
+    def repeat_users(self) -> pd.DataFrame:
+        merged = self._merged()
+        keep = pc.and_(pc.is_valid(merged["user"]), pc.greater_equal(merged["n"], 2))
+        return pd.DataFrame({"USER_ID": merged["user"].filter(keep).to_pandas()})
+
+
+def build_batches(dataset: Dataset, now: float | None = None) -> tuple[list[_Batch], _UserCounts | None]:
+    """The GE expectations for one dataset, generated from its schema, and the per-user
+    counter the ``user_history`` batch reads (filled by the caller's pass over the slices).
+
+    Column rules run on every slice of the dataset; table rules on the header and on the
+    row count; uniqueness (items / users) on the whole id column."""
     import great_expectations as gx
 
     E = gx.expectations
     schema = dataset.schema
-    table = dataset.table
-    present = set(table.column_names)
+    names = dataset.column_names
+    present = set(names)
     required = REQUIRED_FIELDS[dataset.dataset_type]
     rules: list[_Rule] = []
     if schema.from_file:
@@ -238,67 +269,54 @@ def build_batches(dataset: Dataset, now: float | None = None, slice_rows: int | 
                 None,
             )
         )
-    for i, rule in enumerate(rules):
-        rule.order = i
-    line_offset = 2 if dataset.source.endswith((".csv", ".csv.gz")) else None
-    kind = {r.order: r.expectation.__class__.__name__ for r in rules}
-    header = [r for r in rules if kind[r.order] in TABLE_RULES]
-    count = [r for r in rules if kind[r.order] == "ExpectTableRowCountToBeBetween"]
-    unique = [r for r in rules if kind[r.order] == "ExpectColumnValuesToBeUnique"]
-    per_row = [r for r in rules if r not in header and r not in count and r not in unique]
-    n = table.num_rows
-    batches = []
-    if header:
-        batches.append(_Batch(dataset, "header", lambda: iter([table.slice(0, 0).to_pandas()]), header, line_offset))
-    if per_row:
-        columns = sorted({r.column for r in per_row}, key=table.column_names.index)
-        batches.append(_Batch(dataset, "raw", _slices(table, columns, rows=slice_rows), per_row, line_offset))
-    if unique:
-        batches.append(_Batch(dataset, "unique", _slices(table, [id_column], rows=max(n, 1)), unique, line_offset))
-    if count:
-        batches.append(_Batch(dataset, "row_count", lambda: iter([pd.DataFrame({"row": np.zeros(n, dtype=np.int8)})]), count, None))
-
     now = time.time() if now is None else now
     latest = int(now + FUTURE_SLACK_SECONDS)
-    typed_rules: list[_Rule] = []
-    typed_cols = []
-    for name in ("TIMESTAMP", "CREATION_TIMESTAMP"):
-        if name in present and name in schema:
-            typed_cols.append(name)
-            typed_rules.append(
-                _Rule(
-                    E.ExpectColumnValuesToBeBetween(column=name, min_value=EARLIEST_TIMESTAMP, max_value=latest),
-                    "is a Unix time in seconds, not in the future (milliseconds are too large)",
-                    name,
-                    order=len(rules) + len(typed_rules),
-                )
+    typed_cols = [name for name in ("TIMESTAMP", "CREATION_TIMESTAMP") if name in present and name in schema]
+    for name in typed_cols:
+        rules.append(
+            _Rule(
+                E.ExpectColumnValuesToBeBetween(column=name, min_value=EARLIEST_TIMESTAMP, max_value=latest),
+                "is a Unix time in seconds, not in the future (milliseconds are too large)",
+                name,
             )
-    if typed_rules:
-        numbers = pa.table({name: _as_number(table[name]) for name in typed_cols})
-        batches.append(_Batch(dataset, "typed", _slices(numbers, typed_cols, rows=slice_rows), typed_rules, line_offset))
-
-    if dataset.dataset_type == "interactions" and "USER_ID" in present:
-        counts = pc.value_counts(table["USER_ID"])
-        values, frequencies = counts.field("values"), counts.field("counts")
-        repeat = values.filter(pc.and_(pc.is_valid(values), pc.greater_equal(frequencies, 2)))
-        frame = pd.DataFrame({"USER_ID": repeat.to_pandas()})
-        batches.append(
-            _Batch(
-                dataset,
-                "user_history",
-                lambda: iter([frame]),
-                [
-                    _Rule(
-                        E.ExpectTableRowCountToBeBetween(min_value=MIN_USERS_WITH_TWO_INTERACTIONS),
-                        f"at least {MIN_USERS_WITH_TWO_INTERACTIONS} users with 2 or more interactions (Amazon Personalize minimum)",
-                        None,
-                        order=len(rules) + len(typed_rules),
-                    )
-                ],
+        )
+    users = _UserCounts() if dataset.dataset_type == "interactions" and "USER_ID" in present else None
+    if users is not None:
+        rules.append(
+            _Rule(
+                E.ExpectTableRowCountToBeBetween(min_value=MIN_USERS_WITH_TWO_INTERACTIONS),
+                f"at least {MIN_USERS_WITH_TWO_INTERACTIONS} users with 2 or more interactions (Amazon Personalize minimum)",
                 None,
             )
         )
-    return batches
+    for i, rule in enumerate(rules):
+        rule.order = i
+
+    line_offset = 2 if dataset.source.endswith((".csv", ".csv.gz")) else None
+    kind = {r.order: r.expectation.__class__.__name__ for r in rules}
+    header = [r for r in rules if kind[r.order] in TABLE_RULES]
+    counts = [r for r in rules if kind[r.order] == "ExpectTableRowCountToBeBetween"]
+    row_count, history = counts[:1] if dataset.dataset_type == "interactions" else [], counts[1:] if users else []
+    unique = [r for r in rules if kind[r.order] == "ExpectColumnValuesToBeUnique"]
+    typed = [r for r in rules if kind[r.order] == "ExpectColumnValuesToBeBetween"]
+    per_row = [r for r in rules if r not in header + counts + unique + typed]
+    n = dataset.num_rows
+    batches = []
+    if header:
+        empty = pa.table({name: pa.array([], pa.string()) for name in names})
+        batches.append(_Batch(dataset, "header", header, line_offset, frame=lambda: empty.to_pandas()))
+    if per_row:
+        columns = sorted({r.column for r in per_row}, key=names.index)
+        batches.append(_Batch(dataset, "raw", per_row, line_offset, per_slice=_columns_frame(columns)))
+    if unique:
+        batches.append(_Batch(dataset, "unique", unique, line_offset, frame=lambda: dataset.table.select([id_column]).to_pandas()))
+    if row_count:
+        batches.append(_Batch(dataset, "row_count", row_count, None, frame=lambda: pd.DataFrame({"row": np.zeros(n, dtype=np.int8)})))
+    if typed:
+        batches.append(_Batch(dataset, "typed", typed, line_offset, per_slice=_numbers_frame(typed_cols)))
+    if history:
+        batches.append(_Batch(dataset, "user_history", history, None, frame=users.repeat_users))
+    return batches, users
 
 
 def validate(group: DatasetGroup, dataset_types: tuple[str, ...] | None = None, now: float | None = None) -> ValidationReport:
@@ -308,13 +326,27 @@ def validate(group: DatasetGroup, dataset_types: tuple[str, ...] | None = None, 
 
 
 def validate_datasets(datasets: list[Dataset], location: str, now: float | None = None, slice_rows: int | None = None) -> ValidationReport:
+    """One pass over each dataset's slices (``slice_rows`` rows, default the dataset's)
+    runs the per-slice suites; the whole-table suites run once after it."""
     start = time.perf_counter()
     results: list[RuleResult] = []
     context = _context()
     for dataset in datasets:
-        found: list[tuple[int, RuleResult]] = []
-        for i, batch in enumerate(build_batches(dataset, now=now, slice_rows=slice_rows)):
-            found += _run_batch(context, batch, f"{dataset.dataset_type}_{batch.name}_{i}")
+        batches, users = build_batches(dataset, now=now)
+        runs = [_Suite(context, batch, f"{dataset.dataset_type}_{batch.name}_{i}") for i, batch in enumerate(batches)]
+        sliced = [run for run in runs if run.batch.per_slice is not None]
+        if sliced or users is not None:
+            offset = 0
+            for part in dataset.slices(slice_rows):
+                for run in sliced:
+                    run.run(run.batch.per_slice(part, offset))
+                if users is not None:
+                    users.add(part)
+                offset += part.num_rows
+        for run in runs:
+            if run.batch.frame is not None:
+                run.run(run.batch.frame())
+        found = [pair for run in runs for pair in run.merged.items()]
         results += [r for _, r in sorted(found, key=lambda pair: pair[0])]
     return ValidationReport(
         location,
@@ -340,29 +372,30 @@ def _context():
     return context
 
 
-def _run_batch(context, batch: _Batch, name: str) -> list[tuple[int, RuleResult]]:
-    """Run the batch's suite on each of its frames; sum the per-frame outcomes."""
-    import great_expectations as gx
+class _Suite:
+    """A batch's GE suite and validation definition; ``run`` adds one frame's outcomes."""
 
-    source = context.data_sources.add_pandas(f"src_{name}")
-    asset = source.add_dataframe_asset(name)
-    definition = asset.add_batch_definition_whole_dataframe("whole")
-    suite = context.suites.add(gx.ExpectationSuite(name=f"suite_{name}"))
-    by_id = {}
-    for rule in batch.rules:
-        by_id[suite.add_expectation(rule.expectation).id] = rule
-    vd = context.validation_definitions.add(gx.ValidationDefinition(name=f"vd_{name}", data=definition, suite=suite))
-    merged: dict[int, RuleResult] = {}
-    for frame in batch.frames():
-        run = vd.run(
+    def __init__(self, context, batch: _Batch, name: str):
+        import great_expectations as gx
+
+        self.batch = batch
+        source = context.data_sources.add_pandas(f"src_{name}")
+        asset = source.add_dataframe_asset(name)
+        definition = asset.add_batch_definition_whole_dataframe("whole")
+        suite = context.suites.add(gx.ExpectationSuite(name=f"suite_{name}"))
+        self.by_id = {suite.add_expectation(rule.expectation).id: rule for rule in batch.rules}
+        self.vd = context.validation_definitions.add(gx.ValidationDefinition(name=f"vd_{name}", data=definition, suite=suite))
+        self.merged: dict[int, RuleResult] = {}
+
+    def run(self, frame: pd.DataFrame) -> None:
+        result = self.vd.run(
             batch_parameters={"dataframe": frame},
             result_format={"result_format": "SUMMARY", "partial_unexpected_count": EXAMPLES},
         )
-        for res in run.results:
-            spec = by_id[res.expectation_config.id]
-            result = _rule_result(batch, spec, res)
-            merged[spec.order] = _merge(merged[spec.order], result) if spec.order in merged else result
-    return sorted(merged.items(), key=lambda pair: pair[0])
+        for res in result.results:
+            spec = self.by_id[res.expectation_config.id]
+            one = _rule_result(self.batch, spec, res)
+            self.merged[spec.order] = _merge(self.merged[spec.order], one) if spec.order in self.merged else one
 
 
 def _rule_result(batch: _Batch, spec: _Rule, res) -> RuleResult:
