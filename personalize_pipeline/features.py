@@ -88,7 +88,8 @@ class Features:
         return pd.Index(self.user_ids).get_indexer(pd.Index(ids))
 
 
-SLICE_ROWS = 1_000_000  # interactions encoded at a time
+SLICE_ROWS = 250_000  # interactions encoded at a time (small slices: small transient copies)
+TAKE_ROWS = 1_000_000
 
 
 def featurize(group: DatasetGroup, options: FeaturizeOptions = FeaturizeOptions(), slice_rows: int | None = None) -> Features:
@@ -172,7 +173,7 @@ def featurize(group: DatasetGroup, options: FeaturizeOptions = FeaturizeOptions(
     order = order[keep_user[users_col[order]]]
     del users_col, kept
     for name in list(data):
-        data[name] = _take(data[name], order)
+        data[name] = _take(data.pop(name), order)  # the old column is released inside
     del order
     out = pd.DataFrame(data, copy=False)
     del data
@@ -337,7 +338,11 @@ def _take(column, order: np.ndarray):
     if isinstance(column, pd.Categorical):
         return pd.Categorical.from_codes(column.codes[order], categories=column.categories)
     if isinstance(column, pa.ChunkedArray):
-        taken = column.take(pa.array(order))
+        # one contiguous array, then takes of TAKE_ROWS rows: Arrow's take on a chunked
+        # list column concatenates it first, which would double the transient memory
+        values = column.combine_chunks()
+        del column
+        taken = pa.chunked_array([values.take(pa.array(order[i : i + TAKE_ROWS])) for i in range(0, len(order), TAKE_ROWS)], type=values.type)
         return pd.Series(taken, dtype=pd.ArrowDtype(taken.type))
     return pd.Series(column.array._pa_array.take(pa.array(order)), dtype=column.dtype)
 
