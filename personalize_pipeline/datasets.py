@@ -31,6 +31,7 @@ SUFFIXES = (".csv", ".csv.gz", ".parquet")
 SLICE_ROWS = 1_000_000  # rows per slice when a dataset is streamed
 STREAM_BYTES = 256 << 20  # CSV files larger than this are streamed, not held in memory
 STREAM_ROWS = 2_000_000  # snapshots (Parquet) with more rows than this are streamed
+CSV_BLOCK_BYTES = 1 << 22  # Arrow's CSV parse block: the unit a streamed CSV is read in (the streaming reader keeps several in flight)
 
 
 @dataclass
@@ -210,7 +211,7 @@ def read_dataset(file: Location, dataset_type: str, schema_doc=None, schema_sour
     scanned once (hash, row count, parse errors, numeric columns) and then streamed."""
     signature = file.signature()  # before reading: a file replaced meanwhile looks changed next time
     if file.url.endswith(".csv") and _size(signature) > STREAM_BYTES:
-        scanned = _scan_csv(file)
+        scanned = _scan_csv(file, infer_numeric=schema_doc is None)
         if scanned is not None:
             header, rows, fingerprint, numeric = scanned
             if schema_doc is not None:
@@ -277,15 +278,16 @@ def _size(signature: str) -> int:
 
 def _csv_options(header: list[str]) -> dict:
     return {
-        "read_options": pacsv.ReadOptions(block_size=1 << 24),
+        "read_options": pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES),
         "parse_options": pacsv.ParseOptions(newlines_in_values=False),
         "convert_options": pacsv.ConvertOptions(column_types={name: pa.string() for name in header}, strings_can_be_null=True, null_values=[""]),
     }
 
 
-def _scan_csv(file: Location) -> tuple[list[str], int, str, list[str]] | None:
+def _scan_csv(file: Location, infer_numeric: bool = True) -> tuple[list[str], int, str, list[str]] | None:
     """One streaming pass over a large CSV file: (header, rows, fingerprint, columns whose
-    values all parse as numbers), or None when the file needs the careful path."""
+    values all parse as numbers, when ``infer_numeric``), or None when the file needs the
+    careful path."""
     digest = hashlib.sha256()
     with file.open("rb") as fh:
         header = _checked_header(file, fh, digest)
@@ -299,6 +301,8 @@ def _scan_csv(file: Location) -> tuple[list[str], int, str, list[str]] | None:
                 return None
             for batch in reader:
                 rows += batch.num_rows
+                if not infer_numeric:
+                    continue
                 for name, column in zip(header, _blank_to_null(pa.Table.from_batches([batch])).columns):
                     if numeric[name] is not False and column.null_count < len(column):
                         numeric[name] = _all_numeric(column)
