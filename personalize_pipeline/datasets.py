@@ -85,12 +85,15 @@ class Dataset:
             return
         yield from self.stream(size)
 
-    def frame(self) -> pd.DataFrame:
+    def frame(self, max_rows: int | None = None) -> pd.DataFrame:
+        """The rows as pandas (only the first ``max_rows`` when given)."""
+        if max_rows is not None and self.num_rows > max_rows:
+            return next(iter(self.slices(max_rows))).slice(0, max_rows).to_pandas()
         return self.table.to_pandas()
 
-    def typed(self) -> pd.DataFrame:
+    def typed(self, max_rows: int | None = None) -> pd.DataFrame:
         """Columns converted to their schema types (invalid values become missing)."""
-        df = self.frame()
+        df = self.frame(max_rows)
         for f in self.schema.fields:
             if f.name not in df.columns:
                 continue
