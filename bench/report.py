@@ -195,8 +195,15 @@ def section(payload: dict, images: list[str]) -> str:
     out += [
         "",
         "Training budgets (`max_training_seconds` of the neural recipes; FULL / the evaluation's own fit) by dataset: "
-        + "; ".join(f"{r['dataset']}: {r['training_budget_s'].get('full'):.0f} s / {r['training_budget_s'].get('evaluate'):.0f} s" for r in rows if r.get("training_budget_s"))
-        + ". A run that stops at its budget trains fewer epochs than the automatic schedule, so its quality is a lower bound."
+        + "; ".join(
+            f"{r['dataset']}: {r['training_budget_s'].get('full'):.0f} s / {r['training_budget_s'].get('evaluate'):.0f} s"
+            + (f", {r['training_budget_s']['epochs']} epoch(s)" if r["training_budget_s"].get("epochs") else "")
+            for r in rows
+            if r.get("training_budget_s")
+        )
+        + ". The recipes check `max_training_seconds` at the end of each epoch, so a run can pass its budget by up to one"
+        " epoch; a run stopped by its budget trains fewer epochs than the automatic schedule (shown as \"budget: n of m"
+        " epochs\"), so its quality is a lower bound."
         + ("" if len(budgets) else ""),
         "",
     ]

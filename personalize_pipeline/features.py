@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from .datasets import DatasetGroup
 from .errors import InputError
 from .locations import Location, as_location
+from .measure import release_memory
 from .schemas import RESERVED_TYPES, Field
 
 FEATURES_FORMAT = 1
@@ -160,6 +161,7 @@ def featurize(group: DatasetGroup, options: FeaturizeOptions = FeaturizeOptions(
             data[f"ctx_{f.name}"] = column.codes(vocab, missing=-1) + 1  # 0 = missing
             vocabularies[f"interactions.{f.name}"] = vocab.to_pylist()
 
+    release_memory()  # the slices' buffers, before the sort allocates the final columns
     # stable sort by (user, timestamp): equal timestamps keep file order; then drop users
     # outside the history length percentiles. One take per column, one column at a time.
     users_col = data["user"]
