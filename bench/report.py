@@ -179,11 +179,12 @@ def section(payload: dict, images: list[str]) -> str:
             if "error" in rec:
                 rrows.append([r["dataset"], rec["recipe"], f"error: {rec['error']}"] + [""] * 10)
                 continue
+            skipped = " ".join(f"({what} skipped: {rec[key]})" for what, key in (("UPDATE", "update_skipped"), ("evaluation", "evaluate_skipped")) if rec.get(key))
             full = _fmt(rec.get("full_train_s")) + (f" (budget: {rec['epochs_run']} of {rec['epochs_scheduled']} epochs)" if rec.get("full_budget_hit") else "")
             rrows.append([
                 r["dataset"], rec["recipe"], full, rec.get("full_events_per_s"), rec.get("epochs_run"),
                 f"{_fmt(rec.get('update_train_s'), 2)} ({100 * rec['update_over_full']:.1f}%)" if rec.get("update_over_full") is not None else "",
-                rec.get("evaluate_s"), _q(rec.get("ndcg_at_10")), _q(rec.get("popularity_ndcg_at_10")),
+                rec.get("evaluate_s") if not skipped else skipped, _q(rec.get("ndcg_at_10")), _q(rec.get("popularity_ndcg_at_10")),
                 f"{rec['ndcg_at_10_vs_popularity']:.2f}x" if rec.get("ndcg_at_10_vs_popularity") else "",
                 _q(rec.get("hr_at_10")), rec.get("batch_per_s"), rec.get("peak_rss_mb"),
             ])

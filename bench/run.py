@@ -72,8 +72,10 @@ def budget_for(interactions: int) -> dict[str, float]:
         return {"full": 120.0, "evaluate": 30.0}
     # max_training_seconds is checked at the end of an epoch, and one epoch over 10M events
     # takes minutes on two cores: a single epoch is the budget here
-    # evaluation of the neural recipes is left out here: its own fit is one more such epoch
-    return {"full": 120.0, "evaluate": 45.0, "epochs": 1, "evaluate_neural": False}
+    # UPDATE and evaluation of the neural recipes are left out here: on the 2-core machine
+    # under load, aws-hrnn's UPDATE of 10M ran over 8 minutes and the evaluation's own fit is
+    # one more epoch (see the README); they are measured at 1M
+    return {"full": 120.0, "evaluate": 45.0, "epochs": 1, "evaluate_neural": False, "update_neural": False}
 
 
 # --- the child: one dataset, every stage --------------------------------------------------------
@@ -220,11 +222,16 @@ def run_recipe(row: dict, config, before_folder: Path, all_folder: Path, solutio
         row["full_budget_hit"] = training.get("epochs_run", 0) < row["epochs_scheduled"]
     log(f"{name}: {r} FULL {m.seconds:.1f} s ({t['train_events_per_second']} events/s, epochs {training.get('epochs_run')})")
     features = load_features(all_folder)
-    with measured() as m:
-        update = train(features, config, solution, training_mode="UPDATE")
-    row.update(update_s=m.seconds, update_train_s=update.manifest["timings"]["train_seconds"], update_peak_rss_mb=m.peak_rss_mb)
-    row["update_over_full"] = round(row["update_train_s"] / max(row["full_train_s"], 1e-9), 4)
-    log(f"{name}: {r} UPDATE {m.seconds:.1f} s ({100 * row['update_over_full']:.1f}% of FULL)")
+    if r in NEURAL and spec["budget"].get("update_neural") is False:
+        row["update_skipped"] = "time budget: aws-hrnn's UPDATE of 10M interactions takes longer than its one-epoch FULL"
+        log(f"{name}: {r} UPDATE skipped ({row['update_skipped']}); the batch job uses the FULL version")
+        update = full
+    else:
+        with measured() as m:
+            update = train(features, config, solution, training_mode="UPDATE")
+        row.update(update_s=m.seconds, update_train_s=update.manifest["timings"]["train_seconds"], update_peak_rss_mb=m.peak_rss_mb)
+        row["update_over_full"] = round(row["update_train_s"] / max(row["full_train_s"], 1e-9), 4)
+        log(f"{name}: {r} UPDATE {m.seconds:.1f} s ({100 * row['update_over_full']:.1f}% of FULL)")
 
     params = dict(config.hyperparameters)
     if "max_training_seconds" in params:
