@@ -9,6 +9,7 @@ file and requests a run for it; each partition writes
 import dagster as dg
 
 from personalize_pipeline.errors import InputError
+from personalize_pipeline.measure import measured
 from personalize_pipeline.store import load_solution_version
 
 from .inference import BatchJobOptions, batch_metadata
@@ -36,12 +37,13 @@ def batch_job_output(
     solution: SolutionResource,
 ) -> dg.MaterializeResult:
     shard = context.partition_key
-    version = load_solution_version(location_of(context, "solution_version", artifact_store.s3.options()))
-    out_dir = output_location.root().child(solution.name, version.version_id, "jobs")
-    with step_failure_on_bad_input():
-        result = config.run(version, batch_inputs.root().child(shard), out_dir)
+    with measured() as stage:
+        version = load_solution_version(location_of(context, "solution_version", artifact_store.s3.options()))
+        out_dir = output_location.root().child(solution.name, version.version_id, "jobs")
+        with step_failure_on_bad_input():
+            result = config.run(version, batch_inputs.root().child(shard), out_dir)
     context.log.info(f"shard {shard}: {result.lines} lines → {result.output}")
-    return dg.MaterializeResult(metadata=batch_metadata(result, version))
+    return dg.MaterializeResult(metadata=batch_metadata(result, version, stage))
 
 
 batch_jobs = dg.define_asset_job(

@@ -4,6 +4,7 @@
 import dagster as dg
 
 from personalize_pipeline.datasets import load_snapshot
+from personalize_pipeline.measure import measured
 from personalize_pipeline.validation import validate_datasets
 
 from .datasets import DATASET_TYPES
@@ -25,8 +26,9 @@ def _ge_check(dataset_type: str):
         location = location_of(context, f"validated_{dataset_type}", artifact_store.s3.options())
         if location is None:
             return dg.AssetCheckResult(passed=True, description=f"no {dataset_type} dataset (optional)")
-        dataset = load_snapshot(location)
-        report = validate_datasets([dataset], dataset.source)
+        with measured() as stage:
+            dataset = load_snapshot(location)
+            report = validate_datasets([dataset], dataset.source)
         failures = report.failures
         return dg.AssetCheckResult(
             passed=report.success,
@@ -39,7 +41,8 @@ def _ge_check(dataset_type: str):
                 "warnings": len(report.warnings),
                 "failures": dg.MetadataValue.md("\n".join(f"- {r.message()}" for r in failures + report.warnings) or "none"),
                 "report": dg.MetadataValue.md(report.to_markdown()),
-                "seconds": report.seconds,
+                "validation_seconds": report.seconds,
+                **stage.as_dict(),
             },
         )
 

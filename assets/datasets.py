@@ -1,11 +1,10 @@
 """Raw datasets (external, owned by whoever drops files) and their validated snapshots."""
 
 
-import time
-
 import dagster as dg
 
 from personalize_pipeline.datasets import read_one, save_snapshot
+from personalize_pipeline.measure import measured
 
 from .metadata import CODE_VERSION, column_schema, profile_markdown, retry_policy, step_failure_on_bad_input
 from .resources import ArtifactStore, DatasetSource
@@ -37,14 +36,15 @@ def _validated_asset(dataset_type: str):
         ),
     )
     def _asset(context: dg.AssetExecutionContext, dataset_source: DatasetSource, artifact_store: ArtifactStore) -> dg.MaterializeResult:
-        start = time.perf_counter()
-        with step_failure_on_bad_input():
-            dataset = read_one(dataset_source.root(), dataset_type)
+        with measured() as stage:
+            with step_failure_on_bad_input():
+                dataset = read_one(dataset_source.root(), dataset_type)
+            if dataset is not None:
+                location = save_snapshot(dataset, artifact_store.validated(dataset_type, context.run_id))
         if dataset is None:
             if dataset_type == "interactions":
                 raise dg.Failure(description="no interactions dataset found", allow_retries=False)
-            return dg.MaterializeResult(metadata={"present": False, "source": dataset_source.location})
-        location = save_snapshot(dataset, artifact_store.validated(dataset_type, context.run_id))
+            return dg.MaterializeResult(metadata={"present": False, "source": dataset_source.location, **stage.as_dict()})
         return dg.MaterializeResult(
             metadata={
                 "present": True,
@@ -55,7 +55,7 @@ def _validated_asset(dataset_type: str):
                 "dagster/row_count": dataset.num_rows,
                 "dagster/column_schema": column_schema(dataset),
                 "profile": dg.MetadataValue.md(profile_markdown(dataset)),
-                "seconds": round(time.perf_counter() - start, 3),
+                **stage.as_dict(),
             },
             data_version=dg.DataVersion(dataset.fingerprint),
         )

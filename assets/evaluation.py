@@ -7,6 +7,7 @@ from typing import Optional
 import dagster as dg
 
 from personalize_pipeline.features import load_features
+from personalize_pipeline.measure import measured
 from personalize_pipeline.metrics import COLLAPSE_DROP, COLLAPSE_METRIC, PROTOCOLS, compare_metrics, evaluate, parse_cutoff
 from personalize_pipeline.recipes import get_recipe
 from personalize_pipeline.store import load_manifest, previous_metrics, update_manifest
@@ -41,19 +42,20 @@ def solution_metrics(
     if config.protocol not in PROTOCOLS:
         raise dg.Failure(description=f"protocol must be one of {', '.join(PROTOCOLS)}", allow_retries=False)
     s3 = artifact_store.s3.options()
-    features = load_features(location_of(context, "featurized_dataset", s3))
-    version_loc = location_of(context, "solution_version", s3)
-    manifest = load_manifest(version_loc)  # the recipe and hyperparameters trained (AutoML / HPO may have chosen them)
-    with step_failure_on_bad_input():
-        result = evaluate(
-            features,
-            get_recipe(manifest["recipe"]),
-            manifest["hyperparameters"],
-            protocol=config.protocol,
-            exclude_seen=config.exclude_seen,
-            seed=config.seed,
-            cutoff=parse_cutoff(config.cutoff) if config.protocol == "time" else None,
-        )
+    with measured() as stage:
+        features = load_features(location_of(context, "featurized_dataset", s3))
+        version_loc = location_of(context, "solution_version", s3)
+        manifest = load_manifest(version_loc)  # the recipe and hyperparameters trained (AutoML / HPO may have chosen them)
+        with step_failure_on_bad_input():
+            result = evaluate(
+                features,
+                get_recipe(manifest["recipe"]),
+                manifest["hyperparameters"],
+                protocol=config.protocol,
+                exclude_seen=config.exclude_seen,
+                seed=config.seed,
+                cutoff=parse_cutoff(config.cutoff) if config.protocol == "time" else None,
+            )
     baseline, lift = result.baseline or {}, result.lift
     record = result.report()
     previous = previous_metrics(artifact_store.solution(solution.name), manifest["solution_version"], result.protocol)
@@ -70,6 +72,7 @@ def solution_metrics(
         "protocol": result.protocol,
         "test_users": result.test_users,
         "train_seconds": result.train_seconds,
+        **stage.as_dict(),
         "metrics_table": dg.MetadataValue.md(table_markdown(rows)),
         "metrics_by_k": metrics_by_k(result.metrics, baseline, result.recipe),
         "lift_over_popularity": lift_over_popularity(lift),

@@ -7,6 +7,7 @@ import dagster as dg
 
 from personalize_pipeline.batch import BatchResult, run_batch_job, write_all_users_input
 from personalize_pipeline.locations import Location
+from personalize_pipeline.measure import Measurement, measured
 from personalize_pipeline.outputs import LATEST, write_latest
 from personalize_pipeline.store import SolutionVersion, load_solution_version
 
@@ -41,8 +42,9 @@ class BatchInferenceConfig(BatchJobOptions):
     input: str = ""  # JSONL job input (folder path or s3:// key); empty: every known user
 
 
-def batch_metadata(result: BatchResult, version: SolutionVersion) -> dict:
-    """What a finished batch job shows in the UI."""
+def batch_metadata(result: BatchResult, version: SolutionVersion, stage: Optional[Measurement] = None) -> dict:
+    """What a finished batch job shows in the UI (``stage``: the whole step's seconds and
+    peak memory; the job's own seconds otherwise)."""
     return {
         "path": dg.MetadataValue.path(result.output),
         "solution_version": version.version_id,
@@ -51,6 +53,8 @@ def batch_metadata(result: BatchResult, version: SolutionVersion) -> dict:
         "unknown_users": result.unknown_users,
         "users_per_second": result.users_per_second,
         "seconds": result.seconds,
+        "job_seconds": result.seconds,
+        **(stage.as_dict() if stage is not None else {}),
     }
 
 
@@ -72,22 +76,23 @@ def batch_inference_output(
     output_location: OutputLocation,
     solution: SolutionResource,
 ) -> dg.MaterializeResult:
-    version = load_solution_version(location_of(context, "solution_version", artifact_store.s3.options()))
-    out_dir = output_location.job_output(solution.name, version.version_id, context.run_id)
-    with step_failure_on_bad_input():
-        if config.input:
-            job_input = Location(config.input, output_location.s3.options())
-        else:
-            # next to its .out, so the finished solution version is never modified
-            job_input = write_all_users_input(version, out_dir.child("all-users.jsonl"))
-        result = config.run(version, job_input, out_dir)
-        # the pointer moves only once the output is complete (written to a temporary name, then moved)
-        write_latest(output_location.root(), solution.name, version.version_id, context.run_id, result.output, lines=result.lines)
+    with measured() as stage:
+        version = load_solution_version(location_of(context, "solution_version", artifact_store.s3.options()))
+        out_dir = output_location.job_output(solution.name, version.version_id, context.run_id)
+        with step_failure_on_bad_input():
+            if config.input:
+                job_input = Location(config.input, output_location.s3.options())
+            else:
+                # next to its .out, so the finished solution version is never modified
+                job_input = write_all_users_input(version, out_dir.child("all-users.jsonl"))
+            result = config.run(version, job_input, out_dir)
+            # the pointer moves only once the output is complete (written to a temporary name, then moved)
+            write_latest(output_location.root(), solution.name, version.version_id, context.run_id, result.output, lines=result.lines)
     preview = Location(result.output, output_location.s3.options()).read_text().splitlines()[:3]
     context.log.info(f"batch output: {result.output}")
     return dg.MaterializeResult(
         metadata={
-            **batch_metadata(result, version),
+            **batch_metadata(result, version, stage),
             "latest_pointer": dg.MetadataValue.path(output_location.root().child(solution.name, LATEST).url),
             "preview": dg.MetadataValue.md("```\n" + "\n".join(preview) + "\n```"),
         }

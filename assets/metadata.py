@@ -69,10 +69,15 @@ def column_schema(dataset: Dataset) -> dg.TableSchema:
     )
 
 
+PROFILE_ROWS = 1_000_000  # larger datasets are profiled on their first rows (bounded memory)
+
+
 def profile_markdown(dataset: Dataset, max_columns: int = 30) -> str:
     """A data profile: per column non-null share, distinct values and a summary."""
-    df = dataset.typed()
+    df = dataset.typed(max_rows=PROFILE_ROWS)
     rows = ["| column | type | non-null | distinct | summary |", "|---|---|---|---|---|"]
+    if len(df) < dataset.num_rows:
+        rows.insert(0, f"Profile of the first {len(df):,} of {dataset.num_rows:,} rows.\n")
     n = max(len(df), 1)
     for f in dataset.schema.fields[:max_columns]:
         if f.name not in df.columns:

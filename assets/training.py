@@ -4,6 +4,7 @@
 import dagster as dg
 
 from personalize_pipeline.features import load_features
+from personalize_pipeline.measure import measured
 from personalize_pipeline.store import read_index
 from personalize_pipeline.training import train
 
@@ -33,19 +34,20 @@ def solution_version(
     context: dg.AssetExecutionContext, config: TrainConfig, artifact_store: ArtifactStore, solution: SolutionResource
 ) -> dg.MaterializeResult:
     s3 = artifact_store.s3.options()
-    features = load_features(location_of(context, "featurized_dataset", s3))
-    root = artifact_store.solution(solution.name)
-    with step_failure_on_bad_input():
-        version = train(
-            features,
-            solution.config(),
-            root,
-            training_mode=config.training_mode,
-            seed=config.seed,
-            solution_name=solution.name,
-            keep_full_versions=solution.keep_full_versions,
-            log=context.log.info,
-        )
+    with measured() as stage:
+        features = load_features(location_of(context, "featurized_dataset", s3))
+        root = artifact_store.solution(solution.name)
+        with step_failure_on_bad_input():
+            version = train(
+                features,
+                solution.config(),
+                root,
+                training_mode=config.training_mode,
+                seed=config.seed,
+                solution_name=solution.name,
+                keep_full_versions=solution.keep_full_versions,
+                log=context.log.info,
+            )
     m = version.manifest
     losses = m.get("training", {}).get("loss_by_epoch", [])
     plots = {"loss_curve": loss_curve(losses)} if len(losses) > 1 else {}
@@ -60,6 +62,7 @@ def solution_version(
             "base_version": m.get("base_version") or "",
             "hyperparameters": dg.MetadataValue.json(m["hyperparameters"]),
             **floats(m["timings"]),
+            **stage.as_dict(),
             **floats({k: v for k, v in m.get("training", {}).items() if isinstance(v, (int, float))}, "training/"),
             "loss_by_epoch": dg.MetadataValue.json(m.get("training", {}).get("loss_by_epoch", [])),
             "catalog_items": m["catalog"]["items"],

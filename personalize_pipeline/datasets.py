@@ -13,6 +13,7 @@ import csv
 import hashlib
 import io
 from dataclasses import dataclass, field
+from typing import Callable, Iterator
 
 import pandas as pd
 import pyarrow as pa
@@ -27,27 +28,72 @@ from .schemas import DATASET_TYPES, INTEGER_TYPES, NUMERIC_TYPES, Schema, infer_
 SUFFIXES = (".csv", ".csv.gz", ".parquet")
 
 
+SLICE_ROWS = 1_000_000  # rows per slice when a dataset is streamed
+STREAM_BYTES = 256 << 20  # CSV files larger than this are streamed, not held in memory
+STREAM_ROWS = 2_000_000  # snapshots (Parquet) with more rows than this are streamed
+CSV_BLOCK_BYTES = 1 << 22  # Arrow's CSV parse block: the unit a streamed CSV is read in (the streaming reader keeps several in flight)
+
+
 @dataclass
 class Dataset:
-    """One dataset (interactions, items or users): string columns plus its schema."""
+    """One dataset (interactions, items or users): string columns plus its schema.
+
+    Small files are held as one Arrow table. A large one is *streamed*: ``stream`` re-reads
+    the file in slices each time it is called and ``table`` is only built if something asks
+    for the whole table; ``slices()`` serves both (validation and featurization use it, so
+    their memory does not grow with the file)."""
 
     dataset_type: str
-    table: pa.Table  # every column pa.string()
+    data: pa.Table | None  # every column pa.string(); None while streamed (see ``stream``)
     schema: Schema
     source: str  # file url, for messages
     fingerprint: str = ""  # sha256 of the file bytes (first 16 hex digits)
     signature: str = ""  # size and ETag / mtime of the file when read (Location.signature)
+    stream: Callable[[int], Iterator[pa.Table]] | None = field(default=None, repr=False)
+    rows: int | None = None  # row count of a streamed dataset
+    columns: list[str] | None = None  # column names of a streamed dataset
+
+    def __post_init__(self):
+        if self.data is None and self.stream is None:
+            raise ValueError("a Dataset needs a table or a stream")
+
+    @property
+    def table(self) -> pa.Table:
+        """The whole table (a streamed dataset is read into memory on first use)."""
+        if self.data is None:
+            self.data = pa.concat_tables(self.stream(SLICE_ROWS))
+        return self.data
+
+    @property
+    def streamed(self) -> bool:
+        return self.data is None
 
     @property
     def num_rows(self) -> int:
-        return self.table.num_rows
+        return self.rows if self.streamed else self.data.num_rows
 
-    def frame(self) -> pd.DataFrame:
+    @property
+    def column_names(self) -> list[str]:
+        return list(self.columns) if self.streamed else self.data.column_names
+
+    def slices(self, rows: int | None = None) -> Iterator[pa.Table]:
+        """The rows in order, ``rows`` at a time (the last slice shorter)."""
+        size = rows or SLICE_ROWS
+        if not self.streamed:
+            for offset in range(0, self.data.num_rows, size):
+                yield self.data.slice(offset, size)
+            return
+        yield from self.stream(size)
+
+    def frame(self, max_rows: int | None = None) -> pd.DataFrame:
+        """The rows as pandas (only the first ``max_rows`` when given)."""
+        if max_rows is not None and self.num_rows > max_rows:
+            return next(iter(self.slices(max_rows))).slice(0, max_rows).to_pandas()
         return self.table.to_pandas()
 
-    def typed(self) -> pd.DataFrame:
+    def typed(self, max_rows: int | None = None) -> pd.DataFrame:
         """Columns converted to their schema types (invalid values become missing)."""
-        df = self.frame()
+        df = self.frame(max_rows)
         for f in self.schema.fields:
             if f.name not in df.columns:
                 continue
@@ -118,7 +164,14 @@ def save_snapshot(dataset: Dataset, location: str | Location) -> Location:
     loc = as_location(location)
     loc.makedirs()
     with loc.child("data.parquet").atomic_writer() as fh:
-        pq.write_table(dataset.table, fh, compression="zstd")
+        if dataset.streamed:
+            writer = None
+            for part in dataset.slices():
+                writer = writer or pq.ParquetWriter(fh, part.schema, compression="zstd")
+                writer.write_table(part)
+            writer.close()
+        else:
+            pq.write_table(dataset.table, fh, compression="zstd")
     loc.child("dataset.json").write_json(
         {
             "dataset_type": dataset.dataset_type,
@@ -135,16 +188,40 @@ def save_snapshot(dataset: Dataset, location: str | Location) -> Location:
 def load_snapshot(location: str | Location) -> Dataset:
     loc = as_location(location)
     meta = loc.child("dataset.json").read_json()
-    with loc.child("data.parquet").open("rb") as fh:
-        table = pq.read_table(fh)
+    data = loc.child("data.parquet")
+    with data.open("rb") as fh:
+        parquet = pq.ParquetFile(fh)
+        rows, columns = parquet.metadata.num_rows, parquet.schema_arrow.names
+        table = parquet.read() if rows <= STREAM_ROWS else None
     schema = parse_avro(meta["dataset_type"], meta["schema"], loc.url)
     if not meta.get("schema_from_file"):
         schema = Schema(schema.dataset_type, schema.fields, from_file=False)
-    return Dataset(meta["dataset_type"], table, schema, meta["source"], meta.get("fingerprint", ""), meta.get("signature", ""))
+    stream = None if table is not None else _parquet_slices(data)
+    return Dataset(meta["dataset_type"], table, schema, meta["source"], meta.get("fingerprint", ""), meta.get("signature", ""), stream=stream, rows=rows, columns=columns)
+
+
+def _parquet_slices(data: Location) -> Callable[[int], Iterator[pa.Table]]:
+    def slices(rows: int) -> Iterator[pa.Table]:
+        with data.open("rb") as fh:
+            for batch in pq.ParquetFile(fh).iter_batches(batch_size=rows):
+                yield pa.Table.from_batches([batch])
+
+    return slices
 
 
 def read_dataset(file: Location, dataset_type: str, schema_doc=None, schema_source: str = "") -> Dataset:
+    """A small file is read into one table; a CSV file larger than ``STREAM_BYTES`` is
+    scanned once (hash, row count, parse errors, numeric columns) and then streamed."""
     signature = file.signature()  # before reading: a file replaced meanwhile looks changed next time
+    if file.url.endswith(".csv") and _size(signature) > STREAM_BYTES:
+        scanned = _scan_csv(file, infer_numeric=schema_doc is None)
+        if scanned is not None:
+            header, rows, fingerprint, numeric = scanned
+            if schema_doc is not None:
+                schema = parse_avro(dataset_type, schema_doc, schema_source)
+            else:
+                schema = infer_schema(dataset_type, header, numeric)
+            return Dataset(dataset_type, None, schema, file.url, fingerprint, signature, stream=_csv_slices(file, header), rows=rows, columns=header)
     table, fingerprint = read_table(file)
     if schema_doc is not None:
         schema = parse_avro(dataset_type, schema_doc, schema_source)
@@ -157,10 +234,150 @@ def read_dataset(file: Location, dataset_type: str, schema_doc=None, schema_sour
 def read_table(file: Location) -> tuple[pa.Table, str]:
     """Read a CSV (optionally gzip) or Parquet file with every column as a string.
 
-    Returns the table and a fingerprint of the file's bytes."""
+    Returns the table and a fingerprint of the file's bytes. A plain CSV streams from the
+    file into Arrow in blocks (hashed on the way), without a copy of the whole file in
+    memory; when Arrow rejects it, the bytes are read again to say where and why."""
+    if file.url.endswith(".csv"):
+        streamed = _stream_csv(file)
+        if streamed is not None:
+            return streamed
     data = file.read_bytes()
     fingerprint = hashlib.sha256(data).hexdigest()[:16]
     return _parse_table(file, data), fingerprint
+
+
+class _HashingReader(io.RawIOBase):
+    """A read-only stream over ``fh`` that hashes every byte read, after ``prefix``
+    (bytes already read from ``fh`` and hashed)."""
+
+    def __init__(self, fh, prefix: bytes, digest):
+        self._fh, self._prefix, self._digest = fh, prefix, digest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        if self._prefix:
+            n = min(len(view), len(self._prefix))
+            view[:n] = self._prefix[:n]
+            self._prefix = self._prefix[n:]
+            return n
+        data = self._fh.read(len(view))
+        self._digest.update(data)
+        view[: len(data)] = data
+        return len(data)
+
+
+STREAM_PREFIX = 1 << 20  # bytes read up front to check the header line
+
+
+def _size(signature: str) -> int:
+    try:
+        return int(signature.split(":", 1)[0])
+    except ValueError:
+        return 0
+
+
+def _csv_options(header: list[str]) -> dict:
+    return {
+        "read_options": pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES),
+        "parse_options": pacsv.ParseOptions(newlines_in_values=False),
+        "convert_options": pacsv.ConvertOptions(column_types={name: pa.string() for name in header}, strings_can_be_null=True, null_values=[""]),
+    }
+
+
+def _scan_csv(file: Location, infer_numeric: bool = True) -> tuple[list[str], int, str, list[str]] | None:
+    """One streaming pass over a large CSV file: (header, rows, fingerprint, columns whose
+    values all parse as numbers, when ``infer_numeric``), or None when the file needs the
+    careful path."""
+    digest = hashlib.sha256()
+    with file.open("rb") as fh:
+        header = _checked_header(file, fh, digest)
+        if header is None:
+            return None
+        numeric = {name: None for name in header}  # None: no value yet; False: not numeric
+        rows = 0
+        try:
+            reader = pacsv.open_csv(io.BufferedReader(_HashingReader(fh, header.prefix, digest), buffer_size=1 << 22), **_csv_options(header))
+            if reader.schema.names != header:
+                return None
+            for batch in reader:
+                rows += batch.num_rows
+                if not infer_numeric:
+                    continue
+                for name, column in zip(header, _blank_to_null(pa.Table.from_batches([batch])).columns):
+                    if numeric[name] is not False and column.null_count < len(column):
+                        numeric[name] = _all_numeric(column)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            return None
+        while rest := fh.read(1 << 24):
+            digest.update(rest)
+    if rows == 0:
+        return None
+    return list(header), rows, digest.hexdigest()[:16], [n for n, ok in numeric.items() if ok]
+
+
+def _csv_slices(file: Location, header: list[str]) -> Callable[[int], Iterator[pa.Table]]:
+    """Reads the CSV file again, in slices of about ``rows`` rows (whole parse blocks)."""
+
+    def slices(rows: int) -> Iterator[pa.Table]:
+        with file.open("rb") as fh:
+            reader = pacsv.open_csv(io.BufferedReader(fh, buffer_size=1 << 22), **_csv_options(header))
+            pending: list[pa.RecordBatch] = []
+            count = 0
+            for batch in reader:
+                pending.append(batch)
+                count += batch.num_rows
+                if count >= rows:
+                    yield _blank_to_null(pa.Table.from_batches(pending, schema=reader.schema))
+                    pending, count = [], 0
+            if pending:
+                yield _blank_to_null(pa.Table.from_batches(pending, schema=reader.schema))
+
+    return slices
+
+
+class _Header(list):
+    """Header names, with the bytes read to find them (``prefix``)."""
+
+    prefix: bytes = b""
+
+
+def _checked_header(file: Location, fh, digest) -> _Header | None:
+    """Read the start of the file: the header names (checked), or None for the careful path
+    (empty file, byte order mark, no line end, header not UTF-8 or not CSV)."""
+    prefix = fh.read(STREAM_PREFIX)
+    digest.update(prefix)
+    if not prefix.strip() or prefix.startswith(b"\xef\xbb\xbf") or b"\n" not in prefix:
+        return None
+    try:
+        names = next(csv.reader(io.StringIO(prefix.split(b"\n", 1)[0].rstrip(b"\r").decode("utf-8"))))
+    except (UnicodeDecodeError, StopIteration, csv.Error):
+        return None
+    _check_header_names(file.url, names)
+    header = _Header(names)
+    header.prefix = prefix
+    return header
+
+
+def _stream_csv(file: Location) -> tuple[pa.Table, str] | None:
+    """The fast path of ``read_table`` for CSV; None when the file needs the careful path
+    (empty, a byte order mark, an unparsable header or data Arrow refuses)."""
+    digest = hashlib.sha256()
+    with file.open("rb") as fh:
+        header = _checked_header(file, fh, digest)
+        if header is None:
+            return None
+        try:
+            table = pacsv.read_csv(io.BufferedReader(_HashingReader(fh, header.prefix, digest), buffer_size=1 << 22), **_csv_options(header))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            return None
+        if table.num_rows == 0 or table.column_names != header:
+            return None
+        while rest := fh.read(1 << 24):  # Arrow reads to the end; hash any rest all the same
+            digest.update(rest)
+    return _blank_to_null(table), digest.hexdigest()[:16]
 
 
 def _parse_table(file: Location, data: bytes) -> pa.Table:

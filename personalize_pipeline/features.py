@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from .datasets import DatasetGroup
 from .errors import InputError
 from .locations import Location, as_location
+from .measure import release_memory
 from .schemas import RESERVED_TYPES, Field
 
 FEATURES_FORMAT = 1
@@ -88,46 +89,47 @@ class Features:
         return pd.Index(self.user_ids).get_indexer(pd.Index(ids))
 
 
-def featurize(group: DatasetGroup, options: FeaturizeOptions = FeaturizeOptions()) -> Features:
-    """Vectorised on Arrow: string ids are mapped to codes with hash lookups
-    (``pc.index_in``), numeric columns cast in C++, no per-row Python objects."""
+SLICE_ROWS = 250_000  # interactions encoded at a time (small slices: small transient copies)
+TAKE_ROWS = 1_000_000
+
+
+def featurize(group: DatasetGroup, options: FeaturizeOptions = FeaturizeOptions(), slice_rows: int | None = None) -> Features:
+    """Streams the interactions through Arrow in slices of ``slice_rows`` rows: each slice's
+    string columns are dictionary-encoded (hash tables in C++) and only int codes, numbers
+    and the slice's small dictionaries are kept; the dictionaries are merged into the sorted
+    id maps at the end and the codes remapped. No per-row Python objects, no whole-table
+    copies of string columns."""
     start = time.perf_counter()
-    source = group.interactions.source
-    table = group.interactions.table  # every column a string, validated
-    n_raw = table.num_rows
-    mask = None
-    if options.event_type is not None:
-        if "EVENT_TYPE" not in table.column_names:
-            raise InputError(f"{source}: eventType {options.event_type!r} given but there is no EVENT_TYPE column")
-        mask = pc.fill_null(pc.equal(table["EVENT_TYPE"], options.event_type), False)
-        if not pc.any(mask).as_py():
-            known = ", ".join(sorted(str(v) for v in pc.unique(table["EVENT_TYPE"]).to_pylist() if v is not None)[:10])
-            raise InputError(f"{source}: no interactions with EVENT_TYPE {options.event_type!r} (found: {known})")
-    if options.event_value_threshold is not None:
-        if "EVENT_VALUE" not in table.column_names:
-            raise InputError(f"{source}: eventValueThreshold given but there is no EVENT_VALUE column")
-        above = pc.fill_null(pc.greater_equal(_numeric(table["EVENT_VALUE"], pa.float64()), options.event_value_threshold), False)
-        mask = above if mask is None else pc.and_(mask, above)
-        if not pc.any(mask).as_py():
-            raise InputError(f"{source}: no interactions with EVENT_VALUE >= {options.event_value_threshold}")
-    inter = table.filter(mask) if mask is not None else table
-    n_after_events = inter.num_rows
+    dataset = group.interactions
+    source = dataset.source
+    names = dataset.column_names
+    if options.event_type is not None and "EVENT_TYPE" not in names:
+        raise InputError(f"{source}: eventType {options.event_type!r} given but there is no EVENT_TYPE column")
+    if options.event_value_threshold is not None and "EVENT_VALUE" not in names:
+        raise InputError(f"{source}: eventValueThreshold given but there is no EVENT_VALUE column")
+    n_raw = dataset.num_rows
 
     items_df = _dedupe(group.items.typed(), "ITEM_ID") if group.items is not None else None
     users_df = _dedupe(group.users.typed(), "USER_ID") if group.users is not None else None
 
-    impressions = None
-    if "IMPRESSION" in inter.column_names:
-        impressions = pc.split_pattern(inter["IMPRESSION"].combine_chunks(), "|")
+    context_fields = [f for f in dataset.schema.metadata_fields if f.name in names]
+    columns, counts = _encode_interactions(dataset, options, context_fields, slice_rows)
+    if options.event_type is not None and counts["event_type"] == 0:
+        known = ", ".join(sorted(str(v) for v in counts["event_types"] if v is not None)[:10])
+        raise InputError(f"{source}: no interactions with EVENT_TYPE {options.event_type!r} (found: {known})")
+    if options.event_value_threshold is not None and counts["kept"] == 0:
+        raise InputError(f"{source}: no interactions with EVENT_VALUE >= {options.event_value_threshold}")
+    n_after_events = counts["kept"]
 
     # --- id maps: every user and item of the dataset group, also those filtered out ----------------
-    item_parts = [table["ITEM_ID"]]
+    item_parts = list(columns["ITEM_ID"].dictionaries)
     if items_df is not None:
         item_parts.append(pa.array(items_df["ITEM_ID"].to_numpy(dtype=object), type=pa.string()))
+    impressions = columns.get("IMPRESSION")
     if impressions is not None:
-        item_parts.append(impressions.flatten())
+        item_parts += impressions.dictionaries
     item_dictionary = _sorted_unique(item_parts)
-    user_parts = [table["USER_ID"]]
+    user_parts = list(columns["USER_ID"].dictionaries)
     if users_df is not None:
         user_parts.append(pa.array(users_df["USER_ID"].to_numpy(dtype=object), type=pa.string()))
     user_dictionary = _sorted_unique(user_parts)
@@ -135,45 +137,48 @@ def featurize(group: DatasetGroup, options: FeaturizeOptions = FeaturizeOptions(
     user_ids = user_dictionary.to_numpy(zero_copy_only=False).astype(object)
 
     # --- interactions -----------------------------------------------------------------------
-    out = pd.DataFrame(
-        {
-            "user": _codes(inter["USER_ID"], user_dictionary),
-            "item": _codes(inter["ITEM_ID"], item_dictionary),
-            "timestamp": _numeric(inter["TIMESTAMP"], pa.int64()).to_numpy(),
-        }
-    )
-    if "EVENT_TYPE" in inter.column_names:
-        out["event_type"] = pd.Series(inter["EVENT_TYPE"].combine_chunks().dictionary_encode()).astype("category")
-    if "EVENT_VALUE" in inter.column_names:
-        out["event_value"] = _numeric(inter["EVENT_VALUE"], pa.float32()).to_numpy(zero_copy_only=False)
-    if "RECOMMENDATION_ID" in inter.column_names:
-        out["recommendation_id"] = pd.Series(inter["RECOMMENDATION_ID"].combine_chunks(), dtype=pd.ArrowDtype(pa.string()))
+    kept = columns.pop("kept")
+    data: dict[str, Any] = {
+        "user": columns.pop("USER_ID").codes(user_dictionary, rows=kept),
+        "item": columns.pop("ITEM_ID").codes(item_dictionary, rows=kept),
+        "timestamp": columns.pop("TIMESTAMP"),
+    }
+    if "EVENT_TYPE" in columns:
+        data["event_type"] = columns.pop("EVENT_TYPE").categorical()
+    if "EVENT_VALUE" in columns:
+        data["event_value"] = columns.pop("EVENT_VALUE")
+    if "RECOMMENDATION_ID" in columns:
+        data["recommendation_id"] = columns.pop("RECOMMENDATION_ID")
     if impressions is not None:
-        codes = pa.array(_codes(impressions.flatten(), item_dictionary, missing=-1), type=pa.int32())
-        arr = pa.ListArray.from_arrays(impressions.offsets, codes, mask=impressions.is_null())
-        out["impression"] = pd.Series(arr, dtype=pd.ArrowDtype(arr.type))
+        data["impression"] = columns.pop("IMPRESSION").lists(item_dictionary)
     vocabularies: dict[str, list[str]] = {}
-    context_fields = [f for f in group.interactions.schema.metadata_fields if f.name in inter.column_names]
     for f in context_fields:
+        column = columns.pop(f.name)
         if f.is_numeric:
-            out[f"ctx_{f.name}"] = _numeric(inter[f.name], pa.float32()).to_numpy(zero_copy_only=False)
+            data[f"ctx_{f.name}"] = column
         else:
-            vocab = _sorted_unique([inter[f.name]])
-            out[f"ctx_{f.name}"] = _codes(inter[f.name], vocab, missing=-1) + 1  # 0 = missing
+            vocab = _sorted_unique(column.dictionaries)
+            data[f"ctx_{f.name}"] = column.codes(vocab, missing=-1) + 1  # 0 = missing
             vocabularies[f"interactions.{f.name}"] = vocab.to_pylist()
 
-    # stable sort by (user, timestamp): equal timestamps keep file order
-    order = np.lexsort((out["timestamp"].to_numpy(), out["user"].to_numpy()))
-    out = out.iloc[order].reset_index(drop=True)
-
-    # --- user history length percentiles --------------------------------------------------------
-    lengths = np.bincount(out["user"].to_numpy(), minlength=len(user_ids))
+    release_memory()  # the slices' buffers, before the sort allocates the final columns
+    # stable sort by (user, timestamp): equal timestamps keep file order; then drop users
+    # outside the history length percentiles. One take per column, one column at a time.
+    users_col = data["user"]
+    order = np.lexsort((data["timestamp"], users_col))
+    lengths = np.bincount(users_col, minlength=len(user_ids))
     active = lengths[lengths > 0]
     lo = np.quantile(active, options.min_user_history_length_percentile) if len(active) else 0
     hi = np.quantile(active, options.max_user_history_length_percentile) if len(active) else 0
     keep_user = (lengths >= lo) & (lengths <= hi)
     n_users_dropped = int(((lengths > 0) & ~keep_user).sum())
-    out = out[keep_user[out["user"].to_numpy()]].reset_index(drop=True)
+    order = order[keep_user[users_col[order]]]
+    del users_col, kept
+    for name in list(data):
+        data[name] = _take(data.pop(name), order)  # the old column is released inside
+    del order
+    out = pd.DataFrame(data, copy=False)
+    del data
     if out.empty:
         raise InputError("no interactions left after filtering by event type, event value and user history length")
 
@@ -213,6 +218,135 @@ def featurize(group: DatasetGroup, options: FeaturizeOptions = FeaturizeOptions(
         "seconds": round(time.perf_counter() - start, 3),
     }
     return Features(item_ids, user_ids, out, items, users, info)
+
+
+
+class _Encoded:
+    """One string column encoded slice by slice: int32 indices into each slice's own
+    dictionary (``dictionaries``), remapped to a global dictionary on request."""
+
+    def __init__(self):
+        self.indices: list[pa.Array] = []
+        self.dictionaries: list[pa.Array] = []
+        self.offsets: list[pa.Array] = []  # list columns (impressions): per-row offsets
+        self.validity: list[pa.Array] = []
+
+    def add(self, values: pa.Array) -> None:
+        encoded = pc.dictionary_encode(values)
+        self.indices.append(encoded.indices)
+        self.dictionaries.append(encoded.dictionary)
+
+    def add_lists(self, values: pa.Array) -> None:
+        lists = pc.split_pattern(values, "|")
+        self.offsets.append(lists.offsets)
+        self.validity.append(lists.is_valid())
+        self.add(lists.flatten())
+
+    def _mapped(self, dictionary: pa.Array, missing: int | None) -> Iterator[np.ndarray]:
+        """Each slice's codes in ``dictionary``; the slice's indices are released as it goes."""
+        indices_list, self.indices = self.indices, []
+        for local in self.dictionaries:
+            indices = indices_list.pop(0)
+            mapping = pc.index_in(local, value_set=dictionary)
+            mapping = pc.fill_null(mapping, -1 if missing is None else missing).to_numpy(zero_copy_only=False).astype(np.int32)
+            idx = pc.fill_null(indices, len(local)).to_numpy(zero_copy_only=False)  # null -> the extra slot
+            yield np.append(mapping, np.int32(-1 if missing is None else missing))[idx]
+
+    def codes(self, dictionary: pa.Array, missing: int | None = None, rows=None) -> np.ndarray:
+        """int32 code of every value in ``dictionary`` (unknown or null: ``missing``), for
+        the rows where ``rows`` (a boolean numpy mask over all rows) holds."""
+        out = np.concatenate(list(self._mapped(dictionary, missing))) if self.indices else np.zeros(0, np.int32)
+        if rows is not None:
+            out = out[rows]
+        return out
+
+    def lists(self, dictionary: pa.Array) -> pa.ChunkedArray:
+        """The list column with item codes (-1 for ids not in ``dictionary``)."""
+        chunks = []
+        for (codes, offsets, valid) in zip(self._mapped(dictionary, -1), self.offsets, self.validity):
+            chunks.append(pa.ListArray.from_arrays(offsets, pa.array(codes, type=pa.int32()), mask=pc.invert(valid)))
+        self.offsets, self.validity = [], []
+        return pa.chunked_array(chunks, type=pa.list_(pa.int32()))
+
+    def categorical(self) -> pd.Categorical:
+        """Codes into the categories in order of first appearance (like pandas' factorize)."""
+        categories = pc.unique(pa.chunked_array(self.dictionaries, type=pa.string())) if self.dictionaries else pa.array([], pa.string())
+        codes = self.codes(categories)
+        return pd.Categorical.from_codes(codes, categories=categories.to_pandas().astype(object))
+
+
+def _encode_interactions(dataset, options: FeaturizeOptions, context_fields: list[Field], slice_rows: int | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One pass over the dataset's slices. Per column: ``_Encoded`` for ids, types,
+    impressions and categorical context (ids over all rows, so that the catalogue knows
+    filtered-out users and items; the rest over the rows kept by the event filters), numpy
+    arrays for numbers, an Arrow string column for RECOMMENDATION_ID; ``kept``: the
+    boolean mask of the event filters over all rows (None: every row). Also returns counts
+    for the filters' error messages."""
+    names = dataset.column_names
+    encoded = {name: _Encoded() for name in ("USER_ID", "ITEM_ID") if name in names}
+    strings = [n for n in ("EVENT_TYPE",) if n in names] + [f.name for f in context_fields if not f.is_numeric]
+    encoded.update({name: _Encoded() for name in strings})
+    if "IMPRESSION" in names:
+        encoded["IMPRESSION"] = _Encoded()
+    numbers: dict[str, tuple[pa.DataType, list[np.ndarray]]] = {"TIMESTAMP": (pa.int64(), [])}
+    if "EVENT_VALUE" in names:
+        numbers["EVENT_VALUE"] = (pa.float32(), [])
+    for f in context_fields:
+        if f.is_numeric:
+            numbers[f.name] = (pa.float32(), [])
+    recommendation: list[pa.Array] = []
+    masks: list[np.ndarray] = []
+    counts: dict[str, Any] = {"event_type": 0, "kept": 0, "event_types": set()}
+    filtered = options.event_type is not None or options.event_value_threshold is not None
+    for part in dataset.slices(slice_rows or SLICE_ROWS):
+        for name in ("USER_ID", "ITEM_ID"):
+            encoded[name].add(part[name].combine_chunks())
+        mask = None
+        if options.event_type is not None:
+            mask = pc.fill_null(pc.equal(part["EVENT_TYPE"], options.event_type), False)
+            n_type = pc.sum(mask).as_py() or 0
+            counts["event_type"] += n_type
+            if not n_type:
+                counts["event_types"].update(pc.unique(part["EVENT_TYPE"]).to_pylist())
+        if options.event_value_threshold is not None:
+            above = pc.fill_null(pc.greater_equal(_numeric(part["EVENT_VALUE"], pa.float64()), options.event_value_threshold), False)
+            mask = above if mask is None else pc.and_(mask, above)
+        if mask is not None:
+            masks.append(np.asarray(mask.to_numpy(zero_copy_only=False), dtype=bool))
+            part = part.filter(mask)
+        counts["kept"] += part.num_rows
+        for name in strings:
+            encoded[name].add(part[name].combine_chunks())
+        if "IMPRESSION" in names:
+            encoded["IMPRESSION"].add_lists(part["IMPRESSION"].combine_chunks())
+        for name, (to, arrays) in numbers.items():
+            arrays.append(_numeric(part[name], to).to_numpy())
+        if "RECOMMENDATION_ID" in names:
+            recommendation.append(part["RECOMMENDATION_ID"].combine_chunks())
+    out: dict[str, Any] = dict(encoded)
+    kept = np.concatenate(masks) if filtered and masks else None
+    out["kept"] = kept
+    for name, (to, arrays) in numbers.items():
+        out[name] = np.concatenate(arrays) if arrays else np.zeros(0, to.to_pandas_dtype())
+    if "RECOMMENDATION_ID" in names:
+        out["RECOMMENDATION_ID"] = pd.Series(pa.chunked_array(recommendation, type=pa.string()), dtype=pd.ArrowDtype(pa.string()))
+    return out, counts
+
+
+def _take(column, order: np.ndarray):
+    """``column`` (numpy, Categorical, Arrow-backed Series or ChunkedArray) in ``order``."""
+    if isinstance(column, np.ndarray):
+        return column[order]
+    if isinstance(column, pd.Categorical):
+        return pd.Categorical.from_codes(column.codes[order], categories=column.categories)
+    if isinstance(column, pa.ChunkedArray):
+        # one contiguous array, then takes of TAKE_ROWS rows: Arrow's take on a chunked
+        # list column concatenates it first, which would double the transient memory
+        values = column.combine_chunks()
+        del column
+        taken = pa.chunked_array([values.take(pa.array(order[i : i + TAKE_ROWS])) for i in range(0, len(order), TAKE_ROWS)], type=values.type)
+        return pd.Series(taken, dtype=pd.ArrowDtype(taken.type))
+    return pd.Series(column.array._pa_array.take(pa.array(order)), dtype=column.dtype)
 
 
 def fingerprint(features: Features) -> str:

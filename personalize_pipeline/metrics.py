@@ -379,7 +379,7 @@ def make_split(features: Features, protocol: str, seed: int = 42, cutoff: float 
 
 
 def evaluate_split(recipe_cls: type[Recipe], params: dict[str, Any], split: EvalSplit, exclude_seen: bool = False, seed: int = 42) -> EvaluationResult:
-    from .training import peak_rss_mb
+    from .measure import peak_rss_mb
 
     model = recipe_cls(**params)
     start = time.perf_counter()

@@ -64,11 +64,42 @@ def write_group_as_of(folder: Path, source: Path, interactions: pd.DataFrame, it
 
 
 def split_as_of(source: Path, folder: Path, cut: int) -> None:
-    """``source`` (a demo dataset group) as it was just before ``cut``: earlier events only,
-    items created later absent."""
-    inter = pd.read_csv(source / "interactions.csv", dtype=str, keep_default_na=False)
-    items = pd.read_csv(source / "items.csv", dtype=str, keep_default_na=False)
-    write_group_as_of(folder, source, inter[inter["TIMESTAMP"].astype(np.int64) < cut], items, cut - 1)
+    """``source`` (a dataset group of CSV files) as it was just before ``cut``: earlier events
+    only, items created later absent (when items have a CREATION_TIMESTAMP); users and
+    schemas copied. Streams the CSV files through Arrow in blocks (memory stays flat)."""
+    source, folder = Path(source), Path(folder)
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    if (source / "schemas").is_dir():
+        shutil.copytree(source / "schemas", folder / "schemas")
+    if (source / "users.csv").exists():
+        shutil.copy(source / "users.csv", folder / "users.csv")
+    _filter_csv(source / "interactions.csv", folder / "interactions.csv", "TIMESTAMP", cut)
+    if (source / "items.csv").exists():
+        _filter_csv(source / "items.csv", folder / "items.csv", "CREATION_TIMESTAMP", cut)
+
+
+def _filter_csv(source: Path, target: Path, column: str, cut: int) -> None:
+    """Copy the rows of ``source`` whose integer ``column`` is below ``cut`` (every row when
+    there is no such column), values kept as text."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pacsv
+
+    header = pacsv.open_csv(source, read_options=pacsv.ReadOptions(block_size=1 << 16)).schema.names
+    if column not in header:
+        shutil.copy(source, target)
+        return
+    reader = pacsv.open_csv(
+        source,
+        read_options=pacsv.ReadOptions(block_size=1 << 24),
+        convert_options=pacsv.ConvertOptions(column_types={n: pa.string() for n in header}, strings_can_be_null=False),
+    )
+    with pacsv.CSVWriter(target, reader.schema) as writer:
+        for batch in reader:
+            keep = pc.less(pc.cast(pc.utf8_trim_whitespace(batch.column(column)), pa.int64()), cut)
+            writer.write_batch(batch.filter(keep))
 
 
 def run_simulation(config: SimulationConfig, work_dir: str | Path, log: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import resource
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 from .errors import InputError
 from .features import Features, fingerprint
 from .locations import Location, as_location
+from .measure import peak_rss_mb
 from .recipes import Recipe, get_recipe
 from .store import SolutionVersion, load_solution_version, save_solution_version
 
@@ -77,10 +77,6 @@ class SolutionConfig:
             out["performAutoML"] = True
             out["autoMLConfig"] = (self.automl or AutoMLConfig()).to_dict()
         return out
-
-
-def peak_rss_mb() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)
 
 
 def train(

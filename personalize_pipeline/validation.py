@@ -8,6 +8,10 @@ For every dataset three kinds of batch are validated:
   milliseconds and future dates).
 - ``user_history`` (interactions): Personalize needs at least 25 users with 2+ interactions.
 
+Column rules run on the dataset's slices (``Dataset.slices``: a streamed file is read
+slice by slice) converted to pandas one at a time, results summed per rule, so memory
+stays flat with size; the table rules and the per-user count run once.
+
 The report names the file, column and rule, with counts and example values and lines.
 """
 
@@ -17,9 +21,12 @@ import logging
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable, Iterator
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from .datasets import Dataset, DatasetGroup
 from .schemas import INTEGER_TYPES, NUMERIC_TYPES, REQUIRED_FIELDS
@@ -30,8 +37,11 @@ MIN_INTERACTIONS = 1000
 MIN_USERS_WITH_TWO_INTERACTIONS = 25
 EARLIEST_TIMESTAMP = 0  # epoch seconds; negative values are invalid
 FUTURE_SLACK_SECONDS = 86_400
-INT_REGEX = r"^\s*[-+]?\d+\s*$"
-FLOAT_REGEX = r"^\s*[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?\s*$"
+# Python's \s spelled out as a class of the characters themselves: pandas then runs the
+# rules with Arrow's RE2 engine (it falls back to a per-value Python loop for \s).
+_WS = "[" + "".join(map(chr, (*range(0x9, 0xE), *range(0x1C, 0x21), 0x85, 0xA0, 0x1680, *range(0x2000, 0x200B), 0x2028, 0x2029, 0x202F, 0x205F, 0x3000))) + "]"
+INT_REGEX = "^" + _WS + r"*[-+]?\d+" + _WS + "*$"
+FLOAT_REGEX = "^" + _WS + r"*[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?" + _WS + "*$"
 BOOL_REGEX = r"^(?i:true|false|0|1)$"
 EXAMPLES = 3
 
@@ -141,25 +151,85 @@ class _Rule:
     description: str
     column: str | None
     severity: str = "error"
+    order: int = 0  # position in the report
 
 
 @dataclass
 class _Batch:
+    """Rules run on one frame (``frame``, built when needed) or on every slice of the
+    dataset (``per_slice``: slice table and row offset -> frame); per-rule results are
+    summed over the slices. Frame indexes are row numbers of the whole dataset."""
+
     dataset: Dataset
     name: str
-    frame: pd.DataFrame
     rules: list[_Rule]
-    line_offset: int | None  # file line of frame row 0, for messages (None: no line numbers)
+    line_offset: int | None  # file line of row 0, for messages (None: no line numbers)
+    frame: Callable[[], pd.DataFrame] | None = None
+    per_slice: Callable[[pa.Table, int], pd.DataFrame] | None = None
 
 
-def build_batches(dataset: Dataset, now: float | None = None) -> list[_Batch]:
-    """The GE expectations for one dataset, generated from its schema."""
+TABLE_RULES = ("ExpectTableColumnsToMatchSet", "ExpectColumnToExist")
+
+
+def _columns_frame(columns: list[str]) -> Callable[[pa.Table, int], pd.DataFrame]:
+    def frame(part: pa.Table, offset: int) -> pd.DataFrame:
+        out = part.select(columns).to_pandas()
+        out.index = pd.RangeIndex(offset, offset + len(out))
+        return out
+
+    return frame
+
+
+def _numbers_frame(columns: list[str]) -> Callable[[pa.Table, int], pd.DataFrame]:
+    def frame(part: pa.Table, offset: int) -> pd.DataFrame:
+        out = pa.table({name: _as_number(part[name]) for name in columns}).to_pandas()
+        out.index = pd.RangeIndex(offset, offset + len(out))
+        return out
+
+    return frame
+
+
+def _as_number(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """float64 of the values that are numbers (FLOAT_REGEX), missing for the rest."""
+    ok = pc.fill_null(pc.match_substring_regex(column, FLOAT_REGEX), False)
+    return pc.cast(pc.if_else(ok, pc.utf8_trim_whitespace(column), pa.scalar(None, pa.string())), pa.float64())
+
+
+class _UserCounts:
+    """Interactions per USER_ID, summed over slices."""
+
+    def __init__(self):
+        self.parts: list[pa.Table] = []
+
+    def add(self, part: pa.Table) -> None:
+        counts = pc.value_counts(part["USER_ID"])
+        self.parts.append(pa.table({"user": counts.field("values"), "n": counts.field("counts")}))
+        if len(self.parts) >= 8:  # keep the partial counts small
+            self.parts = [self._merged()]
+
+    def _merged(self) -> pa.Table:
+        if not self.parts:
+            return pa.table({"user": pa.array([], pa.string()), "n": pa.array([], pa.int64())})
+        return pa.concat_tables(self.parts).group_by("user").aggregate([("n", "sum")]).rename_columns(["user", "n"])
+
+    def repeat_users(self) -> pd.DataFrame:
+        merged = self._merged()
+        keep = pc.and_(pc.is_valid(merged["user"]), pc.greater_equal(merged["n"], 2))
+        return pd.DataFrame({"USER_ID": merged["user"].filter(keep).to_pandas()})
+
+
+def build_batches(dataset: Dataset, now: float | None = None) -> tuple[list[_Batch], _UserCounts | None]:
+    """The GE expectations for one dataset, generated from its schema, and the per-user
+    counter the ``user_history`` batch reads (filled by the caller's pass over the slices).
+
+    Column rules run on every slice of the dataset; table rules on the header and on the
+    row count; uniqueness (items / users) on the whole id column."""
     import great_expectations as gx
 
     E = gx.expectations
     schema = dataset.schema
-    raw = dataset.frame()
-    present = set(raw.columns)
+    names = dataset.column_names
+    present = set(names)
     required = REQUIRED_FIELDS[dataset.dataset_type]
     rules: list[_Rule] = []
     if schema.from_file:
@@ -199,45 +269,54 @@ def build_batches(dataset: Dataset, now: float | None = None) -> list[_Batch]:
                 None,
             )
         )
-    line_offset = 2 if dataset.source.endswith((".csv", ".csv.gz")) else None
-    batches = [_Batch(dataset, "raw", raw, rules, line_offset)]
-
     now = time.time() if now is None else now
     latest = int(now + FUTURE_SLACK_SECONDS)
-    typed_rules: list[_Rule] = []
-    typed_cols = {}
-    for name in ("TIMESTAMP", "CREATION_TIMESTAMP"):
-        if name in present and name in schema:
-            typed_cols[name] = pd.to_numeric(raw[name], errors="coerce")
-            typed_rules.append(
-                _Rule(
-                    E.ExpectColumnValuesToBeBetween(column=name, min_value=EARLIEST_TIMESTAMP, max_value=latest),
-                    "is a Unix time in seconds, not in the future (milliseconds are too large)",
-                    name,
-                )
+    typed_cols = [name for name in ("TIMESTAMP", "CREATION_TIMESTAMP") if name in present and name in schema]
+    for name in typed_cols:
+        rules.append(
+            _Rule(
+                E.ExpectColumnValuesToBeBetween(column=name, min_value=EARLIEST_TIMESTAMP, max_value=latest),
+                "is a Unix time in seconds, not in the future (milliseconds are too large)",
+                name,
             )
-    if typed_rules:
-        batches.append(_Batch(dataset, "typed", pd.DataFrame(typed_cols), typed_rules, line_offset))
-
-    if dataset.dataset_type == "interactions" and "USER_ID" in present:
-        counts = raw["USER_ID"].value_counts()
-        frame = pd.DataFrame({"USER_ID": counts.index[counts.to_numpy() >= 2]})
-        batches.append(
-            _Batch(
-                dataset,
-                "user_history",
-                frame,
-                [
-                    _Rule(
-                        E.ExpectTableRowCountToBeBetween(min_value=MIN_USERS_WITH_TWO_INTERACTIONS),
-                        f"at least {MIN_USERS_WITH_TWO_INTERACTIONS} users with 2 or more interactions (Amazon Personalize minimum)",
-                        None,
-                    )
-                ],
+        )
+    users = _UserCounts() if dataset.dataset_type == "interactions" and "USER_ID" in present else None
+    if users is not None:
+        rules.append(
+            _Rule(
+                E.ExpectTableRowCountToBeBetween(min_value=MIN_USERS_WITH_TWO_INTERACTIONS),
+                f"at least {MIN_USERS_WITH_TWO_INTERACTIONS} users with 2 or more interactions (Amazon Personalize minimum)",
                 None,
             )
         )
-    return batches
+    for i, rule in enumerate(rules):
+        rule.order = i
+
+    line_offset = 2 if dataset.source.endswith((".csv", ".csv.gz")) else None
+    kind = {r.order: r.expectation.__class__.__name__ for r in rules}
+    header = [r for r in rules if kind[r.order] in TABLE_RULES]
+    counts = [r for r in rules if kind[r.order] == "ExpectTableRowCountToBeBetween"]
+    row_count, history = counts[:1] if dataset.dataset_type == "interactions" else [], counts[1:] if users else []
+    unique = [r for r in rules if kind[r.order] == "ExpectColumnValuesToBeUnique"]
+    typed = [r for r in rules if kind[r.order] == "ExpectColumnValuesToBeBetween"]
+    per_row = [r for r in rules if r not in header + counts + unique + typed]
+    n = dataset.num_rows
+    batches = []
+    if header:
+        empty = pa.table({name: pa.array([], pa.string()) for name in names})
+        batches.append(_Batch(dataset, "header", header, line_offset, frame=lambda: empty.to_pandas()))
+    if per_row:
+        columns = sorted({r.column for r in per_row}, key=names.index)
+        batches.append(_Batch(dataset, "raw", per_row, line_offset, per_slice=_columns_frame(columns)))
+    if unique:
+        batches.append(_Batch(dataset, "unique", unique, line_offset, frame=lambda: dataset.table.select([id_column]).to_pandas()))
+    if row_count:
+        batches.append(_Batch(dataset, "row_count", row_count, None, frame=lambda: pd.DataFrame({"row": np.zeros(n, dtype=np.int8)})))
+    if typed:
+        batches.append(_Batch(dataset, "typed", typed, line_offset, per_slice=_numbers_frame(typed_cols)))
+    if history:
+        batches.append(_Batch(dataset, "user_history", history, None, frame=users.repeat_users))
+    return batches, users
 
 
 def validate(group: DatasetGroup, dataset_types: tuple[str, ...] | None = None, now: float | None = None) -> ValidationReport:
@@ -246,13 +325,29 @@ def validate(group: DatasetGroup, dataset_types: tuple[str, ...] | None = None, 
     return validate_datasets(datasets, group.location, now=now)
 
 
-def validate_datasets(datasets: list[Dataset], location: str, now: float | None = None) -> ValidationReport:
+def validate_datasets(datasets: list[Dataset], location: str, now: float | None = None, slice_rows: int | None = None) -> ValidationReport:
+    """One pass over each dataset's slices (``slice_rows`` rows, default the dataset's)
+    runs the per-slice suites; the whole-table suites run once after it."""
     start = time.perf_counter()
     results: list[RuleResult] = []
     context = _context()
     for dataset in datasets:
-        for i, batch in enumerate(build_batches(dataset, now=now)):
-            results += _run_batch(context, batch, f"{dataset.dataset_type}_{batch.name}_{i}")
+        batches, users = build_batches(dataset, now=now)
+        runs = [_Suite(context, batch, f"{dataset.dataset_type}_{batch.name}_{i}") for i, batch in enumerate(batches)]
+        sliced = [run for run in runs if run.batch.per_slice is not None]
+        if sliced or users is not None:
+            offset = 0
+            for part in dataset.slices(slice_rows):
+                for run in sliced:
+                    run.run(run.batch.per_slice(part, offset))
+                if users is not None:
+                    users.add(part)
+                offset += part.num_rows
+        for run in runs:
+            if run.batch.frame is not None:
+                run.run(run.batch.frame())
+        found = [pair for run in runs for pair in run.merged.items()]
+        results += [r for _, r in sorted(found, key=lambda pair: pair[0])]
     return ValidationReport(
         location,
         results,
@@ -267,57 +362,91 @@ def _context():
 
     for name in ("great_expectations", "great_expectations.core", "great_expectations.data_context"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # GE fingerprints every in-memory dataframe under 1 GB by hashing all its rows (as slow
+    # as the rules themselves); the fingerprint only labels the batch, so it is turned off.
+    from great_expectations.execution_engine import pandas_execution_engine
+
+    pandas_execution_engine.HASH_THRESHOLD = 0
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     return context
 
 
-def _run_batch(context, batch: _Batch, name: str) -> list[RuleResult]:
-    import great_expectations as gx
+class _Suite:
+    """A batch's GE suite and validation definition; ``run`` adds one frame's outcomes."""
 
-    source = context.data_sources.add_pandas(f"src_{name}")
-    asset = source.add_dataframe_asset(name)
-    definition = asset.add_batch_definition_whole_dataframe("whole")
-    suite = context.suites.add(gx.ExpectationSuite(name=f"suite_{name}"))
-    by_id = {}
-    for rule in batch.rules:
-        by_id[suite.add_expectation(rule.expectation).id] = rule
-    vd = context.validation_definitions.add(gx.ValidationDefinition(name=f"vd_{name}", data=definition, suite=suite))
-    run = vd.run(
-        batch_parameters={"dataframe": batch.frame},
-        result_format={"result_format": "SUMMARY", "partial_unexpected_count": EXAMPLES},
-    )
-    out = []
-    for res in run.results:
-        spec = by_id[res.expectation_config.id]
-        info = res.result or {}
-        examples = list(info.get("partial_unexpected_list") or [])[:EXAMPLES]
-        index = list(info.get("partial_unexpected_index_list") or [])[:EXAMPLES]
-        lines = [int(i) + batch.line_offset for i in index] if batch.line_offset is not None else []
-        exc = res.exception_info or {}
-        error = exc.get("exception_message") if exc.get("raised_exception") else None
-        observed = info.get("observed_value")
-        if spec.expectation.__class__.__name__ == "ExpectTableColumnsToMatchSet" and not res.success:
-            mismatch = (info.get("details") or {}).get("mismatched") or {}
-            observed = "; ".join(f"{k}: {', '.join(map(str, v))}" for k, v in mismatch.items()) or observed
-        out.append(
-            RuleResult(
-                dataset=batch.dataset.dataset_type,
-                source=batch.dataset.source,
-                rule=res.expectation_config.type,
-                column=spec.column,
-                description=spec.description,
-                success=bool(res.success),
-                unexpected_count=info.get("unexpected_count"),
-                element_count=info.get("element_count"),
-                examples=[_plain(v) for v in examples],
-                lines=lines,
-                observed=_plain(observed),
-                error=error.splitlines()[0] if error else None,
-                severity=spec.severity,
-            )
+    def __init__(self, context, batch: _Batch, name: str):
+        import great_expectations as gx
+
+        self.batch = batch
+        source = context.data_sources.add_pandas(f"src_{name}")
+        asset = source.add_dataframe_asset(name)
+        definition = asset.add_batch_definition_whole_dataframe("whole")
+        suite = context.suites.add(gx.ExpectationSuite(name=f"suite_{name}"))
+        self.by_id = {suite.add_expectation(rule.expectation).id: rule for rule in batch.rules}
+        self.vd = context.validation_definitions.add(gx.ValidationDefinition(name=f"vd_{name}", data=definition, suite=suite))
+        self.merged: dict[int, RuleResult] = {}
+
+    def run(self, frame: pd.DataFrame) -> None:
+        result = self.vd.run(
+            batch_parameters={"dataframe": frame},
+            result_format={"result_format": "SUMMARY", "partial_unexpected_count": EXAMPLES},
         )
-    return out
+        for res in result.results:
+            spec = self.by_id[res.expectation_config.id]
+            one = _rule_result(self.batch, spec, res)
+            self.merged[spec.order] = _merge(self.merged[spec.order], one) if spec.order in self.merged else one
+
+
+def _rule_result(batch: _Batch, spec: _Rule, res) -> RuleResult:
+    info = res.result or {}
+    examples = list(info.get("partial_unexpected_list") or [])[:EXAMPLES]
+    index = list(info.get("partial_unexpected_index_list") or [])[:EXAMPLES]
+    lines = [int(i) + batch.line_offset for i in index] if batch.line_offset is not None else []
+    exc = res.exception_info or {}
+    error = exc.get("exception_message") if exc.get("raised_exception") else None
+    observed = info.get("observed_value")
+    if spec.expectation.__class__.__name__ == "ExpectTableColumnsToMatchSet" and not res.success:
+        mismatch = (info.get("details") or {}).get("mismatched") or {}
+        observed = "; ".join(f"{k}: {', '.join(map(str, v))}" for k, v in mismatch.items()) or observed
+    return RuleResult(
+        dataset=batch.dataset.dataset_type,
+        source=batch.dataset.source,
+        rule=res.expectation_config.type,
+        column=spec.column,
+        description=spec.description,
+        success=bool(res.success),
+        unexpected_count=info.get("unexpected_count"),
+        element_count=info.get("element_count"),
+        examples=[_plain(v) for v in examples],
+        lines=lines,
+        observed=_plain(observed),
+        error=error.splitlines()[0] if error else None,
+        severity=spec.severity,
+    )
+
+
+def _merge(a: RuleResult, b: RuleResult) -> RuleResult:
+    """One rule's outcome over two consecutive slices of the same table."""
+
+    def total(x: int | None, y: int | None) -> int | None:
+        return None if x is None and y is None else (x or 0) + (y or 0)
+
+    return RuleResult(
+        dataset=a.dataset,
+        source=a.source,
+        rule=a.rule,
+        column=a.column,
+        description=a.description,
+        success=a.success and b.success,
+        unexpected_count=total(a.unexpected_count, b.unexpected_count),
+        element_count=total(a.element_count, b.element_count),
+        examples=(a.examples + b.examples)[:EXAMPLES],
+        lines=(a.lines + b.lines)[:EXAMPLES],
+        observed=b.observed if b.observed is not None else a.observed,
+        error=a.error or b.error,
+        severity=a.severity,
+    )
 
 
 def _show(value: Any) -> str:

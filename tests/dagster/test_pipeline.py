@@ -71,6 +71,12 @@ def test_full_then_update_with_batch_output_on_s3(demo_small, tmp_path, s3_bucke
     assert manifest["metrics"]["metrics"]["precision_at_25"] == pytest.approx(metrics["precision_at_25"].value)
     profile = latest_md(instance, "validated_interactions")
     assert profile["dagster/row_count"].value > 1000 and "TIMESTAMP" in profile["profile"].value
+    # every stage records its seconds and the peak memory of its process (personalize_pipeline.measure)
+    for key in ("validated_interactions", "validated_items", "featurized_dataset", "solution_version", "solution_metrics", "batch_inference_output"):
+        md = latest_md(instance, key)
+        assert md["seconds"].value >= 0 and md["peak_rss_mb"].value > 50, key
+    [check] = [e for e in result.get_asset_check_evaluations() if e.asset_key.to_user_string() == "validated_interactions"]
+    assert check.metadata["seconds"].value > 0 and check.metadata["peak_rss_mb"].value > 50
 
     # UPDATE: new interactions arrive; the update job starts from the FULL version
     result = run(defs, "update", instance, run_config)
