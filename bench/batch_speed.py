@@ -16,7 +16,6 @@ Writes bench/batch_results.json.
 from __future__ import annotations
 
 import json
-import resource
 import sys
 import tempfile
 import time
@@ -28,15 +27,12 @@ from personalize_pipeline.batch import run_batch_job
 from personalize_pipeline.datasets import read_dataset_group
 from personalize_pipeline.demo_data import DemoSpec, generate
 from personalize_pipeline.features import featurize
+from personalize_pipeline.measure import peak_rss_mb
 from personalize_pipeline.store import load_solution_version
 from personalize_pipeline.training import SolutionConfig, train
 
 HERE = Path(__file__).parent
 FILTER = 'EXCLUDE ItemID WHERE Items.GENRE IN ("Action") | EXCLUDE ItemID WHERE Interactions.EVENT_TYPE IN ("*")'
-
-
-def rss_mb() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)
 
 
 def main() -> int:
@@ -81,14 +77,14 @@ def main() -> int:
             for _ in range(n_lines // len(users)):
                 fh.write(line_block)
             fh.write("".join(json.dumps({"userId": str(u)}) + "\n" for u in users[: n_lines % len(users)]))
-        before = rss_mb()
+        before = peak_rss_mb()
         result = run_batch_job(version, big, work / "out-big", num_results=25)
         results["million_lines"] = {
             "lines": result.lines,
             "users_per_second": result.users_per_second,
             "seconds": result.seconds,
             "peak_rss_mb_before": before,
-            "peak_rss_mb_after": rss_mb(),
+            "peak_rss_mb_after": peak_rss_mb(),
         }
     (HERE / "batch_results.json").write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))

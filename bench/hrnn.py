@@ -17,7 +17,6 @@ Writes bench/hrnn_results.json and prints markdown tables.
 from __future__ import annotations
 
 import json
-import resource
 import sys
 import tempfile
 import time
@@ -28,16 +27,13 @@ import numpy as np
 from personalize_pipeline.datasets import read_dataset_group
 from personalize_pipeline.demo_data import DemoSpec, generate
 from personalize_pipeline.features import FeaturizeOptions, featurize
+from personalize_pipeline.measure import peak_rss_mb
 from personalize_pipeline.metrics import EvalSplit, evaluate, ranking_metrics
 from personalize_pipeline.recipes import HRNN, HRNNColdstart, HRNNMetadata, PopularityCount, UserBatch
 
 HERE = Path(__file__).parent
 SHARED = HERE.parent.parent / "shared" / "data"
 KEYS = ("normalized_discounted_cumulative_gain_at_10", "hit_rate_at_10", "mean_reciprocal_rank_at_10")
-
-
-def rss_mb() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)
 
 
 def compare(name: str, features, recipes) -> list[dict]:
@@ -56,7 +52,7 @@ def compare(name: str, features, recipes) -> list[dict]:
                 "train_s": result.train_seconds,
                 "train_events_per_s": result.train_events_per_second,
                 "total_s": round(time.perf_counter() - start, 1),
-                "peak_rss_mb": rss_mb(),
+                "peak_rss_mb": peak_rss_mb(),
             }
         )
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
@@ -119,7 +115,7 @@ def main() -> int:
             "seconds": round(time.perf_counter() - start, 1),
             "events": demo1m.n_interactions,
             **full.training_stats(),
-            "peak_rss_mb": rss_mb(),
+            "peak_rss_mb": peak_rss_mb(),
         }
         results["coldstart_demo_100k"] = coldstart_heldout(demo100k)
     results["quality"] = rows

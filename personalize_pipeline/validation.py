@@ -21,7 +21,7 @@ import logging
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -171,18 +171,13 @@ class _Batch:
 TABLE_RULES = ("ExpectTableColumnsToMatchSet", "ExpectColumnToExist")
 
 
-def _columns_frame(columns: list[str]) -> Callable[[pa.Table, int], pd.DataFrame]:
+def _slice_frame(columns: list[str], convert: Callable[[pa.ChunkedArray], pa.ChunkedArray] | None = None) -> Callable[[pa.Table, int], pd.DataFrame]:
+    """Slice table and row offset -> the frame of ``columns`` (each through ``convert`` if
+    given), indexed by row number in the whole dataset."""
+
     def frame(part: pa.Table, offset: int) -> pd.DataFrame:
-        out = part.select(columns).to_pandas()
-        out.index = pd.RangeIndex(offset, offset + len(out))
-        return out
-
-    return frame
-
-
-def _numbers_frame(columns: list[str]) -> Callable[[pa.Table, int], pd.DataFrame]:
-    def frame(part: pa.Table, offset: int) -> pd.DataFrame:
-        out = pa.table({name: _as_number(part[name]) for name in columns}).to_pandas()
+        table = part.select(columns) if convert is None else pa.table({name: convert(part[name]) for name in columns})
+        out = table.to_pandas()
         out.index = pd.RangeIndex(offset, offset + len(out))
         return out
 
@@ -307,13 +302,13 @@ def build_batches(dataset: Dataset, now: float | None = None) -> tuple[list[_Bat
         batches.append(_Batch(dataset, "header", header, line_offset, frame=lambda: empty.to_pandas()))
     if per_row:
         columns = sorted({r.column for r in per_row}, key=names.index)
-        batches.append(_Batch(dataset, "raw", per_row, line_offset, per_slice=_columns_frame(columns)))
+        batches.append(_Batch(dataset, "raw", per_row, line_offset, per_slice=_slice_frame(columns)))
     if unique:
         batches.append(_Batch(dataset, "unique", unique, line_offset, frame=lambda: dataset.table.select([id_column]).to_pandas()))
     if row_count:
         batches.append(_Batch(dataset, "row_count", row_count, None, frame=lambda: pd.DataFrame({"row": np.zeros(n, dtype=np.int8)})))
     if typed:
-        batches.append(_Batch(dataset, "typed", typed, line_offset, per_slice=_numbers_frame(typed_cols)))
+        batches.append(_Batch(dataset, "typed", typed, line_offset, per_slice=_slice_frame(typed_cols, _as_number)))
     if history:
         batches.append(_Batch(dataset, "user_history", history, None, frame=users.repeat_users))
     return batches, users

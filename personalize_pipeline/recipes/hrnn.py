@@ -230,7 +230,8 @@ class HRNN(Recipe):
         q = counts ** p["sample_alpha"]
         q[~self.trained] = 0.0
         q = q / q.sum()
-        n_sample = min(self.negatives(int((targets >= 0).sum())), int(self.trained.sum()))
+        n_events = int((targets >= 0).sum())
+        n_sample = min(self.negatives(n_events), int(self.trained.sum()))
         log_q_all = torch.from_numpy(np.log(np.maximum(q * n_sample, 1e-12))).float()
         q_cum = np.cumsum(q)
 
@@ -244,7 +245,7 @@ class HRNN(Recipe):
             trainable, frozen_rows = list(self.net.parameters()), None
         optimizer = torch.optim.Adam(trainable, lr=p["learning_rate"])
         n_windows = len(X)
-        batch, epochs = self.schedule(n_windows, int((targets >= 0).sum()))
+        batch, epochs = self.schedule(n_windows, n_events)
         if only_after is not None:  # one pass over the new windows, in full-size batches
             epochs = 1 if n_windows else 0
             batch = p["batch_size"] or 256
@@ -257,6 +258,7 @@ class HRNN(Recipe):
         # the average ranks better than any single point of it (not for the one-pass
         # item-side refresh of an UPDATE)
         average = [t.detach().clone() for t in trainable] if p["weight_averaging"] > 0 and only_after is None else None
+        update_average = torch.optim.swa_utils.get_ema_multi_avg_fn(p["weight_averaging"])
         start = time.perf_counter()
         self.loss_history: list[float] = []
         epoch_seconds: list[float] = []
@@ -299,8 +301,7 @@ class HRNN(Recipe):
                     self.net.embedding.weight.grad[frozen_rows] = 0.0
                 optimizer.step()
                 if average is not None:
-                    with torch.no_grad():
-                        torch._foreach_lerp_(average, [t.detach() for t in trainable], 1.0 - p["weight_averaging"])
+                    update_average(average, [t.detach() for t in trainable], None)
                 total += float(loss.detach()) * float(w.sum())
                 denom += float(w.sum())
             self.loss_history.append(round(total / max(denom, 1e-9), 5))
@@ -309,12 +310,12 @@ class HRNN(Recipe):
                 break
         if average is not None:
             with torch.no_grad():
-                torch._foreach_copy_([t.data for t in trainable], average)
+                for param, averaged in zip(trainable, average):
+                    param.copy_(averaged)
         self.net.eval()
         self.fitted = True
         self._finish_fit()
         self._cache_user_states(features, reuse)
-        n_events = int((targets >= 0).sum())
         self._stats = {
             "epochs_run": len(self.loss_history),
             "loss_by_epoch": self.loss_history,
