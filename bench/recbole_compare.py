@@ -15,6 +15,7 @@ RecBole as a subprocess of the RecBole venv, ``--recbole-python`` or $RECBOLE_PY
     #          --models aws-hrnn,GRU4Rec,SASRec --max-epochs 300 --stopping-step 10
     #          --max-train-seconds S   (cap RecBole's training time per model; 0 = none)
     #          --keep-data DIR   (keep the exported RecBole atomic files)
+    #          --extra-dataset ml100k-watch=/path/to/ml100k:watch --datasets ml100k-watch
 
 Writes bench/recbole_results.json (merged with what is already there, keyed by dataset and
 model, so one model or dataset can be re-run alone) and prints a markdown table.
@@ -382,6 +383,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--datasets", default=",".join(DATASETS))
+    p.add_argument(
+        "--extra-dataset", action="append", default=[], metavar="NAME=FOLDER[:EVENT_TYPE]",
+        help="another dataset group in the Personalize format (e.g. MovieLens 100k converted like the POC data); add NAME to --datasets",
+    )
     p.add_argument("--models", default=",".join((OURS, *RECBOLE_MODELS)))
     p.add_argument("--max-epochs", type=int, default=300)
     p.add_argument("--stopping-step", type=int, default=10)
@@ -400,6 +405,10 @@ def main(argv: list[str] | None = None) -> int:
         recbole_worker(args)
         return 0
 
+    for spec in args.extra_dataset:
+        name, _, source = spec.partition("=")
+        folder, _, event_type = source.partition(":")
+        DATASETS[name] = (str(Path(folder).resolve()), event_type or None, 0)
     names = [n for n in args.datasets.split(",") if n]
     models = [m for m in args.models.split(",") if m]
     unknown = [n for n in names if n not in DATASETS] + [m for m in models if m not in (OURS, *RECBOLE_MODELS)]

@@ -1,5 +1,7 @@
 import numpy as np
+import pandas as pd
 import pytest
+import torch
 
 from personalize_pipeline.datasets import read_dataset_group
 from personalize_pipeline.errors import InputError
@@ -7,6 +9,7 @@ from personalize_pipeline.features import featurize
 from personalize_pipeline.metrics import evaluate
 from personalize_pipeline.recipes import HRNN, UserBatch, get_recipe
 from personalize_pipeline.recipes.hrnn import make_windows
+from personalize_pipeline.simulation import split_as_of
 from personalize_pipeline.store import load_solution_version
 from personalize_pipeline.training import SolutionConfig, train
 
@@ -75,20 +78,60 @@ def test_save_load_and_recommend(features, tmp_path):
     assert version.manifest["training"]["epochs_run"] == 3
 
 
-def test_update_warm_starts_from_the_full_version(features, tmp_path):
-    config = SolutionConfig("aws-hrnn", {"epochs": "8"})
-    full = train(features, config, tmp_path / "sol")
-    update = train(features, config, tmp_path / "sol", training_mode="UPDATE")
+def test_update_refreshes_the_item_side_only(demo_small, tmp_path):
+    """UPDATE keeps the FULL network, learns the new items from the new events in one pass
+    and recomputes the states of the users with new events only."""
+    ts = pd.read_csv(demo_small / "interactions.csv", usecols=["TIMESTAMP"])["TIMESTAMP"]
+    split_as_of(demo_small, tmp_path / "before", int(ts.quantile(0.9)))
+    config = SolutionConfig("aws-hrnn", {"epochs": "6"})
+    before, after = featurize(read_dataset_group(tmp_path / "before")), featurize(read_dataset_group(demo_small))
+    full = train(before, config, tmp_path / "sol")
+    update = train(after, config, tmp_path / "sol", training_mode="UPDATE")
     stats = update.manifest["training"]
     assert update.manifest["base_version"] == full.version_id
-    assert stats["warm_started_items"] == features.n_items
-    assert stats["epochs_run"] == 2  # a quarter of the FULL epochs
-    # starting from the FULL weights, the update keeps the ranking close to the FULL model's
-    batch = UserBatch.from_histories(np.arange(30), *features.sequences())
-    a, _ = full.recipe.recommend(batch, 10)
-    b, _ = update.recipe.recommend(batch, 10)
-    overlap = np.mean([len(set(x) & set(y)) / 10 for x, y in zip(a, b)])
-    assert overlap > 0.5
+    assert stats["epochs_run"] == 1 and stats["windows"] < 0.5 * full.manifest["training"]["windows"]
+    assert stats["warm_started_items"] == len(set(full.item_ids) & set(update.item_ids))
+    # the network does not move; the vectors of the items FULL trained do not either
+    old, new = full.recipe.net.state_dict(), update.recipe.net.state_dict()
+    for name in old:
+        if name.startswith("gru."):
+            torch.testing.assert_close(old[name], new[name])
+    known = [i for i in full.item_ids[full.recipe.trained] if i in set(update.item_ids)]
+    torch.testing.assert_close(
+        old["embedding.weight"][full.item_codes(np.array(known, dtype=object))],
+        new["embedding.weight"][update.item_codes(np.array(known, dtype=object))],
+    )
+    # items first interacted with after FULL become recommendable, with learned vectors
+    fresh_ids = sorted(set(update.item_ids[update.recipe.trained]) - set(full.item_ids[full.recipe.trained]))
+    assert len(fresh_ids) >= 3
+    codes = torch.from_numpy(update.item_codes(np.array(fresh_ids, dtype=object)))
+    torch.manual_seed(42)  # the initial weights of the UPDATE's network (fit's seed)
+    initial = HRNN(**update.recipe.params)._build(len(update.item_ids)).embedding.weight.detach()
+    moved = (new["embedding.weight"][codes] - initial[codes]).norm(dim=1)
+    assert (moved > 1e-3).all(), moved
+    never = torch.from_numpy(np.flatnonzero(~update.recipe.trained & ~np.isin(update.item_ids, full.item_ids)))
+    assert len(never) and torch.equal(new["embedding.weight"][never], initial[never])  # no events: left at their start
+    # users without new events keep their cached state; the others are recomputed
+    since = full.recipe.latest_time
+    inter = after.interactions
+    active = set(update.user_ids[inter["user"].to_numpy()[inter["timestamp"].to_numpy() > since]])
+    quiet = np.array([u for u in full.user_ids if u not in active][:50], dtype=object)
+    np.testing.assert_allclose(full.recipe.user_state[full.user_codes(quiet)], update.recipe.user_state[update.user_codes(quiet)], atol=1e-6)
+    busy = np.array(sorted(active), dtype=object)
+    fresh = UserBatch.from_histories(update.user_codes(busy), update.history_indptr, update.history_items)
+    np.testing.assert_allclose(update.recipe.logits(update.user_batch(update.user_codes(busy))), update.recipe.logits(fresh), rtol=1e-4, atol=1e-4)
+    # much cheaper than FULL, and the UPDATE version loads back and can be updated again
+    assert update.manifest["timings"]["train_seconds"] < 0.5 * full.manifest["timings"]["train_seconds"]
+    loaded = load_solution_version(tmp_path / "sol")
+    assert loaded.version_id == update.version_id and loaded.recipe.latest_time == float(inter["timestamp"].max())
+
+
+def test_update_of_a_version_without_its_latest_time_fine_tunes(features, tmp_path):
+    """Versions saved before the latest event time was stored are warm-started instead."""
+    full = HRNN(epochs=8).fit(features)
+    full.latest_time = None
+    update = full.update(features, previous_item_ids=features.item_ids)
+    assert update.training_stats()["epochs_run"] == 2 and update.training_stats()["warm_started_items"] == features.n_items
 
 
 @pytest.mark.parametrize("recipe", ["aws-hrnn", "aws-hrnn-metadata", "aws-user-personalization"])

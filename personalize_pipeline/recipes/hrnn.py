@@ -142,14 +142,20 @@ class HRNN(Recipe):
         """Hook called for every training mini-batch (coldstart drops embeddings)."""
 
     def update(self, features: Features, seed: int = 42, previous_item_ids: np.ndarray | None = None, previous_user_ids: np.ndarray | None = None) -> "HRNN":
-        """UPDATE: warm-start from this (FULL) model. GRU weights are kept, item rows are
-        carried over to the new item codes (new items start fresh), and a quarter of the
-        FULL epochs (at least one) fine-tunes on the current data."""
+        """UPDATE (Personalize's "not a full retraining"): keep this FULL model's network, add
+        the new items and make one pass over the windows holding events newer than the
+        version, moving only the item side (item biases and the embeddings of items the
+        FULL model had not trained); users with new events get their state recomputed, the
+        others keep theirs. A version saved without its latest event time (older format)
+        is fine-tuned instead: a quarter of the FULL epochs over all windows."""
         if previous_item_ids is None or not getattr(self, "fitted", False):
             return self.fit(features, seed=seed)
-        return self.fit(features, seed=seed, warm_start=(self.net, np.asarray(previous_item_ids, dtype=object)))
+        warm = (self.net, np.asarray(previous_item_ids, dtype=object))
+        if getattr(self, "latest_time", None) is None:
+            return self.fit(features, seed=seed, warm_start=warm)
+        return self.fit(features, seed=seed, warm_start=warm, only_after=float(self.latest_time), previous_user_ids=previous_user_ids)
 
-    def _warm_start(self, old_net: GRUNet, old_item_ids: np.ndarray, new_item_ids: np.ndarray) -> None:
+    def _warm_start(self, old_net: GRUNet, old_item_ids: np.ndarray, new_item_ids: np.ndarray, old_trained: np.ndarray | None = None) -> None:
         new_state = self.net.state_dict()
         old_state = old_net.state_dict()
         where = pd.Index(old_item_ids).get_indexer(pd.Index(new_item_ids))
@@ -167,7 +173,12 @@ class HRNN(Recipe):
         # rows whose learned vectors are kept as they are in an item-side refresh: items the
         # old model knew and had trained (an UPDATE still learns the others)
         old_keep = getattr(old_net, "embed_keep", None)
-        trained_before = np.ones(len(old_item_ids), dtype=bool) if old_keep is None else old_keep.numpy() > 0
+        if old_keep is not None:
+            trained_before = old_keep.numpy() > 0
+        elif old_trained is not None and len(old_trained) == len(old_item_ids):
+            trained_before = np.asarray(old_trained, dtype=bool)
+        else:
+            trained_before = np.ones(len(old_item_ids), dtype=bool)
         self._carried = carried & trained_before[np.maximum(where, 0)]
 
     def _extra_negatives(self, positions: torch.Tensor) -> torch.Tensor | None:
@@ -198,6 +209,8 @@ class HRNN(Recipe):
         indptr, items = features.sequences()
         timestamps = features.interactions["timestamp"].to_numpy()
         counts = np.bincount(items, minlength=n_items).astype(np.float64)
+        old_trained = getattr(self, "trained", None)
+        self.latest_time = float(timestamps.max()) if len(timestamps) else None
         self.popularity = counts
         self.trained = counts > 0
         self._warm = warm_start is not None
@@ -205,7 +218,7 @@ class HRNN(Recipe):
         self.net = self._build(n_items)
         self._warm_items = 0
         if warm_start is not None:
-            self._warm_start(warm_start[0], warm_start[1], features.item_ids)
+            self._warm_start(warm_start[0], warm_start[1], features.item_ids, old_trained)
 
         inputs, targets, first_target = make_windows(indptr, items, p["bptt"])
         if only_after is not None:
@@ -480,6 +493,8 @@ class HRNN(Recipe):
         out = {f"net.{k}": v.detach().numpy() for k, v in self.net.state_dict().items()}
         out["popularity"] = self.popularity
         out["trained"] = self.trained
+        if getattr(self, "latest_time", None) is not None:
+            out["latest_time"] = np.array(self.latest_time)
         if getattr(self, "user_state", None) is not None:
             out["user_state"] = self.user_state
             out["user_history_length"] = self.user_history_length
@@ -488,6 +503,7 @@ class HRNN(Recipe):
     def _set_state(self, state: dict[str, np.ndarray]) -> None:
         self.popularity = np.asarray(state["popularity"], dtype=np.float64)
         self.trained = np.asarray(state["trained"], dtype=bool)
+        self.latest_time = float(state["latest_time"]) if "latest_time" in state else None
         self.user_state = np.asarray(state["user_state"], dtype=np.float32) if "user_state" in state else None
         self.user_history_length = np.asarray(state["user_history_length"]) if "user_history_length" in state else None
         self._restore(state)

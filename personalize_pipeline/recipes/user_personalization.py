@@ -87,7 +87,8 @@ class UserPersonalization(HRNNMetadata):
         timestamps = features.interactions["timestamp"].to_numpy().astype(np.float64)
         items = features.interactions["item"].to_numpy()
         n_items = features.n_items
-        self.latest_time = float(timestamps.max()) if len(timestamps) else 0.0
+        if self.latest_time is None:  # no interactions (set by fit)
+            self.latest_time = 0.0
         clicks = np.bincount(items, minlength=n_items).astype(np.float64)
         shown = np.zeros(n_items)
         shown_and_picked = np.zeros(n_items)
@@ -148,23 +149,6 @@ class UserPersonalization(HRNNMetadata):
                 low = float(np.quantile(bias.numpy()[trained], 0.1))
                 bias[torch.from_numpy(~trained)] = low
         self._impression_matrix = None
-
-    def update(
-        self, features: Features, seed: int = 42, previous_item_ids: np.ndarray | None = None, previous_user_ids: np.ndarray | None = None
-    ) -> "UserPersonalization":
-        """UPDATE: keep the FULL model, add the new items, recount exploration statistics and
-        make one pass over the windows with events newer than this version, moving only the
-        item side (item biases and the free embeddings of new items); the user states of
-        users without new events carry over unchanged."""
-        if previous_item_ids is None or not getattr(self, "fitted", False):
-            return self.fit(features, seed=seed)
-        return self.fit(
-            features,
-            seed=seed,
-            warm_start=(self.net, np.asarray(previous_item_ids, dtype=object)),
-            only_after=float(self.latest_time),
-            previous_user_ids=previous_user_ids,
-        )
 
     def recommendable(self) -> np.ndarray:
         return np.ones(len(self.popularity), dtype=bool)
@@ -228,7 +212,6 @@ class UserPersonalization(HRNNMetadata):
         self.clicks = np.asarray(state["clicks"], dtype=np.float64)
         self.ignored = np.asarray(state["ignored"], dtype=np.float64)
         self.item_first_seen = np.asarray(state["item_first_seen"], dtype=np.float64)
-        self.latest_time = float(state["latest_time"])
         self.age_stats = tuple(float(v) for v in state["age_stats"])
         self.age_reference = float(state["age_reference"]) if "age_reference" in state else self.latest_time
 
@@ -242,7 +225,6 @@ class UserPersonalization(HRNNMetadata):
             clicks=self.clicks,
             ignored=self.ignored,
             item_first_seen=self.item_first_seen,
-            latest_time=np.array(self.latest_time),
             age_stats=np.array(self.age_stats),
             age_reference=np.array(self.age_reference),
         )
