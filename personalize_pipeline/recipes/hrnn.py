@@ -221,6 +221,7 @@ class HRNN(Recipe):
             self._warm_start(warm_start[0], warm_start[1], features.item_ids, old_trained)
 
         inputs, targets, first_target = make_windows(indptr, items, p["bptt"])
+        all_events = int((targets >= 0).sum())
         if only_after is not None:
             steps = np.arange(p["bptt"])[None, :]
             newer = (targets >= 0) & (timestamps[np.clip(first_target[:, None] + steps, 0, len(items) - 1)] > only_after)
@@ -244,14 +245,18 @@ class HRNN(Recipe):
         q[~self.trained] = 0.0
         q = q / q.sum()
         n_events = int((targets >= 0).sum())
-        n_sample = min(self.negatives(n_events), int(self.trained.sum()))
+        # as many negatives as a FULL training of this data would use (not more because an
+        # UPDATE's pass covers fewer events)
+        n_sample = min(self.negatives(all_events), int(self.trained.sum()))
         log_q_all = torch.from_numpy(np.log(np.maximum(q * n_sample, 1e-12))).float()
         q_cum = np.cumsum(q)
 
         X, Y, Wt = torch.from_numpy(inputs), torch.from_numpy(targets), torch.from_numpy(weights)
-        if only_after is not None and warm_start is not None:
+        item_side_only = only_after is not None and warm_start is not None
+        if item_side_only:
             # item-side refresh: item biases and the embeddings of items new since the
-            # warm-start model move; the network and the known items' vectors stay
+            # warm-start model move (as outputs: the user states come from the frozen
+            # network without gradients); the network and the known items' vectors stay
             trainable = [self.net.embedding.weight, self.net.bias]
             frozen_rows = torch.from_numpy(self._carried) if getattr(self, "_carried", None) is not None else None
         else:
@@ -286,7 +291,8 @@ class HRNN(Recipe):
                 mask = y >= 0
                 self._batch_extras(idx)
                 ctx = window_context[idx] if context is not None else None
-                states = self.net(x, ctx, U[idx])[mask]  # [N, d]
+                with torch.set_grad_enabled(not item_side_only):
+                    states = self.net(x, ctx, U[idx])[mask]  # [N, d]
                 pos_items = y[mask]
                 w = w[mask]
                 neg = torch.from_numpy(np.minimum(np.searchsorted(q_cum, rng.random(n_sample)), n_items - 1))
