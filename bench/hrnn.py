@@ -11,11 +11,18 @@
    with them are the test users, and the cold-item ranking (HR@10 / NDCG@10 among cold
    items) is compared with a random ranking of the same cold items.
 
+4. ``--movielens FOLDER`` (repeatable): more MovieLens-style dataset groups, such as
+   ML-100k or ML-1M converted by ``bench/movielens_convert.py`` (not in the repository),
+   measured on their watch events and on their click events like movielens-poc;
+   ``--only-movielens`` runs just those (the results then go to
+   bench/hrnn_movielens_results.json).
+
 Writes bench/hrnn_results.json and prints markdown tables.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import tempfile
@@ -93,9 +100,30 @@ def coldstart_heldout(features, days: float = 30.0, seed: int = 0) -> dict:
     }
 
 
-def main() -> int:
+def movielens_rows(folder: Path) -> list[dict]:
+    group = read_dataset_group(folder)
+    rows = []
+    for event_type in ("watch", "click"):
+        features = featurize(group, FeaturizeOptions(event_type=event_type, max_user_history_length_percentile=0.99))
+        rows += compare(f"{folder.name} ({event_type})", features, [HRNN, HRNNMetadata])
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--movielens", action="append", default=[], type=Path, help="another MovieLens-style dataset group (watch and click events)")
+    parser.add_argument("--only-movielens", action="store_true", help="run only the --movielens datasets")
+    args = parser.parse_args(argv)
     rows: list[dict] = []
-    results: dict = {"command": ".venv/bin/python bench/hrnn.py", "protocol": "leave-last-out (no exclusion of seen items)"}
+    command = " ".join([".venv/bin/python bench/hrnn.py", *(sys.argv[1:] if argv is None else argv)])
+    results: dict = {"command": command, "protocol": "leave-last-out (no exclusion of seen items)"}
+    for folder in args.movielens:
+        rows += movielens_rows(folder)
+    if args.only_movielens:
+        results["quality"] = rows
+        (HERE / "hrnn_movielens_results.json").write_text(json.dumps(results, indent=2) + "\n")
+        print_table(rows)
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         ml = read_dataset_group(SHARED / "movielens-poc")
@@ -120,13 +148,17 @@ def main() -> int:
         results["coldstart_demo_100k"] = coldstart_heldout(demo100k)
     results["quality"] = rows
     (HERE / "hrnn_results.json").write_text(json.dumps(results, indent=2) + "\n")
+    print_table(rows)
+    print(json.dumps({k: v for k, v in results.items() if k not in ("quality",)}, indent=2))
+    return 0
+
+
+def print_table(rows: list[dict]) -> None:
     cols = ["dataset", "recipe", *KEYS, "ndcg10_vs_popularity", "train_s", "train_events_per_s", "peak_rss_mb"]
     print("| " + " | ".join(c.replace("normalized_discounted_cumulative_gain", "NDCG").replace("hit_rate", "HR").replace("mean_reciprocal_rank", "MRR") for c in cols) + " |")
     print("|" + "---|" * len(cols))
     for r in rows:
         print("| " + " | ".join(str(r.get(c, "")) for c in cols) + " |")
-    print(json.dumps({k: v for k, v in results.items() if k not in ("quality",)}, indent=2))
-    return 0
 
 
 if __name__ == "__main__":

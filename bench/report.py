@@ -174,7 +174,6 @@ def section(payload: dict, images: list[str]) -> str:
     out += ["", "### Recipes", ""]
     rrows = []
     for r in rows:
-        budget = r.get("training_budget_s", {})
         for rec in r.get("recipes", []):
             if "error" in rec:
                 rrows.append([r["dataset"], rec["recipe"], f"error: {rec['error']}"] + [""] * 10)

