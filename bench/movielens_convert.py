@@ -23,7 +23,6 @@ movielens-poc from ml-latest-small: a ``watch`` event for every rating above 3 a
 
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 
@@ -40,15 +39,20 @@ def _year_from_title(titles: pd.Series) -> pd.Series:
     return titles.str.extract(r"\((\d{4})\)\s*$", expand=False)
 
 
+def _ml100k_movies(items, flags: np.ndarray, release_dates: pd.Series) -> pd.DataFrame:
+    """ML-100k's movie table (genre flag columns in ``ML100K_GENRES`` order, release date
+    as ``01-Jan-1995``) as item, genre, year."""
+    genre = ["|".join(g for g, on in zip(ML100K_GENRES, row) if on) for row in flags.astype(bool)]
+    year = pd.to_datetime(release_dates, format="%d-%b-%Y", errors="coerce").dt.year
+    return pd.DataFrame({"item": items, "genre": genre, "year": year})
+
+
 def read_ratings_and_movies(source: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(ratings: user, item, rating, timestamp; movies: item, genre, year) from any layout."""
     if (source / "u.data").exists():
         ratings = pd.read_csv(source / "u.data", sep="\t", names=["user", "item", "rating", "timestamp"])
         raw = pd.read_csv(source / "u.item", sep="|", header=None, encoding="latin-1")
-        flags = raw.iloc[:, 5:24].to_numpy().astype(bool)
-        genre = ["|".join(g for g, on in zip(ML100K_GENRES, row) if on) for row in flags]
-        year = pd.to_datetime(raw[2], format="%d-%b-%Y", errors="coerce").dt.year
-        movies = pd.DataFrame({"item": raw[0], "genre": genre, "year": year})
+        movies = _ml100k_movies(raw[0], raw.iloc[:, 5:24].to_numpy(), raw[2])
     elif (source / "ratings.dat").exists():
         ratings = pd.read_csv(source / "ratings.dat", sep="::", engine="python", names=["user", "item", "rating", "timestamp"])
         raw = pd.read_csv(source / "movies.dat", sep="::", engine="python", names=["item", "title", "genre"], encoding="latin-1")
@@ -60,10 +64,7 @@ def read_ratings_and_movies(source: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     elif (source / "MovieLens100k_data.parquet.brotli").exists():
         ratings = pd.read_parquet(source / "MovieLens100k_data.parquet.brotli").rename(columns={"user_id": "user", "movie_id": "item"})
         raw = pd.read_parquet(source / "MovieLens100k_items.parquet.brotli")
-        flags = raw[list(ML100K_GENRES)].to_numpy().astype(bool)
-        genre = ["|".join(g for g, on in zip(ML100K_GENRES, row) if on) for row in flags]
-        year = pd.to_datetime(raw["release_date"], format="%d-%b-%Y", errors="coerce").dt.year
-        movies = pd.DataFrame({"item": raw["movie_id"], "genre": genre, "year": year})
+        movies = _ml100k_movies(raw["movie_id"], raw[list(ML100K_GENRES)].to_numpy(), raw["release_date"])
     else:
         raise FileNotFoundError(f"{source}: no MovieLens files found (u.data, ratings.dat, ratings.csv or MovieLens100k_data.parquet.brotli)")
     return ratings[["user", "item", "rating", "timestamp"]], movies
@@ -77,7 +78,7 @@ def convert(source: Path, out: Path) -> dict:
     events = events.rename(columns={"user": "USER_ID", "item": "ITEM_ID", "timestamp": "TIMESTAMP"})
     out.mkdir(parents=True, exist_ok=True)
     events[["USER_ID", "ITEM_ID", "TIMESTAMP", "EVENT_TYPE"]].to_csv(out / "interactions.csv", index=False)
-    genre = movies["genre"].fillna("").replace("", "unknown").map(lambda g: re.sub(r"\(no genres listed\)", "unknown", g))
+    genre = movies["genre"].fillna("").replace("", "unknown").str.replace("(no genres listed)", "unknown", regex=False)
     year = pd.to_numeric(movies["year"], errors="coerce")
     year = year.fillna(np.nanmedian(year)).astype(int)
     pd.DataFrame({"ITEM_ID": movies["item"], "GENRE": genre, "YEAR": year}).to_csv(out / "items.csv", index=False)

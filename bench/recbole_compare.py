@@ -408,6 +408,9 @@ def main(argv: list[str] | None = None) -> int:
     for spec in args.extra_dataset:
         name, _, source = spec.partition("=")
         folder, _, event_type = source.partition(":")
+        if not name or not folder:
+            print(f"--extra-dataset {spec!r}: expected NAME=FOLDER[:EVENT_TYPE]", file=sys.stderr)
+            return 2
         DATASETS[name] = (str(Path(folder).resolve()), event_type or None, 0)
     names = [n for n in args.datasets.split(",") if n]
     models = [m for m in args.models.split(",") if m]

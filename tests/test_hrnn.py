@@ -126,7 +126,7 @@ def test_update_refreshes_the_item_side_only(demo_small, tmp_path):
     assert loaded.version_id == update.version_id and loaded.recipe.latest_time == float(inter["timestamp"].max())
 
 
-def test_update_of_a_version_without_its_latest_time_fine_tunes(features, tmp_path):
+def test_update_of_a_version_without_its_latest_time_fine_tunes(features):
     """Versions saved before the latest event time was stored are warm-started instead."""
     full = HRNN(epochs=8).fit(features)
     full.latest_time = None
