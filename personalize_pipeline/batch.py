@@ -124,9 +124,7 @@ def run_batch_job(
             version.items_metadata,
             version.user_ids,
             version.users_metadata,
-            version.history_indptr,
-            version.history_items,
-            version.history_event_types,
+            *version.filter_history(),
         )
         parsed_filter.check(filter_context)  # unknown fields fail the job before any output
     exploration = exploration_config(version, exploration_weight, exploration_item_age_cut_off)

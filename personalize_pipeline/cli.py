@@ -245,14 +245,31 @@ def cmd_train(args) -> int:
     if args.training_mode == "UPDATE":
         _check_update_base(args.base, config)
     notes: list[str] = []
-    group = _load_valid(args.dataset, not args.no_validate, notes)
-    features = featurize(group, config.featurize_options())
+    if args.training_mode == "UPDATE":
+        from .increments import update_features
+
+        features, increment = update_features(args.dataset, args.base, config.featurize_options(), not args.no_validate, log=lambda msg: _progress(notes, msg))
+        if features is None:  # nothing new: the latest version stays
+            from .store import load_solution_version
+
+            for note in notes:
+                _log(note)
+            _log(f"no new files since solution version {increment.base_version}: nothing to UPDATE")
+            latest = load_solution_version(args.base)
+            print(json.dumps({**describe(latest), "skipped": True, "new_files": [], "redelivered": [p for p, _ in increment.plan.redelivered]}))
+            return 0
+    else:
+        group = _load_valid(args.dataset, not args.no_validate, notes)
+        features = featurize(group, config.featurize_options())
     _progress(notes, f"featurized {features.n_interactions} interactions, {features.n_users} users, {features.n_items} items")
     _progress(notes, f"training {config.recipe_class().name if config.recipe else 'with AutoML'} ({args.training_mode})")
     version = train(features, config, args.out, training_mode=args.training_mode, base=args.base, seed=args.seed, log=lambda msg: _progress(notes, msg))
     for note in notes:  # only now: a run that fails says one line, whatever stage fails
         _log(note)
-    print(json.dumps(describe(version)))
+    summary = describe(version)
+    if args.training_mode == "UPDATE":
+        summary.update(new_files=increment.plan.new_files, redelivered=[p for p, _ in increment.plan.redelivered])
+    print(json.dumps(summary))
     return 0
 
 

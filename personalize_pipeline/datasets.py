@@ -1,7 +1,10 @@
 """Reading a Personalize dataset group from a folder or an ``s3://`` prefix.
 
 Layout: ``interactions.{csv,csv.gz,parquet}`` (required), optional ``items.*`` and
-``users.*``, optional ``schemas/{interactions,items,users}.json``. Every column is read as a
+``users.*``, optional ``schemas/{interactions,items,users}.json``; each dataset may instead
+be a folder of such files (``interactions/``, also with ``key=value/`` partition folders,
+see ``imports.py``), read in sorted path order as one dataset whose ``parts`` are the
+files (validation names the file and line of each problem). Every column is read as a
 string first (ids such as ``-2996180203100007228`` stay exact, and type problems are
 reported by validation with row counts instead of a parser crash); ``typed()`` converts
 the columns to their schema types afterwards.
@@ -13,7 +16,7 @@ import csv
 import hashlib
 import io
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import pandas as pd
 import pyarrow as pa
@@ -25,7 +28,7 @@ from .errors import InputError
 from .locations import Location, S3Options, as_location
 from .schemas import DATASET_TYPES, INTEGER_TYPES, NUMERIC_TYPES, Schema, infer_schema, parse_avro
 
-SUFFIXES = (".csv", ".csv.gz", ".parquet")
+from .imports import SUFFIXES, DataFile, list_files
 
 
 SLICE_ROWS = 1_000_000  # rows per slice when a dataset is streamed
@@ -52,6 +55,16 @@ class Dataset:
     stream: Callable[[int], Iterator[pa.Table]] | None = field(default=None, repr=False)
     rows: int | None = None  # row count of a streamed dataset
     columns: list[str] | None = None  # column names of a streamed dataset
+    parts: list["Dataset"] = field(default_factory=list, repr=False)  # one per file when read from several
+    path: str = ""  # the file's path relative to the dataset group (one file)
+
+    def files(self) -> list["Dataset"]:
+        """The datasets of the single files this one was read from (itself for one file)."""
+        return self.parts or [self]
+
+    def imports(self) -> list[dict[str, Any]]:
+        """What a solution version records of each file: path, fingerprint, signature, rows."""
+        return [{"path": d.path, "fingerprint": d.fingerprint, "signature": d.signature, "rows": d.num_rows} for d in self.files()]
 
     def __post_init__(self):
         if self.data is None and self.stream is None:
@@ -122,14 +135,6 @@ class DatasetGroup:
         return getattr(self, dataset_type)
 
 
-def find_dataset_file(root: Location, dataset_type: str) -> Location | None:
-    names = set(root.listdir())
-    found = [root.child(dataset_type + s) for s in SUFFIXES if dataset_type + s in names]
-    if len(found) > 1:
-        raise InputError(f"{root.url}: both {found[0].name} and {found[1].name} exist; keep one {dataset_type} file")
-    return found[0] if found else None
-
-
 def _group_root(location: str | Location, s3: S3Options | None = None) -> Location:
     root = as_location(location, s3)
     if not root.is_dir():
@@ -139,24 +144,70 @@ def _group_root(location: str | Location, s3: S3Options | None = None) -> Locati
     return root
 
 
-def read_one(location: str | Location, dataset_type: str, s3: S3Options | None = None) -> Dataset | None:
+def _schema_doc(root: Location, dataset_type: str) -> tuple[Any, str]:
+    schema_file = root.child("schemas", f"{dataset_type}.json")
+    return (schema_file.read_json() if schema_file.exists() else None), schema_file.url
+
+
+def read_files(root: Location, dataset_type: str, files: list[DataFile]) -> Dataset | None:
+    """The dataset made of ``files`` (in order) of the group at ``root``; None for none."""
+    if not files:
+        return None
+    schema_doc, schema_source = _schema_doc(root, dataset_type)
+    parts = []
+    for f in files:
+        part = read_dataset(f.location(root), dataset_type, schema_doc, schema_source=schema_source)
+        part.path = f.path
+        parts.append(part)
+    return parts[0] if len(parts) == 1 else combine_parts(parts, root.child(dataset_type).url)
+
+
+def read_one(location: str | Location, dataset_type: str, s3: S3Options | None = None, files: list[DataFile] | None = None) -> Dataset | None:
     """One dataset of a group (None when an optional dataset is absent)."""
     root = _group_root(location, s3)
-    file = find_dataset_file(root, dataset_type)
-    if file is None:
-        if dataset_type == "interactions":
-            raise InputError(f"{root.url}: no interactions.csv, interactions.csv.gz or interactions.parquet found")
-        return None
-    schema_file = root.child("schemas", f"{dataset_type}.json")
-    schema_doc = schema_file.read_json() if schema_file.exists() else None
-    return read_dataset(file, dataset_type, schema_doc, schema_source=schema_file.url)
+    found = list_files(root)[dataset_type] if files is None else files
+    if not found and dataset_type == "interactions":
+        raise InputError(f"{root.url}: no interactions.csv, interactions.csv.gz, interactions.parquet or interactions/ folder of such files found")
+    return read_files(root, dataset_type, found)
 
 
 def read_dataset_group(location: str | Location, s3: S3Options | None = None) -> DatasetGroup:
     root = _group_root(location, s3)
-    datasets = {t: read_one(root, t) for t in DATASET_TYPES}
+    listed = list_files(root)
+    datasets = {t: read_one(root, t, files=listed[t]) for t in DATASET_TYPES}
     files = {t: d.source for t, d in datasets.items() if d is not None}
     return DatasetGroup(root.url, datasets["interactions"], datasets["items"], datasets["users"], files)
+
+
+def combine_parts(parts: list[Dataset], source: str) -> Dataset:
+    """One dataset over several files with the same columns (in the first file's order).
+    Without a schema file a column is numeric when it is numeric in every file."""
+    first = parts[0]
+    names = first.column_names
+    for part in parts[1:]:
+        if set(part.column_names) != set(names):
+            raise InputError(
+                f"{part.source}: columns {', '.join(part.column_names)} differ from {first.source} ({', '.join(names)}); "
+                "every file of a dataset has the same columns"
+            )
+    if first.schema.from_file:
+        schema = first.schema
+    else:
+        numeric = [n for n in names if all((p.schema.field(n) is not None and p.schema.field(n).is_numeric) for p in parts)]
+        schema = infer_schema(first.dataset_type, names, numeric)
+    fingerprint = hashlib.sha256("".join(p.fingerprint for p in parts).encode()).hexdigest()[:16]
+    signature = hashlib.sha256("".join(p.signature for p in parts).encode()).hexdigest()[:16]
+    rows = sum(p.num_rows for p in parts)
+    if any(p.streamed for p in parts):
+
+        def stream(size: int) -> Iterator[pa.Table]:
+            for part in parts:
+                for piece in part.slices(size):
+                    yield piece.select(names)
+
+        return Dataset(first.dataset_type, None, schema, source, fingerprint, signature, stream=stream, rows=rows, columns=list(names), parts=parts)
+    table = pa.concat_tables([p.table.select(names) for p in parts])
+    return Dataset(first.dataset_type, table, schema, source, fingerprint, signature, parts=parts)
 
 
 def save_snapshot(dataset: Dataset, location: str | Location) -> Location:

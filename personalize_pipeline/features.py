@@ -48,6 +48,9 @@ class Features:
     items: pd.DataFrame  # one row per item code
     users: pd.DataFrame  # one row per user code
     info: dict[str, Any] = field(default_factory=dict)
+    # every imported event (user, item, timestamp, event_type; sorted like ``interactions``)
+    # when event filters left some out of ``interactions``; None: ``interactions`` has them all
+    events: pd.DataFrame | None = None
 
     @property
     def n_items(self) -> int:
@@ -80,6 +83,10 @@ class Features:
     def with_interactions(self, interactions: pd.DataFrame) -> "Features":
         """The same catalogue and metadata over a subset of the interactions (for splits)."""
         return Features(self.item_ids, self.user_ids, interactions.reset_index(drop=True), self.items, self.users, dict(self.info))
+
+    def filter_events(self) -> pd.DataFrame:
+        """Every imported event, as filters see them."""
+        return self.interactions if self.events is None else self.events
 
     def item_index(self, ids: np.ndarray) -> np.ndarray:
         """Codes of ITEM_IDs (-1 where unknown)."""
@@ -139,8 +146,8 @@ def featurize(group: DatasetGroup, options: FeaturizeOptions = FeaturizeOptions(
     # --- interactions -----------------------------------------------------------------------
     kept = columns.pop("kept")
     data: dict[str, Any] = {
-        "user": columns.pop("USER_ID").codes(user_dictionary, rows=kept),
-        "item": columns.pop("ITEM_ID").codes(item_dictionary, rows=kept),
+        "user": columns["USER_ID"].codes(user_dictionary, rows=kept, keep=kept is not None),
+        "item": columns["ITEM_ID"].codes(item_dictionary, rows=kept, keep=kept is not None),
         "timestamp": columns.pop("TIMESTAMP"),
     }
     if "EVENT_TYPE" in columns:
@@ -161,26 +168,25 @@ def featurize(group: DatasetGroup, options: FeaturizeOptions = FeaturizeOptions(
             data[f"ctx_{f.name}"] = column.codes(vocab, missing=-1) + 1  # 0 = missing
             vocabularies[f"interactions.{f.name}"] = vocab.to_pylist()
 
+    events = None
+    if kept is not None:  # every imported event, for filters (Interactions.EVENT_TYPE of any type)
+        events = _sorted_frame(
+            {
+                "user": columns["USER_ID"].codes(user_dictionary),
+                "item": columns["ITEM_ID"].codes(item_dictionary),
+                "timestamp": columns.pop("ALL_TIMESTAMP"),
+                "event_type": columns.pop("ALL_EVENT_TYPE").categorical(),
+            }
+        )
     release_memory()  # the slices' buffers, before the sort allocates the final columns
-    # stable sort by (user, timestamp): equal timestamps keep file order; then drop users
-    # outside the history length percentiles. One take per column, one column at a time.
-    users_col = data["user"]
-    order = np.lexsort((data["timestamp"], users_col))
-    lengths = np.bincount(users_col, minlength=len(user_ids))
-    active = lengths[lengths > 0]
-    lo = np.quantile(active, options.min_user_history_length_percentile) if len(active) else 0
-    hi = np.quantile(active, options.max_user_history_length_percentile) if len(active) else 0
-    keep_user = (lengths >= lo) & (lengths <= hi)
-    n_users_dropped = int(((lengths > 0) & ~keep_user).sum())
-    order = order[keep_user[users_col[order]]]
-    del users_col, kept
-    for name in list(data):
-        data[name] = _take(data.pop(name), order)  # the old column is released inside
-    del order
-    out = pd.DataFrame(data, copy=False)
+    # stable sort by (user, timestamp): equal timestamps keep file order. The user history
+    # length percentiles shape the training set only (``training_set``): every user's
+    # events stay here, for inference, filters and UPDATE.
+    del kept
+    out = _sorted_frame(data)
     del data
     if out.empty:
-        raise InputError("no interactions left after filtering by event type, event value and user history length")
+        raise InputError("no interactions left after filtering by event type and event value")
 
     # --- item and user metadata --------------------------------------------------------------------
     items = pd.DataFrame({"ITEM_ID": item_ids})
@@ -200,12 +206,13 @@ def featurize(group: DatasetGroup, options: FeaturizeOptions = FeaturizeOptions(
         "dataset_location": group.location,
         "fingerprints": {d.dataset_type: d.fingerprint for d in group.datasets()},
         "files": {d.dataset_type: {"source": d.source, "signature": d.signature} for d in group.datasets()},
+        "imports": {d.dataset_type: d.imports() for d in group.datasets()},
+        "schemas": {d.dataset_type: {"avro": d.schema.to_avro(), "from_file": d.schema.from_file, "columns": d.column_names} for d in group.datasets()},
         "options": options.__dict__,
         "counts": {
             "raw_interactions": n_raw,
             "after_event_filters": n_after_events,
             "interactions": len(out),
-            "users_dropped_by_history_percentiles": n_users_dropped,
             "users": len(user_ids),
             "users_with_interactions": int((np.bincount(out["user"], minlength=len(user_ids)) > 0).sum()),
             "items": len(item_ids),
@@ -217,7 +224,36 @@ def featurize(group: DatasetGroup, options: FeaturizeOptions = FeaturizeOptions(
         "has_impressions": impressions is not None,
         "seconds": round(time.perf_counter() - start, 3),
     }
-    return Features(item_ids, user_ids, out, items, users, info)
+    return Features(item_ids, user_ids, out, items, users, info, events)
+
+
+def _sorted_frame(data: dict[str, Any]) -> pd.DataFrame:
+    """The columns stable-sorted by (user, timestamp), one take per column, one column at a
+    time (the old column is released inside ``_take``)."""
+    order = np.lexsort((data["timestamp"], data["user"]))
+    for name in list(data):
+        data[name] = _take(data.pop(name), order)
+    return pd.DataFrame(data, copy=False)
+
+
+def training_set(features: "Features", min_percentile: float = 0.0, max_percentile: float = 1.0) -> tuple["Features", int]:
+    """The interactions of the users whose history length lies within the percentiles
+    (Personalize's min/max_user_history_length_percentile), and how many users that drops.
+    Only training reads this; inference and filters keep every user's events."""
+    if min_percentile <= 0.0 and max_percentile >= 1.0:
+        return features, 0
+    users = features.interactions["user"].to_numpy()
+    lengths = np.bincount(users, minlength=features.n_users)
+    active = lengths[lengths > 0]
+    lo = np.quantile(active, min_percentile) if len(active) else 0
+    hi = np.quantile(active, max_percentile) if len(active) else 0
+    keep_user = (lengths >= lo) & (lengths <= hi)
+    dropped = int(((lengths > 0) & ~keep_user).sum())
+    if not dropped:
+        return features, 0
+    kept = features.with_interactions(features.interactions[keep_user[users]])
+    kept.events = features.events
+    return kept, dropped
 
 
 
@@ -252,10 +288,15 @@ class _Encoded:
             idx = pc.fill_null(indices, len(local)).to_numpy(zero_copy_only=False)  # null -> the extra slot
             yield np.append(mapping, np.int32(-1 if missing is None else missing))[idx]
 
-    def codes(self, dictionary: pa.Array, missing: int | None = None, rows=None) -> np.ndarray:
+    def codes(self, dictionary: pa.Array, missing: int | None = None, rows=None, keep: bool = False) -> np.ndarray:
         """int32 code of every value in ``dictionary`` (unknown or null: ``missing``), for
-        the rows where ``rows`` (a boolean numpy mask over all rows) holds."""
-        out = np.concatenate(list(self._mapped(dictionary, missing))) if self.indices else np.zeros(0, np.int32)
+        the rows where ``rows`` (a boolean numpy mask over all rows) holds. With ``keep``
+        the codes of all rows are kept for a second call (the first returns the subset)."""
+        if getattr(self, "_all_codes", None) is not None:
+            out = self._all_codes
+        else:
+            out = np.concatenate(list(self._mapped(dictionary, missing))) if self.indices else np.zeros(0, np.int32)
+        self._all_codes = out if keep else None
         if rows is not None:
             out = out[rows]
         return out
@@ -298,9 +339,16 @@ def _encode_interactions(dataset, options: FeaturizeOptions, context_fields: lis
     masks: list[np.ndarray] = []
     counts: dict[str, Any] = {"event_type": 0, "kept": 0, "event_types": set()}
     filtered = options.event_type is not None or options.event_value_threshold is not None
+    if filtered:
+        encoded["ALL_EVENT_TYPE"] = _Encoded()
+        all_timestamps: list[np.ndarray] = []
     for part in dataset.slices(slice_rows or SLICE_ROWS):
         for name in ("USER_ID", "ITEM_ID"):
             encoded[name].add(part[name].combine_chunks())
+        if filtered:  # every event, for filters
+            types = part["EVENT_TYPE"] if "EVENT_TYPE" in names else pa.nulls(part.num_rows, pa.string())
+            encoded["ALL_EVENT_TYPE"].add(types.combine_chunks() if isinstance(types, pa.ChunkedArray) else types)
+            all_timestamps.append(_numeric(part["TIMESTAMP"], pa.int64()).to_numpy())
         mask = None
         if options.event_type is not None:
             mask = pc.fill_null(pc.equal(part["EVENT_TYPE"], options.event_type), False)
@@ -326,6 +374,8 @@ def _encode_interactions(dataset, options: FeaturizeOptions, context_fields: lis
     out: dict[str, Any] = dict(encoded)
     kept = np.concatenate(masks) if filtered and masks else None
     out["kept"] = kept
+    if filtered:
+        out["ALL_TIMESTAMP"] = np.concatenate(all_timestamps) if all_timestamps else np.zeros(0, np.int64)
     for name, (to, arrays) in numbers.items():
         out[name] = np.concatenate(arrays) if arrays else np.zeros(0, to.to_pandas_dtype())
     if "RECOMMENDATION_ID" in names:
@@ -432,6 +482,8 @@ def save_features(features: Features, location: str | Location) -> Location:
     _write_parquet(loc.child("interactions.parquet"), features.interactions)
     _write_parquet(loc.child("items.parquet"), features.items)
     _write_parquet(loc.child("users.parquet"), features.users)
+    if features.events is not None:
+        _write_parquet(loc.child("events.parquet"), features.events)
     loc.child("features.json").write_json(features.info)
     return loc
 
@@ -445,8 +497,9 @@ def load_features(location: str | Location) -> Features:
     interactions = _read_parquet(loc.child("interactions.parquet"))
     items = _read_parquet(loc.child("items.parquet"))
     users = _read_parquet(loc.child("users.parquet"))
+    events = _read_parquet(loc.child("events.parquet")) if loc.child("events.parquet").exists() else None
     return Features(
-        items["ITEM_ID"].to_numpy(dtype=object), users["USER_ID"].to_numpy(dtype=object), interactions, items, users, info
+        items["ITEM_ID"].to_numpy(dtype=object), users["USER_ID"].to_numpy(dtype=object), interactions, items, users, info, events
     )
 
 

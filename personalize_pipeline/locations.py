@@ -167,9 +167,22 @@ class Location:
         """A cheap change token for a file from its listing, without reading it: size and
         ETag on S3, size and modification time locally."""
         with s3_errors(self):
-            info = self.fs.info(self.path)
-        version = info.get("ETag") or info.get("etag") or info.get("LastModified") or info.get("mtime") or ""
-        return f"{int(info.get('size') or 0)}:{str(version).strip(chr(34))}"
+            return _signature(self.fs.info(self.path))
+
+    def files(self) -> dict[str, str]:
+        """``{relative path: signature}`` of every file under this folder, at any depth, from
+        one recursive listing (empty when the folder does not exist)."""
+        with s3_errors(self):
+            if not self.fs.isdir(self.path):
+                return {}
+            found = self.fs.find(self.path, detail=True)
+        root = self.path.rstrip("/")
+        out = {}
+        for path, info in found.items():
+            if info.get("type") == "directory":
+                continue
+            out[posixpath.relpath(path.replace(os.sep, "/"), root.replace(os.sep, "/"))] = _signature(info)
+        return dict(sorted(out.items()))
 
     def read_bytes(self) -> bytes:
         with s3_errors(self):
@@ -253,6 +266,11 @@ class Location:
         with s3_errors(self):
             if self.fs.exists(self.path):
                 self.fs.rm(self.path, recursive=recursive)
+
+
+def _signature(info: dict[str, Any]) -> str:
+    version = info.get("ETag") or info.get("etag") or info.get("LastModified") or info.get("mtime") or ""
+    return f"{int(info.get('size') or 0)}:{str(version).strip(chr(34))}"
 
 
 def _json_default(obj: Any) -> Any:

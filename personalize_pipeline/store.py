@@ -7,6 +7,10 @@ A *solution* folder holds its versions and an index::
     SOLUTION/versions/<id>/catalog.parquet   ITEM_ID per item code (+ CREATION_TIMESTAMP)
     SOLUTION/versions/<id>/users.parquet     USER_ID per user code
     SOLUTION/versions/<id>/history.npz       each user's time-ordered item codes (CSR)
+    SOLUTION/versions/<id>/events.npz        every imported event (CSR, with event types) when
+                                             event filters left some out of training: filters read it
+    SOLUTION/versions/<id>/features/         the featurized dataset the version was trained on
+                                             (every user's events; an UPDATE adds new files to it)
     SOLUTION/versions/<id>/manifest.json     written last: recipe, hyperparameters, solution
                                              config, training mode, dataset fingerprint,
                                              timings, metrics
@@ -38,7 +42,7 @@ import pyarrow.parquet as pq
 
 from . import __version__
 from .errors import InputError
-from .features import Features
+from .features import Features, save_features
 from .locations import Location, as_location
 from .recipes import Recipe, UserBatch, get_recipe
 
@@ -61,6 +65,15 @@ class SolutionVersion:
     history_event_types: np.ndarray | None = None  # str per history event
     items_metadata: pd.DataFrame | None = None  # raw Items fields per item code
     users_metadata: pd.DataFrame | None = None  # raw Users fields per user code
+    # every imported event (indptr, items, event types) when event filters left some out of
+    # the model's histories; None: the histories hold every event
+    all_events: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None
+
+    def filter_history(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Per-user CSR of every imported event and their event types, as filters see them."""
+        if self.all_events is not None:
+            return self.all_events
+        return self.history_indptr, self.history_items, self.history_event_types
 
     @property
     def version_id(self) -> str:
@@ -141,6 +154,13 @@ def _write_version(root: Location, loc: Location, recipe: Recipe, features: Feat
         arrays["event_type_names"] = np.array([str(c) for c in event_types.categories], dtype=str)
     np.savez(buf, **arrays)
     loc.child("history.npz").write_bytes(buf.getvalue())
+    all_events = None
+    if features.events is not None:
+        all_events = _event_history(features.events, features.n_users)
+        buf = io.BytesIO()
+        np.savez(buf, **_event_arrays(features.events, all_events))
+        loc.child("events.npz").write_bytes(buf.getvalue())
+    save_features(features, loc.child("features"))
     full_manifest = {
         "format": FORMAT,
         "solution": manifest.get("solution") or root.name,
@@ -163,8 +183,35 @@ def _write_version(root: Location, loc: Location, recipe: Recipe, features: Feat
         else None
     )
     return SolutionVersion(
-        loc, full_manifest, recipe, features.item_ids, features.user_ids, indptr, items, creation, context, event_types, catalog, users_table
+        loc, full_manifest, recipe, features.item_ids, features.user_ids, indptr, items, creation, context, event_types, catalog, users_table, all_events
     )
+
+
+def _event_history(events: pd.DataFrame, n_users: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """CSR (indptr, items, event type per event) of a frame sorted by user."""
+    indptr = np.zeros(n_users + 1, dtype=np.int64)
+    np.cumsum(np.bincount(events["user"].to_numpy(), minlength=n_users), out=indptr[1:])
+    types = events["event_type"].astype(object).where(events["event_type"].notna(), None).to_numpy() if "event_type" in events else None
+    return indptr, events["item"].to_numpy().astype(np.int32), types
+
+
+def _event_arrays(events: pd.DataFrame, history: tuple) -> dict[str, np.ndarray]:
+    arrays = {"indptr": history[0], "items": history[1]}
+    if "event_type" in events:
+        categorical = pd.Categorical(events["event_type"])
+        arrays["event_type"] = categorical.codes.astype(np.int16)
+        arrays["event_type_names"] = np.array([str(c) for c in categorical.categories], dtype=str)
+    return arrays
+
+
+def _read_events(location: Location) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
+    if not location.exists():
+        return None
+    with np.load(io.BytesIO(location.read_bytes()), allow_pickle=False) as npz:
+        types = None
+        if "event_type" in npz.files:
+            types = np.append(npz["event_type_names"].astype(object), None)[npz["event_type"].astype(np.int64)]
+        return npz["indptr"], npz["items"], types
 
 
 def _update_index(root: Location, manifest: dict[str, Any]) -> None:
@@ -192,7 +239,17 @@ def versions_to_keep(index: dict[str, Any], keep_full: int) -> list[str]:
     versions = index.get("versions", [])
     fulls = [v["id"] for v in versions if v.get("training_mode", "FULL") == "FULL"][-keep_full:]
     keep = set(fulls) | {index.get("latest"), index.get("latest_full")} - {None}
-    keep |= {v["id"] for v in versions if v.get("training_mode") == "UPDATE" and v.get("base_version") in keep}
+    while True:  # UPDATEs chain (each starts from the previous version): keep whole chains
+        more = {v["id"] for v in versions if v.get("training_mode") == "UPDATE" and v.get("base_version") in keep} - keep
+        if not more:
+            break
+        keep |= more
+    # a kept UPDATE keeps the versions it was built on
+    base_of = {v["id"]: v.get("base_version") for v in versions}
+    for vid in list(keep):
+        while base_of.get(vid) and base_of[vid] not in keep:
+            vid = base_of[vid]
+            keep.add(vid)
     return [v["id"] for v in versions if v["id"] in keep]
 
 
@@ -301,6 +358,7 @@ def _load_version(loc: Location, manifest: dict[str, Any]) -> SolutionVersion:
         event_types,
         catalog,
         users,
+        _read_events(loc.child("events.npz")),
     )
 
 

@@ -11,7 +11,7 @@ from .features import Features, fingerprint
 from .locations import Location, as_location
 from .measure import peak_rss_mb
 from .recipes import Recipe, get_recipe
-from .store import SolutionVersion, load_solution_version, save_solution_version
+from .store import SolutionVersion, load_solution_version, resolve_version, save_solution_version
 
 TRAINING_MODES = ("FULL", "UPDATE")
 
@@ -92,8 +92,10 @@ def train(
 ) -> SolutionVersion:
     """Train and store a new solution version under ``solution``; return it.
 
-    UPDATE starts from the latest FULL version of ``base`` (default: ``solution``) and
-    refuses to run when there is none or when it was trained with another recipe. With
+    UPDATE starts from the latest version of ``base`` (default: ``solution``): the FULL
+    version, or the UPDATE that last refreshed it, so that each UPDATE trains on what is new
+    since the previous one; it refuses to run when there is no FULL version or when the
+    base was trained with another recipe. With
     ``keep_full_versions``, older versions beyond the retention are deleted once the new
     one is in place. With ``perform_automl`` / ``perform_hpo`` the recipe and
     hyperparameters are chosen on the validation split first (``tuning.select``; progress
@@ -110,7 +112,8 @@ def train(
     if mode == "UPDATE":
         base_loc = as_location(base) if base is not None else as_location(solution)
         try:
-            base_version = load_solution_version(base_loc, full_only=True)
+            resolve_version(base_loc, full_only=True)  # an UPDATE chain starts from a FULL version
+            base_version = load_solution_version(base_loc)
         except InputError as exc:
             raise InputError(f"UPDATE needs a FULL solution version to start from: {exc}") from None
         cls = config.recipe_class()
@@ -137,12 +140,14 @@ def train(
         "solution": solution_name,
         "training_mode": mode,
         "base_version": base_version.version_id if base_version else None,
+        "full_version": (base_version.manifest.get("full_version") or base_version.version_id) if base_version else None,
         "solution_config": config.to_manifest(),
         "seed": seed,
         "dataset": {
             "location": features.info.get("dataset_location"),
             "fingerprints": features.info.get("fingerprints", {}),
             "files": features.info.get("files", {}),
+            "imports": features.info.get("imports", {}),
             "features_fingerprint": fingerprint(features),
             "counts": features.info.get("counts", {}),
         },

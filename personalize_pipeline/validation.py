@@ -213,12 +213,17 @@ class _UserCounts:
         return pd.DataFrame({"USER_ID": merged["user"].filter(keep).to_pandas()})
 
 
-def build_batches(dataset: Dataset, now: float | None = None) -> tuple[list[_Batch], _UserCounts | None]:
+SCOPES = ("all", "file", "minimums")
+
+
+def build_batches(dataset: Dataset, now: float | None = None, scope: str = "all") -> tuple[list[_Batch], _UserCounts | None]:
     """The GE expectations for one dataset, generated from its schema, and the per-user
     counter the ``user_history`` batch reads (filled by the caller's pass over the slices).
 
     Column rules run on every slice of the dataset; table rules on the header and on the
-    row count; uniqueness (items / users) on the whole id column."""
+    row count; uniqueness (items / users) on the whole id column. ``scope`` "file": the
+    rules of one file of a dataset (no Personalize minimums, which hold for the whole
+    dataset, not each import); "minimums": those minimums only."""
     import great_expectations as gx
 
     E = gx.expectations
@@ -284,6 +289,12 @@ def build_batches(dataset: Dataset, now: float | None = None) -> tuple[list[_Bat
                 None,
             )
         )
+    minimum_rule = lambda r: r.expectation.__class__.__name__ == "ExpectTableRowCountToBeBetween"  # noqa: E731
+    if scope == "file":
+        rules = [r for r in rules if not minimum_rule(r)]
+        users = None
+    elif scope == "minimums":
+        rules = [r for r in rules if minimum_rule(r)]
     for i, rule in enumerate(rules):
         rule.order = i
 
@@ -320,15 +331,22 @@ def validate(group: DatasetGroup, dataset_types: tuple[str, ...] | None = None, 
     return validate_datasets(datasets, group.location, now=now)
 
 
-def validate_datasets(datasets: list[Dataset], location: str, now: float | None = None, slice_rows: int | None = None) -> ValidationReport:
+def validate_datasets(
+    datasets: list[Dataset], location: str, now: float | None = None, slice_rows: int | None = None, scope: str | None = None
+) -> ValidationReport:
     """One pass over each dataset's slices (``slice_rows`` rows, default the dataset's)
-    runs the per-slice suites; the whole-table suites run once after it."""
+    runs the per-slice suites; the whole-table suites run once after it. A dataset read
+    from several files is checked file by file, then for the Personalize minimums as a
+    whole; ``scope="file"`` checks files only (an increment: the minimums hold for the
+    dataset it is added to)."""
     start = time.perf_counter()
     results: list[RuleResult] = []
     context = _context()
-    for dataset in datasets:
-        batches, users = build_batches(dataset, now=now)
-        runs = [_Suite(context, batch, f"{dataset.dataset_type}_{batch.name}_{i}") for i, batch in enumerate(batches)]
+    checks = [(part, scope or ("file" if len(d.files()) > 1 else "all")) for d in datasets for part in d.files()]
+    checks += [(d, "minimums") for d in datasets if len(d.files()) > 1 and scope is None]
+    for n_check, (dataset, scope) in enumerate(checks):
+        batches, users = build_batches(dataset, now=now, scope=scope)
+        runs = [_Suite(context, batch, f"{dataset.dataset_type}_{n_check}_{batch.name}_{i}") for i, batch in enumerate(batches)]
         sliced = [run for run in runs if run.batch.per_slice is not None]
         if sliced or users is not None:
             offset = 0

@@ -189,7 +189,7 @@ def test_update_brings_new_items_into_recommendations_cheaply(demo, tmp_path):
     np.testing.assert_allclose(fresh, update.recipe.logits(update.user_batch(update.user_codes(np.array(quiet, dtype=object)))), atol=5e-3)
     # the UPDATE version loads back with its exploration statistics
     loaded = load_solution_version(tmp_path / "sol")
-    assert loaded.version_id == update.version_id and loaded.recipe.clicks.sum() == featurize(read_dataset_group(demo)).n_interactions
+    assert loaded.version_id == update.version_id and loaded.recipe.clicks.sum() == update.recipe.training_set(featurize(read_dataset_group(demo))).n_interactions
 
 
 def test_exploration_options_need_a_user_personalization_solution(demo_small, tmp_path):

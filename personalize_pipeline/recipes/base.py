@@ -188,6 +188,20 @@ class Recipe:
     def fit(self, features: Features, seed: int = 42) -> "Recipe":
         raise NotImplementedError
 
+    def training_set(self, features: Features) -> Features:
+        """The interactions this recipe learns from: without the users outside its
+        min/max_user_history_length_percentile (Personalize's featurization
+        hyperparameters). ``fit`` gets every event; the percentiles shape training only,
+        so the heaviest users still get personal recommendations."""
+        from ..features import training_set
+
+        kept, self.users_dropped_by_history_percentiles = training_set(
+            features,
+            float(self.params.get("min_user_history_length_percentile", 0.0)),
+            float(self.params.get("max_user_history_length_percentile", 1.0)),
+        )
+        return kept
+
     def update(
         self, features: Features, seed: int = 42, previous_item_ids: np.ndarray | None = None, previous_user_ids: np.ndarray | None = None
     ) -> "Recipe":

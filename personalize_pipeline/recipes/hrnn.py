@@ -205,12 +205,14 @@ class HRNN(Recipe):
             reuse = (self.user_state, self.user_history_length, np.asarray(previous_user_ids, dtype=object), only_after)
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed)
+        everyone, features = features, self.training_set(features)  # user states: everyone's events
         n_items = features.n_items
         indptr, items = features.sequences()
         timestamps = features.interactions["timestamp"].to_numpy()
         counts = np.bincount(items, minlength=n_items).astype(np.float64)
         old_trained = getattr(self, "trained", None)
-        self.latest_time = float(timestamps.max()) if len(timestamps) else None
+        every_time = everyone.interactions["timestamp"].to_numpy()
+        self.latest_time = float(every_time.max()) if len(every_time) else None
         self.popularity = counts
         self.trained = counts > 0
         self._warm = warm_start is not None
@@ -334,7 +336,7 @@ class HRNN(Recipe):
         self.net.eval()
         self.fitted = True
         self._finish_fit()
-        self._cache_user_states(features, reuse)
+        self._cache_user_states(everyone, reuse)
         self._stats = {
             "epochs_run": len(self.loss_history),
             "loss_by_epoch": self.loss_history,
@@ -344,6 +346,7 @@ class HRNN(Recipe):
             "batch_size": batch,
             "torch_threads": torch.get_num_threads(),
             "warm_started_items": self._warm_items,
+            "users_dropped_by_history_percentiles": self.users_dropped_by_history_percentiles,
         }
         return self
 

@@ -77,6 +77,7 @@ class SIMS(Recipe):
     def fit(self, features: Features, seed: int = 42) -> "SIMS":
         start = time.perf_counter()
         p = self.params
+        features = self.training_set(features)
         n_items, n_users = features.n_items, features.n_users
         inter = features.interactions
         users = inter["user"].to_numpy(np.int64)
@@ -131,6 +132,7 @@ class SIMS(Recipe):
             "cointeraction_pairs": int(len(rows)),  # ordered pairs (i, j), i != j, above the minimum count
             "neighbour_pairs": int(len(indices)),  # kept after the per-item top TOP_NEIGHBOURS
             "items_with_neighbours": int((np.diff(indptr) > 0).sum()),
+            "users_dropped_by_history_percentiles": self.users_dropped_by_history_percentiles,
             "seconds": round(time.perf_counter() - start, 3),
         }
         return self
