@@ -1,10 +1,11 @@
 """What changed in a dataset location: since a sensor last looked, or since the latest
-solution version was trained.
+solution version imported it.
 
 Both questions are answered from a listing (size and ETag on S3, size and modification
-time locally, see ``Location.signature``), so a two-hourly check reads no data. Only when a
-file's signature differs from the one recorded with the solution version is the file read
-and its content fingerprint compared, so a file re-uploaded unchanged is not new data.
+time locally, see ``Location.signature``), so a two-hourly check reads no data. Only files
+whose signature the solution version has not recorded are read, to compare their content
+fingerprints (``imports.plan_increment``): a file re-uploaded unchanged, or the same bytes
+delivered again under another name, is not new data.
 """
 
 from __future__ import annotations
@@ -12,25 +13,23 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from .datasets import SUFFIXES
 from .errors import InputError
+from .imports import list_files, plan_increment
 from .locations import Location, as_location
-from .schemas import DATASET_TYPES
 from .store import INDEX, MANIFEST, read_index
 
 
 def dataset_files(root: str | Location) -> dict[str, str]:
-    """``{file name: signature}`` of the dataset files (interactions / items / users, any
-    supported suffix) directly under ``root``; empty when the location does not exist."""
+    """``{path: signature}`` of the dataset files (interactions / items / users, single
+    files or folders of files) under ``root``; empty when the location does not exist."""
     root = as_location(root)
     if not root.is_dir():
         return {}
-    names = {n for n in root.listdir() if any(n == t + s for t in DATASET_TYPES for s in SUFFIXES)}
-    return {n: root.child(n).signature() for n in sorted(names)}
+    return {f.path: f.signature for files in list_files(root).values() for f in files}
 
 
 def changed_files(current: dict[str, str], seen: dict[str, str]) -> list[str]:
-    """Names of files that are new or whose signature changed since ``seen``."""
+    """Paths of files that are new or whose signature changed since ``seen``."""
     return sorted(n for n, sig in current.items() if seen.get(n) != sig)
 
 
@@ -39,48 +38,41 @@ def digest(files: dict[str, str]) -> str:
     return hashlib.sha256(repr(sorted(files.items())).encode()).hexdigest()[:16]
 
 
-def _dataset_type(name: str) -> str:
-    return next(t for t in DATASET_TYPES if name.startswith(t + "."))
-
-
 @dataclass(frozen=True)
 class UpdateCheck:
-    """Whether an UPDATE has something to do, and why (a sentence for logs and skip reasons)."""
+    """Whether an UPDATE has something to do, and why (a sentence for logs and skip reasons).
+    ``full_needed``: an imported file changed or is gone, which only a FULL can take."""
 
     needed: bool
     reason: str
     latest_version: str | None = None
     changed: tuple[str, ...] = ()
+    full_needed: bool = False
 
 
 def update_check(dataset: str | Location, solution: str | Location) -> UpdateCheck:
-    """An UPDATE is needed when the solution has a FULL version and the dataset holds data
-    its latest version was not trained on."""
+    """An UPDATE is needed when the solution has a FULL version and the dataset holds new
+    files that its latest version has not imported."""
     dataset, solution = as_location(dataset), as_location(solution)
     index = read_index(solution)
     if not index or not index.get("latest_full"):
         return UpdateCheck(False, f"no FULL solution version in {solution.url} yet: run the FULL retrain first")
     latest = index["latest"]
     manifest = solution.child("versions", latest, MANIFEST).read_json()
-    recorded = manifest.get("dataset", {})
-    files = dataset_files(dataset)
-    if not any(n.startswith("interactions.") for n in files):
+    if not list_files(dataset)["interactions"]:
         raise InputError(f"{dataset.url}: no interactions file found")
-    changed = []
-    seen_types = set()
-    for name, signature in files.items():
-        dataset_type = _dataset_type(name)
-        seen_types.add(dataset_type)
-        before = recorded.get("files", {}).get(dataset_type, {})
-        if before.get("signature") == signature and before.get("source", "").endswith("/" + name):
-            continue
-        content = hashlib.sha256(dataset.child(name).read_bytes()).hexdigest()[:16]
-        if content != recorded.get("fingerprints", {}).get(dataset_type):
-            changed.append(name)
-    changed += [f"{t} (removed)" for t in recorded.get("fingerprints", {}) if t not in seen_types]
-    if not changed:
-        return UpdateCheck(False, f"no new data since solution version {latest} ({INDEX} in {solution.url})", latest)
-    return UpdateCheck(True, f"new data since solution version {latest}: {', '.join(changed)}", latest, tuple(changed))
+    recorded = manifest.get("dataset", {}).get("imports")
+    if not recorded:
+        return UpdateCheck(False, f"solution version {latest} records no imports (older release): run FULL", latest, full_needed=True)
+    try:
+        plan = plan_increment(dataset, recorded, latest)
+    except InputError as exc:
+        return UpdateCheck(False, exc.message, latest, full_needed=True)
+    new = tuple(plan.new_files)
+    skipped = f" (re-delivered, skipped: {', '.join(p for p, _ in plan.redelivered)})" if plan.redelivered else ""
+    if not new:
+        return UpdateCheck(False, f"no new data since solution version {latest} ({INDEX} in {solution.url}){skipped}", latest)
+    return UpdateCheck(True, f"new data since solution version {latest}: {', '.join(new)}{skipped}", latest, new)
 
 
 __all__ = ["dataset_files", "changed_files", "digest", "update_check", "UpdateCheck"]

@@ -249,15 +249,6 @@ def cmd_train(args) -> int:
         from .increments import update_features
 
         features, increment = update_features(args.dataset, args.base, config.featurize_options(), not args.no_validate, log=lambda msg: _progress(notes, msg))
-        if features is None:  # nothing new: the latest version stays
-            from .store import load_solution_version
-
-            for note in notes:
-                _log(note)
-            _log(f"no new files since solution version {increment.base_version}: nothing to UPDATE")
-            latest = load_solution_version(args.base)
-            print(json.dumps({**describe(latest), "skipped": True, "new_files": [], "redelivered": [p for p, _ in increment.plan.redelivered]}))
-            return 0
     else:
         group = _load_valid(args.dataset, not args.no_validate, notes)
         features = featurize(group, config.featurize_options())

@@ -287,16 +287,17 @@ def _upsert_metadata(
 
 def update_features(
     dataset: str | Location, solution: str | Location, options: FeaturizeOptions, validate_files: bool = True, log: Callable[[str], None] | None = None
-) -> tuple[Features | None, Increment]:
+) -> tuple[Features, Increment]:
     """The featurized dataset of an UPDATE: the latest version's stored one plus the new
-    files (None when there is nothing new; the increment says why)."""
+    files (the stored one as it is when nothing is new)."""
     log = log or (lambda _msg: None)
     t = time.perf_counter()
     increment, base = read_increment(dataset, solution, validate_files)
     for note in increment.notes:
         log(note)
     if increment.empty:
-        return None, increment
+        log(f"no new files since solution version {increment.base_version}: the UPDATE refreshes the model on the data it has")
+        return load_features(base.child("features")), increment
     log(f"read and validated {len(increment.plan.new_files)} new file(s) in {time.perf_counter() - t:.1f}s: {', '.join(increment.plan.new_files)}")
     t = time.perf_counter()
     stored = load_features(base.child("features"))

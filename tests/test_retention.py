@@ -106,6 +106,6 @@ def test_update_check_sees_only_new_data(tmp_path, demo_small):
     df.iloc[:50].assign(TIMESTAMP=str(int(df["TIMESTAMP"].astype(int).max()) + 60)).pipe(
         lambda new: pd.concat([df, new]).to_csv(dataset / "interactions.csv", index=False)
     )
-    check = update_check(dataset, solution)
-    assert check.needed and check.changed == ("interactions.csv",)
-    assert "interactions.csv" in check.reason
+    check = update_check(dataset, solution)  # an imported file changed: only FULL can take that
+    assert not check.needed and check.full_needed
+    assert "interactions.csv" in check.reason and "run FULL" in check.reason
