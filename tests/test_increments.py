@@ -165,3 +165,34 @@ def test_incremental_update_on_s3(lake, tmp_path, s3_bucket, monkeypatch):
     version = train(features, config, solution, "UPDATE")
     assert features.info["counts"]["new_interactions"] == len(pd.read_csv(pending))
     assert "new-user" in set(version.user_ids)
+
+
+def test_the_heaviest_users_get_personal_lists(demo_small, tmp_path, one_torch_thread):
+    features = featurize(read_dataset_group(demo_small))
+    version = train(features, SolutionConfig("aws-hrnn", {"epochs": 2, "hidden_dimension": 32}), tmp_path / "sol")
+    lengths = np.diff(version.history_indptr)
+    heaviest = np.argsort(-lengths)[:3]  # above the 0.99 history-length percentile: not trained on
+    assert lengths[heaviest].min() > np.quantile(lengths[lengths > 0], 0.99)
+    assert version.recipe.users_dropped_by_history_percentiles >= 3
+    items, _ = version.recipe.recommend(version.user_batch(heaviest), 10)
+    popular = np.argsort(-np.bincount(features.interactions["item"], minlength=features.n_items), kind="stable")[:10]
+    for row in items:
+        assert len(set(row.tolist()) & set(popular.tolist())) < 8  # a personal list, not the popularity one
+
+
+def test_filters_see_events_that_training_did_not_use(demo_small, tmp_path, capsys):
+    solution = tmp_path / "sol"
+    rc, _, err = call(capsys, "train", "--dataset", demo_small, "--recipe", RECIPE, "--event-type", "watch", "--out", solution)
+    assert rc == 0, err
+    events = pd.read_csv(demo_small / "interactions.csv", dtype=str, keep_default_na=False)
+    clicks = events[events["EVENT_TYPE"] == "click"].groupby("USER_ID")["ITEM_ID"].agg(set)
+    users = clicks.index[:20]
+    job = tmp_path / "job.jsonl"
+    job.write_text("".join(json.dumps({"userId": u}) + "\n" for u in users))
+    expression = 'EXCLUDE ItemID WHERE Interactions.EVENT_TYPE IN ("click")'
+    rc, _, err = call(capsys, "batch-infer", "--solution", solution, "--input", job, "--output", tmp_path / "out", "--filter", expression)
+    assert rc == 0, err
+    lines = [json.loads(x) for x in (tmp_path / "out" / "job.jsonl.out").read_text().splitlines()]
+    for line in lines:
+        recommended = set(line["output"]["recommendedItems"])
+        assert recommended and not recommended & clicks[line["input"]["userId"]]
