@@ -196,3 +196,26 @@ def test_filters_see_events_that_training_did_not_use(demo_small, tmp_path, caps
     for line in lines:
         recommended = set(line["output"]["recommendedItems"])
         assert recommended and not recommended & clicks[line["input"]["userId"]]
+
+
+def test_new_items_files_upsert_by_id(lake, tmp_path):
+    root, _ = lake
+    (root / "items").mkdir()
+    shutil.move(root / "items.csv", root / "items" / "2026-12-01.csv")
+    solution = tmp_path / "sol"
+    config = SolutionConfig("aws-hrnn-metadata", {"epochs": 1})
+    train(featurize(read_dataset_group(root)), config, solution)
+    items = pd.read_csv(root / "items" / "2026-12-01.csv", dtype=str, keep_default_na=False)
+    changed = items.iloc[[0]].assign(GENRE="Brand-new-genre")
+    added = items.iloc[[1]].assign(ITEM_ID="late-item", GENRE="Comedy")
+    pd.concat([changed, added]).to_csv(root / "items" / "2026-12-02.csv", index=False)
+    features, increment = update_features(root, solution, config.featurize_options())
+    assert increment.plan.new_files == ["items/2026-12-02.csv"] and features.info["counts"]["new_interactions"] == 0
+    version = train(features, config, solution, "UPDATE")
+    catalog = version.items_metadata.set_index("ITEM_ID")
+    assert catalog.loc[items.iloc[0]["ITEM_ID"], "GENRE"] == "Brand-new-genre"  # the later row wins
+    assert catalog.loc[items.iloc[2]["ITEM_ID"], "GENRE"] == items.iloc[2]["GENRE"]  # others untouched
+    assert catalog.loc["late-item", "GENRE"] == "Comedy"
+    assert "Brand-new-genre" in features.info["vocabularies"]["items.GENRE"]
+    scores = version.recipe.score(version.user_batch(np.arange(5)))
+    assert np.isfinite(scores[:, version.item_codes(np.array(["late-item"], dtype=object))[0]]).all()
