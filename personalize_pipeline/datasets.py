@@ -62,9 +62,15 @@ class Dataset:
         """The datasets of the single files this one was read from (itself for one file)."""
         return self.parts or [self]
 
+    recorded_imports: list[dict[str, Any]] | None = field(default=None, repr=False)  # a snapshot's record of its files
+
     def imports(self) -> list[dict[str, Any]]:
         """What a solution version records of each file: path, fingerprint, signature, rows."""
-        return [{"path": d.path, "fingerprint": d.fingerprint, "signature": d.signature, "rows": d.num_rows} for d in self.files()]
+        if self.recorded_imports is not None:
+            return list(self.recorded_imports)
+        if self.parts:
+            return [record for d in self.parts for record in d.imports()]
+        return [{"path": self.path, "fingerprint": self.fingerprint, "signature": self.signature, "rows": self.num_rows}]
 
     def __post_init__(self):
         if self.data is None and self.stream is None:
@@ -231,6 +237,8 @@ def save_snapshot(dataset: Dataset, location: str | Location) -> Location:
             "signature": dataset.signature,
             "schema": dataset.schema.to_avro(),
             "schema_from_file": dataset.schema.from_file,
+            "path": dataset.path,
+            "imports": dataset.imports(),
         }
     )
     return loc
@@ -248,7 +256,10 @@ def load_snapshot(location: str | Location) -> Dataset:
     if not meta.get("schema_from_file"):
         schema = Schema(schema.dataset_type, schema.fields, from_file=False)
     stream = None if table is not None else _parquet_slices(data)
-    return Dataset(meta["dataset_type"], table, schema, meta["source"], meta.get("fingerprint", ""), meta.get("signature", ""), stream=stream, rows=rows, columns=columns)
+    dataset = Dataset(meta["dataset_type"], table, schema, meta["source"], meta.get("fingerprint", ""), meta.get("signature", ""), stream=stream, rows=rows, columns=columns)
+    dataset.path = meta.get("path", "")
+    dataset.recorded_imports = meta.get("imports")
+    return dataset
 
 
 def _parquet_slices(data: Location) -> Callable[[int], Iterator[pa.Table]]:

@@ -35,7 +35,7 @@ from .features import (
     _sorted_unique,
     load_features,
 )
-from .imports import ImportPlan, plan_increment
+from .imports import DataFile, ImportPlan, plan_increment
 from .locations import Location, as_location
 from .schemas import DATASET_TYPES, Schema, parse_avro
 from .store import MANIFEST, read_manifest, resolve_version
@@ -103,10 +103,7 @@ def _base_schema(dataset_type: str, schema: dict, source: str) -> Schema:
 
 
 def _validate(group: DatasetGroup) -> None:
-    from .validation import validate_datasets
-
-    parts = [part for d in group.datasets() for part in d.files()]
-    report = validate_datasets(parts, group.location, scope="file")
+    report = validate_increment(Increment("", ImportPlan(), group))
     if not report.success:
         first = report.failures[0].message()
         more = f" (and {len(report.failures) - 1} more)" if len(report.failures) > 1 else ""
@@ -283,6 +280,52 @@ def _upsert_metadata(
         del info["vocabularies"][key]
     _encode_metadata(out, merged, dataset.schema.metadata_fields, kind, info["vocabularies"], info["numeric_stats"])
     return out
+
+
+def save_increment(increment: Increment, location: str | Location) -> Location:
+    """Snapshot the new files, one folder per file, and the plan (``increment.json``,
+    written last), so that another step or machine can validate and featurize them."""
+    from .datasets import save_snapshot
+
+    loc = as_location(location)
+    files = []
+    if increment.group is not None:
+        for dataset in increment.group.datasets():
+            for part in dataset.files():
+                name = f"{len(files):04d}"
+                save_snapshot(part, loc.child(name))
+                files.append({"dataset_type": part.dataset_type, "folder": name, "path": part.path, "rows": part.num_rows})
+    loc.child("increment.json").write_json(
+        {"base_version": increment.base_version, "files": files, "redelivered": increment.plan.redelivered, "notes": increment.notes}
+    )
+    return loc
+
+
+def load_increment(location: str | Location) -> Increment:
+    """An increment saved by ``save_increment`` (its new files as datasets)."""
+    from .datasets import combine_parts, load_snapshot
+
+    loc = as_location(location)
+    record = loc.child("increment.json").read_json()
+    plan = ImportPlan(new={t: [] for t in DATASET_TYPES}, redelivered=[tuple(p) for p in record["redelivered"]])
+    parts: dict[str, list[Dataset]] = {t: [] for t in DATASET_TYPES}
+    for entry in record["files"]:
+        part = load_snapshot(loc.child(entry["folder"]))
+        parts[entry["dataset_type"]].append(part)
+        plan.new[entry["dataset_type"]].append(DataFile(entry["dataset_type"], entry["path"], part.signature))
+    datasets = {t: (ps[0] if len(ps) == 1 else combine_parts(ps, loc.url)) if ps else None for t, ps in parts.items()}
+    group = None
+    if any(d is not None for d in datasets.values()):
+        group = DatasetGroup(loc.url, datasets["interactions"], datasets["items"], datasets["users"])
+    return Increment(record["base_version"], plan, group, list(record.get("notes", [])))
+
+
+def validate_increment(increment: Increment):
+    """The Great Expectations report of the new files, file by file (a ValidationReport)."""
+    from .validation import validate_datasets
+
+    parts = [part for d in increment.group.datasets() for part in d.files()] if increment.group is not None else []
+    return validate_datasets(parts, increment.group.location if increment.group is not None else "", scope="file")
 
 
 def update_features(
