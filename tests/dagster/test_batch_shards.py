@@ -5,17 +5,15 @@ import json
 
 import dagster as dg
 
-from pipeline_resources import pipeline_resources
-from assets.batch_jobs import batch_input_shards, batch_job_output, batch_job_shards, batch_jobs
-from assets.definitions import pipeline_assets
-from assets.jobs import full_retrain
+from pipeline_resources import key, pipeline_defs
 
 
 def test_shards_become_partitions_and_outputs(demo_small, tmp_path):
-    resources = pipeline_resources(demo_small, tmp_path / "artifacts", tmp_path / "output", batch_input=tmp_path / "shards")
-    defs = dg.Definitions(assets=[*pipeline_assets, batch_job_output], jobs=[full_retrain, batch_jobs], resources=resources)
+    defs = pipeline_defs(demo_small, tmp_path / "artifacts", tmp_path / "output", batch_input=tmp_path / "shards")
+    resources = defs.resources
+    batch_job_shards = defs.resolve_sensor_def("demo__batch_job_shards")
     instance = dg.DagsterInstance.ephemeral()
-    assert defs.resolve_job_def("full_retrain").execute_in_process(instance=instance).success
+    assert defs.resolve_job_def("demo__full_retrain").execute_in_process(instance=instance).success
 
     users = [json.loads(line)["userId"] for line in (demo_small / "batch-input" / "users.jsonl").read_text().splitlines()]
     (tmp_path / "shards").mkdir()
@@ -27,16 +25,19 @@ def test_shards_become_partitions_and_outputs(demo_small, tmp_path):
     assert sorted(r.partition_key for r in result.run_requests) == ["part-0.jsonl", "part-1.jsonl"]
     [add] = result.dynamic_partitions_requests
     assert sorted(add.partition_keys) == ["part-0.jsonl", "part-1.jsonl"]
-    instance.add_dynamic_partitions(batch_input_shards.name, list(add.partition_keys))
+    assert add.partitions_def_name == "demo__batch_input_shards"
+    instance.add_dynamic_partitions(add.partitions_def_name, list(add.partition_keys))
 
-    for key in add.partition_keys:
-        assert defs.resolve_job_def("batch_jobs").execute_in_process(instance=instance, partition_key=key).success
+    job = defs.resolve_job_def("demo__batch_jobs")
+    for request in result.run_requests:
+        assert dg.validate_run_config(job, request.run_config)
+        assert job.execute_in_process(instance=instance, partition_key=request.partition_key, run_config=request.run_config).success
     outputs = sorted((tmp_path / "output").glob("demo/*/jobs/*.out"))
     assert [p.name for p in outputs] == ["part-0.jsonl.out", "part-1.jsonl.out"]
     lines = [json.loads(x) for p in outputs for x in p.read_text().splitlines()]
     assert len(lines) == len(users) + 1
     assert sum(1 for x in lines if x["error"]) == 1  # the bad line is reported, the shard still finishes
-    md = instance.get_latest_materialization_event(dg.AssetKey("batch_job_output")).asset_materialization
+    md = instance.get_latest_materialization_event(key("demo", "batch_job_output")).asset_materialization
     assert md.partition in ("part-0.jsonl", "part-1.jsonl") and md.metadata["lines"].value > 0
 
     # a second look with the cursor: nothing new; a changed shard runs again
