@@ -42,3 +42,32 @@ def test_sensors_and_schedules_ship_stopped():
         assert definition.default_status.value == "STOPPED", definition.name
     for job in ("demo__full_retrain", "demo__update", "validate_dataset"):
         assert int(defs.resolve_job_def(job).tags["dagster/max_runtime"]) > 0
+
+
+def test_a_misspelt_key_stops_the_code_location_with_one_line(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    config = tmp_path / "personalize.yaml"
+    config.write_text("solutions:\n  - name: foryou\n    batch_inferance: {num_results: 5}\n")
+    env = {**os.environ, "PERSONALIZE_CONFIG": str(config)}
+    done = subprocess.run([sys.executable, "-c", "import assets.definitions"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines()[-1] == f"personalize_pipeline.errors.InputError: {config}: solutions[0].batch_inferance: unknown key"
+
+
+def test_scheduled_batch_config_follows_the_recipe():
+    from assets.inference import scheduled_batch_config
+    from personalize_pipeline.config import Solution
+
+    explore = Solution(name="foryou", recipe="aws-user-personalization", batch_inference={"exploration_weight": 0.1, "filter": "EXCLUDE ItemID WHERE Items.GENRE IN ($G)"})
+    assert scheduled_batch_config(explore) == {
+        "input": "",
+        "num_results": 25,
+        "filter_values": {},
+        "filter_expression": "EXCLUDE ItemID WHERE Items.GENRE IN ($G)",
+        "exploration_weight": 0.1,
+        "exploration_item_age_cut_off": 30.0,
+    }
+    assert "exploration_weight" not in scheduled_batch_config(Solution(name="similar", recipe="aws-sims"))
