@@ -33,7 +33,7 @@ def featurized_dataset_asset(solution: Solution) -> dg.AssetsDefinition:
     def _asset(context: dg.AssetExecutionContext, config: ReadsUpstream, artifact_store: ArtifactStore) -> dg.MaterializeResult:
         s3 = artifact_store.s3.options()
         with measured() as stage:
-            snapshots = {t: upstream_location(context, key, s3, config.upstream_paths) for t, key in zip(DATASET_TYPES, VALIDATED_KEYS)}
+            snapshots = {t: upstream_location(context, key, s3, config.upstream_paths) for t, key in zip(DATASET_TYPES, VALIDATED_KEYS, strict=True)}
             datasets = {t: load_snapshot(loc) if loc is not None else None for t, loc in snapshots.items()}
             if datasets["interactions"] is None:
                 raise dg.Failure(description="validated_interactions has no snapshot", allow_retries=False)

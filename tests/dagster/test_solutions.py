@@ -96,7 +96,7 @@ def test_each_solution_writes_what_its_batch_inference_section_asks(two_solution
 
 def test_solutions_have_their_own_assets_jobs_and_run_tags(two_solutions):
     defs, instance, runs, _, _ = two_solutions
-    for name, (request, result) in runs.items():
+    for name, (_, result) in runs.items():
         materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
         other = "foryou" if name == "popular" else "popular"
         assert {f"{name}/featurized_dataset", f"{name}/solution_version", f"{name}/solution_metrics", "validated_interactions"} <= materialized
