@@ -47,3 +47,28 @@ def test_shards_become_partitions_and_outputs(demo_small, tmp_path):
     with dg.build_sensor_context(instance=instance, resources=resources, cursor=result.cursor) as context:
         again = batch_job_shards(context)
     assert [r.partition_key for r in again.run_requests] == ["part-0.jsonl"]
+
+
+def test_each_solution_watches_its_own_shard_folder(tmp_path):
+    from assets.batch_jobs import shard_files
+
+    shards = tmp_path / "shards"
+    for folder in ("popular", "foryou", "."):
+        (shards / folder).mkdir(parents=True, exist_ok=True)
+    (shards / "popular" / "a.jsonl").write_text('{"userId": "u1"}\n')
+    (shards / "foryou" / "b.jsonl").write_text('{"userId": "u2"}\n')
+    (shards / "loose.jsonl").write_text('{"userId": "u3"}\n')
+    solutions = [{"name": "popular"}, {"name": "foryou"}]
+    defs = pipeline_defs(tmp_path / "d", tmp_path / "a", tmp_path / "o", batch_input=shards, solutions=solutions)
+    batch_inputs = defs.resources["batch_inputs"]
+    assert list(shard_files(batch_inputs, "popular", only_solution=False)) == ["a.jsonl"]
+    assert list(shard_files(batch_inputs, "foryou", only_solution=False)) == ["b.jsonl"]
+    assert list(shard_files(batch_inputs, "popular", only_solution=True)) == ["a.jsonl", "loose.jsonl"]  # the only solution also reads the root
+    instance = dg.DagsterInstance.ephemeral()
+    for name, shard in (("popular", "a.jsonl"), ("foryou", "b.jsonl")):
+        with dg.build_sensor_context(instance=instance, resources=defs.resources) as context:
+            result = defs.resolve_sensor_def(f"{name}__batch_job_shards")(context)
+        [request] = result.run_requests
+        assert request.partition_key == shard
+        assert result.dynamic_partitions_requests[0].partitions_def_name == f"{name}__batch_input_shards"
+        assert dg.validate_run_config(defs.resolve_job_def(f"{name}__batch_jobs"), request.run_config)
