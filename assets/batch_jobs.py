@@ -91,8 +91,7 @@ def shard_definitions(solution: Solution, only_solution: bool) -> ShardDefinitio
     run_config = {"ops": {f"{name}__batch_job_output": {"config": options}}}
     job = dg.define_asset_job(
         f"{name}__batch_jobs",
-        selection=dg.AssetSelection.assets(batch_job_output),
-        partitions_def=partitions,
+        selection=dg.AssetSelection.assets(batch_job_output),  # partitioned like the asset
         config=run_config,
         description=f"Batch inference of solution {name} for one input shard (a partition); the sensor starts one run per new shard.",
     )
