@@ -11,8 +11,8 @@ def pipeline_config(dataset, artifacts, output, batch_input=None, solutions=None
     """A configuration with these locations and ``solutions`` (a list of solution sections),
     or one solution named ``demo`` with the ``solution`` fields."""
     locations = {"dataset": str(dataset), "artifacts": str(artifacts), "output": str(output)}
-    if batch_input is not None:
-        locations["batch_input"] = str(batch_input)
+    # never the working directory's .data/batch-input: a test's shards are its own
+    locations["batch_input"] = str(batch_input) if batch_input is not None else f"{output}/batch-input"
     raw = {"locations": locations, "solutions": solutions or [{"name": "demo", **solution}]}
     return with_environment(parse_config(raw, "test config"), env={})
 
