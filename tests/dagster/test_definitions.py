@@ -44,17 +44,27 @@ def test_sensors_and_schedules_ship_stopped():
         assert int(defs.resolve_job_def(job).tags["dagster/max_runtime"]) > 0
 
 
-def test_a_misspelt_key_stops_the_code_location_with_one_line(tmp_path):
-    import os
-    import subprocess
-    import sys
+def test_a_misspelt_key_stops_the_code_location_with_one_line(tmp_path, monkeypatch):
+    import importlib
+
+    import pytest
+
+    import assets.definitions
+    from assets.settings import settings
+    from personalize_pipeline.errors import InputError
 
     config = tmp_path / "personalize.yaml"
     config.write_text("solutions:\n  - name: foryou\n    batch_inferance: {num_results: 5}\n")
-    env = {**os.environ, "PERSONALIZE_CONFIG": str(config)}
-    done = subprocess.run([sys.executable, "-c", "import assets.definitions"], env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode != 0
-    assert done.stderr.strip().splitlines()[-1] == f"personalize_pipeline.errors.InputError: {config}: solutions[0].batch_inferance: unknown key"
+    monkeypatch.setenv("PERSONALIZE_CONFIG", str(config))
+    settings.cache_clear()
+    try:
+        with pytest.raises(InputError) as err:
+            importlib.reload(assets.definitions)  # what `dagster dev` / the code server does on load
+        assert str(err.value) == f"{config}: solutions[0].batch_inferance: unknown key"
+    finally:
+        monkeypatch.delenv("PERSONALIZE_CONFIG")
+        settings.cache_clear()
+        importlib.reload(assets.definitions)
 
 
 def test_scheduled_batch_config_follows_the_recipe():

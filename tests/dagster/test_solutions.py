@@ -123,3 +123,38 @@ def test_file_sensor_requests_an_update_per_trained_solution(two_solutions):
         ops = request.run_config["ops"]
         assert ops[f"{name}__solution_version"]["config"]["training_mode"] == "UPDATE"
         assert ops[f"{name}__batch_inference_output"]["config"]["num_results"] == (5 if name == "popular" else 7)
+
+
+def test_a_run_without_validated_data_does_not_pick_up_another_runs(two_solutions):
+    """Upstream reads are this run's: validated_* materialized by the FULL runs above are not
+    read by a run that does not materialize them, unless its run config names them."""
+    defs, instance, _, _, _ = two_solutions
+
+    def materialize(names, run_config=None):
+        return dg.materialize(
+            [*defs.assets, *defs.asset_checks],
+            resources=defs.resources,
+            selection=dg.AssetSelection.assets(*[["popular", n] for n in names]),
+            instance=instance,
+            run_config=run_config,
+            raise_on_error=False,
+        )
+
+    alone = materialize(["featurized_dataset"])
+    assert not alone.success
+    [failure] = [e for e in alone.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert "validated_interactions was not materialized in this run" in failure.event_specific_data.error.message
+
+    # naming the snapshots in the run config is the way to featurize without validating again
+    latest = {t: instance.get_latest_materialization_event(dg.AssetKey(f"validated_{t}")).asset_materialization for t in ("interactions", "items", "users")}
+    paths = {f"validated_{t}": m.metadata["path"].value for t, m in latest.items()}
+    named = materialize(["featurized_dataset"], {"ops": {"popular__featurized_dataset": {"config": {"upstream_paths": paths}}}})
+    assert named.success
+    read = named.asset_materializations_for_node("popular__featurized_dataset")[-1].metadata["snapshots"].value
+    assert read == {t.removeprefix("validated_"): p for t, p in paths.items()}
+
+    # batch inference outside a training run: the solution store's latest complete version
+    batch = materialize(["batch_inference_output"], {"ops": {"popular__batch_inference_output": {"config": {"num_results": 3}}}})
+    assert batch.success
+    trained = instance.get_latest_materialization_event(key("popular", "solution_version")).asset_materialization.metadata["solution_version"].value
+    assert batch.asset_materializations_for_node("popular__batch_inference_output")[-1].metadata["solution_version"].value == trained

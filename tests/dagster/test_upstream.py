@@ -1,13 +1,14 @@
 """Upstream reads are this run's: an asset reads the snapshot its own run materialized (or
 the one its run config names), never "the latest materialization anywhere", so a validation
-run whose blocking check failed cannot hand its snapshot to a FULL run racing it."""
+run whose blocking check failed cannot hand its snapshot to a FULL run racing it. (A run that
+materializes no validated_* at all: test_solutions.py, on its trained solutions.)"""
 
 import shutil
 
 import dagster as dg
 import pandas as pd
 
-from pipeline_resources import key, pipeline_defs
+from pipeline_resources import pipeline_defs
 
 SELECTION = dg.AssetSelection.groups("dataset_group") | dg.AssetSelection.assets(["demo", "featurized_dataset"])
 
@@ -48,36 +49,3 @@ def test_failed_validation_racing_a_full_run_is_never_read(demo_small, tmp_path)
     own = result.asset_materializations_for_node("validated_interactions")[-1].metadata["path"].value
     read = result.asset_materializations_for_node("demo__featurized_dataset")[-1].metadata["snapshots"].value
     assert read["interactions"] == own != bad_snapshot and result.run_id in own
-
-
-def test_a_run_without_validated_data_does_not_pick_up_another_runs(demo_small, tmp_path):
-    defs = pipeline_defs(demo_small, tmp_path / "a", tmp_path / "o")
-    instance = dg.DagsterInstance.ephemeral()
-    assert defs.resolve_job_def("demo__full_retrain").execute_in_process(instance=instance).success
-
-    def materialize(names, run_config=None):
-        return dg.materialize(
-            [*defs.assets, *defs.asset_checks],
-            resources=defs.resources,
-            selection=dg.AssetSelection.assets(*[["demo", n] for n in names]),
-            instance=instance,
-            run_config=run_config,
-            raise_on_error=False,
-        )
-
-    alone = materialize(["featurized_dataset"])
-    assert not alone.success
-    [failure] = [e for e in alone.all_events if e.event_type_value == "STEP_FAILURE"]
-    assert "validated_interactions was not materialized in this run" in failure.event_specific_data.error.message
-
-    # naming the snapshots in the run config is the way to featurize without validating again
-    paths = {f"validated_{t}": latest(instance, dg.AssetKey(f"validated_{t}")).metadata["path"].value for t in ("interactions", "items", "users")}
-    named = materialize(["featurized_dataset"], {"ops": {"demo__featurized_dataset": {"config": {"upstream_paths": paths}}}})
-    assert named.success
-    assert named.asset_materializations_for_node("demo__featurized_dataset")[-1].metadata["snapshots"].value == {t.removeprefix("validated_"): p for t, p in paths.items()}
-
-    # batch inference outside a training run: the solution store's latest complete version
-    batch = materialize(["batch_inference_output"])
-    assert batch.success
-    trained = latest(instance, key("demo", "solution_version")).metadata["solution_version"].value
-    assert batch.asset_materializations_for_node("demo__batch_inference_output")[-1].metadata["solution_version"].value == trained
