@@ -81,15 +81,4 @@ def training_config(solution: Solution) -> SolutionConfig:
     and HPO / AutoML (``hpo_config`` and ``automl_config`` in Personalize's shape:
     ``hpoObjective``, ``hpoResourceConfig``, ``algorithmHyperParameterRanges``;
     ``metricName``, ``recipeList``)."""
-    from personalize_pipeline.tuning import AutoMLConfig, HPOConfig
-
-    return SolutionConfig(
-        None if solution.perform_automl else solution.recipe,
-        solution.hyperparameter_strings(),
-        solution.event_type,
-        solution.event_value_threshold,
-        perform_hpo=solution.perform_hpo,
-        hpo=HPOConfig.from_dict(solution.hpo_config) if solution.perform_hpo else None,
-        perform_automl=solution.perform_automl,
-        automl=AutoMLConfig.from_dict(solution.automl_config) if solution.perform_automl else None,
-    )
+    return solution.training_config()

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import InputError
 
@@ -113,8 +113,34 @@ class Solution(_Section):
             raise ValueError(exc.message) from None
         return value
 
+    @model_validator(mode="after")
+    def _training_settings(self) -> Solution:
+        """Hyperparameter names and values, HPO ranges and AutoML settings, checked when the
+        file is read rather than when a scheduled run starts training."""
+        try:
+            self.training_config().resolved_hyperparameters()
+        except InputError as exc:
+            raise ValueError(exc.message) from None
+        return self
+
     def hyperparameter_strings(self) -> dict[str, str]:
         return {k: str(v) for k, v in self.hyperparameters.items()}
+
+    def training_config(self):
+        """The engine's ``training.SolutionConfig`` of this solution."""
+        from .training import SolutionConfig
+        from .tuning import AutoMLConfig, HPOConfig
+
+        return SolutionConfig(
+            None if self.perform_automl else self.recipe,
+            self.hyperparameter_strings(),
+            self.event_type,
+            self.event_value_threshold,
+            perform_hpo=self.perform_hpo,
+            hpo=HPOConfig.from_dict(self.hpo_config) if self.perform_hpo else None,
+            perform_automl=self.perform_automl,
+            automl=AutoMLConfig.from_dict(self.automl_config) if self.perform_automl else None,
+        )
 
     def supports_exploration(self) -> bool:
         """Whether the configured recipe takes itemExplorationConfig (not known ahead for AutoML)."""
