@@ -8,7 +8,7 @@ from personalize_pipeline.measure import measured
 from personalize_pipeline.validation import validate_datasets
 
 from .datasets import DATASET_TYPES
-from .metadata import location_of
+from .metadata import upstream_location
 from .resources import ArtifactStore
 
 
@@ -23,7 +23,7 @@ def _ge_check(dataset_type: str):
         ),
     )
     def _check(context: dg.AssetCheckExecutionContext, artifact_store: ArtifactStore) -> dg.AssetCheckResult:
-        location = location_of(context, f"validated_{dataset_type}", artifact_store.s3.options())
+        location = upstream_location(context, dg.AssetKey(f"validated_{dataset_type}"), artifact_store.s3.options())
         if location is None:
             return dg.AssetCheckResult(passed=True, description=f"no {dataset_type} dataset (optional)")
         with measured() as stage:

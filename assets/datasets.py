@@ -1,4 +1,5 @@
-"""Raw datasets (external, owned by whoever drops files) and their validated snapshots."""
+"""Raw datasets (external, owned by whoever drops files) and their validated snapshots,
+shared by every solution of the dataset group."""
 
 
 import dagster as dg
@@ -10,6 +11,8 @@ from .metadata import CODE_VERSION, column_schema, profile_markdown, retry_polic
 from .resources import ArtifactStore, DatasetSource
 
 DATASET_TYPES = ("interactions", "items", "users")
+DATASET_GROUP = "dataset_group"  # the validated datasets, shared by every solution
+VALIDATED_KEYS = [dg.AssetKey(f"validated_{t}") for t in DATASET_TYPES]
 
 raw_assets = [
     dg.AssetSpec(
@@ -26,7 +29,7 @@ def _validated_asset(dataset_type: str):
     @dg.asset(
         name=f"validated_{dataset_type}",
         deps=[f"raw_{dataset_type}"],
-        group_name="personalize",
+        group_name=DATASET_GROUP,
         code_version=CODE_VERSION,
         retry_policy=retry_policy(),
         kinds={"pandas", "parquet"},

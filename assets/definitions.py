@@ -1,4 +1,7 @@
-"""The one Definitions object of the code location."""
+"""The one Definitions object of the code location: the shared datasets, then each
+configured solution's assets, checks, jobs, schedules and sensors (assets/solutions.py),
+from personalize.yaml (or $PERSONALIZE_CONFIG). A bad configuration stops the load with one
+line naming the key and the file."""
 
 from __future__ import annotations
 
@@ -8,56 +11,46 @@ import dagster as dg
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
-from .batch_jobs import batch_job_output, batch_job_shards, batch_jobs  # noqa: E402
+from personalize_pipeline.config import PipelineConfig  # noqa: E402
+
 from .checks import ge_checks  # noqa: E402
 from .datasets import raw_assets, validated_assets  # noqa: E402
-from .evaluation import beats_popularity, no_collapse_against_previous_version, solution_metrics  # noqa: E402
 from .executors import build_executor  # noqa: E402
-from .features import featurized_dataset  # noqa: E402
-from .inference import batch_inference_output  # noqa: E402
-from .jobs import full_retrain, update, validate_dataset  # noqa: E402
-from .resources import ArtifactStore, BatchInputs, DatasetSource, OutputLocation, S3Settings, SolutionResource  # noqa: E402
-from .schedules import two_hourly_update, weekly_full_retrain  # noqa: E402
-from .sensors import new_dataset_files, record_run_failures  # noqa: E402
+from .jobs import validate_dataset_job  # noqa: E402
+from .resources import ArtifactStore, BatchInputs, DatasetSource, OutputLocation, S3Settings  # noqa: E402
+from .sensors import new_dataset_files_sensor, record_run_failures  # noqa: E402
 from .settings import settings  # noqa: E402
 from .simulation import exploration_simulation, exploration_simulation_job  # noqa: E402
+from .solutions import SolutionDefinitions, solution_definitions  # noqa: E402
 
 
-def build_resources(config: dict | None = None) -> dict:
-    config = config or settings()
-    s3 = S3Settings.from_env()
-    sol = config["solution"]
+def build_resources(config: PipelineConfig, s3: S3Settings | None = None) -> dict:
+    s3 = s3 or S3Settings.from_env()
+    where = config.locations
     return {
-        "dataset_source": DatasetSource(location=config["locations"]["dataset"], s3=s3),
-        "artifact_store": ArtifactStore(location=config["locations"]["artifacts"], s3=s3),
-        "output_location": OutputLocation(location=config["locations"]["output"], s3=s3),
-        "batch_inputs": BatchInputs(location=config["locations"].get("batch_input") or config["locations"]["output"] + "/batch-input", s3=s3),
-        "solution": SolutionResource(
-            name=sol["name"],
-            recipe=sol["recipe"],
-            hyperparameters={k: str(v) for k, v in (sol.get("hyperparameters") or {}).items()},
-            event_type=sol.get("event_type"),
-            event_value_threshold=sol.get("event_value_threshold"),
-            keep_full_versions=int(sol.get("keep_full_versions") or 5),
-            perform_hpo=bool(sol.get("perform_hpo", False)),
-            hpo_config=sol.get("hpo_config") or {},
-            perform_automl=bool(sol.get("perform_automl", False)),
-            automl_config=sol.get("automl_config") or {},
-        ),
+        "dataset_source": DatasetSource(location=where.dataset, s3=s3),
+        "artifact_store": ArtifactStore(location=where.artifacts, s3=s3),
+        "output_location": OutputLocation(location=where.output, s3=s3),
+        "batch_inputs": BatchInputs(location=where.batch_input, s3=s3),
     }
 
 
-pipeline_assets = [*validated_assets, featurized_dataset, solution_metrics, batch_inference_output]
-from .training import solution_version  # noqa: E402
+def build_solutions(config: PipelineConfig) -> list[SolutionDefinitions]:
+    return [solution_definitions(s, config.runs, only_solution=len(config.solutions) == 1) for s in config.solutions]
 
-pipeline_assets.insert(len(validated_assets) + 1, solution_version)
 
-defs = dg.Definitions(
-    assets=[*raw_assets, *pipeline_assets, batch_job_output, exploration_simulation],
-    asset_checks=[*ge_checks, beats_popularity, no_collapse_against_previous_version],
-    jobs=[full_retrain, update, validate_dataset, batch_jobs, exploration_simulation_job],
-    schedules=[weekly_full_retrain, two_hourly_update],
-    sensors=[new_dataset_files, record_run_failures, batch_job_shards],
-    resources=build_resources(),
-    executor=build_executor(),
-)
+def build_definitions(config: PipelineConfig, s3: S3Settings | None = None, executor: dg.ExecutorDefinition | None = None) -> dg.Definitions:
+    solutions = build_solutions(config)
+    validate_dataset = validate_dataset_job(config.runs)
+    shared = dg.Definitions(
+        assets=[*raw_assets, *validated_assets, exploration_simulation],
+        asset_checks=ge_checks,
+        jobs=[validate_dataset, exploration_simulation_job],
+        sensors=[new_dataset_files_sensor(config, {s.name: s.update_job for s in solutions}, validate_dataset), record_run_failures],
+        resources=build_resources(config, s3),
+        executor=executor or build_executor(config.runs.executor),
+    )
+    return dg.Definitions.merge(shared, *(s.definitions() for s in solutions))
+
+
+defs = build_definitions(settings())

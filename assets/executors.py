@@ -13,13 +13,17 @@ That is what lets steps of one run execute on different machines.
 
 import dagster as dg
 
+from personalize_pipeline.config import Executor
+
 from .settings import settings
 
 EXECUTORS = ("multiprocess", "in_process", "k8s", "celery")
 
 
-def build_executor(spec: dict | None = None) -> dg.ExecutorDefinition:
-    spec = spec if spec is not None else settings()["runs"]["executor"]
+def build_executor(spec: Executor | dict | None = None) -> dg.ExecutorDefinition:
+    spec = spec if spec is not None else settings().runs.executor
+    if isinstance(spec, Executor):
+        spec = spec.model_dump()
     kind, config = spec.get("kind", "multiprocess"), spec.get("config") or {}
     if kind == "multiprocess":
         return dg.multiprocess_executor.configured(config) if config else dg.multiprocess_executor

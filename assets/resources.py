@@ -1,12 +1,14 @@
-"""Dagster resources: where datasets come from, where artifacts and outputs go, and the
-solution being trained. Thin wrappers that hand engine objects to the assets."""
+"""Dagster resources: where datasets come from, where artifacts and outputs go. Thin
+wrappers that hand engine objects to the assets. The solutions are not resources: each
+solution's assets close over its configuration (``assets/solutions.py``)."""
 
 
 import os
-from typing import Any, Optional
+from typing import Optional
 
 import dagster as dg
 
+from personalize_pipeline.config import Solution
 from personalize_pipeline.locations import Location, S3Options
 from personalize_pipeline.outputs import run_output_location
 from personalize_pipeline.training import SolutionConfig
@@ -74,32 +76,9 @@ class OutputLocation(_LocationResource):
         return run_output_location(self.root(), solution, version_id, run_id)
 
 
-class SolutionResource(dg.ConfigurableResource):
-    """The Personalize solution: recipe, hyperparameters, event filters, and HPO / AutoML
-    (``hpo_config`` and ``automl_config`` in Personalize's shape: ``hpoObjective``,
-    ``hpoResourceConfig``, ``algorithmHyperParameterRanges``; ``metricName``, ``recipeList``)."""
-
-    name: str = "demo"
-    recipe: str = "aws-popularity-count"
-    hyperparameters: dict[str, str] = {}
-    event_type: Optional[str] = None
-    event_value_threshold: Optional[float] = None
-    keep_full_versions: int = 5  # retention: last N FULL versions and their UPDATEs
-    perform_hpo: bool = False
-    hpo_config: dict[str, Any] = {}
-    perform_automl: bool = False
-    automl_config: dict[str, Any] = {}
-
-    def config(self) -> SolutionConfig:
-        from personalize_pipeline.tuning import AutoMLConfig, HPOConfig
-
-        return SolutionConfig(
-            None if self.perform_automl else self.recipe,
-            dict(self.hyperparameters),
-            self.event_type,
-            self.event_value_threshold,
-            perform_hpo=self.perform_hpo,
-            hpo=HPOConfig.from_dict(self.hpo_config) if self.perform_hpo else None,
-            perform_automl=self.perform_automl,
-            automl=AutoMLConfig.from_dict(self.automl_config) if self.perform_automl else None,
-        )
+def training_config(solution: Solution) -> SolutionConfig:
+    """The engine's view of a configured solution: recipe, hyperparameters, event filters,
+    and HPO / AutoML (``hpo_config`` and ``automl_config`` in Personalize's shape:
+    ``hpoObjective``, ``hpoResourceConfig``, ``algorithmHyperParameterRanges``;
+    ``metricName``, ``recipeList``)."""
+    return solution.training_config()

@@ -1,5 +1,6 @@
-"""Sensors: new dataset files start an UPDATE (or a validation run while there is no FULL
-version yet); failed runs are recorded under the artifacts location. Both shipped stopped."""
+"""Sensors: new dataset files start an UPDATE of each solution (or a validation run while no
+solution has a FULL version yet); failed runs are recorded under the artifacts location.
+Both shipped stopped. (Each solution's batch shard sensor is in batch_jobs.py.)"""
 
 import datetime as dt
 import json
@@ -7,57 +8,62 @@ import json
 import dagster as dg
 
 from personalize_pipeline.changes import changed_files, dataset_files, digest
+from personalize_pipeline.config import PipelineConfig
 from personalize_pipeline.errors import InputError
 from personalize_pipeline.store import read_index
 
-from .jobs import update, validate_dataset
-from .resources import ArtifactStore, DatasetSource, SolutionResource
-from .settings import settings
+from .jobs import run_config
+from .resources import ArtifactStore, DatasetSource
 
 
-@dg.sensor(
-    name="new_dataset_files",
-    jobs=[update, validate_dataset],
-    minimum_interval_seconds=int(settings()["sensors"]["new_dataset_files"]["minimum_interval_seconds"]),
-    default_status=dg.DefaultSensorStatus.STOPPED,
-    description=(
-        "Watches the dataset location (folder or S3 prefix) for new or changed interactions / items / users "
-        "files; each file version (name, size, ETag or mtime) is handled once (the cursor remembers them)."
-    ),
-)
-def new_dataset_files(
-    context: dg.SensorEvaluationContext, dataset_source: DatasetSource, artifact_store: ArtifactStore, solution: SolutionResource
-):
-    seen = json.loads(context.cursor) if context.cursor else {}
-    try:
-        current = dataset_files(dataset_source.root())
-        index = read_index(artifact_store.solution(solution.name))
-    except InputError as exc:
-        return dg.SkipReason(f"cannot list {dataset_source.location}: {exc.message}")
-    changed = changed_files(current, seen)
-    if not changed:
-        return dg.SkipReason(f"no new or changed dataset files in {dataset_source.location}")
-    job = update if index and index.get("latest_full") else validate_dataset
-    context.log.info(f"{', '.join(changed)} new or changed: requesting {job.name}")
-    observations = [
-        dg.AssetObservation(
-            f"raw_{name.split('.', 1)[0]}",
-            metadata={"file": dg.MetadataValue.path(dataset_source.root().child(name).url), "signature": current[name]},
-            tags={"dagster/data_version": digest({name: current[name]})},
-        )
-        for name in changed
-    ]
-    return dg.SensorResult(
-        run_requests=[
+def new_dataset_files_sensor(config: PipelineConfig, update_jobs: dict[str, object], validate_job) -> dg.SensorDefinition:
+    """One sensor for the dataset group: new or changed files start an UPDATE of every
+    solution that has a FULL version (with its batch_inference run config), or a
+    validation run while none has one."""
+    solutions = {s.name: s for s in config.solutions}
+
+    @dg.sensor(
+        name="new_dataset_files",
+        jobs=[*update_jobs.values(), validate_job],
+        minimum_interval_seconds=config.sensors.new_dataset_files.minimum_interval_seconds,
+        default_status=dg.DefaultSensorStatus.STOPPED,
+        description=(
+            "Watches the dataset location (folder or S3 prefix) for new or changed interactions / items / users "
+            "files; each file version (name, size, ETag or mtime) is handled once (the cursor remembers them). "
+            "Requests an UPDATE of each solution with a FULL version, or validate_dataset while none has one."
+        ),
+    )
+    def new_dataset_files(context: dg.SensorEvaluationContext, dataset_source: DatasetSource, artifact_store: ArtifactStore):
+        seen = json.loads(context.cursor) if context.cursor else {}
+        try:
+            current = dataset_files(dataset_source.root())
+            trained = [n for n in solutions if (read_index(artifact_store.solution(n)) or {}).get("latest_full")]
+        except InputError as exc:
+            return dg.SkipReason(f"cannot list {dataset_source.location}: {exc.message}")
+        changed = changed_files(current, seen)
+        if not changed:
+            return dg.SkipReason(f"no new or changed dataset files in {dataset_source.location}")
+        requests = [
             dg.RunRequest(
-                run_key=f"{job.name}-{digest(current)}",
-                job_name=job.name,
+                run_key=f"{update_jobs[n].name}-{digest(current)}",
+                job_name=update_jobs[n].name,
+                run_config=run_config(solutions[n], "UPDATE"),
                 tags={"personalize/new_files": ",".join(changed)},
             )
-        ],
-        asset_events=observations,
-        cursor=json.dumps(current, sort_keys=True),
-    )
+            for n in trained
+        ] or [dg.RunRequest(run_key=f"{validate_job.name}-{digest(current)}", job_name=validate_job.name, tags={"personalize/new_files": ",".join(changed)})]
+        context.log.info(f"{', '.join(changed)} new or changed: requesting {', '.join(r.job_name for r in requests)}")
+        observations = [
+            dg.AssetObservation(
+                f"raw_{name.split('.', 1)[0]}",
+                metadata={"file": dg.MetadataValue.path(dataset_source.root().child(name).url), "signature": current[name]},
+                tags={"dagster/data_version": digest({name: current[name]})},
+            )
+            for name in changed
+        ]
+        return dg.SensorResult(run_requests=requests, asset_events=observations, cursor=json.dumps(current, sort_keys=True))
+
+    return new_dataset_files
 
 
 def _root_message(error) -> str:

@@ -1,53 +1,61 @@
-"""The solution version: FULL retrain or UPDATE from the latest FULL version."""
+"""A solution's version: FULL retrain or UPDATE from its latest FULL version."""
 
 
 import dagster as dg
 
+from personalize_pipeline.config import Solution
 from personalize_pipeline.features import load_features
 from personalize_pipeline.measure import measured
 from personalize_pipeline.store import read_index
 from personalize_pipeline.training import train
 
-from .metadata import CODE_VERSION, floats, location_of, retry_policy, step_failure_on_bad_input, table_markdown
+from .metadata import CODE_VERSION, ReadsUpstream, floats, retry_policy, step_failure_on_bad_input, table_markdown, upstream_location
 from .plots import hpo_trials, loss_curve
-from .resources import ArtifactStore, SolutionResource
+from .resources import ArtifactStore, training_config
 
 
-class TrainConfig(dg.Config):
+class TrainConfig(ReadsUpstream):
     training_mode: str = "FULL"  # FULL or UPDATE
     seed: int = 42
 
 
-@dg.asset(
-    deps=["featurized_dataset"],
-    group_name="personalize",
-    code_version=CODE_VERSION,
-    retry_policy=retry_policy(),
-    kinds={"pytorch", "numpy"},
-    pool="personalize_training",
-    description=(
-        "A trained solution version (model, catalogue, histories, manifest) in the solution store; "
-        "the last keep_full_versions FULL versions and their UPDATEs are kept."
-    ),
-)
-def solution_version(
-    context: dg.AssetExecutionContext, config: TrainConfig, artifact_store: ArtifactStore, solution: SolutionResource
-) -> dg.MaterializeResult:
-    s3 = artifact_store.s3.options()
-    with measured() as stage:
-        features = load_features(location_of(context, "featurized_dataset", s3))
-        root = artifact_store.solution(solution.name)
-        with step_failure_on_bad_input():
-            version = train(
-                features,
-                solution.config(),
-                root,
-                training_mode=config.training_mode,
-                seed=config.seed,
-                solution_name=solution.name,
-                keep_full_versions=solution.keep_full_versions,
-                log=context.log.info,
-            )
+def solution_version_asset(solution: Solution) -> dg.AssetsDefinition:
+    @dg.asset(
+        name="solution_version",
+        key_prefix=[solution.name],
+        deps=[dg.AssetKey([solution.name, "featurized_dataset"])],
+        group_name=solution.name,
+        code_version=CODE_VERSION,
+        retry_policy=retry_policy(),
+        kinds={"pytorch", "numpy"},
+        pool="personalize_training",
+        description=(
+            f"A trained version of solution {solution.name} ({solution.recipe}): model, catalogue, histories, manifest, "
+            f"in the solution store; the last {solution.keep_full_versions} FULL versions and their UPDATEs are kept."
+        ),
+    )
+    def _asset(context: dg.AssetExecutionContext, config: TrainConfig, artifact_store: ArtifactStore) -> dg.MaterializeResult:
+        s3 = artifact_store.s3.options()
+        with measured() as stage:
+            features = load_features(upstream_location(context, dg.AssetKey([solution.name, "featurized_dataset"]), s3, config.upstream_paths))
+            root = artifact_store.solution(solution.name)
+            with step_failure_on_bad_input():
+                version = train(
+                    features,
+                    training_config(solution),
+                    root,
+                    training_mode=config.training_mode,
+                    seed=config.seed,
+                    solution_name=solution.name,
+                    keep_full_versions=solution.keep_full_versions,
+                    log=context.log.info,
+                )
+        return _version_result(context, version, root, stage)
+
+    return _asset
+
+
+def _version_result(context: dg.AssetExecutionContext, version, root, stage) -> dg.MaterializeResult:
     m = version.manifest
     losses = m.get("training", {}).get("loss_by_epoch", [])
     plots = {"loss_curve": loss_curve(losses)} if len(losses) > 1 else {}

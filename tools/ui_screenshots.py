@@ -26,8 +26,8 @@ from typing import Iterator
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = {
     # name: (path, window size)
-    "asset-graph": ("/locations/assets.definitions/asset-groups/personalize", "1600,800"),
-    "solution-metrics": ("/assets/solution_metrics", "1400,2600"),
+    "asset-graph": ("/locations/assets.definitions/asset-groups/demo", "1600,800"),
+    "solution-metrics": ("/assets/demo/solution_metrics", "1400,2600"),
 }
 
 
@@ -58,7 +58,7 @@ def ui_env(workdir: Path, dataset: Path, recipe: str = "aws-popularity-count") -
     home.mkdir(exist_ok=True)
     shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
     config = workdir / "personalize.yaml"
-    config.write_text(f"solution: {{name: demo, recipe: {recipe}}}\n")
+    config.write_text(f"solutions: [{{name: demo, recipe: {recipe}}}]\n")
     env = {
         **os.environ,
         "DAGSTER_HOME": str(home),
@@ -74,7 +74,7 @@ def ui_env(workdir: Path, dataset: Path, recipe: str = "aws-popularity-count") -
 
 
 def prepare_home(workdir: Path, recipe: str = "aws-popularity-count", users: int = 300, items: int = 200, interactions: int = 6000) -> dict[str, str]:
-    """Demo data and one full_retrain run (``python -m assets.run_demo``) recorded in a
+    """Demo data and one demo__full_retrain run (``python -m assets.run_demo``) recorded in a
     fresh DAGSTER_HOME under ``workdir``. Returns the environment for the webserver."""
     env = ui_env(workdir, workdir / "demo", recipe)
     py = sys.executable

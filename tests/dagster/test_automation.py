@@ -4,7 +4,6 @@ per new or changed file (local folder and S3 prefix) and none on a second look; 
 runs are recorded."""
 
 import datetime as dt
-import importlib
 import json
 import shutil
 
@@ -12,13 +11,11 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from pipeline_resources import pipeline_resources
-from assets import schedules as schedules_module
-from assets import settings as settings_module
-from assets.definitions import defs
+from pipeline_resources import pipeline_defs, pipeline_resources
+from assets.definitions import build_definitions
 from assets.resources import S3Settings
-from assets.schedules import two_hourly_update, weekly_full_retrain
-from assets.sensors import new_dataset_files, record_run_failures
+from assets.sensors import record_run_failures
+from personalize_pipeline.config import load_config
 from personalize_pipeline.datasets import read_dataset_group
 from personalize_pipeline.features import featurize
 from personalize_pipeline.training import SolutionConfig, train
@@ -45,8 +42,10 @@ def dataset(demo_small, tmp_path):
 
 
 def test_update_schedule_skips_until_full_version_and_new_data(dataset, tmp_path):
-    resources = pipeline_resources(dataset, tmp_path / "artifacts", tmp_path / "output")
-    update_job = defs.resolve_job_def("update")
+    defs = pipeline_defs(dataset, tmp_path / "artifacts", tmp_path / "output")
+    resources = defs.resources
+    update_job = defs.resolve_job_def("demo__update")
+    two_hourly_update = defs.resolve_schedule_def("demo__two_hourly_update")
     first = dt.datetime(2026, 11, 22, 4, tzinfo=dt.timezone.utc)
     ticks = [first + dt.timedelta(hours=2 * i) for i in range(4)]
 
@@ -64,7 +63,8 @@ def test_update_schedule_skips_until_full_version_and_new_data(dataset, tmp_path
     add_interactions(dataset)
     [request] = evaluate(ticks[2]).run_requests
     assert dg.validate_run_config(update_job, request.run_config or {})
-    assert request.run_key == f"update-{ticks[2].isoformat()}"
+    assert request.run_key == f"demo-update-{ticks[2].isoformat()}"
+    assert request.run_config["ops"]["demo__solution_version"]["config"]["training_mode"] == "UPDATE"
     assert "interactions.csv" in request.tags["personalize/reason"]
 
     shutil.rmtree(dataset)
@@ -72,43 +72,43 @@ def test_update_schedule_skips_until_full_version_and_new_data(dataset, tmp_path
     assert result.run_requests == [] and "cannot look for new data" in result.skip_message
 
 
-def test_weekly_full_schedule_and_configurable_cron(tmp_path, monkeypatch):
-    full_job = defs.resolve_job_def("full_retrain")
-    [request] = weekly_full_retrain.evaluate_tick(
-        dg.build_schedule_context(scheduled_execution_time=dt.datetime(2026, 11, 22, 3, tzinfo=dt.timezone.utc))
-    ).run_requests
-    assert dg.validate_run_config(full_job, request.run_config or {})
-    assert weekly_full_retrain.cron_schedule == "0 3 * * 0" and two_hourly_update.cron_schedule == "0 */2 * * *"
-    for schedule in (weekly_full_retrain, two_hourly_update):
+def test_weekly_full_schedule_and_configurable_cron(tmp_path):
+    defs = build_definitions(load_config("personalize.yaml"))
+    full_job = defs.resolve_job_def("demo__full_retrain")
+    weekly, update = defs.resolve_schedule_def("demo__weekly_full_retrain"), defs.resolve_schedule_def("demo__two_hourly_update")
+    [request] = weekly.evaluate_tick(dg.build_schedule_context(scheduled_execution_time=dt.datetime(2026, 11, 22, 3, tzinfo=dt.timezone.utc))).run_requests
+    assert dg.validate_run_config(full_job, request.run_config)
+    assert weekly.cron_schedule == "0 3 * * 0" and update.cron_schedule == "0 */2 * * *"
+    for schedule in (weekly, update):
         assert schedule.execution_timezone == "UTC" and schedule.default_status == dg.DefaultScheduleStatus.STOPPED
 
     config = tmp_path / "personalize.yaml"
     config.write_text(
-        "schedules:\n  full_retrain: {cron: '30 1 * * 6', timezone: Europe/Paris}\n  update: {cron: '15 * * * *', timezone: Asia/Tokyo}\n"
+        "solutions:\n"
+        "  - {name: paris, schedules: {full: '30 1 * * 6', update: '15 * * * *', timezone: Europe/Paris}}\n"
+        "  - {name: tokyo, schedules: {timezone: Asia/Tokyo}}\n"
     )
-    monkeypatch.setenv("PERSONALIZE_CONFIG", str(config))
-    settings_module.settings.cache_clear()
-    try:
-        module = importlib.reload(schedules_module)
-        assert (module.weekly_full_retrain.cron_schedule, module.weekly_full_retrain.execution_timezone) == ("30 1 * * 6", "Europe/Paris")
-        assert (module.two_hourly_update.cron_schedule, module.two_hourly_update.execution_timezone) == ("15 * * * *", "Asia/Tokyo")
-    finally:
-        monkeypatch.delenv("PERSONALIZE_CONFIG")
-        settings_module.settings.cache_clear()
-        importlib.reload(schedules_module)
+    defs = build_definitions(load_config(config))
+    schedules = {s.name: (s.cron_schedule, s.execution_timezone) for s in defs.schedules}
+    assert schedules == {
+        "paris__weekly_full_retrain": ("30 1 * * 6", "Europe/Paris"),
+        "paris__two_hourly_update": ("15 * * * *", "Europe/Paris"),
+        "tokyo__weekly_full_retrain": ("0 3 * * 0", "Asia/Tokyo"),
+        "tokyo__two_hourly_update": ("0 */2 * * *", "Asia/Tokyo"),
+    }
 
 
-def _sensor(resources, cursor):
-    with dg.build_sensor_context(cursor=cursor, resources=resources, definitions=defs) as context:
-        return new_dataset_files.evaluate_tick(context)
+def _sensor(defs, cursor, resources=None):
+    with dg.build_sensor_context(cursor=cursor, resources=resources or defs.resources, definitions=defs) as context:
+        return defs.resolve_sensor_def("new_dataset_files").evaluate_tick(context)
 
 
 def test_file_sensor_requests_one_run_per_new_file_locally(dataset, tmp_path):
-    resources = pipeline_resources(dataset, tmp_path / "artifacts", tmp_path / "output")
-    assert new_dataset_files.default_status == dg.DefaultSensorStatus.STOPPED
+    defs = pipeline_defs(dataset, tmp_path / "artifacts", tmp_path / "output")
+    assert defs.resolve_sensor_def("new_dataset_files").default_status == dg.DefaultSensorStatus.STOPPED
 
     # first look, no FULL version yet: one validation run for the three files
-    result = _sensor(resources, None)
+    result = _sensor(defs, None)
     [request] = result.run_requests
     assert request.job_name == "validate_dataset"
     assert request.tags["personalize/new_files"] == "interactions.csv,items.csv,users.csv"
@@ -116,20 +116,21 @@ def test_file_sensor_requests_one_run_per_new_file_locally(dataset, tmp_path):
     assert set(observed) == {"raw_interactions", "raw_items", "raw_users"}
     cursor = result.cursor
 
-    again = _sensor(resources, cursor)
+    again = _sensor(defs, cursor)
     assert again.run_requests == [] and "no new or changed dataset files" in again.skip_message
     assert again.cursor in (None, cursor)
 
     train_full(dataset, tmp_path / "artifacts")
     add_interactions(dataset)
-    result = _sensor(resources, cursor)
+    result = _sensor(defs, cursor)
     [request] = result.run_requests
-    assert request.job_name == "update" and request.tags["personalize/new_files"] == "interactions.csv"
+    assert request.job_name == "demo__update" and request.tags["personalize/new_files"] == "interactions.csv"
     assert [e.asset_key.to_user_string() for e in result.asset_events] == ["raw_interactions"]
     assert result.asset_events[0].tags["dagster/data_version"] != observed["raw_interactions"]
-    assert _sensor(resources, result.cursor).run_requests == []
+    assert _sensor(defs, result.cursor).run_requests == []
     job = defs.resolve_job_def(request.job_name)
-    assert dg.validate_run_config(job, request.run_config or {})
+    assert dg.validate_run_config(job, request.run_config)
+    assert request.run_config["ops"]["demo__batch_inference_output"]["config"]["num_results"] == 25
 
 
 def test_file_sensor_on_an_s3_prefix(dataset, tmp_path, s3_bucket):
@@ -138,19 +139,19 @@ def test_file_sensor_on_an_s3_prefix(dataset, tmp_path, s3_bucket):
     prefix = f"{bucket.removeprefix('s3://')}/dataset"
     fs.put_file(str(dataset / "interactions.csv"), f"{prefix}/interactions.csv")
     s3 = S3Settings(endpoint_url=server.endpoint_url, access_key_id="test", secret_access_key="test-secret")
-    resources = pipeline_resources(f"{bucket}/dataset", f"{bucket}/artifacts", f"{bucket}/output", s3=s3)
+    defs = pipeline_defs(f"{bucket}/dataset", f"{bucket}/artifacts", f"{bucket}/output", s3=s3)
 
-    first = _sensor(resources, None)
+    first = _sensor(defs, None)
     assert [r.tags["personalize/new_files"] for r in first.run_requests] == ["interactions.csv"]
-    assert _sensor(resources, first.cursor).run_requests == []
+    assert _sensor(defs, first.cursor).run_requests == []
     fs.put_file(str(dataset / "items.csv"), f"{prefix}/items.csv")
-    second = _sensor(resources, first.cursor)
+    second = _sensor(defs, first.cursor)
     assert [r.tags["personalize/new_files"] for r in second.run_requests] == ["items.csv"]
     add_interactions(dataset)
     fs.put_file(str(dataset / "interactions.csv"), f"{prefix}/interactions.csv")  # replaced: new ETag
-    third = _sensor(resources, second.cursor)
+    third = _sensor(defs, second.cursor)
     assert [r.tags["personalize/new_files"] for r in third.run_requests] == ["interactions.csv"]
-    assert _sensor(resources, third.cursor).run_requests == []
+    assert _sensor(defs, third.cursor).run_requests == []
 
 
 def test_failed_run_is_recorded(tmp_path):

@@ -9,26 +9,18 @@ import shutil
 import dagster as dg
 import pandas as pd
 
-from pipeline_resources import pipeline_resources
-from assets.checks import ge_checks
-from assets.datasets import raw_assets
-from assets.definitions import pipeline_assets
-from assets.evaluation import beats_popularity
-from assets.jobs import full_retrain, update
-from assets.schedules import two_hourly_update
+from pipeline_resources import key, pipeline_defs
 from personalize_pipeline.store import read_index
 
 
 def test_full_update_update_cycle(demo_small, tmp_path):
     dataset, artifacts, output = tmp_path / "dataset", tmp_path / "artifacts", tmp_path / "output"
     shutil.copytree(demo_small, dataset)
-    resources = pipeline_resources(dataset, artifacts, output, keep_full_versions=1)
-    defs = dg.Definitions(
-        assets=[*raw_assets, *pipeline_assets], asset_checks=[*ge_checks, beats_popularity], jobs=[full_retrain, update], resources=resources
-    )
-    instance = dg.DagsterInstance.ephemeral()
     job_input = str(dataset / "batch-input" / "users.jsonl")
-    run_config = {"ops": {"batch_inference_output": {"config": {"input": job_input, "num_results": 5}}}}
+    defs = pipeline_defs(dataset, artifacts, output, keep_full_versions=1, batch_inference={"input": job_input, "num_results": 5})
+    resources = defs.resources
+    two_hourly_update = defs.resolve_schedule_def("demo__two_hourly_update")
+    instance = dg.DagsterInstance.ephemeral()
     interactions = pd.read_csv(dataset / "interactions.csv", dtype=str, keep_default_na=False)
     tick = dt.datetime(2026, 11, 23, 2, tzinfo=dt.timezone.utc)
 
@@ -37,8 +29,9 @@ def test_full_update_update_cycle(demo_small, tmp_path):
             return two_hourly_update.evaluate_tick(context)
 
     runs = []
-    for step, job in enumerate(("full_retrain", "update", "update")):
-        if job == "update":
+    for step, job in enumerate(("demo__full_retrain", "demo__update", "demo__update")):
+        run_config = None  # the job's default run config: the solution's batch_inference section
+        if job == "demo__update":
             assert "no new data" in schedule_says().skip_message
             # a new day of events: users come back to items they did not see before
             new = interactions.sample(300, random_state=step).assign(
@@ -49,10 +42,11 @@ def test_full_update_update_cycle(demo_small, tmp_path):
             interactions.to_csv(dataset / "interactions.csv", index=False)
             [request] = schedule_says().run_requests
             assert "interactions.csv" in request.tags["personalize/reason"]
+            run_config = request.run_config
         result = defs.resolve_job_def(job).execute_in_process(instance=instance, raise_on_error=False, run_config=run_config)
         assert result.success, job
-        version = instance.get_latest_materialization_event(dg.AssetKey("solution_version")).asset_materialization.metadata
-        out = instance.get_latest_materialization_event(dg.AssetKey("batch_inference_output")).asset_materialization.metadata
+        version = instance.get_latest_materialization_event(key("demo", "solution_version")).asset_materialization.metadata
+        out = instance.get_latest_materialization_event(key("demo", "batch_inference_output")).asset_materialization.metadata
         runs.append((result.run_id, version["solution_version"].value, version["training_mode"].value, out["path"].value))
         latest = json.loads((output / "demo" / "latest.json").read_text())
         assert (latest["run_id"], latest["solution_version"], latest["output"]) == (result.run_id, runs[-1][1], runs[-1][3])

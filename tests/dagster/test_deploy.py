@@ -1,7 +1,6 @@
 """The cluster configurations under deploy/ are valid for the executors and run launcher
 they name (dagster-k8s, dagster-celery), and the jobs load with each executor."""
 
-import json
 from pathlib import Path
 
 import dagster as dg
@@ -9,12 +8,9 @@ import pytest
 import yaml
 from dagster._config import process_config
 
-from assets.checks import ge_checks
-from assets.datasets import raw_assets
-from assets.definitions import build_resources, pipeline_assets
+from assets.definitions import build_definitions
 from assets.executors import build_executor
-from assets.jobs import full_retrain, update
-from assets.settings import DEFAULTS, _merge
+from personalize_pipeline.config import parse_config
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
@@ -23,29 +19,29 @@ DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 def test_cluster_executor_config_is_valid(name, executor, monkeypatch):
     monkeypatch.setenv("CELERY_BROKER_URL", "pyamqp://guest@localhost//")
     monkeypatch.setenv("CELERY_RESULT_BACKEND", "rpc://")
-    config = _merge(json.loads(json.dumps(DEFAULTS)), yaml.safe_load((DEPLOY / name).read_text()))
-    assert all(str(v).startswith("s3://") for v in config["locations"].values()), "artifacts must travel through S3"
-    spec = config["runs"]["executor"]
-    executor_def = build_executor({"kind": spec["kind"]})
+    config = parse_config(yaml.safe_load((DEPLOY / name).read_text()), name)
+    assert all(v.startswith("s3://") for v in config.locations.model_dump().values()), "artifacts must travel through S3"
+    spec = config.runs.executor
+    executor_def = build_executor({"kind": spec.kind})
     assert executor_def.name == executor
-    defs = dg.Definitions(
-        assets=[*raw_assets, *pipeline_assets], asset_checks=ge_checks, jobs=[full_retrain, update], resources=build_resources(config), executor=executor_def
-    )
+    defs = build_definitions(config, executor=executor_def)
     dg.Definitions.validate_loadable(defs)
-    for job_name, mode in (("full_retrain", "FULL"), ("update", "UPDATE")):
+    for job_name, mode in (("demo__full_retrain", "FULL"), ("demo__update", "UPDATE")):
         job = defs.resolve_job_def(job_name)
-        run_config = {"execution": {"config": spec["config"]}, "ops": {"solution_version": {"config": {"training_mode": mode}}}}
+        run_config = {"execution": {"config": spec.config}, "ops": {"demo__solution_version": {"config": {"training_mode": mode}}}}
         assert dg.validate_run_config(job, run_config)
-    bad = {"execution": {"config": {**spec["config"], "no_such_option": 1}}}
+    if executor == "k8s":  # per-step settings name real step keys
+        assert set(spec.config["per_step_k8s_config"]) <= {n.name for n in defs.resolve_job_def("demo__full_retrain").graph.node_defs}
+    bad = {"execution": {"config": {**spec.config, "no_such_option": 1}}}
     with pytest.raises(dg.DagsterInvalidConfigError):
-        dg.validate_run_config(defs.resolve_job_def("update"), bad)
+        dg.validate_run_config(defs.resolve_job_def("demo__update"), bad)
 
 
 def test_default_executor_is_multiprocess():
     from assets.definitions import defs
 
     assert build_executor().name == "multiprocess"
-    assert defs.resolve_job_def("full_retrain").executor_def.name == "multiprocess"
+    assert defs.resolve_job_def("demo__full_retrain").executor_def.name == "multiprocess"
     with pytest.raises(ValueError, match="runs.executor.kind must be one of"):
         build_executor({"kind": "slurm"})
 

@@ -7,30 +7,27 @@ import base64
 import dagster as dg
 import pytest
 
-from pipeline_resources import pipeline_resources
-from assets.checks import ge_checks
-from assets.datasets import validated_assets
-from assets.evaluation import beats_popularity, no_collapse_against_previous_version, solution_metrics
-from assets.features import featurized_dataset
-from assets.training import solution_version
+from pipeline_resources import pipeline_defs
 from personalize_pipeline.store import load_manifest
 
 
 def resources_for(demo, tmp_path, **solution):
-    return pipeline_resources(demo, tmp_path / "a", tmp_path / "o", **solution)
+    return pipeline_defs(demo, tmp_path / "a", tmp_path / "o", **solution)
 
 
-def materialize(resources, instance):
+def materialize(defs, instance):
+    """validated_* → demo's featurized dataset → solution version → metrics, with every check."""
     return dg.materialize(
-        [*validated_assets, featurized_dataset, solution_version, solution_metrics, *ge_checks, beats_popularity, no_collapse_against_previous_version],
-        resources=resources,
+        [*defs.assets, *defs.asset_checks],
+        resources=defs.resources,
+        selection=dg.AssetSelection.groups("dataset_group") | dg.AssetSelection.assets(*[["demo", n] for n in ("featurized_dataset", "solution_version", "solution_metrics")]),
         instance=instance,
         raise_on_error=False,
     )
 
 
 def latest_md(instance, key):
-    return instance.get_latest_materialization_event(dg.AssetKey(key)).asset_materialization.metadata
+    return instance.get_latest_materialization_event(dg.AssetKey(["demo", key])).asset_materialization.metadata
 
 
 def is_png(markdown_value) -> bool:
@@ -42,7 +39,7 @@ def test_hpo_run_then_a_collapsed_version_fails_the_check(demo_small, tmp_path, 
     hpo = {"hpoResourceConfig": {"maxNumberOfTrainingJobs": "3"}, "hpoObjective": {"type": "Maximize", "metricName": "precision_at_25"}}
     result = materialize(resources_for(demo_small, tmp_path, recipe="aws-sims", perform_hpo=True, hpo_config=hpo), instance)
     assert result.success
-    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations() if e.asset_key.to_user_string() == "solution_metrics"}
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations() if e.asset_key.to_user_string() == "demo/solution_metrics"}
     assert checks == {"beats_popularity": True, "no_collapse_against_previous_version": True}
 
     version = latest_md(instance, "solution_version")
@@ -63,7 +60,7 @@ def test_hpo_run_then_a_collapsed_version_fails_the_check(demo_small, tmp_path, 
     # a broken model (one epoch at a useless learning rate) as the next version of the same solution
     broken = {"epochs": "1", "learning_rate": "0.00001", "hidden_dimension": "32", "n_sample": "64"}
     result = materialize(resources_for(demo_small, tmp_path, recipe="aws-hrnn", hyperparameters=broken), instance)
-    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations() if e.asset_key.to_user_string() == "solution_metrics"}
+    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations() if e.asset_key.to_user_string() == "demo/solution_metrics"}
     collapse = evaluations["no_collapse_against_previous_version"]
     assert not collapse.passed and collapse.severity == dg.AssetCheckSeverity.ERROR
     assert first_version in collapse.description

@@ -8,23 +8,12 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from pipeline_resources import pipeline_resources
-from assets.checks import ge_checks
-from assets.datasets import raw_assets
-from assets.definitions import pipeline_assets
-from assets.evaluation import beats_popularity
-from assets.jobs import full_retrain, update
+from pipeline_resources import pipeline_defs
 from personalize_pipeline.locations import Location
 
 
 def make_defs(dataset, artifacts, output, s3=None):
-    resources = pipeline_resources(dataset, artifacts, output, s3=s3)
-    return dg.Definitions(
-        assets=[*raw_assets, *pipeline_assets],
-        asset_checks=[*ge_checks, beats_popularity],
-        jobs=[full_retrain, update],
-        resources=resources,
-    )
+    return pipeline_defs(dataset, artifacts, output, s3=s3)
 
 
 def run(defs, job_name, instance, run_config=None):
@@ -32,7 +21,9 @@ def run(defs, job_name, instance, run_config=None):
 
 
 def latest_md(instance, key):
-    return instance.get_latest_materialization_event(dg.AssetKey(key)).asset_materialization.metadata
+    """Metadata of the latest materialization of ``key`` (shared validated_* or solution demo's)."""
+    asset_key = dg.AssetKey(key) if key.startswith("validated_") else dg.AssetKey(["demo", key])
+    return instance.get_latest_materialization_event(asset_key).asset_materialization.metadata
 
 
 def test_full_then_update_with_batch_output_on_s3(demo_small, tmp_path, s3_bucket):
@@ -43,12 +34,12 @@ def test_full_then_update_with_batch_output_on_s3(demo_small, tmp_path, s3_bucke
     defs = make_defs(demo_small, tmp_path / "artifacts", f"{bucket}/recommendations", s3=s3)
     instance = dg.DagsterInstance.ephemeral()
     job_input = str(demo_small / "batch-input" / "users.jsonl")
-    run_config = {"ops": {"batch_inference_output": {"config": {"input": job_input, "num_results": 10}}}}
+    run_config = {"ops": {"demo__batch_inference_output": {"config": {"input": job_input, "num_results": 10}}}}
 
-    result = run(defs, "full_retrain", instance, run_config)
+    result = run(defs, "demo__full_retrain", instance, run_config)
     assert result.success
     checks = {e.asset_key.to_user_string(): e.passed for e in result.get_asset_check_evaluations()}
-    assert checks == {"validated_interactions": True, "validated_items": True, "validated_users": True, "solution_metrics": True}
+    assert checks == {"validated_interactions": True, "validated_items": True, "validated_users": True, "demo/solution_metrics": True}
 
     md = latest_md(instance, "batch_inference_output")
     out_url = md["path"].value
@@ -79,12 +70,12 @@ def test_full_then_update_with_batch_output_on_s3(demo_small, tmp_path, s3_bucke
     assert check.metadata["seconds"].value > 0 and check.metadata["peak_rss_mb"].value > 50
 
     # UPDATE: new interactions arrive; the update job starts from the FULL version
-    result = run(defs, "update", instance, run_config)
+    result = run(defs, "demo__update", instance, run_config)
     assert result.success
     upd = latest_md(instance, "solution_version")
     assert upd["training_mode"].value == "UPDATE"
     assert upd["base_version"].value == full_md["solution_version"].value
-    assert "solution_metrics" not in {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert "demo/solution_metrics" not in {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     outputs = fs.find(f"{bucket.removeprefix('s3://')}/recommendations/demo/")
     assert len([o for o in outputs if o.endswith(".out")]) == 2
 
@@ -95,7 +86,7 @@ def test_failed_ge_check_blocks_training_and_keeps_earlier_outputs(demo_small, t
     artifacts, output = tmp_path / "artifacts", tmp_path / "output"
     defs = make_defs(dataset, artifacts, output)
     instance = dg.DagsterInstance.ephemeral()
-    assert run(defs, "full_retrain", instance).success
+    assert run(defs, "demo__full_retrain", instance).success
     index_before = (artifacts / "solutions" / "demo" / "solution.json").read_bytes()
     outputs_before = sorted(p.relative_to(output) for p in output.rglob("*"))
 
@@ -103,13 +94,13 @@ def test_failed_ge_check_blocks_training_and_keeps_earlier_outputs(demo_small, t
     df.loc[10, "TIMESTAMP"] = "not-a-time"
     df.to_csv(dataset / "interactions.csv", index=False)
 
-    result = run(defs, "full_retrain", instance)
+    result = run(defs, "demo__full_retrain", instance)
     assert not result.success
     [failed] = [e for e in result.get_asset_check_evaluations() if not e.passed]
     assert failed.asset_key.to_user_string() == "validated_interactions"
     assert "TIMESTAMP" in failed.description and "not-a-time" in failed.description and "line 12" in failed.description
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
-    assert "featurized_dataset" not in materialized and "solution_version" not in materialized
+    assert "demo/featurized_dataset" not in materialized and "demo/solution_version" not in materialized
     assert (artifacts / "solutions" / "demo" / "solution.json").read_bytes() == index_before
     assert sorted(p.relative_to(output) for p in output.rglob("*")) == outputs_before
 
@@ -119,10 +110,11 @@ def test_materialize_selection_blocked_by_check(demo_small, tmp_path):
     dataset = tmp_path / "dataset"
     shutil.copytree(demo_small, dataset)
     (dataset / "interactions.csv").write_text((dataset / "interactions.csv").read_text().replace("TIMESTAMP", "WHEN", 1))
+    defs = pipeline_defs(dataset, tmp_path / "a", tmp_path / "o")
     result = dg.materialize(
-        [*raw_assets, *pipeline_assets, *ge_checks],
-        resources=pipeline_resources(dataset, tmp_path / "a", tmp_path / "o"),
-        selection=dg.AssetSelection.groups("personalize") - dg.AssetSelection.assets("solution_metrics"),
+        [*defs.assets, *defs.asset_checks],
+        resources=defs.resources,
+        selection=dg.AssetSelection.groups("dataset_group", "demo") - dg.AssetSelection.assets(["demo", "solution_metrics"], ["demo", "batch_job_output"]),
         raise_on_error=False,
         instance=dg.DagsterInstance.ephemeral(),
     )
@@ -135,7 +127,7 @@ def test_materialize_selection_blocked_by_check(demo_small, tmp_path):
 def test_update_without_full_fails_with_clear_message(demo_small, tmp_path):
     defs = make_defs(demo_small, tmp_path / "a", tmp_path / "o")
     instance = dg.DagsterInstance.ephemeral()
-    result = run(defs, "update", instance)
+    result = run(defs, "demo__update", instance)
     assert not result.success
     [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     assert "UPDATE needs a FULL solution version" in failure.event_specific_data.error.message
@@ -144,10 +136,9 @@ def test_update_without_full_fails_with_clear_message(demo_small, tmp_path):
 def test_hrnn_run_shows_plots_and_training_metadata(demo_small, tmp_path):
     import base64
 
-    resources = pipeline_resources(demo_small, tmp_path / "a", tmp_path / "o", recipe="aws-hrnn", hyperparameters={"epochs": 3})
-    defs = dg.Definitions(assets=[*raw_assets, *pipeline_assets], asset_checks=[*ge_checks, beats_popularity], jobs=[full_retrain], resources=resources)
+    defs = pipeline_defs(demo_small, tmp_path / "a", tmp_path / "o", recipe="aws-hrnn", hyperparameters={"epochs": 3})
     instance = dg.DagsterInstance.ephemeral()
-    assert run(defs, "full_retrain", instance).success
+    assert run(defs, "demo__full_retrain", instance).success
     version = latest_md(instance, "solution_version")
     assert version["recipe"].value == "aws-hrnn" and version["training/epochs_run"].value == 3
     png = version["loss_curve"].value.split("base64,", 1)[1].rstrip(")")

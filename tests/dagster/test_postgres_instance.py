@@ -18,12 +18,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from pipeline_resources import pipeline_resources
-from assets.checks import ge_checks
-from assets.datasets import raw_assets
-from assets.definitions import pipeline_assets
-from assets.evaluation import beats_popularity
-from assets.jobs import full_retrain
+from pipeline_resources import pipeline_defs
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -105,19 +100,14 @@ def test_pipeline_runs_through_a_postgres_instance(postgres, demo_small, tmp_pat
     home.mkdir()
     shutil.copy(ROOT / "deploy" / "dagster.postgres.yaml", home / "dagster.yaml")
 
-    defs = dg.Definitions(
-        assets=[*raw_assets, *pipeline_assets],
-        asset_checks=[*ge_checks, beats_popularity],
-        jobs=[full_retrain],
-        resources=pipeline_resources(demo_small, tmp_path / "a", tmp_path / "o"),
-    )
+    defs = pipeline_defs(demo_small, tmp_path / "a", tmp_path / "o")
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
-        result = defs.resolve_job_def("full_retrain").execute_in_process(instance=instance, raise_on_error=False)
+        result = defs.resolve_job_def("demo__full_retrain").execute_in_process(instance=instance, raise_on_error=False)
         assert result.success
         assert instance.get_run_by_id(result.run_id).status == dg.DagsterRunStatus.SUCCESS
-        md = instance.get_latest_materialization_event(dg.AssetKey("batch_inference_output")).asset_materialization.metadata
+        md = instance.get_latest_materialization_event(dg.AssetKey(["demo", "batch_inference_output"])).asset_materialization.metadata
         latest = json.loads((tmp_path / "o" / "demo" / "latest.json").read_text())
         assert latest["run_id"] == result.run_id and latest["output"] == md["path"].value
 

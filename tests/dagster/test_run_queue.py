@@ -56,10 +56,10 @@ def test_runs_of_one_solution_are_serialized(tmp_path):
             def status(run_id: str) -> dg.DagsterRunStatus:
                 return instance.get_run_by_id(run_id).status
 
-            full = submit("full_retrain", "demo")
-            update = submit("update", "demo")
-            full_again = submit("full_retrain", "demo")
-            other = submit("update", "another-solution")
+            full = submit("demo__full_retrain", "demo")
+            update = submit("demo__update", "demo")
+            full_again = submit("demo__full_retrain", "demo")
+            other = submit("demo__update", "another-solution")
             assert {status(r) for r in (full, update, full_again, other)} == {dg.DagsterRunStatus.QUEUED}
 
             tick()

@@ -15,12 +15,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 import ui_screenshots  # noqa: E402
 
-from assets.checks import ge_checks  # noqa: E402
-from assets.datasets import raw_assets  # noqa: E402
-from assets.definitions import pipeline_assets  # noqa: E402
-from assets.evaluation import beats_popularity, no_collapse_against_previous_version  # noqa: E402
-from assets.jobs import full_retrain  # noqa: E402
-from pipeline_resources import pipeline_resources  # noqa: E402
+from pipeline_resources import pipeline_defs  # noqa: E402
 
 ASSETS = ("validated_interactions", "validated_items", "validated_users", "featurized_dataset", "solution_version", "solution_metrics", "batch_inference_output")
 
@@ -35,17 +30,12 @@ def chromium():
 
 def test_asset_graph_and_metrics_page_show_the_pipeline(chromium, demo_small, tmp_path, monkeypatch):
     env = ui_screenshots.ui_env(tmp_path / "ui", demo_small, "aws-popularity-count")
-    defs = dg.Definitions(
-        assets=[*raw_assets, *pipeline_assets],
-        asset_checks=[*ge_checks, beats_popularity, no_collapse_against_previous_version],
-        jobs=[full_retrain],
-        resources=pipeline_resources(env["PERSONALIZE_DATASET"], env["PERSONALIZE_ARTIFACTS"], env["PERSONALIZE_OUTPUT"]),
-    )
+    defs = pipeline_defs(env["PERSONALIZE_DATASET"], env["PERSONALIZE_ARTIFACTS"], env["PERSONALIZE_OUTPUT"])
     monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])
     instance = dg.DagsterInstance.get()
     try:
         for _ in range(2):  # two FULL versions: the second is compared with the first
-            assert defs.resolve_job_def("full_retrain").execute_in_process(instance=instance, raise_on_error=False).success
+            assert defs.resolve_job_def("demo__full_retrain").execute_in_process(instance=instance, raise_on_error=False).success
     finally:
         instance.dispose()
 
