@@ -59,8 +59,11 @@ def solution_jobs(solution: Solution, runs: Runs) -> tuple[Any, Any]:
     )
     update = dg.define_asset_job(
         f"{name}__update",
-        selection=VALIDATION | solution_selection(solution, *pipeline),
-        description=f"Validate → featurize → UPDATE of the latest FULL version of {name} → batch inference (no new metrics).",
+        selection=solution_selection(solution, "dataset_increment", "solution_version", "batch_inference_output"),
+        description=(
+            f"Import the files new since the latest version of {name} (validated on their own) → UPDATE → "
+            "batch inference (no new metrics); the rest of the dataset is not read again."
+        ),
         config=run_config(solution, "UPDATE"),
         tags=_tags(runs, "update", name, "UPDATE"),
     )

@@ -1,6 +1,7 @@
 """The asset factory: everything one configured solution owns, under its name.
 
-For solution S (``solutions:`` in personalize.yaml): the assets S/featurized_dataset,
+For solution S (``solutions:`` in personalize.yaml): the assets S/dataset_increment (the
+files an UPDATE imports, with a blocking check), S/featurized_dataset,
 S/solution_version, S/solution_metrics, S/batch_inference_output and the partitioned
 S/batch_job_output (group S, so the UI shows each solution's lineage on its own), the checks
 beats_popularity and no_collapse_against_previous_version, the jobs S__full_retrain,
@@ -19,6 +20,7 @@ from personalize_pipeline.config import Runs, Solution
 from .batch_jobs import shard_definitions
 from .evaluation import metrics_checks, solution_metrics_asset
 from .features import featurized_dataset_asset
+from .increments import dataset_increment_asset, increment_check
 from .inference import batch_inference_output_asset
 from .jobs import solution_jobs
 from .schedules import solution_schedules
@@ -54,13 +56,14 @@ def solution_definitions(solution: Solution, runs: Runs, only_solution: bool) ->
     return SolutionDefinitions(
         name=solution.name,
         assets=[
+            dataset_increment_asset(solution),
             featurized_dataset_asset(solution),
             solution_version_asset(solution),
             solution_metrics_asset(solution),
             batch_inference_output_asset(solution),
             shards.asset,
         ],
-        asset_checks=metrics_checks(solution),
+        asset_checks=[*metrics_checks(solution), increment_check(solution)],
         jobs=[full, update, shards.job],
         schedules=solution_schedules(solution, full, update),
         sensors=[shards.sensor],

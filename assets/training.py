@@ -5,11 +5,13 @@ import dagster as dg
 
 from personalize_pipeline.config import Solution
 from personalize_pipeline.features import load_features
+from personalize_pipeline.increments import extend_features, load_increment
 from personalize_pipeline.measure import measured
 from personalize_pipeline.store import read_index
 from personalize_pipeline.training import train
 
 from .metadata import CODE_VERSION, ReadsUpstream, floats, retry_policy, step_failure_on_bad_input, table_markdown, upstream_location
+from .increments import increment_key
 from .plots import hpo_trials, loss_curve
 from .resources import ArtifactStore, training_config
 
@@ -23,7 +25,7 @@ def solution_version_asset(solution: Solution) -> dg.AssetsDefinition:
     @dg.asset(
         name="solution_version",
         key_prefix=[solution.name],
-        deps=[dg.AssetKey([solution.name, "featurized_dataset"])],
+        deps=[dg.AssetKey([solution.name, "featurized_dataset"]), increment_key(solution)],
         group_name=solution.name,
         code_version=CODE_VERSION,
         retry_policy=retry_policy(),
@@ -37,9 +39,9 @@ def solution_version_asset(solution: Solution) -> dg.AssetsDefinition:
     def _asset(context: dg.AssetExecutionContext, config: TrainConfig, artifact_store: ArtifactStore) -> dg.MaterializeResult:
         s3 = artifact_store.s3.options()
         with measured() as stage:
-            features = load_features(upstream_location(context, dg.AssetKey([solution.name, "featurized_dataset"]), s3, config.upstream_paths))
             root = artifact_store.solution(solution.name)
             with step_failure_on_bad_input():
+                features = _training_data(context, config, solution, artifact_store)
                 version = train(
                     features,
                     training_config(solution),
@@ -53,6 +55,22 @@ def solution_version_asset(solution: Solution) -> dg.AssetsDefinition:
         return _version_result(context, version, root, stage)
 
     return _asset
+
+
+def _training_data(context: dg.AssetExecutionContext, config: TrainConfig, solution: Solution, artifact_store: ArtifactStore):
+    """FULL: the featurized dataset of this run. UPDATE: the featurized dataset the latest
+    version stored, plus the new files this run's dataset_increment imported."""
+    s3 = artifact_store.s3.options()
+    if config.training_mode.upper() != "UPDATE":
+        return load_features(upstream_location(context, dg.AssetKey([solution.name, "featurized_dataset"]), s3, config.upstream_paths))
+    increment = load_increment(upstream_location(context, increment_key(solution), s3, config.upstream_paths))
+    base = artifact_store.solution(solution.name).child("versions", increment.base_version, "features")
+    features = load_features(base)
+    if increment.group is None:
+        context.log.info(f"no new files since solution version {increment.base_version}")
+        return features
+    context.log.info(f"UPDATE imports {', '.join(increment.plan.new_files)} on top of {increment.base_version}")
+    return extend_features(features, increment.group, training_config(solution).featurize_options())
 
 
 def _version_result(context: dg.AssetExecutionContext, version, root, stage) -> dg.MaterializeResult:
