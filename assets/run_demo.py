@@ -11,6 +11,7 @@ import dagster as dg
 from personalize_pipeline.locations import Location
 
 from .definitions import defs
+from .jobs import run_config as solution_run_config
 from .settings import settings
 
 STAGES = ("featurized_dataset", "solution_version", "solution_metrics", "batch_inference_output")
@@ -46,10 +47,11 @@ def main() -> int:
     for solution in config.solutions:
         name = solution.name
         job = defs.resolve_job_def(f"{name}__full_retrain")
-        run_config: dict = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+        # what the weekly schedule would send (an op's config given at launch replaces its defaults whole)
+        run_config = {**solution_run_config(solution, "FULL"), "loggers": {"console": {"config": {"log_level": "INFO"}}}}
         if not solution.batch_inference.input and solution.recipe_type() == "USER_PERSONALIZATION" and job_input.exists():
             # the demo generator writes a Personalize batch job input: use it unless one is configured
-            run_config["ops"] = {f"{name}__batch_inference_output": {"config": {"input": job_input.url}}}
+            run_config["ops"][f"{name}__batch_inference_output"]["config"]["input"] = job_input.url
         result = job.execute_in_process(instance=instance, raise_on_error=False, run_config=run_config)
         if not result.success:
             _print_failure(result)
