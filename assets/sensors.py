@@ -55,7 +55,7 @@ def new_dataset_files_sensor(config: PipelineConfig, update_jobs: dict[str, obje
         context.log.info(f"{', '.join(changed)} new or changed: requesting {', '.join(r.job_name for r in requests)}")
         observations = [
             dg.AssetObservation(
-                f"raw_{name.split('.', 1)[0]}",
+                f"raw_{name.split('/', 1)[0].split('.', 1)[0]}",
                 metadata={"file": dg.MetadataValue.path(dataset_source.root().child(name).url), "signature": current[name]},
                 tags={"dagster/data_version": digest({name: current[name]})},
             )

@@ -22,11 +22,13 @@ from personalize_pipeline.training import SolutionConfig, train
 
 
 def add_interactions(dataset, n=40):
-    """New events appended to interactions.csv, as a nightly export would deliver them."""
-    path = dataset / "interactions.csv"
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    """A new file of events in the interactions/ folder, as an hourly export delivers them."""
+    files = sorted((dataset / "interactions").glob("*.csv"))
+    df = pd.concat([pd.read_csv(f, dtype=str, keep_default_na=False) for f in files])
     new = df.sample(n, random_state=len(df)).assign(TIMESTAMP=str(int(df["TIMESTAMP"].astype(int).max()) + 3600))
-    pd.concat([df, new]).to_csv(path, index=False)
+    path = dataset / "interactions" / f"hour-{len(files):03d}.csv"
+    new.to_csv(path, index=False)
+    return path
 
 
 def train_full(dataset, artifacts):
@@ -38,6 +40,8 @@ def dataset(demo_small, tmp_path):
     path = tmp_path / "dataset"
     shutil.copytree(demo_small, path)
     shutil.rmtree(path / "batch-input", ignore_errors=True)
+    (path / "interactions").mkdir()
+    shutil.move(path / "interactions.csv", path / "interactions" / "hour-000.csv")
     return path
 
 
@@ -65,7 +69,7 @@ def test_update_schedule_skips_until_full_version_and_new_data(dataset, tmp_path
     assert dg.validate_run_config(update_job, request.run_config or {})
     assert request.run_key == f"demo-update-{ticks[2].isoformat()}"
     assert request.run_config["ops"]["demo__solution_version"]["config"]["training_mode"] == "UPDATE"
-    assert "interactions.csv" in request.tags["personalize/reason"]
+    assert "interactions/hour-001.csv" in request.tags["personalize/reason"]
 
     shutil.rmtree(dataset)
     result = evaluate(ticks[3])
@@ -111,7 +115,7 @@ def test_file_sensor_requests_one_run_per_new_file_locally(dataset, tmp_path):
     result = _sensor(defs, None)
     [request] = result.run_requests
     assert request.job_name == "validate_dataset"
-    assert request.tags["personalize/new_files"] == "interactions.csv,items.csv,users.csv"
+    assert request.tags["personalize/new_files"] == "interactions/hour-000.csv,items.csv,users.csv"
     observed = {e.asset_key.to_user_string(): e.tags["dagster/data_version"] for e in result.asset_events}
     assert set(observed) == {"raw_interactions", "raw_items", "raw_users"}
     cursor = result.cursor
@@ -124,7 +128,7 @@ def test_file_sensor_requests_one_run_per_new_file_locally(dataset, tmp_path):
     add_interactions(dataset)
     result = _sensor(defs, cursor)
     [request] = result.run_requests
-    assert request.job_name == "demo__update" and request.tags["personalize/new_files"] == "interactions.csv"
+    assert request.job_name == "demo__update" and request.tags["personalize/new_files"] == "interactions/hour-001.csv"
     assert [e.asset_key.to_user_string() for e in result.asset_events] == ["raw_interactions"]
     assert result.asset_events[0].tags["dagster/data_version"] != observed["raw_interactions"]
     assert _sensor(defs, result.cursor).run_requests == []
@@ -137,7 +141,7 @@ def test_file_sensor_on_an_s3_prefix(dataset, tmp_path, s3_bucket):
     server, bucket = s3_bucket
     fs = server.filesystem("test", "test-secret")
     prefix = f"{bucket.removeprefix('s3://')}/dataset"
-    fs.put_file(str(dataset / "interactions.csv"), f"{prefix}/interactions.csv")
+    fs.put_file(str(dataset / "interactions" / "hour-000.csv"), f"{prefix}/interactions.csv")
     s3 = S3Settings(endpoint_url=server.endpoint_url, access_key_id="test", secret_access_key="test-secret")
     defs = pipeline_defs(f"{bucket}/dataset", f"{bucket}/artifacts", f"{bucket}/output", s3=s3)
 
@@ -147,8 +151,7 @@ def test_file_sensor_on_an_s3_prefix(dataset, tmp_path, s3_bucket):
     fs.put_file(str(dataset / "items.csv"), f"{prefix}/items.csv")
     second = _sensor(defs, first.cursor)
     assert [r.tags["personalize/new_files"] for r in second.run_requests] == ["items.csv"]
-    add_interactions(dataset)
-    fs.put_file(str(dataset / "interactions.csv"), f"{prefix}/interactions.csv")  # replaced: new ETag
+    fs.put_file(str(add_interactions(dataset)), f"{prefix}/interactions.csv")  # replaced: new ETag
     third = _sensor(defs, second.cursor)
     assert [r.tags["personalize/new_files"] for r in third.run_requests] == ["interactions.csv"]
     assert _sensor(defs, third.cursor).run_requests == []

@@ -1,5 +1,5 @@
-"""A FULL → UPDATE → UPDATE cycle on demo data, new interactions delivered between runs, as
-the schedules drive it: three batch outputs, each in its own solution-version/run folder,
+"""A FULL → UPDATE → UPDATE cycle on demo data, new interactions delivered between runs as
+new files of the interactions/ folder (INCREMENTAL imports), as the schedules drive it: three batch outputs, each in its own solution-version/run folder,
 ``latest.json`` following the newest, the UPDATE schedule skipping when nothing is new."""
 
 import datetime as dt
@@ -16,12 +16,14 @@ from personalize_pipeline.store import read_index
 def test_full_update_update_cycle(demo_small, tmp_path):
     dataset, artifacts, output = tmp_path / "dataset", tmp_path / "artifacts", tmp_path / "output"
     shutil.copytree(demo_small, dataset)
+    (dataset / "interactions").mkdir()
+    shutil.move(dataset / "interactions.csv", dataset / "interactions" / "day-0.csv")
     job_input = str(dataset / "batch-input" / "users.jsonl")
     defs = pipeline_defs(dataset, artifacts, output, keep_full_versions=1, batch_inference={"input": job_input, "num_results": 5})
     resources = defs.resources
     two_hourly_update = defs.resolve_schedule_def("demo__two_hourly_update")
     instance = dg.DagsterInstance.ephemeral()
-    interactions = pd.read_csv(dataset / "interactions.csv", dtype=str, keep_default_na=False)
+    interactions = pd.read_csv(dataset / "interactions" / "day-0.csv", dtype=str, keep_default_na=False)
     tick = dt.datetime(2026, 11, 23, 2, tzinfo=dt.timezone.utc)
 
     def schedule_says():
@@ -39,9 +41,9 @@ def test_full_update_update_cycle(demo_small, tmp_path):
                 ITEM_ID=lambda d: d["ITEM_ID"].sample(frac=1, random_state=step).to_numpy(),
             )
             interactions = pd.concat([interactions, new])
-            interactions.to_csv(dataset / "interactions.csv", index=False)
+            new.to_csv(dataset / "interactions" / f"day-{step}.csv", index=False)
             [request] = schedule_says().run_requests
-            assert "interactions.csv" in request.tags["personalize/reason"]
+            assert f"interactions/day-{step}.csv" in request.tags["personalize/reason"]
             run_config = request.run_config
         result = defs.resolve_job_def(job).execute_in_process(instance=instance, raise_on_error=False, run_config=run_config)
         assert result.success, job
@@ -58,10 +60,12 @@ def test_full_update_update_cycle(demo_small, tmp_path):
         assert path == str(output / "demo" / version_id / run_id / "users.jsonl.out")
         lines = [json.loads(line) for line in open(path)]
         assert lines and all(len(row["output"]["recommendedItems"]) == 5 for row in lines)
-    # the UPDATEs start from the FULL version, which the retention (1 FULL) keeps with both UPDATEs
+    # each UPDATE starts from the version before it; the retention (1 FULL) keeps the chain
     index = read_index(artifacts / "solutions" / "demo")
     assert [v["id"] for v in index["versions"]] == [v for _, v, _, _ in runs]
-    assert {v["base_version"] for v in index["versions"][1:]} == {runs[0][1]}
+    assert [v["base_version"] for v in index["versions"][1:]] == [runs[0][1], runs[1][1]]
+    # the UPDATE runs read only the new files: no validated snapshot of the whole dataset
+    assert len(list((artifacts / "validated" / "interactions").iterdir())) == 1
     # the data moved: the second UPDATE's recommendations differ from the FULL's for some user
     first, last = (open(runs[i][3]).read().splitlines() for i in (0, 2))
     assert first != last
