@@ -59,6 +59,10 @@ def read_increment(dataset: str | Location, solution: str | Location, validate_f
     """Plan and read the files new since the latest version of ``solution``; returns the
     increment and the location of that version (whose ``features/`` it extends)."""
     root = as_location(dataset)
+    try:
+        resolve_version(solution, full_only=True)
+    except InputError as exc:
+        raise InputError(f"UPDATE needs a FULL solution version to start from: {exc}") from None
     base = resolve_version(solution)
     manifest = read_manifest(base)
     recorded = manifest.get("dataset", {}).get("imports")
