@@ -9,11 +9,12 @@ from .hrnn_coldstart import HRNNColdstart
 from .hrnn_metadata import HRNNMetadata
 from .personalized_ranking import PersonalizedRanking
 from .popularity_count import PopularityCount
+from .similar_items import SimilarItems
 from .sims import SIMS
 from .trending_now import TrendingNow
 from .user_personalization import ExplorationConfig, UserPersonalization
 
-RECIPES: dict[str, type[Recipe]] = {cls.name: cls for cls in (UserPersonalization, PopularityCount, HRNN, HRNNMetadata, HRNNColdstart, PersonalizedRanking, SIMS, TrendingNow)}
+RECIPES: dict[str, type[Recipe]] = {cls.name: cls for cls in (UserPersonalization, PopularityCount, HRNN, HRNNMetadata, HRNNColdstart, PersonalizedRanking, SIMS, SimilarItems, TrendingNow)}
 
 # Recipes of Amazon Personalize that this project will provide (see the issues); named
 # here so that users get "not available yet" rather than "unknown".
@@ -37,4 +38,4 @@ def get_recipe(name_or_arn: str) -> type[Recipe]:
     raise InputError(f"unknown recipe {name_or_arn!r} (available: {', '.join(RECIPES)})")
 
 
-__all__ = ["HyperParameter", "Recipe", "UserBatch", "top_k", "get_recipe", "recipe_name", "RECIPES", "PLANNED", "HRNN", "HRNNMetadata", "PersonalizedRanking", "HRNNColdstart", "PopularityCount", "SIMS", "TrendingNow", "UserPersonalization", "ExplorationConfig"]
+__all__ = ["HyperParameter", "Recipe", "UserBatch", "top_k", "get_recipe", "recipe_name", "RECIPES", "PLANNED", "HRNN", "HRNNMetadata", "PersonalizedRanking", "HRNNColdstart", "PopularityCount", "SIMS", "SimilarItems", "TrendingNow", "UserPersonalization", "ExplorationConfig"]
