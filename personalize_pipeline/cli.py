@@ -306,9 +306,10 @@ def cmd_evaluate(args) -> int:
 
 def cmd_batch_infer(args) -> int:
     from .batch import MAX_RESULTS, run_batch_job
+    from .segments import MAX_SEGMENT_USERS
 
-    if not 1 <= args.num_results <= MAX_RESULTS:
-        raise InputError(f"--num-results must be between 1 and {MAX_RESULTS}, got {args.num_results}")
+    if args.num_results < 1:  # the upper limit depends on the job: MAX_RESULTS items, more users per segment
+        raise InputError(f"--num-results must be between 1 and {MAX_RESULTS} ({MAX_SEGMENT_USERS:,} users per segment), got {args.num_results}")
     if args.filter is not None and not args.filter.strip():
         raise InputError("--filter is empty: give a filter expression or leave the option out")
     if args.exploration_item_age_cut_off is not None and not args.exploration_item_age_cut_off > 0:
