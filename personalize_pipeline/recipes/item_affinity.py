@@ -16,8 +16,11 @@ Model — item-based collaborative filtering read backwards. A user's affinity f
 * ``r`` = ``repeat_weight``: how much having interacted with ``i`` itself counts (repeat
   consumption; 0 = only users who did not interact yet are found through neighbours).
 
-Long, recent, on-topic histories sum to more: the activity prior of a "most active users"
-list is built in, but only for activity near the item. A query for several items (an
+A segment ranks users by ``activity(u) * a(u, i) / sum_j h_uj``: how active the user is
+(training events) times the share of the user's recent history that points at the item —
+"will this user be active" times "will the activity go to this item". Without the activity
+factor (raw sums over capped histories) segments were no better than a most-active-users
+list on movielens-poc; the bench/README.md section has the figures. A query for several items (an
 attribute condition) sums their columns. As matrices, for a block of queries ``Q``
 (``[n_items, n_queries]``, sparse): ``A = H (r I + S) Q`` — two sparse products, then a
 top-k per column. Users with no affinity at all fill a segment by activity (events), with
@@ -89,7 +92,11 @@ class ItemAffinity(Recipe):
         sim = sp.csr_matrix((state["sim_data"], state["sim_indices"], state["sim_indptr"]), shape=(n_items, n_items))
         # r I + S: one item's affinity "profile" per row
         self.propagate = (sim + sp.identity(n_items, dtype=np.float32, format="csr") * np.float32(self.params["repeat_weight"])).tocsr()
-        self.history = sp.csr_matrix((state["h_data"], state["h_indices"], state["h_indptr"]), shape=(n_users, n_items))
+        history = sp.csr_matrix((state["h_data"], state["h_indices"], state["h_indptr"]), shape=(n_users, n_items))
+        # each user's history as shares (sum 1), times the user's activity (events)
+        totals = np.asarray(history.sum(axis=1)).ravel()
+        weight = np.where(totals > 0, activity / np.maximum(totals, 1e-12), 0.0).astype(np.float32)
+        self.history = (sp.diags(weight) @ history).tocsr()
         order = np.lexsort((np.arange(n_users), -activity))
         rank = np.empty(n_users, dtype=np.int64)
         rank[order] = np.arange(n_users)
