@@ -13,6 +13,9 @@ from personalize_pipeline.locations import as_location
 from personalize_pipeline.store import load_solution_version, read_index
 
 
+SECRET = "Dx7-deletion-very-secret-value-3K"
+
+
 @pytest.fixture
 def group(demo_small, tmp_path):
     path = tmp_path / "dataset"
@@ -128,7 +131,7 @@ def test_bad_input_changes_nothing(group, tmp_path, capsys):
 
 def test_delete_users_on_s3(demo_small, s3_bucket, monkeypatch, tmp_path, capsys):
     server, bucket = s3_bucket
-    for k, v in {"AWS_ENDPOINT_URL": server.endpoint_url, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test-secret", "AWS_REGION": "us-east-1"}.items():
+    for k, v in {"AWS_ENDPOINT_URL": server.endpoint_url, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_REGION": "us-east-1"}.items():
         monkeypatch.setenv(k, v)
     fs = server.filesystem("test", "test-secret")
     prefix = f"{bucket.removeprefix('s3://')}/dataset"
@@ -144,3 +147,6 @@ def test_delete_users_on_s3(demo_small, s3_bucket, monkeypatch, tmp_path, capsys
     assert not remote["USER_ID"].isin(ids).any() and len(remote) == len(local) - summary["rows_deleted"]["interactions"] > 0
     assert summary["record"].startswith(f"{bucket}/dataset/deletions/")
     assert not [p for p in fs.find(prefix) if "deleting-" in p or ".tmp-" in p]
+    # no credential in the output, the messages or any file the job wrote
+    assert SECRET not in out + err
+    assert not [p for p in fs.find(prefix) if SECRET.encode() in fs.cat(p)]
