@@ -304,12 +304,19 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _is_segmentation(solution: str) -> bool:
+    """Whether the solution (version) is USER_SEGMENTATION: their jobs take up to 5M users per line."""
+    from .store import load_manifest
+
+    return load_manifest(solution).get("recipe_type") == "USER_SEGMENTATION"
+
+
 def cmd_batch_infer(args) -> int:
     from .batch import MAX_RESULTS, run_batch_job
     from .segments import MAX_SEGMENT_USERS
 
-    if args.num_results < 1:  # the upper limit depends on the job: MAX_RESULTS items, more users per segment
-        raise InputError(f"--num-results must be between 1 and {MAX_RESULTS} ({MAX_SEGMENT_USERS:,} users per segment), got {args.num_results}")
+    if not 1 <= args.num_results <= MAX_RESULTS and (args.num_results < 1 or not _is_segmentation(args.solution)):
+        raise InputError(f"--num-results must be between 1 and {MAX_RESULTS} (batch segment jobs: {MAX_SEGMENT_USERS:,} users), got {args.num_results}")
     if args.filter is not None and not args.filter.strip():
         raise InputError("--filter is empty: give a filter expression or leave the option out")
     if args.exploration_item_age_cut_off is not None and not args.exploration_item_age_cut_off > 0:
