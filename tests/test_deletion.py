@@ -1,3 +1,4 @@
+import gzip
 import hashlib
 import json
 import shutil
@@ -96,15 +97,17 @@ def test_every_file_of_a_dataset_folder_and_exact_ids(tmp_path):
     pd.DataFrame({"USER_ID": ["007", "7", "8"], "ITEM_ID": ["a", "b", "c"], "TIMESTAMP": ["1", "2", "3"]}).to_csv(root / "interactions" / "day=1" / "part-0.csv", index=False)
     table = pa.table({"USER_ID": ["007", "9"], "ITEM_ID": ["a", "b"], "TIMESTAMP": pa.array([4, 5], pa.int64())})
     pq.write_table(table, root / "interactions" / "day=2" / "part-0.parquet")
+    (root / "interactions" / "day=1" / "part-1.csv.gz").write_bytes(gzip.compress(b"USER_ID,ITEM_ID,TIMESTAMP\n007,d,7\n70,e,8\n"))
     untouched = root / "interactions" / "day=2" / "part-1.csv"
     untouched.write_text("USER_ID,ITEM_ID,TIMESTAMP\n8,c,6\n")
     before = untouched.read_bytes(), untouched.stat().st_mtime_ns
     (root / "users.csv").write_text('USER_ID,NOTE\n007,"has, comma"\n7,\n')
     files = [f.url for f in dataset_files(as_location(str(root)), "interactions")]
-    assert len(files) == 3 and all("/interactions/day=" in f for f in files)
+    assert len(files) == 4 and all("/interactions/day=" in f for f in files)
 
     record = delete_users(str(root), pd.Series(["007"]).to_numpy(dtype=object))
-    assert record["rows_deleted"] == {"interactions": 2, "users": 1}
+    assert record["rows_deleted"] == {"interactions": 3, "users": 1}
+    assert gzip.decompress((root / "interactions" / "day=1" / "part-1.csv.gz").read_bytes()) == b"USER_ID,ITEM_ID,TIMESTAMP\n70,e,8\n"
     assert pd.read_csv(root / "interactions" / "day=1" / "part-0.csv", dtype=str)["USER_ID"].tolist() == ["7", "8"]
     kept = pq.read_table(root / "interactions" / "day=2" / "part-0.parquet")
     assert kept["USER_ID"].to_pylist() == ["9"] and kept.schema.field("TIMESTAMP").type == pa.int64()  # types kept
