@@ -28,6 +28,7 @@ import time
 from typing import Any, Iterator
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
 from .errors import InputError
@@ -175,4 +176,27 @@ def _render(model, version: SolutionVersion, columns: list[np.ndarray], k: int, 
     return [", ".join(encoded_users[row[row >= 0]]) for row in users]
 
 
-__all__ = ["run_segment_job", "parse_segment_line", "AttributeQueries", "MAX_SEGMENT_USERS"]
+def write_default_segment_input(version: SolutionVersion, location: str | Location) -> Location:
+    """The input of a scheduled segment job without one: every item (aws-item-affinity), or
+    one ``ITEMS.F = "value"`` line per value of each categorical Items field
+    (aws-item-attribute-affinity; numeric fields have no natural values to list)."""
+    loc = as_location(location)
+    if version.recipe.segment_input == "itemId":
+        loc.write_text("".join(json.dumps({"itemId": str(i)}, ensure_ascii=False) + "\n" for i in version.item_ids))
+        return loc
+    catalog = version.items_metadata
+    lines = []
+    for column in [c for c in (catalog.columns if catalog is not None else []) if c not in ("ITEM_ID", "CREATION_TIMESTAMP")]:
+        values = catalog[column].dropna()
+        if values.empty or pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+            continue
+        for value in sorted(set(values.astype(str).str.split("|").explode().str.strip()) - {""}):
+            condition = f"ITEMS.{column} = " + json.dumps(value, ensure_ascii=False)
+            lines.append(json.dumps({"itemAttributes": condition}, ensure_ascii=False) + "\n")
+    if not lines:
+        raise InputError("aws-item-attribute-affinity needs a batch input: the Items dataset has no categorical field to list segments of")
+    loc.write_text("".join(lines))
+    return loc
+
+
+__all__ = ["run_segment_job", "parse_segment_line", "AttributeQueries", "write_default_segment_input", "MAX_SEGMENT_USERS"]

@@ -106,3 +106,18 @@ def test_affinity_scores_and_history_weights(dataset):
     scores = model.score(UserBatch.from_histories(batch_codes, indptr, items))
     code = {i: c for c, i in enumerate(features.item_ids)}
     assert scores[0, [code[i] for i in HORROR]].min() > scores[0, [code[i] for i in PRICEY]].max()
+
+
+def test_default_inputs_of_scheduled_segment_jobs(dataset, tmp_path, capsys):
+    from personalize_pipeline.segments import write_default_segment_input
+    from personalize_pipeline.store import load_solution_version
+
+    for recipe, expected in (
+        ("aws-item-affinity", [{"itemId": i} for i in sorted(i for i, *_ in ITEMS)]),
+        ("aws-item-attribute-affinity", [{"itemAttributes": f'ITEMS.GENRES = "{g}"'} for g in ("Comedy", "Horror", "Romance")]),
+    ):
+        solution = train(dataset, tmp_path, capsys, recipe)
+        job = write_default_segment_input(load_solution_version(solution), tmp_path / f"{recipe}.jsonl")
+        assert [json.loads(line) for line in job.read_text().splitlines()] == expected
+        rc, out = segment_job(capsys, tmp_path, solution, job.read_text().splitlines(), "--num-results", "3")
+        assert rc == 0 and all(line["error"] is None and len(line["output"]["usersList"]) == 3 for line in out)
