@@ -113,10 +113,14 @@ def run_batch_job(
     exploration_item_age_cut_off: float | None = None,
 ) -> BatchResult:
     start = time.perf_counter()
+    version = solution if isinstance(solution, SolutionVersion) else load_solution_version(solution)
+    if version.recipe_type == "USER_SEGMENTATION":  # batch segment job (segments.py)
+        from .segments import run_segment_job
+
+        return run_segment_job(version, input_path, output_dir, num_results, filter_expression)
     if not 1 <= int(num_results) <= MAX_RESULTS:
         raise InputError(f"numResults must be between 1 and {MAX_RESULTS}, got {num_results}")
     parsed_filter = parse_filter(filter_expression) if filter_expression else None
-    version = solution if isinstance(solution, SolutionVersion) else load_solution_version(solution)
     filter_context = None
     if parsed_filter is not None:
         filter_context = FilterContext.from_history(

@@ -312,11 +312,19 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _is_segmentation(solution: str) -> bool:
+    """Whether the solution (version) is USER_SEGMENTATION: their jobs take up to 5M users per line."""
+    from .store import load_manifest
+
+    return load_manifest(solution).get("recipe_type") == "USER_SEGMENTATION"
+
+
 def cmd_batch_infer(args) -> int:
     from .batch import MAX_RESULTS, run_batch_job
+    from .segments import MAX_SEGMENT_USERS
 
-    if not 1 <= args.num_results <= MAX_RESULTS:
-        raise InputError(f"--num-results must be between 1 and {MAX_RESULTS}, got {args.num_results}")
+    if not 1 <= args.num_results <= MAX_RESULTS and (args.num_results < 1 or not _is_segmentation(args.solution)):
+        raise InputError(f"--num-results must be between 1 and {MAX_RESULTS} (batch segment jobs: {MAX_SEGMENT_USERS:,} users), got {args.num_results}")
     if args.filter is not None and not args.filter.strip():
         raise InputError("--filter is empty: give a filter expression or leave the option out")
     if args.exploration_item_age_cut_off is not None and not args.exploration_item_age_cut_off > 0:
@@ -343,6 +351,29 @@ def cmd_batch_infer(args) -> int:
     )
     _log(f"wrote {result.output}: {result.lines} lines, {result.errors} with errors, {result.users_per_second} users/s")
     print(json.dumps(result.to_dict()))
+    return 0
+
+
+def cmd_delete_users(args) -> int:
+    from .deletion import delete_users, read_user_ids, remove_versions, versions_holding
+
+    if args.remove_versions and not args.solution:
+        raise InputError("--remove-versions needs --solution SOLUTION (the solutions whose versions to check)")
+    ids = read_user_ids(args.users)
+    record = delete_users(args.dataset, ids)
+    summary = {k: record[k] for k in ("deleted_at", "dataset", "users_requested", "rows_deleted", "record")}
+    summary["solution_versions_holding_users"] = {}
+    for solution in args.solution or []:
+        holding = versions_holding(solution, ids)
+        summary["solution_versions_holding_users"][solution] = holding
+        if args.remove_versions and holding:
+            remove_versions(solution, holding)
+            _log(f"removed {len(holding)} solution version(s) of {solution}: {', '.join(holding)}")
+        elif holding:
+            _log(f"{solution}: {len(holding)} solution version(s) still hold these users ({', '.join(holding)}); --remove-versions deletes them")
+    summary["solution_versions_removed"] = bool(args.remove_versions)
+    _log(f"deleted {sum(record['rows_deleted'].values())} rows of {record['users_requested']} users; record {record['record']}")
+    print(json.dumps(summary))
     return 0
 
 
@@ -400,6 +431,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--exploration-weight", type=float)
     b.add_argument("--exploration-item-age-cut-off", type=float)
     b.set_defaults(func=cmd_batch_infer)
+
+    x = sub.add_parser("delete-users", help="remove users' rows from the interactions and users datasets (data deletion job)")
+    x.add_argument("--dataset", required=True)
+    x.add_argument("--users", required=True, help="CSV file with the header USER_ID")
+    x.add_argument("--solution", action="append", help="a solution whose versions to check for these users (repeatable)")
+    x.add_argument("--remove-versions", action="store_true", help="delete the solution versions that still hold these users")
+    x.set_defaults(func=cmd_delete_users)
     return p
 
 

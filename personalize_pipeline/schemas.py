@@ -32,6 +32,7 @@ RESERVED_TYPES: dict[str, dict[str, str]] = {
         "EVENT_VALUE": "float",
         "IMPRESSION": "string",
         "RECOMMENDATION_ID": "string",
+        "EVENT_ATTRIBUTION_SOURCE": "string",  # metric attribution (attribution.py), not a model feature
     },
     "items": {"ITEM_ID": "string", "CREATION_TIMESTAMP": "long"},
     "users": {"USER_ID": "string"},

@@ -7,12 +7,15 @@ from .base import HyperParameter, Recipe, UserBatch, top_k
 from .hrnn import HRNN
 from .hrnn_coldstart import HRNNColdstart
 from .hrnn_metadata import HRNNMetadata
+from .item_affinity import ItemAffinity, ItemAttributeAffinity
 from .personalized_ranking import PersonalizedRanking
 from .popularity_count import PopularityCount
+from .similar_items import SimilarItems
 from .sims import SIMS
+from .trending_now import TrendingNow
 from .user_personalization import ExplorationConfig, UserPersonalization
 
-RECIPES: dict[str, type[Recipe]] = {cls.name: cls for cls in (UserPersonalization, PopularityCount, HRNN, HRNNMetadata, HRNNColdstart, PersonalizedRanking, SIMS)}
+RECIPES: dict[str, type[Recipe]] = {cls.name: cls for cls in (UserPersonalization, PopularityCount, HRNN, HRNNMetadata, HRNNColdstart, PersonalizedRanking, SIMS, SimilarItems, TrendingNow, ItemAffinity, ItemAttributeAffinity)}
 
 # Recipes of Amazon Personalize that this project will provide (see the issues); named
 # here so that users get "not available yet" rather than "unknown".
@@ -36,4 +39,4 @@ def get_recipe(name_or_arn: str) -> type[Recipe]:
     raise InputError(f"unknown recipe {name_or_arn!r} (available: {', '.join(RECIPES)})")
 
 
-__all__ = ["HyperParameter", "Recipe", "UserBatch", "top_k", "get_recipe", "recipe_name", "RECIPES", "PLANNED", "HRNN", "HRNNMetadata", "PersonalizedRanking", "HRNNColdstart", "PopularityCount", "SIMS", "UserPersonalization", "ExplorationConfig"]
+__all__ = ["HyperParameter", "Recipe", "UserBatch", "top_k", "get_recipe", "recipe_name", "RECIPES", "PLANNED", "HRNN", "HRNNMetadata", "PersonalizedRanking", "HRNNColdstart", "ItemAffinity", "ItemAttributeAffinity", "PopularityCount", "SIMS", "SimilarItems", "TrendingNow", "UserPersonalization", "ExplorationConfig"]

@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import InputError
 from ..features import Features
 
-RECIPE_TYPES = ("USER_PERSONALIZATION", "PERSONALIZED_RANKING", "RELATED_ITEMS")
+RECIPE_TYPES = ("USER_PERSONALIZATION", "PERSONALIZED_RANKING", "RELATED_ITEMS", "USER_SEGMENTATION")
 
 
 @dataclass(frozen=True)
