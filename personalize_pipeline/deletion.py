@@ -45,7 +45,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from .datasets import SUFFIXES, find_dataset_file, read_dataset
+from .datasets import read_dataset
+from .imports import list_files
 from .errors import InputError
 from .locations import Location, as_location, s3_errors
 
@@ -54,30 +55,9 @@ RECORDS = "deletions"
 
 
 def dataset_files(root: Location, dataset_type: str) -> list[Location]:
-    """Every file of a dataset in read order: the single ``interactions.csv`` (etc.), and
-    every data file under an ``interactions/`` folder (``key=value/`` partitions too).
-    Point ``FileLister`` at the datasets module's own lister once it has one."""
-    files = []
-    single = find_dataset_file(root, dataset_type)
-    if single is not None:
-        files.append(single)
-    folder = root.child(dataset_type)
-    if folder.is_dir():
-        files += _data_files_under(folder)
-    return files
-
-
-def _data_files_under(folder: Location) -> list[Location]:
-    found = []
-    for name in folder.listdir():
-        child = folder.child(name)
-        if name.startswith((".", "_")):
-            continue
-        if child.is_dir():
-            found += _data_files_under(child)
-        elif name.endswith(SUFFIXES):
-            found.append(child)
-    return found
+    """Every file of a dataset in read order (``imports.list_files``: the single
+    ``interactions.csv`` or every data file under ``interactions/``, partitions too)."""
+    return [f.location(root) for f in list_files(root)[dataset_type]]
 
 
 FileLister = Callable[[Location, str], list[Location]]
