@@ -162,9 +162,10 @@ class UserPersonalization(HRNNMetadata):
         exclude_seen: bool = False,
         allowed: np.ndarray | None = None,
         exploration: ExplorationConfig | None = None,
+        device: torch.device | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         if exploration is None or exploration.slots(min(k, len(self.popularity))) == 0:
-            return super().recommend(batch, k, exclude_seen=exclude_seen, allowed=allowed)
+            return super().recommend(batch, k, exclude_seen=exclude_seen, allowed=allowed, device=device)
         log_p = torch.log_softmax(self.masked_logits(batch, exclude_seen, allowed), dim=1).numpy()
         k = min(k, log_p.shape[1])
         relevant, _ = top_k(log_p, k)
