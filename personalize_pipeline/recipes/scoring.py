@@ -40,26 +40,29 @@ def resolve_device(setting: str | None = None) -> torch.device:
     return torch.device(value)
 
 
-def normalised_top_k(logits: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
+def normalised_top_k(logits: torch.Tensor, k: int, with_log_z: bool = False):
     """Top-k item codes and softmax scores of each row of ``logits`` ([n, m], -inf =
     excluded), best first, ties to the lower item code; -1 where nothing is left.
-    ``logits`` is overwritten (it becomes exp(logits - max))."""
+    ``logits`` is overwritten (it becomes exp(logits - max)). ``with_log_z``: the [n, 1]
+    log-normaliser comes third."""
     n, m = logits.shape
     k = min(k, m)
     if k == 0 or n == 0:
-        return np.zeros((n, k), dtype=np.int64), np.zeros((n, k), dtype=np.float32)
+        empty = (np.zeros((n, k), dtype=np.int64), np.zeros((n, k), dtype=np.float32))
+        return (*empty, np.zeros((n, 1), dtype=np.float32)) if with_log_z else empty
     values, indices = torch.topk(logits, k, dim=1, sorted=True)
     top_max = values[:, :1].clone()
     top_max.masked_fill_(torch.isneginf(top_max), 0.0)  # a row with nothing allowed
     log_z = logits.sub_(top_max).exp_().sum(dim=1, keepdim=True).log_().add_(top_max)  # log-sum-exp
     scores = torch.exp(values - log_z)
-    values, indices, scores = values.cpu().numpy(), indices.cpu().numpy().astype(np.int64), scores.cpu().numpy()
+    values, indices, scores, log_z_np = values.cpu().numpy(), indices.cpu().numpy().astype(np.int64), scores.cpu().numpy(), log_z.cpu().numpy()
     order = np.lexsort((indices, -values), axis=1)  # equal scores: lower item code first
     indices, scores = np.take_along_axis(indices, order, 1), np.take_along_axis(scores, order, 1)
     excluded = np.isneginf(np.take_along_axis(values, order, 1))
     indices[excluded] = -1
     scores[excluded] = 0.0
-    return indices, scores.astype(np.float32, copy=False)
+    scores = scores.astype(np.float32, copy=False)
+    return (indices, scores, log_z_np) if with_log_z else (indices, scores)
 
 
 @dataclass
@@ -110,6 +113,12 @@ class LinearScorer:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k codes and normalised scores of ``n`` users (see :func:`normalised_top_k`);
         ``allowed`` ([n, m] bool) and ``seen`` ((rows, items) pairs) exclude items."""
+        return normalised_top_k(self.masked_logits(n, rows, vectors, allowed, seen), k)
+
+    def masked_logits(
+        self, n: int, rows: np.ndarray, vectors: torch.Tensor, allowed: np.ndarray | None = None, seen: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> torch.Tensor:
+        """:meth:`logits` with the items not ``allowed`` and the ``seen`` pairs at -inf."""
         logits = self.logits(n, rows, vectors)
         if seen is not None and len(seen[0]):
             r = torch.from_numpy(np.asarray(seen[0], dtype=np.int64)).to(self.device)
@@ -117,4 +126,4 @@ class LinearScorer:
             logits[r, c] = -torch.inf
         if allowed is not None:
             logits.masked_fill_(~torch.from_numpy(np.ascontiguousarray(allowed)).to(self.device), -torch.inf)
-        return normalised_top_k(logits, k)
+        return logits
