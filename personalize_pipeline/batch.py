@@ -17,7 +17,10 @@ complete.
 from __future__ import annotations
 
 import json
+import threading
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -33,6 +36,7 @@ from .store import SolutionVersion, load_solution_version
 
 MAX_RESULTS = 500
 CHUNK = 8192
+IN_FLIGHT = 2  # chunks processed at once (memory: two chunks)
 RENDER_BLOCK = 2048  # lines rendered in one byte matrix
 
 
@@ -153,6 +157,7 @@ def run_batch_job(
     encoded_items = np.array([json_text(str(i)) for i in version.item_ids], dtype=object)
     scoring = _JobScoring(version, k, encoded_items, parsed_filter, filter_context, exploration, resolve_device(device))
     totals = {"lines": 0, "errors": 0, "scored": 0, "unknown": 0}
+    totals_lock = threading.Lock()  # chunks are processed on two threads
 
     def process(chunk: list[tuple[int, str]]) -> bytes:
         """Parse, score and render one chunk of input lines (bounded memory)."""
@@ -171,9 +176,10 @@ def run_batch_job(
             key = json.dumps(values, sort_keys=True)
             groups.setdefault(key, []).append(i)
             group_values[key] = values
+        unknown = 0
         for key, rows in groups.items():
             try:
-                totals["unknown"] += scoring.score(rendered, rows, [records[i][1] for i in rows], [records[i][0] for i in rows], group_values[key])
+                unknown += scoring.score(rendered, rows, [records[i][1] for i in rows], [records[i][0] for i in rows], group_values[key])
             except InputError as exc:  # e.g. a line's filterValues lacks a placeholder
                 if key == json.dumps(filter_values, sort_keys=True):
                     raise
@@ -181,9 +187,11 @@ def run_batch_job(
                     obj, user, _error, text = records[i]
                     records[i] = (obj, user, f"line {chunk[i][0]}: {exc.message}", text)
         errors = [i for i, r in enumerate(records) if r[2] is not None]
-        totals["lines"] += len(records)
-        totals["errors"] += len(errors)
-        totals["scored"] += len(records) - len(errors)
+        with totals_lock:
+            totals["lines"] += len(records)
+            totals["errors"] += len(errors)
+            totals["scored"] += len(records) - len(errors)
+            totals["unknown"] += unknown
         if not errors and len(rendered) == 1:  # one block of every line, in order
             return rendered[0][1]
         lines = dict(_split_blocks(rendered))
@@ -199,8 +207,8 @@ def run_batch_job(
     first_lines = process(first)  # job-level problems surface before any output exists
     with out_loc.atomic_writer() as fh:  # creates the output folder only now
         fh.write(first_lines)
-        for chunk in chunks:
-            fh.write(process(chunk))
+        for rendered_chunk in _overlapped(process, chunks):
+            fh.write(rendered_chunk)
     return BatchResult(
         output=out_loc.url,
         lines=totals["lines"],
@@ -209,6 +217,20 @@ def run_batch_job(
         unknown_users=totals["unknown"],
         seconds=round(time.perf_counter() - start, 4),
     )
+
+
+def _overlapped(process, chunks: Iterator[list[tuple[int, str]]]) -> Iterator[bytes]:
+    """``process(chunk)`` of each chunk, in order, with the next chunk already under way on a
+    second thread: torch and numpy release the GIL, so one chunk's product and top-k overlap
+    the other's JSON parsing and rendering. At most ``IN_FLIGHT`` chunks are held at once."""
+    with ThreadPoolExecutor(max_workers=IN_FLIGHT, thread_name_prefix="batch") as pool:
+        pending: deque[Future] = deque()
+        for chunk in chunks:
+            pending.append(pool.submit(process, chunk))
+            if len(pending) >= IN_FLIGHT:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def _chunked(lines: Iterator[str], size: int) -> Iterator[list[tuple[int, str]]]:
@@ -257,6 +279,7 @@ class _JobScoring:
         if hasattr(version.recipe, "linear_scorer"):  # the neural recipes score on the job's device
             self.options["device"] = device
         self.user_index = pd.Index(np.asarray(version.user_ids, dtype=object))  # not rebuilt per chunk
+        self.user_index.get_indexer(self.user_index[:1])  # its hash table, built once before the threads share it
 
     def score(self, rendered: dict[int, tuple[list[int], bytes]], rows: list[int], keys: list, inputs: list, values) -> int:
         """Score and render one group of requests into ``rendered``; returns how many were unknown."""
