@@ -173,7 +173,7 @@ def run_batch_job(
                 obj, key, _error, text = records[i]
                 records[i] = (obj, key, f"line {chunk[i][0]}: \"filterValues\" must be a JSON object of parameter names to values", text)
                 continue
-            key = json.dumps(values, sort_keys=True)
+            key = json.dumps(values, sort_keys=True) if values is not None else "null"  # no dumps per line without filters
             groups.setdefault(key, []).append(i)
             group_values[key] = values
         unknown = 0
