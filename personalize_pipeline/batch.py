@@ -17,19 +17,27 @@ complete.
 from __future__ import annotations
 
 import json
+import threading
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Iterator
 
 import numpy as np
+import pandas as pd
 
 from .errors import InputError
 from .filters import FilterContext, parse_filter
 from .locations import Location, as_location
+from .recipes.scoring import resolve_device
+from .rendering import input_json, json_text, render_top_line, render_top_lines, renderable, text_table
 from .store import SolutionVersion, load_solution_version
 
 MAX_RESULTS = 500
 CHUNK = 8192
+IN_FLIGHT = 2  # chunks processed at once (memory: two chunks)
+RENDER_BLOCK = 2048  # lines rendered in one byte matrix
 
 
 @dataclass
@@ -111,7 +119,10 @@ def run_batch_job(
     filter_values: dict[str, Any] | None = None,
     exploration_weight: float | None = None,
     exploration_item_age_cut_off: float | None = None,
+    device: str | None = None,
 ) -> BatchResult:
+    """Run one batch inference job; ``device`` (auto, cpu or cuda) is where the neural
+    recipes score (auto: a GPU when torch sees one)."""
     start = time.perf_counter()
     version = solution if isinstance(solution, SolutionVersion) else load_solution_version(solution)
     if version.recipe_type == "USER_SEGMENTATION":  # batch segment job (segments.py)
@@ -143,16 +154,18 @@ def run_batch_job(
     out_loc = out_dir.child(in_loc.name + ".out")
 
     k = min(int(num_results), len(version.item_ids))
-    # JSON text of every item id, encoded once per job; lines are assembled from pieces
-    # instead of json.dumps of nested dicts per request (several times faster).
-    encoded_items = np.array([json.dumps(str(i), ensure_ascii=False) for i in version.item_ids], dtype=object)
+    # JSON text of every item id, encoded once per job, as a padded byte table: output lines
+    # are rendered a block at a time (see rendering.py), not per element
+    encoded_items = np.array([json_text(str(i)) for i in version.item_ids], dtype=object)
+    scoring = _JobScoring(version, k, encoded_items, parsed_filter, filter_context, exploration, resolve_device(device))
     totals = {"lines": 0, "errors": 0, "scored": 0, "unknown": 0}
+    totals_lock = threading.Lock()  # chunks are processed on two threads
 
-    def process(chunk: list[tuple[int, str]]) -> list[str]:
+    def process(chunk: list[tuple[int, str]]) -> bytes:
         """Parse, score and render one chunk of input lines (bounded memory)."""
         records = [(*parse_line(text, lineno, version.recipe_type), text) for lineno, text in chunk]
         ok_rows = [i for i, r in enumerate(records) if r[2] is None]
-        rendered: dict[int, str] = {}
+        rendered: dict[int, bytes] = {}
         # requests grouped by their filter values (a line's "filterValues" overrides the job's)
         groups: dict[str, list[int]] = {}
         group_values: dict[str, dict | None] = {}
@@ -162,30 +175,32 @@ def run_batch_job(
                 obj, key, _error, text = records[i]
                 records[i] = (obj, key, f"line {chunk[i][0]}: \"filterValues\" must be a JSON object of parameter names to values", text)
                 continue
-            key = json.dumps(values, sort_keys=True)
+            key = json.dumps(values, sort_keys=True) if values is not None else "null"  # no dumps per line without filters
             groups.setdefault(key, []).append(i)
             group_values[key] = values
+        unknown = 0
         for key, rows in groups.items():
             try:
-                totals["unknown"] += _score_chunk(
-                    rendered, rows, [records[i][1] for i in rows], version, k, encoded_items, parsed_filter, filter_context, group_values[key], exploration
-                )
+                unknown += scoring.score(rendered, rows, [records[i][1] for i in rows], [records[i][0] for i in rows], group_values[key])
             except InputError as exc:  # e.g. a line's filterValues lacks a placeholder
                 if key == json.dumps(filter_values, sort_keys=True):
                     raise
                 for i in rows:
                     obj, user, _error, text = records[i]
                     records[i] = (obj, user, f"line {chunk[i][0]}: {exc.message}", text)
-        lines = []
-        for i, (obj, _key, error, text) in enumerate(records):
-            if error is None:
-                totals["scored"] += 1
-                lines.append('{"input": ' + json.dumps(obj, ensure_ascii=False) + ', "output": ' + rendered[i] + ', "error": null}')
-            else:
-                totals["errors"] += 1
-                lines.append(json.dumps({"input": obj if obj is not None else text, "output": None, "error": error}, ensure_ascii=False))
-        totals["lines"] += len(records)
-        return lines
+        errors = [i for i, r in enumerate(records) if r[2] is not None]
+        with totals_lock:
+            totals["lines"] += len(records)
+            totals["errors"] += len(errors)
+            totals["scored"] += len(records) - len(errors)
+            totals["unknown"] += unknown
+        if not errors and len(rendered) == 1:  # one block of every line, in order
+            return rendered[0][1]
+        lines = dict(_split_blocks(rendered))
+        for i in errors:
+            obj, _key, error, text = records[i]
+            lines[i] = (json.dumps({"input": obj if obj is not None else text, "output": None, "error": error}, ensure_ascii=False) + "\n").encode("utf-8")
+        return b"".join(lines[i] for i in range(len(records)))
 
     chunks = _chunked(_read_lines(in_loc), CHUNK)
     first = next(chunks, None)
@@ -193,9 +208,9 @@ def run_batch_job(
         raise InputError(f"{in_loc.url}: batch input has no lines")
     first_lines = process(first)  # job-level problems surface before any output exists
     with out_loc.atomic_writer() as fh:  # creates the output folder only now
-        fh.write(("\n".join(first_lines) + "\n").encode("utf-8"))
-        for chunk in chunks:
-            fh.write(("\n".join(process(chunk)) + "\n").encode("utf-8"))
+        fh.write(first_lines)
+        for rendered_chunk in _overlapped(process, chunks):
+            fh.write(rendered_chunk)
     return BatchResult(
         output=out_loc.url,
         lines=totals["lines"],
@@ -204,6 +219,20 @@ def run_batch_job(
         unknown_users=totals["unknown"],
         seconds=round(time.perf_counter() - start, 4),
     )
+
+
+def _overlapped(process, chunks: Iterator[list[tuple[int, str]]]) -> Iterator[bytes]:
+    """``process(chunk)`` of each chunk, in order, with the next chunk already under way on a
+    second thread: torch and numpy release the GIL, so one chunk's product and top-k overlap
+    the other's JSON parsing and rendering. At most ``IN_FLIGHT`` chunks are held at once."""
+    with ThreadPoolExecutor(max_workers=IN_FLIGHT, thread_name_prefix="batch") as pool:
+        pending: deque[Future] = deque()
+        for chunk in chunks:
+            pending.append(pool.submit(process, chunk))
+            if len(pending) >= IN_FLIGHT:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def _chunked(lines: Iterator[str], size: int) -> Iterator[list[tuple[int, str]]]:
@@ -240,44 +269,61 @@ def exploration_config(version: SolutionVersion, weight: float | None, age_cut_o
     return None
 
 
-def _score_chunk(rendered, rows, keys, version, k, encoded_items, parsed_filter, filter_context, values, exploration=None) -> int:
-    """Score one chunk of requests into ``rendered``; returns how many were unknown."""
-    kind = version.recipe_type
-    if kind == "RELATED_ITEMS":
-        codes = version.item_codes(np.array(keys, dtype=object))
-        allowed = parsed_filter.mask(filter_context, np.full(len(codes), -1), values) if parsed_filter else None
-        items, scores = version.recipe.related(codes, k, allowed=allowed)
-        _render_top(rendered, rows, items, scores, encoded_items)
+class _JobScoring:
+    """What scoring a job's chunks needs, built once per job: the id indexes, the rendered
+    item ids, the filter, exploration and the compute device."""
+
+    def __init__(self, version: SolutionVersion, k: int, encoded_items: np.ndarray, parsed_filter, filter_context, exploration, device) -> None:
+        self.version, self.k, self.encoded_items = version, k, encoded_items
+        self.item_table = text_table(encoded_items.tolist())
+        self.parsed_filter, self.filter_context, self.exploration = parsed_filter, filter_context, exploration
+        self.options: dict[str, Any] = {"exploration": exploration} if exploration is not None else {}
+        if hasattr(version.recipe, "linear_scorer"):  # the neural recipes score on the job's device
+            self.options["device"] = device
+        self.user_index = pd.Index(np.asarray(version.user_ids, dtype=object))  # not rebuilt per chunk
+        self.user_index.get_indexer(self.user_index[:1])  # its hash table, built once before the threads share it
+
+    def score(self, rendered: dict[int, tuple[list[int], bytes]], rows: list[int], keys: list, inputs: list, values) -> int:
+        """Score and render one group of requests into ``rendered``; returns how many were unknown."""
+        version, parsed_filter = self.version, self.parsed_filter
+        kind = version.recipe_type
+        if kind == "RELATED_ITEMS":
+            codes = version.item_codes(np.array(keys, dtype=object))
+            allowed = parsed_filter.mask(self.filter_context, np.full(len(codes), -1), values) if parsed_filter else None
+            items, scores = version.recipe.related(codes, self.k, allowed=allowed)
+        elif kind == "PERSONALIZED_RANKING":
+            codes = self.user_index.get_indexer(pd.Index(np.array([u for u, _ in keys], dtype=object)))
+            allowed = parsed_filter.mask(self.filter_context, codes, values) if parsed_filter else None
+            lines = _render_ranking(keys, codes, version, allowed, [input_json(o) for o in inputs])
+            rendered[rows[0]] = (rows, "".join(line + "\n" for line in lines).encode("utf-8"))
+            return int((codes < 0).sum())
+        else:
+            codes = self.user_index.get_indexer(pd.Index(np.array(keys, dtype=object)))
+            allowed = parsed_filter.mask(self.filter_context, codes, values) if parsed_filter else None
+            items, scores = version.recipe.recommend(version.user_batch(codes), self.k, allowed=allowed, **self.options)
+        input_texts = [input_json(o) for o in inputs]
+        if renderable(items, scores):
+            blob = b"".join(render_top_lines(input_texts[lo : lo + RENDER_BLOCK], items[lo : lo + RENDER_BLOCK], scores[lo : lo + RENDER_BLOCK], self.item_table) for lo in range(0, len(rows), RENDER_BLOCK))
+        else:  # e.g. scores outside [0, 1] from a custom recipe: the per-element way
+            blob = "".join(_render_top_row(t, i, s, self.encoded_items) + "\n" for t, i, s in zip(input_texts, items, scores)).encode("utf-8")
+        rendered[rows[0]] = (rows, blob)
         return int((codes < 0).sum())
-    if kind == "PERSONALIZED_RANKING":
-        codes = version.user_codes(np.array([u for u, _ in keys], dtype=object))
-        allowed = parsed_filter.mask(filter_context, codes, values) if parsed_filter else None
-        _render_ranking(rendered, rows, keys, codes, version, allowed)
-        return int((codes < 0).sum())
-    codes = version.user_codes(np.array(keys, dtype=object))
-    allowed = parsed_filter.mask(filter_context, codes, values) if parsed_filter else None
-    options = {"exploration": exploration} if exploration is not None else {}
-    items, scores = version.recipe.recommend(version.user_batch(codes), k, allowed=allowed, **options)
-    _render_top(rendered, rows, items, scores, encoded_items)
-    return int((codes < 0).sum())
 
 
-def _render_top(rendered: dict[int, str], rows: list[int], items: np.ndarray, scores: np.ndarray, encoded_items: np.ndarray) -> None:
-    valid = items >= 0
-    names = encoded_items[np.where(valid, items, 0)].tolist()
-    values = np.round(np.where(valid, scores, 0.0).astype(np.float64), 7).tolist()
-    all_valid = bool(valid.all())
-    for j, row in enumerate(rows):
-        row_names, row_values = names[j], values[j]
-        if not all_valid:
-            n_valid = int(valid[j].sum())  # invalid entries (-1) only pad the end
-            row_names, row_values = row_names[:n_valid], row_values[:n_valid]
-        rendered[row] = '{"recommendedItems": [' + ", ".join(row_names) + '], "scores": [' + ", ".join(map(repr, row_values)) + "]}"
+def _split_blocks(rendered: dict[int, tuple[list[int], bytes]]) -> Iterator[tuple[int, bytes]]:
+    """(row, its output line) of every rendered block; lines end in a newline, which JSON
+    text never holds unescaped."""
+    for rows, blob in rendered.values():
+        for row, line in zip(rows, blob.split(b"\n")):
+            yield row, line + b"\n"
 
 
-def _render_ranking(
-    rendered: dict[int, str], rows: list[int], keys: list, user_codes: np.ndarray, version: SolutionVersion, allowed: np.ndarray | None = None
-) -> None:
+def _render_top_row(input_text: str, items: np.ndarray, scores: np.ndarray, encoded_items: np.ndarray) -> str:
+    valid = items >= 0  # invalid entries (-1) only pad the end
+    return render_top_line(input_text, encoded_items[items[valid]].tolist(), scores[valid].tolist())
+
+
+def _render_ranking(keys: list, user_codes: np.ndarray, version: SolutionVersion, allowed: np.ndarray | None, input_texts: list[str]) -> list[str]:
     """Reorder each itemList; unknown items go last, in input order, with a null score;
     items a filter excludes are left out."""
     width = max(len(ids) for _, ids in keys)
@@ -293,14 +339,17 @@ def _render_ranking(
     order, scores = version.recipe.rank(version.user_batch(user_codes), lists)
     names = np.full((len(keys), width), None, dtype=object)
     names[mask] = [json.dumps(i, ensure_ascii=False) for i in flat]
-    for j, row in enumerate(rows):
+    lines = []
+    for j, input_text in enumerate(input_texts):
         n = lengths[j]
         keep = (order[j] < n) & (lists[j][order[j]] != -2)  # drop padding and filtered items
         pos = order[j][keep]
         row_scores = scores[j][keep]
         ranked = [names[j][p] for p in pos]
         values = ["null" if np.isnan(v) else repr(round(float(v), 7)) for v in row_scores]
-        rendered[row] = '{"recommendedItems": [' + ", ".join(ranked) + '], "scores": [' + ", ".join(values) + "]}"
+        output = '{"recommendedItems": [' + ", ".join(ranked) + '], "scores": [' + ", ".join(values) + "]}"
+        lines.append('{"input": ' + input_text + ', "output": ' + output + ', "error": null}')
+    return lines
 
 
 def write_all_users_input(version: SolutionVersion, location: str | Location) -> Location:

@@ -348,6 +348,7 @@ def cmd_batch_infer(args) -> int:
         filter_values=values,
         exploration_weight=args.exploration_weight,
         exploration_item_age_cut_off=args.exploration_item_age_cut_off,
+        device=args.device,
     )
     _log(f"wrote {result.output}: {result.lines} lines, {result.errors} with errors, {result.users_per_second} users/s")
     print(json.dumps(result.to_dict()))
@@ -430,6 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--filter-values")
     b.add_argument("--exploration-weight", type=float)
     b.add_argument("--exploration-item-age-cut-off", type=float)
+    b.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where the neural recipes score: auto (default: a CUDA GPU when torch sees one), cpu or cuda")
     b.set_defaults(func=cmd_batch_infer)
 
     x = sub.add_parser("delete-users", help="remove users' rows from the interactions and users datasets (data deletion job)")

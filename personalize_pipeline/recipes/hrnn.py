@@ -33,10 +33,10 @@ import torch
 from torch import nn
 
 from ..features import Features
-from .base import HyperParameter, Recipe, UserBatch, top_k
+from .base import HyperParameter, Recipe, UserBatch
+from .scoring import DEVICES, LinearScorer, resolve_device
 
 HP = HyperParameter
-SCORE_BLOCK = 1024  # users scored at a time in recommend()
 
 PERSONALIZE_HRNN_HPS = (
     HP("hidden_dimension", int, 43, 32, 256, tunable=True, help="GRU state and item embedding size"),
@@ -55,6 +55,7 @@ TRAINING_HPS = (
     HP("dropout_hidden", float, 0.1, 0.0, 0.9, tunable=True),
     HP("weight_averaging", float, 0.99, 0.0, 0.9999, help="decay of the moving average of the weights that becomes the trained model (0 = last weights)"),
     HP("max_training_seconds", float, 3600.0, 1.0, 86400.0, help="stop after this many seconds"),
+    HP("device", str, "auto", choices=DEVICES, help="where training runs: auto (a CUDA GPU when torch sees one, else the CPU), cpu or cuda"),
 )
 
 
@@ -218,9 +219,12 @@ class HRNN(Recipe):
         self._warm = warm_start is not None
         self._prepare(features)
         self.net = self._build(n_items)
+        self._scorer = None  # the item side of scoring is rebuilt from the new network
         self._warm_items = 0
         if warm_start is not None:
             self._warm_start(warm_start[0], warm_start[1], features.item_ids, old_trained)
+        device = resolve_device(p["device"])
+        self.net.to(device)  # back on the CPU before the states are cached and the model saved
 
         inputs, targets, first_target = make_windows(indptr, items, p["bptt"])
         all_events = int((targets >= 0).sum())
@@ -250,7 +254,7 @@ class HRNN(Recipe):
         # as many negatives as a FULL training of this data would use (not more because an
         # UPDATE's pass covers fewer events)
         n_sample = min(self.negatives(all_events), int(self.trained.sum()))
-        log_q_all = torch.from_numpy(np.log(np.maximum(q * n_sample, 1e-12))).float()
+        log_q_all = torch.from_numpy(np.log(np.maximum(q * n_sample, 1e-12))).float().to(device)
         q_cum = np.cumsum(q)
 
         X, Y, Wt = torch.from_numpy(inputs), torch.from_numpy(targets), torch.from_numpy(weights)
@@ -260,7 +264,7 @@ class HRNN(Recipe):
             # warm-start model move (as outputs: the user states come from the frozen
             # network without gradients); the network and the known items' vectors stay
             trainable = [self.net.embedding.weight, self.net.bias]
-            frozen_rows = torch.from_numpy(self._carried) if getattr(self, "_carried", None) is not None else None
+            frozen_rows = torch.from_numpy(self._carried).to(device) if getattr(self, "_carried", None) is not None else None
         else:
             trainable, frozen_rows = list(self.net.parameters()), None
         optimizer = torch.optim.Adam(trainable, lr=p["learning_rate"])
@@ -289,15 +293,16 @@ class HRNN(Recipe):
             total, denom = 0.0, 0.0
             for b in range(0, n_windows, batch):
                 idx = order[b : b + batch]
-                x, y, w = X[idx], Y[idx], Wt[idx]
-                mask = y >= 0
+                mask_cpu = Y[idx] >= 0
+                positions = (target_pos[idx][:, None] + steps_t[None, :])[mask_cpu]
+                x, y, w, mask = (t.to(device, non_blocking=True) for t in (X[idx], Y[idx], Wt[idx], mask_cpu))
                 self._batch_extras(idx)
-                ctx = window_context[idx] if context is not None else None
+                ctx = window_context[idx].to(device) if context is not None else None
                 with torch.set_grad_enabled(not item_side_only):
-                    states = self.net(x, ctx, U[idx])[mask]  # [N, d]
+                    states = self.net(x, ctx, U[idx].to(device))[mask]  # [N, d]
                 pos_items = y[mask]
                 w = w[mask]
-                neg = torch.from_numpy(np.minimum(np.searchsorted(q_cum, rng.random(n_sample)), n_items - 1))
+                neg = torch.from_numpy(np.minimum(np.searchsorted(q_cum, rng.random(n_sample)), n_items - 1)).to(device)
                 out_bias = self.net.bias - log_q_all  # logQ-corrected output bias
                 pos_logit = (states * self.net.item_vectors(pos_items)).sum(-1) + out_bias[pos_items]
                 neg_logit = torch.addmm(out_bias[neg], states, self.net.item_vectors(neg).T)  # [N, S], one fused op
@@ -305,8 +310,9 @@ class HRNN(Recipe):
                 # materialising the concatenation (accidental hits are rare and left in,
                 # as in GRU4Rec)
                 loss_vec = torch.logaddexp(pos_logit, torch.logsumexp(neg_logit, dim=1)) - pos_logit
-                extra = self._extra_negatives((target_pos[idx][:, None] + steps_t[None, :])[mask])
+                extra = self._extra_negatives(positions)
                 if extra is not None:
+                    extra = extra.to(device)
                     # items shown with the event but not chosen (impressions): a pairwise
                     # (BPR) term asks the chosen item to score above each of them
                     present = (extra >= 0).float()
@@ -334,6 +340,7 @@ class HRNN(Recipe):
                 for param, averaged in zip(trainable, average):
                     param.copy_(averaged)
         self.net.eval()
+        self.net.to("cpu")
         self.fitted = True
         self._finish_fit()
         self._cache_user_states(everyone, reuse)
@@ -448,8 +455,11 @@ class HRNN(Recipe):
             ctx = torch.from_numpy(np.where(valid[..., None], history_context[index], 0).astype(np.int64))
         if not len(rows):
             return rows, torch.zeros((0, self.params["hidden_dimension"]))
-        h = self.net.final_state(torch.from_numpy(window.astype(np.int64)), torch.from_numpy(use[rows]), ctx, torch.from_numpy(users[rows]))
-        return rows, h
+        dev = self.net.embedding.weight.device  # the network's device (a GPU during training there)
+        h = self.net.final_state(
+            torch.from_numpy(window.astype(np.int64)).to(dev), torch.from_numpy(use[rows]), ctx.to(dev) if ctx is not None else None, torch.from_numpy(users[rows]).to(dev)
+        )
+        return rows, h.cpu()
 
     def logits(self, batch: UserBatch) -> np.ndarray:
         return self.logits_tensor(batch).numpy()
@@ -473,25 +483,41 @@ class HRNN(Recipe):
             logits.masked_fill_(torch.from_numpy(~allowed), -torch.inf)
         return logits
 
+    def linear_scorer(self, device: torch.device | None = None) -> LinearScorer:
+        """The item side of scoring (item vectors, bias with -inf for items that may not be
+        recommended, log-popularity for users without history) on ``device``, built once
+        per solution version and device."""
+        self._check_fitted()
+        device = device or torch.device("cpu")
+        cached = getattr(self, "_scorer", None)
+        if cached is None or cached.device != device:
+            with torch.no_grad():
+                blocked = torch.from_numpy(np.where(self.recommendable(), 0.0, -np.inf).astype(np.float32))
+                fallback = torch.from_numpy(np.log1p(self.popularity).astype(np.float32)) + blocked
+                cached = LinearScorer.build(self.net.item_vectors(), self.net.bias + blocked, fallback, device)
+            self._scorer = cached
+        return cached
+
     @torch.no_grad()
     def recommend(
-        self, batch: UserBatch, k: int, exclude_seen: bool = False, allowed: np.ndarray | None = None
+        self, batch: UserBatch, k: int, exclude_seen: bool = False, allowed: np.ndarray | None = None, device: torch.device | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k by logits; scores are softmax probabilities over the (allowed) catalogue.
 
-        Users go through in blocks of ``SCORE_BLOCK`` so that each block's users × items
-        scores stay in the CPU cache while they are masked, normalised and ranked."""
+        Users go through in blocks (see :class:`~.scoring.LinearScorer`): user vectors (cached
+        states or the GRU), one product with the item matrix, masks, top-k and the
+        normaliser on the block the product left, on ``device`` (default: CPU)."""
+        scorer = self.linear_scorer(device)
         n = len(batch)
         k_eff = min(k, len(self.popularity))
         items = np.empty((n, k_eff), dtype=np.int64)
         scores = np.empty((n, k_eff), dtype=np.float32)
-        for lo in range(0, n, SCORE_BLOCK):
-            hi = min(lo + SCORE_BLOCK, n)
+        for lo in range(0, n, scorer.block):
+            hi = min(lo + scorer.block, n)
             part = batch.rows(lo, hi) if (lo, hi) != (0, n) else batch
-            logits = self.masked_logits(part, exclude_seen, allowed[lo:hi] if allowed is not None else None)
-            log_z = torch.logsumexp(logits, dim=1, keepdim=True)
-            top_items, top = top_k(logits.numpy(), k)
-            items[lo:hi], scores[lo:hi] = top_items, np.exp(top - log_z.numpy())
+            rows, h = self._user_vectors(part)
+            seen = part.seen_mask_rows_cols() if exclude_seen else None
+            items[lo:hi], scores[lo:hi] = scorer.top_k(hi - lo, rows, h, k, allowed[lo:hi] if allowed is not None else None, seen)
         return items, scores
 
     # --- persistence ----------------------------------------------------------------------------

@@ -145,7 +145,8 @@ class MetaGRUNet(GRUNet):
     def item_vectors(self, idx=None):
         emb = self.embedding.weight if idx is None else self.embedding(idx)
         if self.embed_keep is not None:
-            keep = self.embed_keep if idx is None else self.embed_keep[idx]
+            keep = self.embed_keep.to(emb.device)  # a plain attribute: it does not follow .to()
+            keep = keep if idx is None else keep[idx]
             emb = emb * keep.unsqueeze(-1)
         if self.item_proj is not None:
             meta = self.item_meta if idx is None else self.item_meta[idx]

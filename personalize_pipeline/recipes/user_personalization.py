@@ -37,6 +37,7 @@ from ..errors import InputError
 from ..features import Features
 from .base import HyperParameter as HP
 from .base import UserBatch, top_k
+from .scoring import normalised_top_k
 from .hrnn import PERSONALIZE_HRNN_HPS, TRAINING_HPS, GRUNet
 from .hrnn_metadata import HRNNMetadata, list_column_codes
 
@@ -162,28 +163,47 @@ class UserPersonalization(HRNNMetadata):
         exclude_seen: bool = False,
         allowed: np.ndarray | None = None,
         exploration: ExplorationConfig | None = None,
+        device: torch.device | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         if exploration is None or exploration.slots(min(k, len(self.popularity))) == 0:
-            return super().recommend(batch, k, exclude_seen=exclude_seen, allowed=allowed)
-        log_p = torch.log_softmax(self.masked_logits(batch, exclude_seen, allowed), dim=1).numpy()
-        k = min(k, log_p.shape[1])
-        relevant, _ = top_k(log_p, k)
-        explored = self.explore(log_p, relevant, exploration.slots(k), exploration, batch)
-        items = merge_lists(relevant, explored, k)
-        scores = np.take_along_axis(log_p, np.maximum(items, 0), axis=1)
-        return items, np.where(items >= 0, np.exp(scores), 0.0).astype(np.float32)
+            return super().recommend(batch, k, exclude_seen=exclude_seen, allowed=allowed, device=device)
+        scorer = self.linear_scorer(device)
+        candidates = self.exploration_candidates(exploration)
+        n, k = len(batch), min(k, len(self.popularity))
+        items, scores = np.empty((n, k), dtype=np.int64), np.empty((n, k), dtype=np.float32)
+        for lo in range(0, n, scorer.block):  # blocks: see HRNN.recommend
+            hi = min(lo + scorer.block, n)
+            part = batch.rows(lo, hi) if (lo, hi) != (0, n) else batch
+            rows, h = self._user_vectors(part)
+            seen = part.seen_mask_rows_cols() if exclude_seen else None
+            logits = scorer.masked_logits(hi - lo, rows, h, allowed[lo:hi] if allowed is not None else None, seen)
+            candidate_logits = logits[:, torch.from_numpy(candidates).to(scorer.device)].cpu().numpy()
+            relevant, relevant_scores, log_z = normalised_top_k(logits, k, with_log_z=True)
+            candidate_log_p = candidate_logits - log_z
+            explored = self._explore(candidate_log_p, candidates, relevant, exploration.slots(k), exploration, part.users)
+            items[lo:hi] = merge_lists(relevant, explored, k)
+            explored_scores = np.exp(np.take_along_axis(candidate_log_p, np.maximum(np.searchsorted(candidates, explored), 0).clip(max=max(len(candidates) - 1, 0)), axis=1)) if len(candidates) else np.zeros(explored.shape)
+            scores[lo:hi] = _scores_of(items[lo:hi], np.concatenate([relevant, explored], axis=1), np.concatenate([relevant_scores, explored_scores], axis=1))
+        return items, scores
 
     def exploration_candidates(self, exploration: ExplorationConfig) -> np.ndarray:
-        """Codes of the items young enough to explore."""
+        """Codes of the items young enough to explore (ascending)."""
         age_days = (self.latest_time - self.item_first_seen) / DAY
         return np.flatnonzero(age_days <= exploration.item_age_cut_off)
 
     def explore(self, log_p: np.ndarray, relevant: np.ndarray, n_slots: int, exploration: ExplorationConfig, batch: UserBatch) -> np.ndarray:
-        """[n, n_slots] exploration picks (-1 = none): Thompson sampling over each young
-        item's click-through rate, times the user's relevance, among items that are not in
-        the user's relevance list and not excluded (filters, seen items)."""
-        n = len(log_p)
+        """[n, n_slots] exploration picks (-1 = none) given the users' [n, m] log-probabilities
+        (see :meth:`_explore`)."""
         candidates = self.exploration_candidates(exploration)
+        return self._explore(log_p[:, candidates], candidates, relevant, n_slots, exploration, batch.users)
+
+    def _explore(
+        self, candidate_log_p: np.ndarray, candidates: np.ndarray, relevant: np.ndarray, n_slots: int, exploration: ExplorationConfig, users: np.ndarray
+    ) -> np.ndarray:
+        """Thompson sampling over each young item's click-through rate, times the user's
+        relevance (``candidate_log_p``: [n, len(candidates)]), among items that are not in the
+        user's relevance list and not excluded (filters, seen items: -inf)."""
+        n = len(candidate_log_p)
         if not len(candidates) or n == 0:
             return np.full((n, n_slots), -1, dtype=np.int64)
         clicks, ignored = self.clicks[candidates], self.ignored[candidates]
@@ -193,16 +213,16 @@ class UserPersonalization(HRNNMetadata):
         prior = 2.0  # pseudo-observations of the prior
         alpha = prior * ctr + clicks
         beta = prior * (1 - ctr) + ignored
-        rng = np.random.default_rng([exploration.seed, n, int(np.asarray(batch.users[:64]).sum()) & 0x7FFFFFFF])
+        rng = np.random.default_rng([exploration.seed, n, int(np.asarray(users[:64]).sum()) & 0x7FFFFFFF])
         theta = rng.beta(alpha[None, :], beta[None, :], size=(n, len(candidates)))
         # an item that was already tried a lot is not exploration any more
         novelty = 1.0 / np.sqrt(1.0 + shown / 10.0)
-        score = np.log(theta * novelty[None, :]) + log_p[:, candidates]
-        taken = np.zeros((n, log_p.shape[1]), dtype=bool)
-        rows = np.repeat(np.arange(n), relevant.shape[1])
-        ok = relevant.ravel() >= 0
-        taken[rows[ok], relevant.ravel()[ok]] = True
-        score[taken[:, candidates]] = -np.inf
+        score = np.log(theta * novelty[None, :]) + candidate_log_p
+        position = np.full(len(self.popularity), -1, dtype=np.int64)
+        position[candidates] = np.arange(len(candidates))
+        rel_pos = np.where(relevant >= 0, position[np.maximum(relevant, 0)], -1)
+        rows = np.repeat(np.arange(n), relevant.shape[1]).reshape(relevant.shape)
+        score[rows[rel_pos >= 0], rel_pos[rel_pos >= 0]] = -np.inf  # already in the relevance list
         picks, values = top_k(score.astype(np.float32), n_slots)
         return np.where(picks >= 0, candidates[np.maximum(picks, 0)], -1)
 
@@ -273,3 +293,11 @@ def merge_lists(relevant: np.ndarray, explored: np.ndarray, k: int) -> np.ndarra
     merged = np.take_along_axis(values, order, axis=1)
     merged[np.isinf(np.take_along_axis(keys, order, axis=1))] = -1
     return merged
+
+
+def _scores_of(items: np.ndarray, codes: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Score of each of ``items`` ([n, k], -1 = none: 0) looked up among the row's ``codes``
+    with their ``values`` (codes are unique within a row)."""
+    match = (items[:, :, None] == codes[:, None, :]) & (items[:, :, None] >= 0)
+    found = np.take_along_axis(values, match.argmax(axis=2), axis=1)
+    return np.where(match.any(axis=2), found, 0.0).astype(np.float32)
