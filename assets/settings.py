@@ -9,6 +9,8 @@ from typing import Any
 
 import yaml
 
+from personalize_pipeline.errors import InputError
+
 DEFAULTS: dict[str, Any] = {
     "locations": {"dataset": ".data/demo", "artifacts": ".data/artifacts", "output": ".data/output", "batch_input": ".data/batch-input"},
     "solution": {
@@ -49,6 +51,9 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 @lru_cache(maxsize=1)
 def settings() -> dict[str, Any]:
     path = Path(os.environ.get("PERSONALIZE_CONFIG", "personalize.yaml"))
+    if os.environ.get("PERSONALIZE_CONFIG") and not path.is_file():
+        # not the defaults' local folders: on a worker that would silently put artifacts on its own disk
+        raise InputError(f"PERSONALIZE_CONFIG={path}: no such file (working directory {Path.cwd()}); give an absolute path")
     loaded = yaml.safe_load(path.read_text()) if path.exists() else {}
     config = _merge(DEFAULTS, loaded or {})
     for key, env in ENV_LOCATIONS.items():
