@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -72,7 +72,6 @@ class DemoOptions:
     shard_job: str | None = None
     solution: str | None = None  # with several solutions: whose jobs to run
     workdir: Path | None = None  # kept afterwards when given
-    log: list[str] = field(default_factory=list)
 
 
 def say(message: str) -> None:
@@ -116,8 +115,9 @@ class Cluster:
         self._spawn("code-server", ["dagster", "api", "grpc", "-m", "assets.definitions", "-a", "defs", "-h", HOST, "-p", str(self.grpc_port)])
         self._workspace()
         for name in WORKERS:
+            # -i: the worker imports the code location once, before forking its pool processes
             self._spawn(name, ["dagster-celery", "worker", "start", "-A", "dagster_celery.app", "-y", str(ROOT / "deploy" / "celery.yaml"),
-                               "-n", name, "--", "--concurrency", str(self.options.worker_concurrency)])
+                               "-i", "assets.definitions", "-n", name, "--", "--concurrency", str(self.options.worker_concurrency)])
         wait_until(self._code_server_serving, self.processes["code-server"], "the code location's gRPC server", timeout=300)
         self._spawn("daemon", ["dagster-daemon", "run", "-w", str(w / "workspace.yaml")])
         for name in WORKERS:
@@ -264,7 +264,10 @@ def workdir(options: DemoOptions) -> Iterator[tuple[Path, dict]]:
     unless the demo failed (then its logs are kept and named)."""
     report: dict = {}
     if options.workdir is not None:
+        if options.workdir.exists() and any(options.workdir.iterdir()):
+            raise ServiceError(f"--workdir {options.workdir}: give a new or empty folder")
         options.workdir.mkdir(parents=True, exist_ok=True)
+        options.workdir.chmod(0o711)
         yield options.workdir.resolve(), report
         return
     path = Path(tempfile.mkdtemp(prefix="cluster-demo-"))
