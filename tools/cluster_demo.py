@@ -16,7 +16,7 @@ it started, by process id; and prints one JSON line last:
 ``{"runs": [...], "workers": [...], "outputs": [...], "seconds": ...}``. Exit 0 only when all
 runs succeeded and the checks hold.
 
-    .venv/bin/python tools/cluster_demo.py [--recipe aws-hrnn] [--shards 4] [--users 2000 ...]
+    .venv/bin/python tools/cluster_demo.py [--recipe aws-hrnn] [--shards 4] [--interactions 60000 ...]
 
 The jobs are found by listing the code location's jobs (``FULL_JOB`` and ``SHARD_JOB`` are
 patterns, ``--full-job`` / ``--shard-job`` name them exactly); tests/dagster/test_cluster_demo.py
@@ -31,10 +31,12 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -61,7 +63,7 @@ LOCATION_VARIABLES = {"dataset": "PERSONALIZE_DATASET", "artifacts": "PERSONALIZ
 
 @dataclass
 class DemoOptions:
-    recipe: str = "aws-hrnn"
+    recipe: str = "aws-popularity-count"
     users: int = 2000
     items: int = 1000
     interactions: int = 60_000
@@ -331,10 +333,25 @@ def inspect_runs(cluster: Cluster, instance, runs: list, shard_job: str) -> dict
     problems += [f"written into a working directory: {p}" for p in (cluster.work / "cwd").rglob("*") if p.is_file()]
     return {
         "runs": [{"run_id": r.run_id, "job": r.job_name, "partition": r.tags.get("dagster/partition"), "status": r.status.value} for r in runs],
+        "shard_runs_at_once": most_at_once(instance, [r for r in runs if r.job_name == shard_job]),
         "workers": sorted(workers),
         "outputs": sorted(outputs),
         "problems": problems,
     }
+
+
+def most_at_once(instance, runs: list) -> int:
+    """The largest number of these runs in flight at one moment: launched (a run worker
+    process starting) and not yet finished."""
+    import dagster as dg
+
+    spans = []
+    for record in instance.get_run_records(dg.RunsFilter(run_ids=[r.run_id for r in runs])) if runs else []:
+        launched = instance.all_logs(record.dagster_run.run_id, of_type=dg.DagsterEventType.RUN_STARTING)
+        begin = launched[0].timestamp if launched else record.start_time
+        if begin and record.end_time:
+            spans.append((begin, record.end_time))
+    return max((sum(1 for s, e in spans if s <= begin < e) for begin, _ in spans), default=0)
 
 
 def check_outputs(cluster: Cluster, outputs: dict[str, int | None], from_shards: set[str]) -> list[str]:
@@ -359,7 +376,7 @@ def check_outputs(cluster: Cluster, outputs: dict[str, int | None], from_shards:
 
 def parse_args(argv: list[str] | None) -> DemoOptions:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--recipe", default="aws-hrnn")
+    p.add_argument("--recipe", default="aws-popularity-count", help="e.g. aws-hrnn (trains for minutes on 2 cores, twice: FULL and metrics)")
     p.add_argument("--users", type=int, default=2000)
     p.add_argument("--items", type=int, default=1000)
     p.add_argument("--interactions", type=int, default=60_000)
@@ -374,12 +391,19 @@ def parse_args(argv: list[str] | None) -> DemoOptions:
     return DemoOptions(a.recipe, a.users, a.items, a.interactions, a.shards, a.worker_concurrency, a.timeout, a.full_job, a.shard_job, a.solution, a.workdir)
 
 
+def _stop_on_signal(signum, _frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")  # unwinds through Cluster.__exit__: everything is stopped
+
+
 def main(argv: list[str] | None = None) -> int:
     options = parse_args(argv)
     t0 = time.monotonic()
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, _stop_on_signal)
     try:
         report = run_demo(options)
-    except (ServiceError, OSError) as exc:
+    except (ServiceError, OSError, KeyboardInterrupt) as exc:
         say(f"FAILED: {exc}")
         print(json.dumps({"runs": [], "workers": [], "outputs": [], "seconds": round(time.monotonic() - t0, 1), "error": str(exc).splitlines()[0]}))
         return 1

@@ -20,8 +20,12 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from s3server import _pdeathsig_preexec  # noqa: E402  (SIGKILL children when their parent dies)
 
 HOST = "127.0.0.1"
 
@@ -66,7 +70,8 @@ class Process:
         cwd.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as log:
             self.popen = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=cwd, env=env, start_new_session=True
+                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=cwd, env=env, start_new_session=True,
+                preexec_fn=_pdeathsig_preexec(),  # SIGKILLed if the demo itself is killed
             )
 
     @property
