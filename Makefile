@@ -9,7 +9,7 @@ export PERSONALIZE_OUTPUT ?= $(CURDIR)/.data/output
 export GX_ANALYTICS_ENABLED := false
 export DAGSTER_DISABLE_TELEMETRY := 1
 
-.PHONY: setup demo test ui bench clean
+.PHONY: setup demo test ui bench clean cluster-demo
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -29,6 +29,10 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# Redis + PostgreSQL + SeaweedFS + two Celery workers on this machine: deploy/README.md
+cluster-demo: setup
+	$(PY) tools/cluster_demo.py
 
 ui: setup
 	$(VENV)/bin/dagster dev -w workspace.yaml

@@ -57,3 +57,40 @@ def test_k8s_instance_run_launcher_config_is_valid():
     limits = yaml.safe_load((DEPLOY.parent / "dagster.yaml").read_text())["concurrency"]["runs"]["tag_concurrency_limits"]
     for name in ("dagster.k8s.yaml", "dagster.postgres.yaml"):
         assert yaml.safe_load((DEPLOY / name).read_text())["concurrency"]["runs"]["tag_concurrency_limits"] == limits, name
+
+
+def test_helm_values_match_the_instance_and_the_image():
+    values = yaml.safe_load((DEPLOY / "helm-values.yaml").read_text())
+    limits = yaml.safe_load((DEPLOY.parent / "dagster.yaml").read_text())["concurrency"]["runs"]["tag_concurrency_limits"]
+    queue = values["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]
+    assert queue["tagConcurrencyLimits"] == limits
+    assert values["runLauncher"]["type"] == "K8sRunLauncher" and values["postgresql"]["enabled"] is False
+    [deployment] = values["dagster-user-deployments"]["deployments"]
+    cmd = next(line for line in (DEPLOY / "Dockerfile").read_text().splitlines() if line.startswith("CMD"))
+    assert " ".join(f'"{a}"' for a in deployment["dagsterApiGrpcArgs"]).replace('" "', '", "') in cmd
+    assert f'"{deployment["port"]}"' in cmd
+    # the step Jobs and the runs use the secret personalize.k8s.yaml names
+    k8s = yaml.safe_load((DEPLOY / "personalize.k8s.yaml").read_text())["runs"]["executor"]["config"]
+    assert values["runLauncher"]["config"]["k8sRunLauncher"]["envSecrets"] == [{"name": s} for s in k8s["env_secrets"]]
+
+
+def test_a_config_file_that_did_not_travel_is_an_error_not_local_defaults(tmp_path, monkeypatch):
+    """A worker started elsewhere with a relative PERSONALIZE_CONFIG used to fall back to the
+    defaults' local folders and write artifacts to its own disk without a word."""
+    from assets.settings import settings
+    from personalize_pipeline.errors import InputError
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("PERSONALIZE_DATASET", "PERSONALIZE_ARTIFACTS", "PERSONALIZE_OUTPUT", "PERSONALIZE_BATCH_INPUT"):
+        monkeypatch.delenv(name, raising=False)  # `make test` sets them; they would win over the file
+    monkeypatch.setenv("PERSONALIZE_CONFIG", "deploy/personalize.celery.yaml")
+    settings.cache_clear()
+    try:
+        with pytest.raises(InputError, match=r"PERSONALIZE_CONFIG=deploy/personalize.celery.yaml: no such file \(working directory"):
+            settings()
+        monkeypatch.setenv("PERSONALIZE_CONFIG", str(DEPLOY / "personalize.celery.yaml"))
+        settings.cache_clear()
+        assert settings()["locations"]["artifacts"] == "s3://my-bucket/personalize/artifacts"
+    finally:
+        monkeypatch.undo()
+        settings.cache_clear()
