@@ -32,14 +32,14 @@ def run_setting(args: tuple) -> dict:
 
     hp = dict(kv.split("=", 1) for kv in setting.split(",") if "=" in kv)
     split = validation_split(featurize(read_dataset_group(dataset)))
-    model = UserPersonalizationV2(**hp, epochs=epochs, max_training_seconds=budget)
+    model = UserPersonalizationV2(**{"epochs": epochs, "max_training_seconds": budget, **hp})
     curve: list[dict] = []
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
 
     def on_epoch(epoch: int, average) -> None:
         if epoch % every:
             return
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         saved = [p.detach().clone() for p in average.params]
         average.apply()
         model.net.eval()
@@ -51,11 +51,14 @@ def run_setting(args: tuple) -> dict:
             for p, s in zip(average.params, saved):
                 p.copy_(s)
         model.net.train()
-        curve.append({"epoch": epoch, "ndcg10": round(float(ndcg), 5), "train_s": round(t - start - eval_seconds[0], 1)})
+        curve.append(
+            {"epoch": epoch, "ndcg10": round(float(ndcg), 5), "train_s": round(t - start - eval_seconds[0], 1), "train_cpu_s": round(cpu - cpu_start - eval_cpu[0], 1)}
+        )
         eval_seconds[0] += time.perf_counter() - t
-        print(f"{setting} epoch {epoch}: {ndcg:.4f}", file=sys.stderr, flush=True)
+        eval_cpu[0] += time.process_time() - cpu
+        print(f"{setting} epoch {epoch}: {ndcg:.4f} {curve[-1]}", file=sys.stderr, flush=True)
 
-    eval_seconds = [0.0]
+    eval_seconds, eval_cpu = [0.0], [0.0]
     model.epoch_callback = on_epoch
     model.fit(split.train)
     return {"setting": setting, "curve": curve, "stats": model.training_stats()}

@@ -175,6 +175,17 @@ def test_registered_with_hyperparameters_and_in_automl():
         UserPersonalizationV2(hidden_dimension=30, num_heads=4)
 
 
+@pytest.mark.parametrize("n_items, negatives", [(355, 0), (8192, 0), (12101, 2048)])
+def test_full_softmax_where_the_catalogue_allows_it(n_items, negatives):
+    """Automatic loss: the full softmax up to 8,192 items, 2,048 sampled negatives above;
+    the automatic schedule gives cheaper events more passes (within 4 to 100)."""
+    model = UserPersonalizationV2()
+    model.n_items, model.trained = n_items, np.ones(n_items, dtype=bool)
+    assert model._negatives() == negatives
+    assert 4 <= model.auto_epochs(10_000_000) <= model.auto_epochs(200_000) <= model.auto_epochs(1_000) == 100
+    assert UserPersonalizationV2(n_sample=64)._negatives() == 0  # no catalogue yet: nothing to sample from
+
+
 def test_windows_end_at_the_newest_event_and_cover_every_transition():
     indptr = np.array([0, 5, 6, 9])
     items = np.array([1, 2, 3, 4, 5, 7, 8, 9, 10])

@@ -12,9 +12,10 @@ recent literature found it ranks best; the choices, and where each comes from:
   negative with binary cross-entropy. Their SASRec+ beats BERT4Rec and a tuned GRU4Rec on
   ML-1M (NDCG@10 0.182 vs 0.1545); the loss, not the architecture, makes the difference.
 - **Large catalogues** (gSASRec, Petrov & Macdonald, RecSys 2023; GRU4Rec's logQ): above
-  ``FULL_SOFTMAX_MAX_ITEMS`` items the full softmax costs too much per event, so each
-  mini-batch shares ``n_sample`` negatives drawn from popularity ** ``sample_alpha`` and
-  the logits are corrected by log Q; gSASRec shows that many negatives with a correction
+  ``FULL_SOFTMAX_MAX_ITEMS`` items (8,192) the full softmax costs over 4x more per event
+  than 2,048 sampled negatives, so each mini-batch shares ``n_sample`` negatives drawn
+  from popularity ** ``sample_alpha`` and the logits are corrected by log Q (the time
+  saved buys more passes over the data); gSASRec shows that many negatives with a correction
   of the sampling's overconfidence recover most of the full softmax's accuracy (we use
   the logQ-corrected softmax rather than its gBCE: same aim, and the loss the HRNN family
   already uses).
@@ -55,8 +56,12 @@ from .negatives import PopularitySampler
 from .sasrec import SASRecNet, end_aligned_windows, last_items
 
 HP = HyperParameter
-FULL_SOFTMAX_MAX_ITEMS = 50_000  # above this, sampled softmax with logQ correction
-AUTO_NEGATIVES = 4096
+# Above FULL_SOFTMAX_MAX_ITEMS items the full softmax costs over 4x the sampled one per
+# event (catalogue / AUTO_NEGATIVES); within the same training time the sampled softmax then
+# makes 4x+ more passes, which ranked better on amazon-beauty's validation split (bench/README)
+AUTO_NEGATIVES = 2048
+FULL_SOFTMAX_MAX_ITEMS = 4 * AUTO_NEGATIVES
+AUTO_WORK = 2e12  # multiply-adds of an automatic training schedule (see ``auto_epochs``)
 SCORE_BLOCK = 1024  # users scored at a time
 STATE_BLOCK = 4096  # users encoded at a time when caching states
 
@@ -69,7 +74,7 @@ V2_HPS = (
     HP("learning_rate", float, 0.002, 1e-5, 0.1, tunable=True),
     HP("batch_size", int, 128, 8, 4096, help="windows per mini-batch"),
     HP("epochs", int, 0, 0, 500, help="passes over the training windows; 0 = auto (more for small data)"),
-    HP("n_sample", int, 0, 0, 65536, help=f"shared negatives per mini-batch; 0 = full softmax up to {FULL_SOFTMAX_MAX_ITEMS:,} items, {AUTO_NEGATIVES} above"),
+    HP("n_sample", int, 0, 0, 65536, help=f"shared negatives per mini-batch; 0 = auto: full softmax up to {FULL_SOFTMAX_MAX_ITEMS:,} items, {AUTO_NEGATIVES} negatives above"),
     HP("sample_alpha", float, 0.75, 0.0, 1.0, help="negatives drawn from popularity ** alpha"),
     HP("weight_averaging", float, 0.995, 0.0, 0.9999, help="decay of the moving average of the weights kept as the model (0 = last weights)"),
     HP("use_item_metadata", bool, True, help="add a projection of the items' metadata to their embeddings"),
@@ -187,9 +192,15 @@ class UserPersonalizationV2(Recipe):
         return known & np.asarray(old_trained, dtype=bool)[np.maximum(where, 0)]
 
     def auto_epochs(self, n_targets: int) -> int:
-        """Passes over the data when ``epochs`` is 0: about 6M target events in all
-        (e.g. 34 epochs for 176k events), between 4 and 200."""
-        return int(np.clip(round(6_000_000 / max(n_targets, 1)), 4, 200))
+        """Passes over the data when ``epochs`` is 0: as many as a fixed amount of work
+        allows (``AUTO_WORK`` multiply-adds: about 60 epochs of amazon-beauty's 176k events
+        with 2,048 negatives, about 4 minutes on two cores), between 4 and 100. The work per
+        event is the output layer (catalogue or negatives × width) plus the blocks (measured
+        as about as much as 6 width² per block)."""
+        p = self.params
+        outputs = self._negatives() or self.n_items
+        per_event = p["hidden_dimension"] * (outputs + 6 * p["hidden_dimension"] * p["num_blocks"])
+        return int(np.clip(round(AUTO_WORK / max(n_targets * per_event, 1)), 4, 100))
 
     def _train(
         self, inputs: np.ndarray, targets: np.ndarray, epochs: int, rng: np.random.Generator, trainable: list, frozen_rows: torch.Tensor | None = None
@@ -242,12 +253,15 @@ class UserPersonalizationV2(Recipe):
             "torch_threads": torch.get_num_threads(),
         }
 
+    def _negatives(self) -> int:
+        """Shared negatives per mini-batch; 0 = the full softmax."""
+        n_sample = self.params["n_sample"] or (AUTO_NEGATIVES if self.n_items > FULL_SOFTMAX_MAX_ITEMS else 0)
+        return 0 if n_sample >= int(self.trained.sum()) else n_sample
+
     def _sampler(self, rng: np.random.Generator) -> PopularitySampler | None:
         """None = full softmax (the catalogue fits); otherwise the shared-negative sampler."""
-        n_sample = self.params["n_sample"] or (AUTO_NEGATIVES if self.n_items > FULL_SOFTMAX_MAX_ITEMS else 0)
-        if n_sample == 0 or n_sample >= int(self.trained.sum()):
-            return None
-        return PopularitySampler(self.popularity, n_sample, self.params["sample_alpha"], rng)
+        n_sample = self._negatives()
+        return PopularitySampler(self.popularity, n_sample, self.params["sample_alpha"], rng) if n_sample else None
 
     def _batch_loss(self, x: torch.Tensor, y: torch.Tensor, sampler: PopularitySampler | None, encoder_frozen: bool) -> torch.Tensor:
         """[B, T] inputs and targets (-1 = padding) -> the loss of every target event."""
