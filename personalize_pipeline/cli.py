@@ -282,7 +282,6 @@ def cmd_evaluate(args) -> int:
         protocol=args.protocol,
         exclude_seen=args.exclude_seen,
         seed=args.seed,
-        with_baseline=not args.json,  # the --json object is the contract's; the text report adds the baseline
         cutoff=cutoff,
     )
     for note in notes:  # only now: a run that fails says one line, whatever stage fails

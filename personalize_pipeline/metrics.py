@@ -355,11 +355,15 @@ class EvaluationResult:
         }
 
     def to_json(self) -> dict[str, Any]:
-        """The object ``evaluate --json`` prints (the CLI contract)."""
+        """The object ``evaluate --json`` prints (the CLI contract): baseline = the popularity
+        recipe on the same split, lift = value / baseline - 1 per metric (None where the
+        baseline is 0); both empty when the result was computed without a baseline."""
         return {
             "recipe": self.recipe,
             "protocol": self.protocol,
             "metrics": self.metrics,
+            "baseline": self.baseline or {},
+            "lift": self.lift if self.baseline else {},
             "train_seconds": self.train_seconds,
             "train_events_per_second": self.train_events_per_second,
             "peak_rss_mb": self.peak_rss_mb,

@@ -20,7 +20,7 @@ AutoML trains each recipe of ``recipeList`` with its defaults on the validation 
 keeps the best by ``metricName`` (hyperparameters fixed in the config apply to the candidates
 that declare them, e.g. ``epochs`` to the HRNN recipes; Personalize ignores them). Personalize restricts AutoML to the HRNN recipes; here any
 USER_PERSONALIZATION recipe may be listed, and the default list puts aws-popularity-count
-next to aws-hrnn (and aws-hrnn-metadata when the data has metadata), so a solution never
+next to aws-hrnn and aws-user-personalization-v2 (and aws-hrnn-metadata when the data has metadata), so a solution never
 ships a model that loses to popularity. All candidates see the same featurized data: the
 history-length percentile filters, which differ between recipes, are neutral (0 and 1)
 under AutoML and recorded as such in the chosen hyperparameters. With both AutoML and HPO,
@@ -389,11 +389,12 @@ def run_hpo(
 
 # --- AutoML -------------------------------------------------------------------------------------
 def default_recipe_list(features: Features | None) -> list[str]:
-    """aws-hrnn and aws-popularity-count, plus aws-hrnn-metadata when the data has item or
-    user metadata (``features`` None: the list without looking at the data, for checks)."""
-    names = ["aws-hrnn", "aws-popularity-count"]
+    """aws-hrnn, aws-user-personalization-v2 and aws-popularity-count, plus aws-hrnn-metadata
+    when the data has item or user metadata (``features`` None: the list without looking at
+    the data, for checks)."""
+    names = ["aws-hrnn", "aws-user-personalization-v2", "aws-popularity-count"]
     if features is None:
-        return ["aws-hrnn", "aws-hrnn-metadata", "aws-popularity-count"]
+        return ["aws-hrnn", "aws-hrnn-metadata", "aws-user-personalization-v2", "aws-popularity-count"]
     has_metadata = any(c != "ITEM_ID" for c in features.items.columns) or any(c != "USER_ID" for c in features.users.columns)
     if has_metadata:
         names.insert(1, "aws-hrnn-metadata")

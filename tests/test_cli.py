@@ -38,7 +38,7 @@ LEAVE_LAST_OUT_METRICS = {
     "coverage",
     *(f"{m}_at_{k}" for m in ("hit_rate", "normalized_discounted_cumulative_gain", "mean_reciprocal_rank") for k in (5, 10, 25)),
 }
-EVALUATE_KEYS = {"recipe", "protocol", "metrics", "train_seconds", "train_events_per_second", "peak_rss_mb"}
+EVALUATE_KEYS = {"recipe", "protocol", "metrics", "baseline", "lift", "train_seconds", "train_events_per_second", "peak_rss_mb"}
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -231,6 +231,12 @@ def _check_evaluate(stdout: str, protocol: str, names: set[str]) -> None:
     assert set(result["metrics"]) == names
     for name, value in result["metrics"].items():
         assert 0.0 <= value <= 1.0, (name, value)
+    # the popularity baseline on the same split, and the lift over it (DESIGN.md contract)
+    assert set(result["baseline"]) == names
+    for name, value in result["metrics"].items():
+        base = result["baseline"][name]
+        expected = value / base - 1.0 if base else None
+        assert result["lift"][name] == (pytest.approx(expected) if expected is not None else None), name
     assert result["train_seconds"] >= 0 and result["peak_rss_mb"] > 0
 
 

@@ -156,7 +156,8 @@ def test_evaluate_reports_baseline_and_contract_fields(movielens):
     _, features = movielens
     result = evaluate(features, PopularityCount, protocol="personalize")
     payload = result.to_json()
-    assert list(payload) == ["recipe", "protocol", "metrics", "train_seconds", "train_events_per_second", "peak_rss_mb"]
-    assert result.baseline == result.metrics
+    assert list(payload) == ["recipe", "protocol", "metrics", "baseline", "lift", "train_seconds", "train_events_per_second", "peak_rss_mb"]
+    assert result.baseline == result.metrics == payload["baseline"]
+    assert all(v == 0.0 for v in payload["lift"].values() if v is not None)
     assert 0 < payload["metrics"]["precision_at_25"] < 1
     assert payload["train_events_per_second"] > 0

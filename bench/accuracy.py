@@ -1,0 +1,109 @@
+"""The accuracy table (run by hand): every USER_PERSONALIZATION recipe × datasets, each row
+one `personalize-pipeline evaluate ... --json` command (printed with the row, so that any
+row can be reproduced alone), with the popularity baseline of the same split.
+
+    .venv/bin/python bench/accuracy.py                               # every dataset and recipe
+    .venv/bin/python bench/accuracy.py --datasets amazon-beauty --recipes aws-user-personalization-v2
+
+Protocol: leave-last-out (each user's last event is the truth, ranking over all items);
+amazon-beauty with `--exclude-seen`, as its published figures. Results are merged into
+bench/accuracy_results.json (a rerun of a row replaces it); the markdown table is printed.
+The load average of the machine is recorded with every row (the machine is shared).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path("../shared/data")
+RESULTS = ROOT / "bench" / "accuracy_results.json"
+
+# name -> (dataset folder relative to the project root, extra evaluate arguments)
+DATASETS: dict[str, tuple[str, list[str]]] = {
+    "movielens-poc": (str(SHARED / "movielens-poc"), []),
+    "movielens-poc-watch": (str(SHARED / "movielens-poc"), ["--event-type", "watch"]),
+    "airline-contextual": (str(SHARED / "airline-contextual"), []),
+    "amazon-beauty": (str(SHARED / "amazon-beauty"), ["--exclude-seen"]),
+}
+RECIPES = ["aws-popularity-count", "aws-hrnn", "aws-hrnn-metadata", "aws-user-personalization", "aws-user-personalization-v2"]
+
+
+def command(dataset: str, recipe: str, extra_hp: list[str]) -> list[str]:
+    folder, extra = DATASETS[dataset]
+    cmd = [".venv/bin/personalize-pipeline", "evaluate", "--dataset", folder, "--recipe", recipe, "--protocol", "leave-last-out", *extra]
+    for hp in extra_hp:
+        cmd += ["--hp", hp]
+    return [*cmd, "--no-validate", "--json"]
+
+
+def run_row(dataset: str, recipe: str, extra_hp: list[str]) -> dict:
+    cmd = command(dataset, recipe, extra_hp)
+    load_before = os.getloadavg()
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    row: dict = {"dataset": dataset, "recipe": recipe, "command": shlex.join(cmd), "load_average_before": [round(x, 2) for x in load_before]}
+    if proc.returncode != 0:
+        row["error"] = (proc.stderr.strip().splitlines() or ["exit code %d" % proc.returncode])[-1]
+        return row
+    result = json.loads(proc.stdout)
+    metrics, base = result["metrics"], result["baseline"]
+    row.update(
+        ndcg10=round(metrics["normalized_discounted_cumulative_gain_at_10"], 4),
+        hr10=round(metrics["hit_rate_at_10"], 4),
+        mrr10=round(metrics["mean_reciprocal_rank_at_10"], 4),
+        popularity_ndcg10=round(base["normalized_discounted_cumulative_gain_at_10"], 4),
+        train_s=round(result["train_seconds"], 1),
+        wall_s=round(time.perf_counter() - start, 1),
+        load_average_after=[round(x, 2) for x in os.getloadavg()],
+        date=time.strftime("%Y-%m-%d"),
+    )
+    return row
+
+
+def markdown(rows: list[dict]) -> str:
+    out = ["| dataset | recipe | NDCG@10 | HR@10 | MRR@10 | popularity NDCG@10 | vs aws-hrnn | train s | load avg | command |", "|---|---|---|---|---|---|---|---|---|---|"]
+    hrnn = {r["dataset"]: r.get("ndcg10") for r in rows if r["recipe"] == "aws-hrnn"}
+    for r in rows:
+        if "error" in r:
+            out.append(f"| {r['dataset']} | {r['recipe']} | error: {r['error']} | | | | | | | `{r['command']}` |")
+            continue
+        ratio = f"{r['ndcg10'] / hrnn[r['dataset']]:.2f}x" if hrnn.get(r["dataset"]) else ""
+        load = r["load_average_before"][0]
+        out.append(
+            f"| {r['dataset']} | {r['recipe']} | {r['ndcg10']:.4f} | {r['hr10']:.4f} | {r['mrr10']:.4f} | {r['popularity_ndcg10']:.4f} | {ratio} | {r['train_s']} | {load} | `{r['command']}` |"
+        )
+    return "\n".join(out)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", default=",".join(DATASETS))
+    parser.add_argument("--recipes", default=",".join(RECIPES))
+    parser.add_argument("--hp", action="append", default=[], help="KEY=VALUE passed to every recipe that runs")
+    args = parser.parse_args()
+    rows: list[dict] = []
+    for dataset in args.datasets.split(","):
+        if dataset not in DATASETS:
+            print(f"unknown dataset {dataset!r} (known: {', '.join(DATASETS)})", file=sys.stderr)
+            return 2
+        for recipe in args.recipes.split(","):
+            row = run_row(dataset, recipe, args.hp)
+            print(json.dumps(row), file=sys.stderr, flush=True)
+            rows = json.loads(RESULTS.read_text()) if RESULTS.exists() else []  # other runs may have added rows
+            rows = [r for r in rows if (r["dataset"], r["recipe"]) != (dataset, recipe)] + [row]
+            rows.sort(key=lambda r: (list(DATASETS).index(r["dataset"]), RECIPES.index(r["recipe"]) if r["recipe"] in RECIPES else 99))
+            RESULTS.write_text(json.dumps(rows, indent=1) + "\n")
+    print(markdown(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

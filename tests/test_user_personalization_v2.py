@@ -1,0 +1,227 @@
+"""aws-user-personalization-v2 / aws-personalized-ranking-v2 (SASRec family) and the
+training units they are built from (negative sampler, losses, weight averaging)."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from personalize_pipeline.batch import run_batch_job
+from personalize_pipeline.datasets import read_dataset_group
+from personalize_pipeline.errors import InputError
+from personalize_pipeline.features import featurize
+from personalize_pipeline.recipes import PersonalizedRankingV2, UserBatch, UserPersonalizationV2, get_recipe
+from personalize_pipeline.recipes.averaging import WeightAverage
+from personalize_pipeline.recipes.losses import full_softmax_xe, sampled_softmax_xe_logq
+from personalize_pipeline.recipes.negatives import PopularitySampler
+from personalize_pipeline.recipes.sasrec import end_aligned_windows, last_items
+from personalize_pipeline.store import load_solution_version
+from personalize_pipeline.training import SolutionConfig, train
+from personalize_pipeline.tuning import default_recipe_list
+
+N_ITEMS = 24
+TINY = {"hidden_dimension": 32, "epochs": 12, "batch_size": 32, "learning_rate": 0.01, "dropout": 0.1, "max_sequence_length": 10}
+
+
+def cycle_dataset(path, users=160, length=12, n_items=N_ITEMS, extra_item_after=None):
+    """Every user walks the cycle i -> i + 1 (mod n_items) from a random start: the next
+    item is a deterministic function of the last one. ``extra_item_after`` (a time) adds
+    events after that time in which users go from the last item of the cycle to a new
+    item ``new`` instead of wrapping around."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for u in range(users):
+        start = int(rng.integers(n_items))
+        for k in range(length):
+            rows.append((f"u{u}", f"i{(start + k) % n_items}", 1_000_000 + u * 100 + k))
+    frame = pd.DataFrame(rows, columns=["USER_ID", "ITEM_ID", "TIMESTAMP"])
+    if extra_item_after is not None:
+        late = [(f"v{u}", f"i{n_items - 1}" if k % 2 == 0 else "new", extra_item_after + 10 + u * 10 + k) for u in range(40) for k in range(5)]
+        frame = pd.concat([frame, pd.DataFrame(late, columns=frame.columns)])
+    path.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path / "interactions.csv", index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def cycle(tmp_path_factory):
+    return featurize(read_dataset_group(cycle_dataset(tmp_path_factory.mktemp("cycle"))))
+
+
+@pytest.fixture(scope="module")
+def model(cycle):
+    torch.set_num_threads(1)
+    return UserPersonalizationV2(**TINY).fit(cycle)
+
+
+def _next_item_accuracy(recipe, features, n_items=N_ITEMS):
+    """Share of one-item histories whose top recommendation is the next item of the cycle."""
+    codes = features.item_index(np.array([f"i{i}" for i in range(n_items)], dtype=object))
+    expected = features.item_index(np.array([f"i{(i + 1) % n_items}" for i in range(n_items)], dtype=object))
+    batch = UserBatch(np.full(n_items, -1), np.arange(n_items + 1), codes)
+    top, _ = recipe.recommend(batch, 1)
+    return float((top[:, 0] == expected).mean())
+
+
+def test_learns_a_deterministic_sequence(model, cycle):
+    assert _next_item_accuracy(model, cycle) >= 0.9
+    assert model.training_stats()["loss"] == "full softmax cross-entropy"
+    losses = model.training_stats()["loss_by_epoch"]
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_sampled_softmax_with_logq_learns_too(cycle):
+    torch.set_num_threads(1)
+    sampled = UserPersonalizationV2(**TINY, n_sample=8).fit(cycle)
+    assert sampled.training_stats()["loss"].startswith("sampled softmax, 8 negatives")
+    assert _next_item_accuracy(sampled, cycle) >= 0.8
+
+
+def test_cached_states_equal_recomputed_states(model, cycle):
+    indptr, items = cycle.sequences()
+    users = np.arange(cycle.n_users)
+    fresh = UserBatch.from_histories(users, indptr, items)
+    stored = UserBatch.from_histories(users, indptr, items)
+    stored.stored = True
+    np.testing.assert_allclose(model.logits(stored), model.logits(fresh), rtol=1e-4, atol=1e-4)
+
+
+def test_save_load_round_trip_gives_identical_scores(model, cycle, tmp_path):
+    version = train(cycle, SolutionConfig("aws-user-personalization-v2", TINY), tmp_path / "sol")
+    loaded = load_solution_version(tmp_path / "sol")
+    batch = loaded.user_batch(np.arange(20))
+    np.testing.assert_array_equal(loaded.recipe.score(batch), version.recipe.score(batch))
+    again = UserPersonalizationV2.from_state(model.params, model.state())
+    plain = UserBatch.from_histories(np.arange(20), *cycle.sequences())
+    np.testing.assert_array_equal(again.score(plain), model.score(plain))
+    assert again.score(plain).sum(axis=1) == pytest.approx(np.ones(20), abs=1e-4)
+
+
+def test_exclude_seen_and_filters_apply(model, cycle):
+    batch = UserBatch.from_histories(np.arange(10), *cycle.sequences())
+    items, _ = model.recommend(batch, 5, exclude_seen=True)
+    rows, seen = batch.seen_mask_rows_cols()
+    assert not any(item in set(seen[rows == r]) for r in range(10) for item in items[r])
+    allowed = np.zeros((10, cycle.n_items), dtype=bool)
+    allowed[:, :3] = True
+    items, _ = model.recommend(batch, 5, allowed=allowed)
+    assert (items[:, :3] < 3).all() and (items[:, 3:] == -1).all()
+
+
+def test_update_adds_new_items_and_keeps_the_network(tmp_path):
+    torch.set_num_threads(1)
+    cut = 2_000_000
+    features = featurize(read_dataset_group(cycle_dataset(tmp_path / "data", extra_item_after=cut)))
+    old = features.with_interactions(features.interactions[features.interactions["timestamp"] <= cut])
+    full = UserPersonalizationV2(**TINY).fit(old)
+    new = features.item_index(np.array(["new"], dtype=object))[0]
+    assert not full.trained[new]  # no events before the cut: never recommended by FULL
+    full_state = {k: v.copy() for k, v in full.state().items()}
+    updated = UserPersonalizationV2.from_state(full.params, full_state).update(features, previous_item_ids=features.item_ids, previous_user_ids=features.user_ids)
+    assert updated.trained[new] and updated.n_items == features.n_items
+    assert updated.training_stats()["carried_items"] == N_ITEMS
+    state = updated.state()
+    for name, value in full_state.items():  # the network did not move
+        if name.startswith("net.") and name != "net.embedding.weight":
+            np.testing.assert_array_equal(state[name], value, err_msg=name)
+    known = np.flatnonzero(full.trained)
+    np.testing.assert_array_equal(state["net.embedding.weight"][known], full_state["net.embedding.weight"][known])
+    assert not np.array_equal(state["net.embedding.weight"][new], full_state["net.embedding.weight"][new])
+    # the refresh learned where the new item follows: it scores higher for the users of the
+    # new events (history ending with the last item of the cycle) than for the others
+    late = features.user_index(np.array([f"v{u}" for u in range(40)], dtype=object))
+    others = features.user_index(np.array([f"u{u}" for u in range(40)], dtype=object))
+    logits = {}
+    for name, users in (("late", late), ("others", others)):
+        batch = UserBatch.from_histories(users, *features.sequences())
+        batch.stored = True
+        logits[name] = updated.logits(batch)[:, new]
+    assert np.isfinite(logits["late"]).all() and logits["late"].mean() > logits["others"].mean()
+    # users without new events keep their cached state; the others were recomputed
+    reused = features.user_index(np.array(["u0"], dtype=object))[0]
+    np.testing.assert_array_equal(updated.user_state[reused], full.user_state[reused])
+    assert np.abs(updated.user_state[late]).sum(axis=1).min() > 0
+
+
+def test_ranking_recipe_reorders_the_item_list(cycle, tmp_path):
+    torch.set_num_threads(1)
+    train(cycle, SolutionConfig("aws-personalized-ranking-v2", TINY), tmp_path / "rank")
+    version = load_solution_version(tmp_path / "rank")
+    assert version.recipe_type == "PERSONALIZED_RANKING"
+    user = version.user_ids[0]
+    last = version.item_ids[version.history_items[version.history_indptr[1] - 1]]
+    nxt = f"i{(int(last[1:]) + 1) % N_ITEMS}"
+    others = [i for i in (f"i{k}" for k in range(N_ITEMS)) if i not in (nxt,)][:6]
+    job = tmp_path / "job.jsonl"
+    job.write_text(json.dumps({"userId": user, "itemList": [*others, "unknown-item", nxt]}) + "\n")
+    run_batch_job(tmp_path / "rank", job, tmp_path / "out")
+    (line,) = [json.loads(x) for x in (tmp_path / "out" / "job.jsonl.out").read_text().splitlines()]
+    ranked, scores = line["output"]["recommendedItems"], line["output"]["scores"]
+    assert ranked[0] == nxt and ranked[-1] == "unknown-item" and scores[-1] is None
+    assert sorted(ranked) == sorted([*others, "unknown-item", nxt])
+    assert sum(scores[:-1]) == pytest.approx(1.0, abs=1e-5) and scores[:-1] == sorted(scores[:-1], reverse=True)
+
+
+def test_registered_with_hyperparameters_and_in_automl():
+    assert get_recipe("arn:aws:personalize:::recipe/aws-user-personalization-v2") is UserPersonalizationV2
+    assert get_recipe("aws-personalized-ranking-v2") is PersonalizedRankingV2
+    params = UserPersonalizationV2.resolve_hyperparameters({})
+    assert params["hidden_dimension"] == 64 and params["max_sequence_length"] == 50
+    assert {hp.name for hp in UserPersonalizationV2.hyperparameters if hp.tunable} >= {"hidden_dimension", "learning_rate", "dropout"}
+    assert "aws-user-personalization-v2" in default_recipe_list(None)
+    with pytest.raises(InputError, match="num_heads"):
+        UserPersonalizationV2(hidden_dimension=30, num_heads=4)
+
+
+@pytest.mark.parametrize("n_items, negatives", [(355, 0), (8192, 0), (12101, 2048)])
+def test_full_softmax_where_the_catalogue_allows_it(n_items, negatives):
+    """Automatic loss: the full softmax up to 8,192 items, 2,048 sampled negatives above;
+    the automatic schedule gives cheaper events more passes (within 4 to 100)."""
+    model = UserPersonalizationV2()
+    model.n_items, model.trained = n_items, np.ones(n_items, dtype=bool)
+    assert model._negatives() == negatives
+    assert 4 <= model.auto_epochs(10_000_000) <= model.auto_epochs(200_000) <= model.auto_epochs(1_000) == 100
+    assert UserPersonalizationV2(n_sample=64)._negatives() == 0  # no catalogue yet: nothing to sample from
+
+
+def test_windows_end_at_the_newest_event_and_cover_every_transition():
+    indptr = np.array([0, 5, 6, 9])
+    items = np.array([1, 2, 3, 4, 5, 7, 8, 9, 10])
+    inputs, targets, positions = end_aligned_windows(indptr, items, 3, pad=99)
+    # user 0: 4 transitions -> windows [3,4,5] and [.,.,2]; user 1: none; user 2: [.,9,10]
+    assert targets.tolist() == [[3, 4, 5], [-1, -1, 2], [-1, 9, 10]]
+    assert inputs.tolist() == [[2, 3, 4], [99, 99, 1], [99, 8, 9]]
+    assert positions[0].tolist() == [2, 3, 4]
+    rows, window = last_items(indptr, items, 2, pad=99)
+    assert rows.tolist() == [0, 1, 2] and window.tolist() == [[4, 5], [99, 7], [9, 10]]
+
+
+def test_sampler_losses_and_weight_average():
+    rng = np.random.default_rng(0)
+    counts = np.array([0.0, 1.0, 10.0, 100.0])
+    sampler = PopularitySampler(counts, n_sample=500, alpha=1.0, rng=rng)
+    drawn = torch.cat([sampler.draw() for _ in range(70)]).numpy()
+    assert (drawn != 0).all()  # never-seen items are never drawn
+    share = np.bincount(drawn, minlength=4) / len(drawn)
+    assert share[3] == pytest.approx(100 / 111, abs=0.02)
+    # the sampled softmax with every item once as a negative and no correction is the full
+    # softmax plus the positive counted twice
+    states, vectors = torch.randn(5, 4), torch.randn(6, 4)
+    targets = torch.tensor([0, 1, 2, 3, 5])
+    full = full_softmax_xe(states, vectors, targets)
+    reference = torch.nn.functional.cross_entropy(states @ vectors.T, targets, reduction="none")
+    torch.testing.assert_close(full, reference)
+    zeros = torch.zeros(6)
+    sampled = sampled_softmax_xe_logq(states, vectors[targets], vectors, zeros[targets], zeros)
+    logits = states @ vectors.T
+    doubled = torch.logaddexp(logits.gather(1, targets[:, None]).squeeze(1), torch.logsumexp(logits, 1)) - logits.gather(1, targets[:, None]).squeeze(1)
+    torch.testing.assert_close(sampled, doubled)
+    param = torch.nn.Parameter(torch.zeros(3))
+    average = WeightAverage([param], decay=0.5)
+    with torch.no_grad():
+        param.fill_(2.0)
+    average.step()
+    average.apply()
+    torch.testing.assert_close(param.detach(), torch.ones(3))
