@@ -7,7 +7,7 @@ folders of increments too) with ``personalize_pipeline.attribution``, writes the
 report as CSV to ``<artifacts>/attribution/<run id>/metric_attribution.csv`` and shows the
 latest days as a table, a plot of all days, and float totals per source (charted across
 runs). Interactions without an EVENT_ATTRIBUTION_SOURCE column materialize with a note.
-Its own job, ``metric_attribution``, so the file sensor's validation runs stay as cheap
+Its own job, ``attribute_metrics``, so the file sensor's validation runs stay as cheap
 as they were."""
 
 
@@ -94,7 +94,7 @@ def _daily_table(report: pd.DataFrame) -> str:
 
 
 metric_attribution_job = dg.define_asset_job(
-    "metric_attribution",
+    "attribute_metrics",
     selection=dg.AssetSelection.assets(metric_attribution),
     description=f"Events and the sum of EVENT_VALUE per {SOURCE}, day and event type, from the delivered interactions.",
 )

@@ -1,5 +1,5 @@
 """The one Definitions object of the code location: the shared datasets (with the
-metric_attribution asset and job, and the delete_users job), then each
+metric_attribution asset and its attribute_metrics job, and the delete_users job), then each
 configured solution's assets, checks, jobs, schedules and sensors (assets/solutions.py),
 from personalize.yaml (or $PERSONALIZE_CONFIG). A bad configuration stops the load with one
 line naming the key and the file."""

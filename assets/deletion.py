@@ -5,6 +5,7 @@ solution that still hold them; with ``remove_versions: true`` those versions are
 (``latest`` moves to the newest remaining one). The next FULL of each solution trains
 without them.
 
+Run config: ``ops: delete_user_data: config: {users_file: ..., remove_versions: false}``.
 The run's metadata shows counts, the versions and the record's path, never an id: the
 record itself holds only salted hashes of the ids."""
 
@@ -31,7 +32,7 @@ class DeleteUsersConfig(dg.Config):
 def delete_users_job(solutions: list[str]) -> dg.JobDefinition:
     """The job for the configured solutions (their stores: ``<artifacts>/solutions/<name>``)."""
 
-    @dg.op(name="delete_users", description="Delete the users of a deletion file from the dataset group; list (or remove) the solution versions holding them.")
+    @dg.op(name="delete_user_data", description="Delete the users of a deletion file from the dataset group; list (or remove) the solution versions holding them.")
     def delete_users_op(context: dg.OpExecutionContext, config: DeleteUsersConfig, dataset_source: DatasetSource, artifact_store: ArtifactStore) -> dg.Output[dict]:
         with measured() as stage, step_failure_on_bad_input():
             ids = read_user_ids(Location(config.users_file, dataset_source.s3.options()))

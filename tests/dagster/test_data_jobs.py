@@ -26,6 +26,7 @@ def trained(demo_small, tmp_path_factory, request):
     dataset = tmp / "dataset"
     shutil.copytree(demo_small, dataset, ignore=shutil.ignore_patterns("batch-input"))
     defs = pipeline_defs(dataset, tmp / "artifacts", tmp / "output", solutions=SOLUTIONS)
+    dg.Definitions.validate_loadable(defs)  # job, op and asset names do not clash
     instance = dg.DagsterInstance.ephemeral()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -68,7 +69,7 @@ def test_metric_attribution_reports_per_source_and_day(demo_small, tmp_path):
     (tmp_path / "dataset").mkdir()
     events.to_csv(tmp_path / "dataset" / "interactions.csv", index=False)
     defs = pipeline_defs(tmp_path / "dataset", tmp_path / "artifacts", tmp_path / "output", solutions=SOLUTIONS[1:])
-    result = defs.resolve_job_def("metric_attribution").execute_in_process(instance=dg.DagsterInstance.ephemeral())
+    result = defs.resolve_job_def("attribute_metrics").execute_in_process(instance=dg.DagsterInstance.ephemeral())
     md = result.asset_materializations_for_node("metric_attribution")[-1].metadata
     sources = events["EVENT_ATTRIBUTION_SOURCE"].fillna("").replace("", "UNATTRIBUTED")
     assert md["present"].value is True and md["sources"].value == 3 and md["events"].value == len(events)
@@ -83,7 +84,7 @@ def test_metric_attribution_reports_per_source_and_day(demo_small, tmp_path):
     assert md["plot"].value.startswith("![metric attribution by day](data:image/png;base64,")
 
     # without the column: materialized, with a note
-    plain = defs.resolve_job_def("metric_attribution")
+    plain = defs.resolve_job_def("attribute_metrics")
     events.drop(columns=["EVENT_ATTRIBUTION_SOURCE"]).to_csv(tmp_path / "dataset" / "interactions.csv", index=False)
     md = plain.execute_in_process(instance=dg.DagsterInstance.ephemeral()).asset_materializations_for_node("metric_attribution")[-1].metadata
     assert md["present"].value is False and "EVENT_ATTRIBUTION_SOURCE" in md["note"].value
@@ -98,10 +99,10 @@ def test_delete_users_job_removes_rows_and_versions_and_shows_no_id(trained):
     job = defs.resolve_job_def("delete_users")
 
     def run(remove):
-        config = {"ops": {"delete_users": {"config": {"users_file": str(tmp / "forget.csv"), "remove_versions": remove}}}}
+        config = {"ops": {"delete_user_data": {"config": {"users_file": str(tmp / "forget.csv"), "remove_versions": remove}}}}
         result = job.execute_in_process(run_config=config, instance=instance)
         logs = json.dumps([str(e.dagster_event) + str(e.user_message) for e in instance.all_logs(result.run_id)])
-        return result.output_for_node("delete_users"), result, logs
+        return result.output_for_node("delete_user_data"), result, logs
 
     summary, result, logs = run(False)
     after = pd.read_csv(dataset / "interactions.csv", dtype=str)
