@@ -1,4 +1,5 @@
-"""The one Definitions object of the code location: the shared datasets, then each
+"""The one Definitions object of the code location: the shared datasets (with the
+metric_attribution asset and its attribute_metrics job, and the delete_users job), then each
 configured solution's assets, checks, jobs, schedules and sensors (assets/solutions.py),
 from personalize.yaml (or $PERSONALIZE_CONFIG). A bad configuration stops the load with one
 line naming the key and the file."""
@@ -13,8 +14,10 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 from personalize_pipeline.config import PipelineConfig  # noqa: E402
 
+from .attribution import metric_attribution, metric_attribution_job  # noqa: E402
 from .checks import ge_checks  # noqa: E402
 from .datasets import raw_assets, validated_assets  # noqa: E402
+from .deletion import delete_users_job  # noqa: E402
 from .executors import build_executor  # noqa: E402
 from .jobs import validate_dataset_job  # noqa: E402
 from .resources import ArtifactStore, BatchInputs, DatasetSource, OutputLocation, S3Settings  # noqa: E402
@@ -43,9 +46,9 @@ def build_definitions(config: PipelineConfig, s3: S3Settings | None = None, exec
     solutions = build_solutions(config)
     validate_dataset = validate_dataset_job(config.runs)
     shared = dg.Definitions(
-        assets=[*raw_assets, *validated_assets, exploration_simulation],
+        assets=[*raw_assets, *validated_assets, metric_attribution, exploration_simulation],
         asset_checks=ge_checks,
-        jobs=[validate_dataset, exploration_simulation_job],
+        jobs=[validate_dataset, metric_attribution_job, delete_users_job([s.name for s in solutions]), exploration_simulation_job],
         sensors=[new_dataset_files_sensor(config, {s.name: s.update_job for s in solutions}, validate_dataset), record_run_failures],
         resources=build_resources(config, s3),
         executor=executor or build_executor(config.runs.executor),

@@ -134,3 +134,19 @@ def segment_recall(segments: dict, baseline: dict, recipe: str) -> dg.MetadataVa
         ax.set_title(title, fontsize=9)
     axes[0].legend(fontsize=7)
     return _png_markdown(fig, "metrics by segment")
+
+
+def attribution_by_day(report) -> dg.MetadataValue:
+    """Per attribution source and day: events, and the sum of EVENT_VALUE (all event types)."""
+    plt = _plt()
+    daily = report.groupby(["day", "source"])[["events", "event_value_sum"]].sum().unstack("source", fill_value=0).sort_index()
+    fig, axes = plt.subplots(1, 2, figsize=(8, 2.8))
+    for ax, column, title in ((axes[0], "events", "events"), (axes[1], "event_value_sum", "sum of EVENT_VALUE")):
+        for source in daily[column].columns:
+            ax.plot(range(len(daily)), daily[column][source].to_numpy(), marker="o" if len(daily) < 40 else None, markersize=3, label=str(source)[:24])
+        ticks = list(range(0, len(daily), max(1, len(daily) // 6)))
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([daily.index[i] for i in ticks], fontsize=6, rotation=30)
+        ax.set_title(title + " per day", fontsize=9)
+    axes[0].legend(fontsize=6)
+    return _png_markdown(fig, "metric attribution by day")
