@@ -275,8 +275,11 @@ def load_config(path: str | os.PathLike | None = None) -> PipelineConfig:
             mark = getattr(exc, "problem_mark", None)
             where = f" (line {mark.line + 1})" if mark is not None else ""
             raise InputError(f"{file}: not valid YAML{where}: {getattr(exc, 'problem', None) or exc}") from None
-    elif path is not None or os.environ.get(CONFIG_ENV):
+    elif path is not None:
         raise InputError(f"{file}: configuration file does not exist")
+    elif os.environ.get(CONFIG_ENV):
+        # not the defaults' local folders: on a worker that would silently put artifacts on its own disk
+        raise InputError(f"{CONFIG_ENV}={file}: no such file (working directory {Path.cwd()}); give an absolute path")
     return with_environment(parse_config(raw, str(file)))
 
 
