@@ -279,7 +279,7 @@ def load_config(path: str | os.PathLike | None = None) -> PipelineConfig:
         raise InputError(f"{file}: configuration file does not exist")
     elif os.environ.get(CONFIG_ENV):
         # not the defaults' local folders: on a worker that would silently put artifacts on its own disk
-        raise InputError(f"{CONFIG_ENV}={file}: no such file (working directory {Path.cwd()}); give an absolute path")
+        raise InputError(f"{CONFIG_ENV}={file}: configuration file does not exist (working directory {Path.cwd()}); give an absolute path")
     return with_environment(parse_config(raw, str(file)))
 
 

@@ -86,11 +86,11 @@ def test_a_config_file_that_did_not_travel_is_an_error_not_local_defaults(tmp_pa
     monkeypatch.setenv("PERSONALIZE_CONFIG", "deploy/personalize.celery.yaml")
     settings.cache_clear()
     try:
-        with pytest.raises(InputError, match=r"PERSONALIZE_CONFIG=deploy/personalize.celery.yaml: no such file \(working directory"):
+        with pytest.raises(InputError, match=r"PERSONALIZE_CONFIG=deploy/personalize.celery.yaml: configuration file does not exist \(working directory"):
             settings()
         monkeypatch.setenv("PERSONALIZE_CONFIG", str(DEPLOY / "personalize.celery.yaml"))
         settings.cache_clear()
-        assert settings()["locations"]["artifacts"] == "s3://my-bucket/personalize/artifacts"
+        assert settings().locations.artifacts == "s3://my-bucket/personalize/artifacts"
     finally:
         monkeypatch.undo()
         settings.cache_clear()
