@@ -29,24 +29,30 @@ def _ge_check(dataset_type: str):
         with measured() as stage:
             dataset = load_snapshot(location)
             report = validate_datasets([dataset], dataset.source)
-        failures = report.failures
-        return dg.AssetCheckResult(
-            passed=report.success,
-            severity=dg.AssetCheckSeverity.ERROR,
-            description=(failures[0].message() if failures else report.summary()),
-            metadata={
-                "summary": report.summary(),
-                "rules": len(report.results),
-                "failed_rules": len(failures),
-                "warnings": len(report.warnings),
-                "failures": dg.MetadataValue.md("\n".join(f"- {r.message()}" for r in failures + report.warnings) or "none"),
-                "report": dg.MetadataValue.md(report.to_markdown()),
-                "validation_seconds": report.seconds,
-                **stage.as_dict(),
-            },
-        )
+        return validation_result(report, stage)
 
     return _check
+
+
+def validation_result(report, stage) -> dg.AssetCheckResult:
+    """A GE validation report as a blocking check's result: the first failure as its
+    description, every failure and warning, the full report and the timings as metadata."""
+    failures = report.failures
+    return dg.AssetCheckResult(
+        passed=report.success,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=(failures[0].message() if failures else report.summary()),
+        metadata={
+            "summary": report.summary(),
+            "rules": len(report.results),
+            "failed_rules": len(failures),
+            "warnings": len(report.warnings),
+            "failures": dg.MetadataValue.md("\n".join(f"- {r.message()}" for r in failures + report.warnings) or "none"),
+            "report": dg.MetadataValue.md(report.to_markdown()),
+            "validation_seconds": report.seconds,
+            **stage.as_dict(),
+        },
+    )
 
 
 ge_checks = [_ge_check(t) for t in DATASET_TYPES]

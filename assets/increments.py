@@ -10,6 +10,7 @@ from personalize_pipeline.config import Solution
 from personalize_pipeline.increments import load_increment, read_increment, save_increment, validate_increment
 from personalize_pipeline.measure import measured
 
+from .checks import validation_result
 from .metadata import CODE_VERSION, retry_policy, step_failure_on_bad_input, upstream_location
 from .resources import ArtifactStore, DatasetSource
 
@@ -67,17 +68,6 @@ def increment_check(solution: Solution):
         location = upstream_location(context, increment_key(solution), artifact_store.s3.options())
         with measured() as stage:
             report = validate_increment(load_increment(location))
-        failures = report.failures
-        return dg.AssetCheckResult(
-            passed=report.success,
-            severity=dg.AssetCheckSeverity.ERROR,
-            description=(failures[0].message() if failures else report.summary()),
-            metadata={
-                "summary": report.summary(),
-                "failed_rules": len(failures),
-                "failures": dg.MetadataValue.md("\n".join(f"- {r.message()}" for r in failures) or "none"),
-                **stage.as_dict(),
-            },
-        )
+        return validation_result(report, stage)
 
     return _check

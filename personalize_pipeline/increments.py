@@ -38,7 +38,7 @@ from .features import (
 from .imports import DataFile, ImportPlan, plan_increment
 from .locations import Location, as_location
 from .schemas import DATASET_TYPES, Schema, parse_avro
-from .store import MANIFEST, read_manifest, resolve_version
+from .store import read_manifest, resolve_version
 
 
 @dataclass
@@ -72,17 +72,13 @@ def read_increment(dataset: str | Location, solution: str | Location, validate_f
     increment = Increment(manifest["solution_version"], plan, None, plan.warnings())
     if not plan.new_files:
         return increment, base
-    schemas = _load_json(base.child("features", "features.json")).get("schemas", {})
+    schemas = base.child("features", "features.json").read_json().get("schemas", {})
     datasets = {t: _read_new(root, t, plan, schemas.get(t)) for t in DATASET_TYPES}
     group = DatasetGroup(root.url, datasets["interactions"], datasets["items"], datasets["users"])
     if validate_files:
         _validate(group)
     increment.group = group
     return increment, base
-
-
-def _load_json(location: Location) -> dict[str, Any]:
-    return location.read_json()
 
 
 def _read_new(root: Location, dataset_type: str, plan: ImportPlan, schema: dict | None) -> Dataset | None:
@@ -354,4 +350,4 @@ def update_features(
     return features, increment
 
 
-__all__ = ["Increment", "read_increment", "extend_features", "update_features", "MANIFEST"]
+__all__ = ["Increment", "read_increment", "extend_features", "update_features", "save_increment", "load_increment", "validate_increment"]
