@@ -10,7 +10,6 @@ runs). Interactions without an EVENT_ATTRIBUTION_SOURCE column materialize with 
 Its own job, ``attribute_metrics``, so the file sensor's validation runs stay as cheap
 as they were."""
 
-
 import dagster as dg
 import pandas as pd
 
@@ -38,7 +37,9 @@ MAX_SOURCE_METADATA = 50  # float totals for the sources with the most events
         "metric attribution: EVENT_COUNT and SUM(EVENT_VALUE)), as a table, a plot and totals per source."
     ),
 )
-def metric_attribution(context: dg.AssetExecutionContext, dataset_source: DatasetSource, artifact_store: ArtifactStore) -> dg.MaterializeResult:
+def metric_attribution(
+    context: dg.AssetExecutionContext, dataset_source: DatasetSource, artifact_store: ArtifactStore
+) -> dg.MaterializeResult:
     with measured() as stage:
         with step_failure_on_bad_input():
             interactions = read_one(dataset_source.root(), "interactions")
@@ -47,14 +48,21 @@ def metric_attribution(context: dg.AssetExecutionContext, dataset_source: Datase
                     metadata={
                         "present": False,
                         "source": dg.MetadataValue.path(interactions.source),
-                        "note": dg.MetadataValue.md(f"The interactions have no `{SOURCE}` column: nothing to attribute. Add one (e.g. the solution or campaign a recommendation came from) to see what each source brought in."),
+                        "note": dg.MetadataValue.md(
+                            f"The interactions have no `{SOURCE}` column: nothing to attribute. Add one (e.g. the solution or campaign a recommendation came from) to see what each source brought in."
+                        ),
                     }
                 )
             report = attribute_metrics(interactions)
         location = artifact_store.root().child("attribution", context.run_id, "metric_attribution.csv")
         location.write_text(report.to_csv(index=False))
     context.log.info(f"metric attribution: {len(report)} rows (source, day, event type) → {location.url}")
-    totals = totals_by_source(report).groupby("source")[["events", "event_value_sum"]].sum().sort_values("events", ascending=False)
+    totals = (
+        totals_by_source(report)
+        .groupby("source")[["events", "event_value_sum"]]
+        .sum()
+        .sort_values("events", ascending=False)
+    )
     per_source = {}
     for source, row in totals.head(MAX_SOURCE_METADATA).iterrows():
         per_source[f"events/{source}"] = dg.MetadataValue.float(float(row["events"]))
@@ -80,7 +88,9 @@ def _daily_table(report: pd.DataFrame) -> str:
     and the sum of EVENT_VALUE."""
     days = sorted(report["day"].unique())
     recent = report[report["day"].isin(days[-TABLE_DAYS:])]
-    wide = recent.pivot_table(index=["source", "day"], columns="event_type", values=["events", "event_value_sum"], aggfunc="sum", fill_value=0)
+    wide = recent.pivot_table(
+        index=["source", "day"], columns="event_type", values=["events", "event_value_sum"], aggfunc="sum", fill_value=0
+    )
     rows = []
     for (source, day), values in wide.iterrows():
         row: dict = {"source": source, "day": day}
@@ -89,7 +99,11 @@ def _daily_table(report: pd.DataFrame) -> str:
             row[f"{label} events"] = int(values[("events", event_type)])
             row[f"{label} value"] = float(values[("event_value_sum", event_type)])
         rows.append(row)
-    note = f"The latest {TABLE_DAYS} of {len(days)} days (every day in the CSV at `path`).\n\n" if len(days) > TABLE_DAYS else ""
+    note = (
+        f"The latest {TABLE_DAYS} of {len(days)} days (every day in the CSV at `path`).\n\n"
+        if len(days) > TABLE_DAYS
+        else ""
+    )
     return note + table_markdown(rows)
 
 

@@ -8,7 +8,6 @@ only solution, also those directly under ``<batch input>/``; a file of the same 
 shard and requests a run for it with S's batch_inference options; each partition writes
 ``<output>/S/<solution version>/jobs/<shard>.out`` with Personalize's format."""
 
-
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,7 +75,11 @@ def shard_definitions(solution: Solution, only_solution: bool) -> ShardDefinitio
         description=f"One batch inference job of solution {name} per input shard (<batch input>/{name}/<shard>.jsonl → <output>/{name}/<version>/jobs/<shard>.out).",
     )
     def batch_job_output(
-        context: dg.AssetExecutionContext, config: BatchShardConfig, batch_inputs: BatchInputs, artifact_store: ArtifactStore, output_location: OutputLocation
+        context: dg.AssetExecutionContext,
+        config: BatchShardConfig,
+        batch_inputs: BatchInputs,
+        artifact_store: ArtifactStore,
+        output_location: OutputLocation,
     ) -> dg.MaterializeResult:
         shard = context.partition_key
         with measured() as stage:
@@ -114,7 +117,9 @@ def shard_definitions(solution: Solution, only_solution: bool) -> ShardDefinitio
             return dg.SkipReason(f"no new or changed *.jsonl shards for {name} in {batch_inputs.location}")
         known = set(context.instance.get_dynamic_partitions(partitions.name))
         return dg.SensorResult(
-            run_requests=[dg.RunRequest(partition_key=s, run_key=f"{s}:{current[s]}", run_config=run_config) for s in new],
+            run_requests=[
+                dg.RunRequest(partition_key=s, run_key=f"{s}:{current[s]}", run_config=run_config) for s in new
+            ],
             dynamic_partitions_requests=[partitions.build_add_request([s for s in new if s not in known])],
             cursor=dg.serialize_value(current),
         )

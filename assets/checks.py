@@ -1,6 +1,5 @@
 """Blocking Great Expectations checks: a failure stops the graph before featurization."""
 
-
 import dagster as dg
 
 from personalize_pipeline.datasets import load_snapshot
@@ -47,7 +46,9 @@ def validation_result(report, stage) -> dg.AssetCheckResult:
             "rules": len(report.results),
             "failed_rules": len(failures),
             "warnings": len(report.warnings),
-            "failures": dg.MetadataValue.md("\n".join(f"- {r.message()}" for r in failures + report.warnings) or "none"),
+            "failures": dg.MetadataValue.md(
+                "\n".join(f"- {r.message()}" for r in failures + report.warnings) or "none"
+            ),
             "report": dg.MetadataValue.md(report.to_markdown()),
             "validation_seconds": report.seconds,
             **stage.as_dict(),

@@ -1,7 +1,6 @@
 """Raw datasets (external, owned by whoever drops files) and their validated snapshots,
 shared by every solution of the dataset group."""
 
-
 import dagster as dg
 
 from personalize_pipeline.datasets import read_one, save_snapshot
@@ -38,7 +37,9 @@ def _validated_asset(dataset_type: str):
             "Expectations check on it must pass before anything downstream runs."
         ),
     )
-    def _asset(context: dg.AssetExecutionContext, dataset_source: DatasetSource, artifact_store: ArtifactStore) -> dg.MaterializeResult:
+    def _asset(
+        context: dg.AssetExecutionContext, dataset_source: DatasetSource, artifact_store: ArtifactStore
+    ) -> dg.MaterializeResult:
         with measured() as stage:
             with step_failure_on_bad_input():
                 dataset = read_one(dataset_source.root(), dataset_type)
@@ -47,7 +48,9 @@ def _validated_asset(dataset_type: str):
         if dataset is None:
             if dataset_type == "interactions":
                 raise dg.Failure(description="no interactions dataset found", allow_retries=False)
-            return dg.MaterializeResult(metadata={"present": False, "source": dataset_source.location, **stage.as_dict()})
+            return dg.MaterializeResult(
+                metadata={"present": False, "source": dataset_source.location, **stage.as_dict()}
+            )
         return dg.MaterializeResult(
             metadata={
                 "present": True,

@@ -42,14 +42,24 @@ def build_solutions(config: PipelineConfig) -> list[SolutionDefinitions]:
     return [solution_definitions(s, config.runs, only_solution=len(config.solutions) == 1) for s in config.solutions]
 
 
-def build_definitions(config: PipelineConfig, s3: S3Settings | None = None, executor: dg.ExecutorDefinition | None = None) -> dg.Definitions:
+def build_definitions(
+    config: PipelineConfig, s3: S3Settings | None = None, executor: dg.ExecutorDefinition | None = None
+) -> dg.Definitions:
     solutions = build_solutions(config)
     validate_dataset = validate_dataset_job(config.runs)
     shared = dg.Definitions(
         assets=[*raw_assets, *validated_assets, metric_attribution, exploration_simulation],
         asset_checks=ge_checks,
-        jobs=[validate_dataset, metric_attribution_job, delete_users_job([s.name for s in solutions]), exploration_simulation_job],
-        sensors=[new_dataset_files_sensor(config, {s.name: s.update_job for s in solutions}, validate_dataset), record_run_failures],
+        jobs=[
+            validate_dataset,
+            metric_attribution_job,
+            delete_users_job([s.name for s in solutions]),
+            exploration_simulation_job,
+        ],
+        sensors=[
+            new_dataset_files_sensor(config, {s.name: s.update_job for s in solutions}, validate_dataset),
+            record_run_failures,
+        ],
         resources=build_resources(config, s3),
         executor=executor or build_executor(config.runs.executor),
     )

@@ -9,7 +9,6 @@ Run config: ``ops: delete_user_data: config: {users_file: ..., remove_versions: 
 The run's metadata shows counts, the versions and the record's path, never an id: the
 record itself holds only salted hashes of the ids."""
 
-
 import dagster as dg
 
 from personalize_pipeline.deletion import delete_users, read_user_ids, remove_versions, versions_holding
@@ -32,8 +31,16 @@ class DeleteUsersConfig(dg.Config):
 def delete_users_job(solutions: list[str]) -> dg.JobDefinition:
     """The job for the configured solutions (their stores: ``<artifacts>/solutions/<name>``)."""
 
-    @dg.op(name="delete_user_data", description="Delete the users of a deletion file from the dataset group; list (or remove) the solution versions holding them.")
-    def delete_users_op(context: dg.OpExecutionContext, config: DeleteUsersConfig, dataset_source: DatasetSource, artifact_store: ArtifactStore) -> dg.Output[dict]:
+    @dg.op(
+        name="delete_user_data",
+        description="Delete the users of a deletion file from the dataset group; list (or remove) the solution versions holding them.",
+    )
+    def delete_users_op(
+        context: dg.OpExecutionContext,
+        config: DeleteUsersConfig,
+        dataset_source: DatasetSource,
+        artifact_store: ArtifactStore,
+    ) -> dg.Output[dict]:
         with measured() as stage, step_failure_on_bad_input():
             ids = read_user_ids(Location(config.users_file, dataset_source.s3.options()))
             context.log.info(f"deleting the rows of {len(ids)} users from {dataset_source.location}")
@@ -48,7 +55,9 @@ def delete_users_job(solutions: list[str]) -> dg.JobDefinition:
                     remove_versions(store, holding[name])
                     context.log.info(f"removed {len(holding[name])} version(s) of {name}: {', '.join(holding[name])}")
                 elif holding[name]:
-                    context.log.warning(f"{name}: {len(holding[name])} version(s) still hold these users ({', '.join(holding[name])}); run with remove_versions: true to delete them")
+                    context.log.warning(
+                        f"{name}: {len(holding[name])} version(s) still hold these users ({', '.join(holding[name])}); run with remove_versions: true to delete them"
+                    )
         summary = {
             "record": record["record"],
             "users_requested": record["users_requested"],

@@ -2,25 +2,39 @@
 the lift over it, a per-segment breakdown and the comparison with the previous version."""
 
 
-from typing import Optional
-
 import dagster as dg
 
 from personalize_pipeline.config import Solution
 from personalize_pipeline.features import load_features
 from personalize_pipeline.measure import measured
-from personalize_pipeline.metrics import COLLAPSE_DROP, COLLAPSE_METRIC, PROTOCOLS, compare_metrics, evaluate, parse_cutoff
+from personalize_pipeline.metrics import (
+    COLLAPSE_DROP,
+    COLLAPSE_METRIC,
+    PROTOCOLS,
+    compare_metrics,
+    evaluate,
+    parse_cutoff,
+)
 from personalize_pipeline.recipes import get_recipe
 from personalize_pipeline.store import load_manifest, previous_metrics, update_manifest
 
-from .metadata import CODE_VERSION, ReadsUpstream, floats, retry_policy, run_materialization, step_failure_on_bad_input, table_markdown, upstream_location
+from .metadata import (
+    CODE_VERSION,
+    ReadsUpstream,
+    floats,
+    retry_policy,
+    run_materialization,
+    step_failure_on_bad_input,
+    table_markdown,
+    upstream_location,
+)
 from .plots import lift_over_popularity, metrics_by_k, segment_recall
 from .resources import ArtifactStore
 
 
 class MetricsConfig(ReadsUpstream):
     protocol: str = "personalize"  # or leave-last-out, or time (train before a cut-off, test after)
-    cutoff: Optional[str] = None  # time protocol: epoch seconds or ISO date; default the 90% quantile of event times
+    cutoff: str | None = None  # time protocol: epoch seconds or ISO date; default the 90% quantile of event times
     exclude_seen: bool = False
     seed: int = 42
 
@@ -42,14 +56,20 @@ def solution_metrics_asset(solution: Solution) -> dg.AssetsDefinition:
             "user-history and item-popularity segment, and the change against the previous solution version."
         ),
     )
-    def _asset(context: dg.AssetExecutionContext, config: MetricsConfig, artifact_store: ArtifactStore) -> dg.MaterializeResult:
+    def _asset(
+        context: dg.AssetExecutionContext, config: MetricsConfig, artifact_store: ArtifactStore
+    ) -> dg.MaterializeResult:
         if config.protocol not in PROTOCOLS:
             raise dg.Failure(description=f"protocol must be one of {', '.join(PROTOCOLS)}", allow_retries=False)
         s3 = artifact_store.s3.options()
         with measured() as stage:
-            features = load_features(upstream_location(context, dg.AssetKey([name, "featurized_dataset"]), s3, config.upstream_paths))
+            features = load_features(
+                upstream_location(context, dg.AssetKey([name, "featurized_dataset"]), s3, config.upstream_paths)
+            )
             version_loc = upstream_location(context, dg.AssetKey([name, "solution_version"]), s3, config.upstream_paths)
-            manifest = load_manifest(version_loc)  # the recipe and hyperparameters trained (AutoML / HPO may have chosen them)
+            manifest = load_manifest(
+                version_loc
+            )  # the recipe and hyperparameters trained (AutoML / HPO may have chosen them)
             with step_failure_on_bad_input():
                 result = evaluate(
                     features,
@@ -71,9 +91,15 @@ def _metrics_result(result, manifest: dict, version_loc, solution_root, stage) -
     previous = previous_metrics(solution_root, manifest["solution_version"], result.protocol)
     comparison = compare_metrics(result.metrics, previous[1]["metrics"]) if previous else None
     if previous:
-        record["previous_version"] = {"solution_version": previous[0], "metrics": previous[1]["metrics"], "collapsed": comparison["collapsed"]}
+        record["previous_version"] = {
+            "solution_version": previous[0],
+            "metrics": previous[1]["metrics"],
+            "collapsed": comparison["collapsed"],
+        }
     update_manifest(version_loc, metrics=record)
-    rows = [{"metric": k, "value": v, "popularity": baseline.get(k), "lift": lift[k]} for k, v in result.metrics.items()]
+    rows = [
+        {"metric": k, "value": v, "popularity": baseline.get(k), "lift": lift[k]} for k, v in result.metrics.items()
+    ]
     metadata = {
         **floats(result.metrics),
         **floats(baseline, "baseline/"),
@@ -129,7 +155,9 @@ def _run_metadata(context: dg.AssetCheckExecutionContext, key: dg.AssetKey) -> d
 def metrics_checks(solution: Solution) -> list[dg.AssetChecksDefinition]:
     key = dg.AssetKey([solution.name, "solution_metrics"])
 
-    @dg.asset_check(asset=key, name="beats_popularity", description="Warns when the solution does not beat the popularity baseline.")
+    @dg.asset_check(
+        asset=key, name="beats_popularity", description="Warns when the solution does not beat the popularity baseline."
+    )
     def beats_popularity(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
         md = _run_metadata(context, key)
         value, base = md[COLLAPSE_METRIC].value, md[f"baseline/{COLLAPSE_METRIC}"].value
@@ -137,7 +165,8 @@ def metrics_checks(solution: Solution) -> list[dg.AssetChecksDefinition]:
         return dg.AssetCheckResult(
             passed=bool(value > base or recipe_is_baseline),
             severity=dg.AssetCheckSeverity.WARN,
-            description=f"NDCG@10 {value:.4f} vs popularity {base:.4f}" + (" (the recipe is the baseline)" if recipe_is_baseline else ""),
+            description=f"NDCG@10 {value:.4f} vs popularity {base:.4f}"
+            + (" (the recipe is the baseline)" if recipe_is_baseline else ""),
             metadata={"ndcg_at_10": value, "popularity_ndcg_at_10": base},
         )
 
@@ -151,7 +180,11 @@ def metrics_checks(solution: Solution) -> list[dg.AssetChecksDefinition]:
         previous_id = md["previous/solution_version"].value
         value = md[COLLAPSE_METRIC].value
         if previous_id == "none":
-            return dg.AssetCheckResult(passed=True, description="first solution version with these metrics: nothing to compare", metadata={"ndcg_at_10": value})
+            return dg.AssetCheckResult(
+                passed=True,
+                description="first solution version with these metrics: nothing to compare",
+                metadata={"ndcg_at_10": value},
+            )
         old = md[f"previous/{COLLAPSE_METRIC}"].value
         change = (value / old - 1.0) if old else 0.0
         passed = not (old and change < -COLLAPSE_DROP)
@@ -159,7 +192,12 @@ def metrics_checks(solution: Solution) -> list[dg.AssetChecksDefinition]:
             passed=bool(passed),
             severity=dg.AssetCheckSeverity.ERROR,
             description=f"NDCG@10 {value:.4f} vs {old:.4f} in {previous_id} ({100 * change:+.1f}%)",
-            metadata={"ndcg_at_10": value, "previous_ndcg_at_10": old, "change": change, "previous_version": previous_id},
+            metadata={
+                "ndcg_at_10": value,
+                "previous_ndcg_at_10": old,
+                "change": change,
+                "previous_version": previous_id,
+            },
         )
 
     return [beats_popularity, no_collapse_against_previous_version]

@@ -1,7 +1,6 @@
 """The featurized dataset of one solution: its event filters, history-length percentiles,
 id maps, metadata."""
 
-
 import dagster as dg
 import numpy as np
 
@@ -30,10 +29,15 @@ def featurized_dataset_asset(solution: Solution) -> dg.AssetsDefinition:
             "with encoded item/user/context metadata (Parquet), from the validated snapshots of this run."
         ),
     )
-    def _asset(context: dg.AssetExecutionContext, config: ReadsUpstream, artifact_store: ArtifactStore) -> dg.MaterializeResult:
+    def _asset(
+        context: dg.AssetExecutionContext, config: ReadsUpstream, artifact_store: ArtifactStore
+    ) -> dg.MaterializeResult:
         s3 = artifact_store.s3.options()
         with measured() as stage:
-            snapshots = {t: upstream_location(context, key, s3, config.upstream_paths) for t, key in zip(DATASET_TYPES, VALIDATED_KEYS, strict=True)}
+            snapshots = {
+                t: upstream_location(context, key, s3, config.upstream_paths)
+                for t, key in zip(DATASET_TYPES, VALIDATED_KEYS, strict=True)
+            }
             datasets = {t: load_snapshot(loc) if loc is not None else None for t, loc in snapshots.items()}
             if datasets["interactions"] is None:
                 raise dg.Failure(description="validated_interactions has no snapshot", allow_retries=False)
@@ -51,7 +55,9 @@ def featurized_dataset_asset(solution: Solution) -> dg.AssetsDefinition:
         return dg.MaterializeResult(
             metadata={
                 "path": dg.MetadataValue.path(location.url),
-                "snapshots": dg.MetadataValue.json({t: (loc.url if loc is not None else None) for t, loc in snapshots.items()}),
+                "snapshots": dg.MetadataValue.json(
+                    {t: (loc.url if loc is not None else None) for t, loc in snapshots.items()}
+                ),
                 "dagster/row_count": features.n_interactions,
                 **floats(counts, "count/"),
                 **stage.as_dict(),
@@ -61,7 +67,9 @@ def featurized_dataset_asset(solution: Solution) -> dg.AssetsDefinition:
                 "item_metadata_columns": ", ".join(c for c in features.items.columns if c != "ITEM_ID") or "none",
                 "user_metadata_columns": ", ".join(c for c in features.users.columns if c != "USER_ID") or "none",
                 "context_columns": ", ".join(features.info["context_columns"]) or "none",
-                "popularity_long_tail": popularity_long_tail(np.bincount(features.interactions["item"].to_numpy(), minlength=features.n_items)),
+                "popularity_long_tail": popularity_long_tail(
+                    np.bincount(features.interactions["item"].to_numpy(), minlength=features.n_items)
+                ),
             },
             data_version=dg.DataVersion(fingerprint(features)),
         )

@@ -3,7 +3,6 @@ version (INCREMENTAL imports), snapshotted for the UPDATE step, with a blocking 
 Expectations check on the new files alone. The UPDATE job reads nothing else of the
 dataset: its cost follows the new data, not the history."""
 
-
 import dagster as dg
 
 from personalize_pipeline.config import Solution
@@ -34,15 +33,25 @@ def dataset_increment_asset(solution: Solution) -> dg.AssetsDefinition:
             "asks for a FULL retrain."
         ),
     )
-    def _asset(context: dg.AssetExecutionContext, dataset_source: DatasetSource, artifact_store: ArtifactStore) -> dg.MaterializeResult:
+    def _asset(
+        context: dg.AssetExecutionContext, dataset_source: DatasetSource, artifact_store: ArtifactStore
+    ) -> dg.MaterializeResult:
         with measured() as stage:
             with step_failure_on_bad_input():
-                increment, _base = read_increment(dataset_source.root(), artifact_store.solution(solution.name), validate_files=False)
-                location = save_increment(increment, artifact_store.root().child("increments", solution.name, context.run_id))
+                increment, _base = read_increment(
+                    dataset_source.root(), artifact_store.solution(solution.name), validate_files=False
+                )
+                location = save_increment(
+                    increment, artifact_store.root().child("increments", solution.name, context.run_id)
+                )
         for note in increment.notes:
             context.log.warning(note)
         group = increment.group
-        rows = {t: d.num_rows for t in ("interactions", "items", "users") if group is not None and (d := group.get(t)) is not None}
+        rows = {
+            t: d.num_rows
+            for t in ("interactions", "items", "users")
+            if group is not None and (d := group.get(t)) is not None
+        }
         return dg.MaterializeResult(
             metadata={
                 "path": dg.MetadataValue.path(location.url),

@@ -1,8 +1,7 @@
 """Batch inference output of a solution: Personalize JSONL ``.out`` files, locally or on S3,
 for the job input its run config names (``batch_inference`` in personalize.yaml)."""
 
-
-from typing import Any, Optional
+from typing import Any
 
 import dagster as dg
 
@@ -24,10 +23,10 @@ class BatchJobOptions(dg.Config):
     itemExplorationConfig), shared by the pipeline's job and the per-shard jobs."""
 
     num_results: int = 25
-    filter_expression: Optional[str] = None
+    filter_expression: str | None = None
     filter_values: dict[str, str] = {}
-    exploration_weight: Optional[float] = None
-    exploration_item_age_cut_off: Optional[float] = None
+    exploration_weight: float | None = None
+    exploration_item_age_cut_off: float | None = None
 
     def run(self, version: SolutionVersion, job_input: Location, out_dir: Location) -> BatchResult:
         return run_batch_job(
@@ -61,7 +60,11 @@ def scheduled_batch_config(solution: Solution) -> dict[str, Any]:
     """The op config of a solution's batch_inference_output in its scheduled runs, from
     ``batch_inference`` in personalize.yaml; exploration only for recipes that explore."""
     spec = solution.batch_inference
-    config: dict[str, Any] = {"input": spec.input, "num_results": spec.num_results, "filter_values": dict(spec.filter_values)}
+    config: dict[str, Any] = {
+        "input": spec.input,
+        "num_results": spec.num_results,
+        "filter_values": dict(spec.filter_values),
+    }
     if spec.filter:
         config["filter_expression"] = spec.filter
     if solution.supports_exploration():
@@ -70,16 +73,20 @@ def scheduled_batch_config(solution: Solution) -> dict[str, Any]:
     return config
 
 
-def latest_version(context, artifact_store: ArtifactStore, solution: str, upstream_paths: dict[str, str]) -> SolutionVersion:
+def latest_version(
+    context, artifact_store: ArtifactStore, solution: str, upstream_paths: dict[str, str]
+) -> SolutionVersion:
     """The solution version this run trained; else the one the run config names; else the
     latest complete version in the solution store's index."""
     key = dg.AssetKey([solution, "solution_version"])
-    location = upstream_location(context, key, artifact_store.s3.options(), upstream_paths, fallback=lambda: artifact_store.solution(solution))
+    location = upstream_location(
+        context, key, artifact_store.s3.options(), upstream_paths, fallback=lambda: artifact_store.solution(solution)
+    )
     with step_failure_on_bad_input():
         return load_solution_version(location)
 
 
-def batch_metadata(result: BatchResult, version: SolutionVersion, stage: Optional[Measurement] = None) -> dict:
+def batch_metadata(result: BatchResult, version: SolutionVersion, stage: Measurement | None = None) -> dict:
     """What a finished batch job shows in the UI (``stage``: the whole step's seconds and
     peak memory; the job's own seconds otherwise)."""
     return {
@@ -112,7 +119,10 @@ def batch_inference_output_asset(solution: Solution) -> dg.AssetsDefinition:
         ),
     )
     def _asset(
-        context: dg.AssetExecutionContext, config: BatchInferenceConfig, artifact_store: ArtifactStore, output_location: OutputLocation
+        context: dg.AssetExecutionContext,
+        config: BatchInferenceConfig,
+        artifact_store: ArtifactStore,
+        output_location: OutputLocation,
     ) -> dg.MaterializeResult:
         s3 = output_location.s3.options()
         with measured() as stage:
@@ -130,15 +140,26 @@ def batch_inference_output_asset(solution: Solution) -> dg.AssetsDefinition:
                 # the pointer moves only once every output is complete (each written to a temporary name, then moved)
                 output = results[0].output if len(results) == 1 else out_dir.url
                 write_latest(
-                    output_location.root(), name, version.version_id, context.run_id, output,
-                    outputs=[r.output for r in results], lines=sum(r.lines for r in results),
+                    output_location.root(),
+                    name,
+                    version.version_id,
+                    context.run_id,
+                    output,
+                    outputs=[r.output for r in results],
+                    lines=sum(r.lines for r in results),
                 )
-        return dg.MaterializeResult(metadata=_outputs_metadata(results, version, stage, output, output_location.root().child(name, LATEST).url, s3))
+        return dg.MaterializeResult(
+            metadata=_outputs_metadata(
+                results, version, stage, output, output_location.root().child(name, LATEST).url, s3
+            )
+        )
 
     return _asset
 
 
-def _outputs_metadata(results: list[BatchResult], version: SolutionVersion, stage: Measurement, output: str, latest: str, s3) -> dict:
+def _outputs_metadata(
+    results: list[BatchResult], version: SolutionVersion, stage: Measurement, output: str, latest: str, s3
+) -> dict:
     preview = Location(results[0].output, s3).read_text().splitlines()[:3]
     metadata = batch_metadata(results[0], version, stage)
     if len(results) > 1:

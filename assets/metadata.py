@@ -4,7 +4,8 @@ outputs of this run."""
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import dagster as dg
 import numpy as np
@@ -16,7 +17,6 @@ from personalize_pipeline.errors import InputError
 from personalize_pipeline.locations import Location
 
 from .settings import settings
-
 
 CODE_VERSION = __version__  # on every asset: a new release marks materializations stale
 
@@ -67,7 +67,11 @@ def run_materialization(context, key: dg.AssetKey) -> dg.AssetMaterialization | 
 
 
 def upstream_location(
-    context, key: dg.AssetKey, s3_options, upstream_paths: dict[str, str] | None = None, fallback: Callable[[], Location] | None = None
+    context,
+    key: dg.AssetKey,
+    s3_options,
+    upstream_paths: dict[str, str] | None = None,
+    fallback: Callable[[], Location] | None = None,
 ) -> Location | None:
     """The ``path`` an upstream asset recorded when THIS run materialized it (None when it
     recorded that its dataset is absent); else the path the run config names for it; else
@@ -129,7 +133,9 @@ def profile_markdown(dataset: Dataset, max_columns: int = 30) -> str:
         else:
             top = col.value_counts().head(3)
             summary = ", ".join(f"{str(v)[:24]} ({c})" for v, c in top.items())
-        rows.append(f"| {f.name} | {f.type} | {100.0 * non_null / n:.1f}% | {distinct} | {summary.replace('|', '&#124;')} |")
+        rows.append(
+            f"| {f.name} | {f.type} | {100.0 * non_null / n:.1f}% | {distinct} | {summary.replace('|', '&#124;')} |"
+        )
     return "\n".join(rows)
 
 
@@ -151,4 +157,8 @@ def _fmt(value: Any) -> str:
 
 def floats(values: dict[str, Any], prefix: str = "") -> dict[str, dg.MetadataValue]:
     """Numeric metadata as floats, so that the UI charts them across runs."""
-    return {f"{prefix}{k}": dg.MetadataValue.float(float(v)) for k, v in values.items() if isinstance(v, (int, float)) and v is not None}
+    return {
+        f"{prefix}{k}": dg.MetadataValue.float(float(v))
+        for k, v in values.items()
+        if isinstance(v, (int, float)) and v is not None
+    }

@@ -27,7 +27,13 @@ def metrics_by_k(metrics: dict[str, float], baseline: dict[str, float], recipe: 
     for ax, family in zip(axes[0], families):
         ks = sorted(int(n.rsplit("_at_", 1)[1]) for n in metrics if n.startswith(family + "_at_"))
         ax.plot(ks, [metrics[f"{family}_at_{k}"] for k in ks], marker="o", label=recipe)
-        ax.plot(ks, [baseline.get(f"{family}_at_{k}", float("nan")) for k in ks], marker="s", linestyle="--", label="popularity")
+        ax.plot(
+            ks,
+            [baseline.get(f"{family}_at_{k}", float("nan")) for k in ks],
+            marker="s",
+            linestyle="--",
+            label="popularity",
+        )
         ax.set_title(family.replace("normalized_discounted_cumulative_gain", "NDCG").replace("_", " "), fontsize=9)
         ax.set_xlabel("K")
         ax.set_xticks(ks)
@@ -85,7 +91,12 @@ def lift_over_popularity(lift: dict[str, float | None]) -> dg.MetadataValue:
     names = [k for k, v in lift.items() if v is not None]
     values = [100.0 * lift[k] for k in names]
     fig, ax = plt.subplots(figsize=(5, 0.28 * len(names) + 0.8))
-    short = [n.replace("normalized_discounted_cumulative_gain", "NDCG").replace("mean_reciprocal_rank", "MRR").replace("_at_", "@") for n in names]
+    short = [
+        n.replace("normalized_discounted_cumulative_gain", "NDCG")
+        .replace("mean_reciprocal_rank", "MRR")
+        .replace("_at_", "@")
+        for n in names
+    ]
     ax.barh(short, values, color=["C2" if v >= 0 else "C3" for v in values])
     ax.axvline(0, color="black", linewidth=0.8)
     ax.set_xlabel("lift over popularity (%)")
@@ -139,11 +150,22 @@ def segment_recall(segments: dict, baseline: dict, recipe: str) -> dg.MetadataVa
 def attribution_by_day(report) -> dg.MetadataValue:
     """Per attribution source and day: events, and the sum of EVENT_VALUE (all event types)."""
     plt = _plt()
-    daily = report.groupby(["day", "source"])[["events", "event_value_sum"]].sum().unstack("source", fill_value=0).sort_index()
+    daily = (
+        report.groupby(["day", "source"])[["events", "event_value_sum"]]
+        .sum()
+        .unstack("source", fill_value=0)
+        .sort_index()
+    )
     fig, axes = plt.subplots(1, 2, figsize=(8, 2.8))
     for ax, column, title in ((axes[0], "events", "events"), (axes[1], "event_value_sum", "sum of EVENT_VALUE")):
         for source in daily[column].columns:
-            ax.plot(range(len(daily)), daily[column][source].to_numpy(), marker="o" if len(daily) < 40 else None, markersize=3, label=str(source)[:24])
+            ax.plot(
+                range(len(daily)),
+                daily[column][source].to_numpy(),
+                marker="o" if len(daily) < 40 else None,
+                markersize=3,
+                label=str(source)[:24],
+            )
         ticks = list(range(0, len(daily), max(1, len(daily) // 6)))
         ax.set_xticks(ticks)
         ax.set_xticklabels([daily.index[i] for i in ticks], fontsize=6, rotation=30)

@@ -2,9 +2,7 @@
 wrappers that hand engine objects to the assets. The solutions are not resources: each
 solution's assets close over its configuration (``assets/solutions.py``)."""
 
-
 import os
-from typing import Optional
 
 import dagster as dg
 
@@ -18,10 +16,10 @@ class S3Settings(dg.ConfigurableResource):
     """S3 / MinIO / SeaweedFS access. Unset fields fall back to the standard AWS environment
     variables; set secrets with ``dg.EnvVar`` so they are never shown in the UI."""
 
-    endpoint_url: Optional[str] = None
-    access_key_id: Optional[str] = None
-    secret_access_key: Optional[str] = None
-    region: Optional[str] = None
+    endpoint_url: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    region: str | None = None
 
     def options(self) -> S3Options:
         return S3Options(self.endpoint_url, self.access_key_id, self.secret_access_key, self.region)

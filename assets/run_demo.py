@@ -19,7 +19,9 @@ STAGES = ("featurized_dataset", "solution_version", "solution_metrics", "batch_i
 
 def _print_failure(result) -> None:
     for event in result.all_events:
-        if event.is_failure or (event.event_type_value == "ASSET_CHECK_EVALUATION" and not event.event_specific_data.evaluation.passed):
+        if event.is_failure or (
+            event.event_type_value == "ASSET_CHECK_EVALUATION" and not event.event_specific_data.evaluation.passed
+        ):
             print(f"  {event.step_key or ''}: {event.message}", file=sys.stderr)
 
 
@@ -48,8 +50,15 @@ def main() -> int:
         name = solution.name
         job = defs.resolve_job_def(f"{name}__full_retrain")
         # what the weekly schedule would send (an op's config given at launch replaces its defaults whole)
-        run_config = {**solution_run_config(solution, "FULL"), "loggers": {"console": {"config": {"log_level": "INFO"}}}}
-        if not solution.batch_inference.input and solution.recipe_type() == "USER_PERSONALIZATION" and job_input.exists():
+        run_config = {
+            **solution_run_config(solution, "FULL"),
+            "loggers": {"console": {"config": {"log_level": "INFO"}}},
+        }
+        if (
+            not solution.batch_inference.input
+            and solution.recipe_type() == "USER_PERSONALIZATION"
+            and job_input.exists()
+        ):
             # the demo generator writes a Personalize batch job input: use it unless one is configured
             run_config["ops"][f"{name}__batch_inference_output"]["config"]["input"] = job_input.url
         result = job.execute_in_process(instance=instance, raise_on_error=False, run_config=run_config)

@@ -5,7 +5,6 @@ The UPDATE schedule looks at S's solution store and the dataset location on each
 skips, with the reason shown on the tick, when there is no FULL version yet or no data the
 latest version was not trained on (``personalize_pipeline.changes.update_check``)."""
 
-
 import dagster as dg
 
 from personalize_pipeline.changes import update_check
@@ -37,7 +36,9 @@ def solution_schedules(solution: Solution, full_job, update_job) -> list[dg.Sche
         description=f"UPDATE of the latest FULL version of {name} with new data, then batch inference; skips when there is nothing to do.",
         default_status=dg.DefaultScheduleStatus.STOPPED,
     )
-    def two_hourly_update(context: dg.ScheduleEvaluationContext, dataset_source: DatasetSource, artifact_store: ArtifactStore):
+    def two_hourly_update(
+        context: dg.ScheduleEvaluationContext, dataset_source: DatasetSource, artifact_store: ArtifactStore
+    ):
         try:
             check = update_check(dataset_source.root(), artifact_store.solution(name))
         except InputError as exc:

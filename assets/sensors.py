@@ -16,7 +16,9 @@ from .jobs import run_config
 from .resources import ArtifactStore, DatasetSource
 
 
-def new_dataset_files_sensor(config: PipelineConfig, update_jobs: dict[str, object], validate_job) -> dg.SensorDefinition:
+def new_dataset_files_sensor(
+    config: PipelineConfig, update_jobs: dict[str, object], validate_job
+) -> dg.SensorDefinition:
     """One sensor for the dataset group: new or changed files start an UPDATE of every
     solution that has a FULL version (with its batch_inference run config), or a
     validation run while none has one."""
@@ -33,7 +35,9 @@ def new_dataset_files_sensor(config: PipelineConfig, update_jobs: dict[str, obje
             "Requests an UPDATE of each solution with a FULL version, or validate_dataset while none has one."
         ),
     )
-    def new_dataset_files(context: dg.SensorEvaluationContext, dataset_source: DatasetSource, artifact_store: ArtifactStore):
+    def new_dataset_files(
+        context: dg.SensorEvaluationContext, dataset_source: DatasetSource, artifact_store: ArtifactStore
+    ):
         seen = json.loads(context.cursor) if context.cursor else {}
         try:
             current = dataset_files(dataset_source.root())
@@ -51,17 +55,28 @@ def new_dataset_files_sensor(config: PipelineConfig, update_jobs: dict[str, obje
                 tags={"personalize/new_files": ",".join(changed)},
             )
             for n in trained
-        ] or [dg.RunRequest(run_key=f"{validate_job.name}-{digest(current)}", job_name=validate_job.name, tags={"personalize/new_files": ",".join(changed)})]
+        ] or [
+            dg.RunRequest(
+                run_key=f"{validate_job.name}-{digest(current)}",
+                job_name=validate_job.name,
+                tags={"personalize/new_files": ",".join(changed)},
+            )
+        ]
         context.log.info(f"{', '.join(changed)} new or changed: requesting {', '.join(r.job_name for r in requests)}")
         observations = [
             dg.AssetObservation(
                 f"raw_{name.split('/', 1)[0].split('.', 1)[0]}",
-                metadata={"file": dg.MetadataValue.path(dataset_source.root().child(name).url), "signature": current[name]},
+                metadata={
+                    "file": dg.MetadataValue.path(dataset_source.root().child(name).url),
+                    "signature": current[name],
+                },
                 tags={"dagster/data_version": digest({name: current[name]})},
             )
             for name in changed
         ]
-        return dg.SensorResult(run_requests=requests, asset_events=observations, cursor=json.dumps(current, sort_keys=True))
+        return dg.SensorResult(
+            run_requests=requests, asset_events=observations, cursor=json.dumps(current, sort_keys=True)
+        )
 
     return new_dataset_files
 
@@ -81,8 +96,12 @@ def _root_message(error) -> str:
 def record_run_failures(context: dg.RunFailureSensorContext, artifact_store: ArtifactStore):
     run = context.dagster_run
     steps = [e.step_key for e in context.get_step_failure_events()]
-    messages = [_root_message(e.event_specific_data.error) for e in context.get_step_failure_events() if e.event_specific_data.error]
-    now = dt.datetime.now(dt.timezone.utc)
+    messages = [
+        _root_message(e.event_specific_data.error)
+        for e in context.get_step_failure_events()
+        if e.event_specific_data.error
+    ]
+    now = dt.datetime.now(dt.UTC)
     record = {
         "run_id": run.run_id,
         "job": run.job_name,
@@ -94,5 +113,13 @@ def record_run_failures(context: dg.RunFailureSensorContext, artifact_store: Art
     }
     location = artifact_store.root().child("failures", f"{now.strftime('%Y%m%dT%H%M%SZ')}-{run.run_id}.json")
     location.write_json(record)
-    context.log.error(json.dumps({"event": "run_failure", "record": location.url, **{k: record[k] for k in ("run_id", "job", "failed_steps")}}))
+    context.log.error(
+        json.dumps(
+            {
+                "event": "run_failure",
+                "record": location.url,
+                **{k: record[k] for k in ("run_id", "job", "failed_steps")},
+            }
+        )
+    )
     return dg.SkipReason(f"recorded failure of run {run.run_id} ({run.job_name}) at {location.url}")

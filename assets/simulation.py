@@ -31,7 +31,9 @@ class ExplorationSimulationConfig(dg.Config):
     kinds={"pytorch"},
     description="Offline simulation of item exploration: batch recommend → simulated clicks (demo ground truth) → UPDATE, per round and exploration weight.",
 )
-def exploration_simulation(context: dg.AssetExecutionContext, config: ExplorationSimulationConfig) -> dg.MaterializeResult:
+def exploration_simulation(
+    context: dg.AssetExecutionContext, config: ExplorationSimulationConfig
+) -> dg.MaterializeResult:
     sim = SimulationConfig(
         spec=DemoSpec(users=config.users, items=config.items, interactions=config.interactions, seed=7),
         weights=tuple(config.weights),

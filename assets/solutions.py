@@ -45,7 +45,13 @@ class SolutionDefinitions:
         return self.jobs[1]
 
     def definitions(self) -> dg.Definitions:
-        return dg.Definitions(assets=self.assets, asset_checks=self.asset_checks, jobs=self.jobs, schedules=self.schedules, sensors=self.sensors)
+        return dg.Definitions(
+            assets=self.assets,
+            asset_checks=self.asset_checks,
+            jobs=self.jobs,
+            schedules=self.schedules,
+            sensors=self.sensors,
+        )
 
 
 def solution_definitions(solution: Solution, runs: Runs, only_solution: bool) -> SolutionDefinitions:

@@ -1,6 +1,5 @@
 """A solution's version: FULL retrain or UPDATE from its latest FULL version."""
 
-
 import dagster as dg
 
 from personalize_pipeline.config import Solution
@@ -10,8 +9,16 @@ from personalize_pipeline.measure import measured
 from personalize_pipeline.store import read_index
 from personalize_pipeline.training import train
 
-from .metadata import CODE_VERSION, ReadsUpstream, floats, retry_policy, step_failure_on_bad_input, table_markdown, upstream_location
 from .increments import increment_key
+from .metadata import (
+    CODE_VERSION,
+    ReadsUpstream,
+    floats,
+    retry_policy,
+    step_failure_on_bad_input,
+    table_markdown,
+    upstream_location,
+)
 from .plots import hpo_trials, loss_curve
 from .resources import ArtifactStore, training_config
 
@@ -36,7 +43,9 @@ def solution_version_asset(solution: Solution) -> dg.AssetsDefinition:
             f"in the solution store; the last {solution.keep_full_versions} FULL versions and their UPDATEs are kept."
         ),
     )
-    def _asset(context: dg.AssetExecutionContext, config: TrainConfig, artifact_store: ArtifactStore) -> dg.MaterializeResult:
+    def _asset(
+        context: dg.AssetExecutionContext, config: TrainConfig, artifact_store: ArtifactStore
+    ) -> dg.MaterializeResult:
         s3 = artifact_store.s3.options()
         with measured() as stage:
             root = artifact_store.solution(solution.name)
@@ -57,12 +66,16 @@ def solution_version_asset(solution: Solution) -> dg.AssetsDefinition:
     return _asset
 
 
-def _training_data(context: dg.AssetExecutionContext, config: TrainConfig, solution: Solution, artifact_store: ArtifactStore):
+def _training_data(
+    context: dg.AssetExecutionContext, config: TrainConfig, solution: Solution, artifact_store: ArtifactStore
+):
     """FULL: the featurized dataset of this run. UPDATE: the featurized dataset the latest
     version stored, plus the new files this run's dataset_increment imported."""
     s3 = artifact_store.s3.options()
     if config.training_mode.upper() != "UPDATE":
-        return load_features(upstream_location(context, dg.AssetKey([solution.name, "featurized_dataset"]), s3, config.upstream_paths))
+        return load_features(
+            upstream_location(context, dg.AssetKey([solution.name, "featurized_dataset"]), s3, config.upstream_paths)
+        )
     increment = load_increment(upstream_location(context, increment_key(solution), s3, config.upstream_paths))
     base = artifact_store.solution(solution.name).child("versions", increment.base_version, "features")
     features = load_features(base)
@@ -106,13 +119,24 @@ def _selection_metadata(m: dict) -> dict:
     automl = m.get("automl")
     if automl:
         metric = automl["config"]["metricName"]
-        rows = [{"recipe": c["recipe"], metric: c["value"], "seconds": c["seconds"], "chosen": c["recipe"] == automl["chosen"]} for c in automl["candidates"]]
+        rows = [
+            {
+                "recipe": c["recipe"],
+                metric: c["value"],
+                "seconds": c["seconds"],
+                "chosen": c["recipe"] == automl["chosen"],
+            }
+            for c in automl["candidates"]
+        ]
         out["automl/chosen"] = automl["chosen"]
         out["automl/candidates"] = dg.MetadataValue.md(table_markdown(rows))
     hpo = m.get("hpo")
     if hpo and hpo.get("trials"):
         metric = hpo["config"]["hpoObjective"]["metricName"]
-        rows = [{"trial": t["number"] + 1, metric: t["value"], "seconds": t["seconds"], **t["params"]} for t in hpo["trials"]]
+        rows = [
+            {"trial": t["number"] + 1, metric: t["value"], "seconds": t["seconds"], **t["params"]}
+            for t in hpo["trials"]
+        ]
         out["hpo/trials_plot"] = hpo_trials(hpo["trials"], metric)
         out["hpo/trials"] = dg.MetadataValue.md(table_markdown(rows))
         out["hpo/best_value"] = dg.MetadataValue.float(float(hpo["best"]["value"]))

@@ -33,12 +33,28 @@ DATASETS: dict[str, tuple[str, list[str]]] = {
     "airline-contextual": (str(SHARED / "airline-contextual"), []),
     "amazon-beauty": (str(SHARED / "amazon-beauty"), ["--exclude-seen"]),
 }
-RECIPES = ["aws-popularity-count", "aws-hrnn", "aws-hrnn-metadata", "aws-user-personalization", "aws-user-personalization-v2"]
+RECIPES = [
+    "aws-popularity-count",
+    "aws-hrnn",
+    "aws-hrnn-metadata",
+    "aws-user-personalization",
+    "aws-user-personalization-v2",
+]
 
 
 def command(dataset: str, recipe: str, extra_hp: list[str]) -> list[str]:
     folder, extra = DATASETS[dataset]
-    cmd = [".venv/bin/personalize-pipeline", "evaluate", "--dataset", folder, "--recipe", recipe, "--protocol", "leave-last-out", *extra]
+    cmd = [
+        ".venv/bin/personalize-pipeline",
+        "evaluate",
+        "--dataset",
+        folder,
+        "--recipe",
+        recipe,
+        "--protocol",
+        "leave-last-out",
+        *extra,
+    ]
     for hp in extra_hp:
         cmd += ["--hp", hp]
     return [*cmd, "--no-validate", "--json"]
@@ -49,7 +65,12 @@ def run_row(dataset: str, recipe: str, extra_hp: list[str]) -> dict:
     load_before = os.getloadavg()
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    row: dict = {"dataset": dataset, "recipe": recipe, "command": shlex.join(cmd), "load_average_before": [round(x, 2) for x in load_before]}
+    row: dict = {
+        "dataset": dataset,
+        "recipe": recipe,
+        "command": shlex.join(cmd),
+        "load_average_before": [round(x, 2) for x in load_before],
+    }
     if proc.returncode != 0:
         row["error"] = (proc.stderr.strip().splitlines() or ["exit code %d" % proc.returncode])[-1]
         return row
@@ -69,7 +90,10 @@ def run_row(dataset: str, recipe: str, extra_hp: list[str]) -> dict:
 
 
 def markdown(rows: list[dict]) -> str:
-    out = ["| dataset | recipe | NDCG@10 | HR@10 | MRR@10 | popularity NDCG@10 | vs aws-hrnn | train s | load avg | command |", "|---|---|---|---|---|---|---|---|---|---|"]
+    out = [
+        "| dataset | recipe | NDCG@10 | HR@10 | MRR@10 | popularity NDCG@10 | vs aws-hrnn | train s | load avg | command |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     hrnn = {r["dataset"]: r.get("ndcg10") for r in rows if r["recipe"] == "aws-hrnn"}
     for r in rows:
         if "error" in r:
@@ -99,7 +123,12 @@ def main() -> int:
             print(json.dumps(row), file=sys.stderr, flush=True)
             rows = json.loads(RESULTS.read_text()) if RESULTS.exists() else []  # other runs may have added rows
             rows = [r for r in rows if (r["dataset"], r["recipe"]) != (dataset, recipe)] + [row]
-            rows.sort(key=lambda r: (list(DATASETS).index(r["dataset"]), RECIPES.index(r["recipe"]) if r["recipe"] in RECIPES else 99))
+            rows.sort(
+                key=lambda r: (
+                    list(DATASETS).index(r["dataset"]),
+                    RECIPES.index(r["recipe"]) if r["recipe"] in RECIPES else 99,
+                )
+            )
             RESULTS.write_text(json.dumps(rows, indent=1) + "\n")
     print(markdown(rows))
     return 0

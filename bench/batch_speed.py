@@ -38,7 +38,12 @@ FILTER = 'EXCLUDE ItemID WHERE Items.GENRE IN ("Action") | EXCLUDE ItemID WHERE 
 def main() -> int:
     quick = "--quick" in sys.argv
     spec = DemoSpec(users=33_333, items=10_000, interactions=300_000 if not quick else 120_000, seed=1)
-    results: dict = {"command": ".venv/bin/python bench/batch_speed.py", "recipe": "aws-hrnn", "hidden_dimension": 64, "num_results": 25}
+    results: dict = {
+        "command": ".venv/bin/python bench/batch_speed.py",
+        "recipe": "aws-hrnn",
+        "hidden_dimension": 64,
+        "num_results": 25,
+    }
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         generate(work / "data", spec)
@@ -52,7 +57,11 @@ def main() -> int:
 
         def timed_job(name: str, **kwargs) -> None:
             result = run_batch_job(version, job, work / f"out-{name}", num_results=25, **kwargs)
-            results[name] = {"users_per_second": result.users_per_second, "seconds": result.seconds, "lines": result.lines}
+            results[name] = {
+                "users_per_second": result.users_per_second,
+                "seconds": result.seconds,
+                "lines": result.lines,
+            }
             print(name, results[name], file=sys.stderr, flush=True)
 
         timed_job("cached_states")
@@ -68,7 +77,9 @@ def main() -> int:
             version.recipe.recommend(version.user_batch(np.array([code])), 25)
         loop_s = time.perf_counter() - start
         results["per_user_loop"] = {"users_per_second": round(len(sample) / loop_s, 1), "users": len(sample)}
-        results["speedup_vs_loop"] = round(results["cached_states"]["users_per_second"] / results["per_user_loop"]["users_per_second"], 1)
+        results["speedup_vs_loop"] = round(
+            results["cached_states"]["users_per_second"] / results["per_user_loop"]["users_per_second"], 1
+        )
 
         big = work / "big.jsonl"
         n_lines = 1_000_000 if not quick else 200_000

@@ -38,17 +38,29 @@ def log(msg: str) -> None:
 
 
 def batch_stage(work: Path, args, results: dict, save) -> None:
-    generate(work / "small", DemoSpec(users=args.batch_users, items=args.batch_items, interactions=args.batch_users * 9, seed=1))
+    generate(
+        work / "small",
+        DemoSpec(users=args.batch_users, items=args.batch_items, interactions=args.batch_users * 9, seed=1),
+    )
     features = featurize(read_dataset_group(work / "small"))
     with measured() as m:
-        train(features, SolutionConfig("aws-hrnn", {"hidden_dimension": "64", "epochs": "1", "device": args.device}), work / "sol")
+        train(
+            features,
+            SolutionConfig("aws-hrnn", {"hidden_dimension": "64", "epochs": "1", "device": args.device}),
+            work / "sol",
+        )
     version = load_solution_version(work / "sol")
     job = work / "users.jsonl"
     block = "".join(json.dumps({"userId": str(u)}) + "\n" for u in version.user_ids)
     with job.open("w") as fh:
         for _ in range(args.batch_lines // len(version.user_ids)):
             fh.write(block)
-        fh.write("".join(json.dumps({"userId": str(u)}) + "\n" for u in version.user_ids[: args.batch_lines % len(version.user_ids)]))
+        fh.write(
+            "".join(
+                json.dumps({"userId": str(u)}) + "\n"
+                for u in version.user_ids[: args.batch_lines % len(version.user_ids)]
+            )
+        )
     out = {"catalogue_items": len(version.item_ids), "users": len(version.user_ids), "train_s": m.seconds}
     for device in dict.fromkeys([args.device, "cpu"]):
         run_batch_job(version, job, work / f"warm-{device}", num_results=25, device=device)  # CUDA context, caches
@@ -58,7 +70,9 @@ def batch_stage(work: Path, args, results: dict, save) -> None:
     if args.device != "cpu":
         a = (work / f"out-{args.device}" / "users.jsonl.out").read_bytes().splitlines()
         b = (work / "out-cpu" / "users.jsonl.out").read_bytes().splitlines()
-        out["lines_identical_to_cpu"] = sum(x == y for x, y in zip(a, b))  # scores differ in the last digit where sums round differently
+        out["lines_identical_to_cpu"] = sum(
+            x == y for x, y in zip(a, b)
+        )  # scores differ in the last digit where sums round differently
     results["batch"] = out
     save()
 

@@ -46,7 +46,14 @@ KEYS = ("normalized_discounted_cumulative_gain_at_10", "hit_rate_at_10", "mean_r
 def compare(name: str, features, recipes) -> list[dict]:
     rows = []
     pop = evaluate(features, PopularityCount, protocol="leave-last-out", with_baseline=False)
-    rows.append({"dataset": name, "recipe": "aws-popularity-count", **{k: round(pop.metrics[k], 4) for k in KEYS}, "train_s": pop.train_seconds})
+    rows.append(
+        {
+            "dataset": name,
+            "recipe": "aws-popularity-count",
+            **{k: round(pop.metrics[k], 4) for k in KEYS},
+            "train_s": pop.train_seconds,
+        }
+    )
     for cls in recipes:
         start = time.perf_counter()
         result = evaluate(features, cls, {}, protocol="leave-last-out", with_baseline=False)
@@ -111,7 +118,13 @@ def movielens_rows(folder: Path) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--movielens", action="append", default=[], type=Path, help="another MovieLens-style dataset group (watch and click events)")
+    parser.add_argument(
+        "--movielens",
+        action="append",
+        default=[],
+        type=Path,
+        help="another MovieLens-style dataset group (watch and click events)",
+    )
     parser.add_argument("--only-movielens", action="store_true", help="run only the --movielens datasets")
     args = parser.parse_args(argv)
     rows: list[dict] = []
@@ -127,15 +140,27 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         ml = read_dataset_group(SHARED / "movielens-poc")
-        rows += compare("movielens-poc", featurize(ml, FeaturizeOptions(max_user_history_length_percentile=0.99)), [HRNN])
-        rows += compare("movielens-poc (watch)", featurize(ml, FeaturizeOptions(event_type="watch", max_user_history_length_percentile=0.99)), [HRNN, HRNNMetadata])
-        airline = featurize(read_dataset_group(SHARED / "airline-contextual"), FeaturizeOptions(max_user_history_length_percentile=0.99))
+        rows += compare(
+            "movielens-poc", featurize(ml, FeaturizeOptions(max_user_history_length_percentile=0.99)), [HRNN]
+        )
+        rows += compare(
+            "movielens-poc (watch)",
+            featurize(ml, FeaturizeOptions(event_type="watch", max_user_history_length_percentile=0.99)),
+            [HRNN, HRNNMetadata],
+        )
+        airline = featurize(
+            read_dataset_group(SHARED / "airline-contextual"), FeaturizeOptions(max_user_history_length_percentile=0.99)
+        )
         rows += compare("airline-contextual", airline, [HRNN, HRNNMetadata])
         generate(work / "demo100k", DemoSpec(users=3333, items=2000, interactions=100_000, seed=1))
-        demo100k = featurize(read_dataset_group(work / "demo100k"), FeaturizeOptions(max_user_history_length_percentile=0.99))
+        demo100k = featurize(
+            read_dataset_group(work / "demo100k"), FeaturizeOptions(max_user_history_length_percentile=0.99)
+        )
         rows += compare("demo-100k", demo100k, [HRNN, HRNNMetadata])
         generate(work / "demo1m", DemoSpec(users=33_333, items=10_000, interactions=1_000_000, seed=1))
-        demo1m = featurize(read_dataset_group(work / "demo1m"), FeaturizeOptions(max_user_history_length_percentile=0.99))
+        demo1m = featurize(
+            read_dataset_group(work / "demo1m"), FeaturizeOptions(max_user_history_length_percentile=0.99)
+        )
         rows += compare("demo-1M", demo1m, [HRNN])
         start = time.perf_counter()
         full = HRNN().fit(demo1m)
@@ -155,7 +180,16 @@ def main(argv: list[str] | None = None) -> int:
 
 def print_table(rows: list[dict]) -> None:
     cols = ["dataset", "recipe", *KEYS, "ndcg10_vs_popularity", "train_s", "train_events_per_s", "peak_rss_mb"]
-    print("| " + " | ".join(c.replace("normalized_discounted_cumulative_gain", "NDCG").replace("hit_rate", "HR").replace("mean_reciprocal_rank", "MRR") for c in cols) + " |")
+    print(
+        "| "
+        + " | ".join(
+            c.replace("normalized_discounted_cumulative_gain", "NDCG")
+            .replace("hit_rate", "HR")
+            .replace("mean_reciprocal_rank", "MRR")
+            for c in cols
+        )
+        + " |"
+    )
     print("|" + "---|" * len(cols))
     for r in rows:
         print("| " + " | ".join(str(r.get(c, "")) for c in cols) + " |")

@@ -30,8 +30,25 @@ import numpy as np
 import pandas as pd
 
 ML100K_GENRES = (
-    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
-    "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
 )
 
 
@@ -54,19 +71,29 @@ def read_ratings_and_movies(source: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         raw = pd.read_csv(source / "u.item", sep="|", header=None, encoding="latin-1")
         movies = _ml100k_movies(raw[0], raw.iloc[:, 5:24].to_numpy(), raw[2])
     elif (source / "ratings.dat").exists():
-        ratings = pd.read_csv(source / "ratings.dat", sep="::", engine="python", names=["user", "item", "rating", "timestamp"])
-        raw = pd.read_csv(source / "movies.dat", sep="::", engine="python", names=["item", "title", "genre"], encoding="latin-1")
+        ratings = pd.read_csv(
+            source / "ratings.dat", sep="::", engine="python", names=["user", "item", "rating", "timestamp"]
+        )
+        raw = pd.read_csv(
+            source / "movies.dat", sep="::", engine="python", names=["item", "title", "genre"], encoding="latin-1"
+        )
         movies = pd.DataFrame({"item": raw["item"], "genre": raw["genre"], "year": _year_from_title(raw["title"])})
     elif (source / "ratings.csv").exists():
         ratings = pd.read_csv(source / "ratings.csv").rename(columns={"userId": "user", "movieId": "item"})
         raw = pd.read_csv(source / "movies.csv")
-        movies = pd.DataFrame({"item": raw["movieId"], "genre": raw["genres"], "year": _year_from_title(raw["title"].str.strip())})
+        movies = pd.DataFrame(
+            {"item": raw["movieId"], "genre": raw["genres"], "year": _year_from_title(raw["title"].str.strip())}
+        )
     elif (source / "MovieLens100k_data.parquet.brotli").exists():
-        ratings = pd.read_parquet(source / "MovieLens100k_data.parquet.brotli").rename(columns={"user_id": "user", "movie_id": "item"})
+        ratings = pd.read_parquet(source / "MovieLens100k_data.parquet.brotli").rename(
+            columns={"user_id": "user", "movie_id": "item"}
+        )
         raw = pd.read_parquet(source / "MovieLens100k_items.parquet.brotli")
         movies = _ml100k_movies(raw["movie_id"], raw[list(ML100K_GENRES)].to_numpy(), raw["release_date"])
     else:
-        raise FileNotFoundError(f"{source}: no MovieLens files found (u.data, ratings.dat, ratings.csv or MovieLens100k_data.parquet.brotli)")
+        raise FileNotFoundError(
+            f"{source}: no MovieLens files found (u.data, ratings.dat, ratings.csv or MovieLens100k_data.parquet.brotli)"
+        )
     return ratings[["user", "item", "rating", "timestamp"]], movies
 
 
@@ -82,7 +109,13 @@ def convert(source: Path, out: Path) -> dict:
     year = pd.to_numeric(movies["year"], errors="coerce")
     year = year.fillna(np.nanmedian(year)).astype(int)
     pd.DataFrame({"ITEM_ID": movies["item"], "GENRE": genre, "YEAR": year}).to_csv(out / "items.csv", index=False)
-    return {"ratings": len(ratings), "watch": len(watch), "click": len(click), "users": int(ratings["user"].nunique()), "items": len(movies)}
+    return {
+        "ratings": len(ratings),
+        "watch": len(watch),
+        "click": len(click),
+        "users": int(ratings["user"].nunique()),
+        "items": len(movies),
+    }
 
 
 def main(argv: list[str]) -> int:

@@ -215,15 +215,34 @@ def _throughput(row: dict) -> dict:
 def run_recbole(model: str, data_root: Path, name: str, args) -> dict:
     out = data_root / f"{name}.{model}.json"
     cmd = [
-        args.recbole_python, str(Path(__file__).resolve()), "--recbole-worker",
-        "--model", model, "--data-root", str(data_root), "--dataset", name,
-        "--threads", str(args.threads), "--max-epochs", str(args.max_epochs),
-        "--stopping-step", str(args.stopping_step), "--max-train-seconds", str(args.max_train_seconds),
-        "--out", str(out),
+        args.recbole_python,
+        str(Path(__file__).resolve()),
+        "--recbole-worker",
+        "--model",
+        model,
+        "--data-root",
+        str(data_root),
+        "--dataset",
+        name,
+        "--threads",
+        str(args.threads),
+        "--max-epochs",
+        str(args.max_epochs),
+        "--stopping-step",
+        str(args.stopping_step),
+        "--max-train-seconds",
+        str(args.max_train_seconds),
+        "--out",
+        str(out),
     ]
     # RecBole reloads its own best checkpoint with torch.load, which torch >= 2.6 refuses
     # without weights_only=False; the file is the one this run just wrote
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads), TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1")
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS=str(args.threads),
+        MKL_NUM_THREADS=str(args.threads),
+        TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1",
+    )
     env.pop("PYTHONPATH", None)
     start = time.perf_counter()
     subprocess.run(cmd, check=True, env=env, cwd=str(data_root))
@@ -302,7 +321,11 @@ def recbole_worker(args) -> None:
         t = time.perf_counter()
         loss = train_epoch(*a, **k)
         epoch_seconds.append(time.perf_counter() - t)
-        print(f"[{args.model} {args.dataset}] epoch {len(epoch_seconds)} loss {float(loss):.4f} {epoch_seconds[-1]:.1f}s", file=sys.stderr, flush=True)
+        print(
+            f"[{args.model} {args.dataset}] epoch {len(epoch_seconds)} loss {float(loss):.4f} {epoch_seconds[-1]:.1f}s",
+            file=sys.stderr,
+            flush=True,
+        )
         return loss
 
     def logged_valid(*a, **k):
@@ -364,18 +387,44 @@ def versions(recbole_python: str) -> dict:
         recbole = dict(zip(("recbole", "torch", "numpy", "pandas", "scipy"), rb))
     except (OSError, subprocess.CalledProcessError) as exc:
         recbole = {"error": str(exc)}
-    return {"ours": {"torch": torch.__version__, "numpy": numpy.__version__, "pandas": pandas.__version__}, "recbole_venv": recbole}
+    return {
+        "ours": {"torch": torch.__version__, "numpy": numpy.__version__, "pandas": pandas.__version__},
+        "recbole_venv": recbole,
+    }
 
 
 def table(results: dict) -> str:
-    cols = ["dataset", "model", "ndcg@10", "hit@10", "mrr@10", "epochs", "stopped_by", "train_s", "seconds_per_epoch", "events_x_epochs_per_s", "events_per_train_s", "train_events", "test_users"]
+    cols = [
+        "dataset",
+        "model",
+        "ndcg@10",
+        "hit@10",
+        "mrr@10",
+        "epochs",
+        "stopped_by",
+        "train_s",
+        "seconds_per_epoch",
+        "events_x_epochs_per_s",
+        "events_per_train_s",
+        "train_events",
+        "test_users",
+    ]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for ds, block in results.get("datasets", {}).items():
         for model, row in block.get("models", {}).items():
-            lines.append("| " + " | ".join(str({"dataset": ds, "model": model}.get(c, row.get(c, ""))) for c in cols) + " |")
+            lines.append(
+                "| " + " | ".join(str({"dataset": ds, "model": model}.get(c, row.get(c, ""))) for c in cols) + " |"
+            )
         pop = block.get("models", {}).get(OURS, {}).get("popularity")
         if pop:
-            lines.append("| " + " | ".join([ds, "popularity", str(pop["ndcg@10"]), str(pop["hit@10"]), str(pop["mrr@10"])] + [""] * (len(cols) - 5)) + " |")
+            lines.append(
+                "| "
+                + " | ".join(
+                    [ds, "popularity", str(pop["ndcg@10"]), str(pop["hit@10"]), str(pop["mrr@10"])]
+                    + [""] * (len(cols) - 5)
+                )
+                + " |"
+            )
     return "\n".join(lines)
 
 
@@ -384,13 +433,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--datasets", default=",".join(DATASETS))
     p.add_argument(
-        "--extra-dataset", action="append", default=[], metavar="NAME=FOLDER[:EVENT_TYPE]",
+        "--extra-dataset",
+        action="append",
+        default=[],
+        metavar="NAME=FOLDER[:EVENT_TYPE]",
         help="another dataset group in the Personalize format (e.g. MovieLens 100k converted like the POC data); add NAME to --datasets",
     )
     p.add_argument("--models", default=",".join((OURS, *RECBOLE_MODELS)))
     p.add_argument("--max-epochs", type=int, default=300)
     p.add_argument("--stopping-step", type=int, default=10)
-    p.add_argument("--max-train-seconds", type=float, default=0.0, help="RecBole: stop after the first epoch that ends past this many training seconds (0 = no cap)")
+    p.add_argument(
+        "--max-train-seconds",
+        type=float,
+        default=0.0,
+        help="RecBole: stop after the first epoch that ends past this many training seconds (0 = no cap)",
+    )
     p.add_argument("--recbole-python", default=os.environ.get("RECBOLE_PYTHON", "/tmp/recbole/bin/python"))
     p.add_argument("--keep-data", default=None, help="folder for the atomic files (default: a temporary folder)")
     p.add_argument("--results", default=str(RESULTS))
@@ -422,7 +479,8 @@ def main(argv: list[str] | None = None) -> int:
     results = json.loads(path.read_text()) if path.exists() else {}
     results.update(
         {
-            "command": "OMP_NUM_THREADS=1 PYTHONPATH=$PWD .venv/bin/python bench/recbole_compare.py " + " ".join(sys.argv[1:] if argv is None else argv),
+            "command": "OMP_NUM_THREADS=1 PYTHONPATH=$PWD .venv/bin/python bench/recbole_compare.py "
+            + " ".join(sys.argv[1:] if argv is None else argv),
             "threads": args.threads,
             "versions": versions(args.recbole_python),
             "protocol": "leave-last-out / RecBole LS valid_and_test + TO, full ranking over the catalogue, seen items not excluded, users with 4+ events",

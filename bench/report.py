@@ -111,7 +111,9 @@ def plots(payload: dict, folder: Path) -> list[str]:
 
     # 3. peak RSS vs size
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    pts = sorted((r["interactions"], r.get("peak_rss_mb_after_featurize"), r.get("peak_rss_mb"), r["dataset"]) for r in rows)
+    pts = sorted(
+        (r["interactions"], r.get("peak_rss_mb_after_featurize"), r.get("peak_rss_mb"), r["dataset"]) for r in rows
+    )
     ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label="read + validate + featurize")
     ax.plot([p[0] for p in pts], [p[2] for p in pts], marker="s", label="end to end (all recipes)")
     ax.axhline(2048, color="red", ls="--", lw=0.8, label="2 GiB")
@@ -158,19 +160,58 @@ def section(payload: dict, images: list[str]) -> str:
     trows = []
     for t in payload["targets"]:
         met = "n/a" if t["met"] is None else ("**met**" if t["met"] else "**missed**")
-        ratio = "" if t["ratio"] is None else (f"{t['ratio']:.2f}x the limit" if t["unit"] in ("s", "MB", "% of FULL") else f"{1 / t['ratio']:.2f}x the target")
-        trows.append([t["target"], t["where"], "" if t["value"] is None else f"{_fmt(t['value'])} {t['unit']}", met, ratio])
+        ratio = (
+            ""
+            if t["ratio"] is None
+            else (
+                f"{t['ratio']:.2f}x the limit"
+                if t["unit"] in ("s", "MB", "% of FULL")
+                else f"{1 / t['ratio']:.2f}x the target"
+            )
+        )
+        trows.append(
+            [t["target"], t["where"], "" if t["value"] is None else f"{_fmt(t['value'])} {t['unit']}", met, ratio]
+        )
     out.append(_table(["target", "dataset", "measured", "", "measured / target"], trows))
     out += ["", "### Pipeline stages per dataset", ""]
     drows = []
     for r in rows:
         st = r["stages"]
-        drows.append([
-            r["dataset"], r["interactions"], r.get("users"), r.get("items"),
-            r.get("generate_s"), st["read"]["seconds"], st["validate"]["seconds"], st["featurize"]["seconds"],
-            r.get("featurize_interactions_per_s"), r.get("peak_rss_mb_after_featurize"), r.get("peak_rss_mb"), r.get("wall_s"),
-        ])
-    out.append(_table(["dataset", "interactions", "users", "items", "generate s", "read s", "validate s", "featurize s", "featurize interactions/s", "peak RSS after featurize MB", "peak RSS end to end MB", "dataset wall s"], drows))
+        drows.append(
+            [
+                r["dataset"],
+                r["interactions"],
+                r.get("users"),
+                r.get("items"),
+                r.get("generate_s"),
+                st["read"]["seconds"],
+                st["validate"]["seconds"],
+                st["featurize"]["seconds"],
+                r.get("featurize_interactions_per_s"),
+                r.get("peak_rss_mb_after_featurize"),
+                r.get("peak_rss_mb"),
+                r.get("wall_s"),
+            ]
+        )
+    out.append(
+        _table(
+            [
+                "dataset",
+                "interactions",
+                "users",
+                "items",
+                "generate s",
+                "read s",
+                "validate s",
+                "featurize s",
+                "featurize interactions/s",
+                "peak RSS after featurize MB",
+                "peak RSS end to end MB",
+                "dataset wall s",
+            ],
+            drows,
+        )
+    )
     out += ["", "### Recipes", ""]
     rrows = []
     for r in rows:
@@ -178,19 +219,55 @@ def section(payload: dict, images: list[str]) -> str:
             if "error" in rec:
                 rrows.append([r["dataset"], rec["recipe"], f"error: {rec['error']}"] + [""] * 10)
                 continue
-            skipped = " ".join(f"({what} skipped: {rec[key]})" for what, key in (("UPDATE", "update_skipped"), ("evaluation", "evaluate_skipped")) if rec.get(key))
-            full = _fmt(rec.get("full_train_s")) + (f" (budget: {rec['epochs_run']} of {rec['epochs_scheduled']} epochs)" if rec.get("full_budget_hit") else "")
-            rrows.append([
-                r["dataset"], rec["recipe"], full, rec.get("full_events_per_s"), rec.get("epochs_run"),
-                f"{_fmt(rec.get('update_train_s'), 2)} ({100 * rec['update_over_full']:.1f}%)" if rec.get("update_over_full") is not None else "",
-                rec.get("evaluate_s") if not skipped else skipped, _q(rec.get("ndcg_at_10")), _q(rec.get("popularity_ndcg_at_10")),
-                f"{rec['ndcg_at_10_vs_popularity']:.2f}x" if rec.get("ndcg_at_10_vs_popularity") else "",
-                _q(rec.get("hr_at_10")), rec.get("batch_per_s"), rec.get("peak_rss_mb"),
-            ])
-    out.append(_table(
-        ["dataset", "recipe", "FULL train s", "FULL events/s", "epochs", "UPDATE train s (% of FULL)", "evaluation s", "NDCG@10", "popularity NDCG@10", "vs popularity", "HR@10", "batch lines/s", "peak RSS MB"],
-        rrows,
-    ))
+            skipped = " ".join(
+                f"({what} skipped: {rec[key]})"
+                for what, key in (("UPDATE", "update_skipped"), ("evaluation", "evaluate_skipped"))
+                if rec.get(key)
+            )
+            full = _fmt(rec.get("full_train_s")) + (
+                f" (budget: {rec['epochs_run']} of {rec['epochs_scheduled']} epochs)"
+                if rec.get("full_budget_hit")
+                else ""
+            )
+            rrows.append(
+                [
+                    r["dataset"],
+                    rec["recipe"],
+                    full,
+                    rec.get("full_events_per_s"),
+                    rec.get("epochs_run"),
+                    f"{_fmt(rec.get('update_train_s'), 2)} ({100 * rec['update_over_full']:.1f}%)"
+                    if rec.get("update_over_full") is not None
+                    else "",
+                    rec.get("evaluate_s") if not skipped else skipped,
+                    _q(rec.get("ndcg_at_10")),
+                    _q(rec.get("popularity_ndcg_at_10")),
+                    f"{rec['ndcg_at_10_vs_popularity']:.2f}x" if rec.get("ndcg_at_10_vs_popularity") else "",
+                    _q(rec.get("hr_at_10")),
+                    rec.get("batch_per_s"),
+                    rec.get("peak_rss_mb"),
+                ]
+            )
+    out.append(
+        _table(
+            [
+                "dataset",
+                "recipe",
+                "FULL train s",
+                "FULL events/s",
+                "epochs",
+                "UPDATE train s (% of FULL)",
+                "evaluation s",
+                "NDCG@10",
+                "popularity NDCG@10",
+                "vs popularity",
+                "HR@10",
+                "batch lines/s",
+                "peak RSS MB",
+            ],
+            rrows,
+        )
+    )
     budgets = sorted({json.dumps(r.get("training_budget_s", {}), sort_keys=True) for r in rows})
     out += [
         "",
@@ -202,9 +279,8 @@ def section(payload: dict, images: list[str]) -> str:
             if r.get("training_budget_s")
         )
         + ". The recipes check `max_training_seconds` at the end of each epoch, so a run can pass its budget by up to one"
-        " epoch; a run stopped by its budget trains fewer epochs than the automatic schedule (shown as \"budget: n of m"
-        " epochs\"), so its quality is a lower bound."
-        + ("" if len(budgets) else ""),
+        ' epoch; a run stopped by its budget trains fewer epochs than the automatic schedule (shown as "budget: n of m'
+        ' epochs"), so its quality is a lower bound.' + ("" if len(budgets) else ""),
         "",
     ]
     out += [f"![{name}]({name})" for name in images]

@@ -48,7 +48,9 @@ ALL_RECIPES = (
     "aws-personalized-ranking",
 )
 MEDIUM_RECIPES = ("aws-popularity-count", "aws-hrnn", "aws-user-personalization", "aws-sims")
-LARGE_RECIPES = ("aws-popularity-count",)  # aws-hrnn at 10M: --recipes (one epoch took 519 s here; too long for the 30-min budget)
+LARGE_RECIPES = (
+    "aws-popularity-count",
+)  # aws-hrnn at 10M: --recipes (one epoch took 519 s here; too long for the 30-min budget)
 NEURAL = {"aws-hrnn", "aws-hrnn-metadata", "aws-hrnn-coldstart", "aws-user-personalization", "aws-personalized-ranking"}
 HOLDOUT = 0.05  # newest share of events held back for the UPDATE
 SPLIT_FILES_UP_TO = 2_000_000  # interactions; above, the holdout is cut from the features
@@ -106,7 +108,11 @@ def run_dataset(spec: dict) -> dict:
     with measured() as m:
         group = read_dataset_group(str(location))
     n = group.interactions.num_rows
-    out.update(interactions=n, items_rows=group.items.num_rows if group.items else 0, users_rows=group.users.num_rows if group.users else 0)
+    out.update(
+        interactions=n,
+        items_rows=group.items.num_rows if group.items else 0,
+        users_rows=group.users.num_rows if group.users else 0,
+    )
     stage("read", m)
     with measured() as m:
         report = validate(group)
@@ -116,7 +122,10 @@ def run_dataset(spec: dict) -> dict:
         out["validation_failures"] = [r.message() for r in report.failures][:5]
 
     recipes = [r for r in spec["recipes"] if r != "none"]
-    configs = {r: SolutionConfig(recipe=r, hyperparameters=hyperparameters(r, spec["budget"], spec["budget"]["full"])) for r in recipes}
+    configs = {
+        r: SolutionConfig(recipe=r, hyperparameters=hyperparameters(r, spec["budget"], spec["budget"]["full"]))
+        for r in recipes
+    }
     variants: dict = {}  # featurize options -> features folder (full data)
     with measured() as m:
         features = featurize(group)
@@ -132,7 +141,9 @@ def run_dataset(spec: dict) -> dict:
     with measured() as m:
         for options in needed:
             if options not in variants:
-                variants[options] = save_features(featurize(group, options), work / f"features-all-{len(variants)}").path
+                variants[options] = save_features(
+                    featurize(group, options), work / f"features-all-{len(variants)}"
+                ).path
     if len(variants) > 1 or FeaturizeOptions() not in variants:
         stage("featurize_recipe_variants", m)
     del group, report
@@ -160,7 +171,9 @@ def run_dataset(spec: dict) -> dict:
         else:
             for options, folder in variants.items():
                 features = load_features(folder)
-                older = features.with_interactions(features.interactions[features.interactions["timestamp"].to_numpy() < cut])
+                older = features.with_interactions(
+                    features.interactions[features.interactions["timestamp"].to_numpy() < cut]
+                )
                 del features
                 older.info["counts"] = {**older.info["counts"], "interactions": older.n_interactions}
                 before_variants[options] = save_features(older, work / f"features-before-{len(before_variants)}").path
@@ -197,7 +210,9 @@ def hyperparameters(recipe: str, budget: dict, seconds: float) -> dict:
     return params
 
 
-def run_recipe(row: dict, config, before_folder: Path, all_folder: Path, solution: Path, spec: dict, load_features) -> None:
+def run_recipe(
+    row: dict, config, before_folder: Path, all_folder: Path, solution: Path, spec: dict, load_features
+) -> None:
     from personalize_pipeline.measure import measured, release_memory
     from personalize_pipeline.training import train
 
@@ -220,16 +235,24 @@ def run_recipe(row: dict, config, before_folder: Path, all_folder: Path, solutio
     if training.get("windows") and hasattr(full.recipe, "schedule"):
         row["epochs_scheduled"] = full.recipe.schedule(training["windows"], training["training_events"])[1]
         row["full_budget_hit"] = training.get("epochs_run", 0) < row["epochs_scheduled"]
-    log(f"{name}: {r} FULL {m.seconds:.1f} s ({t['train_events_per_second']} events/s, epochs {training.get('epochs_run')})")
+    log(
+        f"{name}: {r} FULL {m.seconds:.1f} s ({t['train_events_per_second']} events/s, epochs {training.get('epochs_run')})"
+    )
     features = load_features(all_folder)
     if r in NEURAL and spec["budget"].get("update_neural") is False:
-        row["update_skipped"] = "time budget: aws-hrnn's UPDATE of 10M interactions takes longer than its one-epoch FULL"
+        row["update_skipped"] = (
+            "time budget: aws-hrnn's UPDATE of 10M interactions takes longer than its one-epoch FULL"
+        )
         log(f"{name}: {r} UPDATE skipped ({row['update_skipped']}); the batch job uses the FULL version")
         update = full
     else:
         with measured() as m:
             update = train(features, config, solution, training_mode="UPDATE")
-        row.update(update_s=m.seconds, update_train_s=update.manifest["timings"]["train_seconds"], update_peak_rss_mb=m.peak_rss_mb)
+        row.update(
+            update_s=m.seconds,
+            update_train_s=update.manifest["timings"]["train_seconds"],
+            update_peak_rss_mb=m.peak_rss_mb,
+        )
         row["update_over_full"] = round(row["update_train_s"] / max(row["full_train_s"], 1e-9), 4)
         log(f"{name}: {r} UPDATE {m.seconds:.1f} s ({100 * row['update_over_full']:.1f}% of FULL)")
 
@@ -261,8 +284,12 @@ def evaluate_into(row: dict, features, config, params: dict, name: str) -> None:
         popularity_hr_at_10=round(result.baseline[keys[1]], 4),
         evaluate_peak_rss_mb=m.peak_rss_mb,
     )
-    row["ndcg_at_10_vs_popularity"] = round(row["ndcg_at_10"] / row["popularity_ndcg_at_10"], 2) if row["popularity_ndcg_at_10"] else None
-    log(f"{name}: {r} evaluate {m.seconds:.1f} s, NDCG@10 {row['ndcg_at_10']} (popularity {row['popularity_ndcg_at_10']})")
+    row["ndcg_at_10_vs_popularity"] = (
+        round(row["ndcg_at_10"] / row["popularity_ndcg_at_10"], 2) if row["popularity_ndcg_at_10"] else None
+    )
+    log(
+        f"{name}: {r} evaluate {m.seconds:.1f} s, NDCG@10 {row['ndcg_at_10']} (popularity {row['popularity_ndcg_at_10']})"
+    )
 
 
 def run_batch(row: dict, update, features, solution: Path, name: str) -> None:
@@ -304,7 +331,10 @@ def generate_child(spec: dict) -> dict:
 
     size = spec["size"]
     with measured() as m:
-        generate(spec["location"], DemoSpec(users=max(300, size // 30), items=max(200, size // 100), interactions=size, seed=1))
+        generate(
+            spec["location"],
+            DemoSpec(users=max(300, size // 30), items=max(200, size // 100), interactions=size, seed=1),
+        )
     return {"generate_s": m.seconds, "generate_peak_rss_mb": m.peak_rss_mb}
 
 
@@ -347,17 +377,29 @@ def machine_info(threads: str | None) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="100000,1000000,10000000", help="demo dataset sizes (interactions), comma-separated")
+    parser.add_argument(
+        "--sizes", default="100000,1000000,10000000", help="demo dataset sizes (interactions), comma-separated"
+    )
     parser.add_argument("--no-movielens", action="store_true", help="skip ../shared/data/movielens-poc")
-    parser.add_argument("--recipes", default="", help="comma-separated recipes for every dataset ('none': read/validate/featurize only); default: by size")
+    parser.add_argument(
+        "--recipes",
+        default="",
+        help="comma-separated recipes for every dataset ('none': read/validate/featurize only); default: by size",
+    )
     parser.add_argument("--threads", default=None, help="OMP_NUM_THREADS for the children (default: inherited)")
-    parser.add_argument("--keep-data", default=None, help="folder for the generated datasets, reused when present (default: a temporary folder)")
+    parser.add_argument(
+        "--keep-data",
+        default=None,
+        help="folder for the generated datasets, reused when present (default: a temporary folder)",
+    )
     parser.add_argument("--out", default=str(HERE / "results.json"))
     parser.add_argument("--no-readme", action="store_true", help="do not rewrite bench/README.md and the plots")
     args = parser.parse_args(argv)
 
     start = time.perf_counter()
-    env = dict(os.environ, GX_ANALYTICS_ENABLED="false", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(
+        os.environ, GX_ANALYTICS_ENABLED="false", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")
+    )
     if args.threads:
         env["OMP_NUM_THREADS"] = str(args.threads)
     datasets = []
@@ -381,7 +423,13 @@ def main(argv: list[str] | None = None) -> int:
             recipes = [r.strip() for r in args.recipes.split(",") if r.strip()] or list(recipes_for(size))
             work = Path(tmp) / "work" / ds["name"]
             work.mkdir(parents=True)
-            spec = {"name": ds["name"], "location": ds["location"], "work": str(work), "recipes": recipes, "budget": budget_for(size)}
+            spec = {
+                "name": ds["name"],
+                "location": ds["location"],
+                "work": str(work),
+                "recipes": recipes,
+                "budget": budget_for(size),
+            }
             log(f"{ds['name']}: recipes {', '.join(recipes)}; training budget {spec['budget']}")
             with_time = time.perf_counter()
             row.update(child("dataset", spec, env))
@@ -428,31 +476,103 @@ def targets(rows: list[dict]) -> list[dict]:
 
     def add(target: str, value, limit: float, upper: bool, unit: str, where: str) -> None:
         if value is None:
-            out.append({"target": target, "where": where, "value": None, "limit": limit, "unit": unit, "met": None, "ratio": None})
+            out.append(
+                {
+                    "target": target,
+                    "where": where,
+                    "value": None,
+                    "limit": limit,
+                    "unit": unit,
+                    "met": None,
+                    "ratio": None,
+                }
+            )
             return
         ratio = value / limit if upper else limit / max(value, 1e-12)
-        out.append({"target": target, "where": where, "value": value, "limit": limit, "unit": unit, "met": ratio <= 1.0, "ratio": round(ratio, 3)})
+        out.append(
+            {
+                "target": target,
+                "where": where,
+                "value": value,
+                "limit": limit,
+                "unit": unit,
+                "met": ratio <= 1.0,
+                "ratio": round(ratio, 3),
+            }
+        )
 
     one_m = by_name.get("demo-1000000")
     ten_m = by_name.get("demo-10000000")
     for recipe in ("aws-hrnn", "aws-user-personalization"):
         rec = _recipe(one_m, recipe)
-        add(f"FULL training of 1M interactions ({recipe}, default hyperparameters) ≤ 60 s", rec.get("full_train_s"), 60.0, True, "s", "demo-1000000")
+        add(
+            f"FULL training of 1M interactions ({recipe}, default hyperparameters) ≤ 60 s",
+            rec.get("full_train_s"),
+            60.0,
+            True,
+            "s",
+            "demo-1000000",
+        )
     for recipe in ("aws-hrnn", "aws-user-personalization"):
         rec = _recipe(one_m, recipe)
-        add(f"UPDATE ≤ 10% of FULL ({recipe})", rec.get("update_over_full") and round(100 * rec["update_over_full"], 2), 10.0, True, "% of FULL", "demo-1000000")
-    for recipe, goal in (("aws-hrnn", 50_000.0), ("aws-user-personalization", 25_000.0)):  # the second: within 2x of the first
+        add(
+            f"UPDATE ≤ 10% of FULL ({recipe})",
+            rec.get("update_over_full") and round(100 * rec["update_over_full"], 2),
+            10.0,
+            True,
+            "% of FULL",
+            "demo-1000000",
+        )
+    for recipe, goal in (
+        ("aws-hrnn", 50_000.0),
+        ("aws-user-personalization", 25_000.0),
+    ):  # the second: within 2x of the first
         rec = _recipe(one_m, recipe)
-        add(f"batch inference ≥ {goal / 1000:.0f}k users/s, top 25 over 10k items ({recipe})", rec.get("batch_per_s"), goal, False, "users/s", "demo-1000000")
+        add(
+            f"batch inference ≥ {goal / 1000:.0f}k users/s, top 25 over 10k items ({recipe})",
+            rec.get("batch_per_s"),
+            goal,
+            False,
+            "users/s",
+            "demo-1000000",
+        )
     for name in ("demo-1000000", "demo-10000000"):
         row = by_name.get(name)
-        add("featurization ≥ 1M interactions/s", row and row.get("featurize_interactions_per_s"), 1_000_000.0, False, "interactions/s", name)
-    add("10M interactions end to end: peak RSS ≤ 2 GiB", ten_m and ten_m.get("peak_rss_mb"), 2048.0, True, "MB", "demo-10000000")
+        add(
+            "featurization ≥ 1M interactions/s",
+            row and row.get("featurize_interactions_per_s"),
+            1_000_000.0,
+            False,
+            "interactions/s",
+            name,
+        )
+    add(
+        "10M interactions end to end: peak RSS ≤ 2 GiB",
+        ten_m and ten_m.get("peak_rss_mb"),
+        2048.0,
+        True,
+        "MB",
+        "demo-10000000",
+    )
     pop = _recipe(ten_m, "aws-popularity-count")
-    add("aws-popularity-count FULL on 10M interactions: peak RSS ≤ 1.5 GiB", pop.get("full_peak_rss_mb"), 1536.0, True, "MB", "demo-10000000")
+    add(
+        "aws-popularity-count FULL on 10M interactions: peak RSS ≤ 1.5 GiB",
+        pop.get("full_peak_rss_mb"),
+        1536.0,
+        True,
+        "MB",
+        "demo-10000000",
+    )
     hrnn = _recipe(ten_m, "aws-hrnn")  # measured only when --recipes adds aws-hrnn at 10M (see LARGE_RECIPES)
     add("aws-hrnn FULL on 10M interactions ≤ 300 s", hrnn.get("full_s"), 300.0, True, "s", "demo-10000000")
-    add("aws-hrnn FULL on 10M interactions: peak RSS ≤ 3 GiB", hrnn.get("full_peak_rss_mb"), 3072.0, True, "MB", "demo-10000000")
+    add(
+        "aws-hrnn FULL on 10M interactions: peak RSS ≤ 3 GiB",
+        hrnn.get("full_peak_rss_mb"),
+        3072.0,
+        True,
+        "MB",
+        "demo-10000000",
+    )
     return out
 
 

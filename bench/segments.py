@@ -49,7 +49,9 @@ def time_split(features):
 
 def truth_matrix(test, n_users, n_items):
     """Binary [n_items, n_users]: who interacts with what after the split."""
-    m = sp.csr_matrix((np.ones(len(test), np.float32), (test["item"].to_numpy(), test["user"].to_numpy())), shape=(n_items, n_users))
+    m = sp.csr_matrix(
+        (np.ones(len(test), np.float32), (test["item"].to_numpy(), test["user"].to_numpy())), shape=(n_items, n_users)
+    )
     m.data[:] = 1.0
     return m
 
@@ -63,7 +65,10 @@ def scores(segments: np.ndarray, truth: sp.csr_matrix) -> dict[str, float]:
     hit[valid] = np.asarray(truth[rows[valid], cols[valid]]).ravel() > 0
     hits = hit.reshape(segments.shape).sum(axis=1)
     totals = np.asarray(truth.sum(axis=1)).ravel()
-    return {"precision": round(float((hits / segments.shape[1]).mean()), 4), "recall": round(float((hits / np.maximum(totals, 1)).mean()), 4)}
+    return {
+        "precision": round(float((hits / segments.shape[1]).mean()), 4),
+        "recall": round(float((hits / np.maximum(totals, 1)).mean()), 4),
+    }
 
 
 def most_active(train, n_queries):
@@ -77,7 +82,9 @@ def past_users(train, items):
     inter = train.interactions
     activity = np.bincount(inter["user"].to_numpy(), minlength=train.n_users)
     active_order = np.lexsort((np.arange(train.n_users), -activity))
-    frame = pd.DataFrame({"user": inter["user"].to_numpy(), "item": inter["item"].to_numpy(), "t": inter["timestamp"].to_numpy()})
+    frame = pd.DataFrame(
+        {"user": inter["user"].to_numpy(), "item": inter["item"].to_numpy(), "t": inter["timestamp"].to_numpy()}
+    )
     frame = frame[frame["item"].isin(items)].sort_values("t", ascending=False).drop_duplicates(["item", "user"])
     groups = frame.groupby("item")["user"].apply(list).to_dict()
     out = np.full((len(items), N), -1, dtype=np.int64)
@@ -98,22 +105,35 @@ def item_affinity(name, features, seed=0):
     start = time.perf_counter()
     model = ItemAffinity().fit(train)
     fit_s = time.perf_counter() - start
-    q = sp.csr_matrix((np.ones(len(items), np.float32), (items, np.arange(len(items)))), shape=(train.n_items, len(items)))
+    q = sp.csr_matrix(
+        (np.ones(len(items), np.float32), (items, np.arange(len(items)))), shape=(train.n_items, len(items))
+    )
     start = time.perf_counter()
     segs, _ = model.segments(q, N)
     seg_s = time.perf_counter() - start
     t = truth[items]
     return {
-        "dataset": name, "recipe": "aws-item-affinity", "queries": len(items), "users": train.n_users,
-        "model": scores(segs, t), "most_active": scores(most_active(train, len(items)), t), "past_users": scores(past_users(train, items), t),
-        "train_s": round(fit_s, 2), "segments_per_s": round(len(items) / seg_s, 1),
+        "dataset": name,
+        "recipe": "aws-item-affinity",
+        "queries": len(items),
+        "users": train.n_users,
+        "model": scores(segs, t),
+        "most_active": scores(most_active(train, len(items)), t),
+        "past_users": scores(past_users(train, items), t),
+        "train_s": round(fit_s, 2),
+        "segments_per_s": round(len(items) / seg_s, 1),
     }
 
 
 def attribute_affinity(name, features, field="GENRE"):
     train, test = time_split(features)
     truth_items = truth_matrix(test, train.n_users, train.n_items)
-    catalog = pd.DataFrame({"ITEM_ID": train.item_ids, **{c[4:]: train.items[c].to_numpy() for c in train.items.columns if c.startswith("raw_")}})
+    catalog = pd.DataFrame(
+        {
+            "ITEM_ID": train.item_ids,
+            **{c[4:]: train.items[c].to_numpy() for c in train.items.columns if c.startswith("raw_")},
+        }
+    )
     version = SimpleNamespace(item_ids=train.item_ids, items_metadata=catalog, user_ids=train.user_ids)
     queries = AttributeQueries(version)
     genres = sorted({g for v in catalog[field].dropna() for g in str(v).split("|")})
@@ -121,7 +141,10 @@ def attribute_affinity(name, features, field="GENRE"):
     masks = [(g, m) for g, m in masks if not isinstance(m, str)]
     cols = [np.flatnonzero(m) for _, m in masks]
     lengths = np.array([len(c) for c in cols])
-    q = sp.csr_matrix((np.ones(int(lengths.sum()), np.float32), (np.concatenate(cols), np.repeat(np.arange(len(cols)), lengths))), shape=(train.n_items, len(cols)))
+    q = sp.csr_matrix(
+        (np.ones(int(lengths.sum()), np.float32), (np.concatenate(cols), np.repeat(np.arange(len(cols)), lengths))),
+        shape=(train.n_items, len(cols)),
+    )
     truth = (q.T @ truth_items).tocsr()
     truth.data[:] = 1.0
     keep = np.asarray(truth.sum(axis=1)).ravel() >= MIN_TEST_USERS
@@ -129,8 +152,13 @@ def attribute_affinity(name, features, field="GENRE"):
     segs, _ = model.segments(q[:, np.flatnonzero(keep)], N)
     t = truth[np.flatnonzero(keep)]
     return {
-        "dataset": name, "recipe": "aws-item-attribute-affinity", "queries": int(keep.sum()), "users": train.n_users,
-        "model": scores(segs, t), "most_active": scores(most_active(train, int(keep.sum())), t), "past_users": None,
+        "dataset": name,
+        "recipe": "aws-item-attribute-affinity",
+        "queries": int(keep.sum()),
+        "users": train.n_users,
+        "model": scores(segs, t),
+        "most_active": scores(most_active(train, int(keep.sum())), t),
+        "past_users": None,
     }
 
 
@@ -145,11 +173,17 @@ def main() -> int:
         rows += [item_affinity("demo-200k", demo), attribute_affinity("demo-200k", demo)]
     for r in rows:
         print(json.dumps(r), file=sys.stderr)
-    (HERE / "segments_results.json").write_text(json.dumps({"load_average": load, "N": N, "rows": rows}, indent=1) + "\n")
-    print(f"| dataset | recipe | queries | precision@{N} | recall@{N} | most-active precision / recall | past users precision / recall |\n|---|---|---|---|---|---|---|")
+    (HERE / "segments_results.json").write_text(
+        json.dumps({"load_average": load, "N": N, "rows": rows}, indent=1) + "\n"
+    )
+    print(
+        f"| dataset | recipe | queries | precision@{N} | recall@{N} | most-active precision / recall | past users precision / recall |\n|---|---|---|---|---|---|---|"
+    )
     for r in rows:
         past = f"{r['past_users']['precision']} / {r['past_users']['recall']}" if r["past_users"] else "—"
-        print(f"| {r['dataset']} | {r['recipe']} | {r['queries']} | {r['model']['precision']} | {r['model']['recall']} | {r['most_active']['precision']} / {r['most_active']['recall']} | {past} |")
+        print(
+            f"| {r['dataset']} | {r['recipe']} | {r['queries']} | {r['model']['precision']} | {r['model']['recall']} | {r['most_active']['precision']} / {r['most_active']['recall']} | {past} |"
+        )
     return 0
 
 

@@ -65,20 +65,30 @@ def hits(model, queries, truth):
     items, _ = model.related(queries, K)
     match = items == truth[:, None]
     rank = np.where(match.any(axis=1), match.argmax(axis=1) + 1, 0)
-    return {"hr_at_10": round(float((rank > 0).mean()), 4), "mrr_at_10": round(float(np.where(rank > 0, 1.0 / np.maximum(rank, 1), 0).mean()), 4)}
+    return {
+        "hr_at_10": round(float((rank > 0).mean()), 4),
+        "mrr_at_10": round(float(np.where(rank > 0, 1.0 / np.maximum(rank, 1), 0).mean()), 4),
+    }
 
 
 def run(name, features):
     train, warm, cold, n_cold = split(features)
     rows = []
-    for cls, params in ((SIMS, {"min_item_interaction_count_percentile": 0.0, "max_item_interaction_count_percentile": 1.0}), (SimilarItems, {})):
+    for cls, params in (
+        (SIMS, {"min_item_interaction_count_percentile": 0.0, "max_item_interaction_count_percentile": 1.0}),
+        (SimilarItems, {}),
+    ):
         start = time.perf_counter()
         model = cls(**params).fit(train)
         seconds = time.perf_counter() - start
         rows.append(
             {
-                "dataset": name, "recipe": cls.name, "items": features.n_items, "cold_items": n_cold,
-                "warm_queries": len(warm[0]), "cold_queries": len(cold[0]),
+                "dataset": name,
+                "recipe": cls.name,
+                "items": features.n_items,
+                "cold_items": n_cold,
+                "warm_queries": len(warm[0]),
+                "cold_queries": len(cold[0]),
                 **{f"warm_{k}": v for k, v in hits(model, *warm).items()},
                 **{f"cold_{k}": v for k, v in hits(model, *cold).items()},
                 "train_s": round(seconds, 2),
@@ -97,7 +107,17 @@ def main() -> int:
         rows += run("demo-200k", featurize(read_dataset_group(tmp)))
     record = {"load_average": list(os.getloadavg()), "cpus": os.cpu_count(), "rows": rows}
     (HERE / "similar_items_results.json").write_text(json.dumps(record, indent=1) + "\n")
-    cols = ["dataset", "recipe", "warm_hr_at_10", "warm_mrr_at_10", "cold_hr_at_10", "cold_mrr_at_10", "warm_queries", "cold_queries", "train_s"]
+    cols = [
+        "dataset",
+        "recipe",
+        "warm_hr_at_10",
+        "warm_mrr_at_10",
+        "cold_hr_at_10",
+        "cold_mrr_at_10",
+        "warm_queries",
+        "cold_queries",
+        "train_s",
+    ]
     print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
     for r in rows:
         print("| " + " | ".join(str(r[c]) for c in cols) + " |")

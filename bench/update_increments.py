@@ -29,7 +29,9 @@ FILE_EVENTS = 100_000
 
 def run(*args: str) -> tuple[float, dict]:
     start = time.perf_counter()
-    proc = subprocess.run([*CLI, *args], capture_output=True, text=True, env={**os.environ, "GX_ANALYTICS_ENABLED": "false"})
+    proc = subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, env={**os.environ, "GX_ANALYTICS_ENABLED": "false"}
+    )
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"failed: {' '.join(args)}\n{proc.stderr}")
@@ -39,7 +41,22 @@ def run(*args: str) -> tuple[float, dict]:
 def prepare(work: Path, interactions: int, users: int, items: int) -> tuple[Path, Path]:
     demo = work / "demo"
     if not (demo / "interactions.csv").exists():
-        subprocess.run([*CLI, "demo-data", "--out", str(demo), "--interactions", str(interactions), "--users", str(users), "--items", str(items)], check=True, capture_output=True)
+        subprocess.run(
+            [
+                *CLI,
+                "demo-data",
+                "--out",
+                str(demo),
+                "--interactions",
+                str(interactions),
+                "--users",
+                str(users),
+                "--items",
+                str(items),
+            ],
+            check=True,
+            capture_output=True,
+        )
     lake = work / "lake"
     shutil.rmtree(lake, ignore_errors=True)
     (lake / "interactions").mkdir(parents=True)
@@ -47,7 +64,9 @@ def prepare(work: Path, interactions: int, users: int, items: int) -> tuple[Path
     df = df.iloc[np.argsort(df["TIMESTAMP"].astype(np.int64).to_numpy(), kind="stable")]
     n_files = int(np.ceil(len(df) / FILE_EVENTS))
     for i in range(n_files - 1):
-        df.iloc[i * FILE_EVENTS : (i + 1) * FILE_EVENTS].to_csv(lake / "interactions" / f"part-{i:04d}.csv", index=False)
+        df.iloc[i * FILE_EVENTS : (i + 1) * FILE_EVENTS].to_csv(
+            lake / "interactions" / f"part-{i:04d}.csv", index=False
+        )
     newest = work / "newest.csv"
     df.iloc[(n_files - 1) * FILE_EVENTS :].to_csv(newest, index=False)
     for name in ("items.csv", "users.csv"):
@@ -73,7 +92,20 @@ def main() -> int:
     hp = ["--hp", f"epochs={args.full_epochs}"] if args.full_epochs else []
     full_s, full = run("train", "--dataset", str(lake), "--recipe", args.recipe, *hp, "--out", str(solution))
     shutil.copy(newest, lake / "interactions" / "part-9999.csv")
-    update_s, update = run("train", "--dataset", str(lake), "--recipe", args.recipe, *hp, "--training-mode", "UPDATE", "--base", str(solution), "--out", str(solution))
+    update_s, update = run(
+        "train",
+        "--dataset",
+        str(lake),
+        "--recipe",
+        args.recipe,
+        *hp,
+        "--training-mode",
+        "UPDATE",
+        "--base",
+        str(solution),
+        "--out",
+        str(solution),
+    )
     result = {
         "interactions": args.interactions,
         "recipe": args.recipe,

@@ -77,21 +77,40 @@ def update_vs_full(work: Path, spec: DemoSpec, new_days: float = 2.0) -> dict:
 
 def main() -> int:
     quick = "--quick" in sys.argv
-    results: dict = {"command": ".venv/bin/python bench/user_personalization.py", "protocol": "leave-last-out (no exclusion of seen items)"}
+    results: dict = {
+        "command": ".venv/bin/python bench/user_personalization.py",
+        "protocol": "leave-last-out (no exclusion of seen items)",
+    }
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         ml = read_dataset_group(SHARED / "movielens-poc")
-        rows += compare("movielens-poc (watch)", featurize(ml, FeaturizeOptions(event_type="watch", max_user_history_length_percentile=0.99)), [HRNN, UserPersonalization])
-        rows += compare("airline-contextual", featurize(read_dataset_group(SHARED / "airline-contextual"), OPTIONS), [HRNN, UserPersonalization])
+        rows += compare(
+            "movielens-poc (watch)",
+            featurize(ml, FeaturizeOptions(event_type="watch", max_user_history_length_percentile=0.99)),
+            [HRNN, UserPersonalization],
+        )
+        rows += compare(
+            "airline-contextual",
+            featurize(read_dataset_group(SHARED / "airline-contextual"), OPTIONS),
+            [HRNN, UserPersonalization],
+        )
         generate(work / "demo100k", DemoSpec(users=3333, items=2000, interactions=100_000, seed=1))
-        rows += compare("demo-100k", featurize(read_dataset_group(work / "demo100k"), OPTIONS), [HRNN, UserPersonalization])
+        rows += compare(
+            "demo-100k", featurize(read_dataset_group(work / "demo100k"), OPTIONS), [HRNN, UserPersonalization]
+        )
         results["quality"] = rows
         print(json.dumps(rows, indent=1), flush=True)
-        spec = DemoSpec(users=3333, items=2000, interactions=100_000, seed=2) if quick else DemoSpec(users=33_333, items=10_000, interactions=1_000_000, seed=1)
+        spec = (
+            DemoSpec(users=3333, items=2000, interactions=100_000, seed=2)
+            if quick
+            else DemoSpec(users=33_333, items=10_000, interactions=1_000_000, seed=1)
+        )
         results["update_vs_full"] = update_vs_full(work / "update", spec)
         print(json.dumps(results["update_vs_full"], indent=1), flush=True)
-        sim = run_simulation(SimulationConfig(), work / "simulation", log=lambda m: print(m, file=sys.stderr, flush=True))
+        sim = run_simulation(
+            SimulationConfig(), work / "simulation", log=lambda m: print(m, file=sys.stderr, flush=True)
+        )
     (HERE / "exploration_results.json").write_text(json.dumps(sim, indent=2) + "\n")
     (HERE / "exploration.png").write_bytes(plot_simulation(sim))
     results["exploration"] = {w: {k: v for k, v in s.items() if k != "rounds"} for w, s in sim["weights"].items()}

@@ -52,7 +52,12 @@ def run_setting(args: tuple) -> dict:
                 p.copy_(s)
         model.net.train()
         curve.append(
-            {"epoch": epoch, "ndcg10": round(float(ndcg), 5), "train_s": round(t - start - eval_seconds[0], 1), "train_cpu_s": round(cpu - cpu_start - eval_cpu[0], 1)}
+            {
+                "epoch": epoch,
+                "ndcg10": round(float(ndcg), 5),
+                "train_s": round(t - start - eval_seconds[0], 1),
+                "train_cpu_s": round(cpu - cpu_start - eval_cpu[0], 1),
+            }
         )
         eval_seconds[0] += time.perf_counter() - t
         eval_cpu[0] += time.process_time() - cpu
@@ -82,7 +87,15 @@ def main() -> int:
         json.dump(results, fh, indent=1)
     for r in results:
         best = max(r["curve"], key=lambda c: c["ndcg10"]) if r["curve"] else {}
-        print(r["setting"], "best", best, "last", r["curve"][-1] if r["curve"] else None, "s/epoch", r["stats"].get("seconds_per_epoch"))
+        print(
+            r["setting"],
+            "best",
+            best,
+            "last",
+            r["curve"][-1] if r["curve"] else None,
+            "s/epoch",
+            r["stats"].get("seconds_per_epoch"),
+        )
     return 0
 
 

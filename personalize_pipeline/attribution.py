@@ -34,16 +34,28 @@ def attribute_metrics(dataset: Dataset, slice_rows: int | None = None) -> pd.Dat
     parts = []
     for part in dataset.slices(slice_rows) if slice_rows else dataset.slices():
         n = part.num_rows
-        source = pc.fill_null(pc.if_else(pc.equal(pc.utf8_trim_whitespace(part[SOURCE]), ""), None, part[SOURCE]), UNATTRIBUTED)
+        source = pc.fill_null(
+            pc.if_else(pc.equal(pc.utf8_trim_whitespace(part[SOURCE]), ""), None, part[SOURCE]), UNATTRIBUTED
+        )
         seconds = pc.cast(pc.floor(pc.cast(pc.utf8_trim_whitespace(part["TIMESTAMP"]), pa.float64())), pa.int64())
-        day = pc.cast(pc.multiply(pc.divide(seconds, 86_400), 86_400), pa.int64())  # integer division: start of the UTC day
+        day = pc.cast(
+            pc.multiply(pc.divide(seconds, 86_400), 86_400), pa.int64()
+        )  # integer division: start of the UTC day
         etype = pc.fill_null(part["EVENT_TYPE"], "") if "EVENT_TYPE" in names else pa.array([""] * n, pa.string())
-        value = pc.fill_null(pc.cast(pc.utf8_trim_whitespace(pc.fill_null(part["EVENT_VALUE"], "0")), pa.float64()), 0.0) if "EVENT_VALUE" in names else pa.array(np.zeros(n))
+        value = (
+            pc.fill_null(pc.cast(pc.utf8_trim_whitespace(pc.fill_null(part["EVENT_VALUE"], "0")), pa.float64()), 0.0)
+            if "EVENT_VALUE" in names
+            else pa.array(np.zeros(n))
+        )
         table = pa.table({"source": source, "day": day, "event_type": etype, "value": value})
         parts.append(table.group_by(["source", "day", "event_type"]).aggregate([("value", "count"), ("value", "sum")]))
     if not parts:
         return pd.DataFrame(columns=COLUMNS)
-    merged = pa.concat_tables(parts).group_by(["source", "day", "event_type"]).aggregate([("value_count", "sum"), ("value_sum", "sum")])
+    merged = (
+        pa.concat_tables(parts)
+        .group_by(["source", "day", "event_type"])
+        .aggregate([("value_count", "sum"), ("value_sum", "sum")])
+    )
     df = merged.to_pandas()
     out = pd.DataFrame(
         {

@@ -20,9 +20,10 @@ import json
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -75,29 +76,33 @@ def parse_line(text: str, lineno: int, recipe_type: str) -> tuple[dict | None, A
         return None, None, f"line {lineno}: expected a JSON object"
     if recipe_type == "RELATED_ITEMS":
         if "itemId" not in obj:
-            return obj, None, f"line {lineno}: missing key \"itemId\" (this solution is RELATED_ITEMS)"
+            return obj, None, f'line {lineno}: missing key "itemId" (this solution is RELATED_ITEMS)'
         item = _id(obj["itemId"])
         if item is None:
-            return obj, None, f"line {lineno}: \"itemId\" must be a non-empty string"
+            return obj, None, f'line {lineno}: "itemId" must be a non-empty string'
         return obj, item, None
     if recipe_type == "USER_PERSONALIZATION" and "itemList" in obj:
-        return obj, None, f"line {lineno}: itemList is for PERSONALIZED_RANKING solutions; this solution is USER_PERSONALIZATION"
+        return (
+            obj,
+            None,
+            f"line {lineno}: itemList is for PERSONALIZED_RANKING solutions; this solution is USER_PERSONALIZATION",
+        )
     if "userId" not in obj:
-        return obj, None, f"line {lineno}: missing key \"userId\""
+        return obj, None, f'line {lineno}: missing key "userId"'
     user = _id(obj["userId"])
     if user is None:
-        return obj, None, f"line {lineno}: \"userId\" must be a non-empty string"
+        return obj, None, f'line {lineno}: "userId" must be a non-empty string'
     if recipe_type == "USER_PERSONALIZATION":
         return obj, user, None
     if recipe_type == "PERSONALIZED_RANKING":
         items = obj.get("itemList")
         if not isinstance(items, list) or not items:
-            return obj, None, f"line {lineno}: \"itemList\" must be a non-empty list of item ids"
+            return obj, None, f'line {lineno}: "itemList" must be a non-empty list of item ids'
         if len(items) > MAX_RESULTS:
-            return obj, None, f"line {lineno}: \"itemList\" has {len(items)} items; at most {MAX_RESULTS} are allowed"
+            return obj, None, f'line {lineno}: "itemList" has {len(items)} items; at most {MAX_RESULTS} are allowed'
         ids = [_id(i) for i in items]
         if any(i is None for i in ids):
-            return obj, None, f"line {lineno}: \"itemList\" must contain only non-empty item ids"
+            return obj, None, f'line {lineno}: "itemList" must contain only non-empty item ids'
         return obj, (user, ids), None
     return obj, None, f"line {lineno}: recipe type {recipe_type} is not supported by batch inference"
 
@@ -173,15 +178,24 @@ def run_batch_job(
             values = records[i][0].get("filterValues", filter_values) if parsed_filter is not None else None
             if values is not None and not isinstance(values, dict):
                 obj, key, _error, text = records[i]
-                records[i] = (obj, key, f"line {chunk[i][0]}: \"filterValues\" must be a JSON object of parameter names to values", text)
+                records[i] = (
+                    obj,
+                    key,
+                    f'line {chunk[i][0]}: "filterValues" must be a JSON object of parameter names to values',
+                    text,
+                )
                 continue
-            key = json.dumps(values, sort_keys=True) if values is not None else "null"  # no dumps per line without filters
+            key = (
+                json.dumps(values, sort_keys=True) if values is not None else "null"
+            )  # no dumps per line without filters
             groups.setdefault(key, []).append(i)
             group_values[key] = values
         unknown = 0
         for key, rows in groups.items():
             try:
-                unknown += scoring.score(rendered, rows, [records[i][1] for i in rows], [records[i][0] for i in rows], group_values[key])
+                unknown += scoring.score(
+                    rendered, rows, [records[i][1] for i in rows], [records[i][0] for i in rows], group_values[key]
+                )
             except InputError as exc:  # e.g. a line's filterValues lacks a placeholder
                 if key == json.dumps(filter_values, sort_keys=True):
                     raise
@@ -199,7 +213,12 @@ def run_batch_job(
         lines = dict(_split_blocks(rendered))
         for i in errors:
             obj, _key, error, text = records[i]
-            lines[i] = (json.dumps({"input": obj if obj is not None else text, "output": None, "error": error}, ensure_ascii=False) + "\n").encode("utf-8")
+            lines[i] = (
+                json.dumps(
+                    {"input": obj if obj is not None else text, "output": None, "error": error}, ensure_ascii=False
+                )
+                + "\n"
+            ).encode("utf-8")
         return b"".join(lines[i] for i in range(len(records)))
 
     chunks = _chunked(_read_lines(in_loc), CHUNK)
@@ -273,7 +292,16 @@ class _JobScoring:
     """What scoring a job's chunks needs, built once per job: the id indexes, the rendered
     item ids, the filter, exploration and the compute device."""
 
-    def __init__(self, version: SolutionVersion, k: int, encoded_items: np.ndarray, parsed_filter, filter_context, exploration, device) -> None:
+    def __init__(
+        self,
+        version: SolutionVersion,
+        k: int,
+        encoded_items: np.ndarray,
+        parsed_filter,
+        filter_context,
+        exploration,
+        device,
+    ) -> None:
         self.version, self.k, self.encoded_items = version, k, encoded_items
         self.item_table = text_table(encoded_items.tolist())
         self.parsed_filter, self.filter_context, self.exploration = parsed_filter, filter_context, exploration
@@ -283,13 +311,17 @@ class _JobScoring:
         self.user_index = pd.Index(np.asarray(version.user_ids, dtype=object))  # not rebuilt per chunk
         self.user_index.get_indexer(self.user_index[:1])  # its hash table, built once before the threads share it
 
-    def score(self, rendered: dict[int, tuple[list[int], bytes]], rows: list[int], keys: list, inputs: list, values) -> int:
+    def score(
+        self, rendered: dict[int, tuple[list[int], bytes]], rows: list[int], keys: list, inputs: list, values
+    ) -> int:
         """Score and render one group of requests into ``rendered``; returns how many were unknown."""
         version, parsed_filter = self.version, self.parsed_filter
         kind = version.recipe_type
         if kind == "RELATED_ITEMS":
             codes = version.item_codes(np.array(keys, dtype=object))
-            allowed = parsed_filter.mask(self.filter_context, np.full(len(codes), -1), values) if parsed_filter else None
+            allowed = (
+                parsed_filter.mask(self.filter_context, np.full(len(codes), -1), values) if parsed_filter else None
+            )
             items, scores = version.recipe.related(codes, self.k, allowed=allowed)
         elif kind == "PERSONALIZED_RANKING":
             codes = self.user_index.get_indexer(pd.Index(np.array([u for u, _ in keys], dtype=object)))
@@ -303,9 +335,19 @@ class _JobScoring:
             items, scores = version.recipe.recommend(version.user_batch(codes), self.k, allowed=allowed, **self.options)
         input_texts = [input_json(o) for o in inputs]
         if renderable(items, scores):
-            blob = b"".join(render_top_lines(input_texts[lo : lo + RENDER_BLOCK], items[lo : lo + RENDER_BLOCK], scores[lo : lo + RENDER_BLOCK], self.item_table) for lo in range(0, len(rows), RENDER_BLOCK))
+            blob = b"".join(
+                render_top_lines(
+                    input_texts[lo : lo + RENDER_BLOCK],
+                    items[lo : lo + RENDER_BLOCK],
+                    scores[lo : lo + RENDER_BLOCK],
+                    self.item_table,
+                )
+                for lo in range(0, len(rows), RENDER_BLOCK)
+            )
         else:  # e.g. scores outside [0, 1] from a custom recipe: the per-element way
-            blob = "".join(_render_top_row(t, i, s, self.encoded_items) + "\n" for t, i, s in zip(input_texts, items, scores)).encode("utf-8")
+            blob = "".join(
+                _render_top_row(t, i, s, self.encoded_items) + "\n" for t, i, s in zip(input_texts, items, scores)
+            ).encode("utf-8")
         rendered[rows[0]] = (rows, blob)
         return int((codes < 0).sum())
 
@@ -323,7 +365,9 @@ def _render_top_row(input_text: str, items: np.ndarray, scores: np.ndarray, enco
     return render_top_line(input_text, encoded_items[items[valid]].tolist(), scores[valid].tolist())
 
 
-def _render_ranking(keys: list, user_codes: np.ndarray, version: SolutionVersion, allowed: np.ndarray | None, input_texts: list[str]) -> list[str]:
+def _render_ranking(
+    keys: list, user_codes: np.ndarray, version: SolutionVersion, allowed: np.ndarray | None, input_texts: list[str]
+) -> list[str]:
     """Reorder each itemList; unknown items go last, in input order, with a null score;
     items a filter excludes are left out."""
     width = max(len(ids) for _, ids in keys)

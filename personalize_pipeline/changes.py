@@ -63,7 +63,9 @@ def update_check(dataset: str | Location, solution: str | Location) -> UpdateChe
         raise InputError(f"{dataset.url}: no interactions file found")
     recorded = manifest.get("dataset", {}).get("imports")
     if not recorded:
-        return UpdateCheck(False, f"solution version {latest} records no imports (older release): run FULL", latest, full_needed=True)
+        return UpdateCheck(
+            False, f"solution version {latest} records no imports (older release): run FULL", latest, full_needed=True
+        )
     try:
         plan = plan_increment(dataset, recorded, latest)
     except InputError as exc:
@@ -71,7 +73,9 @@ def update_check(dataset: str | Location, solution: str | Location) -> UpdateChe
     new = tuple(plan.new_files)
     skipped = f" (re-delivered, skipped: {', '.join(p for p, _ in plan.redelivered)})" if plan.redelivered else ""
     if not new:
-        return UpdateCheck(False, f"no new data since solution version {latest} ({INDEX} in {solution.url}){skipped}", latest)
+        return UpdateCheck(
+            False, f"no new data since solution version {latest} ({INDEX} in {solution.url}){skipped}", latest
+        )
     return UpdateCheck(True, f"new data since solution version {latest}: {', '.join(new)}{skipped}", latest, new)
 
 

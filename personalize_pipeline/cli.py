@@ -14,7 +14,8 @@ import json
 import os
 import sys
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from .errors import InputError
 
@@ -54,7 +55,7 @@ def _hyperparameters(pairs: Sequence[str] | None) -> dict[str, str]:
     return out
 
 
-def _solution_config(args) -> "Any":
+def _solution_config(args) -> Any:
     from .training import SolutionConfig
 
     config = SolutionConfig(
@@ -67,14 +68,16 @@ def _solution_config(args) -> "Any":
     return config
 
 
-def _train_config(args) -> "Any":
+def _train_config(args) -> Any:
     """The solution config of ``train``: a CreateSolution file (``--solution-config``), then
     the flags on top of it (``--recipe``, ``--hp``, event filters, ``--hpo N``, ``--automl``)."""
-    from .training import SolutionConfig
     from .recipes import get_recipe, recipe_name
+    from .training import SolutionConfig
     from .tuning import MAX_TRAINING_JOBS, AutoMLConfig, HPOConfig, read_solution_config
 
-    kwargs: dict[str, Any] = read_solution_config(args.solution_config) if args.solution_config else {"hyperparameters": {}}
+    kwargs: dict[str, Any] = (
+        read_solution_config(args.solution_config) if args.solution_config else {"hyperparameters": {}}
+    )
     if args.automl and kwargs.get("recipe"):
         raise InputError(f"--automl chooses the recipe: {args.solution_config} gives recipeArn; give one or the other")
     automl_candidate = None
@@ -91,7 +94,9 @@ def _train_config(args) -> "Any":
         kwargs["event_value_threshold"] = args.event_value_threshold
     if args.hpo is not None:
         if not 1 <= args.hpo <= MAX_TRAINING_JOBS:
-            raise InputError(f"--hpo N: the number of training jobs must be between 1 and {MAX_TRAINING_JOBS}, got {args.hpo}")
+            raise InputError(
+                f"--hpo N: the number of training jobs must be between 1 and {MAX_TRAINING_JOBS}, got {args.hpo}"
+            )
         kwargs["perform_hpo"] = True
         kwargs["hpo"] = kwargs.get("hpo") or HPOConfig()
         kwargs["hpo"].max_training_jobs = args.hpo
@@ -102,7 +107,9 @@ def _train_config(args) -> "Any":
         kwargs["automl"] = kwargs.get("automl") or AutoMLConfig()
         kwargs["automl"].include.append(automl_candidate)
     if not kwargs.get("perform_automl") and kwargs.get("recipe") is None:
-        raise InputError("train needs --recipe NAME, --automl, or --solution-config FILE with recipeArn or performAutoML")
+        raise InputError(
+            "train needs --recipe NAME, --automl, or --solution-config FILE with recipeArn or performAutoML"
+        )
     config = SolutionConfig(**kwargs)
     config.resolved_hyperparameters()  # unknown names / bad values / bad ranges before reading data
     return config
@@ -110,7 +117,9 @@ def _train_config(args) -> "Any":
 
 def _failure_line(report) -> str:
     first = report.failures[0].message()
-    more = f" (and {len(report.failures) - 1} more; run validate for the full report)" if len(report.failures) > 1 else ""
+    more = (
+        f" (and {len(report.failures) - 1} more; run validate for the full report)" if len(report.failures) > 1 else ""
+    )
     return f"validation failed: {first}{more}"
 
 
@@ -123,7 +132,12 @@ def _load_valid(dataset: str, validate_first: bool = True, notes: list[str] | No
     notes = [] if notes is None else notes
     t = time.perf_counter()
     group = read_dataset_group(dataset)
-    _progress(notes, f"read {dataset}: " + ", ".join(f"{d.dataset_type} {d.num_rows} rows" for d in group.datasets()) + f" ({time.perf_counter() - t:.1f}s)")
+    _progress(
+        notes,
+        f"read {dataset}: "
+        + ", ".join(f"{d.dataset_type} {d.num_rows} rows" for d in group.datasets())
+        + f" ({time.perf_counter() - t:.1f}s)",
+    )
     if validate_first:
         report = validate(group)
         if not report.success:
@@ -191,7 +205,9 @@ def _check_update_base(base: str, config) -> None:
         raise InputError(f"UPDATE needs a FULL solution version to start from: {exc}") from None
     name = config.recipe_class().name
     if manifest.get("recipe") != name:
-        raise InputError(f"UPDATE with recipe {name} cannot start from {version.url}, which was trained with {manifest.get('recipe')}")
+        raise InputError(
+            f"UPDATE with recipe {name} cannot start from {version.url}, which was trained with {manifest.get('recipe')}"
+        )
 
 
 def cmd_demo_data(args) -> int:
@@ -240,7 +256,9 @@ def cmd_train(args) -> int:
         raise InputError("--training-mode UPDATE needs --base SOLUTION (a solution with a FULL version)")
     config = _train_config(args)
     if args.training_mode == "UPDATE" and (config.perform_hpo or config.perform_automl):
-        raise InputError("HPO and AutoML choose a model for FULL training; an UPDATE keeps the FULL version's recipe and hyperparameters")
+        raise InputError(
+            "HPO and AutoML choose a model for FULL training; an UPDATE keeps the FULL version's recipe and hyperparameters"
+        )
     _check_solution_out(args.out)
     if args.training_mode == "UPDATE":
         _check_update_base(args.base, config)
@@ -248,13 +266,31 @@ def cmd_train(args) -> int:
     if args.training_mode == "UPDATE":
         from .increments import update_features
 
-        features, increment = update_features(args.dataset, args.base, config.featurize_options(), not args.no_validate, log=lambda msg: _progress(notes, msg))
+        features, increment = update_features(
+            args.dataset,
+            args.base,
+            config.featurize_options(),
+            not args.no_validate,
+            log=lambda msg: _progress(notes, msg),
+        )
     else:
         group = _load_valid(args.dataset, not args.no_validate, notes)
         features = featurize(group, config.featurize_options())
-    _progress(notes, f"featurized {features.n_interactions} interactions, {features.n_users} users, {features.n_items} items")
-    _progress(notes, f"training {config.recipe_class().name if config.recipe else 'with AutoML'} ({args.training_mode})")
-    version = train(features, config, args.out, training_mode=args.training_mode, base=args.base, seed=args.seed, log=lambda msg: _progress(notes, msg))
+    _progress(
+        notes, f"featurized {features.n_interactions} interactions, {features.n_users} users, {features.n_items} items"
+    )
+    _progress(
+        notes, f"training {config.recipe_class().name if config.recipe else 'with AutoML'} ({args.training_mode})"
+    )
+    version = train(
+        features,
+        config,
+        args.out,
+        training_mode=args.training_mode,
+        base=args.base,
+        seed=args.seed,
+        log=lambda msg: _progress(notes, msg),
+    )
     for note in notes:  # only now: a run that fails says one line, whatever stage fails
         _log(note)
     summary = describe(version)
@@ -290,7 +326,9 @@ def cmd_evaluate(args) -> int:
         print(json.dumps(result.to_json()))
         return 0
     where = f", cut-off {cutoff:.0f}" if result.cutoff is not None else ""
-    print(f"{result.recipe} ({result.protocol} protocol{where}, {result.test_users} test users, {result.train_events} training events)")
+    print(
+        f"{result.recipe} ({result.protocol} protocol{where}, {result.test_users} test users, {result.train_events} training events)"
+    )
     base, lift = result.baseline or {}, result.lift
     print(f"  {'metric':<45} {'value':>8} {'popularity':>10} {'lift':>8}")
     for name, value in result.metrics.items():
@@ -305,9 +343,15 @@ def cmd_evaluate(args) -> int:
                 if key == "segment":
                     continue
                 other = base_rows.get(row["segment"], {}).get(key)
-                cells.append(f"{key} {value:.4f}" + (f" / {other:.4f}" if isinstance(value, float) and other is not None else "") if isinstance(value, float) else f"{key} {value}")
+                cells.append(
+                    f"{key} {value:.4f}" + (f" / {other:.4f}" if isinstance(value, float) and other is not None else "")
+                    if isinstance(value, float)
+                    else f"{key} {value}"
+                )
             print(f"    {row['segment']:<16} " + ", ".join(cells))
-    print(f"  train_seconds {result.train_seconds}  events/s {result.train_events_per_second}  peak_rss_mb {result.peak_rss_mb}")
+    print(
+        f"  train_seconds {result.train_seconds}  events/s {result.train_events_per_second}  peak_rss_mb {result.peak_rss_mb}"
+    )
     return 0
 
 
@@ -323,11 +367,15 @@ def cmd_batch_infer(args) -> int:
     from .segments import MAX_SEGMENT_USERS
 
     if not 1 <= args.num_results <= MAX_RESULTS and (args.num_results < 1 or not _is_segmentation(args.solution)):
-        raise InputError(f"--num-results must be between 1 and {MAX_RESULTS} (batch segment jobs: {MAX_SEGMENT_USERS:,} users), got {args.num_results}")
+        raise InputError(
+            f"--num-results must be between 1 and {MAX_RESULTS} (batch segment jobs: {MAX_SEGMENT_USERS:,} users), got {args.num_results}"
+        )
     if args.filter is not None and not args.filter.strip():
         raise InputError("--filter is empty: give a filter expression or leave the option out")
     if args.exploration_item_age_cut_off is not None and not args.exploration_item_age_cut_off > 0:
-        raise InputError(f"--exploration-item-age-cut-off must be a positive number of days, got {args.exploration_item_age_cut_off}")
+        raise InputError(
+            f"--exploration-item-age-cut-off must be a positive number of days, got {args.exploration_item_age_cut_off}"
+        )
     values = None
     if args.filter_values is not None:
         try:
@@ -337,7 +385,9 @@ def cmd_batch_infer(args) -> int:
         if args.filter is None:
             raise InputError("--filter-values given without --filter")
         if not isinstance(values, dict):
-            raise InputError('--filter-values must be a JSON object of parameter names to values, e.g. {"GENRES": "\\"Comedy\\""}')
+            raise InputError(
+                '--filter-values must be a JSON object of parameter names to values, e.g. {"GENRES": "\\"Comedy\\""}'
+            )
     result = run_batch_job(
         args.solution,
         args.input,
@@ -370,9 +420,13 @@ def cmd_delete_users(args) -> int:
             remove_versions(solution, holding)
             _log(f"removed {len(holding)} solution version(s) of {solution}: {', '.join(holding)}")
         elif holding:
-            _log(f"{solution}: {len(holding)} solution version(s) still hold these users ({', '.join(holding)}); --remove-versions deletes them")
+            _log(
+                f"{solution}: {len(holding)} solution version(s) still hold these users ({', '.join(holding)}); --remove-versions deletes them"
+            )
     summary["solution_versions_removed"] = bool(args.remove_versions)
-    _log(f"deleted {sum(record['rows_deleted'].values())} rows of {record['users_requested']} users; record {record['record']}")
+    _log(
+        f"deleted {sum(record['rows_deleted'].values())} rows of {record['users_requested']} users; record {record['record']}"
+    )
     print(json.dumps(summary))
     return 0
 
@@ -408,15 +462,25 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--training-mode", choices=["FULL", "UPDATE"], default="FULL", type=str.upper)
     t.add_argument("--base")
     t.add_argument("--automl", action="store_true", help="choose the recipe on the validation split (autoMLConfig)")
-    t.add_argument("--hpo", type=int, metavar="N", help="tune the tunable hyperparameters with N training jobs (1 to 40)")
-    t.add_argument("--solution-config", metavar="FILE", help="CreateSolution request as JSON or YAML (recipeArn, performHPO, performAutoML, solutionConfig)")
+    t.add_argument(
+        "--hpo", type=int, metavar="N", help="tune the tunable hyperparameters with N training jobs (1 to 40)"
+    )
+    t.add_argument(
+        "--solution-config",
+        metavar="FILE",
+        help="CreateSolution request as JSON or YAML (recipeArn, performHPO, performAutoML, solutionConfig)",
+    )
     t.add_argument("--out", required=True)
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="offline metrics of a recipe on a dataset group")
     recipe_args(e)
     e.add_argument("--protocol", choices=["personalize", "leave-last-out", "time"], default="personalize")
-    e.add_argument("--cutoff", metavar="TIME", help="time protocol: train before TIME (epoch seconds or ISO date), test after; default: the 90%% quantile of event times")
+    e.add_argument(
+        "--cutoff",
+        metavar="TIME",
+        help="time protocol: train before TIME (epoch seconds or ISO date), test after; default: the 90%% quantile of event times",
+    )
     e.add_argument("--exclude-seen", action="store_true")
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_evaluate)
@@ -430,14 +494,24 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--filter-values")
     b.add_argument("--exploration-weight", type=float)
     b.add_argument("--exploration-item-age-cut-off", type=float)
-    b.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where the neural recipes score: auto (default: a CUDA GPU when torch sees one), cpu or cuda")
+    b.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        help="where the neural recipes score: auto (default: a CUDA GPU when torch sees one), cpu or cuda",
+    )
     b.set_defaults(func=cmd_batch_infer)
 
-    x = sub.add_parser("delete-users", help="remove users' rows from the interactions and users datasets (data deletion job)")
+    x = sub.add_parser(
+        "delete-users", help="remove users' rows from the interactions and users datasets (data deletion job)"
+    )
     x.add_argument("--dataset", required=True)
     x.add_argument("--users", required=True, help="CSV file with the header USER_ID")
-    x.add_argument("--solution", action="append", help="a solution whose versions to check for these users (repeatable)")
-    x.add_argument("--remove-versions", action="store_true", help="delete the solution versions that still hold these users")
+    x.add_argument(
+        "--solution", action="append", help="a solution whose versions to check for these users (repeatable)"
+    )
+    x.add_argument(
+        "--remove-versions", action="store_true", help="delete the solution versions that still hold these users"
+    )
     x.set_defaults(func=cmd_delete_users)
     return p
 

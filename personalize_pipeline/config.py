@@ -47,7 +47,9 @@ class BatchInference(_Section):
     """What the scheduled FULL and UPDATE runs of a solution write (Personalize's batch
     inference job: job input, numResults, filter, itemExplorationConfig)."""
 
-    input: str = ""  # a JSONL file, or a folder / S3 prefix (every *.jsonl in it); empty: every known user (item for SIMS)
+    input: str = (
+        ""  # a JSONL file, or a folder / S3 prefix (every *.jsonl in it); empty: every known user (item for SIMS)
+    )
     num_results: int = Field(25, ge=1, le=MAX_RESULTS)
     filter: str | None = None  # a Personalize filter expression
     filter_values: dict[str, str] = {}  # values of the filter's $placeholders
@@ -279,7 +281,9 @@ def load_config(path: str | os.PathLike | None = None) -> PipelineConfig:
         raise InputError(f"{file}: configuration file does not exist")
     elif os.environ.get(CONFIG_ENV):
         # not the defaults' local folders: on a worker that would silently put artifacts on its own disk
-        raise InputError(f"{CONFIG_ENV}={file}: configuration file does not exist (working directory {Path.cwd()}); give an absolute path")
+        raise InputError(
+            f"{CONFIG_ENV}={file}: configuration file does not exist (working directory {Path.cwd()}); give an absolute path"
+        )
     return with_environment(parse_config(raw, str(file)))
 
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -25,16 +26,16 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from .errors import InputError
+from .imports import DataFile, list_files
 from .locations import Location, S3Options, as_location
 from .schemas import DATASET_TYPES, INTEGER_TYPES, NUMERIC_TYPES, Schema, infer_schema, parse_avro
-
-from .imports import SUFFIXES, DataFile, list_files
-
 
 SLICE_ROWS = 1_000_000  # rows per slice when a dataset is streamed
 STREAM_BYTES = 256 << 20  # CSV files larger than this are streamed, not held in memory
 STREAM_ROWS = 2_000_000  # snapshots (Parquet) with more rows than this are streamed
-CSV_BLOCK_BYTES = 1 << 22  # Arrow's CSV parse block: the unit a streamed CSV is read in (the streaming reader keeps several in flight)
+CSV_BLOCK_BYTES = (
+    1 << 22
+)  # Arrow's CSV parse block: the unit a streamed CSV is read in (the streaming reader keeps several in flight)
 
 
 @dataclass
@@ -55,10 +56,10 @@ class Dataset:
     stream: Callable[[int], Iterator[pa.Table]] | None = field(default=None, repr=False)
     rows: int | None = None  # row count of a streamed dataset
     columns: list[str] | None = None  # column names of a streamed dataset
-    parts: list["Dataset"] = field(default_factory=list, repr=False)  # one per file when read from several
+    parts: list[Dataset] = field(default_factory=list, repr=False)  # one per file when read from several
     path: str = ""  # the file's path relative to the dataset group (one file)
 
-    def files(self) -> list["Dataset"]:
+    def files(self) -> list[Dataset]:
         """The datasets of the single files this one was read from (itself for one file)."""
         return self.parts or [self]
 
@@ -70,7 +71,9 @@ class Dataset:
             return list(self.recorded_imports)
         if self.parts:
             return [record for d in self.parts for record in d.imports()]
-        return [{"path": self.path, "fingerprint": self.fingerprint, "signature": self.signature, "rows": self.num_rows}]
+        return [
+            {"path": self.path, "fingerprint": self.fingerprint, "signature": self.signature, "rows": self.num_rows}
+        ]
 
     def __post_init__(self):
         if self.data is None and self.stream is None:
@@ -168,12 +171,16 @@ def read_files(root: Location, dataset_type: str, files: list[DataFile]) -> Data
     return parts[0] if len(parts) == 1 else combine_parts(parts, root.child(dataset_type).url)
 
 
-def read_one(location: str | Location, dataset_type: str, s3: S3Options | None = None, files: list[DataFile] | None = None) -> Dataset | None:
+def read_one(
+    location: str | Location, dataset_type: str, s3: S3Options | None = None, files: list[DataFile] | None = None
+) -> Dataset | None:
     """One dataset of a group (None when an optional dataset is absent)."""
     root = _group_root(location, s3)
     found = list_files(root)[dataset_type] if files is None else files
     if not found and dataset_type == "interactions":
-        raise InputError(f"{root.url}: no interactions.csv, interactions.csv.gz, interactions.parquet or interactions/ folder of such files found")
+        raise InputError(
+            f"{root.url}: no interactions.csv, interactions.csv.gz, interactions.parquet or interactions/ folder of such files found"
+        )
     return read_files(root, dataset_type, found)
 
 
@@ -199,7 +206,9 @@ def combine_parts(parts: list[Dataset], source: str) -> Dataset:
     if first.schema.from_file:
         schema = first.schema
     else:
-        numeric = [n for n in names if all((p.schema.field(n) is not None and p.schema.field(n).is_numeric) for p in parts)]
+        numeric = [
+            n for n in names if all((p.schema.field(n) is not None and p.schema.field(n).is_numeric) for p in parts)
+        ]
         schema = infer_schema(first.dataset_type, names, numeric)
     fingerprint = hashlib.sha256("".join(p.fingerprint for p in parts).encode()).hexdigest()[:16]
     signature = hashlib.sha256("".join(p.signature for p in parts).encode()).hexdigest()[:16]
@@ -211,7 +220,18 @@ def combine_parts(parts: list[Dataset], source: str) -> Dataset:
                 for piece in part.slices(size):
                     yield piece.select(names)
 
-        return Dataset(first.dataset_type, None, schema, source, fingerprint, signature, stream=stream, rows=rows, columns=list(names), parts=parts)
+        return Dataset(
+            first.dataset_type,
+            None,
+            schema,
+            source,
+            fingerprint,
+            signature,
+            stream=stream,
+            rows=rows,
+            columns=list(names),
+            parts=parts,
+        )
     table = pa.concat_tables([p.table.select(names) for p in parts])
     return Dataset(first.dataset_type, table, schema, source, fingerprint, signature, parts=parts)
 
@@ -256,7 +276,17 @@ def load_snapshot(location: str | Location) -> Dataset:
     if not meta.get("schema_from_file"):
         schema = Schema(schema.dataset_type, schema.fields, from_file=False)
     stream = None if table is not None else _parquet_slices(data)
-    dataset = Dataset(meta["dataset_type"], table, schema, meta["source"], meta.get("fingerprint", ""), meta.get("signature", ""), stream=stream, rows=rows, columns=columns)
+    dataset = Dataset(
+        meta["dataset_type"],
+        table,
+        schema,
+        meta["source"],
+        meta.get("fingerprint", ""),
+        meta.get("signature", ""),
+        stream=stream,
+        rows=rows,
+        columns=columns,
+    )
     dataset.path = meta.get("path", "")
     dataset.recorded_imports = meta.get("imports")
     return dataset
@@ -283,7 +313,17 @@ def read_dataset(file: Location, dataset_type: str, schema_doc=None, schema_sour
                 schema = parse_avro(dataset_type, schema_doc, schema_source)
             else:
                 schema = infer_schema(dataset_type, header, numeric)
-            return Dataset(dataset_type, None, schema, file.url, fingerprint, signature, stream=_csv_slices(file, header), rows=rows, columns=header)
+            return Dataset(
+                dataset_type,
+                None,
+                schema,
+                file.url,
+                fingerprint,
+                signature,
+                stream=_csv_slices(file, header),
+                rows=rows,
+                columns=header,
+            )
     table, fingerprint = read_table(file)
     if schema_doc is not None:
         schema = parse_avro(dataset_type, schema_doc, schema_source)
@@ -345,7 +385,9 @@ def _csv_options(header: list[str]) -> dict:
     return {
         "read_options": pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES),
         "parse_options": pacsv.ParseOptions(newlines_in_values=False),
-        "convert_options": pacsv.ConvertOptions(column_types={name: pa.string() for name in header}, strings_can_be_null=True, null_values=[""]),
+        "convert_options": pacsv.ConvertOptions(
+            column_types={name: pa.string() for name in header}, strings_can_be_null=True, null_values=[""]
+        ),
     }
 
 
@@ -361,7 +403,10 @@ def _scan_csv(file: Location, infer_numeric: bool = True) -> tuple[list[str], in
         numeric = {name: None for name in header}  # None: no value yet; False: not numeric
         rows = 0
         try:
-            reader = pacsv.open_csv(io.BufferedReader(_HashingReader(fh, header.prefix, digest), buffer_size=1 << 22), **_csv_options(header))
+            reader = pacsv.open_csv(
+                io.BufferedReader(_HashingReader(fh, header.prefix, digest), buffer_size=1 << 22),
+                **_csv_options(header),
+            )
             if reader.schema.names != header:
                 return None
             for batch in reader:
@@ -432,7 +477,10 @@ def _stream_csv(file: Location) -> tuple[pa.Table, str] | None:
         if header is None:
             return None
         try:
-            table = pacsv.read_csv(io.BufferedReader(_HashingReader(fh, header.prefix, digest), buffer_size=1 << 22), **_csv_options(header))
+            table = pacsv.read_csv(
+                io.BufferedReader(_HashingReader(fh, header.prefix, digest), buffer_size=1 << 22),
+                **_csv_options(header),
+            )
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
             return None
         if table.num_rows == 0 or table.column_names != header:
@@ -503,8 +551,12 @@ def parse_csv(data: bytes, source: str) -> pa.Table:
             bad = _find_bad_row(data, len(header))
             where = f"line {bad[0]}: " if bad else ""
             if bad and bad[1].count('"') % 2:
-                raise InputError(f"{source}: {where}unclosed quote (a quoted field must end on the same line)") from None
-            raise InputError(f"{source}: {where}wrong number of fields ({msg.split(': ', 1)[-1].split(':')[0]})") from None
+                raise InputError(
+                    f"{source}: {where}unclosed quote (a quoted field must end on the same line)"
+                ) from None
+            raise InputError(
+                f"{source}: {where}wrong number of fields ({msg.split(': ', 1)[-1].split(':')[0]})"
+            ) from None
         raise InputError(f"{source}: cannot parse CSV ({msg})") from None
     if table.num_rows == 0:
         raise InputError(f"{source}: has a header but no data rows")

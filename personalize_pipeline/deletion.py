@@ -36,8 +36,8 @@ import hashlib
 import io
 import os
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 import numpy as np
 import pyarrow as pa
@@ -46,8 +46,8 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from .datasets import read_dataset
-from .imports import list_files
 from .errors import InputError
+from .imports import list_files
 from .locations import Location, as_location, s3_errors
 
 DATASETS_WITH_USERS = ("interactions", "users")
@@ -78,7 +78,12 @@ def read_user_ids(location: str | Location) -> np.ndarray:
         raise InputError(f"{loc.url}: users file does not exist (a CSV file with the header USER_ID)")
     data = loc.read_bytes()
     try:
-        table = pacsv.read_csv(io.BytesIO(data), convert_options=pacsv.ConvertOptions(column_types={"USER_ID": pa.string()}, strings_can_be_null=True, null_values=[""]))
+        table = pacsv.read_csv(
+            io.BytesIO(data),
+            convert_options=pacsv.ConvertOptions(
+                column_types={"USER_ID": pa.string()}, strings_can_be_null=True, null_values=[""]
+            ),
+        )
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise InputError(f"{loc.url}: not a readable CSV file ({str(exc).splitlines()[0]})") from None
     if "USER_ID" not in table.column_names:
@@ -93,7 +98,9 @@ def hash_ids(ids: Iterable[str], salt: str) -> list[str]:
     return sorted(hashlib.sha256((salt + str(i)).encode("utf-8")).hexdigest() for i in ids)
 
 
-def delete_users(dataset: str | Location, user_ids: np.ndarray, lister: FileLister = dataset_files, now: dt.datetime | None = None) -> dict:
+def delete_users(
+    dataset: str | Location, user_ids: np.ndarray, lister: FileLister = dataset_files, now: dt.datetime | None = None
+) -> dict:
     """Remove the users' rows from the interactions and users datasets; return the record."""
     root = as_location(dataset)
     if not root.is_dir():
@@ -116,15 +123,21 @@ def delete_users(dataset: str | Location, user_ids: np.ndarray, lister: FileList
     for _, plan in plans:  # phase 2: commit
         if plan.staged is not None:
             _replace(plan.staged, plan.file)
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     salt = uuid.uuid4().hex
     record = {
         "deleted_at": now.isoformat(timespec="seconds"),
         "dataset": root.url,
         "users_requested": int(len(wanted)),
         "rows_deleted": {t: sum(p.deleted for d, p in plans if d == t) for t in DATASETS_WITH_USERS},
-        "files": [{"file": p.file.url, "dataset": d, "rows_before": p.rows, "rows_deleted": p.deleted} for d, p in plans],
-        "user_id_hashes": {"algorithm": "sha256(salt + USER_ID)", "salt": salt, "hashes": hash_ids(wanted.to_pylist(), salt)},
+        "files": [
+            {"file": p.file.url, "dataset": d, "rows_before": p.rows, "rows_deleted": p.deleted} for d, p in plans
+        ],
+        "user_id_hashes": {
+            "algorithm": "sha256(salt + USER_ID)",
+            "salt": salt,
+            "hashes": hash_ids(wanted.to_pylist(), salt),
+        },
     }
     name = now.strftime("%Y%m%dT%H%M%SZ") + f"-{token}.json"
     root.child(RECORDS, name).write_json(record)

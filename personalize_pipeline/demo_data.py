@@ -59,9 +59,26 @@ __all__ = [
 ]
 
 CATEGORY_NAMES: tuple[str, ...] = (
-    "Action", "Comedy", "Drama", "Horror", "Romance", "SciFi", "Documentary",
-    "Thriller", "Animation", "Family", "Fantasy", "Crime", "Music", "Sports",
-    "Mystery", "Adventure", "History", "Western", "War", "Biography",
+    "Action",
+    "Comedy",
+    "Drama",
+    "Horror",
+    "Romance",
+    "SciFi",
+    "Documentary",
+    "Thriller",
+    "Animation",
+    "Family",
+    "Fantasy",
+    "Crime",
+    "Music",
+    "Sports",
+    "Mystery",
+    "Adventure",
+    "History",
+    "Western",
+    "War",
+    "Biography",
 )
 AGE_GROUPS: tuple[str, ...] = ("18-24", "25-34", "35-44", "45-54", "55-64", "65+")
 _AGE_SHARES = np.array([0.16, 0.27, 0.22, 0.16, 0.11, 0.08])
@@ -70,26 +87,28 @@ DEVICES: tuple[str, ...] = ("mobile", "desktop", "tv")
 _DEVICE_SHARES = np.array([0.55, 0.30, 0.15])
 EVENT_TYPES: tuple[str, ...] = ("click", "watch", "purchase")
 # P(event type | device); overall mix is about 70 / 25 / 5.
-_TYPE_BY_DEVICE = np.array([
-    [0.72, 0.22, 0.06],   # mobile
-    [0.74, 0.20, 0.06],   # desktop
-    [0.55, 0.42, 0.03],   # tv
-])
+_TYPE_BY_DEVICE = np.array(
+    [
+        [0.72, 0.22, 0.06],  # mobile
+        [0.74, 0.20, 0.06],  # desktop
+        [0.55, 0.42, 0.03],  # tv
+    ]
+)
 
 _DAY = 86_400
-_PRESTART_SHARE = 0.6          # share of items created before spec.start
+_PRESTART_SHARE = 0.6  # share of items created before spec.start
 _PRESTART_SPAN = 3 * 365 * _DAY
-_SESSION_BREAK_P = 0.22        # mean session length ~4.5 events
-_MIN_SESSION_GAP = 1_800       # at least 30 min between two sessions of a user
-_DRIFTER_SHARE = 0.35          # users whose interests drift over the timeline
-_P_WANDER = 0.12               # in-session event outside the session category
-_P_REPEAT = 0.05               # re-interact with the previous item
-_P_FOLLOW = 0.45               # move to an item related to the previous one
+_SESSION_BREAK_P = 0.22  # mean session length ~4.5 events
+_MIN_SESSION_GAP = 1_800  # at least 30 min between two sessions of a user
+_DRIFTER_SHARE = 0.35  # users whose interests drift over the timeline
+_P_WANDER = 0.12  # in-session event outside the session category
+_P_REPEAT = 0.05  # re-interact with the previous item
+_P_FOLLOW = 0.45  # move to an item related to the previous one
 _NEIGHBOUR_OFFSETS = np.array([-2, -1, 1, 2])
 _NEIGHBOUR_WEIGHTS = np.array([1.0, 2.0, 2.0, 1.0])
 _IMPRESSION_MIN, _IMPRESSION_MAX = 3, 10
-_IMPRESSION_RANDOM_COLS = 9    # candidate slots besides the interacted item
-_CHUNK = 500_000               # events per impression-building chunk
+_IMPRESSION_RANDOM_COLS = 9  # candidate slots besides the interacted item
+_CHUNK = 500_000  # events per impression-building chunk
 _BATCH_USERS = 200
 
 # Independent random streams, so that e.g. the world does not depend on the
@@ -104,8 +123,8 @@ class DemoSpec:
     interactions: int = 60_000
     seed: int = 42
     categories: int = 12
-    start: int = 1_672_531_200        # 2023-01-01 UTC, epoch seconds
-    days: int = 180                   # length of the timeline
+    start: int = 1_672_531_200  # 2023-01-01 UTC, epoch seconds
+    days: int = 180  # length of the timeline
 
     @property
     def end(self) -> int:
@@ -143,24 +162,24 @@ class DemoWorld:
     """Ground truth of the synthetic world, rebuilt from the spec by :func:`build_world`."""
 
     spec: DemoSpec
-    user_ids: np.ndarray            # str, "u000001", ...
-    item_ids: np.ndarray            # str, "i000001", ...
-    item_category: np.ndarray       # int64 primary category per item
-    item_created: np.ndarray        # int64 epoch seconds
-    item_quality: np.ndarray        # float64 > 0, log-normal intrinsic appeal
-    user_interests: np.ndarray      # float64 [users, categories], rows sum to 1 (end of timeline)
+    user_ids: np.ndarray  # str, "u000001", ...
+    item_ids: np.ndarray  # str, "i000001", ...
+    item_category: np.ndarray  # int64 primary category per item
+    item_created: np.ndarray  # int64 epoch seconds
+    item_quality: np.ndarray  # float64 > 0, log-normal intrinsic appeal
+    user_interests: np.ndarray  # float64 [users, categories], rows sum to 1 (end of timeline)
     # -- extra ground truth used by the simulation and the metadata files --
-    category_share: np.ndarray      # float64 [categories], global prior of each category
-    item_secondary: np.ndarray      # int64 [items, 2], secondary categories, -1 = none
-    item_price: np.ndarray          # float64
-    item_latent: np.ndarray         # float64 in [0, 1), position on the category's "style" axis
-    item_appeal: np.ndarray         # float64 in (0, 1], quality percentile
+    category_share: np.ndarray  # float64 [categories], global prior of each category
+    item_secondary: np.ndarray  # int64 [items, 2], secondary categories, -1 = none
+    item_price: np.ndarray  # float64
+    item_latent: np.ndarray  # float64 in [0, 1), position on the category's "style" axis
+    item_appeal: np.ndarray  # float64 in (0, 1], quality percentile
     user_interests_early: np.ndarray  # float64 [users, categories], profile at the start
-    user_age_group: np.ndarray      # int64 index into AGE_GROUPS
-    user_premium: np.ndarray        # bool
-    user_activity: np.ndarray       # float64 > 0, relative activity weight
-    user_device: np.ndarray         # int64 index into DEVICES, preferred device
-    user_first_seen: np.ndarray     # int64 epoch seconds, earliest possible activity
+    user_age_group: np.ndarray  # int64 index into AGE_GROUPS
+    user_premium: np.ndarray  # bool
+    user_activity: np.ndarray  # float64 > 0, relative activity weight
+    user_device: np.ndarray  # int64 index into DEVICES, preferred device
+    user_first_seen: np.ndarray  # int64 epoch seconds, earliest possible activity
 
     @property
     def category_names(self) -> tuple[str, ...]:
@@ -179,7 +198,7 @@ class DemoWorld:
         i = np.asarray(item_index)
         interest = self.user_interests[u, self.item_category[i]]
         rel = interest / self.user_interests.max(axis=1)[u]
-        p = 0.02 + 0.73 * rel ** 1.5 * (0.25 + 0.75 * self.item_appeal[i])
+        p = 0.02 + 0.73 * rel**1.5 * (0.25 + 0.75 * self.item_appeal[i])
         return np.clip(p, 0.0, 1.0)
 
 
@@ -213,10 +232,12 @@ def build_world(spec: DemoSpec) -> DemoWorld:
     # Items: the first `categories` items cover every category once, the rest
     # follow the category prior.  Those anchors (and at least three items) exist
     # before `start`, so every category always has an available item.
-    item_category = np.concatenate([
-        np.arange(n_cat),
-        rng.choice(n_cat, size=n_items - n_cat, p=category_share),
-    ]).astype(np.int64)
+    item_category = np.concatenate(
+        [
+            np.arange(n_cat),
+            rng.choice(n_cat, size=n_items - n_cat, p=category_share),
+        ]
+    ).astype(np.int64)
     prestart = rng.random(n_items) < _PRESTART_SHARE
     prestart[: max(n_cat, 3)] = True
     before = spec.start - rng.integers(1, _PRESTART_SPAN, size=n_items)
@@ -252,8 +273,7 @@ def build_world(spec: DemoSpec) -> DemoWorld:
     user_interests_early = np.where(drifter[:, None], earlier, user_interests)
     user_activity = rng.lognormal(0.0, 1.0, n_users) * np.where(user_premium, 1.8, 1.0)
     user_device = rng.choice(len(DEVICES), size=n_users, p=_DEVICE_SHARES).astype(np.int64)
-    user_first_seen = spec.start + np.floor(
-        spec.days * _DAY * 0.9 * rng.beta(0.9, 2.2, n_users)).astype(np.int64)
+    user_first_seen = spec.start + np.floor(spec.days * _DAY * 0.9 * rng.beta(0.9, 2.2, n_users)).astype(np.int64)
 
     return DemoWorld(
         spec=spec,
@@ -413,7 +433,7 @@ def _simulate(world: DemoWorld) -> dict[str, np.ndarray]:
     by_pos = np.argsort(pos, kind="stable")
     bounds = np.concatenate([[0], np.cumsum(np.bincount(pos))])
     for j in range(bounds.size - 1):
-        idx = by_pos[bounds[j]:bounds[j + 1]]
+        idx = by_pos[bounds[j] : bounds[j + 1]]
         s = session[idx]
         t = ts[idx]
         scat = session_cat[s]
@@ -468,12 +488,12 @@ def _impressions(world: DemoWorld, item: np.ndarray, ts: np.ndarray) -> pa.Chunk
     n_cols = 1 + _IMPRESSION_RANDOM_COLS + anchors.size
     chunks = []
     for a in range(0, item.size, _CHUNK):
-        it, t = item[a:a + _CHUNK], ts[a:a + _CHUNK]
+        it, t = item[a : a + _CHUNK], ts[a : a + _CHUNK]
         n = it.size
         k = rng.integers(_IMPRESSION_MIN, _IMPRESSION_MAX + 1, size=n)
         m = np.empty((n, n_cols), dtype=np.int64)
         m[:, 0] = it
-        m[:, -anchors.size:] = anchors
+        m[:, -anchors.size :] = anchors
         # Slot j (1-based) is only needed when it can make it into the first k
         # distinct items (k - 1 others plus one spare for collisions).
         need = np.arange(1, 1 + _IMPRESSION_RANDOM_COLS)[None, :] <= k[:, None]
@@ -484,11 +504,11 @@ def _impressions(world: DemoWorld, item: np.ndarray, ts: np.ndarray) -> pa.Chunk
         cats = np.where(same, world.item_category[it][rows], pop_cat)
         slots = np.full((n, _IMPRESSION_RANDOM_COLS), -1, dtype=np.int64)
         slots[need] = sampler.sample_hourly(cats, t[rows], rng.random(n_need))
-        m[:, 1:1 + _IMPRESSION_RANDOM_COLS] = slots
+        m[:, 1 : 1 + _IMPRESSION_RANDOM_COLS] = slots
         # Keep the first occurrence of each item, then the first k of them.
         keep = m >= 0
         for j in range(1, n_cols):
-            keep[:, j] &= ~(m[:, :j] == m[:, j:j + 1]).any(axis=1)
+            keep[:, j] &= ~(m[:, :j] == m[:, j : j + 1]).any(axis=1)
         rank = np.cumsum(keep, axis=1) - 1
         sel = keep & (rank < k[:, None])
         out = np.full((n, _IMPRESSION_MAX), -1, dtype=np.int64)
@@ -580,15 +600,17 @@ def _interactions_table(world: DemoWorld) -> pa.Table:
     order = np.argsort(ev["ts"], kind="stable")
     item = ev["item"][order]
     ts = ev["ts"][order]
-    return pa.table({
-        "USER_ID": pc.take(pa.array(world.user_ids, type=pa.string()), ev["user"][order]),
-        "ITEM_ID": pc.take(pa.array(world.item_ids, type=pa.string()), item),
-        "TIMESTAMP": pa.array(ts, type=pa.int64()),
-        "EVENT_TYPE": pc.take(pa.array(EVENT_TYPES), ev["etype"][order]),
-        "EVENT_VALUE": pa.array(ev["value"][order], type=pa.float64()),
-        "IMPRESSION": _impressions(world, item, ts),
-        "DEVICE": pc.take(pa.array(DEVICES), ev["device"][order]),
-    })
+    return pa.table(
+        {
+            "USER_ID": pc.take(pa.array(world.user_ids, type=pa.string()), ev["user"][order]),
+            "ITEM_ID": pc.take(pa.array(world.item_ids, type=pa.string()), item),
+            "TIMESTAMP": pa.array(ts, type=pa.int64()),
+            "EVENT_TYPE": pc.take(pa.array(EVENT_TYPES), ev["etype"][order]),
+            "EVENT_VALUE": pa.array(ev["value"][order], type=pa.float64()),
+            "IMPRESSION": _impressions(world, item, ts),
+            "DEVICE": pc.take(pa.array(DEVICES), ev["device"][order]),
+        }
+    )
 
 
 def _items_table(world: DemoWorld) -> pa.Table:
@@ -601,20 +623,24 @@ def _items_table(world: DemoWorld) -> pa.Table:
         "|",
         null_handling="skip",
     )
-    return pa.table({
-        "ITEM_ID": pa.array(world.item_ids, type=pa.string()),
-        "GENRE": genre,
-        "PRICE": pa.array(world.item_price, type=pa.float64()),
-        "CREATION_TIMESTAMP": pa.array(world.item_created, type=pa.int64()),
-    })
+    return pa.table(
+        {
+            "ITEM_ID": pa.array(world.item_ids, type=pa.string()),
+            "GENRE": genre,
+            "PRICE": pa.array(world.item_price, type=pa.float64()),
+            "CREATION_TIMESTAMP": pa.array(world.item_created, type=pa.int64()),
+        }
+    )
 
 
 def _users_table(world: DemoWorld) -> pa.Table:
-    return pa.table({
-        "USER_ID": pa.array(world.user_ids, type=pa.string()),
-        "AGE_GROUP": pc.take(pa.array(AGE_GROUPS), world.user_age_group),
-        "MEMBERSHIP": pc.take(pa.array(MEMBERSHIPS), world.user_premium.astype(np.int64)),
-    })
+    return pa.table(
+        {
+            "USER_ID": pa.array(world.user_ids, type=pa.string()),
+            "AGE_GROUP": pc.take(pa.array(AGE_GROUPS), world.user_age_group),
+            "MEMBERSHIP": pc.take(pa.array(MEMBERSHIPS), world.user_premium.astype(np.int64)),
+        }
+    )
 
 
 def _batch_users(world: DemoWorld) -> list[str]:
@@ -670,8 +696,9 @@ def main(argv: list[str] | None = None) -> None:
     for field in ("users", "items", "interactions", "seed", "categories", "start", "days"):
         parser.add_argument(f"--{field}", type=int, default=getattr(defaults, field))
     args = parser.parse_args(argv)
-    spec = DemoSpec(**{f: getattr(args, f) for f in
-                       ("users", "items", "interactions", "seed", "categories", "start", "days")})
+    spec = DemoSpec(
+        **{f: getattr(args, f) for f in ("users", "items", "interactions", "seed", "categories", "start", "days")}
+    )
     print(json.dumps(generate(args.out, spec)))
 
 

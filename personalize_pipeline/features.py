@@ -14,8 +14,9 @@ Everything is vectorised with pandas / pyarrow; nothing loops over events in Pyt
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -80,9 +81,11 @@ class Features:
             return None
         return np.stack([self.interactions[c].to_numpy(np.int64) for c in cols], axis=1)
 
-    def with_interactions(self, interactions: pd.DataFrame) -> "Features":
+    def with_interactions(self, interactions: pd.DataFrame) -> Features:
         """The same catalogue and metadata over a subset of the interactions (for splits)."""
-        return Features(self.item_ids, self.user_ids, interactions.reset_index(drop=True), self.items, self.users, dict(self.info))
+        return Features(
+            self.item_ids, self.user_ids, interactions.reset_index(drop=True), self.items, self.users, dict(self.info)
+        )
 
     def filter_events(self) -> pd.DataFrame:
         """Every imported event, as filters see them."""
@@ -100,7 +103,9 @@ SLICE_ROWS = 250_000  # interactions encoded at a time (small slices: small tran
 TAKE_ROWS = 1_000_000
 
 
-def featurize(group: DatasetGroup, options: FeaturizeOptions = FeaturizeOptions(), slice_rows: int | None = None) -> Features:
+def featurize(
+    group: DatasetGroup, options: FeaturizeOptions = FeaturizeOptions(), slice_rows: int | None = None
+) -> Features:
     """Streams the interactions through Arrow in slices of ``slice_rows`` rows: each slice's
     string columns are dictionary-encoded (hash tables in C++) and only int codes, numbers
     and the slice's small dictionaries are kept; the dictionaries are merged into the sorted
@@ -207,7 +212,10 @@ def featurize(group: DatasetGroup, options: FeaturizeOptions = FeaturizeOptions(
         "fingerprints": {d.dataset_type: d.fingerprint for d in group.datasets()},
         "files": {d.dataset_type: {"source": d.source, "signature": d.signature} for d in group.datasets()},
         "imports": {d.dataset_type: d.imports() for d in group.datasets()},
-        "schemas": {d.dataset_type: {"avro": d.schema.to_avro(), "from_file": d.schema.from_file, "columns": d.column_names} for d in group.datasets()},
+        "schemas": {
+            d.dataset_type: {"avro": d.schema.to_avro(), "from_file": d.schema.from_file, "columns": d.column_names}
+            for d in group.datasets()
+        },
         "options": options.__dict__,
         "counts": {
             "raw_interactions": n_raw,
@@ -236,7 +244,9 @@ def _sorted_frame(data: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(data, copy=False)
 
 
-def training_set(features: "Features", min_percentile: float = 0.0, max_percentile: float = 1.0) -> tuple["Features", int]:
+def training_set(
+    features: Features, min_percentile: float = 0.0, max_percentile: float = 1.0
+) -> tuple[Features, int]:
     """The interactions of the users whose history length lies within the percentiles
     (Personalize's min/max_user_history_length_percentile), and how many users that drops.
     Only training reads this; inference and filters keep every user's events."""
@@ -254,7 +264,6 @@ def training_set(features: "Features", min_percentile: float = 0.0, max_percenti
     kept = features.with_interactions(features.interactions[keep_user[users]])
     kept.events = features.events
     return kept, dropped
-
 
 
 class _Encoded:
@@ -284,7 +293,11 @@ class _Encoded:
         for local in self.dictionaries:
             indices = indices_list.pop(0)
             mapping = pc.index_in(local, value_set=dictionary)
-            mapping = pc.fill_null(mapping, -1 if missing is None else missing).to_numpy(zero_copy_only=False).astype(np.int32)
+            mapping = (
+                pc.fill_null(mapping, -1 if missing is None else missing)
+                .to_numpy(zero_copy_only=False)
+                .astype(np.int32)
+            )
             idx = pc.fill_null(indices, len(local)).to_numpy(zero_copy_only=False)  # null -> the extra slot
             yield np.append(mapping, np.int32(-1 if missing is None else missing))[idx]
 
@@ -304,19 +317,25 @@ class _Encoded:
     def lists(self, dictionary: pa.Array) -> pa.ChunkedArray:
         """The list column with item codes (-1 for ids not in ``dictionary``)."""
         chunks = []
-        for (codes, offsets, valid) in zip(self._mapped(dictionary, -1), self.offsets, self.validity):
+        for codes, offsets, valid in zip(self._mapped(dictionary, -1), self.offsets, self.validity):
             chunks.append(pa.ListArray.from_arrays(offsets, pa.array(codes, type=pa.int32()), mask=pc.invert(valid)))
         self.offsets, self.validity = [], []
         return pa.chunked_array(chunks, type=pa.list_(pa.int32()))
 
     def categorical(self) -> pd.Categorical:
         """Codes into the categories in order of first appearance (like pandas' factorize)."""
-        categories = pc.unique(pa.chunked_array(self.dictionaries, type=pa.string())) if self.dictionaries else pa.array([], pa.string())
+        categories = (
+            pc.unique(pa.chunked_array(self.dictionaries, type=pa.string()))
+            if self.dictionaries
+            else pa.array([], pa.string())
+        )
         codes = self.codes(categories)
         return pd.Categorical.from_codes(codes, categories=categories.to_pandas().astype(object))
 
 
-def _encode_interactions(dataset, options: FeaturizeOptions, context_fields: list[Field], slice_rows: int | None) -> tuple[dict[str, Any], dict[str, Any]]:
+def _encode_interactions(
+    dataset, options: FeaturizeOptions, context_fields: list[Field], slice_rows: int | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """One pass over the dataset's slices. Per column: ``_Encoded`` for ids, types,
     impressions and categorical context (ids over all rows, so that the catalogue knows
     filtered-out users and items; the rest over the rows kept by the event filters), numpy
@@ -357,7 +376,9 @@ def _encode_interactions(dataset, options: FeaturizeOptions, context_fields: lis
             if not n_type:
                 counts["event_types"].update(pc.unique(part["EVENT_TYPE"]).to_pylist())
         if options.event_value_threshold is not None:
-            above = pc.fill_null(pc.greater_equal(_numeric(part["EVENT_VALUE"], pa.float64()), options.event_value_threshold), False)
+            above = pc.fill_null(
+                pc.greater_equal(_numeric(part["EVENT_VALUE"], pa.float64()), options.event_value_threshold), False
+            )
             mask = above if mask is None else pc.and_(mask, above)
         if mask is not None:
             masks.append(np.asarray(mask.to_numpy(zero_copy_only=False), dtype=bool))
@@ -379,7 +400,9 @@ def _encode_interactions(dataset, options: FeaturizeOptions, context_fields: lis
     for name, (to, arrays) in numbers.items():
         out[name] = np.concatenate(arrays) if arrays else np.zeros(0, to.to_pandas_dtype())
     if "RECOMMENDATION_ID" in names:
-        out["RECOMMENDATION_ID"] = pd.Series(pa.chunked_array(recommendation, type=pa.string()), dtype=pd.ArrowDtype(pa.string()))
+        out["RECOMMENDATION_ID"] = pd.Series(
+            pa.chunked_array(recommendation, type=pa.string()), dtype=pd.ArrowDtype(pa.string())
+        )
     return out, counts
 
 
@@ -394,7 +417,9 @@ def _take(column, order: np.ndarray):
         # list column concatenates it first, which would double the transient memory
         values = column.combine_chunks()
         del column
-        taken = pa.chunked_array([values.take(pa.array(order[i : i + TAKE_ROWS])) for i in range(0, len(order), TAKE_ROWS)], type=values.type)
+        taken = pa.chunked_array(
+            [values.take(pa.array(order[i : i + TAKE_ROWS])) for i in range(0, len(order), TAKE_ROWS)], type=values.type
+        )
         return pd.Series(taken, dtype=pd.ArrowDtype(taken.type))
     return pd.Series(column.array._pa_array.take(pa.array(order)), dtype=column.dtype)
 
@@ -499,7 +524,13 @@ def load_features(location: str | Location) -> Features:
     users = _read_parquet(loc.child("users.parquet"))
     events = _read_parquet(loc.child("events.parquet")) if loc.child("events.parquet").exists() else None
     return Features(
-        items["ITEM_ID"].to_numpy(dtype=object), users["USER_ID"].to_numpy(dtype=object), interactions, items, users, info, events
+        items["ITEM_ID"].to_numpy(dtype=object),
+        users["USER_ID"].to_numpy(dtype=object),
+        interactions,
+        items,
+        users,
+        info,
+        events,
     )
 
 

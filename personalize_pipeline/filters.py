@@ -96,8 +96,9 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -140,10 +141,16 @@ class FilterContext:
         self.interaction_items = np.asarray(self.interaction_items, dtype=np.int64).ravel()
         n_events = len(self.interaction_users)
         if len(self.interaction_items) != n_events:
-            raise ValueError(f"FilterContext: {n_events} interaction users but {len(self.interaction_items)} interaction items")
+            raise ValueError(
+                f"FilterContext: {n_events} interaction users but {len(self.interaction_items)} interaction items"
+            )
         if self.interaction_event_types is not None and len(self.interaction_event_types) != n_events:
-            raise ValueError(f"FilterContext: {n_events} interactions but {len(self.interaction_event_types)} event types")
-        if n_events and (self.interaction_users.max() >= len(self.user_ids) or self.interaction_items.max() >= len(self.item_ids)):
+            raise ValueError(
+                f"FilterContext: {n_events} interactions but {len(self.interaction_event_types)} event types"
+            )
+        if n_events and (
+            self.interaction_users.max() >= len(self.user_ids) or self.interaction_items.max() >= len(self.item_ids)
+        ):
             raise ValueError("FilterContext: interaction user/item codes out of range")
         for name, frame, n in (("items", self.items, len(self.item_ids)), ("users", self.users, len(self.user_ids))):
             if frame is not None and len(frame) != n:
@@ -163,7 +170,7 @@ class FilterContext:
         indptr: np.ndarray,
         history_items: np.ndarray,
         event_types: np.ndarray | None = None,
-    ) -> "FilterContext":
+    ) -> FilterContext:
         """From per-user CSR histories (``history_items[indptr[u]:indptr[u+1]]``, as a
         solution version stores them) and optional event types aligned with ``history_items``."""
         indptr = np.asarray(indptr, dtype=np.int64)
@@ -178,7 +185,7 @@ class FilterContext:
             value = self._cache[key] = build()
             return value
 
-    def _events(self) -> "_Events":
+    def _events(self) -> _Events:
         return self._cached(("events",), lambda: _Events.build(self))
 
 
@@ -192,7 +199,7 @@ class _Events:
     type_names: np.ndarray | None  # lower-cased distinct event types
 
     @staticmethod
-    def build(ctx: FilterContext) -> "_Events":
+    def build(ctx: FilterContext) -> _Events:
         users = ctx.interaction_users
         keep = users >= 0
         n_keep = int(keep.sum())
@@ -261,7 +268,7 @@ def _tokenize(text: str, where: str = "filter expression") -> list[_Token]:
                 out.append(text[j])
                 j += 1
             if j >= n:
-                raise _fail(text, where, i, "unterminated string (missing closing \")")
+                raise _fail(text, where, i, 'unterminated string (missing closing ")')
             tokens.append(_Token("string", "".join(out), i))
             i = j + 1
             continue
@@ -349,7 +356,10 @@ class _Parser:
             expressions.append(self.expression())
         tok = self.peek()
         if tok.kind != "end":
-            raise self.error(tok, f"unexpected {tok.describe()} after the condition (expected AND, OR, IF, | or the end of the expression)")
+            raise self.error(
+                tok,
+                f"unexpected {tok.describe()} after the condition (expected AND, OR, IF, | or the end of the expression)",
+            )
         return tuple(expressions)
 
     def expression(self) -> _Expression:
@@ -379,7 +389,10 @@ class _Parser:
                     break
                 self.next()
         if item_part is None:
-            raise self.error(start, "the expression needs an Items or Interactions condition; Users/CurrentUser conditions only choose the users it applies to")
+            raise self.error(
+                start,
+                "the expression needs an Items or Interactions condition; Users/CurrentUser conditions only choose the users it applies to",
+            )
         return _Expression(start.text.upper() == "INCLUDE", item_part, tuple(user_conds), start.pos)
 
     def or_(self):
@@ -415,7 +428,9 @@ class _Parser:
         if canonical is None:
             if ds.lower() == "currentitem":
                 raise self.error(tok, f"{tok.text}: CurrentItem (related-items filters) is not supported")
-            raise self.error(tok, f"unknown dataset '{ds}' in {tok.text} (expected Items, Interactions, Users or CurrentUser)")
+            raise self.error(
+                tok, f"unknown dataset '{ds}' in {tok.text} (expected Items, Interactions, Users or CurrentUser)"
+            )
         return canonical, fld, f"{canonical}.{fld}"
 
     def condition(self) -> _Cond:
@@ -445,7 +460,9 @@ class _Parser:
             op = "!=" if op_tok.text == "<>" else op_tok.text
             values = (self.scalar(op_tok, op),)
         else:
-            raise self.error(op_tok, f"expected IN, NOT IN, BETWEEN or a comparison after {label}, got {op_tok.describe()}")
+            raise self.error(
+                op_tok, f"expected IN, NOT IN, BETWEEN or a comparison after {label}, got {op_tok.describe()}"
+            )
         if op in _NUMERIC_OPS:
             for v in values:
                 if v.kind == "str" and _to_float(v.text) is None:
@@ -476,7 +493,9 @@ class _Parser:
                 return tuple(values)
             if tok.kind != ",":
                 if tok.kind == "end":
-                    raise self.error(tok, f"unclosed IN list: expected , or ) to close the ( at position {open_.pos + 1}")
+                    raise self.error(
+                        tok, f"unclosed IN list: expected , or ) to close the ( at position {open_.pos + 1}"
+                    )
                 raise self.error(tok, f"expected , or ) in the IN list, got {tok.describe()}")
             values.append(self.value("in the IN list"))
 
@@ -493,7 +512,9 @@ class _Parser:
             if dataset == "CurrentUser":
                 return _Value("user", fld, tok.pos)
             raise self.error(tok, f"{tok.text}: only CurrentUser fields can be used as values")
-        raise self.error(tok, f"expected a quoted string, a number, a $PARAMETER or CurrentUser.FIELD {where}, got {tok.describe()}")
+        raise self.error(
+            tok, f"expected a quoted string, a number, a $PARAMETER or CurrentUser.FIELD {where}, got {tok.describe()}"
+        )
 
     def scalar(self, after: _Token, op: str) -> _Value:
         if self.peek().kind == "(":
@@ -531,7 +552,10 @@ def _split_user_conditions(node, parser: _Parser) -> tuple[list[_Cond], Any]:
         return users, item
     bad = _contains_user(node)
     if bad is not None:
-        raise parser.error(bad.pos, f"{bad.label}: Users conditions can only be combined with Items or Interactions conditions using AND, not OR")
+        raise parser.error(
+            bad.pos,
+            f"{bad.label}: Users conditions can only be combined with Items or Interactions conditions using AND, not OR",
+        )
     return [], node
 
 
@@ -713,7 +737,9 @@ class _Column:
             strings = np.array([None if v is None else ("True" if v else "False") for v in flags], dtype=object)
         elif pd.api.types.is_datetime64_any_dtype(s.dtype):
             ts = pd.to_datetime(s, utc=True)
-            numbers = ((ts - pd.Timestamp("1970-01-01", tz="UTC")) / pd.Timedelta(seconds=1)).to_numpy(dtype=np.float64, na_value=np.nan)
+            numbers = ((ts - pd.Timestamp("1970-01-01", tz="UTC")) / pd.Timedelta(seconds=1)).to_numpy(
+                dtype=np.float64, na_value=np.nan
+            )
             strings = np.array([None if math.isnan(x) else _canonical_number(x) for x in numbers], dtype=object)
             self.typed_numeric, self._numbers = True, numbers
         elif pd.api.types.is_numeric_dtype(s.dtype):
@@ -768,14 +794,19 @@ class _Column:
         out = np.zeros(self.n, dtype=bool)
         values = list(dict.fromkeys(values))
         if values and len(self.flat):
-            hit = np.asarray(pc.is_in(self.flat, value_set=pa.array(values, type=pa.string())).to_numpy(zero_copy_only=False), dtype=bool)
+            hit = np.asarray(
+                pc.is_in(self.flat, value_set=pa.array(values, type=pa.string())).to_numpy(zero_copy_only=False),
+                dtype=bool,
+            )
             out[self.parent[hit]] = True
         return out
 
     def require_numbers(self, label: str, op: str, pos: int) -> np.ndarray:
         numbers = self.numbers
         if numbers is None:
-            raise InputError(f"filter expression: position {pos + 1}: {op} needs a numeric field, but {label} has the non-numeric value {json.dumps(self._bad)}")
+            raise InputError(
+                f"filter expression: position {pos + 1}: {op} needs a numeric field, but {label} has the non-numeric value {json.dumps(self._bad)}"
+            )
         return numbers
 
     def atoms(self) -> tuple[np.ndarray, pd.Index]:
@@ -788,7 +819,10 @@ class _Column:
     def rows_values(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(request row, value) for every value of the rows ``codes`` (code -1: none)."""
         if self._rows is None:
-            self._rows = (np.searchsorted(self.parent, np.arange(self.n + 2)), np.asarray(self.flat.to_numpy(zero_copy_only=False), dtype=object))
+            self._rows = (
+                np.searchsorted(self.parent, np.arange(self.n + 2)),
+                np.asarray(self.flat.to_numpy(zero_copy_only=False), dtype=object),
+            )
         indptr, flat = self._rows
         rows, positions = _ranges(indptr, codes)
         return rows, flat[positions]
@@ -823,7 +857,9 @@ def _column(context: FilterContext, dataset: str, name: str, cond: _Cond, pos: i
         folded = [c for c in columns if c.lower() == name.lower()]
         resolved = folded[0] if len(folded) == 1 else None
     if resolved is None and name.upper() == id_name:
-        return context._cached(("column", dataset, id_name), lambda: _Column(f"{dataset}.{id_name}", pd.Series(ids, dtype=object)))
+        return context._cached(
+            ("column", dataset, id_name), lambda: _Column(f"{dataset}.{id_name}", pd.Series(ids, dtype=object))
+        )
     if resolved is None:
         if frame is None:
             raise fail(f"{dataset}.{name}: there is no {dataset} dataset (no {dataset.lower()} metadata) to filter on")
@@ -847,7 +883,9 @@ class _Evaluator:
         raw = self.values.get(name)
         if raw is None or (isinstance(raw, str) and not raw.strip()) or (isinstance(raw, (list, tuple)) and not raw):
             if self.include:
-                raise InputError(f"filter expression: position {pos + 1}: missing filter value for ${name} (INCLUDE expressions need a value for every parameter)")
+                raise InputError(
+                    f"filter expression: position {pos + 1}: missing filter value for ${name} (INCLUDE expressions need a value for every parameter)"
+                )
             return _MISSING
         return raw
 
@@ -930,7 +968,9 @@ class _Evaluator:
             return _parse_number_value(v.text, self.raw(v.text, v.pos), cond.label, cond.op)
         value = _to_float(v.text)
         if value is None:  # only a string literal can get here; the parser checks them
-            raise InputError(f"filter expression: position {v.pos + 1}: {cond.label} {cond.op} needs a number, got {json.dumps(v.text)}")
+            raise InputError(
+                f"filter expression: position {v.pos + 1}: {cond.label} {cond.op} needs a number, got {json.dumps(v.text)}"
+            )
         return value
 
     def column_vector(self, cond: _Cond, dataset: str) -> np.ndarray:
@@ -940,11 +980,15 @@ class _Evaluator:
         if op in ("IN", "="):
             strings = self.resolved_strings(cond)
             if op == "=" and len(strings) != 1:
-                raise InputError(f"filter expression: position {cond.values[0].pos + 1}: {cond.label} {cond.op} needs one value, got {len(strings)}")
+                raise InputError(
+                    f"filter expression: position {cond.values[0].pos + 1}: {cond.label} {cond.op} needs one value, got {len(strings)}"
+                )
             number = _to_float(strings[0]) if op == "=" else None
             # numbers compare by value in numeric columns, and unquoted numbers in columns of
             # numbers held as strings; quoted values in string columns compare as strings ("02134")
-            numeric = number is not None and (col.typed_numeric or (cond.values[0].kind == "num" and col.numbers is not None))
+            numeric = number is not None and (
+                col.typed_numeric or (cond.values[0].kind == "num" and col.numbers is not None)
+            )
             if col.typed_numeric and op == "IN":
                 strings = [s if _to_float(s) is None else _canonical_number(_to_float(s)) for s in strings]
             if numeric:
@@ -983,7 +1027,9 @@ class _Evaluator:
             literal = [v for v in cond.values if v.kind != "user"]
             result = self.shared_values(col, cond, user_values, codes)
             if literal:
-                result |= self.column_vector(_Cond("Items", cond.field, "IN", tuple(literal), cond.pos, cond.label), "Items")
+                result |= self.column_vector(
+                    _Cond("Items", cond.field, "IN", tuple(literal), cond.pos, cond.label), "Items"
+                )
             return ~result if cond.op in _NEGATED else result
         x = col.require_numbers(cond.label, cond.op, cond.pos)[None, :]
         bounds = []
@@ -1034,7 +1080,9 @@ class _Evaluator:
             if sizes[inverse].sum() <= 0.05 * result.size:
                 # values that match few items (brands, authors): a sparse product
                 # (request rows x distinct values) @ (distinct values x items)
-                per_user = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, inverse)), shape=(n, len(distinct)))
+                per_user = sp.csr_matrix(
+                    (np.ones(len(rows), dtype=np.float32), (rows, inverse)), shape=(n, len(distinct))
+                )
                 product = (per_user @ per_value.astype(np.float32)).tocoo()
                 result[product.row, product.col] = True
             else:
@@ -1059,7 +1107,9 @@ class _Evaluator:
         ev = self.ctx._events()
         any_type = "*" in types
         if not any_type and ev.type_codes is None:
-            raise InputError(f"filter expression: position {cond.pos + 1}: Interactions.EVENT_TYPE: the interactions have no EVENT_TYPE field; only IN (\"*\") can be used")
+            raise InputError(
+                f'filter expression: position {cond.pos + 1}: Interactions.EVENT_TYPE: the interactions have no EVENT_TYPE field; only IN ("*") can be used'
+            )
         rows, positions = _ranges(ev.indptr, codes)  # every event of every requested user
         if not any_type:
             type_ok = np.isin(ev.type_names, np.array(types, dtype=object))

@@ -60,7 +60,9 @@ def list_files(root: Location, listing: dict[str, str] | None = None) -> dict[st
         if len(singles) > 1:
             raise InputError(f"{root.url}: both {singles[0]} and {singles[1]} exist; keep one {dataset_type} file")
         if singles and folder:
-            raise InputError(f"{root.url}: both {singles[0]} and the folder {dataset_type}/ exist; keep one (move {singles[0]} into the folder)")
+            raise InputError(
+                f"{root.url}: both {singles[0]} and the folder {dataset_type}/ exist; keep one (move {singles[0]} into the folder)"
+            )
         out[dataset_type] = [DataFile(dataset_type, p, listing[p]) for p in singles + sorted(folder)]
     return out
 
@@ -75,7 +77,10 @@ def file_fingerprint(location: Location) -> str:
 
 
 def import_record(files: list[DataFile], fingerprints: list[str], rows: list[int]) -> list[dict[str, Any]]:
-    return [{"path": f.path, "fingerprint": fp, "signature": f.signature, "rows": int(n)} for f, fp, n in zip(files, fingerprints, rows)]
+    return [
+        {"path": f.path, "fingerprint": fp, "signature": f.signature, "rows": int(n)}
+        for f, fp, n in zip(files, fingerprints, rows)
+    ]
 
 
 @dataclass
@@ -92,7 +97,10 @@ class ImportPlan:
         return [f.path for files in self.new.values() for f in files]
 
     def warnings(self) -> list[str]:
-        return [f"warning: {path} has the same bytes as {twin}, already imported: skipped (re-delivered file)" for path, twin in self.redelivered]
+        return [
+            f"warning: {path} has the same bytes as {twin}, already imported: skipped (re-delivered file)"
+            for path, twin in self.redelivered
+        ]
 
 
 def plan_increment(root: Location, recorded: dict[str, list[dict[str, Any]]], version_id: str) -> ImportPlan:
@@ -107,9 +115,13 @@ def plan_increment(root: Location, recorded: dict[str, list[dict[str, Any]]], ve
             path = entry["path"]
             now = by_path.get(path)
             if now is None or now.dataset_type != dataset_type:
-                raise InputError(f"{root.url}: {path} was imported by solution version {version_id} and is gone: a removed file is a FULL import; run FULL")
+                raise InputError(
+                    f"{root.url}: {path} was imported by solution version {version_id} and is gone: a removed file is a FULL import; run FULL"
+                )
             if now.signature != entry.get("signature") and file_fingerprint(now.location(root)) != entry["fingerprint"]:
-                raise InputError(f"{root.url}: {path} changed since solution version {version_id} imported it: a changed file is a FULL import; run FULL")
+                raise InputError(
+                    f"{root.url}: {path} changed since solution version {version_id} imported it: a changed file is a FULL import; run FULL"
+                )
             known.setdefault(entry["fingerprint"], path)
     plan = ImportPlan(new={t: [] for t in DATASET_TYPES})
     imported = {entry["path"] for entries in recorded.values() for entry in entries}

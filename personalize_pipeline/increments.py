@@ -16,8 +16,9 @@ stored (``versions/<id>/features/``), so its cost follows the new data, not the 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,8 +27,8 @@ import pyarrow as pa
 from .datasets import Dataset, DatasetGroup, read_files
 from .errors import InputError
 from .features import (
-    FeaturizeOptions,
     Features,
+    FeaturizeOptions,
     _dedupe,
     _encode_interactions,
     _encode_metadata,
@@ -55,7 +56,9 @@ class Increment:
         return self.group is None
 
 
-def read_increment(dataset: str | Location, solution: str | Location, validate_files: bool = True) -> tuple[Increment, Location]:
+def read_increment(
+    dataset: str | Location, solution: str | Location, validate_files: bool = True
+) -> tuple[Increment, Location]:
     """Plan and read the files new since the latest version of ``solution``; returns the
     increment and the location of that version (whose ``features/`` it extends)."""
     root = as_location(dataset)
@@ -67,7 +70,9 @@ def read_increment(dataset: str | Location, solution: str | Location, validate_f
     manifest = read_manifest(base)
     recorded = manifest.get("dataset", {}).get("imports")
     if not recorded or not base.child("features", "features.json").exists():
-        raise InputError(f"{base.url}: this solution version records no imports (made by an older release): run FULL once")
+        raise InputError(
+            f"{base.url}: this solution version records no imports (made by an older release): run FULL once"
+        )
     plan = plan_increment(root, recorded, manifest["solution_version"])
     increment = Increment(manifest["solution_version"], plan, None, plan.warnings())
     if not plan.new_files:
@@ -136,7 +141,10 @@ def extend_features(base: Features, group: DatasetGroup, options: FeaturizeOptio
         events = _sorted_frame(_concat(base.events, new_events))
     items = _upsert_metadata(base.items, "ITEM_ID", item_ids, items_df, group.items, "items", info)
     users = _upsert_metadata(base.users, "USER_ID", user_ids, users_df, group.users, "users", info)
-    info["imports"] = {t: list(base.info.get("imports", {}).get(t, [])) + (group.get(t).imports() if group.get(t) is not None else []) for t in DATASET_TYPES}
+    info["imports"] = {
+        t: list(base.info.get("imports", {}).get(t, [])) + (group.get(t).imports() if group.get(t) is not None else [])
+        for t in DATASET_TYPES
+    }
     info["imports"] = {t: v for t, v in info["imports"].items() if v}
     counts = dict(base.info.get("counts", {}))
     counts.update(
@@ -177,7 +185,9 @@ def _extend_ids(known: np.ndarray, parts: list) -> np.ndarray:
     return np.concatenate([np.asarray(known, dtype=object), new]) if len(new) else known
 
 
-def _new_interactions(base: Features, encoded: dict, item_ids, user_ids, dataset: Dataset, info: dict) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+def _new_interactions(
+    base: Features, encoded: dict, item_ids, user_ids, dataset: Dataset, info: dict
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """The new interactions as columns like the base's, and every new event for filters."""
     item_dictionary = pa.array(item_ids, type=pa.string())
     user_dictionary = pa.array(user_ids, type=pa.string())
@@ -215,7 +225,9 @@ def _new_interactions(base: Features, encoded: dict, item_ids, user_ids, dataset
                 "user": encoded["USER_ID"].codes(user_dictionary),
                 "item": encoded["ITEM_ID"].codes(item_dictionary),
                 "timestamp": encoded.pop("ALL_TIMESTAMP"),
-                "event_type": _categorical_like(base.events["event_type"], encoded.pop("ALL_EVENT_TYPE")) if base.events is not None else None,
+                "event_type": _categorical_like(base.events["event_type"], encoded.pop("ALL_EVENT_TYPE"))
+                if base.events is not None
+                else None,
             }
         )
     return pd.DataFrame(data, copy=False), events
@@ -236,7 +248,9 @@ def _concat(old: pd.DataFrame, new: pd.DataFrame) -> dict[str, Any]:
             raise InputError(f"the new interactions have no column for {name} (every import has the same columns)")
         a, b = old[name], new[name]
         if isinstance(a.dtype, pd.CategoricalDtype):
-            categories = list(a.cat.categories) + [c for c in pd.Categorical(b).categories if c not in set(a.cat.categories)]
+            categories = list(a.cat.categories) + [
+                c for c in pd.Categorical(b).categories if c not in set(a.cat.categories)
+            ]
             a, b = a.cat.set_categories(categories), pd.Series(pd.Categorical(b, categories=categories))
             out[name] = pd.Categorical.from_codes(np.concatenate([a.cat.codes, b.cat.codes]), categories=categories)
         elif isinstance(a.dtype, pd.ArrowDtype):
@@ -255,7 +269,13 @@ def _chunks(values) -> list[pa.Array]:
 
 
 def _upsert_metadata(
-    base: pd.DataFrame, id_column: str, ids: np.ndarray, new_rows: pd.DataFrame | None, dataset: Dataset | None, kind: str, info: dict
+    base: pd.DataFrame,
+    id_column: str,
+    ids: np.ndarray,
+    new_rows: pd.DataFrame | None,
+    dataset: Dataset | None,
+    kind: str,
+    info: dict,
 ) -> pd.DataFrame:
     """The metadata frame over the extended ids: new rows upsert by id and the whole frame
     is re-encoded from the raw values; without new rows, new ids get empty metadata."""
@@ -275,7 +295,9 @@ def _upsert_metadata(
     merged = merged.drop_duplicates(subset=[id_column], keep="last").set_index(id_column).reindex(ids)
     out = pd.DataFrame({id_column: ids})
     if "CREATION_TIMESTAMP" in merged.columns:
-        out["creation_timestamp"] = pd.to_numeric(merged["CREATION_TIMESTAMP"], errors="coerce").to_numpy(dtype=np.float64)
+        out["creation_timestamp"] = pd.to_numeric(merged["CREATION_TIMESTAMP"], errors="coerce").to_numpy(
+            dtype=np.float64
+        )
     for key in [k for k in list(info["vocabularies"]) if k.startswith(kind + ".")]:
         del info["vocabularies"][key]
     _encode_metadata(out, merged, dataset.schema.metadata_fields, kind, info["vocabularies"], info["numeric_stats"])
@@ -294,9 +316,16 @@ def save_increment(increment: Increment, location: str | Location) -> Location:
             for part in dataset.files():
                 name = f"{len(files):04d}"
                 save_snapshot(part, loc.child(name))
-                files.append({"dataset_type": part.dataset_type, "folder": name, "path": part.path, "rows": part.num_rows})
+                files.append(
+                    {"dataset_type": part.dataset_type, "folder": name, "path": part.path, "rows": part.num_rows}
+                )
     loc.child("increment.json").write_json(
-        {"base_version": increment.base_version, "files": files, "redelivered": increment.plan.redelivered, "notes": increment.notes}
+        {
+            "base_version": increment.base_version,
+            "files": files,
+            "redelivered": increment.plan.redelivered,
+            "notes": increment.notes,
+        }
     )
     return loc
 
@@ -329,7 +358,11 @@ def validate_increment(increment: Increment):
 
 
 def update_features(
-    dataset: str | Location, solution: str | Location, options: FeaturizeOptions, validate_files: bool = True, log: Callable[[str], None] | None = None
+    dataset: str | Location,
+    solution: str | Location,
+    options: FeaturizeOptions,
+    validate_files: bool = True,
+    log: Callable[[str], None] | None = None,
 ) -> tuple[Features, Increment]:
     """The featurized dataset of an UPDATE: the latest version's stored one plus the new
     files (the stored one as it is when nothing is new)."""
@@ -339,15 +372,29 @@ def update_features(
     for note in increment.notes:
         log(note)
     if increment.empty:
-        log(f"no new files since solution version {increment.base_version}: the UPDATE refreshes the model on the data it has")
+        log(
+            f"no new files since solution version {increment.base_version}: the UPDATE refreshes the model on the data it has"
+        )
         return load_features(base.child("features")), increment
-    log(f"read and validated {len(increment.plan.new_files)} new file(s) in {time.perf_counter() - t:.1f}s: {', '.join(increment.plan.new_files)}")
+    log(
+        f"read and validated {len(increment.plan.new_files)} new file(s) in {time.perf_counter() - t:.1f}s: {', '.join(increment.plan.new_files)}"
+    )
     t = time.perf_counter()
     stored = load_features(base.child("features"))
     features = extend_features(stored, increment.group, options)
-    log(f"featurized the increment in {time.perf_counter() - t:.1f}s: {features.info['counts']['new_interactions']} new interactions, "
-        f"{features.info['counts']['new_items']} new items, {features.info['counts']['new_users']} new users")
+    log(
+        f"featurized the increment in {time.perf_counter() - t:.1f}s: {features.info['counts']['new_interactions']} new interactions, "
+        f"{features.info['counts']['new_items']} new items, {features.info['counts']['new_users']} new users"
+    )
     return features, increment
 
 
-__all__ = ["Increment", "read_increment", "extend_features", "update_features", "save_increment", "load_increment", "validate_increment"]
+__all__ = [
+    "Increment",
+    "read_increment",
+    "extend_features",
+    "update_features",
+    "save_increment",
+    "load_increment",
+    "validate_increment",
+]

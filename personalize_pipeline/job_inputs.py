@@ -16,7 +16,9 @@ def job_input_files(location: str | Location) -> list[Location]:
     name) when it is a folder or S3 prefix. Nothing to read is an error naming the location."""
     loc = as_location(location)
     if not loc.exists():
-        raise InputError(f"{loc.url}: batch inference input does not exist (a JSONL file, or a folder / S3 prefix of *.jsonl files)")
+        raise InputError(
+            f"{loc.url}: batch inference input does not exist (a JSONL file, or a folder / S3 prefix of *.jsonl files)"
+        )
     if not loc.is_dir():
         return [loc]
     files = [loc.child(name) for name in loc.listdir() if name.endswith(".jsonl")]

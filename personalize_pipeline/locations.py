@@ -16,8 +16,9 @@ import json
 import os
 import posixpath
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import fsspec
 
@@ -58,7 +59,10 @@ class S3Options:
             "config_kwargs": {
                 # AWS's own variables for retries are honoured (botocore ignores them once a
                 # retries config is given)
-                "retries": {"max_attempts": _int_env("AWS_MAX_ATTEMPTS", 3), "mode": os.environ.get("AWS_RETRY_MODE") or "standard"},
+                "retries": {
+                    "max_attempts": _int_env("AWS_MAX_ATTEMPTS", 3),
+                    "mode": os.environ.get("AWS_RETRY_MODE") or "standard",
+                },
                 "connect_timeout": 5,
                 "read_timeout": 60,
             },
@@ -102,7 +106,9 @@ class Location:
         elif scheme == "file":
             url = os.path.abspath(os.path.expanduser(self.url.split("://", 1)[1]))
         elif scheme:
-            raise InputError(f"{self.url}: unsupported location scheme {scheme}:// (use a folder path or s3://bucket/prefix)")
+            raise InputError(
+                f"{self.url}: unsupported location scheme {scheme}:// (use a folder path or s3://bucket/prefix)"
+            )
         else:
             url = os.path.abspath(os.path.expanduser(self.url))
         object.__setattr__(self, "url", url)
@@ -128,17 +134,23 @@ class Location:
     def name(self) -> str:
         return posixpath.basename(self.url.rstrip("/"))
 
-    def child(self, *parts: str) -> "Location":
+    def child(self, *parts: str) -> Location:
         """A location under this one. Parts come from names users give (solution names,
         batch input file names): one that is empty, absolute, or steps out with ``..`` is
         refused, so nothing can be written outside the configured root."""
         for part in parts:
             steps = str(part).replace("\\", "/").split("/")
-            if not str(part).strip() or str(part).startswith("/") or ".." in steps or "\0" in str(part) or all(p in ("", ".") for p in steps):
+            if (
+                not str(part).strip()
+                or str(part).startswith("/")
+                or ".." in steps
+                or "\0" in str(part)
+                or all(p in ("", ".") for p in steps)
+            ):
                 raise InputError(f"path component {part!r} would leave {self.url}")
         return Location(posixpath.join(self.url, *parts) if self.is_s3 else os.path.join(self.url, *parts), self.s3)
 
-    def parent(self) -> "Location":
+    def parent(self) -> Location:
         return Location(posixpath.dirname(self.url) if self.is_s3 else os.path.dirname(self.url), self.s3)
 
     def __str__(self) -> str:
@@ -203,7 +215,7 @@ class Location:
         with s3_errors(self):
             # local files through the plain built-in open: it also reads pipes and FIFOs
             # (``--input /dev/stdin``), where fsspec's local opener would try to seek
-            with (self.fs.open(self.path, mode) if self.is_s3 else builtins.open(self.path, mode)) as fh:
+            with self.fs.open(self.path, mode) if self.is_s3 else builtins.open(self.path, mode) as fh:
                 yield fh
 
     # --- writing (always atomic) -------------------------------------------------------
@@ -217,7 +229,9 @@ class Location:
                 try:
                     os.makedirs(self.path, exist_ok=True)
                 except (NotADirectoryError, FileExistsError):
-                    raise InputError(f"{self.url}: cannot create folder: part of the path is a file, not a folder") from None
+                    raise InputError(
+                        f"{self.url}: cannot create folder: part of the path is a file, not a folder"
+                    ) from None
                 except OSError as exc:
                     raise InputError(f"{self.url}: cannot create folder ({exc.strerror or exc})") from None
 
@@ -313,11 +327,22 @@ def s3_errors(location: Location) -> Iterator[None]:
             raise
         endpoint = location.s3.endpoint()
         if "Endpoint" in name or "Connect" in name or "ClientConnector" in name or "connect" in text.lower():
-            raise Unreachable(location.s3.redact(f"{location.url}: cannot reach the S3 endpoint {endpoint} ({text})")) from None
-        if "InvalidAccessKeyId" in text or "SignatureDoesNotMatch" in text or "AccessDenied" in text or "Forbidden" in text:
-            raise InputError(location.s3.redact(f"{location.url}: the S3 endpoint {endpoint} rejected the credentials ({text})")) from None
+            raise Unreachable(
+                location.s3.redact(f"{location.url}: cannot reach the S3 endpoint {endpoint} ({text})")
+            ) from None
+        if (
+            "InvalidAccessKeyId" in text
+            or "SignatureDoesNotMatch" in text
+            or "AccessDenied" in text
+            or "Forbidden" in text
+        ):
+            raise InputError(
+                location.s3.redact(f"{location.url}: the S3 endpoint {endpoint} rejected the credentials ({text})")
+            ) from None
         if "NoCredentials" in name:
-            raise InputError(f"{location.url}: no S3 credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or configure them)") from None
+            raise InputError(
+                f"{location.url}: no S3 credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or configure them)"
+            ) from None
         if "NoSuchBucket" in text:
             raise InputError(f"{location.url}: bucket does not exist") from None
         raise StorageUnavailable(location.s3.redact(f"{location.url}: S3 error {name}: {text}")) from None
@@ -331,7 +356,7 @@ def _s3_filesystem(options: str, pid: int) -> fsspec.AbstractFileSystem:
     return fsspec.filesystem("s3", **json.loads(options))
 
 
-def as_location(value: "str | os.PathLike | Location", s3: S3Options | None = None) -> Location:
+def as_location(value: str | os.PathLike | Location, s3: S3Options | None = None) -> Location:
     if isinstance(value, Location):
         return value
     return Location(os.fspath(value), s3 or S3Options())

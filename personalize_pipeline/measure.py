@@ -15,8 +15,8 @@ import contextlib
 import resource
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 
 def peak_rss_mb() -> float:

@@ -113,7 +113,16 @@ def personalize_split(features: Features, seed: int = 42, test_fraction: float =
     context = features.context_matrix()
     in_ptr, in_items, *in_ctx = _segments(indptr[test_users], n_input, items, context)
     tr_ptr, tr_items = _segments(indptr[test_users] + n_input, n_truth, items)
-    return EvalSplit("personalize", train, test_users.astype(np.int64), in_ptr, in_items, tr_ptr, tr_items, in_ctx[0] if in_ctx else None)
+    return EvalSplit(
+        "personalize",
+        train,
+        test_users.astype(np.int64),
+        in_ptr,
+        in_items,
+        tr_ptr,
+        tr_items,
+        in_ctx[0] if in_ctx else None,
+    )
 
 
 def leave_last_out_split(features: Features, stage: str = "test") -> EvalSplit:
@@ -137,7 +146,16 @@ def leave_last_out_split(features: Features, stage: str = "test") -> EvalSplit:
     in_ptr, in_items, *in_ctx = _segments(indptr[users], n_input, items, context)
     tr_ptr = np.arange(len(users) + 1, dtype=np.int64)
     tr_items = items[indptr[users] + n_input]
-    return EvalSplit("leave-last-out", train, users.astype(np.int64), in_ptr, in_items, tr_ptr, tr_items, in_ctx[0] if in_ctx else None)
+    return EvalSplit(
+        "leave-last-out",
+        train,
+        users.astype(np.int64),
+        in_ptr,
+        in_items,
+        tr_ptr,
+        tr_items,
+        in_ctx[0] if in_ctx else None,
+    )
 
 
 def time_split(features: Features, cutoff: float | None = None) -> EvalSplit:
@@ -150,17 +168,31 @@ def time_split(features: Features, cutoff: float | None = None) -> EvalSplit:
         cutoff = float(np.quantile(ts, TIME_HOLDOUT_QUANTILE, method="higher"))
     indptr, items, lengths = _user_bounds(features)
     before = ts < cutoff
-    n_before = np.bincount(features.interactions["user"].to_numpy()[before], minlength=features.n_users).astype(np.int64)
+    n_before = np.bincount(features.interactions["user"].to_numpy()[before], minlength=features.n_users).astype(
+        np.int64
+    )
     n_after = lengths - n_before
     users = np.flatnonzero((n_before >= 1) & (n_after >= 1))
     if not before.any() or len(users) == 0:
         lo, hi = int(ts.min()), int(ts.max())
-        raise InputError(f"time holdout cut-off {cutoff:.0f} leaves no user with events on both sides (events span {lo} to {hi})")
+        raise InputError(
+            f"time holdout cut-off {cutoff:.0f} leaves no user with events on both sides (events span {lo} to {hi})"
+        )
     train = features.with_interactions(features.interactions[before])
     context = features.context_matrix()
     in_ptr, in_items, *in_ctx = _segments(indptr[users], n_before[users], items, context)
     tr_ptr, tr_items = _segments(indptr[users] + n_before[users], n_after[users], items)
-    return EvalSplit("time", train, users.astype(np.int64), in_ptr, in_items, tr_ptr, tr_items, in_ctx[0] if in_ctx else None, float(cutoff))
+    return EvalSplit(
+        "time",
+        train,
+        users.astype(np.int64),
+        in_ptr,
+        in_items,
+        tr_ptr,
+        tr_items,
+        in_ctx[0] if in_ctx else None,
+        float(cutoff),
+    )
 
 
 def parse_cutoff(value: str | float | None) -> float | None:
@@ -193,7 +225,9 @@ def recommend_split(model: Recipe, split: EvalSplit, k: int = MAX_K, exclude_see
     return out
 
 
-def ranking_metrics(recommended: np.ndarray, split: EvalSplit, n_items: int, ks: tuple[int, ...] = KS) -> dict[str, float]:
+def ranking_metrics(
+    recommended: np.ndarray, split: EvalSplit, n_items: int, ks: tuple[int, ...] = KS
+) -> dict[str, float]:
     """Personalize's metric names for either protocol, computed without Python loops."""
     n, width = recommended.shape
     truth_ptr, truth_items = split.truth_indptr, split.truth_items
@@ -207,7 +241,9 @@ def ranking_metrics(recommended: np.ndarray, split: EvalSplit, n_items: int, ks:
     first_hit = np.where(hits.any(axis=1), hits.argmax(axis=1), width)
     out: dict[str, float] = {}
     coverage_k = min(MAX_K, width)
-    out["coverage"] = float(len(np.unique(recommended[:, :coverage_k][recommended[:, :coverage_k] >= 0])) / max(n_items, 1))
+    out["coverage"] = float(
+        len(np.unique(recommended[:, :coverage_k][recommended[:, :coverage_k] >= 0])) / max(n_items, 1)
+    )
     for k in ks:
         k_eff = min(k, width)
         dcg = (hits[:, :k_eff] * discounts[:k_eff]).sum(axis=1)
@@ -251,7 +287,9 @@ def item_popularity_segments(train: Features) -> np.ndarray:
     before = np.concatenate([[0.0], np.cumsum(counts[order])[:-1]]) / max(counts.sum(), 1)
     bounds = [upto for _, upto in ITEM_POPULARITY_SHARES[:-1]]
     names = np.empty(train.n_items, dtype=object)
-    names[order] = np.array([name for name, _ in ITEM_POPULARITY_SHARES], dtype=object)[np.searchsorted(bounds, before, side="right")]
+    names[order] = np.array([name for name, _ in ITEM_POPULARITY_SHARES], dtype=object)[
+        np.searchsorted(bounds, before, side="right")
+    ]
     names[counts == 0] = "new"
     return names
 
@@ -278,13 +316,15 @@ def segment_breakdown(recommended: np.ndarray, split: EvalSplit, k: int = SEGMEN
         mask = (length >= low) & ((length <= high) if high is not None else True)
         label = f"{low}-{high}" if high is not None else f"{low}+"
         if mask.any():
-            users.append({
-                "segment": f"history {label}",
-                "users": int(mask.sum()),
-                f"normalized_discounted_cumulative_gain_at_{k}": float(ndcg[mask].mean()),
-                f"hit_rate_at_{k}": float(hit[mask].mean()),
-                f"recall_at_{k}": float(recall[mask].mean()),
-            })
+            users.append(
+                {
+                    "segment": f"history {label}",
+                    "users": int(mask.sum()),
+                    f"normalized_discounted_cumulative_gain_at_{k}": float(ndcg[mask].mean()),
+                    f"hit_rate_at_{k}": float(hit[mask].mean()),
+                    f"recall_at_{k}": float(recall[mask].mean()),
+                }
+            )
     item_segment = item_popularity_segments(split.train)
     truth_segment = item_segment[split.truth_items]
     top = recommended[:, :k_eff]
@@ -292,13 +332,15 @@ def segment_breakdown(recommended: np.ndarray, split: EvalSplit, k: int = SEGMEN
     items = []
     for name in ("head", "torso", "tail", "new"):
         mask = truth_segment == name
-        items.append({
-            "segment": name,
-            "catalogue_items": int((item_segment == name).sum()),
-            "truth_events": int(mask.sum()),
-            f"recall_at_{k}": float(((rank[mask] >= 0) & (rank[mask] < k_eff)).mean()) if mask.any() else 0.0,
-            f"share_of_top_{k}": float((top_segment == name).mean()) if len(top_segment) else 0.0,
-        })
+        items.append(
+            {
+                "segment": name,
+                "catalogue_items": int((item_segment == name).sum()),
+                "truth_events": int(mask.sum()),
+                f"recall_at_{k}": float(((rank[mask] >= 0) & (rank[mask] < k_eff)).mean()) if mask.any() else 0.0,
+                f"share_of_top_{k}": float((top_segment == name).mean()) if len(top_segment) else 0.0,
+            }
+        )
     return {"users_by_history_length": users, "items_by_popularity": items}
 
 
@@ -306,7 +348,9 @@ COLLAPSE_METRIC = "normalized_discounted_cumulative_gain_at_10"
 COLLAPSE_DROP = 0.5
 
 
-def compare_metrics(new: dict[str, float], previous: dict[str, float], collapse_drop: float = COLLAPSE_DROP) -> dict[str, Any]:
+def compare_metrics(
+    new: dict[str, float], previous: dict[str, float], collapse_drop: float = COLLAPSE_DROP
+) -> dict[str, Any]:
     """A new solution version's metrics against the previous one's: per metric the values and
     the relative change, and the metrics that collapsed (dropped by more than
     ``collapse_drop``, e.g. 0.5 = lost over half their value)."""
@@ -382,7 +426,9 @@ def make_split(features: Features, protocol: str, seed: int = 42, cutoff: float 
     raise InputError(f"unknown protocol {protocol!r} (use {' or '.join(PROTOCOLS)})")
 
 
-def evaluate_split(recipe_cls: type[Recipe], params: dict[str, Any], split: EvalSplit, exclude_seen: bool = False, seed: int = 42) -> EvaluationResult:
+def evaluate_split(
+    recipe_cls: type[Recipe], params: dict[str, Any], split: EvalSplit, exclude_seen: bool = False, seed: int = 42
+) -> EvaluationResult:
     from .measure import peak_rss_mb
 
     model = recipe_cls(**params)
@@ -425,7 +471,9 @@ def evaluate(
     if with_baseline:
         from .recipes import PopularityCount
 
-        base = result if recipe_cls is PopularityCount else evaluate_split(PopularityCount, {}, split, exclude_seen, seed)
+        base = (
+            result if recipe_cls is PopularityCount else evaluate_split(PopularityCount, {}, split, exclude_seen, seed)
+        )
         result.baseline = dict(base.metrics)
         result.baseline_segments = base.segments
     return result

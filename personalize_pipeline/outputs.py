@@ -27,7 +27,9 @@ def run_output_location(root: str | Location, solution: str, version_id: str, ru
     return as_location(root).child(solution, version_id, run_id)
 
 
-def write_latest(root: str | Location, solution: str, version_id: str, run_id: str, output: str, **extra: Any) -> dict[str, Any]:
+def write_latest(
+    root: str | Location, solution: str, version_id: str, run_id: str, output: str, **extra: Any
+) -> dict[str, Any]:
     """Point ``<root>/<solution>/latest.json`` at a finished output, atomically."""
     record = {
         "solution": solution,
@@ -35,7 +37,7 @@ def write_latest(root: str | Location, solution: str, version_id: str, run_id: s
         "run_id": run_id,
         "folder": run_output_location(root, solution, version_id, run_id).url,
         "output": output,
-        "written_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "written_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         **extra,
     }
     as_location(root).child(solution, LATEST).write_json(record)

@@ -14,8 +14,9 @@ the digits of ``n``: ``0.dddddd`` (trailing zeros dropped) from 1e-4 up, ``d.dde
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from json.encoder import encode_basestring  # type: ignore[attr-defined]  # what json.dumps(str, ensure_ascii=False) uses
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -128,4 +129,12 @@ def render_top_lines(inputs: Sequence[str], items: np.ndarray, scores: np.ndarra
 def render_top_line(input_text: str, names: list[str], values: list[float]) -> str:
     """One line the per-element way (the reference :func:`render_top_lines` must match)."""
     scores = ", ".join(repr(v) for v in np.round(np.asarray(values, dtype=np.float64), 7).tolist())
-    return '{"input": ' + input_text + ', "output": {"recommendedItems": [' + ", ".join(names) + '], "scores": [' + scores + "]}, \"error\": null}"
+    return (
+        '{"input": '
+        + input_text
+        + ', "output": {"recommendedItems": ['
+        + ", ".join(names)
+        + '], "scores": ['
+        + scores
+        + ']}, "error": null}'
+    )

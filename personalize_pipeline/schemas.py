@@ -9,8 +9,9 @@ numeric when every value parses as a number, categorical strings otherwise.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from .errors import InputError
 
@@ -103,12 +104,12 @@ class Schema:
 def parse_avro(dataset_type: str, doc: Any, source: str) -> Schema:
     """Parse an Avro record schema as Personalize accepts it; errors name the field."""
     if not isinstance(doc, dict) or doc.get("type") != "record" or not isinstance(doc.get("fields"), list):
-        raise InputError(f"{source}: not an Avro record schema (need \"type\": \"record\" and a \"fields\" list)")
+        raise InputError(f'{source}: not an Avro record schema (need "type": "record" and a "fields" list)')
     fields: list[Field] = []
     seen: set[str] = set()
     for i, raw in enumerate(doc["fields"]):
         if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
-            raise InputError(f"{source}: field #{i + 1} has no \"name\"")
+            raise InputError(f'{source}: field #{i + 1} has no "name"')
         name = raw["name"]
         if not _NAME.match(name):
             raise InputError(f"{source}: field {name!r} is not a valid field name")
@@ -139,9 +140,9 @@ def _parse_type(value: Any, where: str) -> tuple[str, bool]:
     if isinstance(value, list):
         non_null = [v for v in value if v != "null"]
         if len(non_null) != 1 or len(value) - len(non_null) > 1:
-            raise InputError(f"{where}: union type {value!r} must be [\"null\", <type>]")
+            raise InputError(f'{where}: union type {value!r} must be ["null", <type>]')
         return _parse_type(non_null[0], where)[0], len(non_null) < len(value)
-    raise InputError(f"{where}: missing or invalid \"type\"")
+    raise InputError(f'{where}: missing or invalid "type"')
 
 
 def _compatible(reserved: str, given: str) -> bool:

@@ -25,7 +25,8 @@ from __future__ import annotations
 import json
 import re
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -51,11 +52,11 @@ def parse_segment_line(text: str, lineno: int, key: str) -> tuple[Any, str | Non
         return None, None, f"line {lineno}: expected a JSON object"
     other = "itemAttributes" if key == "itemId" else "itemId"
     if key not in obj:
-        hint = f" (\"{other}\" is for the other segmentation recipe)" if other in obj else ""
-        return obj, None, f"line {lineno}: missing key \"{key}\"{hint}"
+        hint = f' ("{other}" is for the other segmentation recipe)' if other in obj else ""
+        return obj, None, f'line {lineno}: missing key "{key}"{hint}'
     value = obj[key]
     if isinstance(value, bool) or not isinstance(value, (str, int)) or not str(value).strip():
-        return obj, None, f"line {lineno}: \"{key}\" must be a non-empty string"
+        return obj, None, f'line {lineno}: "{key}" must be a non-empty string'
     return obj, str(value), None
 
 
@@ -64,7 +65,12 @@ class AttributeQueries:
 
     def __init__(self, version: SolutionVersion):
         self.context = FilterContext.from_history(
-            version.item_ids, version.items_metadata, version.user_ids, None, np.zeros(len(version.user_ids) + 1, np.int64), np.zeros(0, np.int64)
+            version.item_ids,
+            version.items_metadata,
+            version.user_ids,
+            None,
+            np.zeros(len(version.user_ids) + 1, np.int64),
+            np.zeros(0, np.int64),
         )
         self.cache: dict[str, np.ndarray | str] = {}
 
@@ -81,7 +87,11 @@ class AttributeQueries:
         try:
             parsed: Filter = parse_filter(PREFIX + condition)
         except InputError as exc:  # positions in the condition as written
-            message = re.sub(r"^filter expression: position (\d+)", lambda m: f"itemAttributes: position {max(1, int(m.group(1)) - len(PREFIX))}", exc.message)
+            message = re.sub(
+                r"^filter expression: position (\d+)",
+                lambda m: f"itemAttributes: position {max(1, int(m.group(1)) - len(PREFIX))}",
+                exc.message,
+            )
             raise InputError(message) from None
         other = sorted(f for f in parsed.fields if not f.startswith("Items."))
         if other:
@@ -95,13 +105,21 @@ class AttributeQueries:
         return mask
 
 
-def run_segment_job(version: SolutionVersion, input_path: str | Location, output_dir: str | Location, num_results: int = 25, filter_expression: str | None = None):
+def run_segment_job(
+    version: SolutionVersion,
+    input_path: str | Location,
+    output_dir: str | Location,
+    num_results: int = 25,
+    filter_expression: str | None = None,
+):
     """Run a batch segment job; returns batch.BatchResult (users_scored = lines served)."""
     from .batch import BatchResult, _chunked, _read_lines
 
     start = time.perf_counter()
     if not 1 <= int(num_results) <= MAX_SEGMENT_USERS:
-        raise InputError(f"numResults must be between 1 and {MAX_SEGMENT_USERS:,} users for a batch segment job, got {num_results}")
+        raise InputError(
+            f"numResults must be between 1 and {MAX_SEGMENT_USERS:,} users for a batch segment job, got {num_results}"
+        )
     if filter_expression:
         raise InputError("filters are not supported in batch segment jobs yet; run the job without --filter")
     in_loc, out_dir = as_location(input_path), as_location(output_dir)
@@ -129,7 +147,9 @@ def run_segment_job(version: SolutionVersion, input_path: str | Location, output
             if attributes is None:
                 code = int(version.item_codes(np.array([value], dtype=object))[0])
                 if code < 0:
-                    records[i][2] = f"line {chunk[i][0]}: unknown itemId {value!r} (not in this solution version's catalogue)"
+                    records[i][2] = (
+                        f"line {chunk[i][0]}: unknown itemId {value!r} (not in this solution version's catalogue)"
+                    )
                     continue
                 columns.append(np.array([code]))
             else:
@@ -144,10 +164,20 @@ def run_segment_job(version: SolutionVersion, input_path: str | Location, output
         served = dict(zip(rows, rendered))
         for i, (obj, _value, error, text) in enumerate(records):
             if error is None:
-                lines.append('{"input": ' + json.dumps(obj, ensure_ascii=False) + ', "output": {"usersList": [' + served[i] + ']}, "error": null}')
+                lines.append(
+                    '{"input": '
+                    + json.dumps(obj, ensure_ascii=False)
+                    + ', "output": {"usersList": ['
+                    + served[i]
+                    + ']}, "error": null}'
+                )
             else:
                 totals["errors"] += 1
-                lines.append(json.dumps({"input": obj if obj is not None else text, "output": None, "error": error}, ensure_ascii=False))
+                lines.append(
+                    json.dumps(
+                        {"input": obj if obj is not None else text, "output": None, "error": error}, ensure_ascii=False
+                    )
+                )
         totals["lines"] += len(records)
         return lines
 
@@ -160,7 +190,14 @@ def run_segment_job(version: SolutionVersion, input_path: str | Location, output
         fh.write(("\n".join(first_lines) + "\n").encode("utf-8"))
         for chunk in chunks:
             fh.write(("\n".join(process(chunk)) + "\n").encode("utf-8"))
-    return BatchResult(out_loc.url, totals["lines"], totals["errors"], totals["lines"] - totals["errors"], 0, round(time.perf_counter() - start, 4))
+    return BatchResult(
+        out_loc.url,
+        totals["lines"],
+        totals["errors"],
+        totals["lines"] - totals["errors"],
+        0,
+        round(time.perf_counter() - start, 4),
+    )
 
 
 def _render(model, version: SolutionVersion, columns: list[np.ndarray], k: int, encoded_users: np.ndarray) -> list[str]:
@@ -169,7 +206,10 @@ def _render(model, version: SolutionVersion, columns: list[np.ndarray], k: int, 
         return []
     lengths = np.array([len(c) for c in columns])
     queries = sp.csr_matrix(
-        (np.ones(int(lengths.sum()), np.float32), (np.concatenate(columns), np.repeat(np.arange(len(columns)), lengths))),
+        (
+            np.ones(int(lengths.sum()), np.float32),
+            (np.concatenate(columns), np.repeat(np.arange(len(columns)), lengths)),
+        ),
         shape=(len(version.item_ids), len(columns)),
     )
     users, _scores = model.segments(queries, k)
@@ -186,7 +226,9 @@ def write_default_segment_input(version: SolutionVersion, location: str | Locati
         return loc
     catalog = version.items_metadata
     lines = []
-    for column in [c for c in (catalog.columns if catalog is not None else []) if c not in ("ITEM_ID", "CREATION_TIMESTAMP")]:
+    for column in [
+        c for c in (catalog.columns if catalog is not None else []) if c not in ("ITEM_ID", "CREATION_TIMESTAMP")
+    ]:
         values = catalog[column].dropna()
         if values.empty or pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
             continue
@@ -194,9 +236,17 @@ def write_default_segment_input(version: SolutionVersion, location: str | Locati
             condition = f"ITEMS.{column} = " + json.dumps(value, ensure_ascii=False)
             lines.append(json.dumps({"itemAttributes": condition}, ensure_ascii=False) + "\n")
     if not lines:
-        raise InputError("aws-item-attribute-affinity needs a batch input: the Items dataset has no categorical field to list segments of")
+        raise InputError(
+            "aws-item-attribute-affinity needs a batch input: the Items dataset has no categorical field to list segments of"
+        )
     loc.write_text("".join(lines))
     return loc
 
 
-__all__ = ["run_segment_job", "parse_segment_line", "AttributeQueries", "write_default_segment_input", "MAX_SEGMENT_USERS"]
+__all__ = [
+    "run_segment_job",
+    "parse_segment_line",
+    "AttributeQueries",
+    "write_default_segment_input",
+    "MAX_SEGMENT_USERS",
+]

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -102,7 +103,9 @@ def _filter_csv(source: Path, target: Path, column: str, cut: int) -> None:
             writer.write_batch(batch.filter(keep))
 
 
-def run_simulation(config: SimulationConfig, work_dir: str | Path, log: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
+def run_simulation(
+    config: SimulationConfig, work_dir: str | Path, log: Callable[[str], None] = lambda _m: None
+) -> dict[str, Any]:
     """Run the simulation in ``work_dir`` (scratch space); return per-round figures."""
     start = time.perf_counter()
     work = Path(work_dir)
@@ -125,7 +128,12 @@ def run_simulation(config: SimulationConfig, work_dir: str | Path, log: Callable
     full_seconds = time.perf_counter() - t0
     log(f"FULL on {len(history)} interactions before the cut-off: {full_seconds:.1f}s")
 
-    results: dict[str, Any] = {"weights": {}, "config": _describe(config), "cut_off": cut, "full_train_seconds": round(full_seconds, 2)}
+    results: dict[str, Any] = {
+        "weights": {},
+        "config": _describe(config),
+        "cut_off": cut,
+        "full_train_seconds": round(full_seconds, 2),
+    }
     for weight in config.weights:
         solution = work / f"weight-{weight}"
         if solution.exists():
@@ -214,7 +222,12 @@ def plot_simulation(results: dict[str, Any]) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [("clicks_per_user", "clicks per user"), ("new_item_share", "share of new items in lists"), ("new_items_discovered", "new items discovered"), ("coverage", "catalogue coverage")]
+    panels = [
+        ("clicks_per_user", "clicks per user"),
+        ("new_item_share", "share of new items in lists"),
+        ("new_items_discovered", "new items discovered"),
+        ("coverage", "catalogue coverage"),
+    ]
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
     for ax, (key, title) in zip(axes, panels):
         for weight, summary in results["weights"].items():

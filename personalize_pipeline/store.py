@@ -96,7 +96,7 @@ class SolutionVersion:
 
 
 def new_version_id(now: dt.datetime | None = None) -> str:
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     return now.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
 
 
@@ -127,7 +127,9 @@ def save_solution_version(
     return version
 
 
-def _write_version(root: Location, loc: Location, recipe: Recipe, features: Features, manifest: dict[str, Any], version_id: str) -> SolutionVersion:
+def _write_version(
+    root: Location, loc: Location, recipe: Recipe, features: Features, manifest: dict[str, Any], version_id: str
+) -> SolutionVersion:
     loc.makedirs()
     buf = io.BytesIO()
     np.savez(buf, **recipe.state())
@@ -168,7 +170,7 @@ def _write_version(root: Location, loc: Location, recipe: Recipe, features: Feat
         "recipe": recipe.name,
         "recipe_type": recipe.recipe_type,
         "hyperparameters": recipe.params,
-        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "code_version": __version__,
         "catalog": {"items": int(features.n_items), "users": int(features.n_users)},
         "metrics": {},
@@ -178,12 +180,27 @@ def _write_version(root: Location, loc: Location, recipe: Recipe, features: Feat
     _update_index(root, full_manifest)
     creation = catalog["CREATION_TIMESTAMP"].to_numpy() if "CREATION_TIMESTAMP" in catalog else None
     event_types = (
-        features.interactions["event_type"].astype(object).where(features.interactions["event_type"].notna(), None).to_numpy()
+        features.interactions["event_type"]
+        .astype(object)
+        .where(features.interactions["event_type"].notna(), None)
+        .to_numpy()
         if "event_type" in features.interactions.columns
         else None
     )
     return SolutionVersion(
-        loc, full_manifest, recipe, features.item_ids, features.user_ids, indptr, items, creation, context, event_types, catalog, users_table, all_events
+        loc,
+        full_manifest,
+        recipe,
+        features.item_ids,
+        features.user_ids,
+        indptr,
+        items,
+        creation,
+        context,
+        event_types,
+        catalog,
+        users_table,
+        all_events,
     )
 
 
@@ -191,7 +208,11 @@ def _event_history(events: pd.DataFrame, n_users: int) -> tuple[np.ndarray, np.n
     """CSR (indptr, items, event type per event) of a frame sorted by user."""
     indptr = np.zeros(n_users + 1, dtype=np.int64)
     np.cumsum(np.bincount(events["user"].to_numpy(), minlength=n_users), out=indptr[1:])
-    types = events["event_type"].astype(object).where(events["event_type"].notna(), None).to_numpy() if "event_type" in events else None
+    types = (
+        events["event_type"].astype(object).where(events["event_type"].notna(), None).to_numpy()
+        if "event_type" in events
+        else None
+    )
     return indptr, events["item"].to_numpy().astype(np.int32), types
 
 
@@ -240,7 +261,9 @@ def versions_to_keep(index: dict[str, Any], keep_full: int) -> list[str]:
     fulls = [v["id"] for v in versions if v.get("training_mode", "FULL") == "FULL"][-keep_full:]
     keep = set(fulls) | {index.get("latest"), index.get("latest_full")} - {None}
     while True:  # UPDATEs chain (each starts from the previous version): keep whole chains
-        more = {v["id"] for v in versions if v.get("training_mode") == "UPDATE" and v.get("base_version") in keep} - keep
+        more = {
+            v["id"] for v in versions if v.get("training_mode") == "UPDATE" and v.get("base_version") in keep
+        } - keep
         if not more:
             break
         keep |= more
@@ -276,10 +299,12 @@ def read_index(solution: str | Location) -> dict[str, Any] | None:
     if not loc.exists():
         return None
     index = loc.read_json()
-    if not isinstance(index, dict) or not isinstance(index.get("versions", []), list) or not all(
-        isinstance(v, dict) and isinstance(v.get("id"), str) for v in index.get("versions", [])
+    if (
+        not isinstance(index, dict)
+        or not isinstance(index.get("versions", []), list)
+        or not all(isinstance(v, dict) and isinstance(v.get("id"), str) for v in index.get("versions", []))
     ):
-        raise InputError(f"{loc.url}: not a solution index (expected an object with a \"versions\" list)")
+        raise InputError(f'{loc.url}: not a solution index (expected an object with a "versions" list)')
     for key in ("latest", "latest_full"):
         if index.get(key) is not None and not isinstance(index[key], str):
             raise InputError(f"{loc.url}: {key!r} must be a version id")
@@ -290,8 +315,10 @@ def read_manifest(version: Location) -> dict[str, Any]:
     """A version's manifest, checked to be a manifest."""
     loc = version.child(MANIFEST)
     manifest = loc.read_json()
-    if not isinstance(manifest, dict) or not all(isinstance(manifest.get(k), str) for k in ("recipe", "solution_version")):
-        raise InputError(f"{loc.url}: not a solution version manifest (needs \"recipe\" and \"solution_version\")")
+    if not isinstance(manifest, dict) or not all(
+        isinstance(manifest.get(k), str) for k in ("recipe", "solution_version")
+    ):
+        raise InputError(f'{loc.url}: not a solution version manifest (needs "recipe" and "solution_version")')
     return manifest
 
 
@@ -327,7 +354,9 @@ def load_solution_version(location: str | Location, full_only: bool = False) -> 
         raise
     except (ValueError, KeyError, TypeError, OSError, EOFError, zipfile.BadZipFile, pa.ArrowException) as exc:
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(f"{loc.url}: solution version is damaged and cannot be loaded ({type(exc).__name__}: {text})") from None
+        raise InputError(
+            f"{loc.url}: solution version is damaged and cannot be loaded ({type(exc).__name__}: {text})"
+        ) from None
 
 
 def _load_version(loc: Location, manifest: dict[str, Any]) -> SolutionVersion:

@@ -43,7 +43,9 @@ class SolutionConfig:
             declared = {hp.name for cls in classes for hp in cls.hyperparameters}
             unknown = sorted(set(self.hyperparameters) - declared)
             if unknown:
-                raise InputError(f"no AutoML candidate ({', '.join(c.name for c in classes)}) has a hyperparameter {unknown[0]!r}")
+                raise InputError(
+                    f"no AutoML candidate ({', '.join(c.name for c in classes)}) has a hyperparameter {unknown[0]!r}"
+                )
             for cls in classes:
                 automl_params(cls, self.hyperparameters)  # values checked per candidate
             if self.hpo is not None:
@@ -106,7 +108,9 @@ def train(
     if keep_full_versions is not None and keep_full_versions < 1:
         raise InputError(f"keep_full_versions must be at least 1, got {keep_full_versions}")
     if mode == "UPDATE" and (config.perform_hpo or config.perform_automl):
-        raise InputError("HPO and AutoML choose a model for FULL training; an UPDATE keeps the FULL version's recipe and hyperparameters")
+        raise InputError(
+            "HPO and AutoML choose a model for FULL training; an UPDATE keeps the FULL version's recipe and hyperparameters"
+        )
     selection: dict[str, Any] = {}
     base_version: SolutionVersion | None = None
     if mode == "UPDATE":
@@ -132,7 +136,9 @@ def train(
         recipe = config.recipe_class()(**config.hyperparameters)
     start = time.perf_counter()
     if base_version is not None:
-        recipe.update(features, seed=seed, previous_item_ids=base_version.item_ids, previous_user_ids=base_version.user_ids)
+        recipe.update(
+            features, seed=seed, previous_item_ids=base_version.item_ids, previous_user_ids=base_version.user_ids
+        )
     else:
         recipe.fit(features, seed=seed)
     seconds = time.perf_counter() - start
@@ -140,7 +146,9 @@ def train(
         "solution": solution_name,
         "training_mode": mode,
         "base_version": base_version.version_id if base_version else None,
-        "full_version": (base_version.manifest.get("full_version") or base_version.version_id) if base_version else None,
+        "full_version": (base_version.manifest.get("full_version") or base_version.version_id)
+        if base_version
+        else None,
         "solution_config": config.to_manifest(),
         "seed": seed,
         "dataset": {
@@ -179,7 +187,11 @@ def _selection_summary(manifest: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if "automl" in manifest:
         a = manifest["automl"]
-        out["automl"] = {"metric": a["config"]["metricName"], "chosen": a["chosen"], "candidates": {c["recipe"]: round(c["value"], 6) for c in a["candidates"]}}
+        out["automl"] = {
+            "metric": a["config"]["metricName"],
+            "chosen": a["chosen"],
+            "candidates": {c["recipe"]: round(c["value"], 6) for c in a["candidates"]},
+        }
     if "hpo" in manifest and "best" in manifest["hpo"]:
         h = manifest["hpo"]
         out["hpo"] = {

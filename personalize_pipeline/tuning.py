@@ -33,8 +33,9 @@ import dataclasses
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -51,7 +52,11 @@ NEUTRAL_FEATURIZATION = {"min_user_history_length_percentile": 0.0, "max_user_hi
 VALIDATION_METRICS = tuple(
     sorted(
         {"coverage", "mean_reciprocal_rank_at_25"}
-        | {f"{m}_at_{k}" for k in (5, 10, 25) for m in ("precision", "normalized_discounted_cumulative_gain", "hit_rate", "mean_reciprocal_rank")}
+        | {
+            f"{m}_at_{k}"
+            for k in (5, 10, 25)
+            for m in ("precision", "normalized_discounted_cumulative_gain", "hit_rate", "mean_reciprocal_rank")
+        }
     )
 )
 
@@ -76,7 +81,7 @@ class HPOConfig:
     categorical_ranges: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
-    def from_dict(cls, doc: dict[str, Any] | None) -> "HPOConfig":
+    def from_dict(cls, doc: dict[str, Any] | None) -> HPOConfig:
         doc = _mapping(doc or {}, "hpoConfig")
         _only(doc, "hpoConfig", ("hpoObjective", "hpoResourceConfig", "algorithmHyperParameterRanges"))
         objective = _mapping(doc.get("hpoObjective") or {}, "hpoConfig.hpoObjective")
@@ -92,8 +97,12 @@ class HPOConfig:
         config = cls(
             metric_name=str(objective.get("metricName") or DEFAULT_OBJECTIVE),
             direction=str(objective.get("type") or "Maximize"),
-            max_training_jobs=_int_in(resources.get("maxNumberOfTrainingJobs", 10), "maxNumberOfTrainingJobs", 1, MAX_TRAINING_JOBS),
-            max_parallel_jobs=_int_in(resources.get("maxParallelTrainingJobs", 1), "maxParallelTrainingJobs", 1, MAX_PARALLEL_JOBS),
+            max_training_jobs=_int_in(
+                resources.get("maxNumberOfTrainingJobs", 10), "maxNumberOfTrainingJobs", 1, MAX_TRAINING_JOBS
+            ),
+            max_parallel_jobs=_int_in(
+                resources.get("maxParallelTrainingJobs", 1), "maxParallelTrainingJobs", 1, MAX_PARALLEL_JOBS
+            ),
             integer_ranges=list(ranges.get("integerHyperParameterRanges", [])),
             continuous_ranges=list(ranges.get("continuousHyperParameterRanges", [])),
             categorical_ranges=list(ranges.get("categoricalHyperParameterRanges", [])),
@@ -110,7 +119,10 @@ class HPOConfig:
         """Back to Personalize's shape (what the manifest records)."""
         return {
             "hpoObjective": {"type": self.direction, "metricName": self.metric_name},
-            "hpoResourceConfig": {"maxNumberOfTrainingJobs": str(self.max_training_jobs), "maxParallelTrainingJobs": str(self.max_parallel_jobs)},
+            "hpoResourceConfig": {
+                "maxNumberOfTrainingJobs": str(self.max_training_jobs),
+                "maxParallelTrainingJobs": str(self.max_parallel_jobs),
+            },
             "algorithmHyperParameterRanges": {
                 "integerHyperParameterRanges": self.integer_ranges,
                 "continuousHyperParameterRanges": self.continuous_ranges,
@@ -128,7 +140,7 @@ class AutoMLConfig:
     include: list[str] = field(default_factory=list)  # candidates added to the list (CLI --recipe with --automl)
 
     @classmethod
-    def from_dict(cls, doc: dict[str, Any] | None) -> "AutoMLConfig":
+    def from_dict(cls, doc: dict[str, Any] | None) -> AutoMLConfig:
         doc = _mapping(doc or {}, "autoMLConfig")
         _only(doc, "autoMLConfig", ("metricName", "recipeList"))
         recipes = doc.get("recipeList") or []
@@ -144,8 +156,24 @@ class AutoMLConfig:
         return {"metricName": self.metric_name, "recipeList": list(self.recipe_list)}
 
 
-CREATE_SOLUTION_KEYS = ("name", "datasetGroupArn", "recipeArn", "eventType", "performHPO", "performAutoML", "performAutoTraining", "solutionConfig", "tags")
-SOLUTION_CONFIG_KEYS = ("eventValueThreshold", "hpoConfig", "algorithmHyperParameters", "featureTransformationParameters", "autoMLConfig")
+CREATE_SOLUTION_KEYS = (
+    "name",
+    "datasetGroupArn",
+    "recipeArn",
+    "eventType",
+    "performHPO",
+    "performAutoML",
+    "performAutoTraining",
+    "solutionConfig",
+    "tags",
+)
+SOLUTION_CONFIG_KEYS = (
+    "eventValueThreshold",
+    "hpoConfig",
+    "algorithmHyperParameters",
+    "featureTransformationParameters",
+    "autoMLConfig",
+)
 
 
 def parse_create_solution(doc: Any, source: str = "solution config") -> dict[str, Any]:
@@ -156,7 +184,9 @@ def parse_create_solution(doc: Any, source: str = "solution config") -> dict[str
     sc = _mapping(doc.get("solutionConfig") or {}, "solutionConfig")
     unsupported = sorted(set(sc) - set(SOLUTION_CONFIG_KEYS))
     if unsupported:
-        raise InputError(f"{source}: solutionConfig.{unsupported[0]} is not supported (supported: {', '.join(SOLUTION_CONFIG_KEYS)})")
+        raise InputError(
+            f"{source}: solutionConfig.{unsupported[0]} is not supported (supported: {', '.join(SOLUTION_CONFIG_KEYS)})"
+        )
     perform_hpo = _bool(doc.get("performHPO", False), "performHPO")
     perform_automl = _bool(doc.get("performAutoML", False), "performAutoML")
     if perform_automl and doc.get("recipeArn"):
@@ -245,7 +275,11 @@ def search_space(recipe_cls: type[Recipe], hpo: HPOConfig, fixed: dict[str, Any]
     """The ranges of ``hpo`` checked against the recipe's declared hyperparameters; with no
     ranges given, every tunable hyperparameter over its whole declared range."""
     declared = {hp.name: hp for hp in recipe_cls.hyperparameters}
-    given = [("integer", r) for r in hpo.integer_ranges] + [("continuous", r) for r in hpo.continuous_ranges] + [("categorical", r) for r in hpo.categorical_ranges]
+    given = (
+        [("integer", r) for r in hpo.integer_ranges]
+        + [("continuous", r) for r in hpo.continuous_ranges]
+        + [("categorical", r) for r in hpo.categorical_ranges]
+    )
     dims: list[Dimension] = []
     for kind, spec in given:
         where = f"{kind}HyperParameterRanges"
@@ -258,11 +292,15 @@ def search_space(recipe_cls: type[Recipe], hpo: HPOConfig, fixed: dict[str, Any]
         if not hp.tunable:
             raise InputError(f"{where}: hyperparameter {name} of {recipe_cls.name} is not tunable by HPO")
         if _KIND_OF_TYPE[hp.type] != kind:
-            raise InputError(f"{where}: hyperparameter {name} is {_KIND_OF_TYPE[hp.type]}, give its range in {_KIND_OF_TYPE[hp.type]}HyperParameterRanges")
+            raise InputError(
+                f"{where}: hyperparameter {name} is {_KIND_OF_TYPE[hp.type]}, give its range in {_KIND_OF_TYPE[hp.type]}HyperParameterRanges"
+            )
         if any(d.hp.name == name for d in dims):
             raise InputError(f"{where}: hyperparameter {name} has more than one range")
         if fixed and name in fixed:
-            raise InputError(f"{where}: hyperparameter {name} is both fixed (algorithmHyperParameters / --hp) and tuned")
+            raise InputError(
+                f"{where}: hyperparameter {name} is both fixed (algorithmHyperParameters / --hp) and tuned"
+            )
         if kind == "categorical":
             values = spec.get("values")
             if not isinstance(values, list) or not values:
@@ -282,7 +320,13 @@ def search_space(recipe_cls: type[Recipe], hpo: HPOConfig, fixed: dict[str, Any]
                 continue
             kind = _KIND_OF_TYPE[hp.type]
             if kind == "categorical":
-                dims.append(Dimension(hp, kind, values=tuple(hp.choices) if hp.choices else (True, False) if hp.type is bool else (hp.default,)))
+                dims.append(
+                    Dimension(
+                        hp,
+                        kind,
+                        values=tuple(hp.choices) if hp.choices else (True, False) if hp.type is bool else (hp.default,),
+                    )
+                )
             else:
                 low, high = DEFAULT_SEARCH.get(hp.name, (hp.low, hp.high))
                 dims.append(Dimension(hp, kind, max(low, hp.low), min(high, hp.high)))
@@ -301,7 +345,9 @@ def validation_split(features: Features):
         raise InputError("HPO and AutoML need users with 3 or more interactions for the validation split") from None
 
 
-def score_on_split(recipe_cls: type[Recipe], params: dict[str, Any], split, seed: int = 42) -> tuple[dict[str, float], float]:
+def score_on_split(
+    recipe_cls: type[Recipe], params: dict[str, Any], split, seed: int = 42
+) -> tuple[dict[str, float], float]:
     """Train on the split's training part and return (both metric families, seconds)."""
     from .metrics import MAX_K, ranking_metrics, recommend_split
 
@@ -310,7 +356,10 @@ def score_on_split(recipe_cls: type[Recipe], params: dict[str, Any], split, seed
     model.fit(split.train, seed=seed)
     recommended = recommend_split(model, split, MAX_K)
     n_items = split.train.n_items
-    metrics = {**ranking_metrics(recommended, dataclasses.replace(split, protocol="personalize"), n_items), **ranking_metrics(recommended, split, n_items)}
+    metrics = {
+        **ranking_metrics(recommended, dataclasses.replace(split, protocol="personalize"), n_items),
+        **ranking_metrics(recommended, split, n_items),
+    }
     return dict(sorted(metrics.items())), round(time.perf_counter() - start, 3)
 
 
@@ -349,7 +398,9 @@ def run_hpo(
         trial.set_user_attr("metrics", metrics)
         trial.set_user_attr("seconds", seconds)
         value = metrics[hpo.metric_name]
-        log(f"HPO trial {trial.number + 1}/{hpo.max_training_jobs}: {hpo.metric_name}={value:.4f} ({seconds:.1f}s) {_short(params, dims)}")
+        log(
+            f"HPO trial {trial.number + 1}/{hpo.max_training_jobs}: {hpo.metric_name}={value:.4f} ({seconds:.1f}s) {_short(params, dims)}"
+        )
         return value
 
     start = time.perf_counter()
@@ -375,7 +426,11 @@ def run_hpo(
     record = {
         "recipe": recipe_cls.name,
         "config": hpo.to_dict(),
-        "validation": {"split": "leave-last-out validation (each user's second-to-last event)", "users": int(len(split.test_users)), "train_events": int(split.train.n_interactions)},
+        "validation": {
+            "split": "leave-last-out validation (each user's second-to-last event)",
+            "users": int(len(split.test_users)),
+            "train_events": int(split.train.n_interactions),
+        },
         "search_space": [d.describe() for d in dims],
         "sampler": f"optuna {optuna.__version__} TPESampler(seed={seed})",
         "trials": trials,
@@ -395,14 +450,21 @@ def default_recipe_list(features: Features | None) -> list[str]:
     names = ["aws-hrnn", "aws-user-personalization-v2", "aws-popularity-count"]
     if features is None:
         return ["aws-hrnn", "aws-hrnn-metadata", "aws-user-personalization-v2", "aws-popularity-count"]
-    has_metadata = any(c != "ITEM_ID" for c in features.items.columns) or any(c != "USER_ID" for c in features.users.columns)
+    has_metadata = any(c != "ITEM_ID" for c in features.items.columns) or any(
+        c != "USER_ID" for c in features.users.columns
+    )
     if has_metadata:
         names.insert(1, "aws-hrnn-metadata")
     return names
 
 
 def run_automl(
-    features: Features, automl: AutoMLConfig, seed: int = 42, split=None, log: Log | None = None, fixed: dict[str, Any] | None = None
+    features: Features,
+    automl: AutoMLConfig,
+    seed: int = 42,
+    split=None,
+    log: Log | None = None,
+    fixed: dict[str, Any] | None = None,
 ) -> tuple[type[Recipe], dict[str, Any], dict[str, Any]]:
     """Train every candidate with its defaults on the validation split; return (the best
     recipe class, its hyperparameters, the record for the manifest). ``fixed``
@@ -420,11 +482,16 @@ def run_automl(
         metrics, seconds = score_on_split(cls, params, split, seed)
         value = metrics[automl.metric_name]
         log(f"AutoML {cls.name}: {automl.metric_name}={value:.4f} ({seconds:.1f}s)")
-        candidates.append({"recipe": cls.name, "value": value, "metrics": metrics, "seconds": seconds, "hyperparameters": params})
+        candidates.append(
+            {"recipe": cls.name, "value": value, "metrics": metrics, "seconds": seconds, "hyperparameters": params}
+        )
     best = max(range(len(candidates)), key=lambda i: (candidates[i]["value"], -i))  # ties: first listed
     record = {
         "config": {"metricName": automl.metric_name, "recipeList": [c.name for c in classes]},
-        "validation": {"split": "leave-last-out validation (each user's second-to-last event)", "users": int(len(split.test_users))},
+        "validation": {
+            "split": "leave-last-out validation (each user's second-to-last event)",
+            "users": int(len(split.test_users)),
+        },
         "candidates": candidates,
         "chosen": candidates[best]["recipe"],
         "seconds": round(time.perf_counter() - start, 3),
@@ -440,13 +507,17 @@ def automl_params(cls: type[Recipe], fixed: dict[str, Any] | None = None) -> dic
     return cls.resolve_hyperparameters({k: v for k, v in given.items() if k in declared})
 
 
-def select(features: Features, config, seed: int = 42, log: Log | None = None) -> tuple[type[Recipe], dict[str, Any], dict[str, Any]]:
+def select(
+    features: Features, config, seed: int = 42, log: Log | None = None
+) -> tuple[type[Recipe], dict[str, Any], dict[str, Any]]:
     """AutoML and/or HPO as ``config`` (a SolutionConfig) asks: (recipe class, resolved
     hyperparameters, {"automl": ..., "hpo": ...} records)."""
     records: dict[str, Any] = {}
     split = validation_split(features)
     if config.perform_automl:
-        cls, params, records["automl"] = run_automl(features, config.automl or AutoMLConfig(), seed, split, log, config.hyperparameters)
+        cls, params, records["automl"] = run_automl(
+            features, config.automl or AutoMLConfig(), seed, split, log, config.hyperparameters
+        )
         declared = {hp.name for hp in cls.hyperparameters}
         fixed = {k: v for k, v in {**NEUTRAL_FEATURIZATION, **config.hyperparameters}.items() if k in declared}
     else:
@@ -467,7 +538,9 @@ def select(features: Features, config, seed: int = 42, log: Log | None = None) -
 def _automl_candidate(name: str) -> type[Recipe]:
     cls = get_recipe(name)
     if cls.recipe_type != "USER_PERSONALIZATION":
-        raise InputError(f"autoMLConfig.recipeList: {cls.name} is a {cls.recipe_type} recipe; AutoML chooses among USER_PERSONALIZATION recipes")
+        raise InputError(
+            f"autoMLConfig.recipeList: {cls.name} is a {cls.recipe_type} recipe; AutoML chooses among USER_PERSONALIZATION recipes"
+        )
     return cls
 
 
@@ -515,7 +588,12 @@ def _relative(best: float, default: float) -> float | None:
 
 
 def _short(params: dict[str, Any], dims: list[Dimension]) -> str:
-    return " ".join(f"{d.hp.name}={params[d.hp.name]:.4g}" if isinstance(params[d.hp.name], float) else f"{d.hp.name}={params[d.hp.name]}" for d in dims)
+    return " ".join(
+        f"{d.hp.name}={params[d.hp.name]:.4g}"
+        if isinstance(params[d.hp.name], float)
+        else f"{d.hp.name}={params[d.hp.name]}"
+        for d in dims
+    )
 
 
 __all__ = [

@@ -20,8 +20,9 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -39,7 +40,28 @@ EARLIEST_TIMESTAMP = 0  # epoch seconds; negative values are invalid
 FUTURE_SLACK_SECONDS = 86_400
 # Python's \s spelled out as a class of the characters themselves: pandas then runs the
 # rules with Arrow's RE2 engine (it falls back to a per-value Python loop for \s).
-_WS = "[" + "".join(map(chr, (*range(0x9, 0xE), *range(0x1C, 0x21), 0x85, 0xA0, 0x1680, *range(0x2000, 0x200B), 0x2028, 0x2029, 0x202F, 0x205F, 0x3000))) + "]"
+_WS = (
+    "["
+    + "".join(
+        map(
+            chr,
+            (
+                *range(0x9, 0xE),
+                *range(0x1C, 0x21),
+                0x85,
+                0xA0,
+                0x1680,
+                *range(0x2000, 0x200B),
+                0x2028,
+                0x2029,
+                0x202F,
+                0x205F,
+                0x3000,
+            ),
+        )
+    )
+    + "]"
+)
 INT_REGEX = "^" + _WS + r"*[-+]?\d+" + _WS + "*$"
 FLOAT_REGEX = "^" + _WS + r"*[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?" + _WS + "*$"
 BOOL_REGEX = r"^(?i:true|false|0|1)$"
@@ -106,7 +128,7 @@ class ValidationReport:
     def warnings(self) -> list[RuleResult]:
         return [r for r in self.results if not r.success and r.severity == "warning"]
 
-    def for_dataset(self, dataset_type: str) -> "ValidationReport":
+    def for_dataset(self, dataset_type: str) -> ValidationReport:
         return ValidationReport(
             self.location,
             [r for r in self.results if r.dataset == dataset_type],
@@ -129,7 +151,11 @@ class ValidationReport:
         rows = ["| dataset | column | rule | result | unexpected | examples |", "|---|---|---|---|---|---|"]
         for r in self.results:
             unexpected = "" if r.unexpected_count is None else f"{r.unexpected_count} / {r.element_count}"
-            examples = ", ".join(repr(v) for v in r.examples) if r.examples else ("" if r.observed is None else f"observed {r.observed}")
+            examples = (
+                ", ".join(repr(v) for v in r.examples)
+                if r.examples
+                else ("" if r.observed is None else f"observed {r.observed}")
+            )
             rows.append(
                 f"| {r.dataset} | {r.column or ''} | {r.description} | {'pass' if r.success else ('warn' if r.severity == 'warning' else '**FAIL**')} | {unexpected} | {examples.replace('|', '&#124;')} |"
             )
@@ -171,7 +197,9 @@ class _Batch:
 TABLE_RULES = ("ExpectTableColumnsToMatchSet", "ExpectColumnToExist")
 
 
-def _slice_frame(columns: list[str], convert: Callable[[pa.ChunkedArray], pa.ChunkedArray] | None = None) -> Callable[[pa.Table, int], pd.DataFrame]:
+def _slice_frame(
+    columns: list[str], convert: Callable[[pa.ChunkedArray], pa.ChunkedArray] | None = None
+) -> Callable[[pa.Table, int], pd.DataFrame]:
     """Slice table and row offset -> the frame of ``columns`` (each through ``convert`` if
     given), indexed by row number in the whole dataset."""
 
@@ -216,7 +244,9 @@ class _UserCounts:
 SCOPES = ("all", "file", "minimums")
 
 
-def build_batches(dataset: Dataset, now: float | None = None, scope: str = "all") -> tuple[list[_Batch], _UserCounts | None]:
+def build_batches(
+    dataset: Dataset, now: float | None = None, scope: str = "all"
+) -> tuple[list[_Batch], _UserCounts | None]:
     """The GE expectations for one dataset, generated from its schema, and the per-user
     counter the ``user_history`` batch reads (filled by the caller's pass over the slices).
 
@@ -248,19 +278,39 @@ def build_batches(dataset: Dataset, now: float | None = None, scope: str = "all"
         if f.name in required or not f.nullable:
             rules.append(_Rule(E.ExpectColumnValuesToNotBeNull(column=f.name), "has no empty values", f.name))
         if f.type in INTEGER_TYPES:
-            rules.append(_Rule(E.ExpectColumnValuesToMatchRegex(column=f.name, regex=INT_REGEX), f"values are integers ({f.type})", f.name))
+            rules.append(
+                _Rule(
+                    E.ExpectColumnValuesToMatchRegex(column=f.name, regex=INT_REGEX),
+                    f"values are integers ({f.type})",
+                    f.name,
+                )
+            )
         elif f.type in NUMERIC_TYPES:
-            rules.append(_Rule(E.ExpectColumnValuesToMatchRegex(column=f.name, regex=FLOAT_REGEX), f"values are numbers ({f.type})", f.name))
+            rules.append(
+                _Rule(
+                    E.ExpectColumnValuesToMatchRegex(column=f.name, regex=FLOAT_REGEX),
+                    f"values are numbers ({f.type})",
+                    f.name,
+                )
+            )
         elif f.type == "boolean":
-            rules.append(_Rule(E.ExpectColumnValuesToMatchRegex(column=f.name, regex=BOOL_REGEX), "values are true or false", f.name))
+            rules.append(
+                _Rule(
+                    E.ExpectColumnValuesToMatchRegex(column=f.name, regex=BOOL_REGEX),
+                    "values are true or false",
+                    f.name,
+                )
+            )
     id_column = {"items": "ITEM_ID", "users": "USER_ID"}.get(dataset.dataset_type)
     if id_column and id_column in present:
-        rules.append(_Rule(
+        rules.append(
+            _Rule(
                 E.ExpectColumnValuesToBeUnique(column=id_column),
                 "ids are unique (for repeated ids the last row is used)",
                 id_column,
                 severity="warning",
-            ))
+            )
+        )
     if dataset.dataset_type == "interactions":
         rules.append(
             _Rule(
@@ -315,9 +365,15 @@ def build_batches(dataset: Dataset, now: float | None = None, scope: str = "all"
         columns = sorted({r.column for r in per_row}, key=names.index)
         batches.append(_Batch(dataset, "raw", per_row, line_offset, per_slice=_slice_frame(columns)))
     if unique:
-        batches.append(_Batch(dataset, "unique", unique, line_offset, frame=lambda: dataset.table.select([id_column]).to_pandas()))
+        batches.append(
+            _Batch(dataset, "unique", unique, line_offset, frame=lambda: dataset.table.select([id_column]).to_pandas())
+        )
     if row_count:
-        batches.append(_Batch(dataset, "row_count", row_count, None, frame=lambda: pd.DataFrame({"row": np.zeros(n, dtype=np.int8)})))
+        batches.append(
+            _Batch(
+                dataset, "row_count", row_count, None, frame=lambda: pd.DataFrame({"row": np.zeros(n, dtype=np.int8)})
+            )
+        )
     if typed:
         batches.append(_Batch(dataset, "typed", typed, line_offset, per_slice=_slice_frame(typed_cols, _as_number)))
     if history:
@@ -325,14 +381,20 @@ def build_batches(dataset: Dataset, now: float | None = None, scope: str = "all"
     return batches, users
 
 
-def validate(group: DatasetGroup, dataset_types: tuple[str, ...] | None = None, now: float | None = None) -> ValidationReport:
+def validate(
+    group: DatasetGroup, dataset_types: tuple[str, ...] | None = None, now: float | None = None
+) -> ValidationReport:
     """Run the generated suites on the dataset group (or only the named datasets)."""
     datasets = [d for d in group.datasets() if dataset_types is None or d.dataset_type in dataset_types]
     return validate_datasets(datasets, group.location, now=now)
 
 
 def validate_datasets(
-    datasets: list[Dataset], location: str, now: float | None = None, slice_rows: int | None = None, scope: str | None = None
+    datasets: list[Dataset],
+    location: str,
+    now: float | None = None,
+    slice_rows: int | None = None,
+    scope: str | None = None,
 ) -> ValidationReport:
     """One pass over each dataset's slices (``slice_rows`` rows, default the dataset's)
     runs the per-slice suites; the whole-table suites run once after it. A dataset read
@@ -346,7 +408,10 @@ def validate_datasets(
     checks += [(d, "minimums") for d in datasets if len(d.files()) > 1 and scope is None]
     for n_check, (dataset, scope) in enumerate(checks):
         batches, users = build_batches(dataset, now=now, scope=scope)
-        runs = [_Suite(context, batch, f"{dataset.dataset_type}_{n_check}_{batch.name}_{i}") for i, batch in enumerate(batches)]
+        runs = [
+            _Suite(context, batch, f"{dataset.dataset_type}_{n_check}_{batch.name}_{i}")
+            for i, batch in enumerate(batches)
+        ]
         sliced = [run for run in runs if run.batch.per_slice is not None]
         if sliced or users is not None:
             offset = 0
@@ -397,7 +462,9 @@ class _Suite:
         definition = asset.add_batch_definition_whole_dataframe("whole")
         suite = context.suites.add(gx.ExpectationSuite(name=f"suite_{name}"))
         self.by_id = {suite.add_expectation(rule.expectation).id: rule for rule in batch.rules}
-        self.vd = context.validation_definitions.add(gx.ValidationDefinition(name=f"vd_{name}", data=definition, suite=suite))
+        self.vd = context.validation_definitions.add(
+            gx.ValidationDefinition(name=f"vd_{name}", data=definition, suite=suite)
+        )
         self.merged: dict[int, RuleResult] = {}
 
     def run(self, frame: pd.DataFrame) -> None:

@@ -52,7 +52,7 @@ __all__ = ["SeaweedS3", "SeaweedStartError", "weed_binary", "free_port_pairs"]
 HOST = "127.0.0.1"
 GRPC_OFFSET = 10000
 _SERVICES = ("master", "volume", "filer", "s3")
-_LIVE: "weakref.WeakSet[SeaweedS3]" = weakref.WeakSet()
+_LIVE: weakref.WeakSet[SeaweedS3] = weakref.WeakSet()
 
 
 class SeaweedStartError(RuntimeError):
@@ -238,7 +238,7 @@ class SeaweedS3:
 
     # -- lifecycle -------------------------------------------------------------------
 
-    def start(self) -> "SeaweedS3":
+    def start(self) -> SeaweedS3:
         if self.running:
             return self
         first_start = self.startup_seconds is None
@@ -341,7 +341,7 @@ class SeaweedS3:
             except OSError:
                 pass
 
-    def restart(self, grace: float = 0.5) -> "SeaweedS3":
+    def restart(self, grace: float = 0.5) -> SeaweedS3:
         """Stop and start again on the same ports and data (objects written before survive)."""
         self.stop(grace)
         return self.start()
@@ -352,7 +352,7 @@ class SeaweedS3:
         if self._own_dir:
             shutil.rmtree(self.base_dir, ignore_errors=True)
 
-    def __enter__(self) -> "SeaweedS3":
+    def __enter__(self) -> SeaweedS3:
         return self.start()
 
     def __exit__(self, *exc) -> None:

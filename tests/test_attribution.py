@@ -30,7 +30,9 @@ def events():
 def expected(df):
     df = df.assign(source=df["EVENT_ATTRIBUTION_SOURCE"].replace("", "UNATTRIBUTED").fillna("UNATTRIBUTED"))
     df["day"] = pd.to_datetime(df["TIMESTAMP"] // DAY * DAY, unit="s").dt.strftime("%Y-%m-%d")
-    g = df.groupby(["source", "day", "EVENT_TYPE"]).agg(events=("USER_ID", "size"), event_value_sum=("EVENT_VALUE", lambda v: v.fillna(0).sum()))
+    g = df.groupby(["source", "day", "EVENT_TYPE"]).agg(
+        events=("USER_ID", "size"), event_value_sum=("EVENT_VALUE", lambda v: v.fillna(0).sum())
+    )
     return g.reset_index().rename(columns={"EVENT_TYPE": "event_type"})
 
 
@@ -41,13 +43,19 @@ def test_events_and_value_per_source_day_and_type(events, tmp_path, slice_rows):
     report = attribute_metrics(group.interactions, slice_rows=slice_rows)
     want = expected(events)
     assert list(report.columns) == ["source", "day", "event_type", "events", "event_value_sum"]
-    assert set(report["source"]) == {"foryou", "email", "UNATTRIBUTED"} and set(report["day"]) == {"2023-11-15", "2023-11-16", "2023-11-17"}
+    assert set(report["source"]) == {"foryou", "email", "UNATTRIBUTED"} and set(report["day"]) == {
+        "2023-11-15",
+        "2023-11-16",
+        "2023-11-17",
+    }
     pd.testing.assert_frame_equal(report, want, check_dtype=False)
     assert report["events"].sum() == len(events)
     totals = totals_by_source(report)
     mask = (events["EVENT_ATTRIBUTION_SOURCE"] == "email") & (events["EVENT_TYPE"] == "purchase")
     row = totals[(totals["source"] == "email") & (totals["event_type"] == "purchase")].iloc[0]
-    assert row["events"] == mask.sum() and row["event_value_sum"] == pytest.approx(events.loc[mask, "EVENT_VALUE"].fillna(0).sum())
+    assert row["events"] == mask.sum() and row["event_value_sum"] == pytest.approx(
+        events.loc[mask, "EVENT_VALUE"].fillna(0).sum()
+    )
 
 
 def test_attribution_source_is_not_a_model_feature(events, tmp_path):

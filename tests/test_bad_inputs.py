@@ -18,15 +18,15 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from cli_helpers import call
+
 from personalize_pipeline import cli
 from personalize_pipeline.batch import parse_line
 from personalize_pipeline.errors import InputError
@@ -52,7 +52,11 @@ def check_one_line(rc: int, out: str, err: str, needles: list[str]) -> None:
 
 def digest(path: Path) -> dict[str, str]:
     """sha256 of every file under path (names included), to prove nothing changed."""
-    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(path.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    }
 
 
 def rows(path: Path) -> list[list[str]]:
@@ -127,10 +131,16 @@ def earlier(demo_small, tmp_path_factory) -> Path:
     """Outputs of earlier good runs, all under one root: a solution ``S`` and a batch
     output ``out/job.jsonl.out``. Failing commands aim at these same locations."""
     root = tmp_path_factory.mktemp("earlier")
-    assert cli.main(["train", "--dataset", str(demo_small), "--recipe", RECIPE, "--no-validate", "--out", str(root / "S")]) == 0
+    assert (
+        cli.main(["train", "--dataset", str(demo_small), "--recipe", RECIPE, "--no-validate", "--out", str(root / "S")])
+        == 0
+    )
     job = tmp_path_factory.mktemp("job") / "job.jsonl"
     job.write_text("".join(json.dumps({"userId": f"u{i:06d}"}) + "\n" for i in range(1, 6)))
-    assert cli.main(["batch-infer", "--solution", str(root / "S"), "--input", str(job), "--output", str(root / "out")]) == 0
+    assert (
+        cli.main(["batch-infer", "--solution", str(root / "S"), "--input", str(job), "--output", str(root / "out")])
+        == 0
+    )
     assert (root / "out" / "job.jsonl.out").is_file()
     return root
 
@@ -150,70 +160,208 @@ I, IT, U = "interactions.csv", "items.csv", "users.csv"
 BAD_DATA: list[tuple[str, Callable[[Path], None], list[str]]] = [
     # missing required columns
     ("interactions-no-USER_ID", lambda d: drop_column(d / I, "USER_ID"), [I, "USER_ID"]),
-    ("interactions-no-ITEM_ID-no-schema", lambda d: (shutil.rmtree(d / "schemas"), drop_column(d / I, "ITEM_ID")), [I, "ITEM_ID"]),
+    (
+        "interactions-no-ITEM_ID-no-schema",
+        lambda d: (shutil.rmtree(d / "schemas"), drop_column(d / I, "ITEM_ID")),
+        [I, "ITEM_ID"],
+    ),
     ("items-no-ITEM_ID", lambda d: drop_column(d / IT, "ITEM_ID"), [IT, "ITEM_ID"]),
-    ("users-no-USER_ID-no-schema", lambda d: (shutil.rmtree(d / "schemas"), drop_column(d / U, "USER_ID")), [U, "USER_ID"]),
+    (
+        "users-no-USER_ID-no-schema",
+        lambda d: (shutil.rmtree(d / "schemas"), drop_column(d / U, "USER_ID")),
+        [U, "USER_ID"],
+    ),
     # wrong types
-    ("text-in-CREATION_TIMESTAMP", lambda d: set_cell(d / IT, "CREATION_TIMESTAMP", 4, "soon"), [IT, "CREATION_TIMESTAMP", "line 4", "soon"]),
+    (
+        "text-in-CREATION_TIMESTAMP",
+        lambda d: set_cell(d / IT, "CREATION_TIMESTAMP", 4, "soon"),
+        [IT, "CREATION_TIMESTAMP", "line 4", "soon"],
+    ),
     ("text-in-items-float-field", lambda d: set_cell(d / IT, "PRICE", 6, "cheap"), [IT, "PRICE", "line 6", "cheap"]),
     ("decimal-TIMESTAMP", lambda d: set_cell(d / I, "TIMESTAMP", 11, "1672623252.5"), [I, "TIMESTAMP", "line 11"]),
     ("nan-EVENT_VALUE", lambda d: set_cell(d / I, "EVENT_VALUE", 3, "nan"), [I, "EVENT_VALUE", "line 3"]),
-    ("text-in-parquet-TIMESTAMP", lambda d: (set_cell(d / I, "TIMESTAMP", 9, "noon"), to_parquet(d)), ["interactions.parquet", "TIMESTAMP", "noon"]),
+    (
+        "text-in-parquet-TIMESTAMP",
+        lambda d: (set_cell(d / I, "TIMESTAMP", 9, "noon"), to_parquet(d)),
+        ["interactions.parquet", "TIMESTAMP", "noon"],
+    ),
     # null or empty ids
     ("empty-ITEM_ID", lambda d: set_cell(d / I, "ITEM_ID", 7, ""), [I, "ITEM_ID", "line 7", "empty"]),
     ("blank-USER_ID", lambda d: set_cell(d / I, "USER_ID", 8, "   "), [I, "USER_ID", "line 8", "empty"]),
     ("empty-items-ITEM_ID", lambda d: set_cell(d / IT, "ITEM_ID", 5, ""), [IT, "ITEM_ID", "line 5", "empty"]),
     ("empty-users-USER_ID", lambda d: set_cell(d / U, "USER_ID", 5, ""), [U, "USER_ID", "line 5", "empty"]),
-    ("empty-id-in-parquet", lambda d: (set_cell(d / I, "USER_ID", 4, " "), to_parquet(d)), ["interactions.parquet", "USER_ID", "empty"]),
+    (
+        "empty-id-in-parquet",
+        lambda d: (set_cell(d / I, "USER_ID", 4, " "), to_parquet(d)),
+        ["interactions.parquet", "USER_ID", "empty"],
+    ),
     # timestamps in milliseconds or in the future
     ("future-TIMESTAMP", lambda d: set_cell(d / I, "TIMESTAMP", 12, FUTURE), [I, "TIMESTAMP", "line 12", "future"]),
     ("negative-TIMESTAMP", lambda d: set_cell(d / I, "TIMESTAMP", 12, "-5"), [I, "TIMESTAMP", "line 12"]),
-    ("ms-CREATION_TIMESTAMP", lambda d: set_cell(d / IT, "CREATION_TIMESTAMP", 3, "1634100960000"), [IT, "CREATION_TIMESTAMP", "milliseconds"]),
-    ("future-CREATION_TIMESTAMP", lambda d: set_cell(d / IT, "CREATION_TIMESTAMP", 3, FUTURE), [IT, "CREATION_TIMESTAMP", "future"]),
+    (
+        "ms-CREATION_TIMESTAMP",
+        lambda d: set_cell(d / IT, "CREATION_TIMESTAMP", 3, "1634100960000"),
+        [IT, "CREATION_TIMESTAMP", "milliseconds"],
+    ),
+    (
+        "future-CREATION_TIMESTAMP",
+        lambda d: set_cell(d / IT, "CREATION_TIMESTAMP", 3, FUTURE),
+        [IT, "CREATION_TIMESTAMP", "future"],
+    ),
     # duplicate headers, empty and header-only files
-    ("duplicate-items-header", lambda d: replace_line(d / IT, 1, "ITEM_ID,GENRE,GENRE,CREATION_TIMESTAMP"), [IT, "GENRE", "twice"]),
+    (
+        "duplicate-items-header",
+        lambda d: replace_line(d / IT, 1, "ITEM_ID,GENRE,GENRE,CREATION_TIMESTAMP"),
+        [IT, "GENRE", "twice"],
+    ),
     ("empty-header-name", lambda d: replace_line(d / U, 1, "USER_ID,,MEMBERSHIP"), [U, "#2", "empty name"]),
     ("empty-items-file", lambda d: (d / IT).write_bytes(b""), [IT, "empty"]),
     ("blank-lines-only", lambda d: (d / I).write_text("\n \n\n"), [I, "empty"]),
     ("header-only-users", lambda d: write_rows(d / U, rows(d / U)[:1]), [U, "no data rows"]),
-    ("header-only-gzip", lambda d: to_gzip(d, data=(d / I).read_bytes().split(b"\n", 1)[0] + b"\n"), ["interactions.csv.gz", "no data rows"]),
+    (
+        "header-only-gzip",
+        lambda d: to_gzip(d, data=(d / I).read_bytes().split(b"\n", 1)[0] + b"\n"),
+        ["interactions.csv.gz", "no data rows"],
+    ),
     # non-UTF-8 bytes
-    ("non-utf8-header", lambda d: (d / I).write_bytes(b"USER_\xffID" + (d / I).read_bytes()[7:]), [I, "line 1", "UTF-8"]),
-    ("non-utf8-items", lambda d: (d / IT).write_bytes((d / IT).read_bytes().replace(b"Action", b"Act\xe9on", 1)), [IT, "UTF-8", "0xe9"]),
+    (
+        "non-utf8-header",
+        lambda d: (d / I).write_bytes(b"USER_\xffID" + (d / I).read_bytes()[7:]),
+        [I, "line 1", "UTF-8"],
+    ),
+    (
+        "non-utf8-items",
+        lambda d: (d / IT).write_bytes((d / IT).read_bytes().replace(b"Action", b"Act\xe9on", 1)),
+        [IT, "UTF-8", "0xe9"],
+    ),
     ("utf16-file", lambda d: (d / I).write_bytes((d / I).read_text().encode("utf-16")), [I, "UTF-8"]),
-    ("non-utf8-inside-gzip", lambda d: to_gzip(d, data=(d / I).read_bytes().replace(b"mobile", b"mob\xffile", 1)), ["interactions.csv.gz", "UTF-8", "line"]),
+    (
+        "non-utf8-inside-gzip",
+        lambda d: to_gzip(d, data=(d / I).read_bytes().replace(b"mobile", b"mob\xffile", 1)),
+        ["interactions.csv.gz", "UTF-8", "line"],
+    ),
     # truncated or corrupted compression and Parquet
-    ("gzip-bad-crc", lambda d: (lambda p: p.write_bytes(p.read_bytes()[:-8] + b"\0\0\0\0" + p.read_bytes()[-4:]))(to_gzip(d)), ["interactions.csv.gz", "gzip"]),
+    (
+        "gzip-bad-crc",
+        lambda d: (lambda p: p.write_bytes(p.read_bytes()[:-8] + b"\0\0\0\0" + p.read_bytes()[-4:]))(to_gzip(d)),
+        ["interactions.csv.gz", "gzip"],
+    ),
     ("gzip-flipped-bytes", lambda d: flip_bytes(to_gzip(d)), ["interactions.csv.gz", "gzip"]),
-    ("gzip-empty-file", lambda d: ((d / I).unlink(), (d / "interactions.csv.gz").write_bytes(b"")), ["interactions.csv.gz", "empty"]),
-    ("items-gzip-truncated", lambda d: (lambda p: p.write_bytes(p.read_bytes()[:60]))(to_gzip(d, "items")), ["items.csv.gz", "gzip"]),
+    (
+        "gzip-empty-file",
+        lambda d: ((d / I).unlink(), (d / "interactions.csv.gz").write_bytes(b"")),
+        ["interactions.csv.gz", "empty"],
+    ),
+    (
+        "items-gzip-truncated",
+        lambda d: (lambda p: p.write_bytes(p.read_bytes()[:60]))(to_gzip(d, "items")),
+        ["items.csv.gz", "gzip"],
+    ),
     ("parquet-flipped-bytes", lambda d: to_parquet(d, then=flip_bytes), ["interactions.parquet", "Parquet"]),
-    ("parquet-truncated", lambda d: to_parquet(d, then=lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])), ["interactions.parquet", "Parquet"]),
-    ("parquet-not-parquet", lambda d: to_parquet(d, then=lambda p: p.write_text("USER_ID,ITEM_ID\n")), ["interactions.parquet", "Parquet"]),
-    ("parquet-empty-file", lambda d: to_parquet(d, "items", then=lambda p: p.write_bytes(b"")), ["items.parquet", "Parquet"]),
-    ("parquet-no-rows", lambda d: to_parquet(d, then=lambda p: pq.write_table(pq.read_table(p).slice(0, 0), p)), ["interactions.parquet", "no data rows"]),
-    ("parquet-nested-column", lambda d: to_parquet(d, then=lambda p: pq.write_table(pq.read_table(p).append_column("TAGS", pa.array([[1, 2]] * 6000)), p)), ["interactions.parquet", "list"]),
+    (
+        "parquet-truncated",
+        lambda d: to_parquet(d, then=lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])),
+        ["interactions.parquet", "Parquet"],
+    ),
+    (
+        "parquet-not-parquet",
+        lambda d: to_parquet(d, then=lambda p: p.write_text("USER_ID,ITEM_ID\n")),
+        ["interactions.parquet", "Parquet"],
+    ),
+    (
+        "parquet-empty-file",
+        lambda d: to_parquet(d, "items", then=lambda p: p.write_bytes(b"")),
+        ["items.parquet", "Parquet"],
+    ),
+    (
+        "parquet-no-rows",
+        lambda d: to_parquet(d, then=lambda p: pq.write_table(pq.read_table(p).slice(0, 0), p)),
+        ["interactions.parquet", "no data rows"],
+    ),
+    (
+        "parquet-nested-column",
+        lambda d: to_parquet(
+            d, then=lambda p: pq.write_table(pq.read_table(p).append_column("TAGS", pa.array([[1, 2]] * 6000)), p)
+        ),
+        ["interactions.parquet", "list"],
+    ),
     # inconsistent column counts
     ("missing-fields", lambda d: replace_line(d / I, 6, "u000001,i000001,1672623252"), [I, "line 6", "fields"]),
-    ("items-extra-field", lambda d: replace_line(d / IT, 9, "i000008,Drama,9.99,1634100960,extra"), [IT, "line 9", "fields"]),
-    ("unclosed-quote", lambda d: replace_line(d / I, 5, '"u000001,i000001,1672623252,click,1,,mobile'), [I, "line 5", "quote"]),
+    (
+        "items-extra-field",
+        lambda d: replace_line(d / IT, 9, "i000008,Drama,9.99,1634100960,extra"),
+        [IT, "line 9", "fields"],
+    ),
+    (
+        "unclosed-quote",
+        lambda d: replace_line(d / I, 5, '"u000001,i000001,1672623252,click,1,,mobile'),
+        [I, "line 5", "quote"],
+    ),
     # schema JSON invalid, or disagreeing with the data
-    ("schema-empty-file", lambda d: edit_schema(d, "interactions", lambda doc: ""), ["schemas/interactions.json", "JSON"]),
+    (
+        "schema-empty-file",
+        lambda d: edit_schema(d, "interactions", lambda doc: ""),
+        ["schemas/interactions.json", "JSON"],
+    ),
     ("schema-a-list", lambda d: edit_schema(d, "items", lambda doc: "[1, 2]"), ["schemas/items.json", "record"]),
-    ("schema-not-utf8", lambda d: (d / "schemas" / "users.json").write_bytes(b"\xff\xfe{}"), ["schemas/users.json", "JSON"]),
-    ("schema-a-folder", lambda d: ((d / "schemas" / "items.json").unlink(), (d / "schemas" / "items.json").mkdir()), ["schemas/items.json", "folder"]),
-    ("schema-TIMESTAMP-as-string", lambda d: edit_schema(d, "interactions", field_type("TIMESTAMP", "string")), ["schemas/interactions.json", "TIMESTAMP", "long"]),
-    ("schema-unknown-type", lambda d: edit_schema(d, "interactions", field_type("DEVICE", "decimal")), ["schemas/interactions.json", "DEVICE", "decimal"]),
-    ("schema-nullable-USER_ID", lambda d: edit_schema(d, "interactions", field_type("USER_ID", ["null", "string"])), ["schemas/interactions.json", "USER_ID", "nullable"]),
-    ("schema-without-ITEM_ID", lambda d: edit_schema(d, "items", lambda doc: {**doc, "fields": doc["fields"][1:]}), ["schemas/items.json", "ITEM_ID"]),
-    ("schema-field-without-type", lambda d: edit_schema(d, "users", lambda doc: {**doc, "fields": doc["fields"] + [{"name": "X"}]}), ["schemas/users.json", "X", "type"]),
-    ("data-has-undeclared-column", lambda d: edit_schema(d, "interactions", lambda doc: {**doc, "fields": doc["fields"][:-1]}), [I, "DEVICE"]),
-    ("schema-int-for-text-column", lambda d: edit_schema(d, "interactions", field_type("DEVICE", "int", categorical=False)), [I, "DEVICE", "integers", "line 2"]),
-    ("schema-boolean-for-numbers", lambda d: edit_schema(d, "items", field_type("PRICE", "boolean")), [IT, "PRICE", "true or false"]),
+    (
+        "schema-not-utf8",
+        lambda d: (d / "schemas" / "users.json").write_bytes(b"\xff\xfe{}"),
+        ["schemas/users.json", "JSON"],
+    ),
+    (
+        "schema-a-folder",
+        lambda d: ((d / "schemas" / "items.json").unlink(), (d / "schemas" / "items.json").mkdir()),
+        ["schemas/items.json", "folder"],
+    ),
+    (
+        "schema-TIMESTAMP-as-string",
+        lambda d: edit_schema(d, "interactions", field_type("TIMESTAMP", "string")),
+        ["schemas/interactions.json", "TIMESTAMP", "long"],
+    ),
+    (
+        "schema-unknown-type",
+        lambda d: edit_schema(d, "interactions", field_type("DEVICE", "decimal")),
+        ["schemas/interactions.json", "DEVICE", "decimal"],
+    ),
+    (
+        "schema-nullable-USER_ID",
+        lambda d: edit_schema(d, "interactions", field_type("USER_ID", ["null", "string"])),
+        ["schemas/interactions.json", "USER_ID", "nullable"],
+    ),
+    (
+        "schema-without-ITEM_ID",
+        lambda d: edit_schema(d, "items", lambda doc: {**doc, "fields": doc["fields"][1:]}),
+        ["schemas/items.json", "ITEM_ID"],
+    ),
+    (
+        "schema-field-without-type",
+        lambda d: edit_schema(d, "users", lambda doc: {**doc, "fields": doc["fields"] + [{"name": "X"}]}),
+        ["schemas/users.json", "X", "type"],
+    ),
+    (
+        "data-has-undeclared-column",
+        lambda d: edit_schema(d, "interactions", lambda doc: {**doc, "fields": doc["fields"][:-1]}),
+        [I, "DEVICE"],
+    ),
+    (
+        "schema-int-for-text-column",
+        lambda d: edit_schema(d, "interactions", field_type("DEVICE", "int", categorical=False)),
+        [I, "DEVICE", "integers", "line 2"],
+    ),
+    (
+        "schema-boolean-for-numbers",
+        lambda d: edit_schema(d, "items", field_type("PRICE", "boolean")),
+        [IT, "PRICE", "true or false"],
+    ),
     # a file where a folder is expected and the other way round
     ("interactions-is-a-folder", lambda d: ((d / I).unlink(), (d / I).mkdir()), [I, "folder"]),
     # under Personalize's minimums, in Parquet too
-    ("parquet-under-1000-interactions", lambda d: (write_rows(d / I, rows(d / I)[:500]), to_parquet(d)), ["interactions.parquet", "1000 interactions"]),
+    (
+        "parquet-under-1000-interactions",
+        lambda d: (write_rows(d / I, rows(d / I)[:500]), to_parquet(d)),
+        ["interactions.parquet", "1000 interactions"],
+    ),
 ]
 
 
@@ -253,7 +401,16 @@ def _train(demo: Path, out, *extra) -> list:
 
 
 def _batch(earlier: Path, tmp: Path, *extra, solution=None, output=None) -> list:
-    return ["batch-infer", "--solution", solution or earlier / "S", "--input", _job(tmp), "--output", output or earlier / "out", *extra]
+    return [
+        "batch-infer",
+        "--solution",
+        solution or earlier / "S",
+        "--input",
+        _job(tmp),
+        "--output",
+        output or earlier / "out",
+        *extra,
+    ]
 
 
 INCLUDE_GENRE = "INCLUDE ItemID WHERE Items.GENRE IN ($GENRES)"
@@ -262,59 +419,347 @@ INCLUDE_GENRE = "INCLUDE ItemID WHERE Items.GENRE IN ($GENRES)"
 BAD_OPTIONS: list[tuple[str, Callable[[Path, Path, Path], list], list[str]]] = [
     # unknown recipes, unknown hyperparameters, out-of-range values
     ("recipe-empty", lambda d, e, t: ["train", "--dataset", d, "--recipe", "", "--out", e / "S"], ["unknown recipe"]),
-    ("recipe-arn-of-a-solution", lambda d, e, t: ["train", "--dataset", d, "--recipe", "arn:aws:personalize:::solution/aws-hrnn", "--out", e / "S"], ["unknown recipe", "solution/aws-hrnn"]),
-    ("hp-too-large", lambda d, e, t: ["train", "--dataset", d, "--recipe", "aws-hrnn", "--hp", "hidden_dimension=100000", "--out", e / "S"], ["hidden_dimension", "100000", "range"]),
-    ("hp-zero-bptt", lambda d, e, t: ["train", "--dataset", d, "--recipe", "aws-hrnn", "--hp", "bptt=0", "--out", e / "S"], ["bptt", "range"]),
-    ("hp-text-for-int", lambda d, e, t: ["train", "--dataset", d, "--recipe", "aws-hrnn", "--hp", "hidden_dimension=lots", "--out", e / "S"], ["hidden_dimension", "lots"]),
-    ("hp-float-for-int", lambda d, e, t: ["train", "--dataset", d, "--recipe", "aws-hrnn", "--hp", "hidden_dimension=64.5", "--out", e / "S"], ["hidden_dimension", "64.5"]),
-    ("hp-not-a-bool", lambda d, e, t: ["train", "--dataset", d, "--recipe", "aws-hrnn", "--hp", "recency_mask=maybe", "--out", e / "S"], ["recency_mask", "maybe"]),
-    ("hp-nan", lambda d, e, t: ["train", "--dataset", d, "--recipe", "aws-hrnn", "--hp", "learning_rate=nan", "--out", e / "S"], ["learning_rate", "nan"]),
-    ("hp-percentile-above-1", lambda d, e, t: ["train", "--dataset", d, "--recipe", "aws-sims", "--hp", "max_item_interaction_count_percentile=1.5", "--out", e / "S"], ["max_item_interaction_count_percentile", "range"]),
-    ("hp-not-a-choice", lambda d, e, t: ["train", "--dataset", d, "--recipe", "aws-hrnn-coldstart", "--hp", "cold_start_relative_from=tomorrow", "--out", e / "S"], ["cold_start_relative_from", "tomorrow"]),
-    ("hp-unknown-for-this-recipe", lambda d, e, t: _train(d, e / "S", "--hp", "hidden_dimension=64"), ["hidden_dimension", RECIPE]),
-    ("evaluate-hp-out-of-range", lambda d, e, t: ["evaluate", "--dataset", d, "--recipe", "aws-hrnn", "--hp", "epochs=-1", "--json"], ["epochs", "range"]),
-    ("event-value-threshold-nan", lambda d, e, t: _train(d, e / "S", "--event-value-threshold", "nan"), ["EVENT_VALUE", "nan"]),
-    ("event-value-threshold-too-high", lambda d, e, t: _train(d, e / "S", "--event-value-threshold", "1e9"), ["EVENT_VALUE"]),
+    (
+        "recipe-arn-of-a-solution",
+        lambda d, e, t: [
+            "train",
+            "--dataset",
+            d,
+            "--recipe",
+            "arn:aws:personalize:::solution/aws-hrnn",
+            "--out",
+            e / "S",
+        ],
+        ["unknown recipe", "solution/aws-hrnn"],
+    ),
+    (
+        "hp-too-large",
+        lambda d, e, t: [
+            "train",
+            "--dataset",
+            d,
+            "--recipe",
+            "aws-hrnn",
+            "--hp",
+            "hidden_dimension=100000",
+            "--out",
+            e / "S",
+        ],
+        ["hidden_dimension", "100000", "range"],
+    ),
+    (
+        "hp-zero-bptt",
+        lambda d, e, t: ["train", "--dataset", d, "--recipe", "aws-hrnn", "--hp", "bptt=0", "--out", e / "S"],
+        ["bptt", "range"],
+    ),
+    (
+        "hp-text-for-int",
+        lambda d, e, t: [
+            "train",
+            "--dataset",
+            d,
+            "--recipe",
+            "aws-hrnn",
+            "--hp",
+            "hidden_dimension=lots",
+            "--out",
+            e / "S",
+        ],
+        ["hidden_dimension", "lots"],
+    ),
+    (
+        "hp-float-for-int",
+        lambda d, e, t: [
+            "train",
+            "--dataset",
+            d,
+            "--recipe",
+            "aws-hrnn",
+            "--hp",
+            "hidden_dimension=64.5",
+            "--out",
+            e / "S",
+        ],
+        ["hidden_dimension", "64.5"],
+    ),
+    (
+        "hp-not-a-bool",
+        lambda d, e, t: [
+            "train",
+            "--dataset",
+            d,
+            "--recipe",
+            "aws-hrnn",
+            "--hp",
+            "recency_mask=maybe",
+            "--out",
+            e / "S",
+        ],
+        ["recency_mask", "maybe"],
+    ),
+    (
+        "hp-nan",
+        lambda d, e, t: [
+            "train",
+            "--dataset",
+            d,
+            "--recipe",
+            "aws-hrnn",
+            "--hp",
+            "learning_rate=nan",
+            "--out",
+            e / "S",
+        ],
+        ["learning_rate", "nan"],
+    ),
+    (
+        "hp-percentile-above-1",
+        lambda d, e, t: [
+            "train",
+            "--dataset",
+            d,
+            "--recipe",
+            "aws-sims",
+            "--hp",
+            "max_item_interaction_count_percentile=1.5",
+            "--out",
+            e / "S",
+        ],
+        ["max_item_interaction_count_percentile", "range"],
+    ),
+    (
+        "hp-not-a-choice",
+        lambda d, e, t: [
+            "train",
+            "--dataset",
+            d,
+            "--recipe",
+            "aws-hrnn-coldstart",
+            "--hp",
+            "cold_start_relative_from=tomorrow",
+            "--out",
+            e / "S",
+        ],
+        ["cold_start_relative_from", "tomorrow"],
+    ),
+    (
+        "hp-unknown-for-this-recipe",
+        lambda d, e, t: _train(d, e / "S", "--hp", "hidden_dimension=64"),
+        ["hidden_dimension", RECIPE],
+    ),
+    (
+        "evaluate-hp-out-of-range",
+        lambda d, e, t: ["evaluate", "--dataset", d, "--recipe", "aws-hrnn", "--hp", "epochs=-1", "--json"],
+        ["epochs", "range"],
+    ),
+    (
+        "event-value-threshold-nan",
+        lambda d, e, t: _train(d, e / "S", "--event-value-threshold", "nan"),
+        ["EVENT_VALUE", "nan"],
+    ),
+    (
+        "event-value-threshold-too-high",
+        lambda d, e, t: _train(d, e / "S", "--event-value-threshold", "1e9"),
+        ["EVENT_VALUE"],
+    ),
     ("seed-not-a-number", lambda d, e, t: _train(d, e / "S", "--seed", "x"), ["--seed", "x"]),
     # UPDATE without a usable FULL version
-    ("update-base-index-damaged", lambda d, e, t: _train(d, t / "new", "--training-mode", "UPDATE", "--base", _damaged_solution(e, t, lambda s, v: (s / "solution.json").write_text("[]"))), ["UPDATE", "FULL", "solution.json"]),
-    ("update-base-manifest-damaged", lambda d, e, t: _train(d, t / "new", "--training-mode", "UPDATE", "--base", _damaged_solution(e, t, lambda s, v: (v / "manifest.json").write_text("{"))), ["UPDATE", "FULL", "manifest.json"]),
-    ("update-base-of-another-recipe", lambda d, e, t: ["train", "--dataset", d, "--recipe", "aws-sims", "--training-mode", "UPDATE", "--base", e / "S", "--out", t / "new"], ["UPDATE", "aws-sims", RECIPE]),
+    (
+        "update-base-index-damaged",
+        lambda d, e, t: _train(
+            d,
+            t / "new",
+            "--training-mode",
+            "UPDATE",
+            "--base",
+            _damaged_solution(e, t, lambda s, v: (s / "solution.json").write_text("[]")),
+        ),
+        ["UPDATE", "FULL", "solution.json"],
+    ),
+    (
+        "update-base-manifest-damaged",
+        lambda d, e, t: _train(
+            d,
+            t / "new",
+            "--training-mode",
+            "UPDATE",
+            "--base",
+            _damaged_solution(e, t, lambda s, v: (v / "manifest.json").write_text("{")),
+        ),
+        ["UPDATE", "FULL", "manifest.json"],
+    ),
+    (
+        "update-base-of-another-recipe",
+        lambda d, e, t: [
+            "train",
+            "--dataset",
+            d,
+            "--recipe",
+            "aws-sims",
+            "--training-mode",
+            "UPDATE",
+            "--base",
+            e / "S",
+            "--out",
+            t / "new",
+        ],
+        ["UPDATE", "aws-sims", RECIPE],
+    ),
     # damaged solutions given to batch inference or trained into
-    ("solution-index-not-an-object", lambda d, e, t: _batch(e, t, solution=_damaged_solution(e, t, lambda s, v: (s / "solution.json").write_text("[]"))), ["solution.json", "solution index"]),
-    ("solution-latest-escapes", lambda d, e, t: _batch(e, t, solution=_damaged_solution(e, t, lambda s, v: (s / "solution.json").write_text(json.dumps({"versions": [], "latest": "../../../etc"})))), ["../../../etc", "would leave"]),
-    ("solution-manifest-a-list", lambda d, e, t: _batch(e, t, solution=_damaged_solution(e, t, lambda s, v: (v / "manifest.json").write_text("[]"))), ["manifest.json", "manifest"]),
-    ("solution-model-missing", lambda d, e, t: _batch(e, t, solution=_damaged_solution(e, t, lambda s, v: (v / "model.npz").unlink())), ["model.npz", "not found"]),
-    ("solution-model-garbage", lambda d, e, t: _batch(e, t, solution=_damaged_solution(e, t, lambda s, v: (v / "model.npz").write_bytes(b"junk"))), ["damaged"]),
-    ("solution-catalog-garbage", lambda d, e, t: _batch(e, t, solution=_damaged_solution(e, t, lambda s, v: (v / "catalog.parquet").write_bytes(b"junk"))), ["damaged", "Parquet"]),
-    ("train-into-damaged-index", lambda d, e, t: _train(d, _damaged_solution(e, t, lambda s, v: (s / "solution.json").write_text('{"versions": 3}'))), ["solution.json", "solution index"]),
+    (
+        "solution-index-not-an-object",
+        lambda d, e, t: _batch(
+            e, t, solution=_damaged_solution(e, t, lambda s, v: (s / "solution.json").write_text("[]"))
+        ),
+        ["solution.json", "solution index"],
+    ),
+    (
+        "solution-latest-escapes",
+        lambda d, e, t: _batch(
+            e,
+            t,
+            solution=_damaged_solution(
+                e,
+                t,
+                lambda s, v: (s / "solution.json").write_text(json.dumps({"versions": [], "latest": "../../../etc"})),
+            ),
+        ),
+        ["../../../etc", "would leave"],
+    ),
+    (
+        "solution-manifest-a-list",
+        lambda d, e, t: _batch(
+            e, t, solution=_damaged_solution(e, t, lambda s, v: (v / "manifest.json").write_text("[]"))
+        ),
+        ["manifest.json", "manifest"],
+    ),
+    (
+        "solution-model-missing",
+        lambda d, e, t: _batch(e, t, solution=_damaged_solution(e, t, lambda s, v: (v / "model.npz").unlink())),
+        ["model.npz", "not found"],
+    ),
+    (
+        "solution-model-garbage",
+        lambda d, e, t: _batch(
+            e, t, solution=_damaged_solution(e, t, lambda s, v: (v / "model.npz").write_bytes(b"junk"))
+        ),
+        ["damaged"],
+    ),
+    (
+        "solution-catalog-garbage",
+        lambda d, e, t: _batch(
+            e, t, solution=_damaged_solution(e, t, lambda s, v: (v / "catalog.parquet").write_bytes(b"junk"))
+        ),
+        ["damaged", "Parquet"],
+    ),
+    (
+        "train-into-damaged-index",
+        lambda d, e, t: _train(
+            d, _damaged_solution(e, t, lambda s, v: (s / "solution.json").write_text('{"versions": 3}'))
+        ),
+        ["solution.json", "solution index"],
+    ),
     # bad filter expressions and missing filter values
     ("filter-empty", lambda d, e, t: _batch(e, t, "--filter", "  "), ["--filter", "empty"]),
-    ("filter-garbage", lambda d, e, t: _batch(e, t, "--filter", "SHOW ME THE GOOD ONES"), ["filter expression", "position 1"]),
-    ("filter-unclosed-list", lambda d, e, t: _batch(e, t, "--filter", 'EXCLUDE ItemID WHERE Items.GENRE IN ("Action"'), ["filter expression", "position"]),
-    ("filter-unknown-field", lambda d, e, t: _batch(e, t, "--filter", 'INCLUDE ItemID WHERE Items.COLOR IN ("red")'), ["Items.COLOR"]),
-    ("filter-unknown-dataset", lambda d, e, t: _batch(e, t, "--filter", 'INCLUDE ItemID WHERE Movies.GENRE IN ("Drama")'), ["Movies"]),
-    ("filter-range-on-text", lambda d, e, t: _batch(e, t, "--filter", "INCLUDE ItemID WHERE Items.GENRE > 3"), ["Items.GENRE", "numeric"]),
+    (
+        "filter-garbage",
+        lambda d, e, t: _batch(e, t, "--filter", "SHOW ME THE GOOD ONES"),
+        ["filter expression", "position 1"],
+    ),
+    (
+        "filter-unclosed-list",
+        lambda d, e, t: _batch(e, t, "--filter", 'EXCLUDE ItemID WHERE Items.GENRE IN ("Action"'),
+        ["filter expression", "position"],
+    ),
+    (
+        "filter-unknown-field",
+        lambda d, e, t: _batch(e, t, "--filter", 'INCLUDE ItemID WHERE Items.COLOR IN ("red")'),
+        ["Items.COLOR"],
+    ),
+    (
+        "filter-unknown-dataset",
+        lambda d, e, t: _batch(e, t, "--filter", 'INCLUDE ItemID WHERE Movies.GENRE IN ("Drama")'),
+        ["Movies"],
+    ),
+    (
+        "filter-range-on-text",
+        lambda d, e, t: _batch(e, t, "--filter", "INCLUDE ItemID WHERE Items.GENRE > 3"),
+        ["Items.GENRE", "numeric"],
+    ),
     ("filter-values-missing", lambda d, e, t: _batch(e, t, "--filter", INCLUDE_GENRE), ["$GENRES", "missing"]),
-    ("filter-values-other-name", lambda d, e, t: _batch(e, t, "--filter", INCLUDE_GENRE, "--filter-values", '{"GENRE": "\\"Drama\\""}'), ["$GENRES", "missing"]),
-    ("filter-values-not-an-object", lambda d, e, t: _batch(e, t, "--filter", INCLUDE_GENRE, "--filter-values", '["Drama"]'), ["--filter-values", "object"]),
-    ("filter-values-not-a-number", lambda d, e, t: _batch(e, t, "--filter", "INCLUDE ItemID WHERE Items.PRICE < $MAX", "--filter-values", '{"MAX": "cheap"}'), ["$MAX", "number", "cheap"]),
-    ("filter-values-without-filter", lambda d, e, t: _batch(e, t, "--filter-values", '{"GENRES": "\\"Drama\\""}'), ["--filter-values", "--filter"]),
-    ("exploration-cut-off-negative", lambda d, e, t: _batch(e, t, "--exploration-item-age-cut-off", "-1"), ["--exploration-item-age-cut-off"]),
-    ("exploration-weight-negative", lambda d, e, t: _batch(e, t, "--exploration-weight", "-0.1"), ["explorationWeight"]),
+    (
+        "filter-values-other-name",
+        lambda d, e, t: _batch(e, t, "--filter", INCLUDE_GENRE, "--filter-values", '{"GENRE": "\\"Drama\\""}'),
+        ["$GENRES", "missing"],
+    ),
+    (
+        "filter-values-not-an-object",
+        lambda d, e, t: _batch(e, t, "--filter", INCLUDE_GENRE, "--filter-values", '["Drama"]'),
+        ["--filter-values", "object"],
+    ),
+    (
+        "filter-values-not-a-number",
+        lambda d, e, t: _batch(
+            e, t, "--filter", "INCLUDE ItemID WHERE Items.PRICE < $MAX", "--filter-values", '{"MAX": "cheap"}'
+        ),
+        ["$MAX", "number", "cheap"],
+    ),
+    (
+        "filter-values-without-filter",
+        lambda d, e, t: _batch(e, t, "--filter-values", '{"GENRES": "\\"Drama\\""}'),
+        ["--filter-values", "--filter"],
+    ),
+    (
+        "exploration-cut-off-negative",
+        lambda d, e, t: _batch(e, t, "--exploration-item-age-cut-off", "-1"),
+        ["--exploration-item-age-cut-off"],
+    ),
+    (
+        "exploration-weight-negative",
+        lambda d, e, t: _batch(e, t, "--exploration-weight", "-0.1"),
+        ["explorationWeight"],
+    ),
     # unwritable or nonexistent output locations
-    ("batch-output-under-a-file", lambda d, e, t: _batch(e, t, output=e / "out" / "job.jsonl.out" / "sub"), ["job.jsonl.out", "file"]),
-    ("batch-output-not-creatable", lambda d, e, t: _batch(e, t, output="/proc/no-such-dir/out"), ["/proc/no-such-dir/out"]),
+    (
+        "batch-output-under-a-file",
+        lambda d, e, t: _batch(e, t, output=e / "out" / "job.jsonl.out" / "sub"),
+        ["job.jsonl.out", "file"],
+    ),
+    (
+        "batch-output-not-creatable",
+        lambda d, e, t: _batch(e, t, output="/proc/no-such-dir/out"),
+        ["/proc/no-such-dir/out"],
+    ),
     ("batch-output-read-only-fs", lambda d, e, t: _batch(e, t, output="/sys/no-such-dir"), ["/sys/no-such-dir"]),
     ("batch-output-empty", lambda d, e, t: _batch(e, t, output=" "), ["empty location"]),
     ("batch-output-s3-without-bucket", lambda d, e, t: _batch(e, t, output="s3://"), ["s3://", "bucket"]),
     ("batch-output-unknown-scheme", lambda d, e, t: _batch(e, t, output="gs://bucket/out"), ["gs://", "scheme"]),
-    ("batch-input-unknown-scheme", lambda d, e, t: ["batch-infer", "--solution", e / "S", "--input", "ftp://host/job.jsonl", "--output", e / "out"], ["ftp://", "scheme"]),
+    (
+        "batch-input-unknown-scheme",
+        lambda d, e, t: [
+            "batch-infer",
+            "--solution",
+            e / "S",
+            "--input",
+            "ftp://host/job.jsonl",
+            "--output",
+            e / "out",
+        ],
+        ["ftp://", "scheme"],
+    ),
     ("train-out-under-a-file", lambda d, e, t: _train(d, e / "out" / "job.jsonl.out" / "S"), ["job.jsonl.out", "file"]),
     ("train-out-not-creatable", lambda d, e, t: _train(d, "/proc/no-such-dir/S"), ["/proc/no-such-dir/S", "--out"]),
     ("train-out-read-only-fs", lambda d, e, t: _train(d, "/sys/no-such-dir/S"), ["/sys/no-such-dir/S", "--out"]),
-    ("demo-data-out-is-a-file", lambda d, e, t: ["demo-data", "--out", e / "out" / "job.jsonl.out"], ["job.jsonl.out", "file"]),
-    ("demo-data-out-not-creatable", lambda d, e, t: ["demo-data", "--out", "/proc/no-such-dir/D"], ["/proc/no-such-dir/D"]),
+    (
+        "demo-data-out-is-a-file",
+        lambda d, e, t: ["demo-data", "--out", e / "out" / "job.jsonl.out"],
+        ["job.jsonl.out", "file"],
+    ),
+    (
+        "demo-data-out-not-creatable",
+        lambda d, e, t: ["demo-data", "--out", "/proc/no-such-dir/D"],
+        ["/proc/no-such-dir/D"],
+    ),
 ]
 
 
@@ -336,8 +781,22 @@ def test_real_script_on_a_corrupt_parquet_file(demo_small, earlier, tmp_path):
     before = digest(earlier)
     env = {k: v for k, v in os.environ.items() if k not in ("PERSONALIZE_DEBUG", "PERSONALIZE_PROGRESS")}
     proc = subprocess.run(
-        [sys.executable, "-m", "personalize_pipeline.cli", "train", "--dataset", str(d), "--recipe", RECIPE, "--out", str(earlier / "S")],
-        capture_output=True, text=True, env=env, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "personalize_pipeline.cli",
+            "train",
+            "--dataset",
+            str(d),
+            "--recipe",
+            RECIPE,
+            "--out",
+            str(earlier / "S"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     check_one_line(proc.returncode, proc.stdout, proc.stderr, ["interactions.parquet"])
     assert digest(earlier) == before
@@ -360,8 +819,22 @@ def test_bad_lines_are_reported_per_line_and_the_job_goes_on(earlier, tmp_path, 
     job = tmp_path / "mixed.jsonl"
     job.write_bytes(("\n".join(lines) + "\n").encode("utf-8"))
     out_dir = tmp_path / "o"
-    rc, out, err = call(capsys, "batch-infer", "--solution", earlier / "S", "--input", job, "--output", out_dir,
-                        "--num-results", 3, "--filter", INCLUDE_GENRE, "--filter-values", '{"GENRES": "\\"Comedy\\""}')
+    rc, out, err = call(
+        capsys,
+        "batch-infer",
+        "--solution",
+        earlier / "S",
+        "--input",
+        job,
+        "--output",
+        out_dir,
+        "--num-results",
+        3,
+        "--filter",
+        INCLUDE_GENRE,
+        "--filter-values",
+        '{"GENRES": "\\"Comedy\\""}',
+    )
     assert rc == 0, err
     assert "Traceback" not in out + err
     result = [json.loads(line) for line in (out_dir / "mixed.jsonl.out").read_text().splitlines()]
@@ -399,7 +872,9 @@ def test_ranking_and_related_items_lines_are_checked():
 # --- paths from user input cannot leave the output root --------------------------------------------
 
 
-@pytest.mark.parametrize("part", ["..", "../elsewhere", "a/../../b", "/etc", "", " ", ".", "./.", "..\\up", "nul\0byte"])
+@pytest.mark.parametrize(
+    "part", ["..", "../elsewhere", "a/../../b", "/etc", "", " ", ".", "./.", "..\\up", "nul\0byte"]
+)
 def test_names_cannot_escape_the_root(tmp_path, part):
     root = Location(str(tmp_path / "root"))
     with pytest.raises(InputError, match="would leave"):
@@ -415,7 +890,9 @@ def test_batch_output_lands_under_the_output_root(earlier, tmp_path, capsys):
     job.write_text('{"userId": "u000001"}\n')
     out_root = tmp_path / "deep" / "out"
     tricky_input = f"{tmp_path}/deep/er/../er/./j.jsonl"
-    rc, out, err = call(capsys, "batch-infer", "--solution", earlier / "S", "--input", tricky_input, "--output", out_root)
+    rc, out, err = call(
+        capsys, "batch-infer", "--solution", earlier / "S", "--input", tricky_input, "--output", out_root
+    )
     assert rc == 0, err
     assert [p.relative_to(tmp_path) for p in sorted(tmp_path.rglob("*.out"))] == [Path("deep/out/j.jsonl.out")]
     assert load_solution_version(earlier / "S").version_id  # the earlier solution still loads

@@ -1,7 +1,6 @@
 import json
 
 import numpy as np
-
 import pytest
 
 from personalize_pipeline.batch import run_batch_job
@@ -48,7 +47,7 @@ def test_personalize_output_format(tmp_path, solution):
     assert rows[1]["output"]["recommendedItems"] == list(features.item_ids[version.recipe.order[:10]])
     assert rows[2]["output"] is None and "line 3: invalid JSON" in rows[2]["error"]
     assert "itemList" in rows[3]["error"]
-    assert "missing key \"userId\"" in rows[4]["error"]
+    assert 'missing key "userId"' in rows[4]["error"]
     assert result.unknown_users == 1
 
 
@@ -80,7 +79,14 @@ def test_related_items_job(demo_small, tmp_path):
     version = train(features, SolutionConfig("aws-sims"), tmp_path / "sims")
     job = tmp_path / "items.jsonl"
     item = str(features.item_ids[3])
-    job.write_text(json.dumps({"itemId": item}) + "\n" + json.dumps({"itemId": "unknown-item"}) + "\n" + json.dumps({"userId": "u1"}) + "\n")
+    job.write_text(
+        json.dumps({"itemId": item})
+        + "\n"
+        + json.dumps({"itemId": "unknown-item"})
+        + "\n"
+        + json.dumps({"userId": "u1"})
+        + "\n"
+    )
     result = run_batch_job(version, job, tmp_path / "out", num_results=8)
     rows = [json.loads(l) for l in (tmp_path / "out" / "items.jsonl.out").read_text().splitlines()]
     assert result.errors == 1 and "itemId" in rows[2]["error"]
@@ -95,7 +101,10 @@ def test_filters_apply_inside_top_k(demo_small, tmp_path):
     genres = version.items_metadata.set_index("ITEM_ID")["GENRE"]
     users = list(features.user_ids[:5])
     job = tmp_path / "job.jsonl"
-    lines = [{"userId": u} for u in users] + [{"userId": users[0], "filterValues": {"GENRES": '"Comedy"'}}, {"userId": users[1], "filterValues": {}}]
+    lines = [{"userId": u} for u in users] + [
+        {"userId": users[0], "filterValues": {"GENRES": '"Comedy"'}},
+        {"userId": users[1], "filterValues": {}},
+    ]
     job.write_text("".join(json.dumps(l) + "\n" for l in lines))
     result = run_batch_job(
         version,
@@ -137,10 +146,17 @@ def test_streaming_in_chunks_gives_the_same_output(solution, tmp_path, monkeypat
 
     version, features = solution
     job = tmp_path / "job.jsonl"
-    lines = [json.dumps({"userId": str(u)}) for u in features.user_ids[:10]] + ["not json", json.dumps({"userId": "nobody"})]
+    lines = [json.dumps({"userId": str(u)}) for u in features.user_ids[:10]] + [
+        "not json",
+        json.dumps({"userId": "nobody"}),
+    ]
     job.write_text("\n".join(lines) + "\n")
     whole = run_batch_job(version, job, tmp_path / "whole", num_results=5)
     monkeypatch.setattr(batch, "CHUNK", 3)
     chunked = run_batch_job(version, job, tmp_path / "chunked", num_results=5)
     assert (tmp_path / "whole" / "job.jsonl.out").read_bytes() == (tmp_path / "chunked" / "job.jsonl.out").read_bytes()
-    assert (whole.lines, whole.errors, whole.users_scored, whole.unknown_users) == (chunked.lines, chunked.errors, chunked.users_scored, chunked.unknown_users) == (12, 1, 11, 1)
+    assert (
+        (whole.lines, whole.errors, whole.users_scored, whole.unknown_users)
+        == (chunked.lines, chunked.errors, chunked.users_scored, chunked.unknown_users)
+        == (12, 1, 11, 1)
+    )

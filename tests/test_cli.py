@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from cli_helpers import call
+
 from personalize_pipeline.demo_data import DemoSpec, generate
 
 SPEC = DemoSpec(users=300, items=200, interactions=6000, seed=1)
@@ -36,9 +36,22 @@ PERSONALIZE_METRICS = {
 }
 LEAVE_LAST_OUT_METRICS = {
     "coverage",
-    *(f"{m}_at_{k}" for m in ("hit_rate", "normalized_discounted_cumulative_gain", "mean_reciprocal_rank") for k in (5, 10, 25)),
+    *(
+        f"{m}_at_{k}"
+        for m in ("hit_rate", "normalized_discounted_cumulative_gain", "mean_reciprocal_rank")
+        for k in (5, 10, 25)
+    ),
 }
-EVALUATE_KEYS = {"recipe", "protocol", "metrics", "baseline", "lift", "train_seconds", "train_events_per_second", "peak_rss_mb"}
+EVALUATE_KEYS = {
+    "recipe",
+    "protocol",
+    "metrics",
+    "baseline",
+    "lift",
+    "train_seconds",
+    "train_events_per_second",
+    "peak_rss_mb",
+}
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -170,8 +183,13 @@ def test_demo_data_creates_the_dataset_group(tmp_path, demo):
     summary = json.loads(proc.stdout)
     assert (summary["users"], summary["items"], summary["interactions"]) == (300, 200, 6000)
     expected = {
-        "interactions.csv", "items.csv", "users.csv", "batch-input/users.jsonl",
-        "schemas/interactions.json", "schemas/items.json", "schemas/users.json",
+        "interactions.csv",
+        "items.csv",
+        "users.csv",
+        "batch-input/users.jsonl",
+        "schemas/interactions.json",
+        "schemas/items.json",
+        "schemas/users.json",
     }
     assert expected <= set(tree(out))
     assert len((out / "interactions.csv").read_text().splitlines()) == 6000 + 1
@@ -208,7 +226,9 @@ def test_train_update_starts_from_the_full_version(demo, full, tmp_path):
     before = tree(base)
     out = tmp_path / "U"
     # the ARN form of the recipe name is accepted; the mode is case-insensitive
-    proc = run_cli("train", "--dataset", demo, "--recipe", RECIPE_ARN, "--training-mode", "update", "--base", base, "--out", out)
+    proc = run_cli(
+        "train", "--dataset", demo, "--recipe", RECIPE_ARN, "--training-mode", "update", "--base", base, "--out", out
+    )
     assert proc.returncode == 0, proc.stderr
     assert_no_traceback(proc.stdout, proc.stderr)
     update = json.loads(proc.stdout.strip())
@@ -248,7 +268,9 @@ def test_evaluate_personalize_protocol(demo):
 
 
 def test_evaluate_leave_last_out_protocol(demo, capsys):
-    rc, out, err = call(capsys, "evaluate", "--dataset", demo, "--recipe", RECIPE_ARN, "--protocol", "leave-last-out", "--json")
+    rc, out, err = call(
+        capsys, "evaluate", "--dataset", demo, "--recipe", RECIPE_ARN, "--protocol", "leave-last-out", "--json"
+    )
     assert rc == 0, err
     assert_no_traceback(out, err)
     _check_evaluate(out, "leave-last-out", LEAVE_LAST_OUT_METRICS)
@@ -280,7 +302,16 @@ def test_batch_infer(demo, full, tmp_path):
 
 
 def test_batch_infer_default_num_results_and_demo_input(demo, full, tmp_path, capsys):
-    rc, out, err = call(capsys, "batch-infer", "--solution", full[0], "--input", demo / "batch-input" / "users.jsonl", "--output", tmp_path / "o")
+    rc, out, err = call(
+        capsys,
+        "batch-infer",
+        "--solution",
+        full[0],
+        "--input",
+        demo / "batch-input" / "users.jsonl",
+        "--output",
+        tmp_path / "o",
+    )
     assert rc == 0, err
     assert_no_traceback(out, err)
     n_in = len((demo / "batch-input" / "users.jsonl").read_text().splitlines())
@@ -301,7 +332,9 @@ def test_batch_infer_bad_lines_do_not_fail_the_job(full, tmp_path, capsys):
     ]
     job = tmp_path / "bad.jsonl"
     job.write_text("\n".join(lines) + "\n")
-    rc, out, err = call(capsys, "batch-infer", "--solution", full[0], "--input", job, "--output", tmp_path / "o", "--num-results", 5)
+    rc, out, err = call(
+        capsys, "batch-infer", "--solution", full[0], "--input", job, "--output", tmp_path / "o", "--num-results", 5
+    )
     assert rc == 0, err
     assert_no_traceback(out, err)
     assert json.loads(out)["errors"] == 5
@@ -404,8 +437,16 @@ BAD_DATA = [
     ("no-interactions-file", lambda d: (d / "interactions.csv").unlink(), ["interactions.csv"]),
     ("missing-timestamp-column", lambda d: _drop_column(d, "TIMESTAMP"), ["interactions.csv", "TIMESTAMP"]),
     ("missing-timestamp-no-schema", _missing_timestamp_without_schema, ["interactions.csv", "TIMESTAMP"]),
-    ("text-in-timestamp", lambda d: set_field(d, "TIMESTAMP", [5], "yesterday"), ["interactions.csv", "TIMESTAMP", "line 5", "yesterday"]),
-    ("text-in-event-value", lambda d: set_field(d, "EVENT_VALUE", [9, 12], "lots"), ["interactions.csv", "EVENT_VALUE", "line 9"]),
+    (
+        "text-in-timestamp",
+        lambda d: set_field(d, "TIMESTAMP", [5], "yesterday"),
+        ["interactions.csv", "TIMESTAMP", "line 5", "yesterday"],
+    ),
+    (
+        "text-in-event-value",
+        lambda d: set_field(d, "EVENT_VALUE", [9, 12], "lots"),
+        ["interactions.csv", "EVENT_VALUE", "line 9"],
+    ),
     ("empty-user-id", lambda d: set_field(d, "USER_ID", [3, 4], ""), ["interactions.csv", "USER_ID", "empty"]),
     ("timestamps-in-milliseconds", _milliseconds, ["interactions.csv", "TIMESTAMP", "milliseconds"]),
     ("empty-file", lambda d: (d / "interactions.csv").write_bytes(b""), ["interactions.csv", "empty"]),
@@ -471,7 +512,9 @@ def test_validate_json_report(dataset, capsys):
     assert any(r["column"] == "TIMESTAMP" and 5 in r["lines"] for r in failed), failed
 
 
-@pytest.mark.parametrize("break_it, needles", [pytest.param(f, n, id=i) for i, f, n in BAD_DATA if i in ("empty-file", "extra-field")])
+@pytest.mark.parametrize(
+    "break_it, needles", [pytest.param(f, n, id=i) for i, f, n in BAD_DATA if i in ("empty-file", "extra-field")]
+)
 def test_validate_rejects_unreadable_files(dataset, capsys, break_it, needles):
     break_it(dataset)
     rc, out, err = call(capsys, "validate", "--dataset", dataset)
@@ -515,16 +558,28 @@ def test_train_and_evaluate_option_errors(demo, full, solution, tmp_path, capsys
 
     train = ["train", "--dataset", demo, "--recipe", RECIPE]
     cases = [
-        (["train", "--dataset", tmp_path / "no-such-folder", "--recipe", RECIPE, "--out", solution], ["no-such-folder", "does not exist"]),
+        (
+            ["train", "--dataset", tmp_path / "no-such-folder", "--recipe", RECIPE, "--out", solution],
+            ["no-such-folder", "does not exist"],
+        ),
         (["train", "--dataset", a_file, "--recipe", RECIPE, "--out", solution], ["a-file.txt"]),
         (["train", "--dataset", demo, "--recipe", "aws-nope", "--out", solution], ["aws-nope"]),
-        (["train", "--dataset", demo, "--recipe", "arn:aws:personalize:::recipe/aws-nope", "--out", solution], ["aws-nope"]),
+        (
+            ["train", "--dataset", demo, "--recipe", "arn:aws:personalize:::recipe/aws-nope", "--out", solution],
+            ["aws-nope"],
+        ),
         ([*train, "--hp", "foo=1", "--out", solution], ["foo"]),
         ([*train, "--hp", "foo", "--out", solution], ["--hp", "foo", "KEY=VALUE"]),
         ([*train, "--hp", "=1", "--out", solution], ["--hp"]),
         ([*train, "--training-mode", "UPDATE", "--out", new_out], ["--base"]),
-        ([*train, "--training-mode", "UPDATE", "--base", tmp_path / "empty", "--out", new_out], ["UPDATE", "FULL", "empty"]),
-        ([*train, "--training-mode", "UPDATE", "--base", tmp_path / "nope", "--out", new_out], ["UPDATE", "FULL", "nope", "does not exist"]),
+        (
+            [*train, "--training-mode", "UPDATE", "--base", tmp_path / "empty", "--out", new_out],
+            ["UPDATE", "FULL", "empty"],
+        ),
+        (
+            [*train, "--training-mode", "UPDATE", "--base", tmp_path / "nope", "--out", new_out],
+            ["UPDATE", "FULL", "nope", "does not exist"],
+        ),
         ([*train, "--training-mode", "UPDATE", "--base", update_only, "--out", new_out], ["UPDATE", "FULL"]),
         ([*train, "--training-mode", "UPDATE", "--base", update_only, "--out", solution], ["UPDATE", "FULL"]),
         ([*train, "--training-mode", "SIDEWAYS", "--out", solution], ["--training-mode", "SIDEWAYS"]),
@@ -533,7 +588,10 @@ def test_train_and_evaluate_option_errors(demo, full, solution, tmp_path, capsys
         (["train", "--dataset", demo, "--out", solution], ["--recipe"]),
         (["evaluate", "--dataset", demo, "--recipe", "aws-nope", "--json"], ["aws-nope"]),
         (["evaluate", "--dataset", demo, "--recipe", RECIPE, "--hp", "foo=1", "--json"], ["foo"]),
-        (["evaluate", "--dataset", demo, "--recipe", RECIPE, "--protocol", "holdout", "--json"], ["--protocol", "holdout"]),
+        (
+            ["evaluate", "--dataset", demo, "--recipe", RECIPE, "--protocol", "holdout", "--json"],
+            ["--protocol", "holdout"],
+        ),
         (["evaluate", "--dataset", tmp_path / "no-such-folder", "--recipe", RECIPE, "--json"], ["no-such-folder"]),
         (["validate", "--dataset", tmp_path / "no-such-folder"], ["no-such-folder", "does not exist"]),
         (["validate", "--dataset", tmp_path / "empty"], ["interactions.csv"]),
@@ -567,12 +625,24 @@ def test_batch_infer_errors(demo, full, tmp_path, capsys):
 
     base = ["batch-infer", "--solution", full[0], "--input", job, "--output", out_dir]
     cases = [
-        (["batch-infer", "--solution", tmp_path / "no-solution", "--input", job, "--output", out_dir], ["no-solution", "does not exist"]),
+        (
+            ["batch-infer", "--solution", tmp_path / "no-solution", "--input", job, "--output", out_dir],
+            ["no-solution", "does not exist"],
+        ),
         (["batch-infer", "--solution", demo, "--input", job, "--output", out_dir], ["solution.json"]),
-        (["batch-infer", "--solution", full[0], "--input", tmp_path / "no-job.jsonl", "--output", out_dir], ["no-job.jsonl", "does not exist"]),
+        (
+            ["batch-infer", "--solution", full[0], "--input", tmp_path / "no-job.jsonl", "--output", out_dir],
+            ["no-job.jsonl", "does not exist"],
+        ),
         (["batch-infer", "--solution", full[0], "--input", tmp_path, "--output", out_dir], ["folder"]),
-        (["batch-infer", "--solution", full[0], "--input", empty_job, "--output", out_dir], ["empty.jsonl", "no lines"]),
-        (["batch-infer", "--solution", full[0], "--input", empty_job, "--output", new_dir], ["empty.jsonl", "no lines"]),
+        (
+            ["batch-infer", "--solution", full[0], "--input", empty_job, "--output", out_dir],
+            ["empty.jsonl", "no lines"],
+        ),
+        (
+            ["batch-infer", "--solution", full[0], "--input", empty_job, "--output", new_dir],
+            ["empty.jsonl", "no lines"],
+        ),
         ([*base, "--num-results", 0], ["--num-results", "500", "0"]),
         ([*base, "--num-results", 501], ["--num-results", "500", "501"]),
         ([*base, "--num-results", "seven"], ["--num-results", "seven"]),
@@ -596,7 +666,9 @@ def test_batch_infer_errors(demo, full, tmp_path, capsys):
 def test_real_script_batch_and_usage_errors(full, tmp_path):
     job = tmp_path / "job.jsonl"
     job.write_text(json.dumps({"userId": "u000001"}) + "\n")
-    proc = run_cli("batch-infer", "--solution", full[0], "--input", job, "--output", tmp_path / "o", "--num-results", 501)
+    proc = run_cli(
+        "batch-infer", "--solution", full[0], "--input", job, "--output", tmp_path / "o", "--num-results", 501
+    )
     assert_one_line_error(proc.returncode, proc.stdout, proc.stderr, "--num-results")
     assert not (tmp_path / "o").exists()
     proc = run_cli("train", "--dataset", tmp_path, "--recipe", RECIPE, "--out", tmp_path / "S", "--hp", "foo")

@@ -55,8 +55,7 @@ def test_summary_and_files(demo):
     spec = DemoSpec()
     assert set(summary) == {"path", "interactions", "users", "items", "seconds"}
     assert summary["path"] == str(out)
-    assert (summary["interactions"], summary["users"], summary["items"]) == (
-        spec.interactions, spec.users, spec.items)
+    assert (summary["interactions"], summary["users"], summary["items"]) == (spec.interactions, spec.users, spec.items)
     assert summary["seconds"] >= 0
     for name in FILES:
         assert (out / name).is_file(), name
@@ -230,9 +229,13 @@ def test_sessions_keep_category_and_are_predictable(demo):
     train, test = pairs[pairs.TIMESTAMP <= cut], pairs[pairs.TIMESTAMP > cut]
     top10 = set(s[s.TIMESTAMP <= cut].ITEM_ID.value_counts().index[:10])
     successors = (
-        train.groupby(["PREV", "ITEM_ID"]).size().rename("n").reset_index()
+        train.groupby(["PREV", "ITEM_ID"])
+        .size()
+        .rename("n")
+        .reset_index()
         .sort_values(["PREV", "n"], ascending=[True, False], kind="stable")
-        .groupby("PREV").head(10)
+        .groupby("PREV")
+        .head(10)
     )
     hits_seq = test.merge(successors, on=["PREV", "ITEM_ID"], how="inner")
     hr_seq = len(hits_seq) / len(test)

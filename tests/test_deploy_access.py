@@ -52,7 +52,7 @@ def test_each_role_reaches_only_its_prefixes():
 
 def test_ui_proxy_authenticates_every_request_and_keeps_secrets_out_of_files():
     nginx = (ACCESS / "nginx.conf").read_text()
-    ui = nginx[nginx.index("location / {"):]
+    ui = nginx[nginx.index("location / {") :]
     assert "auth_request /oauth2/auth;" in ui and "proxy_pass http://127.0.0.1:3000;" in ui
     assert "proxy_set_header Upgrade $http_upgrade;" in ui  # live run logs over websockets
     assert "listen 443 ssl;" in nginx and "return 301 https://" in nginx

@@ -22,11 +22,11 @@ import time
 from pathlib import Path
 
 import pytest
+from s3server import SeaweedS3, weed_binary
 
 from personalize_pipeline import cli
 from personalize_pipeline.locations import Location, S3Options
 from personalize_pipeline.store import load_solution_version, read_index
-from s3server import SeaweedS3, weed_binary
 
 ACCESS_KEY = "pp-faults"
 SECRET = "Sx9-faults-very-secret-value-7Q"
@@ -34,18 +34,30 @@ RECIPE = "aws-popularity-count"
 
 
 def digest(path: Path) -> dict[str, str]:
-    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(path.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    }
 
 
 def base_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") and k not in ("PERSONALIZE_DEBUG", "PERSONALIZE_PROGRESS")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("AWS_") and k not in ("PERSONALIZE_DEBUG", "PERSONALIZE_PROGRESS")
+    }
     return {**env, "GX_ANALYTICS_ENABLED": "false", **extra}
 
 
 def cli_process(args, env, **kwargs) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "personalize_pipeline.cli", *map(str, args)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, **kwargs,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        **kwargs,
     )
 
 
@@ -98,7 +110,9 @@ def s3():
 def solution(demo_small, tmp_path_factory) -> Path:
     """A local FULL solution to run batch jobs from."""
     out = tmp_path_factory.mktemp("faults") / "S"
-    assert cli.main(["train", "--dataset", str(demo_small), "--recipe", RECIPE, "--no-validate", "--out", str(out)]) == 0
+    assert (
+        cli.main(["train", "--dataset", str(demo_small), "--recipe", RECIPE, "--no-validate", "--out", str(out)]) == 0
+    )
     return out
 
 
@@ -116,9 +130,21 @@ def test_wrong_credentials_are_refused_in_one_line_without_the_secret(s3, soluti
     job = users_job(tmp_path / "job.jsonl", 3)
     wrong_secret = "wrong-" + SECRET
     cases = [
-        ({**env, "AWS_SECRET_ACCESS_KEY": wrong_secret}, ["validate", "--dataset", "s3://faults/no-dataset"], "s3://faults/no-dataset"),
-        ({**env, "AWS_ACCESS_KEY_ID": "somebody-else"}, ["batch-infer", "--solution", solution, "--input", job, "--output", "s3://faults/out"], "s3://faults/out"),
-        ({**env, "AWS_SECRET_ACCESS_KEY": wrong_secret}, ["train", "--dataset", tmp_path, "--recipe", RECIPE, "--out", "s3://faults/S"], "s3://faults/S"),
+        (
+            {**env, "AWS_SECRET_ACCESS_KEY": wrong_secret},
+            ["validate", "--dataset", "s3://faults/no-dataset"],
+            "s3://faults/no-dataset",
+        ),
+        (
+            {**env, "AWS_ACCESS_KEY_ID": "somebody-else"},
+            ["batch-infer", "--solution", solution, "--input", job, "--output", "s3://faults/out"],
+            "s3://faults/out",
+        ),
+        (
+            {**env, "AWS_SECRET_ACCESS_KEY": wrong_secret},
+            ["train", "--dataset", tmp_path, "--recipe", RECIPE, "--out", "s3://faults/S"],
+            "s3://faults/S",
+        ),
     ]
     for i, (case_env, args, location) in enumerate(cases):
         if i == 0:  # the real console script once, in-process for the others
@@ -162,7 +188,15 @@ def test_the_secret_never_appears_in_output_messages_or_files(s3, demo_small, tm
     job = users_job(tmp_path / "job.jsonl", 5)
     steps = [
         ["train", "--dataset", demo_small, "--recipe", RECIPE, "--no-validate", "--out", "s3://faults/secret-check/S"],
-        ["batch-infer", "--solution", "s3://faults/secret-check/S", "--input", job, "--output", "s3://faults/secret-check/out"],
+        [
+            "batch-infer",
+            "--solution",
+            "s3://faults/secret-check/S",
+            "--input",
+            job,
+            "--output",
+            "s3://faults/secret-check/out",
+        ],
         ["batch-infer", "--solution", "s3://faults/secret-check/S", "--input", job, "--output", tmp_path / "local-out"],
     ]
     for args in steps:
@@ -170,7 +204,20 @@ def test_the_secret_never_appears_in_output_messages_or_files(s3, demo_small, tm
         out, err = capsys.readouterr()
         assert err and SECRET not in out + err
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-" + SECRET)  # a failure message, too
-    assert cli.main(["batch-infer", "--solution", "s3://faults/secret-check/S", "--input", str(job), "--output", str(tmp_path / "o2")]) == 2
+    assert (
+        cli.main(
+            [
+                "batch-infer",
+                "--solution",
+                "s3://faults/secret-check/S",
+                "--input",
+                str(job),
+                "--output",
+                str(tmp_path / "o2"),
+            ]
+        )
+        == 2
+    )
     out, err = capsys.readouterr()
     assert "credentials" in err and SECRET not in out + err
     fs = server.filesystem()
@@ -202,7 +249,10 @@ def test_batch_job_survives_the_s3_server_stopping_mid_job(s3, solution, tmp_pat
     output = "s3://faults/outage"
     fs = server.filesystem()
     fs.pipe("faults/outage/earlier.jsonl.out", b'{"earlier": true}\n')  # an earlier output of another job
-    proc = cli_process(["batch-infer", "--solution", solution, "--input", fifo, "--output", output, "--num-results", 5], base_env(**env, AWS_MAX_ATTEMPTS="1"))
+    proc = cli_process(
+        ["batch-infer", "--solution", solution, "--input", fifo, "--output", output, "--num-results", 5],
+        base_env(**env, AWS_MAX_ATTEMPTS="1"),
+    )
     fh = open(fifo, "wb")  # blocks until the job opens its input (it has checked the output location on S3 by then)
     fh.write(b"".join(lines[:9000]))
     fh.flush()
@@ -217,9 +267,13 @@ def test_batch_job_survives_the_s3_server_stopping_mid_job(s3, solution, tmp_pat
     server.restart()
     fs = server.filesystem()
     keys = fs.find("faults/outage")
-    assert keys == ["faults/outage/earlier.jsonl.out"], keys  # no .out, complete-looking or not, and no temporary object
+    assert keys == ["faults/outage/earlier.jsonl.out"], (
+        keys
+    )  # no .out, complete-looking or not, and no temporary object
     assert fs.cat("faults/outage/earlier.jsonl.out") == b'{"earlier": true}\n'
-    rc, out, err = call_in_process(["batch-infer", "--solution", solution, "--input", full_job, "--output", output, "--num-results", 5], env)
+    rc, out, err = call_in_process(
+        ["batch-infer", "--solution", solution, "--input", full_job, "--output", output, "--num-results", 5], env
+    )
     assert rc == 0, err
     rows = [json.loads(x) for x in fs.cat("faults/outage/job.jsonl.out").decode().splitlines()]
     assert [r["input"]["n"] for r in rows] == list(range(n))  # every line once, in order
@@ -238,25 +292,56 @@ def _file_size_limit(limit: int):
 def test_a_full_disk_fails_cleanly_and_keeps_earlier_outputs(demo_small, solution, tmp_path):
     root = tmp_path / "outputs"
     job = users_job(tmp_path / "job.jsonl", 2000)  # ~1 MB of output
-    assert cli.main(["batch-infer", "--solution", str(solution), "--input", str(job), "--output", str(root / "out")]) == 0
-    assert cli.main(["train", "--dataset", str(demo_small), "--recipe", RECIPE, "--no-validate", "--out", str(root / "S")]) == 0
+    assert (
+        cli.main(["batch-infer", "--solution", str(solution), "--input", str(job), "--output", str(root / "out")]) == 0
+    )
+    assert (
+        cli.main(["train", "--dataset", str(demo_small), "--recipe", RECIPE, "--no-validate", "--out", str(root / "S")])
+        == 0
+    )
     before = digest(root)
     assert (root / "out" / "job.jsonl.out").stat().st_size > 256 * 1024
 
-    rc, out, err = run_cli(["batch-infer", "--solution", solution, "--input", job, "--output", root / "out"], base_env(), preexec_fn=_file_size_limit(256 * 1024))
+    rc, out, err = run_cli(
+        ["batch-infer", "--solution", solution, "--input", job, "--output", root / "out"],
+        base_env(),
+        preexec_fn=_file_size_limit(256 * 1024),
+    )
     one_error_line(rc, out, err, str(root / "out" / "job.jsonl.out"), "File too large")
-    rc, out, err = run_cli(["train", "--dataset", demo_small, "--recipe", RECIPE, "--no-validate", "--out", root / "S"], base_env(), preexec_fn=_file_size_limit(8 * 1024))
+    rc, out, err = run_cli(
+        ["train", "--dataset", demo_small, "--recipe", RECIPE, "--no-validate", "--out", root / "S"],
+        base_env(),
+        preexec_fn=_file_size_limit(8 * 1024),
+    )
     one_error_line(rc, out, err, str(root / "S"), "File too large")
     assert digest(root) == before  # earlier outputs intact, no partial version or temporary file left
 
 
 def test_a_killed_training_leaves_the_previous_version_and_can_be_rerun(demo_small, tmp_path):
     out = tmp_path / "S"
-    assert cli.main(["train", "--dataset", str(demo_small), "--recipe", RECIPE, "--no-validate", "--out", str(out)]) == 0
+    assert (
+        cli.main(["train", "--dataset", str(demo_small), "--recipe", RECIPE, "--no-validate", "--out", str(out)]) == 0
+    )
     previous = read_index(out)
     index_bytes = (out / "solution.json").read_bytes()
-    train = ["train", "--dataset", demo_small, "--recipe", "aws-hrnn", "--no-validate", "--out", out,
-             "--hp", "epochs=200", "--hp", "max_training_seconds=2", "--hp", "batch_size=256", "--hp", "n_sample=64"]
+    train = [
+        "train",
+        "--dataset",
+        demo_small,
+        "--recipe",
+        "aws-hrnn",
+        "--no-validate",
+        "--out",
+        out,
+        "--hp",
+        "epochs=200",
+        "--hp",
+        "max_training_seconds=2",
+        "--hp",
+        "batch_size=256",
+        "--hp",
+        "n_sample=64",
+    ]
     proc = cli_process(train, base_env(PERSONALIZE_PROGRESS="1"))
     deadline = time.monotonic() + 120
     seen = []

@@ -4,7 +4,7 @@ import pytest
 
 from personalize_pipeline.datasets import read_dataset_group
 from personalize_pipeline.errors import InputError
-from personalize_pipeline.features import training_set, FeaturizeOptions, featurize, load_features, save_features
+from personalize_pipeline.features import FeaturizeOptions, featurize, load_features, save_features, training_set
 
 
 def write_group(path, interactions: pd.DataFrame, items: pd.DataFrame | None = None):
@@ -66,7 +66,10 @@ def test_event_type_and_value_filters(tmp_path):
 def test_user_history_percentiles_shape_the_training_set_only(tmp_path):
     users = np.repeat([f"u{i}" for i in range(100)], np.arange(1, 101))
     inter = pd.DataFrame({"USER_ID": users, "ITEM_ID": "i1", "TIMESTAMP": np.arange(len(users))})
-    f = featurize(write_group(tmp_path, inter), FeaturizeOptions(min_user_history_length_percentile=0.1, max_user_history_length_percentile=0.9))
+    f = featurize(
+        write_group(tmp_path, inter),
+        FeaturizeOptions(min_user_history_length_percentile=0.1, max_user_history_length_percentile=0.9),
+    )
     assert f.n_interactions == len(users)  # every user's events stay, for inference and filters
     train, dropped = training_set(f, 0.1, 0.9)
     lengths = np.bincount(train.interactions["user"], minlength=f.n_users)
@@ -95,6 +98,8 @@ def test_impressions_and_metadata_round_trip(tmp_path):
     save_features(f, tmp_path / "features")
     g = load_features(tmp_path / "features")
     assert list(g.item_ids) == list(f.item_ids)
-    pd.testing.assert_frame_equal(g.interactions[["user", "item", "timestamp"]], f.interactions[["user", "item", "timestamp"]])
+    pd.testing.assert_frame_equal(
+        g.interactions[["user", "item", "timestamp"]], f.interactions[["user", "item", "timestamp"]]
+    )
     assert list(np.asarray(g.interactions.iloc[0]["impression"])) == list(np.asarray(first["impression"]))
     assert g.info == f.info

@@ -28,10 +28,28 @@ CODES = np.array([0, 1, 2, 3, -1])  # -1: a user the solution does not know
 
 @pytest.fixture
 def ctx() -> FilterContext:
-    items = pd.DataFrame({"ITEM_ID": [f"i{k}" for k in range(6)], "GENRE": GENRE, "PRICE": PRICE, "TIER": TIER, "BRAND": BRAND})
-    users = pd.DataFrame({"USER_ID": ["u0", "u1", "u2", "u3"], "MEMBERSHIP": MEMBERSHIP, "FAV_BRAND": FAV_BRAND, "MAX_PRICE": MAX_PRICE, "AGE": pd.array(AGE, dtype="Int64")})
+    items = pd.DataFrame(
+        {"ITEM_ID": [f"i{k}" for k in range(6)], "GENRE": GENRE, "PRICE": PRICE, "TIER": TIER, "BRAND": BRAND}
+    )
+    users = pd.DataFrame(
+        {
+            "USER_ID": ["u0", "u1", "u2", "u3"],
+            "MEMBERSHIP": MEMBERSHIP,
+            "FAV_BRAND": FAV_BRAND,
+            "MAX_PRICE": MAX_PRICE,
+            "AGE": pd.array(AGE, dtype="Int64"),
+        }
+    )
     u, i, t = zip(*EVENTS)
-    return FilterContext(items["ITEM_ID"].to_numpy(), items, users["USER_ID"].to_numpy(), users, np.array(u), np.array(i), np.array(t, dtype=object))
+    return FilterContext(
+        items["ITEM_ID"].to_numpy(),
+        items,
+        users["USER_ID"].to_numpy(),
+        users,
+        np.array(u),
+        np.array(i),
+        np.array(t, dtype=object),
+    )
 
 
 def allowed(mask: np.ndarray) -> list[list[int]]:
@@ -74,14 +92,24 @@ def test_interactions_not_in_is_the_negation(ctx):
 def test_interactions_without_event_types(ctx):
     plain = dataclasses.replace(ctx, interaction_event_types=None)
     assert run(plain, 'EXCLUDE ItemID WHERE Interactions.EVENT_TYPE IN ("*")')[0] == [0, 3, 4, 5]
-    with pytest.raises(InputError, match=r"position 22: Interactions.EVENT_TYPE: the interactions have no EVENT_TYPE field"):
+    with pytest.raises(
+        InputError, match=r"position 22: Interactions.EVENT_TYPE: the interactions have no EVENT_TYPE field"
+    ):
         run(plain, 'EXCLUDE ItemID WHERE Interactions.EVENT_TYPE IN ("click")')
 
 
 def test_from_history_matches_event_arrays(ctx):
     order = np.argsort(ctx.interaction_users, kind="stable")
     indptr = np.r_[0, np.cumsum(np.bincount(ctx.interaction_users, minlength=4))]
-    hist = FilterContext.from_history(ctx.item_ids, ctx.items, ctx.user_ids, ctx.users, indptr, ctx.interaction_items[order], ctx.interaction_event_types[order])
+    hist = FilterContext.from_history(
+        ctx.item_ids,
+        ctx.items,
+        ctx.user_ids,
+        ctx.users,
+        indptr,
+        ctx.interaction_items[order],
+        ctx.interaction_event_types[order],
+    )
     expr = 'EXCLUDE ItemID WHERE Interactions.EVENT_TYPE IN ("click", "purchase")'
     assert run(hist, expr) == run(ctx, expr)
 
@@ -93,7 +121,9 @@ def test_categorical_event_types(ctx):
 
 
 def test_chunks_give_the_same_mask_as_one_call(ctx):
-    f = parse_filter('EXCLUDE ItemID WHERE Interactions.EVENT_TYPE IN ("view") | INCLUDE ItemID WHERE Items.BRAND IN (CurrentUser.FAV_BRAND, "nova") AND Users.AGE > 18')
+    f = parse_filter(
+        'EXCLUDE ItemID WHERE Interactions.EVENT_TYPE IN ("view") | INCLUDE ItemID WHERE Items.BRAND IN (CurrentUser.FAV_BRAND, "nova") AND Users.AGE > 18'
+    )
     whole = f.mask(ctx, CODES)
     parts = np.vstack([f.mask(ctx, CODES[k : k + 2]) for k in range(0, len(CODES), 2)])
     assert np.array_equal(whole, parts)
@@ -179,9 +209,21 @@ def test_items_and_interactions_in_one_expression(ctx):
 def test_keywords_case_insensitive_and_escaped_strings(ctx):
     items = ctx.items.copy()
     items.loc[4, "GENRE"] = 'Say "hi"|Comedy'
-    c2 = FilterContext(ctx.item_ids, items, ctx.user_ids, ctx.users, ctx.interaction_users, ctx.interaction_items, ctx.interaction_event_types)
-    assert run(c2, r'include itemid where ITEMS.GENRE in ("Say \"hi\"") and items.price between 1 and 100') == same_for_all([4])
-    assert run(ctx, "iNcLuDe ItemId WhErE items.genre NoT iN ('x')".replace("'", '"')) == same_for_all([0, 1, 2, 3, 4, 5])
+    c2 = FilterContext(
+        ctx.item_ids,
+        items,
+        ctx.user_ids,
+        ctx.users,
+        ctx.interaction_users,
+        ctx.interaction_items,
+        ctx.interaction_event_types,
+    )
+    assert run(
+        c2, r'include itemid where ITEMS.GENRE in ("Say \"hi\"") and items.price between 1 and 100'
+    ) == same_for_all([4])
+    assert run(ctx, "iNcLuDe ItemId WhErE items.genre NoT iN ('x')".replace("'", '"')) == same_for_all(
+        [0, 1, 2, 3, 4, 5]
+    )
 
 
 def test_field_names_fall_back_to_case_insensitive(ctx):
@@ -189,7 +231,12 @@ def test_field_names_fall_back_to_case_insensitive(ctx):
 
 
 def test_bool_and_int_columns(ctx):
-    items = pd.DataFrame({"ON_SALE": [True, False, None, True, False, True], "YEAR": pd.array([2001, 2002, None, 2001, 1999, 2020], dtype="Int64")})
+    items = pd.DataFrame(
+        {
+            "ON_SALE": [True, False, None, True, False, True],
+            "YEAR": pd.array([2001, 2002, None, 2001, 1999, 2020], dtype="Int64"),
+        }
+    )
     c2 = FilterContext(ctx.item_ids, items, ctx.user_ids, None, np.zeros(0, int), np.zeros(0, int), None)
     assert run(c2, 'INCLUDE ItemID WHERE Items.ON_SALE IN ("True")') == same_for_all([0, 3, 5])
     assert run(c2, "INCLUDE ItemID WHERE Items.YEAR IN (2001) OR Items.YEAR > 2019") == same_for_all([0, 3, 5])
@@ -222,28 +269,37 @@ def test_placeholder_without_parentheses_mixed_with_literals_and_numbers(ctx):
     assert allowed(f.mask(ctx, CODES, {"LO": "10", "HI": '"20"', "NOT": 15})) == same_for_all([4, 5])
     assert run(ctx, "INCLUDE ItemID WHERE Items.PRICE < ($P)", {"P": "12.5"}) == same_for_all([0, 5])
     assert run(ctx, "INCLUDE ItemID WHERE Items.PRICE IN ($P)", {"P": "20,5"}) == same_for_all([0, 4])
-    assert run(ctx, "INCLUDE ItemID WHERE Interactions.EVENT_TYPE IN ($E)", {"E": '"*"'}) == [[1, 2], [0, 3], [], [5], []]
+    assert run(ctx, "INCLUDE ItemID WHERE Interactions.EVENT_TYPE IN ($E)", {"E": '"*"'}) == [
+        [1, 2],
+        [0, 3],
+        [],
+        [5],
+        [],
+    ]
 
 
 def test_missing_value_is_an_error_for_include(ctx):
-    f = parse_filter('INCLUDE ItemID WHERE Items.GENRE IN ($GENRES) AND Items.PRICE < 20')
+    f = parse_filter("INCLUDE ItemID WHERE Items.GENRE IN ($GENRES) AND Items.PRICE < 20")
     for values in (None, {}, {"GENRES": None}, {"GENRES": "  "}, {"OTHER": '"Drama"'}):
         with pytest.raises(InputError) as exc:
             f.mask(ctx, CODES, values)
-        assert str(exc.value) == "filter expression: position 38: missing filter value for $GENRES (INCLUDE expressions need a value for every parameter)"
+        assert (
+            str(exc.value)
+            == "filter expression: position 38: missing filter value for $GENRES (INCLUDE expressions need a value for every parameter)"
+        )
 
 
 def test_missing_value_leaves_the_condition_out_for_exclude(ctx):
     # Personalize: EXCLUDE expressions may omit filter values; that part is not used
-    f = parse_filter('EXCLUDE ItemID WHERE Items.GENRE IN ($GENRES)')
+    f = parse_filter("EXCLUDE ItemID WHERE Items.GENRE IN ($GENRES)")
     assert allowed(f.mask(ctx, CODES, {})) == same_for_all(ALL)
-    f = parse_filter('EXCLUDE ItemID WHERE Items.GENRE IN ($GENRES) OR Items.PRICE > $P')
+    f = parse_filter("EXCLUDE ItemID WHERE Items.GENRE IN ($GENRES) OR Items.PRICE > $P")
     assert allowed(f.mask(ctx, CODES, {"P": "20"})) == same_for_all([0, 2, 3, 4, 5])
     assert allowed(f.mask(ctx, CODES, {"GENRES": '"Drama"'})) == same_for_all([1, 2, 4, 5])
     f = parse_filter('EXCLUDE ItemID WHERE Items.GENRE IN ("Horror", $MORE)')
     assert allowed(f.mask(ctx, CODES, {})) == same_for_all([0, 2, 3, 4, 5])
     # the omitted part is a whole expression of a chain: the others still apply
-    f = parse_filter('EXCLUDE ItemID WHERE Items.GENRE IN ($G) | INCLUDE ItemID WHERE Items.PRICE < $P')
+    f = parse_filter("EXCLUDE ItemID WHERE Items.GENRE IN ($G) | INCLUDE ItemID WHERE Items.PRICE < $P")
     assert allowed(f.mask(ctx, CODES, {"P": 12})) == same_for_all([0, 5])
 
 
@@ -295,16 +351,26 @@ def test_users_condition_chooses_the_users_the_expression_applies_to(ctx):
     assert run(ctx, 'INCLUDE ItemID WHERE Users.MEMBERSHIP IN ("premium") AND Items.TIER IN ("premium")') == expected
     # Personalize's own syntax: IF CurrentUser...
     assert run(ctx, 'INCLUDE ItemID WHERE Items.TIER IN ("premium") IF CurrentUser.MEMBERSHIP = "premium"') == expected
-    assert run(ctx, 'INCLUDE ItemID WHERE Items.TIER IN ("premium") AND CurrentUser.MEMBERSHIP IN ($M)', {"M": '"premium"'}) == expected
+    assert (
+        run(
+            ctx, 'INCLUDE ItemID WHERE Items.TIER IN ("premium") AND CurrentUser.MEMBERSHIP IN ($M)', {"M": '"premium"'}
+        )
+        == expected
+    )
 
 
 def test_users_condition_with_exclude_numbers_and_several_conditions(ctx):
     # minors (u1, AGE 17) lose Horror; users without AGE (u2, unknown) are not minors
     got = run(ctx, 'EXCLUDE ItemID WHERE Items.GENRE IN ("Horror") IF CurrentUser.AGE < 18')
     assert got == [ALL, [0, 2, 3, 4, 5], ALL, ALL, ALL]
-    got = run(ctx, 'EXCLUDE ItemID WHERE Items.PRICE > 12 AND Users.AGE >= 18 AND Users.MEMBERSHIP IN ("premium", "basic")')
+    got = run(
+        ctx, 'EXCLUDE ItemID WHERE Items.PRICE > 12 AND Users.AGE >= 18 AND Users.MEMBERSHIP IN ("premium", "basic")'
+    )
     assert got == [[0, 2, 5], ALL, ALL, [0, 2, 5], ALL]
-    got = run(ctx, 'EXCLUDE ItemID WHERE Items.PRICE > 12 IF CurrentUser.AGE >= 18 AND CurrentUser.MEMBERSHIP NOT IN ("premium")')
+    got = run(
+        ctx,
+        'EXCLUDE ItemID WHERE Items.PRICE > 12 IF CurrentUser.AGE >= 18 AND CurrentUser.MEMBERSHIP NOT IN ("premium")',
+    )
     assert got == same_for_all(ALL)  # u0 and u3 are premium, u1 is 17
     # NOT IN holds for users without metadata (missing value), as for items
     got = run(ctx, 'EXCLUDE ItemID WHERE Items.TIER IN ("premium") AND Users.MEMBERSHIP NOT IN ("premium")')
@@ -330,37 +396,94 @@ def test_chained_expressions_all_apply(ctx):
 @pytest.mark.parametrize(
     "expression, message",
     [
-        ('EXCLUDE ItemID WHERE Items.GENRE foo ("x")', "position 34: expected IN, NOT IN, BETWEEN or a comparison after Items.GENRE, got 'foo'"),
-        ('INCLUDE ItemID WHERE Items.GENRE', "position 33: expected IN, NOT IN, BETWEEN or a comparison after Items.GENRE, got the end of the expression"),
-        ('INCLUDE ItemID WHERE Foo.X IN ("a")', "position 22: unknown dataset 'Foo' in Foo.X (expected Items, Interactions, Users or CurrentUser)"),
-        ('INCLUDE ItemID WHERE Items.GENRE IN ("Drama)', "position 38: unterminated string (missing closing \")"),
-        ('INCLUDE ItemID WHERE Items.GENRE IN ()', "position 37: empty IN list: give at least one value"),
-        ('INCLUDE ItemID WHERE Items.GENRE IN ("a") xyz', "position 43: unexpected 'xyz' after the condition (expected AND, OR, IF, | or the end of the expression)"),
-        ('INCLUDE ItemID WHERE Items.GENRE IN ("a", "b"', "position 46: unclosed IN list: expected , or ) to close the ( at position 37"),
-        ('INCLUDE ItemID WHERE Items.GENRE IN ("a" "b")', "position 42: expected , or ) in the IN list, got \"b\""),
+        (
+            'EXCLUDE ItemID WHERE Items.GENRE foo ("x")',
+            "position 34: expected IN, NOT IN, BETWEEN or a comparison after Items.GENRE, got 'foo'",
+        ),
+        (
+            "INCLUDE ItemID WHERE Items.GENRE",
+            "position 33: expected IN, NOT IN, BETWEEN or a comparison after Items.GENRE, got the end of the expression",
+        ),
+        (
+            'INCLUDE ItemID WHERE Foo.X IN ("a")',
+            "position 22: unknown dataset 'Foo' in Foo.X (expected Items, Interactions, Users or CurrentUser)",
+        ),
+        ('INCLUDE ItemID WHERE Items.GENRE IN ("Drama)', 'position 38: unterminated string (missing closing ")'),
+        ("INCLUDE ItemID WHERE Items.GENRE IN ()", "position 37: empty IN list: give at least one value"),
+        (
+            'INCLUDE ItemID WHERE Items.GENRE IN ("a") xyz',
+            "position 43: unexpected 'xyz' after the condition (expected AND, OR, IF, | or the end of the expression)",
+        ),
+        (
+            'INCLUDE ItemID WHERE Items.GENRE IN ("a", "b"',
+            "position 46: unclosed IN list: expected , or ) to close the ( at position 37",
+        ),
+        ('INCLUDE ItemID WHERE Items.GENRE IN ("a" "b")', 'position 42: expected , or ) in the IN list, got "b"'),
         ('INCLUDE ItemID WHERE Items.PRICE < "cheap"', 'position 36: Items.PRICE < needs a number, got "cheap"'),
-        ('INCLUDE ItemID WHERE Items.PRICE BETWEEN 1 OR 2', "position 44: expected AND in Items.PRICE BETWEEN ... AND ..., got 'OR'"),
+        (
+            "INCLUDE ItemID WHERE Items.PRICE BETWEEN 1 OR 2",
+            "position 44: expected AND in Items.PRICE BETWEEN ... AND ..., got 'OR'",
+        ),
         ('INCLUDE ItemID WHERE Items.GENRE NOT ("a")', "position 38: expected IN after NOT, got '('"),
         ('INCLUDE ItemID WHERE Items.GENRE IN "a"', 'position 37: expected ( after IN, got "a"'),
-        ('INCLUDE ItemID WHERE Items.GENRE IN (Drama)', "position 38: expected a quoted string, a number, a $PARAMETER or CurrentUser.FIELD in the IN list, got 'Drama'"),
-        ('INCLUDE ItemID WHERE Items.GENRE IN ($)', "position 38: expected a parameter name after $ (like $GENRES)"),
+        (
+            "INCLUDE ItemID WHERE Items.GENRE IN (Drama)",
+            "position 38: expected a quoted string, a number, a $PARAMETER or CurrentUser.FIELD in the IN list, got 'Drama'",
+        ),
+        ("INCLUDE ItemID WHERE Items.GENRE IN ($)", "position 38: expected a parameter name after $ (like $GENRES)"),
         ('INCLUDE ItemID WHERE Items. IN ("a")', "position 28: expected a field name after 'Items.'"),
         ('INCLUDE ItemID WHERE Items.GENRE IN ("a") # x', "position 43: unexpected character '#'"),
-        ('INCLUDE ItemID WHERE', "position 21: expected a condition like Items.FIELD IN (...), got the end of the expression"),
-        ('INCLUDE ItemID WHERE Items.GENRE IN ("a") |', "position 44: expected INCLUDE or EXCLUDE, got the end of the expression"),
+        (
+            "INCLUDE ItemID WHERE",
+            "position 21: expected a condition like Items.FIELD IN (...), got the end of the expression",
+        ),
+        (
+            'INCLUDE ItemID WHERE Items.GENRE IN ("a") |',
+            "position 44: expected INCLUDE or EXCLUDE, got the end of the expression",
+        ),
         ('KEEP ItemID WHERE Items.GENRE IN ("a")', "position 1: expected INCLUDE or EXCLUDE, got 'KEEP'"),
         ('INCLUDE Items WHERE Items.GENRE IN ("a")', "position 9: expected ItemID after INCLUDE, got 'Items'"),
-        ('INCLUDE UserID WHERE Users.AGE > 3', "position 9: only ItemID filters (item recommendations) are supported, got UserID"),
+        (
+            "INCLUDE UserID WHERE Users.AGE > 3",
+            "position 9: only ItemID filters (item recommendations) are supported, got UserID",
+        ),
         ('INCLUDE ItemID Items.GENRE IN ("a")', "position 16: expected WHERE after ItemID, got 'Items.GENRE'"),
-        ('INCLUDE ItemID WHERE (Items.GENRE IN ("a")', "position 43: expected ) to close the ( at position 22, got the end of the expression"),
-        ('INCLUDE ItemID WHERE Interactions.TIMESTAMP > 5', "position 22: only Interactions.EVENT_TYPE can be used in filters, got Interactions.TIMESTAMP"),
-        ('INCLUDE ItemID WHERE Interactions.EVENT_TYPE = "click"', "position 46: only IN and NOT IN can be used with Interactions.EVENT_TYPE, got ="),
-        ('INCLUDE ItemID WHERE Items.A IN ("x") OR Users.M IN ("p")', "position 42: Users.M: Users conditions can only be combined with Items or Interactions conditions using AND, not OR"),
-        ('INCLUDE ItemID WHERE Users.M IN ("p")', "position 1: the expression needs an Items or Interactions condition; Users/CurrentUser conditions only choose the users it applies to"),
-        ('INCLUDE ItemID WHERE Items.A IN ("x") IF Items.B IN ("y")', "position 42: IF conditions must be on CurrentUser fields, got Items.B"),
-        ('INCLUDE ItemID WHERE Items.A IN ("x") IF CurrentUser.B IN ("y") OR CurrentUser.C IN ("z")', "position 65: IF conditions can only be combined with AND"),
-        ('INCLUDE ItemID WHERE Users.A IN (CurrentUser.B) AND Items.C IN ("x")', "position 34: CurrentUser values can only be compared with Items fields, not Users.A"),
-        ('INCLUDE ItemID WHERE Items.PRICE < CurrentItem.PRICE', "position 36: CurrentItem.PRICE: CurrentItem (related-items filters) is not supported"),
+        (
+            'INCLUDE ItemID WHERE (Items.GENRE IN ("a")',
+            "position 43: expected ) to close the ( at position 22, got the end of the expression",
+        ),
+        (
+            "INCLUDE ItemID WHERE Interactions.TIMESTAMP > 5",
+            "position 22: only Interactions.EVENT_TYPE can be used in filters, got Interactions.TIMESTAMP",
+        ),
+        (
+            'INCLUDE ItemID WHERE Interactions.EVENT_TYPE = "click"',
+            "position 46: only IN and NOT IN can be used with Interactions.EVENT_TYPE, got =",
+        ),
+        (
+            'INCLUDE ItemID WHERE Items.A IN ("x") OR Users.M IN ("p")',
+            "position 42: Users.M: Users conditions can only be combined with Items or Interactions conditions using AND, not OR",
+        ),
+        (
+            'INCLUDE ItemID WHERE Users.M IN ("p")',
+            "position 1: the expression needs an Items or Interactions condition; Users/CurrentUser conditions only choose the users it applies to",
+        ),
+        (
+            'INCLUDE ItemID WHERE Items.A IN ("x") IF Items.B IN ("y")',
+            "position 42: IF conditions must be on CurrentUser fields, got Items.B",
+        ),
+        (
+            'INCLUDE ItemID WHERE Items.A IN ("x") IF CurrentUser.B IN ("y") OR CurrentUser.C IN ("z")',
+            "position 65: IF conditions can only be combined with AND",
+        ),
+        (
+            'INCLUDE ItemID WHERE Users.A IN (CurrentUser.B) AND Items.C IN ("x")',
+            "position 34: CurrentUser values can only be compared with Items fields, not Users.A",
+        ),
+        (
+            "INCLUDE ItemID WHERE Items.PRICE < CurrentItem.PRICE",
+            "position 36: CurrentItem.PRICE: CurrentItem (related-items filters) is not supported",
+        ),
     ],
 )
 def test_malformed_expressions(expression, message):
@@ -381,10 +504,16 @@ def test_unknown_field_at_mask_time_lists_the_fields(ctx):
     f = parse_filter('INCLUDE ItemID WHERE Items.COLOUR IN ("red")')  # parsing does not know the schema
     with pytest.raises(InputError) as exc:
         f.mask(ctx, CODES)
-    assert str(exc.value) == "filter expression: position 22: Items.COLOUR is not a field of the Items dataset (fields: ITEM_ID, GENRE, PRICE, TIER, BRAND)"
+    assert (
+        str(exc.value)
+        == "filter expression: position 22: Items.COLOUR is not a field of the Items dataset (fields: ITEM_ID, GENRE, PRICE, TIER, BRAND)"
+    )
     with pytest.raises(InputError, match=r"position 22: Items.COLOUR is not a field"):
         f.check(ctx)
-    with pytest.raises(InputError, match=r"^filter expression: position 38: Users.NOPE is not a field of the Users dataset \(fields: USER_ID, MEMBERSHIP, FAV_BRAND, MAX_PRICE, AGE\)$"):
+    with pytest.raises(
+        InputError,
+        match=r"^filter expression: position 38: Users.NOPE is not a field of the Users dataset \(fields: USER_ID, MEMBERSHIP, FAV_BRAND, MAX_PRICE, AGE\)$",
+    ):
         parse_filter("INCLUDE ItemID WHERE Items.BRAND IN (CurrentUser.NOPE)").check(ctx)
 
 
@@ -401,11 +530,16 @@ def test_no_metadata_dataset(ctx):
 def test_comparison_on_a_non_numeric_field(ctx):
     with pytest.raises(InputError) as exc:
         run(ctx, "INCLUDE ItemID WHERE Items.GENRE < 3")
-    assert str(exc.value) == 'filter expression: position 22: < needs a numeric field, but Items.GENRE has the non-numeric value "Comedy|Drama"'
+    assert (
+        str(exc.value)
+        == 'filter expression: position 22: < needs a numeric field, but Items.GENRE has the non-numeric value "Comedy|Drama"'
+    )
 
 
 def test_filter_is_immutable_and_reports_its_parts():
-    f = parse_filter('EXCLUDE ItemID WHERE Items.GENRE IN ($G) IF CurrentUser.AGE > $AGE | EXCLUDE ItemID WHERE Interactions.EVENT_TYPE IN ("*") AND Items.BRAND IN (CurrentUser.FAV)')
+    f = parse_filter(
+        'EXCLUDE ItemID WHERE Items.GENRE IN ($G) IF CurrentUser.AGE > $AGE | EXCLUDE ItemID WHERE Interactions.EVENT_TYPE IN ("*") AND Items.BRAND IN (CurrentUser.FAV)'
+    )
     assert isinstance(f, Filter) and str(f) == f.expression
     assert f.parameters == {"G", "AGE"}
     assert f.fields == {"Items.GENRE", "Users.AGE", "Interactions.EVENT_TYPE", "Items.BRAND", "Users.FAV"}
@@ -434,16 +568,28 @@ def test_scale_10k_items_2k_users_200k_events():
     first, second = rng.choice(genres, n_items), rng.choice(np.r_[genres, [""] * 6], n_items)
     item_genre = np.array([a if not b or b == a else f"{a}|{b}" for a, b in zip(first, second)], dtype=object)
     brands = np.array([f"b{k}" for k in range(300)], dtype=object)
-    items = pd.DataFrame({"GENRE": item_genre, "PRICE": rng.uniform(1, 100, n_items).round(2), "BRAND": rng.choice(brands, n_items)})
+    items = pd.DataFrame(
+        {"GENRE": item_genre, "PRICE": rng.uniform(1, 100, n_items).round(2), "BRAND": rng.choice(brands, n_items)}
+    )
     fav = rng.choice(brands, (n_users, 3))
-    users = pd.DataFrame({"FAV": ["|".join(row) for row in fav.tolist()], "MEMBERSHIP": rng.choice(["premium", "basic"], n_users)})
+    users = pd.DataFrame(
+        {"FAV": ["|".join(row) for row in fav.tolist()], "MEMBERSHIP": rng.choice(["premium", "basic"], n_users)}
+    )
     ev_users = rng.integers(0, n_users, n_events)
     ev_items = rng.integers(0, n_items, n_events)
     ev_types = rng.choice(np.array(["click", "Purchase", "view"], dtype=object), n_events)
-    ctx = FilterContext(np.array([f"i{k}" for k in range(n_items)], dtype=object), items, np.array([f"u{k}" for k in range(n_users)], dtype=object), users, ev_users, ev_items, ev_types)
+    ctx = FilterContext(
+        np.array([f"i{k}" for k in range(n_items)], dtype=object),
+        items,
+        np.array([f"u{k}" for k in range(n_users)], dtype=object),
+        users,
+        ev_users,
+        ev_items,
+        ev_types,
+    )
     f = parse_filter(
         'EXCLUDE ItemID WHERE Interactions.EVENT_TYPE IN ("click", "purchase")'
-        ' | INCLUDE ItemID WHERE Items.GENRE IN ($G) OR Items.BRAND IN (CurrentUser.FAV)'
+        " | INCLUDE ItemID WHERE Items.GENRE IN ($G) OR Items.BRAND IN (CurrentUser.FAV)"
         ' | EXCLUDE ItemID WHERE Items.PRICE > 80 AND Users.MEMBERSHIP IN ("basic")'
     )
     codes = np.r_[np.arange(n_users), -1]

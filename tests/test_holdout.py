@@ -77,7 +77,12 @@ def test_segment_breakdown_matches_a_plain_python_count(features):
     assert sum(r["truth_events"] for r in by_name.values()) == total_truth
     assert sum(r["share_of_top_10"] for r in by_name.values()) == pytest.approx(1.0)
     for name in ("head", "torso", "tail", "new"):  # recall by hand
-        pairs = [(row, item) for row in range(len(split.test_users)) for item in split.truth_items[split.truth_indptr[row] : split.truth_indptr[row + 1]] if names[item] == name]
+        pairs = [
+            (row, item)
+            for row in range(len(split.test_users))
+            for item in split.truth_items[split.truth_indptr[row] : split.truth_indptr[row + 1]]
+            if names[item] == name
+        ]
         found = sum(item in set(recommended[row, :10]) for row, item in pairs)
         assert by_name[name]["recall_at_10"] == pytest.approx(found / len(pairs) if pairs else 0.0)
     assert by_name["new"]["share_of_top_10"] == 0.0  # nothing recommends items it never saw
@@ -97,7 +102,20 @@ def test_every_result_carries_the_baseline_lift_and_segments(features):
 
 
 def test_cli_evaluate_time_protocol_reports_baseline_and_segments(capsys):
-    code = cli.main(["evaluate", "--dataset", MOVIELENS, "--recipe", "aws-sims", "--protocol", "time", "--cutoff", "2017-01-01", "--no-validate"])
+    code = cli.main(
+        [
+            "evaluate",
+            "--dataset",
+            MOVIELENS,
+            "--recipe",
+            "aws-sims",
+            "--protocol",
+            "time",
+            "--cutoff",
+            "2017-01-01",
+            "--no-validate",
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "time protocol, cut-off 1483228800" in out and "popularity" in out and "lift" in out

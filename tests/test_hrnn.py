@@ -116,10 +116,17 @@ def test_update_refreshes_the_item_side_only(demo_small, tmp_path):
     inter = after.interactions
     active = set(update.user_ids[inter["user"].to_numpy()[inter["timestamp"].to_numpy() > since]])
     quiet = np.array([u for u in full.user_ids if u not in active][:50], dtype=object)
-    np.testing.assert_allclose(full.recipe.user_state[full.user_codes(quiet)], update.recipe.user_state[update.user_codes(quiet)], atol=1e-6)
+    np.testing.assert_allclose(
+        full.recipe.user_state[full.user_codes(quiet)], update.recipe.user_state[update.user_codes(quiet)], atol=1e-6
+    )
     busy = np.array(sorted(active), dtype=object)
     fresh = UserBatch.from_histories(update.user_codes(busy), update.history_indptr, update.history_items)
-    np.testing.assert_allclose(update.recipe.logits(update.user_batch(update.user_codes(busy))), update.recipe.logits(fresh), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        update.recipe.logits(update.user_batch(update.user_codes(busy))),
+        update.recipe.logits(fresh),
+        rtol=1e-4,
+        atol=1e-4,
+    )
     # much cheaper than FULL, and the UPDATE version loads back and can be updated again
     assert update.manifest["timings"]["train_seconds"] < 0.5 * full.manifest["timings"]["train_seconds"]
     loaded = load_solution_version(tmp_path / "sol")
@@ -131,7 +138,9 @@ def test_update_of_a_version_without_its_latest_time_fine_tunes(features):
     full = HRNN(epochs=8).fit(features)
     full.latest_time = None
     update = full.update(features, previous_item_ids=features.item_ids)
-    assert update.training_stats()["epochs_run"] == 2 and update.training_stats()["warm_started_items"] == features.n_items
+    assert (
+        update.training_stats()["epochs_run"] == 2 and update.training_stats()["warm_started_items"] == features.n_items
+    )
 
 
 @pytest.mark.parametrize("recipe", ["aws-hrnn", "aws-hrnn-metadata", "aws-user-personalization"])

@@ -21,8 +21,12 @@ def catalog_heavy(tmp_path_factory):
 
 
 def test_metadata_matrix_multi_hot_and_numeric():
-    arr = pd.Series([[1, 2], [2], None], dtype=pd.ArrowDtype(__import__("pyarrow").list_(__import__("pyarrow").int32())))
-    frame = pd.DataFrame({"ITEM_ID": ["a", "b", "c"], "cat_G": arr, "num_P": np.array([0.5, -1.0, 0.0], dtype=np.float32)})
+    arr = pd.Series(
+        [[1, 2], [2], None], dtype=pd.ArrowDtype(__import__("pyarrow").list_(__import__("pyarrow").int32()))
+    )
+    frame = pd.DataFrame(
+        {"ITEM_ID": ["a", "b", "c"], "cat_G": arr, "num_P": np.array([0.5, -1.0, 0.0], dtype=np.float32)}
+    )
     m = metadata_matrix(frame)
     assert m.shape == (3, 4)  # codes 0..2 (0 = missing) + one numeric
     np.testing.assert_allclose(m[0], [0, 0.5, 0.5, 0.5])

@@ -9,8 +9,8 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-
 from cli_helpers import call
+
 from personalize_pipeline.datasets import read_dataset_group
 from personalize_pipeline.features import featurize
 from personalize_pipeline.increments import update_features
@@ -58,7 +58,9 @@ def _land(root, pending, name="date=2026-12-04"):
 def test_folder_dataset_is_read_and_validated_file_by_file(lake):
     root, _ = lake
     group = read_dataset_group(root)
-    assert [d.path for d in group.interactions.files()] == [f"interactions/date=2026-12-0{i}/part-0.csv" for i in (1, 2, 3)]
+    assert [d.path for d in group.interactions.files()] == [
+        f"interactions/date=2026-12-0{i}/part-0.csv" for i in (1, 2, 3)
+    ]
     report = validate(group)
     assert report.success, report.summary()
     sources = {r.source for r in report.results}
@@ -73,7 +75,20 @@ def test_update_imports_only_the_new_file(lake, tmp_path, capsys):
     assert rc == 0, err
     full = json.loads(out.strip().splitlines()[-1])
     _land(root, pending)
-    rc, out, err = call(capsys, "train", "--dataset", root, "--recipe", RECIPE, "--training-mode", "UPDATE", "--base", solution, "--out", solution)
+    rc, out, err = call(
+        capsys,
+        "train",
+        "--dataset",
+        root,
+        "--recipe",
+        RECIPE,
+        "--training-mode",
+        "UPDATE",
+        "--base",
+        solution,
+        "--out",
+        solution,
+    )
     assert rc == 0, err
     update = json.loads(out.strip().splitlines()[-1])
     assert update["training_mode"] == "UPDATE" and update["new_files"] == ["interactions/date=2026-12-04/part-0.csv"]
@@ -97,7 +112,20 @@ def test_update_imports_only_the_new_file(lake, tmp_path, capsys):
 
     # the same bytes delivered again under another name: skipped, not counted twice
     _land(root, pending, "date=2026-12-04-redelivered")
-    rc, out, err = call(capsys, "train", "--dataset", root, "--recipe", RECIPE, "--training-mode", "UPDATE", "--base", solution, "--out", solution)
+    rc, out, err = call(
+        capsys,
+        "train",
+        "--dataset",
+        root,
+        "--recipe",
+        RECIPE,
+        "--training-mode",
+        "UPDATE",
+        "--base",
+        solution,
+        "--out",
+        solution,
+    )
     assert rc == 0, err
     assert "same bytes as interactions/date=2026-12-04/part-0.csv" in err and "skipped" in err
     assert json.loads(out.strip().splitlines()[-1])["new_files"] == []
@@ -107,7 +135,20 @@ def test_update_imports_only_the_new_file(lake, tmp_path, capsys):
     first = root / "interactions" / "date=2026-12-01" / "part-0.csv"
     first.write_text(first.read_text() + first.read_text().splitlines()[1] + "\n")
     latest = read_index(solution)["latest"]
-    rc, out, err = call(capsys, "train", "--dataset", root, "--recipe", RECIPE, "--training-mode", "UPDATE", "--base", solution, "--out", solution)
+    rc, out, err = call(
+        capsys,
+        "train",
+        "--dataset",
+        root,
+        "--recipe",
+        RECIPE,
+        "--training-mode",
+        "UPDATE",
+        "--base",
+        solution,
+        "--out",
+        solution,
+    )
     assert rc == 2 and "date=2026-12-01/part-0.csv changed" in err and "run FULL" in err
     assert len(err.strip().splitlines()) == 1 and read_index(solution)["latest"] == latest
 
@@ -122,13 +163,39 @@ def test_a_bad_new_file_fails_and_the_latest_version_stays(lake, tmp_path, capsy
     bad_file = root / "interactions" / "date=2026-12-04" / "part-0.csv"
     bad_file.parent.mkdir(parents=True)
     bad.to_csv(bad_file, index=False)
-    rc, out, err = call(capsys, "train", "--dataset", root, "--recipe", RECIPE, "--training-mode", "UPDATE", "--base", solution, "--out", solution)
+    rc, out, err = call(
+        capsys,
+        "train",
+        "--dataset",
+        root,
+        "--recipe",
+        RECIPE,
+        "--training-mode",
+        "UPDATE",
+        "--base",
+        solution,
+        "--out",
+        solution,
+    )
     assert rc == 2 and out == ""
     assert "date=2026-12-04/part-0.csv" in err and "line 8" in err and "TIMESTAMP" in err
     assert read_index(solution)["latest"] == latest  # nothing written
     bad_file.unlink()  # removing the bad file lets the next run proceed
     _land(root, pending, "date=2026-12-05")
-    rc, out, err = call(capsys, "train", "--dataset", root, "--recipe", RECIPE, "--training-mode", "UPDATE", "--base", solution, "--out", solution)
+    rc, out, err = call(
+        capsys,
+        "train",
+        "--dataset",
+        root,
+        "--recipe",
+        RECIPE,
+        "--training-mode",
+        "UPDATE",
+        "--base",
+        solution,
+        "--out",
+        solution,
+    )
     assert rc == 0, err
 
 
@@ -161,7 +228,9 @@ def test_incremental_update_on_s3(lake, tmp_path, s3_bucket, monkeypatch):
     fs.put_file(str(pending), f"{prefix}/interactions/date=2026-12-04/part-1.csv")
     features, increment = update_features(dataset, solution, config.featurize_options())
     assert increment.plan.new_files == ["interactions/date=2026-12-04/part-0.csv"]
-    assert increment.plan.redelivered == [("interactions/date=2026-12-04/part-1.csv", "interactions/date=2026-12-04/part-0.csv")]
+    assert increment.plan.redelivered == [
+        ("interactions/date=2026-12-04/part-1.csv", "interactions/date=2026-12-04/part-0.csv")
+    ]
     version = train(features, config, solution, "UPDATE")
     assert features.info["counts"]["new_interactions"] == len(pd.read_csv(pending))
     assert "new-user" in set(version.user_ids)
@@ -182,7 +251,9 @@ def test_the_heaviest_users_get_personal_lists(demo_small, tmp_path, one_torch_t
 
 def test_filters_see_events_that_training_did_not_use(demo_small, tmp_path, capsys):
     solution = tmp_path / "sol"
-    rc, _, err = call(capsys, "train", "--dataset", demo_small, "--recipe", RECIPE, "--event-type", "watch", "--out", solution)
+    rc, _, err = call(
+        capsys, "train", "--dataset", demo_small, "--recipe", RECIPE, "--event-type", "watch", "--out", solution
+    )
     assert rc == 0, err
     events = pd.read_csv(demo_small / "interactions.csv", dtype=str, keep_default_na=False)
     clicks = events[events["EVENT_TYPE"] == "click"].groupby("USER_ID")["ITEM_ID"].agg(set)
@@ -190,7 +261,18 @@ def test_filters_see_events_that_training_did_not_use(demo_small, tmp_path, caps
     job = tmp_path / "job.jsonl"
     job.write_text("".join(json.dumps({"userId": u}) + "\n" for u in users))
     expression = 'EXCLUDE ItemID WHERE Interactions.EVENT_TYPE IN ("click")'
-    rc, _, err = call(capsys, "batch-infer", "--solution", solution, "--input", job, "--output", tmp_path / "out", "--filter", expression)
+    rc, _, err = call(
+        capsys,
+        "batch-infer",
+        "--solution",
+        solution,
+        "--input",
+        job,
+        "--output",
+        tmp_path / "out",
+        "--filter",
+        expression,
+    )
     assert rc == 0, err
     lines = [json.loads(x) for x in (tmp_path / "out" / "job.jsonl.out").read_text().splitlines()]
     for line in lines:

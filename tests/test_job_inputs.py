@@ -45,7 +45,13 @@ def test_default_input_names_every_user_or_item(demo_small, tmp_path, recipe, ke
     expected = version.user_ids if key == "userId" else version.item_ids
     assert [line[key] for line in lines] == [str(i) for i in expected]
     if recipe == "aws-popularity-count":  # a ranking solution needs the items to rank: no default input
-        ranking = dataclasses.replace(version, manifest={**version.manifest, "recipe": "aws-personalized-ranking", "recipe_type": "PERSONALIZED_RANKING"})
-        with pytest.raises(InputError, match="aws-personalized-ranking ranks the items each input line lists: set batch_inference.input"):
+        ranking = dataclasses.replace(
+            version,
+            manifest={**version.manifest, "recipe": "aws-personalized-ranking", "recipe_type": "PERSONALIZED_RANKING"},
+        )
+        with pytest.raises(
+            InputError,
+            match="aws-personalized-ranking ranks the items each input line lists: set batch_inference.input",
+        ):
             write_default_input(ranking, tmp_path / "ranking.jsonl")
         assert not (tmp_path / "ranking.jsonl").exists()

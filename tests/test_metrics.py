@@ -43,7 +43,11 @@ def naive_leave_last_out_popularity(df: pd.DataFrame, exclude_seen: bool, ks=(5,
         users_per_item[it] += 1
     catalog = sorted(set(df["ITEM_ID"]))
     ranking = sorted(catalog, key=lambda it: (-users_per_item.get(it, 0), -train_events.get(it, 0), it))
-    out = {f"{m}_at_{k}": 0.0 for k in ks for m in ("hit_rate", "normalized_discounted_cumulative_gain", "mean_reciprocal_rank")}
+    out = {
+        f"{m}_at_{k}": 0.0
+        for k in ks
+        for m in ("hit_rate", "normalized_discounted_cumulative_gain", "mean_reciprocal_rank")
+    }
     recommended_all = set()
     for history, truth in tests:
         seen = set(history) if exclude_seen else set()
@@ -71,7 +75,9 @@ def test_leave_last_out_matches_independent_computation(movielens, exclude_seen)
     group, features = movielens
     # restrict the naive version's catalogue to interactions (movielens items.csv adds more)
     expected = naive_leave_last_out_popularity(group.interactions.typed(), exclude_seen)
-    result = evaluate(features, PopularityCount, protocol="leave-last-out", exclude_seen=exclude_seen, with_baseline=False)
+    result = evaluate(
+        features, PopularityCount, protocol="leave-last-out", exclude_seen=exclude_seen, with_baseline=False
+    )
     got = result.metrics
     n_catalog_naive = group.interactions.frame()["ITEM_ID"].nunique()
     expected["coverage"] *= n_catalog_naive / features.n_items  # coverage is over the whole catalogue
@@ -96,7 +102,15 @@ def test_leave_last_out_on_demo_data_matches(tmp_path):
 def _split(truth_lists, protocol):
     ptr = np.cumsum([0] + [len(t) for t in truth_lists])
     items = np.array([i for t in truth_lists for i in t], dtype=np.int64)
-    return EvalSplit(protocol, None, np.arange(len(truth_lists)), np.zeros(len(truth_lists) + 1, dtype=np.int64), np.zeros(0, dtype=np.int64), ptr, items)
+    return EvalSplit(
+        protocol,
+        None,
+        np.arange(len(truth_lists)),
+        np.zeros(len(truth_lists) + 1, dtype=np.int64),
+        np.zeros(0, dtype=np.int64),
+        ptr,
+        items,
+    )
 
 
 def test_ranking_metrics_by_hand():
@@ -156,7 +170,16 @@ def test_evaluate_reports_baseline_and_contract_fields(movielens):
     _, features = movielens
     result = evaluate(features, PopularityCount, protocol="personalize")
     payload = result.to_json()
-    assert list(payload) == ["recipe", "protocol", "metrics", "baseline", "lift", "train_seconds", "train_events_per_second", "peak_rss_mb"]
+    assert list(payload) == [
+        "recipe",
+        "protocol",
+        "metrics",
+        "baseline",
+        "lift",
+        "train_seconds",
+        "train_events_per_second",
+        "peak_rss_mb",
+    ]
     assert result.baseline == result.metrics == payload["baseline"]
     assert all(v == 0.0 for v in payload["lift"].values() if v is not None)
     assert 0 < payload["metrics"]["precision_at_25"] < 1

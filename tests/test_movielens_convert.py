@@ -34,7 +34,10 @@ def write_ml100k(folder: Path) -> None:
 def write_ml1m(folder: Path) -> None:
     folder.mkdir()
     (folder / "ratings.dat").write_text("".join(f"{u}::{i}::{r}::{t}\n" for u, i, r, t in RATINGS))
-    lines = [f"{item}::Movie {item} ({1940 + item})::{'|'.join(GENRES.get(item, ())) or '(no genres listed)'}\n" for item in range(10, 49)]
+    lines = [
+        f"{item}::Movie {item} ({1940 + item})::{'|'.join(GENRES.get(item, ())) or '(no genres listed)'}\n"
+        for item in range(10, 49)
+    ]
     lines.append("49::Movie 49 without a year::(no genres listed)\n")
     (folder / "movies.dat").write_text("".join(lines), encoding="latin-1")
 
@@ -48,12 +51,18 @@ def test_events_follow_the_poc_rule_and_the_pipeline_reads_them(tmp_path, layout
     assert info == {"ratings": 1800, "watch": len(watch), "click": len(click), "users": 60, "items": 40}
     events = pd.read_csv(tmp_path / "out" / "interactions.csv")
     # watch = rating > 3, click = rating > 1, both at the rating's time, in time order
-    got = events.groupby("EVENT_TYPE")[["USER_ID", "ITEM_ID", "TIMESTAMP"]].apply(lambda d: sorted(map(tuple, d.to_numpy().tolist())))
+    got = events.groupby("EVENT_TYPE")[["USER_ID", "ITEM_ID", "TIMESTAMP"]].apply(
+        lambda d: sorted(map(tuple, d.to_numpy().tolist()))
+    )
     assert got["watch"] == sorted(map(tuple, watch[["user", "item", "t"]].to_numpy().tolist()))
     assert got["click"] == sorted(map(tuple, click[["user", "item", "t"]].to_numpy().tolist()))
     assert events.TIMESTAMP.is_monotonic_increasing
     items = pd.read_csv(tmp_path / "out" / "items.csv").set_index("ITEM_ID")
-    assert items.loc[10, "GENRE"] == "Action|Comedy" and items.loc[11, "GENRE"] == "Drama" and items.loc[12, "GENRE"] == "unknown"
+    assert (
+        items.loc[10, "GENRE"] == "Action|Comedy"
+        and items.loc[11, "GENRE"] == "Drama"
+        and items.loc[12, "GENRE"] == "unknown"
+    )
     assert items.loc[10, "YEAR"] == 1950 and items.YEAR.notna().all()
     group = read_dataset_group(tmp_path / "out")
     assert validate(group).success

@@ -26,7 +26,9 @@ def test_counts_unique_users_and_breaks_ties_by_events_then_id(features):
     model = PopularityCount().fit(features)
     ranked = list(features.item_ids[model.order])
     assert ranked == ["i3", "i2", "i1", "i4"]
-    np.testing.assert_array_equal(model.unique_users[features.item_index(np.array(["i1", "i2", "i3", "i4"]))], [1, 2, 2, 1])
+    np.testing.assert_array_equal(
+        model.unique_users[features.item_index(np.array(["i1", "i2", "i3", "i4"]))], [1, 2, 2, 1]
+    )
     assert model.scores.sum() == pytest.approx(1.0)
 
 

@@ -13,7 +13,9 @@ from personalize_pipeline.training import SolutionConfig, train
 @pytest.fixture(scope="module")
 def ranking_solution(demo_small, tmp_path_factory):
     features = featurize(read_dataset_group(demo_small))
-    version = train(features, SolutionConfig("aws-personalized-ranking", {"epochs": "3"}), tmp_path_factory.mktemp("rank"))
+    version = train(
+        features, SolutionConfig("aws-personalized-ranking", {"epochs": "3"}), tmp_path_factory.mktemp("rank")
+    )
     return version, features
 
 
@@ -38,7 +40,7 @@ def test_rank_orders_by_model_and_appends_unknown(ranking_solution):
         finite = scores[row][~np.isnan(scores[row])]
         assert finite.sum() == pytest.approx(1.0, abs=1e-5)
         assert np.all(np.diff(finite) <= 1e-7)
-        assert np.isnan(scores[row][len(known):]).all()
+        assert np.isnan(scores[row][len(known) :]).all()
 
 
 def test_batch_job_for_ranking(ranking_solution, tmp_path):

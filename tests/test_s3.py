@@ -26,7 +26,12 @@ def upload_dir(fs, local, remote):
 @pytest.fixture
 def s3_env(s3_bucket, monkeypatch):
     server, bucket = s3_bucket
-    env = {"AWS_ENDPOINT_URL": server.endpoint_url, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test-secret", "AWS_REGION": "us-east-1"}
+    env = {
+        "AWS_ENDPOINT_URL": server.endpoint_url,
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test-secret",
+        "AWS_REGION": "us-east-1",
+    }
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     return server, bucket, env
@@ -58,16 +63,36 @@ def test_cli_batch_infer_writes_to_s3_prefix(demo_small, s3_env, tmp_path):
     server, bucket, env = s3_env
     run_env = {**os.environ, **env, "GX_ANALYTICS_ENABLED": "false"}
     cli = [sys.executable, "-m", "personalize_pipeline.cli"]
-    train_cmd = cli + ["train", "--dataset", str(demo_small), "--recipe", "aws-popularity-count", "--out", f"{bucket}/sol"]
+    train_cmd = cli + [
+        "train",
+        "--dataset",
+        str(demo_small),
+        "--recipe",
+        "aws-popularity-count",
+        "--out",
+        f"{bucket}/sol",
+    ]
     done = subprocess.run(train_cmd, env=run_env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     job = tmp_path / "job.jsonl"
     job.write_text('{"userId": "u000001"}\n{"userId": "nobody"}\n')
-    cmd = cli + ["batch-infer", "--solution", f"{bucket}/sol", "--input", str(job), "--output", f"{bucket}/batch/out", "--num-results", "4"]
+    cmd = cli + [
+        "batch-infer",
+        "--solution",
+        f"{bucket}/sol",
+        "--input",
+        str(job),
+        "--output",
+        f"{bucket}/batch/out",
+        "--num-results",
+        "4",
+    ]
     done = subprocess.run(cmd, env=run_env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     fs = server.filesystem("test", "test-secret")
-    rows = [json.loads(l) for l in fs.cat(f"{bucket.removeprefix('s3://')}/batch/out/job.jsonl.out").decode().splitlines()]
+    rows = [
+        json.loads(l) for l in fs.cat(f"{bucket.removeprefix('s3://')}/batch/out/job.jsonl.out").decode().splitlines()
+    ]
     assert [r["input"]["userId"] for r in rows] == ["u000001", "nobody"]
     assert all(len(r["output"]["recommendedItems"]) == 4 and r["error"] is None for r in rows)
 

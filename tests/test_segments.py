@@ -3,14 +3,18 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-
 from cli_helpers import call
+
 from personalize_pipeline.datasets import read_dataset_group
 from personalize_pipeline.features import featurize
 from personalize_pipeline.recipes import ItemAffinity, get_recipe
 from personalize_pipeline.recipes.item_affinity import history_matrix
 
-ITEMS = [(f"h{i}", "Horror", 12.0) for i in range(1, 6)] + [(f"c{i}", "Comedy", 5.0) for i in range(1, 4)] + [(f"x{i}", "Comedy|Romance", 20.0) for i in range(1, 4)]
+ITEMS = (
+    [(f"h{i}", "Horror", 12.0) for i in range(1, 6)]
+    + [(f"c{i}", "Comedy", 5.0) for i in range(1, 4)]
+    + [(f"x{i}", "Comedy|Romance", 20.0) for i in range(1, 4)]
+)
 HORROR, CHEAP, PRICEY = [i for i, *_ in ITEMS[:5]], [i for i, *_ in ITEMS[5:8]], [i for i, *_ in ITEMS[8:]]
 GROUPS = {"h": HORROR, "c": CHEAP, "x": PRICEY}  # user prefix -> the items its users interact with
 
@@ -48,7 +52,14 @@ def segment_job(capsys, tmp_path, solution, lines, *extra):
 
 def test_item_affinity_finds_the_items_audience(dataset, tmp_path, capsys):
     solution = train(dataset, tmp_path, capsys, "aws-item-affinity")
-    rc, out = segment_job(capsys, tmp_path, solution, ['{"itemId": "h1"}', '{"itemId": "x2"}', '{"itemId": "nope"}', "not json", '{"userId": "h00"}'], "--num-results", "20")
+    rc, out = segment_job(
+        capsys,
+        tmp_path,
+        solution,
+        ['{"itemId": "h1"}', '{"itemId": "x2"}', '{"itemId": "nope"}', "not json", '{"userId": "h00"}'],
+        "--num-results",
+        "20",
+    )
     assert rc == 0, out
     h1, x2, unknown, bad, wrong_key = out
     assert h1["input"] == {"itemId": "h1"} and h1["error"] is None
@@ -71,7 +82,7 @@ def test_item_attribute_affinity_uses_personalize_syntax(dataset, tmp_path, caps
         json.dumps({"itemAttributes": 'ITEMS.GENRES IN ("Horror") OR ITEMS.PRICE < 6'}),
         json.dumps({"itemAttributes": 'ITEMS.GENRES = "Comedy" AND USERS.AGE > 3'}),
         json.dumps({"itemAttributes": 'ITEMS.GENRES = "Western"'}),
-        json.dumps({"itemAttributes": 'ITEMS.GENRES = '}),
+        json.dumps({"itemAttributes": "ITEMS.GENRES = "}),
         json.dumps({"itemId": "h1"}),
     ]
     rc, out = segment_job(capsys, tmp_path, solution, lines, "--num-results", "20")
@@ -89,7 +100,9 @@ def test_segment_job_limits(dataset, tmp_path, capsys):
     solution = train(dataset, tmp_path, capsys, "aws-item-affinity")
     rc, err = segment_job(capsys, tmp_path, solution, ['{"itemId": "h1"}'], "--num-results", "5000001")
     assert rc == 2 and "5,000,000" in err and not (tmp_path / "out").exists()
-    rc, err = segment_job(capsys, tmp_path, solution, ['{"itemId": "h1"}'], "--filter", 'EXCLUDE ItemID WHERE Items.GENRES IN ("Horror")')
+    rc, err = segment_job(
+        capsys, tmp_path, solution, ['{"itemId": "h1"}'], "--filter", 'EXCLUDE ItemID WHERE Items.GENRES IN ("Horror")'
+    )
     assert rc == 2 and "filters are not supported in batch segment jobs" in err
     assert get_recipe("arn:aws:personalize:::recipe/aws-item-affinity").recipe_type == "USER_SEGMENTATION"
 
@@ -114,7 +127,10 @@ def test_default_inputs_of_scheduled_segment_jobs(dataset, tmp_path, capsys):
 
     for recipe, expected in (
         ("aws-item-affinity", [{"itemId": i} for i in sorted(i for i, *_ in ITEMS)]),
-        ("aws-item-attribute-affinity", [{"itemAttributes": f'ITEMS.GENRES = "{g}"'} for g in ("Comedy", "Horror", "Romance")]),
+        (
+            "aws-item-attribute-affinity",
+            [{"itemAttributes": f'ITEMS.GENRES = "{g}"'} for g in ("Comedy", "Horror", "Romance")],
+        ),
     ):
         solution = train(dataset, tmp_path, capsys, recipe)
         job = write_default_segment_input(load_solution_version(solution), tmp_path / f"{recipe}.jsonl")

@@ -4,15 +4,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-
 from cli_helpers import call
+
 from personalize_pipeline.datasets import read_dataset_group
 from personalize_pipeline.features import featurize
 from personalize_pipeline.recipes import SIMS, SimilarItems, get_recipe
 from personalize_pipeline.recipes.similar_items import metadata_matrix
 
 ITEMS_SCHEMA = {
-    "type": "record", "name": "Items", "namespace": "com.amazonaws.personalize.schema", "version": "1.0",
+    "type": "record",
+    "name": "Items",
+    "namespace": "com.amazonaws.personalize.schema",
+    "version": "1.0",
     "fields": [
         {"name": "ITEM_ID", "type": "string"},
         {"name": "GENRE", "type": ["null", "string"], "categorical": True},
@@ -34,7 +37,17 @@ ITEMS = [
     ("new_bare", None, None, None),
 ]
 # (items, number of users with exactly these items)
-GROUPS = [("h1 h2", 6), ("h2 h3", 5), ("h1 h3", 4), ("c1 c2", 6), ("c2 c3", 5), ("c1 c3", 4), ("p h1", 3), ("p c1", 3), ("p", 30)]
+GROUPS = [
+    ("h1 h2", 6),
+    ("h2 h3", 5),
+    ("h1 h3", 4),
+    ("c1 c2", 6),
+    ("c2 c3", 5),
+    ("c1 c3", 4),
+    ("p h1", 3),
+    ("p c1", 3),
+    ("p", 30),
+]
 
 
 @pytest.fixture
@@ -45,7 +58,9 @@ def dataset(tmp_path):
             rows += [(f"u{user:03d}", item, 1_000_000 + 100 * user + t) for t, item in enumerate(items.split())]
             user += 1
     pd.DataFrame(rows, columns=["USER_ID", "ITEM_ID", "TIMESTAMP"]).to_csv(tmp_path / "interactions.csv", index=False)
-    pd.DataFrame(ITEMS, columns=["ITEM_ID", "GENRE", "PRICE", "DESCRIPTION"]).to_csv(tmp_path / "items.csv", index=False)
+    pd.DataFrame(ITEMS, columns=["ITEM_ID", "GENRE", "PRICE", "DESCRIPTION"]).to_csv(
+        tmp_path / "items.csv", index=False
+    )
     (tmp_path / "schemas").mkdir()
     (tmp_path / "schemas" / "items.json").write_text(json.dumps(ITEMS_SCHEMA))
     return tmp_path
@@ -65,7 +80,12 @@ def test_new_items_get_neighbours_sharing_their_attributes(dataset):
     bakery, _ = related(model, features, "new_bakery", 3)
     assert set(bakery) == {"c1", "c2", "c3"}
     # aws-sims knows nothing about new items: popular items with score 0
-    sims_list, sims_scores = related(SIMS(min_item_interaction_count_percentile=0, max_item_interaction_count_percentile=1).fit(features), features, "new_ghost", 3)
+    sims_list, sims_scores = related(
+        SIMS(min_item_interaction_count_percentile=0, max_item_interaction_count_percentile=1).fit(features),
+        features,
+        "new_ghost",
+        3,
+    )
     assert sims_list[0] == "p" and np.all(sims_scores == 0)
     assert model.training_stats()["items_without_interactions_with_neighbours"] == 2  # new_bare has no attributes
 
@@ -102,12 +122,26 @@ def test_metadata_matrix_fields_weigh_alike(dataset):
 def test_similar_items_batch_job(dataset, tmp_path, capsys):
     assert get_recipe("arn:aws:personalize:::recipe/aws-similar-items") is SimilarItems
     solution = tmp_path / "sol"
-    rc, _, err = call(capsys, "train", "--dataset", dataset, "--recipe", "aws-similar-items", "--no-validate", "--out", solution)
+    rc, _, err = call(
+        capsys, "train", "--dataset", dataset, "--recipe", "aws-similar-items", "--no-validate", "--out", solution
+    )
     assert rc == 0, err
     job = tmp_path / "job.jsonl"
     job.write_text('{"itemId": "new_ghost"}\n{"itemId": "c1"}\n{"itemId": "unknown"}\n')
-    rc, _, err = call(capsys, "batch-infer", "--solution", solution, "--input", job, "--output", tmp_path / "out", "--num-results", "3",
-                      "--filter", 'EXCLUDE ItemID WHERE Items.GENRE IN ("Drama")')
+    rc, _, err = call(
+        capsys,
+        "batch-infer",
+        "--solution",
+        solution,
+        "--input",
+        job,
+        "--output",
+        tmp_path / "out",
+        "--num-results",
+        "3",
+        "--filter",
+        'EXCLUDE ItemID WHERE Items.GENRE IN ("Drama")',
+    )
     assert rc == 0, err
     lines = [json.loads(line) for line in (tmp_path / "out" / "job.jsonl.out").read_text().splitlines()]
     assert set(lines[0]["output"]["recommendedItems"]) == {"h1", "h2", "h3"}

@@ -113,7 +113,9 @@ def test_allowed_mask_applies_before_the_list_is_cut(features):
 
 def test_item_count_percentiles_exclude_the_most_popular_items(features):
     # events: D 3, C 9, A 12, B 36, E 40; the 0.5 quantile is 12 -> B and E are out
-    model = SIMS(min_cointeraction_count=2, min_item_interaction_count_percentile=0.0, max_item_interaction_count_percentile=0.5).fit(features)
+    model = SIMS(
+        min_cointeraction_count=2, min_item_interaction_count_percentile=0.0, max_item_interaction_count_percentile=0.5
+    ).fit(features)
     assert model.training_stats()["eligible_items"] == 3
     items, scores = model.related(code(features, "A", "B"), 4)
     assert names(features, items[0]) == ["C", "D", "E", "B"]  # B is no longer similar: popular fill
@@ -122,7 +124,9 @@ def test_item_count_percentiles_exclude_the_most_popular_items(features):
     assert np.all(scores[1] == 0)
     # min percentile: D (3 events, below the 0.2 quantile 7.8) is out; so it is with the
     # default 0.01 (quantile 3.24) on this tiny catalogue
-    model = SIMS(min_cointeraction_count=2, min_item_interaction_count_percentile=0.2, max_item_interaction_count_percentile=1.0).fit(features)
+    model = SIMS(
+        min_cointeraction_count=2, min_item_interaction_count_percentile=0.2, max_item_interaction_count_percentile=1.0
+    ).fit(features)
     items, _ = model.related(code(features, "A"), 3)
     assert names(features, items[0]) == ["C", "B", "E"]
 

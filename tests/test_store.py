@@ -25,7 +25,16 @@ def test_full_then_update_keeps_versions_and_pointers(tmp_path, features):
     assert update.manifest["base_version"] == full.version_id
     assert update.manifest["training_mode"] == "UPDATE"
     m = full.manifest
-    for key in ("recipe", "hyperparameters", "solution_config", "training_mode", "dataset", "timings", "metrics", "created_at"):
+    for key in (
+        "recipe",
+        "hyperparameters",
+        "solution_config",
+        "training_mode",
+        "dataset",
+        "timings",
+        "metrics",
+        "created_at",
+    ):
         assert key in m
     assert m["dataset"]["fingerprints"]["interactions"] == features.info["fingerprints"]["interactions"]
     assert m["timings"]["train_events_per_second"] > 0

@@ -40,11 +40,18 @@ def test_streamed_read_is_the_file_as_read_in_memory(demo_small, streamed):
         whole = read_dataset_group(demo_small)
     assert not whole.interactions.streamed
     for a, b in zip(group.datasets(), whole.datasets()):
-        assert (a.num_rows, a.fingerprint, a.schema, a.column_names) == (b.num_rows, b.fingerprint, b.schema, b.column_names)
+        assert (a.num_rows, a.fingerprint, a.schema, a.column_names) == (
+            b.num_rows,
+            b.fingerprint,
+            b.schema,
+            b.column_names,
+        )
     assert group.interactions.table.equals(whole.interactions.table)  # materialized on demand
 
 
-@pytest.mark.parametrize("options", [FeaturizeOptions(), FeaturizeOptions(event_type="click", max_user_history_length_percentile=0.9)])
+@pytest.mark.parametrize(
+    "options", [FeaturizeOptions(), FeaturizeOptions(event_type="click", max_user_history_length_percentile=0.9)]
+)
 def test_featurization_by_slices_equals_one_slice(demo_small, streamed, options):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(datasets, "STREAM_BYTES", 1 << 40)

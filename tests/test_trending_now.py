@@ -3,8 +3,8 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-
 from cli_helpers import call
+
 from personalize_pipeline.datasets import read_dataset_group
 from personalize_pipeline.errors import InputError
 from personalize_pipeline.features import featurize
@@ -57,7 +57,9 @@ def burst_dataset(tmp_path):
 
 
 def top10(model, features):
-    items, _ = model.recommend(UserBatch.from_histories(np.array([-1]), np.zeros(2, np.int64), np.zeros(0, np.int32)), 10)
+    items, _ = model.recommend(
+        UserBatch.from_histories(np.array([-1]), np.zeros(2, np.int64), np.zeros(0, np.int32)), 10
+    )
     return [features.item_ids[i] for i in items[0]]
 
 
@@ -81,7 +83,10 @@ def test_trend_score_follows_the_window(burst_dataset):
         model = TrendingNow(trend_discovery_frequency=frequency).fit(features)
         assert (set(top10(model, features)[:3]) == set(BURST)) is on_top, frequency
         stats = model.training_stats()
-        assert stats["window_seconds"] == {"1 day": DAY, "3 hours": 3 * 3600}[frequency] and END - 600 < stats["window_end"] <= END
+        assert (
+            stats["window_seconds"] == {"1 day": DAY, "3 hours": 3 * 3600}[frequency]
+            and END - 600 < stats["window_end"] <= END
+        )
     model = TrendingNow(trend_discovery_frequency="1 day").fit(features)
     items, scores = model.trending(200)
     assert np.all(np.diff(scores[scores > 0]) <= 0) and abs(float(scores.sum()) - 1.0) < 1e-5
@@ -99,19 +104,54 @@ def test_steady_data_has_no_burst_items_on_top(tmp_path):
 def test_trending_batch_job_with_filter(burst_dataset, tmp_path, capsys):
     assert get_recipe("arn:aws:personalize:::recipe/aws-trending-now") is TrendingNow
     solution = tmp_path / "sol"
-    rc, out, err = call(capsys, "train", "--dataset", burst_dataset, "--recipe", "aws-trending-now", "--hp", "trend_discovery_frequency=1 day", "--out", solution)
+    rc, out, err = call(
+        capsys,
+        "train",
+        "--dataset",
+        burst_dataset,
+        "--recipe",
+        "aws-trending-now",
+        "--hp",
+        "trend_discovery_frequency=1 day",
+        "--out",
+        solution,
+    )
     assert rc == 0, err
     job = tmp_path / "job.jsonl"
     job.write_text('{"userId": "u001"}\n{"userId": "nobody"}\n')
-    rc, out, err = call(capsys, "batch-infer", "--solution", solution, "--input", job, "--output", tmp_path / "out", "--num-results", "5",
-                        "--filter", 'EXCLUDE ItemID WHERE Items.GENRE IN ("odd")')
+    rc, out, err = call(
+        capsys,
+        "batch-infer",
+        "--solution",
+        solution,
+        "--input",
+        job,
+        "--output",
+        tmp_path / "out",
+        "--num-results",
+        "5",
+        "--filter",
+        'EXCLUDE ItemID WHERE Items.GENRE IN ("odd")',
+    )
     assert rc == 0, err
     lines = [json.loads(line) for line in (tmp_path / "out" / "job.jsonl.out").read_text().splitlines()]
     assert len(lines) == 2 and lines[0]["output"] == lines[1]["output"]  # the same list for everyone
     items = lines[0]["output"]["recommendedItems"]
     assert set(items[:3]) == set(BURST) and len(items) == 5 and all(int(i[1:]) % 2 == 0 for i in items)
-    rc, out, err = call(capsys, "batch-infer", "--solution", solution, "--input", job, "--output", tmp_path / "out2", "--num-results", "5",
-                        "--filter", 'INCLUDE ItemID WHERE Items.GENRE IN ("odd")')
+    rc, out, err = call(
+        capsys,
+        "batch-infer",
+        "--solution",
+        solution,
+        "--input",
+        job,
+        "--output",
+        tmp_path / "out2",
+        "--num-results",
+        "5",
+        "--filter",
+        'INCLUDE ItemID WHERE Items.GENRE IN ("odd")',
+    )
     assert rc == 0, err
     items = json.loads((tmp_path / "out2" / "job.jsonl.out").read_text().splitlines()[0])["output"]["recommendedItems"]
     assert len(items) == 5 and all(int(i[1:]) % 2 == 1 for i in items)

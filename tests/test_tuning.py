@@ -8,15 +8,22 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from cli_helpers import call
+
 from personalize_pipeline.datasets import read_dataset_group
 from personalize_pipeline.errors import InputError
 from personalize_pipeline.features import featurize
 from personalize_pipeline.metrics import leave_last_out_split
 from personalize_pipeline.recipes import HRNN, SIMS
 from personalize_pipeline.store import load_manifest
-from personalize_pipeline.tuning import AutoMLConfig, HPOConfig, parse_create_solution, run_hpo, search_space, validation_split
+from personalize_pipeline.tuning import (
+    AutoMLConfig,
+    HPOConfig,
+    parse_create_solution,
+    run_hpo,
+    search_space,
+    validation_split,
+)
 
 MOVIELENS = "tests/data/movielens-slice"
 
@@ -65,13 +72,25 @@ def test_create_solution_request_is_read_as_personalize_defines_it():
 @pytest.mark.parametrize(
     "ranges, message",
     [
-        ({"integerHyperParameterRanges": [{"name": "hidden_dim", "minValue": "32", "maxValue": "64"}]}, "no hyperparameter 'hidden_dim'"),
-        ({"integerHyperParameterRanges": [{"name": "hidden_dimension", "minValue": "16", "maxValue": "64"}]}, "out of range [32, 256]"),
+        (
+            {"integerHyperParameterRanges": [{"name": "hidden_dim", "minValue": "32", "maxValue": "64"}]},
+            "no hyperparameter 'hidden_dim'",
+        ),
+        (
+            {"integerHyperParameterRanges": [{"name": "hidden_dimension", "minValue": "16", "maxValue": "64"}]},
+            "out of range [32, 256]",
+        ),
         ({"integerHyperParameterRanges": [{"name": "epochs", "minValue": "1", "maxValue": "5"}]}, "not tunable"),
-        ({"continuousHyperParameterRanges": [{"name": "hidden_dimension", "minValue": "32", "maxValue": "64"}]}, "integerHyperParameterRanges"),
+        (
+            {"continuousHyperParameterRanges": [{"name": "hidden_dimension", "minValue": "32", "maxValue": "64"}]},
+            "integerHyperParameterRanges",
+        ),
         ({"integerHyperParameterRanges": [{"name": "bptt", "minValue": "20", "maxValue": "10"}]}, "is above maxValue"),
         ({"categoricalHyperParameterRanges": [{"name": "recency_mask", "values": ["yes"]}]}, "not a valid bool"),
-        ({"continuousHyperParameterRanges": [{"name": "learning_rate", "minValue": "0.001", "maxValue": "0.9"}]}, "out of range"),
+        (
+            {"continuousHyperParameterRanges": [{"name": "learning_rate", "minValue": "0.001", "maxValue": "0.9"}]},
+            "out of range",
+        ),
     ],
 )
 def test_bad_ranges_are_rejected_against_the_recipe(ranges, message):
@@ -83,8 +102,14 @@ def test_bad_ranges_are_rejected_against_the_recipe(ranges, message):
 @pytest.mark.parametrize(
     "change, message",
     [
-        (lambda d: d["solutionConfig"]["hpoConfig"]["hpoResourceConfig"].update(maxNumberOfTrainingJobs="41"), "between 1 and 40"),
-        (lambda d: d["solutionConfig"]["hpoConfig"]["hpoResourceConfig"].update(maxParallelTrainingJobs="11"), "between 1 and 10"),
+        (
+            lambda d: d["solutionConfig"]["hpoConfig"]["hpoResourceConfig"].update(maxNumberOfTrainingJobs="41"),
+            "between 1 and 40",
+        ),
+        (
+            lambda d: d["solutionConfig"]["hpoConfig"]["hpoResourceConfig"].update(maxParallelTrainingJobs="11"),
+            "between 1 and 10",
+        ),
         (lambda d: d["solutionConfig"]["hpoConfig"]["hpoObjective"].update(metricName="accuracy"), "not a metric"),
         (lambda d: d["solutionConfig"]["hpoConfig"]["hpoObjective"].update(type="Up"), "Maximize or Minimize"),
         (lambda d: d.update(performAutoML=True), "either recipeArn or performAutoML"),
@@ -109,7 +134,9 @@ def test_automl_config_checks_recipes_and_metric():
         AutoMLConfig.from_dict({"recipeList": ["aws-nope"]})
     with pytest.raises(InputError, match="not a metric"):
         AutoMLConfig.from_dict({"metricName": "precision_at_7"})
-    config = AutoMLConfig.from_dict({"metricName": "precision_at_25", "recipeList": ["arn:aws:personalize:::recipe/aws-hrnn"]})
+    config = AutoMLConfig.from_dict(
+        {"metricName": "precision_at_25", "recipeList": ["arn:aws:personalize:::recipe/aws-hrnn"]}
+    )
     assert config.recipe_list == ["aws-hrnn"]
 
 
@@ -121,7 +148,10 @@ def test_validation_split_never_sees_the_test_item(features):
     second_last = {int(u): int(items[indptr[u + 1] - 2]) for u in valid.test_users}
     assert {int(u): int(i) for u, i in zip(valid.test_users, valid.truth_items)} == second_last
     # the test truth (each user's last event) is in neither the validation input nor its training part
-    inputs = {int(u): valid.input_items[valid.input_indptr[r] : valid.input_indptr[r + 1]] for r, u in enumerate(valid.test_users)}
+    inputs = {
+        int(u): valid.input_items[valid.input_indptr[r] : valid.input_indptr[r + 1]]
+        for r, u in enumerate(valid.test_users)
+    }
     assert all(len(inputs[u]) == indptr[u + 1] - indptr[u] - 2 for u in inputs)
     assert len(last) == len(valid.test_users)
 
@@ -140,13 +170,31 @@ def test_hpo_is_seeded_starts_from_defaults_and_never_ends_below_them(features):
 
 
 def test_cli_train_hpo_records_trials_in_the_manifest(tmp_path, capsys):
-    code, out, err = call(capsys, *["train", "--dataset", MOVIELENS, "--recipe", "aws-sims", "--hpo", "4", "--no-validate", "--out", str(tmp_path / "s")])
+    code, out, err = call(
+        capsys,
+        *[
+            "train",
+            "--dataset",
+            MOVIELENS,
+            "--recipe",
+            "aws-sims",
+            "--hpo",
+            "4",
+            "--no-validate",
+            "--out",
+            str(tmp_path / "s"),
+        ],
+    )
     assert code == 0, err
     summary = json.loads(out)
     assert summary["hpo"]["trials"] == 4 and summary["hpo"]["best_value"] >= summary["hpo"]["default_value"]
     assert err.count("HPO trial") == 4
     manifest = load_manifest(tmp_path / "s")
-    assert manifest["solution_config"]["performHPO"] and manifest["hpo"]["best"]["params"]["popularity_discount_factor"] == manifest["hyperparameters"]["popularity_discount_factor"]
+    assert (
+        manifest["solution_config"]["performHPO"]
+        and manifest["hpo"]["best"]["params"]["popularity_discount_factor"]
+        == manifest["hyperparameters"]["popularity_discount_factor"]
+    )
     assert len(manifest["hpo"]["trials"]) == 4
 
 
@@ -160,7 +208,19 @@ def test_cli_solution_config_yaml_with_automl_picks_the_better_recipe(demo_small
         "  algorithmHyperParameters: {epochs: '2', hidden_dimension: '32', n_sample: '64'}\n"
         "  autoMLConfig: {metricName: precision_at_25, recipeList: [aws-popularity-count, arn:aws:personalize:::recipe/aws-hrnn]}\n"
     )
-    code, out, err = call(capsys, *["train", "--dataset", str(demo_small), "--solution-config", str(config), "--no-validate", "--out", str(tmp_path / "s")])
+    code, out, err = call(
+        capsys,
+        *[
+            "train",
+            "--dataset",
+            str(demo_small),
+            "--solution-config",
+            str(config),
+            "--no-validate",
+            "--out",
+            str(tmp_path / "s"),
+        ],
+    )
     assert code == 0, err
     manifest = load_manifest(tmp_path / "s")
     candidates = {c["recipe"]: c for c in manifest["automl"]["candidates"]}
@@ -200,11 +260,15 @@ def test_cli_bad_selection_options_exit_2_with_one_line(tmp_path, capsys, args, 
 def test_cli_solution_config_file_errors(tmp_path, capsys):
     bad_json = tmp_path / "bad.json"
     bad_json.write_text("{not json")
-    code, _, err = call(capsys, *["train", "--dataset", MOVIELENS, "--solution-config", str(bad_json), "--out", str(tmp_path / "s")])
+    code, _, err = call(
+        capsys, *["train", "--dataset", MOVIELENS, "--solution-config", str(bad_json), "--out", str(tmp_path / "s")]
+    )
     assert code == 2 and "not valid JSON" in err and len(err.strip().splitlines()) == 1
     doc = hpo_doc(integerHyperParameterRanges=[{"name": "hidden_dimension", "minValue": "32", "maxValue": "999"}])
     good_shape = tmp_path / "range.json"
     good_shape.write_text(json.dumps(doc))
-    code, _, err = call(capsys, *["train", "--dataset", MOVIELENS, "--solution-config", str(good_shape), "--out", str(tmp_path / "s")])
+    code, _, err = call(
+        capsys, *["train", "--dataset", MOVIELENS, "--solution-config", str(good_shape), "--out", str(tmp_path / "s")]
+    )
     assert code == 2 and "hidden_dimension: 999 is out of range [32, 256]" in err
     assert not (tmp_path / "s").exists()

@@ -97,7 +97,9 @@ def test_thompson_sampling_prefers_uncertain_over_often_ignored(model, features)
     log_p = np.full((400, features.n_items), -50.0, dtype=np.float32)
     log_p[:, [a, b]] = -5.0
     relevant = np.full((400, 1), -1)
-    picks = m.explore(log_p, relevant, 1, ExplorationConfig(1.0), UserBatch.from_histories(np.arange(400), *features.sequences()))
+    picks = m.explore(
+        log_p, relevant, 1, ExplorationConfig(1.0), UserBatch.from_histories(np.arange(400), *features.sequences())
+    )
     assert (picks[:, 0] == b).mean() > 0.9
 
 
@@ -185,11 +187,23 @@ def test_update_brings_new_items_into_recommendations_cheaply(demo, tmp_path):
     a = full.recipe.user_state[full.user_codes(np.array(quiet, dtype=object))]
     b = update.recipe.user_state[update.user_codes(np.array(quiet, dtype=object))]
     np.testing.assert_allclose(a, b, atol=1e-6)
-    fresh = update.recipe.logits(UserBatch.from_histories(update.user_codes(np.array(quiet, dtype=object)), update.history_indptr, update.history_items, context=update.history_context))
-    np.testing.assert_allclose(fresh, update.recipe.logits(update.user_batch(update.user_codes(np.array(quiet, dtype=object)))), atol=5e-3)
+    fresh = update.recipe.logits(
+        UserBatch.from_histories(
+            update.user_codes(np.array(quiet, dtype=object)),
+            update.history_indptr,
+            update.history_items,
+            context=update.history_context,
+        )
+    )
+    np.testing.assert_allclose(
+        fresh, update.recipe.logits(update.user_batch(update.user_codes(np.array(quiet, dtype=object)))), atol=5e-3
+    )
     # the UPDATE version loads back with its exploration statistics
     loaded = load_solution_version(tmp_path / "sol")
-    assert loaded.version_id == update.version_id and loaded.recipe.clicks.sum() == update.recipe.training_set(featurize(read_dataset_group(demo))).n_interactions
+    assert (
+        loaded.version_id == update.version_id
+        and loaded.recipe.clicks.sum() == update.recipe.training_set(featurize(read_dataset_group(demo))).n_interactions
+    )
 
 
 def test_exploration_options_need_a_user_personalization_solution(demo_small, tmp_path):

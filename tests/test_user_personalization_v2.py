@@ -22,7 +22,14 @@ from personalize_pipeline.training import SolutionConfig, train
 from personalize_pipeline.tuning import default_recipe_list
 
 N_ITEMS = 24
-TINY = {"hidden_dimension": 32, "epochs": 12, "batch_size": 32, "learning_rate": 0.01, "dropout": 0.1, "max_sequence_length": 10}
+TINY = {
+    "hidden_dimension": 32,
+    "epochs": 12,
+    "batch_size": 32,
+    "learning_rate": 0.01,
+    "dropout": 0.1,
+    "max_sequence_length": 10,
+}
 
 
 def cycle_dataset(path, users=160, length=12, n_items=N_ITEMS, extra_item_after=None):
@@ -38,7 +45,11 @@ def cycle_dataset(path, users=160, length=12, n_items=N_ITEMS, extra_item_after=
             rows.append((f"u{u}", f"i{(start + k) % n_items}", 1_000_000 + u * 100 + k))
     frame = pd.DataFrame(rows, columns=["USER_ID", "ITEM_ID", "TIMESTAMP"])
     if extra_item_after is not None:
-        late = [(f"v{u}", f"i{n_items - 1}" if k % 2 == 0 else "new", extra_item_after + 10 + u * 10 + k) for u in range(40) for k in range(5)]
+        late = [
+            (f"v{u}", f"i{n_items - 1}" if k % 2 == 0 else "new", extra_item_after + 10 + u * 10 + k)
+            for u in range(40)
+            for k in range(5)
+        ]
         frame = pd.concat([frame, pd.DataFrame(late, columns=frame.columns)])
     path.mkdir(parents=True, exist_ok=True)
     frame.to_csv(path / "interactions.csv", index=False)
@@ -119,7 +130,9 @@ def test_update_adds_new_items_and_keeps_the_network(tmp_path):
     new = features.item_index(np.array(["new"], dtype=object))[0]
     assert not full.trained[new]  # no events before the cut: never recommended by FULL
     full_state = {k: v.copy() for k, v in full.state().items()}
-    updated = UserPersonalizationV2.from_state(full.params, full_state).update(features, previous_item_ids=features.item_ids, previous_user_ids=features.user_ids)
+    updated = UserPersonalizationV2.from_state(full.params, full_state).update(
+        features, previous_item_ids=features.item_ids, previous_user_ids=features.user_ids
+    )
     assert updated.trained[new] and updated.n_items == features.n_items
     assert updated.training_stats()["carried_items"] == N_ITEMS
     state = updated.state()
@@ -169,7 +182,11 @@ def test_registered_with_hyperparameters_and_in_automl():
     assert get_recipe("aws-personalized-ranking-v2") is PersonalizedRankingV2
     params = UserPersonalizationV2.resolve_hyperparameters({})
     assert params["hidden_dimension"] == 64 and params["max_sequence_length"] == 50
-    assert {hp.name for hp in UserPersonalizationV2.hyperparameters if hp.tunable} >= {"hidden_dimension", "learning_rate", "dropout"}
+    assert {hp.name for hp in UserPersonalizationV2.hyperparameters if hp.tunable} >= {
+        "hidden_dimension",
+        "learning_rate",
+        "dropout",
+    }
     assert "aws-user-personalization-v2" in default_recipe_list(None)
     with pytest.raises(InputError, match="num_heads"):
         UserPersonalizationV2(hidden_dimension=30, num_heads=4)
@@ -216,7 +233,9 @@ def test_sampler_losses_and_weight_average():
     zeros = torch.zeros(6)
     sampled = sampled_softmax_xe_logq(states, vectors[targets], vectors, zeros[targets], zeros)
     logits = states @ vectors.T
-    doubled = torch.logaddexp(logits.gather(1, targets[:, None]).squeeze(1), torch.logsumexp(logits, 1)) - logits.gather(1, targets[:, None]).squeeze(1)
+    doubled = torch.logaddexp(
+        logits.gather(1, targets[:, None]).squeeze(1), torch.logsumexp(logits, 1)
+    ) - logits.gather(1, targets[:, None]).squeeze(1)
     torch.testing.assert_close(sampled, doubled)
     param = torch.nn.Parameter(torch.zeros(3))
     average = WeightAverage([param], decay=0.5)

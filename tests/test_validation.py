@@ -45,7 +45,10 @@ def test_text_in_timestamp_names_column_rule_and_line(group_dir):
 
 
 def test_milliseconds_and_future_timestamps_fail(group_dir):
-    _edit(group_dir / "interactions.csv", lambda df: df.assign(TIMESTAMP=(df["TIMESTAMP"].astype("int64") * 1000).astype(str)))
+    _edit(
+        group_dir / "interactions.csv",
+        lambda df: df.assign(TIMESTAMP=(df["TIMESTAMP"].astype("int64") * 1000).astype(str)),
+    )
     report = validate(read_dataset_group(group_dir))
     rule = [r for r in report.failures if r.column == "TIMESTAMP"]
     assert rule and "milliseconds" in rule[0].description
@@ -103,9 +106,30 @@ def test_validation_is_reasonably_fast_on_movielens():
     [
         ({"type": "record"}, "not an Avro record"),
         ({"type": "record", "fields": [{"name": "USER_ID", "type": "string"}]}, "required field 'ITEM_ID'"),
-        ({"type": "record", "fields": [{"name": "USER_ID", "type": "string"}, {"name": "ITEM_ID", "type": "string"}, {"name": "TIMESTAMP", "type": "string"}]}, "TIMESTAMP' must be of type long"),
+        (
+            {
+                "type": "record",
+                "fields": [
+                    {"name": "USER_ID", "type": "string"},
+                    {"name": "ITEM_ID", "type": "string"},
+                    {"name": "TIMESTAMP", "type": "string"},
+                ],
+            },
+            "TIMESTAMP' must be of type long",
+        ),
         ({"type": "record", "fields": [{"name": "USER_ID", "type": "map"}]}, "unsupported type"),
-        ({"type": "record", "fields": [{"name": "X", "type": "int", "categorical": True}, {"name": "USER_ID", "type": "string"}, {"name": "ITEM_ID", "type": "string"}, {"name": "TIMESTAMP", "type": "long"}]}, "categorical"),
+        (
+            {
+                "type": "record",
+                "fields": [
+                    {"name": "X", "type": "int", "categorical": True},
+                    {"name": "USER_ID", "type": "string"},
+                    {"name": "ITEM_ID", "type": "string"},
+                    {"name": "TIMESTAMP", "type": "long"},
+                ],
+            },
+            "categorical",
+        ),
     ],
 )
 def test_schema_errors_are_clear(doc, message):

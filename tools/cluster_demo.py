@@ -39,9 +39,9 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # SeaweedS3: the project's SeaweedFS launcher
@@ -58,7 +58,12 @@ SHARD_SENSOR = r"(^|__)batch_job_shards$"
 BUCKET = "personalize-demo"
 WORKERS = ("worker-a", "worker-b")
 TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
-LOCATION_VARIABLES = {"dataset": "PERSONALIZE_DATASET", "artifacts": "PERSONALIZE_ARTIFACTS", "output": "PERSONALIZE_OUTPUT", "batch_input": "PERSONALIZE_BATCH_INPUT"}
+LOCATION_VARIABLES = {
+    "dataset": "PERSONALIZE_DATASET",
+    "artifacts": "PERSONALIZE_ARTIFACTS",
+    "output": "PERSONALIZE_OUTPUT",
+    "batch_input": "PERSONALIZE_BATCH_INPUT",
+}
 
 
 @dataclass
@@ -88,7 +93,7 @@ class Cluster:
         self.stack = contextlib.ExitStack()
         self.processes: dict[str, Process] = {}
 
-    def __enter__(self) -> "Cluster":
+    def __enter__(self) -> Cluster:
         try:
             self._start()
         except BaseException:
@@ -102,7 +107,9 @@ class Cluster:
 
     def _start(self) -> None:
         w = self.work
-        self.s3 = self.stack.enter_context(SeaweedS3(access_key=uuid.uuid4().hex[:16], secret_key=uuid.uuid4().hex, data_dir=w / "s3"))
+        self.s3 = self.stack.enter_context(
+            SeaweedS3(access_key=uuid.uuid4().hex[:16], secret_key=uuid.uuid4().hex, data_dir=w / "s3")
+        )
         say(f"SeaweedFS S3 at {self.s3.endpoint_url} (pid {self.s3.pid})")
         self.s3.make_bucket(BUCKET)
         self.redis = Redis(w / "redis")
@@ -114,16 +121,43 @@ class Cluster:
         self.env = self._environment()
         self._use_environment()  # this process reads the instance too
         self.grpc_port = free_port()
-        self._spawn("code-server", ["dagster", "api", "grpc", "-m", "assets.definitions", "-a", "defs", "-h", HOST, "-p", str(self.grpc_port)])
+        self._spawn(
+            "code-server",
+            ["dagster", "api", "grpc", "-m", "assets.definitions", "-a", "defs", "-h", HOST, "-p", str(self.grpc_port)],
+        )
         self._workspace()
         for name in WORKERS:
             # -i: the worker imports the code location once, before forking its pool processes
-            self._spawn(name, ["dagster-celery", "worker", "start", "-A", "dagster_celery.app", "-y", str(ROOT / "deploy" / "celery.yaml"),
-                               "-i", "assets.definitions", "-n", name, "--", "--concurrency", str(self.options.worker_concurrency)])
-        wait_until(self._code_server_serving, self.processes["code-server"], "the code location's gRPC server", timeout=300)
+            self._spawn(
+                name,
+                [
+                    "dagster-celery",
+                    "worker",
+                    "start",
+                    "-A",
+                    "dagster_celery.app",
+                    "-y",
+                    str(ROOT / "deploy" / "celery.yaml"),
+                    "-i",
+                    "assets.definitions",
+                    "-n",
+                    name,
+                    "--",
+                    "--concurrency",
+                    str(self.options.worker_concurrency),
+                ],
+            )
+        wait_until(
+            self._code_server_serving, self.processes["code-server"], "the code location's gRPC server", timeout=300
+        )
         self._spawn("daemon", ["dagster-daemon", "run", "-w", str(w / "workspace.yaml")])
         for name in WORKERS:
-            wait_until(lambda n=name: " ready." in log_tail(self.work / "logs" / f"{n}.log", 200), self.processes[name], f"Celery {name}", 300)
+            wait_until(
+                lambda n=name: " ready." in log_tail(self.work / "logs" / f"{n}.log", 200),
+                self.processes[name],
+                f"Celery {name}",
+                300,
+            )
         say(f"code server (pid {self.processes['code-server'].pid}), daemon, workers {', '.join(WORKERS)} up")
 
     def _environment(self) -> dict[str, str]:
@@ -185,7 +219,9 @@ class Cluster:
     def dagster(self, *args: str) -> str:
         """A ``dagster`` CLI command against this cluster's workspace; its stdout."""
         cmd = ["dagster", *args, "-w", str(self.work / "workspace.yaml")]
-        done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **self.env}, cwd=self.work, timeout=300)
+        done = subprocess.run(
+            cmd, capture_output=True, text=True, env={**os.environ, **self.env}, cwd=self.work, timeout=300
+        )
         if done.returncode != 0:
             raise ServiceError(f"`{' '.join(cmd[:4])}` failed: {(done.stderr or done.stdout).strip()[-1500:]}")
         return done.stdout
@@ -200,7 +236,9 @@ def personalize_config(recipe: str) -> dict:
     import yaml
 
     config = yaml.safe_load((ROOT / "deploy" / "personalize.celery.yaml").read_text())
-    config["locations"] = {k: f"s3://{BUCKET}/{k.replace('_', '-')}" for k in ("dataset", "artifacts", "output", "batch_input")}
+    config["locations"] = {
+        k: f"s3://{BUCKET}/{k.replace('_', '-')}" for k in ("dataset", "artifacts", "output", "batch_input")
+    }
     shipped = yaml.safe_load((ROOT / "personalize.yaml").read_text()) or {}
     if "solutions" in shipped:  # several solutions per dataset group
         config["solutions"] = [{**shipped["solutions"][0], "recipe": recipe}]
@@ -224,7 +262,9 @@ def upload_demo_data(cluster: Cluster, options: DemoOptions) -> None:
     for k in range(options.shards):
         fs.pipe_file(f"{BUCKET}/batch-input/part-{k}.jsonl", "".join(lines[k :: options.shards]).encode())
     shutil.rmtree(local)
-    say(f"demo dataset ({options.interactions:,} interactions) and {options.shards} batch input shards uploaded to s3://{BUCKET}/")
+    say(
+        f"demo dataset ({options.interactions:,} interactions) and {options.shards} batch input shards uploaded to s3://{BUCKET}/"
+    )
 
 
 def pick(names: list[str], exact: str | None, pattern: str, solution: str | None, what: str) -> str:
@@ -256,7 +296,9 @@ def wait_for_runs(cluster: Cluster, instance, job: str, count: int, deadline: fl
         cluster.check_alive()
         if time.monotonic() > deadline:
             states = ", ".join(f"{r.run_id[:8]} {r.status.value}" for r in runs) or "none yet"
-            raise ServiceError(f"{job}: runs not finished in time ({states}); daemon log:\n{log_tail(cluster.work / 'logs' / 'daemon.log')}")
+            raise ServiceError(
+                f"{job}: runs not finished in time ({states}); daemon log:\n{log_tail(cluster.work / 'logs' / 'daemon.log')}"
+            )
         time.sleep(1.0)
 
 
@@ -299,7 +341,9 @@ def run_demo(options: DemoOptions) -> dict:
             runs = wait_for_runs(cluster, instance, full_job, 1, deadline)
             say(f"{full_job}: {runs[0].status.value}")
             if runs[0].status.value == "SUCCESS":
-                sensor = pick(listed(cluster.dagster("sensor", "list"), "Sensor"), None, SHARD_SENSOR, options.solution, "sensor")
+                sensor = pick(
+                    listed(cluster.dagster("sensor", "list"), "Sensor"), None, SHARD_SENSOR, options.solution, "sensor"
+                )
                 say(f"starting sensor {sensor}: one partition and run of {shard_job} per shard")
                 cluster.dagster("sensor", "start", sensor)
                 runs += wait_for_runs(cluster, instance, shard_job, options.shards, deadline)
@@ -332,7 +376,15 @@ def inspect_runs(cluster: Cluster, instance, runs: list, shard_job: str) -> dict
     problems += check_outputs(cluster, outputs, from_shards)
     problems += [f"written into a working directory: {p}" for p in (cluster.work / "cwd").rglob("*") if p.is_file()]
     return {
-        "runs": [{"run_id": r.run_id, "job": r.job_name, "partition": r.tags.get("dagster/partition"), "status": r.status.value} for r in runs],
+        "runs": [
+            {
+                "run_id": r.run_id,
+                "job": r.job_name,
+                "partition": r.tags.get("dagster/partition"),
+                "status": r.status.value,
+            }
+            for r in runs
+        ],
         "shard_runs_at_once": most_at_once(instance, [r for r in runs if r.job_name == shard_job]),
         "workers": sorted(workers),
         "outputs": sorted(outputs),
@@ -376,7 +428,11 @@ def check_outputs(cluster: Cluster, outputs: dict[str, int | None], from_shards:
 
 def parse_args(argv: list[str] | None) -> DemoOptions:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--recipe", default="aws-popularity-count", help="e.g. aws-hrnn (trains for minutes on 2 cores, twice: FULL and metrics)")
+    p.add_argument(
+        "--recipe",
+        default="aws-popularity-count",
+        help="e.g. aws-hrnn (trains for minutes on 2 cores, twice: FULL and metrics)",
+    )
     p.add_argument("--users", type=int, default=2000)
     p.add_argument("--items", type=int, default=1000)
     p.add_argument("--interactions", type=int, default=60_000)
@@ -388,7 +444,19 @@ def parse_args(argv: list[str] | None) -> DemoOptions:
     p.add_argument("--solution", help="with several solutions: run this one's jobs")
     p.add_argument("--workdir", type=Path, help="keep services' data and logs here (default: a temporary folder)")
     a = p.parse_args(argv)
-    return DemoOptions(a.recipe, a.users, a.items, a.interactions, a.shards, a.worker_concurrency, a.timeout, a.full_job, a.shard_job, a.solution, a.workdir)
+    return DemoOptions(
+        a.recipe,
+        a.users,
+        a.items,
+        a.interactions,
+        a.shards,
+        a.worker_concurrency,
+        a.timeout,
+        a.full_job,
+        a.shard_job,
+        a.solution,
+        a.workdir,
+    )
 
 
 def _stop_on_signal(signum, _frame) -> None:
@@ -405,7 +473,17 @@ def main(argv: list[str] | None = None) -> int:
         report = run_demo(options)
     except (ServiceError, OSError, KeyboardInterrupt) as exc:
         say(f"FAILED: {exc}")
-        print(json.dumps({"runs": [], "workers": [], "outputs": [], "seconds": round(time.monotonic() - t0, 1), "error": str(exc).splitlines()[0]}))
+        print(
+            json.dumps(
+                {
+                    "runs": [],
+                    "workers": [],
+                    "outputs": [],
+                    "seconds": round(time.monotonic() - t0, 1),
+                    "error": str(exc).splitlines()[0],
+                }
+            )
+        )
         return 1
     report["seconds"] = round(time.monotonic() - t0, 1)
     for problem in report["problems"]:

@@ -70,7 +70,13 @@ class Process:
         cwd.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as log:
             self.popen = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=cwd, env=env, start_new_session=True,
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=cwd,
+                env=env,
+                start_new_session=True,
                 preexec_fn=_pdeathsig_preexec(),  # SIGKILLed if the demo itself is killed
             )
 
@@ -117,10 +123,26 @@ class Redis:
     def __init__(self, base: Path):
         binary = shutil.which("redis-server") or ensure_debian_package("/usr/bin/redis-server", "redis-server")
         if binary is None:
-            raise ServiceError("redis-server not found and Debian's redis-server package could not be installed (needs root and apt-get)")
+            raise ServiceError(
+                "redis-server not found and Debian's redis-server package could not be installed (needs root and apt-get)"
+            )
         base.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
-        cmd = [binary, "--port", str(self.port), "--bind", HOST, "--save", "", "--appendonly", "no", "--dir", str(base), "--daemonize", "no"]
+        cmd = [
+            binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            HOST,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(base),
+            "--daemonize",
+            "no",
+        ]
         self.process = Process("redis-server", cmd, base / "redis.log", cwd=base, env=dict(os.environ))
         wait_until(self._pong, self.process, f"redis-server on port {self.port}", timeout=30)
 
@@ -147,18 +169,31 @@ class Postgres:
     def __init__(self, base: Path, user: str = "dagster", db: str = "dagster"):
         bin_dir = _postgres_bin_dir()
         if bin_dir is None:
-            raise ServiceError("PostgreSQL server not found and Debian's postgresql package could not be installed (needs root and apt-get)")
+            raise ServiceError(
+                "PostgreSQL server not found and Debian's postgresql package could not be installed (needs root and apt-get)"
+            )
         self.user, self.db, self.port = user, db, free_port()
         base.mkdir(parents=True, exist_ok=True)
         prefix = _run_as_unprivileged(base)
         data = base / "data"
         done = subprocess.run(
             [*prefix, f"{bin_dir}/initdb", "-D", str(data), "-U", user, "-A", "trust", "-E", "UTF8", "--no-sync"],
-            capture_output=True, text=True, timeout=300,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         if done.returncode != 0:
             raise ServiceError(f"initdb failed: {(done.stderr or done.stdout).strip()[-2000:]}")
-        options = ["-c", f"listen_addresses={HOST}", "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+        options = [
+            "-c",
+            f"listen_addresses={HOST}",
+            "-c",
+            "fsync=off",
+            "-c",
+            "synchronous_commit=off",
+            "-c",
+            "full_page_writes=off",
+        ]
         cmd = [*prefix, f"{bin_dir}/postgres", "-D", str(data), "-p", str(self.port), "-k", str(base), *options]
         self.process = Process("postgres", cmd, base / "server.log", cwd=base, env=dict(os.environ))
         wait_until(self._accepts, self.process, f"PostgreSQL on port {self.port}", timeout=60)
@@ -166,8 +201,13 @@ class Postgres:
 
     def env(self) -> dict[str, str]:
         """The DAGSTER_PG_* variables that deploy/dagster.postgres.yaml reads."""
-        return {"DAGSTER_PG_HOST": HOST, "DAGSTER_PG_PORT": str(self.port), "DAGSTER_PG_USER": self.user,
-                "DAGSTER_PG_PASSWORD": "unused-with-trust", "DAGSTER_PG_DB": self.db}
+        return {
+            "DAGSTER_PG_HOST": HOST,
+            "DAGSTER_PG_PORT": str(self.port),
+            "DAGSTER_PG_USER": self.user,
+            "DAGSTER_PG_PASSWORD": "unused-with-trust",
+            "DAGSTER_PG_DB": self.db,
+        }
 
     def _connect(self, db: str):
         import psycopg2

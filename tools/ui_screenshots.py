@@ -20,8 +20,8 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = {
@@ -73,14 +73,32 @@ def ui_env(workdir: Path, dataset: Path, recipe: str = "aws-popularity-count") -
     return env
 
 
-def prepare_home(workdir: Path, recipe: str = "aws-popularity-count", users: int = 300, items: int = 200, interactions: int = 6000) -> dict[str, str]:
+def prepare_home(
+    workdir: Path, recipe: str = "aws-popularity-count", users: int = 300, items: int = 200, interactions: int = 6000
+) -> dict[str, str]:
     """Demo data and one demo__full_retrain run (``python -m assets.run_demo``) recorded in a
     fresh DAGSTER_HOME under ``workdir``. Returns the environment for the webserver."""
     env = ui_env(workdir, workdir / "demo", recipe)
     py = sys.executable
     subprocess.run(
-        [py, "-m", "personalize_pipeline.cli", "demo-data", "--out", env["PERSONALIZE_DATASET"], "--users", str(users), "--items", str(items), "--interactions", str(interactions)],
-        env=env, cwd=ROOT, check=True, capture_output=True,
+        [
+            py,
+            "-m",
+            "personalize_pipeline.cli",
+            "demo-data",
+            "--out",
+            env["PERSONALIZE_DATASET"],
+            "--users",
+            str(users),
+            "--items",
+            str(items),
+            "--interactions",
+            str(interactions),
+        ],
+        env=env,
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
     )
     demo = subprocess.run([py, "-m", "assets.run_demo"], env=env, cwd=ROOT, capture_output=True, text=True)
     if demo.returncode != 0:
@@ -93,7 +111,15 @@ def webserver(env: dict[str, str], port: int | None = None, timeout: float = 90.
     """``dagster-webserver`` on 127.0.0.1:port serving assets.definitions; yields its URL."""
     port = port or free_port()
     exe = Path(sys.executable).with_name("dagster-webserver")
-    cmd = [str(exe) if exe.exists() else "dagster-webserver", "-h", "127.0.0.1", "-p", str(port), "-m", "assets.definitions"]
+    cmd = [
+        str(exe) if exe.exists() else "dagster-webserver",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-m",
+        "assets.definitions",
+    ]
     log = tempfile.TemporaryFile()
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -126,8 +152,16 @@ def _chromium(chromium: str, *args: str, timeout: float = 90.0) -> str:
     profile = tempfile.mkdtemp(prefix="chromium-profile-")
     try:
         cmd = [
-            chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars",
-            f"--user-data-dir={profile}", "--virtual-time-budget=20000", "--run-all-compositor-stages-before-draw", *args,
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--hide-scrollbars",
+            f"--user-data-dir={profile}",
+            "--virtual-time-budget=20000",
+            "--run-all-compositor-stages-before-draw",
+            *args,
         ]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         return done.stdout
@@ -152,7 +186,9 @@ def capture(chromium: str, url: str, out_dir: Path) -> dict[str, str]:
     dismiss_welcome(url)
     doms = {}
     for name, (path, size) in PAGES.items():  # one browser run per page: screenshot and DOM
-        doms[name] = _chromium(chromium, f"--window-size={size}", f"--screenshot={out_dir / f'ui-{name}.png'}", "--dump-dom", url + path)
+        doms[name] = _chromium(
+            chromium, f"--window-size={size}", f"--screenshot={out_dir / f'ui-{name}.png'}", "--dump-dom", url + path
+        )
     return doms
 
 

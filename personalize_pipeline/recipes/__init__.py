@@ -17,7 +17,24 @@ from .trending_now import TrendingNow
 from .user_personalization import ExplorationConfig, UserPersonalization
 from .user_personalization_v2 import UserPersonalizationV2
 
-RECIPES: dict[str, type[Recipe]] = {cls.name: cls for cls in (UserPersonalization, UserPersonalizationV2, PopularityCount, HRNN, HRNNMetadata, HRNNColdstart, PersonalizedRanking, PersonalizedRankingV2, SIMS, SimilarItems, TrendingNow, ItemAffinity, ItemAttributeAffinity)}
+RECIPES: dict[str, type[Recipe]] = {
+    cls.name: cls
+    for cls in (
+        UserPersonalization,
+        UserPersonalizationV2,
+        PopularityCount,
+        HRNN,
+        HRNNMetadata,
+        HRNNColdstart,
+        PersonalizedRanking,
+        PersonalizedRankingV2,
+        SIMS,
+        SimilarItems,
+        TrendingNow,
+        ItemAffinity,
+        ItemAttributeAffinity,
+    )
+}
 
 # Recipes of Amazon Personalize that this project will provide (see the issues); named
 # here so that users get "not available yet" rather than "unknown".
@@ -41,4 +58,27 @@ def get_recipe(name_or_arn: str) -> type[Recipe]:
     raise InputError(f"unknown recipe {name_or_arn!r} (available: {', '.join(RECIPES)})")
 
 
-__all__ = ["HyperParameter", "Recipe", "UserBatch", "top_k", "get_recipe", "recipe_name", "RECIPES", "PLANNED", "HRNN", "HRNNMetadata", "PersonalizedRanking", "HRNNColdstart", "ItemAffinity", "ItemAttributeAffinity", "PopularityCount", "SIMS", "SimilarItems", "TrendingNow", "UserPersonalization", "ExplorationConfig", "UserPersonalizationV2", "PersonalizedRankingV2"]
+__all__ = [
+    "HyperParameter",
+    "Recipe",
+    "UserBatch",
+    "top_k",
+    "get_recipe",
+    "recipe_name",
+    "RECIPES",
+    "PLANNED",
+    "HRNN",
+    "HRNNMetadata",
+    "PersonalizedRanking",
+    "HRNNColdstart",
+    "ItemAffinity",
+    "ItemAttributeAffinity",
+    "PopularityCount",
+    "SIMS",
+    "SimilarItems",
+    "TrendingNow",
+    "UserPersonalization",
+    "ExplorationConfig",
+    "UserPersonalizationV2",
+    "PersonalizedRankingV2",
+]

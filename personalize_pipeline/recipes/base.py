@@ -45,7 +45,9 @@ class HyperParameter:
                 else:
                     parsed = bool(value) if isinstance(value, (bool, np.bool_)) else _raise()
             elif self.type is int:
-                parsed = int(str(value).strip()) if not isinstance(value, float) or float(value).is_integer() else _raise()
+                parsed = (
+                    int(str(value).strip()) if not isinstance(value, float) or float(value).is_integer() else _raise()
+                )
             elif self.type is float:
                 parsed = float(value)
                 if not np.isfinite(parsed):
@@ -57,7 +59,9 @@ class HyperParameter:
         if self.low is not None and parsed < self.low or self.high is not None and parsed > self.high:
             raise InputError(f"hyperparameter {self.name}: {parsed!r} is out of range [{self.low}, {self.high}]")
         if self.choices is not None and parsed not in self.choices:
-            raise InputError(f"hyperparameter {self.name}: {parsed!r} is not one of {', '.join(map(str, self.choices))}")
+            raise InputError(
+                f"hyperparameter {self.name}: {parsed!r} is not one of {', '.join(map(str, self.choices))}"
+            )
         return parsed
 
     def describe(self) -> dict[str, Any]:
@@ -109,7 +113,7 @@ class UserBatch:
         items: np.ndarray,
         rows: np.ndarray | None = None,
         context: np.ndarray | None = None,
-    ) -> "UserBatch":
+    ) -> UserBatch:
         """Gather rows ``rows`` (default: ``users``) of a CSR history (and its per-event
         context codes); -1 rows get no history."""
         rows = users if rows is None else rows
@@ -125,11 +129,13 @@ class UserBatch:
             ctx = context[index] if total else np.zeros((0, context.shape[1]), dtype=context.dtype)
         return cls(np.asarray(users, dtype=np.int64), out_ptr, gathered, ctx)
 
-    def rows(self, lo: int, hi: int) -> "UserBatch":
+    def rows(self, lo: int, hi: int) -> UserBatch:
         """The users ``lo:hi`` of this batch (a CSR slice; no copy of the other users)."""
         a, b = int(self.history_indptr[lo]), int(self.history_indptr[hi])
         ctx = self.history_context[a:b] if self.history_context is not None else None
-        return UserBatch(self.users[lo:hi], self.history_indptr[lo : hi + 1] - a, self.history_items[a:b], ctx, self.stored)
+        return UserBatch(
+            self.users[lo:hi], self.history_indptr[lo : hi + 1] - a, self.history_items[a:b], ctx, self.stored
+        )
 
     def seen_mask_rows_cols(self) -> tuple[np.ndarray, np.ndarray]:
         """(row, item) pairs of every history item, for excluding seen items."""
@@ -174,7 +180,9 @@ class Recipe:
         return {name: hp.parse(given[name]) if name in given else hp.default for name, hp in declared.items()}
 
     @classmethod
-    def featurize_options(cls, params: dict[str, Any], event_type: str | None = None, event_value_threshold: float | None = None):
+    def featurize_options(
+        cls, params: dict[str, Any], event_type: str | None = None, event_value_threshold: float | None = None
+    ):
         from ..features import FeaturizeOptions
 
         return FeaturizeOptions(
@@ -185,7 +193,7 @@ class Recipe:
         )
 
     # --- training --------------------------------------------------------------------------
-    def fit(self, features: Features, seed: int = 42) -> "Recipe":
+    def fit(self, features: Features, seed: int = 42) -> Recipe:
         raise NotImplementedError
 
     def training_set(self, features: Features) -> Features:
@@ -203,8 +211,12 @@ class Recipe:
         return kept
 
     def update(
-        self, features: Features, seed: int = 42, previous_item_ids: np.ndarray | None = None, previous_user_ids: np.ndarray | None = None
-    ) -> "Recipe":
+        self,
+        features: Features,
+        seed: int = 42,
+        previous_item_ids: np.ndarray | None = None,
+        previous_user_ids: np.ndarray | None = None,
+    ) -> Recipe:
         """Fold in new data after a FULL training, starting from this (loaded) model.
 
         ``previous_item_ids`` is the catalogue the model was trained with, so that a recipe
@@ -243,7 +255,7 @@ class Recipe:
         raise NotImplementedError
 
     @classmethod
-    def from_state(cls, params: dict[str, Any], state: dict[str, np.ndarray]) -> "Recipe":
+    def from_state(cls, params: dict[str, Any], state: dict[str, np.ndarray]) -> Recipe:
         recipe = cls(**params)
         recipe._set_state(state)
         recipe.fitted = True

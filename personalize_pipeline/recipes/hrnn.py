@@ -46,16 +46,38 @@ PERSONALIZE_HRNN_HPS = (
     HP("max_user_history_length_percentile", float, 0.99, 0.0, 1.0, featurization=True),
 )
 TRAINING_HPS = (
-    HP("epochs", int, 0, 0, 200, help="passes over the training windows; 0 = auto (20 for small data, fewer for large)"),
+    HP(
+        "epochs", int, 0, 0, 200, help="passes over the training windows; 0 = auto (20 for small data, fewer for large)"
+    ),
     HP("learning_rate", float, 0.02, 1e-5, 0.5, tunable=True),
     HP("batch_size", int, 0, 0, 4096, help="windows per mini-batch; 0 = auto (about 100 steps per epoch, 16 to 256)"),
-    HP("n_sample", int, 0, 0, 65536, help="shared negative samples per mini-batch; 0 = auto (2048 for small data down to 512 from 1M events)"),
+    HP(
+        "n_sample",
+        int,
+        0,
+        0,
+        65536,
+        help="shared negative samples per mini-batch; 0 = auto (2048 for small data down to 512 from 1M events)",
+    ),
     HP("sample_alpha", float, 0.75, 0.0, 1.0, help="negatives drawn from popularity ** alpha"),
     HP("dropout_embed", float, 0.25, 0.0, 0.9, tunable=True),
     HP("dropout_hidden", float, 0.1, 0.0, 0.9, tunable=True),
-    HP("weight_averaging", float, 0.99, 0.0, 0.9999, help="decay of the moving average of the weights that becomes the trained model (0 = last weights)"),
+    HP(
+        "weight_averaging",
+        float,
+        0.99,
+        0.0,
+        0.9999,
+        help="decay of the moving average of the weights that becomes the trained model (0 = last weights)",
+    ),
     HP("max_training_seconds", float, 3600.0, 1.0, 86400.0, help="stop after this many seconds"),
-    HP("device", str, "auto", choices=DEVICES, help="where training runs: auto (a CUDA GPU when torch sees one, else the CPU), cpu or cuda"),
+    HP(
+        "device",
+        str,
+        "auto",
+        choices=DEVICES,
+        help="where training runs: auto (a CUDA GPU when torch sees one, else the CPU), cpu or cuda",
+    ),
 )
 
 
@@ -87,12 +109,20 @@ class GRUNet(nn.Module):
     def initial_state(self, users: torch.Tensor | None) -> torch.Tensor | None:
         return None
 
-    def forward(self, items: torch.Tensor, context: torch.Tensor | None = None, users: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, items: torch.Tensor, context: torch.Tensor | None = None, users: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """[B, T] item codes (+ [B, T, C] context codes, [B] user codes) -> [B, T, dim] states."""
         out, _ = self.gru(self.drop_embed(self.input_vectors(items, context)), self.initial_state(users))
         return self.drop_hidden(out)
 
-    def final_state(self, items: torch.Tensor, lengths: torch.Tensor, context: torch.Tensor | None = None, users: torch.Tensor | None = None) -> torch.Tensor:
+    def final_state(
+        self,
+        items: torch.Tensor,
+        lengths: torch.Tensor,
+        context: torch.Tensor | None = None,
+        users: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """[B, T] left-aligned padded windows and their lengths -> [B, dim] last states."""
         x = self.input_vectors(items, context)
         packed = nn.utils.rnn.pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
@@ -142,7 +172,13 @@ class HRNN(Recipe):
     def _batch_extras(self, idx: torch.Tensor) -> None:
         """Hook called for every training mini-batch (coldstart drops embeddings)."""
 
-    def update(self, features: Features, seed: int = 42, previous_item_ids: np.ndarray | None = None, previous_user_ids: np.ndarray | None = None) -> "HRNN":
+    def update(
+        self,
+        features: Features,
+        seed: int = 42,
+        previous_item_ids: np.ndarray | None = None,
+        previous_user_ids: np.ndarray | None = None,
+    ) -> HRNN:
         """UPDATE (Personalize's "not a full retraining"): keep this FULL model's network, add
         the new items and make one pass over the windows holding events newer than the
         version, moving only the item side (item biases and the embeddings of items the
@@ -154,9 +190,17 @@ class HRNN(Recipe):
         warm = (self.net, np.asarray(previous_item_ids, dtype=object))
         if getattr(self, "latest_time", None) is None:
             return self.fit(features, seed=seed, warm_start=warm)
-        return self.fit(features, seed=seed, warm_start=warm, only_after=float(self.latest_time), previous_user_ids=previous_user_ids)
+        return self.fit(
+            features,
+            seed=seed,
+            warm_start=warm,
+            only_after=float(self.latest_time),
+            previous_user_ids=previous_user_ids,
+        )
 
-    def _warm_start(self, old_net: GRUNet, old_item_ids: np.ndarray, new_item_ids: np.ndarray, old_trained: np.ndarray | None = None) -> None:
+    def _warm_start(
+        self, old_net: GRUNet, old_item_ids: np.ndarray, new_item_ids: np.ndarray, old_trained: np.ndarray | None = None
+    ) -> None:
         new_state = self.net.state_dict()
         old_state = old_net.state_dict()
         where = pd.Index(old_item_ids).get_indexer(pd.Index(new_item_ids))
@@ -194,7 +238,7 @@ class HRNN(Recipe):
         warm_start: tuple[GRUNet, np.ndarray] | None = None,
         only_after: float | None = None,
         previous_user_ids: np.ndarray | None = None,
-    ) -> "HRNN":
+    ) -> HRNN:
         """Train on ``features``; ``warm_start`` = (FULL model, its item ids) fine-tunes that
         model instead of starting from scratch; ``only_after`` (a timestamp) restricts the
         training windows to those holding events newer than it (one pass, item side only);
@@ -202,7 +246,11 @@ class HRNN(Recipe):
         (valid only then: the network itself does not move)."""
         p = self.params
         reuse = None
-        if only_after is not None and previous_user_ids is not None and getattr(self, "user_history_length", None) is not None:
+        if (
+            only_after is not None
+            and previous_user_ids is not None
+            and getattr(self, "user_history_length", None) is not None
+        ):
             reuse = (self.user_state, self.user_history_length, np.asarray(previous_user_ids, dtype=object), only_after)
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed)
@@ -230,7 +278,9 @@ class HRNN(Recipe):
         all_events = int((targets >= 0).sum())
         if only_after is not None:
             steps = np.arange(p["bptt"])[None, :]
-            newer = (targets >= 0) & (timestamps[np.clip(first_target[:, None] + steps, 0, len(items) - 1)] > only_after)
+            newer = (targets >= 0) & (
+                timestamps[np.clip(first_target[:, None] + steps, 0, len(items) - 1)] > only_after
+            )
             keep = newer.any(axis=1)
             inputs, targets, first_target = inputs[keep], targets[keep], first_target[keep]
         window_users = np.searchsorted(indptr, first_target - 1, side="right") - 1
@@ -264,7 +314,9 @@ class HRNN(Recipe):
             # warm-start model move (as outputs: the user states come from the frozen
             # network without gradients); the network and the known items' vectors stay
             trainable = [self.net.embedding.weight, self.net.bias]
-            frozen_rows = torch.from_numpy(self._carried).to(device) if getattr(self, "_carried", None) is not None else None
+            frozen_rows = (
+                torch.from_numpy(self._carried).to(device) if getattr(self, "_carried", None) is not None else None
+            )
         else:
             trainable, frozen_rows = list(self.net.parameters()), None
         optimizer = torch.optim.Adam(trainable, lr=p["learning_rate"])
@@ -318,7 +370,9 @@ class HRNN(Recipe):
                     present = (extra >= 0).float()
                     safe = extra.clamp(min=0)
                     raw_pos = pos_logit + log_q_all[pos_items]
-                    extra_logit = torch.bmm(self.net.item_vectors(safe), states.unsqueeze(-1)).squeeze(-1) + self.net.bias[safe]
+                    extra_logit = (
+                        torch.bmm(self.net.item_vectors(safe), states.unsqueeze(-1)).squeeze(-1) + self.net.bias[safe]
+                    )
                     pairwise = torch.nn.functional.softplus(extra_logit - raw_pos[:, None]) * present
                     loss_vec = loss_vec + pairwise.sum(1) / present.sum(1).clamp(min=1.0)
                 loss = (loss_vec * w).sum() / w.sum()
@@ -376,7 +430,9 @@ class HRNN(Recipe):
             old_states, old_lengths, old_ids, since = reuse
             where = pd.Index(old_ids).get_indexer(pd.Index(features.user_ids))
             changed = np.zeros(n_users, dtype=bool)
-            changed[features.interactions["user"].to_numpy()[features.interactions["timestamp"].to_numpy() > since]] = True
+            changed[features.interactions["user"].to_numpy()[features.interactions["timestamp"].to_numpy() > since]] = (
+                True
+            )
             changed |= old_lengths[np.maximum(where, 0)] != np.diff(indptr)  # e.g. history percentile filters moved
             keep = (where >= 0) & ~changed
             states[keep] = old_states[where[keep]]
@@ -408,7 +464,9 @@ class HRNN(Recipe):
         (about 2.2e10 event x negative x dimension products: 2048 up to ~250k events at the
         default width, 512 from 1M; 1,000 negatives at 1M made FULL training 3x slower for
         no gain in quality on the 1M demo)."""
-        return self.params["n_sample"] or int(np.clip(round(2.2e10 / max(n_events, 1) / self.params["hidden_dimension"]), 512, 2048))
+        return self.params["n_sample"] or int(
+            np.clip(round(2.2e10 / max(n_events, 1) / self.params["hidden_dimension"]), 512, 2048)
+        )
 
     def training_stats(self) -> dict[str, Any]:
         return dict(getattr(self, "_stats", {}))
@@ -442,7 +500,13 @@ class HRNN(Recipe):
         rows = np.flatnonzero(use > 0)
         cache = getattr(self, "user_state", None)
         users = np.asarray(batch.users, dtype=np.int64)
-        if batch.stored and cache is not None and len(rows) and users[rows].max() < len(cache) and users[rows].min() >= 0:
+        if (
+            batch.stored
+            and cache is not None
+            and len(rows)
+            and users[rows].max() < len(cache)
+            and users[rows].min() >= 0
+        ):
             return rows, torch.from_numpy(cache[users[rows]])
         starts = batch.history_indptr[1:][rows] - use[rows]
         steps = np.arange(int(use[rows].max(initial=1)))
@@ -457,7 +521,10 @@ class HRNN(Recipe):
             return rows, torch.zeros((0, self.params["hidden_dimension"]))
         dev = self.net.embedding.weight.device  # the network's device (a GPU during training there)
         h = self.net.final_state(
-            torch.from_numpy(window.astype(np.int64)).to(dev), torch.from_numpy(use[rows]), ctx.to(dev) if ctx is not None else None, torch.from_numpy(users[rows]).to(dev)
+            torch.from_numpy(window.astype(np.int64)).to(dev),
+            torch.from_numpy(use[rows]),
+            ctx.to(dev) if ctx is not None else None,
+            torch.from_numpy(users[rows]).to(dev),
         )
         return rows, h.cpu()
 
@@ -472,7 +539,9 @@ class HRNN(Recipe):
         return torch.softmax(self.logits_tensor(batch), dim=1).numpy()
 
     @torch.no_grad()
-    def masked_logits(self, batch: UserBatch, exclude_seen: bool = False, allowed: np.ndarray | None = None) -> torch.Tensor:
+    def masked_logits(
+        self, batch: UserBatch, exclude_seen: bool = False, allowed: np.ndarray | None = None
+    ) -> torch.Tensor:
         """Logits with the user's history items (``exclude_seen``) and the items not
         ``allowed`` (filters) at -inf."""
         logits = self.logits_tensor(batch)
@@ -500,7 +569,12 @@ class HRNN(Recipe):
 
     @torch.no_grad()
     def recommend(
-        self, batch: UserBatch, k: int, exclude_seen: bool = False, allowed: np.ndarray | None = None, device: torch.device | None = None
+        self,
+        batch: UserBatch,
+        k: int,
+        exclude_seen: bool = False,
+        allowed: np.ndarray | None = None,
+        device: torch.device | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k by logits; scores are softmax probabilities over the (allowed) catalogue.
 
@@ -517,7 +591,9 @@ class HRNN(Recipe):
             part = batch.rows(lo, hi) if (lo, hi) != (0, n) else batch
             rows, h = self._user_vectors(part)
             seen = part.seen_mask_rows_cols() if exclude_seen else None
-            items[lo:hi], scores[lo:hi] = scorer.top_k(hi - lo, rows, h, k, allowed[lo:hi] if allowed is not None else None, seen)
+            items[lo:hi], scores[lo:hi] = scorer.top_k(
+                hi - lo, rows, h, k, allowed[lo:hi] if allowed is not None else None, seen
+            )
         return items, scores
 
     # --- persistence ----------------------------------------------------------------------------
@@ -543,6 +619,8 @@ class HRNN(Recipe):
         self.user_history_length = np.asarray(state["user_history_length"]) if "user_history_length" in state else None
         self._restore(state)
         self.net = self._build(len(self.popularity))
-        self.net.load_state_dict({k[4:]: torch.from_numpy(np.array(v)) for k, v in state.items() if k.startswith("net.")})
+        self.net.load_state_dict(
+            {k[4:]: torch.from_numpy(np.array(v)) for k, v in state.items() if k.startswith("net.")}
+        )
         self.net.eval()
         self.n_items = len(self.popularity)

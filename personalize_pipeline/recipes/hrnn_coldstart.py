@@ -29,7 +29,14 @@ class HRNNColdstart(HRNNMetadata):
     description = "HRNN-Metadata restricted to cold (new, rarely seen) items, scored from metadata."
     hyperparameters = HRNNMetadata.hyperparameters + (
         HP("cold_start_max_interactions", int, 15, 0, 1_000_000, help="at most this many interactions"),
-        HP("cold_start_max_duration", float, 5.0, 0.0, 36500.0, help="created at most this many days before the reference time"),
+        HP(
+            "cold_start_max_duration",
+            float,
+            5.0,
+            0.0,
+            36500.0,
+            help="created at most this many days before the reference time",
+        ),
         HP("cold_start_relative_from", str, "latestItem", choices=("latestItem", "currentTime")),
         HP("cold_embedding_dropout", float, 0.5, 0.0, 1.0, help="share of warm item embeddings dropped per mini-batch"),
     )

@@ -41,8 +41,12 @@ class MetadataLayout:
 
     @classmethod
     def fit(
-        cls, frame: pd.DataFrame, vocabularies: dict[str, list[str]] | None = None, dataset: str = "items", numeric_stats: dict | None = None
-    ) -> "MetadataLayout":
+        cls,
+        frame: pd.DataFrame,
+        vocabularies: dict[str, list[str]] | None = None,
+        dataset: str = "items",
+        numeric_stats: dict | None = None,
+    ) -> MetadataLayout:
         columns: list[dict] = []
         for col in frame.columns:
             if col.startswith("num_"):
@@ -62,7 +66,11 @@ class MetadataLayout:
         return sum(1 if c["kind"] == "num" else c["width"] for c in self.columns)
 
     def transform(
-        self, frame: pd.DataFrame, vocabularies: dict[str, list[str]] | None = None, dataset: str = "items", numeric_stats: dict | None = None
+        self,
+        frame: pd.DataFrame,
+        vocabularies: dict[str, list[str]] | None = None,
+        dataset: str = "items",
+        numeric_stats: dict | None = None,
     ) -> np.ndarray:
         """Dense float32 [rows, width]: multi-hot categorical values mean-pooled, numeric
         values standardised with the statistics of the data the layout was fitted on;
@@ -98,7 +106,7 @@ class MetadataLayout:
         return json.dumps(self.columns)
 
     @classmethod
-    def from_json(cls, text: str) -> "MetadataLayout":
+    def from_json(cls, text: str) -> MetadataLayout:
         return cls(json.loads(text))
 
 
@@ -190,7 +198,12 @@ class HRNNMetadata(HRNN):
         self.user_meta = self.user_layout.transform(features.users, vocab, "users", stats)
         current = [current_ctx[ctx_cols.index(c)] if c in ctx_cols else [] for c in self.ctx_columns]
         self.ctx_map = context_remap(self.ctx_vocab, current)
-        if self.requires_metadata and not self.item_meta.shape[1] and not self.user_meta.shape[1] and not len(self.ctx_sizes):
+        if (
+            self.requires_metadata
+            and not self.item_meta.shape[1]
+            and not self.user_meta.shape[1]
+            and not len(self.ctx_sizes)
+        ):
             raise InputError(
                 f"{self.name} needs metadata: an Items or Users dataset with metadata columns, or contextual columns in Interactions"
             )
@@ -204,14 +217,26 @@ class HRNNMetadata(HRNN):
 
     def _build(self, n_items: int) -> GRUNet:
         p = self.params
-        return MetaGRUNet(n_items, p["hidden_dimension"], p["dropout_embed"], p["dropout_hidden"], self.item_meta, self.user_meta, self.ctx_sizes)
+        return MetaGRUNet(
+            n_items,
+            p["hidden_dimension"],
+            p["dropout_embed"],
+            p["dropout_hidden"],
+            self.item_meta,
+            self.user_meta,
+            self.ctx_sizes,
+        )
 
     def _restore(self, state):
         self.item_meta = np.asarray(state["item_meta"], dtype=np.float32)
         self.user_meta = np.asarray(state["user_meta"], dtype=np.float32)
         self.ctx_sizes = np.asarray(state["ctx_sizes"], dtype=np.int64)
         n_ctx = len(self.ctx_sizes)
-        self.ctx_map = np.asarray(state["ctx_map"], dtype=np.int64) if "ctx_map" in state else np.tile(np.arange(int(self.ctx_sizes.max(initial=0)) + 1), (n_ctx, 1))
+        self.ctx_map = (
+            np.asarray(state["ctx_map"], dtype=np.int64)
+            if "ctx_map" in state
+            else np.tile(np.arange(int(self.ctx_sizes.max(initial=0)) + 1), (n_ctx, 1))
+        )
         if "layouts" in state:
             layouts = json.loads(str(state["layouts"]))
             self.item_layout = MetadataLayout(layouts["items"])
@@ -227,11 +252,19 @@ class HRNNMetadata(HRNN):
             "context_vocab": self.ctx_vocab,
         }
         out.update(
-            item_meta=self.item_meta, user_meta=self.user_meta, ctx_sizes=self.ctx_sizes, ctx_map=self.ctx_map, layouts=np.array(json.dumps(layouts))
+            item_meta=self.item_meta,
+            user_meta=self.user_meta,
+            ctx_sizes=self.ctx_sizes,
+            ctx_map=self.ctx_map,
+            layouts=np.array(json.dumps(layouts)),
         )
         return out
 
     def training_stats(self):
         stats = super().training_stats()
-        stats.update(item_metadata_features=int(self.item_meta.shape[1]), user_metadata_features=int(self.user_meta.shape[1]), context_fields=len(self.ctx_sizes))
+        stats.update(
+            item_metadata_features=int(self.item_meta.shape[1]),
+            user_metadata_features=int(self.user_meta.shape[1]),
+            context_fields=len(self.ctx_sizes),
+        )
         return stats

@@ -52,30 +52,55 @@ class ItemAffinity(Recipe):
     segment_input = "itemId"
     hyperparameters = (
         HP("history_length", int, 50, 1, 500, tunable=True, help="the last N distinct items of each user count"),
-        HP("repeat_weight", float, 1.0, 0.0, 10.0, tunable=True, help="weight of having interacted with the item itself"),
+        HP(
+            "repeat_weight",
+            float,
+            1.0,
+            0.0,
+            10.0,
+            tunable=True,
+            help="weight of having interacted with the item itself",
+        ),
         HP("min_cointeraction_count", int, 1, 0, 10, tunable=True),
     )
     description = "Users most likely to interact with a given item (batch segment jobs)."
 
-    def fit(self, features: Features, seed: int = 42) -> "ItemAffinity":
+    def fit(self, features: Features, seed: int = 42) -> ItemAffinity:
         start = time.perf_counter()
         n_items, n_users = features.n_items, features.n_users
         users = features.interactions["user"].to_numpy(np.int64)
         items = features.interactions["item"].to_numpy(np.int64)
         pairs = np.unique(users * n_items + items)
         unique_users = np.bincount(pairs % n_items, minlength=n_items)
-        co = cointeraction_matrix(pairs // n_items, pairs % n_items, n_users, n_items, unique_users, 0.5, self.params["min_cointeraction_count"])
+        co = cointeraction_matrix(
+            pairs // n_items,
+            pairs % n_items,
+            n_users,
+            n_items,
+            unique_users,
+            0.5,
+            self.params["min_cointeraction_count"],
+        )
         indptr, indices, data = blend_neighbours(co, sp.csr_matrix((n_items, 0), dtype=np.float32), 0.0, NEIGHBOURS)
         h = history_matrix(users, items, n_users, n_items, self.params["history_length"])
         self._set_state(
             {
-                "sim_indptr": indptr, "sim_indices": indices, "sim_data": data,
-                "h_indptr": h.indptr.astype(np.int64), "h_indices": h.indices.astype(np.int32), "h_data": h.data.astype(np.float32),
+                "sim_indptr": indptr,
+                "sim_indices": indices,
+                "sim_data": data,
+                "h_indptr": h.indptr.astype(np.int64),
+                "h_indices": h.indices.astype(np.int32),
+                "h_data": h.data.astype(np.float32),
                 "activity": np.bincount(users, minlength=n_users).astype(np.int64),
             }
         )
         self.fitted = True
-        self._stats = {"interactions": int(len(items)), "neighbour_pairs": int(len(indices)), "history_entries": int(h.nnz), "seconds": round(time.perf_counter() - start, 3)}
+        self._stats = {
+            "interactions": int(len(items)),
+            "neighbour_pairs": int(len(indices)),
+            "history_entries": int(h.nnz),
+            "seconds": round(time.perf_counter() - start, 3),
+        }
         return self
 
     def training_stats(self) -> dict[str, Any]:
@@ -91,7 +116,9 @@ class ItemAffinity(Recipe):
         self.n_items = n_items = len(self._state["sim_indptr"]) - 1
         sim = sp.csr_matrix((state["sim_data"], state["sim_indices"], state["sim_indptr"]), shape=(n_items, n_items))
         # r I + S: one item's affinity "profile" per row
-        self.propagate = (sim + sp.identity(n_items, dtype=np.float32, format="csr") * np.float32(self.params["repeat_weight"])).tocsr()
+        self.propagate = (
+            sim + sp.identity(n_items, dtype=np.float32, format="csr") * np.float32(self.params["repeat_weight"])
+        ).tocsr()
         history = sp.csr_matrix((state["h_data"], state["h_indices"], state["h_indptr"]), shape=(n_users, n_items))
         # each user's history as shares (sum 1), times the user's activity (events)
         totals = np.asarray(history.sum(axis=1)).ravel()

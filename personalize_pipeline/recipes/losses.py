@@ -22,7 +22,9 @@ import torch
 import torch.nn.functional as F
 
 
-def full_softmax_xe(states: torch.Tensor, item_vectors: torch.Tensor, targets: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+def full_softmax_xe(
+    states: torch.Tensor, item_vectors: torch.Tensor, targets: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor:
     """[N, d] states, [n_items, d] item vectors, [N] target codes -> [N] cross-entropies."""
     logits = states @ item_vectors.T
     if bias is not None:
@@ -31,7 +33,11 @@ def full_softmax_xe(states: torch.Tensor, item_vectors: torch.Tensor, targets: t
 
 
 def sampled_softmax_xe_logq(
-    states: torch.Tensor, pos_vectors: torch.Tensor, neg_vectors: torch.Tensor, pos_bias: torch.Tensor, neg_bias: torch.Tensor
+    states: torch.Tensor,
+    pos_vectors: torch.Tensor,
+    neg_vectors: torch.Tensor,
+    pos_bias: torch.Tensor,
+    neg_bias: torch.Tensor,
 ) -> torch.Tensor:
     """Cross-entropy of each positive against itself and the shared negatives.
 

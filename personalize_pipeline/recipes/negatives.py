@@ -17,7 +17,9 @@ import torch
 
 
 class PopularitySampler:
-    def __init__(self, counts: np.ndarray, n_sample: int, alpha: float, rng: np.random.Generator, cache_batches: int = 64):
+    def __init__(
+        self, counts: np.ndarray, n_sample: int, alpha: float, rng: np.random.Generator, cache_batches: int = 64
+    ):
         q = np.asarray(counts, dtype=np.float64) ** alpha
         q[np.asarray(counts) <= 0] = 0.0  # items never seen are never drawn
         if q.sum() <= 0:

@@ -25,7 +25,7 @@ class PopularityCount(Recipe):
     hyperparameters = ()
     description = "Most popular items (unique users per item); the baseline for every other recipe."
 
-    def fit(self, features: Features, seed: int = 42) -> "PopularityCount":
+    def fit(self, features: Features, seed: int = 42) -> PopularityCount:
         inter = features.interactions
         users = inter["user"].to_numpy(np.int64)
         items = inter["item"].to_numpy(np.int64)

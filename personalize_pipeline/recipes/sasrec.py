@@ -50,7 +50,9 @@ class CausalSelfAttentionBlock(nn.Module):
         """[B, T, d] inputs, [B, 1, T, T] bool attention mask (True = may attend)."""
         b, t, d = x.shape
         q, k, v = self.qkv(self.ln_attention(x)).view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=self.dropout if self.training else 0.0)
+        attended = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=allowed, dropout_p=self.dropout if self.training else 0.0
+        )
         x = x + self.drop(self.project(attended.transpose(1, 2).reshape(b, t, d)))
         return x + self.drop(self.feed_forward(self.ln_feed_forward(x)))
 
@@ -58,7 +60,16 @@ class CausalSelfAttentionBlock(nn.Module):
 class SASRecNet(nn.Module):
     """Item codes ``0..n_items-1``; code ``n_items`` is padding."""
 
-    def __init__(self, n_items: int, dim: int, blocks: int, heads: int, max_length: int, dropout: float, item_meta: np.ndarray | None = None):
+    def __init__(
+        self,
+        n_items: int,
+        dim: int,
+        blocks: int,
+        heads: int,
+        max_length: int,
+        dropout: float,
+        item_meta: np.ndarray | None = None,
+    ):
         super().__init__()
         self.n_items = n_items
         self.embedding = nn.Embedding(n_items + 1, dim)
@@ -66,7 +77,11 @@ class SASRecNet(nn.Module):
         self.blocks = nn.ModuleList(CausalSelfAttentionBlock(dim, heads, dropout) for _ in range(blocks))
         self.ln_out = nn.LayerNorm(dim)
         self.drop = nn.Dropout(dropout)
-        meta = np.zeros((n_items + 1, 0), dtype=np.float32) if item_meta is None else np.vstack([item_meta, np.zeros((1, item_meta.shape[1]))])
+        meta = (
+            np.zeros((n_items + 1, 0), dtype=np.float32)
+            if item_meta is None
+            else np.vstack([item_meta, np.zeros((1, item_meta.shape[1]))])
+        )
         self.register_buffer("item_meta", torch.from_numpy(meta.astype(np.float32)), persistent=False)
         self.item_proj = nn.Linear(meta.shape[1], dim, bias=False) if meta.shape[1] else None
         for module in self.modules():
@@ -103,7 +118,9 @@ class SASRecNet(nn.Module):
         return self.forward(items)[:, -1]
 
 
-def end_aligned_windows(indptr: np.ndarray, items: np.ndarray, length: int, pad: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def end_aligned_windows(
+    indptr: np.ndarray, items: np.ndarray, length: int, pad: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every user's transitions (item -> next item) cut into windows of ``length`` steps,
     the newest window ending at the user's last event and each earlier one ending where
     the next begins; vectorised. Returns inputs [W, length] (left-padded with ``pad``),
@@ -122,7 +139,9 @@ def end_aligned_windows(indptr: np.ndarray, items: np.ndarray, length: int, pad:
     return inputs, targets, np.where(valid, pos, -1)
 
 
-def last_items(history_indptr: np.ndarray, history_items: np.ndarray, length: int, pad: int) -> tuple[np.ndarray, np.ndarray]:
+def last_items(
+    history_indptr: np.ndarray, history_items: np.ndarray, length: int, pad: int
+) -> tuple[np.ndarray, np.ndarray]:
     """(rows with history, [n, T] their last ``length`` items, left-padded with ``pad``)."""
     lengths = np.minimum(np.diff(history_indptr), length)
     rows = np.flatnonzero(lengths > 0)
@@ -130,7 +149,11 @@ def last_items(history_indptr: np.ndarray, history_items: np.ndarray, length: in
     ends = history_indptr[1:][rows]
     pos = ends[:, None] - width + np.arange(width)[None, :]
     valid = np.arange(width)[None, :] >= (width - lengths[rows])[:, None]
-    window = np.where(valid, history_items[np.where(valid, pos, 0)], pad) if len(rows) else np.zeros((0, width), dtype=np.int64)
+    window = (
+        np.where(valid, history_items[np.where(valid, pos, 0)], pad)
+        if len(rows)
+        else np.zeros((0, width), dtype=np.int64)
+    )
     return rows, window.astype(np.int64)
 
 

@@ -55,7 +55,12 @@ def normalised_top_k(logits: torch.Tensor, k: int, with_log_z: bool = False):
     top_max.masked_fill_(torch.isneginf(top_max), 0.0)  # a row with nothing allowed
     log_z = logits.sub_(top_max).exp_().sum(dim=1, keepdim=True).log_().add_(top_max)  # log-sum-exp
     scores = torch.exp(values - log_z)
-    values, indices, scores, log_z_np = values.cpu().numpy(), indices.cpu().numpy().astype(np.int64), scores.cpu().numpy(), log_z.cpu().numpy()
+    values, indices, scores, log_z_np = (
+        values.cpu().numpy(),
+        indices.cpu().numpy().astype(np.int64),
+        scores.cpu().numpy(),
+        log_z.cpu().numpy(),
+    )
     order = np.lexsort((indices, -values), axis=1)  # equal scores: lower item code first
     indices, scores = np.take_along_axis(indices, order, 1), np.take_along_axis(scores, order, 1)
     excluded = np.isneginf(np.take_along_axis(values, order, 1))
@@ -75,7 +80,9 @@ class LinearScorer:
     device: torch.device
 
     @classmethod
-    def build(cls, item_matrix: torch.Tensor, bias: torch.Tensor, fallback: torch.Tensor, device: torch.device | None = None) -> "LinearScorer":
+    def build(
+        cls, item_matrix: torch.Tensor, bias: torch.Tensor, fallback: torch.Tensor, device: torch.device | None = None
+    ) -> LinearScorer:
         device = device or torch.device("cpu")
         return cls(
             item_matrix.detach().float().contiguous().to(device),
@@ -116,7 +123,12 @@ class LinearScorer:
         return normalised_top_k(self.masked_logits(n, rows, vectors, allowed, seen), k)
 
     def masked_logits(
-        self, n: int, rows: np.ndarray, vectors: torch.Tensor, allowed: np.ndarray | None = None, seen: tuple[np.ndarray, np.ndarray] | None = None
+        self,
+        n: int,
+        rows: np.ndarray,
+        vectors: torch.Tensor,
+        allowed: np.ndarray | None = None,
+        seen: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> torch.Tensor:
         """:meth:`logits` with the items not ``allowed`` and the ``seen`` pairs at -inf."""
         logits = self.logits(n, rows, vectors)

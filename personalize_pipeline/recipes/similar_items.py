@@ -54,16 +54,37 @@ class SimilarItems(SIMS):
     recipe_type = "RELATED_ITEMS"
     datasets = ("interactions", "items")
     hyperparameters = (
-        HP("metadata_weight", float, 0.1, 0.0, 1.0, tunable=True,
-           help="w in (1 - w) * co-interaction cosine + w * metadata cosine"),
-        HP("popularity_discount_factor", float, 0.5, 0.0, 1.0, tunable=True,
-           help="d of the co-interaction part, as in aws-sims (0.5 = cosine)"),
-        HP("min_cointeraction_count", int, 1, 0, 10, tunable=True,
-           help="pairs co-occurring in fewer user histories get no co-interaction similarity"),
+        HP(
+            "metadata_weight",
+            float,
+            0.1,
+            0.0,
+            1.0,
+            tunable=True,
+            help="w in (1 - w) * co-interaction cosine + w * metadata cosine",
+        ),
+        HP(
+            "popularity_discount_factor",
+            float,
+            0.5,
+            0.0,
+            1.0,
+            tunable=True,
+            help="d of the co-interaction part, as in aws-sims (0.5 = cosine)",
+        ),
+        HP(
+            "min_cointeraction_count",
+            int,
+            1,
+            0,
+            10,
+            tunable=True,
+            help="pairs co-occurring in fewer user histories get no co-interaction similarity",
+        ),
     )
     description = "Items similar to a given item from co-interactions and item metadata (categorical, numeric, text); new items get neighbours sharing their attributes."
 
-    def fit(self, features: Features, seed: int = 42) -> "SimilarItems":
+    def fit(self, features: Features, seed: int = 42) -> SimilarItems:
         start = time.perf_counter()
         p = self.params
         n_items = features.n_items
@@ -72,12 +93,27 @@ class SimilarItems(SIMS):
         events = np.bincount(items, minlength=n_items).astype(np.int64)
         pairs = np.unique(users * n_items + items)
         unique_users = np.bincount(pairs % n_items, minlength=n_items).astype(np.int64)
-        co = cointeraction_matrix(pairs // n_items, pairs % n_items, features.n_users, n_items, unique_users, p["popularity_discount_factor"], p["min_cointeraction_count"])
+        co = cointeraction_matrix(
+            pairs // n_items,
+            pairs % n_items,
+            features.n_users,
+            n_items,
+            unique_users,
+            p["popularity_discount_factor"],
+            p["min_cointeraction_count"],
+        )
         meta = metadata_matrix(features.items)
         w = float(p["metadata_weight"]) if meta.shape[1] else 0.0
         indptr, indices, data = blend_neighbours(co, meta, w, NEIGHBOURS, popularity_prior(unique_users))
         self._set_state(
-            {"indptr": indptr, "indices": indices, "data": data, "unique_users": unique_users, "events": events, "eligible": np.ones(n_items, dtype=bool)}
+            {
+                "indptr": indptr,
+                "indices": indices,
+                "data": data,
+                "unique_users": unique_users,
+                "events": events,
+                "eligible": np.ones(n_items, dtype=bool),
+            }
         )
         self.fitted = True
         has_events = events > 0
@@ -95,7 +131,9 @@ class SimilarItems(SIMS):
         return self
 
 
-def cointeraction_matrix(pair_users, pair_items, n_users: int, n_items: int, unique_users, d: float, min_count: int) -> sp.csr_matrix:
+def cointeraction_matrix(
+    pair_users, pair_items, n_users: int, n_items: int, unique_users, d: float, min_count: int
+) -> sp.csr_matrix:
     """Sparse [n_items, n_items] ``C_ij / (n_i n_j)^d`` of distinct (user, item) pairs,
     diagonal and pairs below ``min_count`` removed."""
     x = sp.csr_matrix((np.ones(len(pair_users), dtype=np.float32), (pair_users, pair_items)), shape=(n_users, n_items))
@@ -129,7 +167,10 @@ def metadata_matrix(items: pd.DataFrame) -> sp.csr_matrix:
 
 
 def _categorical_block(column: pd.Series, n: int) -> sp.csr_matrix:
-    lists = pa.array(column.array._pa_array.combine_chunks() if hasattr(column.array, "_pa_array") else column.to_numpy(), from_pandas=True)
+    lists = pa.array(
+        column.array._pa_array.combine_chunks() if hasattr(column.array, "_pa_array") else column.to_numpy(),
+        from_pandas=True,
+    )
     lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy(zero_copy_only=False)
     codes = pc.fill_null(lists.flatten(), 0).to_numpy(zero_copy_only=False).astype(np.int64)
     rows = np.repeat(np.arange(n), lengths)
@@ -215,5 +256,5 @@ def blend_neighbours(
         values.append(val[positive])
     indptr = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(np.concatenate(counts) if counts else np.zeros(0, np.int64), out=indptr[1:])
-    cat = (lambda parts, dtype: np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype))
+    cat = lambda parts, dtype: np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
     return indptr, cat(indices, np.int32), cat(values, np.float32)

@@ -60,21 +60,49 @@ class SIMS(Recipe):
     name = "aws-sims"
     recipe_type = "RELATED_ITEMS"
     hyperparameters = (
-        HP("popularity_discount_factor", float, 0.5, 0.0, 1.0, tunable=True,
-           help="d in sim(i, j) = C_ij / (n_i n_j)^d: 0 raw co-occurrence counts, 0.5 cosine, 1 lift"),
-        HP("min_cointeraction_count", int, 3, 0, 10, tunable=True,
-           help="pairs co-occurring in fewer user histories are not similar"),
-        HP("min_item_interaction_count_percentile", float, 0.01, 0.0, 1.0, featurization=True,
-           help="items with fewer interactions than this quantile get and give no similarity"),
-        HP("max_item_interaction_count_percentile", float, 0.9, 0.0, 1.0, featurization=True,
-           help="items with more interactions than this quantile get and give no similarity"),
+        HP(
+            "popularity_discount_factor",
+            float,
+            0.5,
+            0.0,
+            1.0,
+            tunable=True,
+            help="d in sim(i, j) = C_ij / (n_i n_j)^d: 0 raw co-occurrence counts, 0.5 cosine, 1 lift",
+        ),
+        HP(
+            "min_cointeraction_count",
+            int,
+            3,
+            0,
+            10,
+            tunable=True,
+            help="pairs co-occurring in fewer user histories are not similar",
+        ),
+        HP(
+            "min_item_interaction_count_percentile",
+            float,
+            0.01,
+            0.0,
+            1.0,
+            featurization=True,
+            help="items with fewer interactions than this quantile get and give no similarity",
+        ),
+        HP(
+            "max_item_interaction_count_percentile",
+            float,
+            0.9,
+            0.0,
+            1.0,
+            featurization=True,
+            help="items with more interactions than this quantile get and give no similarity",
+        ),
         HP("min_user_history_length_percentile", float, 0.005, 0.0, 1.0, featurization=True),
         HP("max_user_history_length_percentile", float, 0.995, 0.0, 1.0, featurization=True),
     )
     description = "Items similar to a given item: co-occurrence in user histories with a popularity discount; popular items as fallback."
 
     # --- training ---------------------------------------------------------------------------
-    def fit(self, features: Features, seed: int = 42) -> "SIMS":
+    def fit(self, features: Features, seed: int = 42) -> SIMS:
         start = time.perf_counter()
         p = self.params
         features = self.training_set(features)
@@ -279,9 +307,7 @@ class SIMS(Recipe):
         rows = np.repeat(np.arange(n), lengths)
         recent = np.arange(len(items)) >= np.repeat(indptr[1:], lengths) - USER_HISTORY_ITEMS
         ok = recent & (items >= 0) & (items < self.n_items)
-        h = sp.csr_matrix(
-            (np.ones(int(ok.sum()), dtype=np.float32), (rows[ok], items[ok])), shape=(n, self.n_items)
-        )
+        h = sp.csr_matrix((np.ones(int(ok.sum()), dtype=np.float32), (rows[ok], items[ok])), shape=(n, self.n_items))
         h.data[:] = 1.0  # a repeated item counts once
         return h
 

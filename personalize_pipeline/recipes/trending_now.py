@@ -43,12 +43,17 @@ class TrendingNow(Recipe):
     name = "aws-trending-now"
     recipe_type = "USER_PERSONALIZATION"
     hyperparameters = (
-        HP("trend_discovery_frequency", str, "1 day", choices=tuple(FREQUENCIES),
-           help="the window W: events in the last W against the W before"),
+        HP(
+            "trend_discovery_frequency",
+            str,
+            "1 day",
+            choices=tuple(FREQUENCIES),
+            help="the window W: events in the last W against the W before",
+        ),
     )
     description = "Items whose interactions rise fastest over the last window against the window before; the same list for every user."
 
-    def fit(self, features: Features, seed: int = 42) -> "TrendingNow":
+    def fit(self, features: Features, seed: int = 42) -> TrendingNow:
         items = features.interactions["item"].to_numpy(np.int64)
         ts = features.interactions["timestamp"].to_numpy(np.int64)
         n_items = features.n_items

@@ -37,9 +37,9 @@ from ..errors import InputError
 from ..features import Features
 from .base import HyperParameter as HP
 from .base import UserBatch, top_k
-from .scoring import normalised_top_k
 from .hrnn import PERSONALIZE_HRNN_HPS, TRAINING_HPS, GRUNet
 from .hrnn_metadata import HRNNMetadata, list_column_codes
+from .scoring import normalised_top_k
 
 DAY = 86_400.0
 # the wide default model (149) needs more regularisation and smaller steps than aws-hrnn (43)
@@ -77,7 +77,14 @@ class UserPersonalization(HRNNMetadata):
         # Personalize's HRNN hyperparameters, with this recipe's default hidden_dimension (149)
         *(replace(hp, default=149) if hp.name == "hidden_dimension" else hp for hp in PERSONALIZE_HRNN_HPS),
         *(replace(hp, default=WIDE_DEFAULTS[hp.name]) if hp.name in WIDE_DEFAULTS else hp for hp in TRAINING_HPS),
-        HP("impression_negatives", int, 8, 0, 64, help="impressed-but-ignored items per event used as negatives (0: ignore impressions)"),
+        HP(
+            "impression_negatives",
+            int,
+            8,
+            0,
+            64,
+            help="impressed-but-ignored items per event used as negatives (0: ignore impressions)",
+        ),
     )
     # campaign settings with these names are batch inference options
     campaign_options = ("exploration_weight", "exploration_item_age_cut_off")
@@ -180,10 +187,26 @@ class UserPersonalization(HRNNMetadata):
             candidate_logits = logits[:, torch.from_numpy(candidates).to(scorer.device)].cpu().numpy()
             relevant, relevant_scores, log_z = normalised_top_k(logits, k, with_log_z=True)
             candidate_log_p = candidate_logits - log_z
-            explored = self._explore(candidate_log_p, candidates, relevant, exploration.slots(k), exploration, part.users)
+            explored = self._explore(
+                candidate_log_p, candidates, relevant, exploration.slots(k), exploration, part.users
+            )
             items[lo:hi] = merge_lists(relevant, explored, k)
-            explored_scores = np.exp(np.take_along_axis(candidate_log_p, np.maximum(np.searchsorted(candidates, explored), 0).clip(max=max(len(candidates) - 1, 0)), axis=1)) if len(candidates) else np.zeros(explored.shape)
-            scores[lo:hi] = _scores_of(items[lo:hi], np.concatenate([relevant, explored], axis=1), np.concatenate([relevant_scores, explored_scores], axis=1))
+            explored_scores = (
+                np.exp(
+                    np.take_along_axis(
+                        candidate_log_p,
+                        np.maximum(np.searchsorted(candidates, explored), 0).clip(max=max(len(candidates) - 1, 0)),
+                        axis=1,
+                    )
+                )
+                if len(candidates)
+                else np.zeros(explored.shape)
+            )
+            scores[lo:hi] = _scores_of(
+                items[lo:hi],
+                np.concatenate([relevant, explored], axis=1),
+                np.concatenate([relevant_scores, explored_scores], axis=1),
+            )
         return items, scores
 
     def exploration_candidates(self, exploration: ExplorationConfig) -> np.ndarray:
@@ -191,14 +214,22 @@ class UserPersonalization(HRNNMetadata):
         age_days = (self.latest_time - self.item_first_seen) / DAY
         return np.flatnonzero(age_days <= exploration.item_age_cut_off)
 
-    def explore(self, log_p: np.ndarray, relevant: np.ndarray, n_slots: int, exploration: ExplorationConfig, batch: UserBatch) -> np.ndarray:
+    def explore(
+        self, log_p: np.ndarray, relevant: np.ndarray, n_slots: int, exploration: ExplorationConfig, batch: UserBatch
+    ) -> np.ndarray:
         """[n, n_slots] exploration picks (-1 = none) given the users' [n, m] log-probabilities
         (see :meth:`_explore`)."""
         candidates = self.exploration_candidates(exploration)
         return self._explore(log_p[:, candidates], candidates, relevant, n_slots, exploration, batch.users)
 
     def _explore(
-        self, candidate_log_p: np.ndarray, candidates: np.ndarray, relevant: np.ndarray, n_slots: int, exploration: ExplorationConfig, users: np.ndarray
+        self,
+        candidate_log_p: np.ndarray,
+        candidates: np.ndarray,
+        relevant: np.ndarray,
+        n_slots: int,
+        exploration: ExplorationConfig,
+        users: np.ndarray,
     ) -> np.ndarray:
         """Thompson sampling over each young item's click-through rate, times the user's
         relevance (``candidate_log_p``: [n, len(candidates)]), among items that are not in the

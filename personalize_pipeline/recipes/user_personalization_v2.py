@@ -41,7 +41,8 @@ batch inference over them is a lookup and one matrix product.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -74,9 +75,23 @@ V2_HPS = (
     HP("learning_rate", float, 0.002, 1e-5, 0.1, tunable=True),
     HP("batch_size", int, 128, 8, 4096, help="windows per mini-batch"),
     HP("epochs", int, 0, 0, 500, help="passes over the training windows; 0 = auto (more for small data)"),
-    HP("n_sample", int, 0, 0, 65536, help=f"shared negatives per mini-batch; 0 = auto: full softmax up to {FULL_SOFTMAX_MAX_ITEMS:,} items, {AUTO_NEGATIVES} negatives above"),
+    HP(
+        "n_sample",
+        int,
+        0,
+        0,
+        65536,
+        help=f"shared negatives per mini-batch; 0 = auto: full softmax up to {FULL_SOFTMAX_MAX_ITEMS:,} items, {AUTO_NEGATIVES} negatives above",
+    ),
     HP("sample_alpha", float, 0.75, 0.0, 1.0, help="negatives drawn from popularity ** alpha"),
-    HP("weight_averaging", float, 0.995, 0.0, 0.9999, help="decay of the moving average of the weights kept as the model (0 = last weights)"),
+    HP(
+        "weight_averaging",
+        float,
+        0.995,
+        0.0,
+        0.9999,
+        help="decay of the moving average of the weights kept as the model (0 = last weights)",
+    ),
     HP("use_item_metadata", bool, True, help="add a projection of the items' metadata to their embeddings"),
     HP("mixed_precision", bool, True, help="bf16 matrix products where the CPU has native bf16"),
     HP("max_training_seconds", float, 3600.0, 1.0, 86400.0, help="stop after the epoch that passes this many seconds"),
@@ -87,7 +102,10 @@ V2_HPS = (
 
 def bf16_available() -> bool:
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) and torch.backends.cpu.get_cpu_capability() in ("AVX512", "AMX")
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) and torch.backends.cpu.get_cpu_capability() in (
+            "AVX512",
+            "AMX",
+        )
     except (AttributeError, RuntimeError):
         return False
 
@@ -104,7 +122,9 @@ class UserPersonalizationV2(Recipe):
         if self.params["hidden_dimension"] % self.params["num_heads"]:
             from ..errors import InputError
 
-            raise InputError(f"num_heads ({self.params['num_heads']}) must divide hidden_dimension ({self.params['hidden_dimension']})")
+            raise InputError(
+                f"num_heads ({self.params['num_heads']}) must divide hidden_dimension ({self.params['hidden_dimension']})"
+            )
         # the fitted state (saved by ``state``)
         self.net: SASRecNet | None = None
         self.popularity = np.zeros(0)
@@ -119,7 +139,7 @@ class UserPersonalizationV2(Recipe):
         self.epoch_callback: Callable[[int, WeightAverage], None] | None = None
 
     # --- training --------------------------------------------------------------------------------
-    def fit(self, features: Features, seed: int = 42) -> "UserPersonalizationV2":
+    def fit(self, features: Features, seed: int = 42) -> UserPersonalizationV2:
         torch.manual_seed(seed)
         self._catalogue(features, keep_layout=False)
         self.net = self._build(features.n_items)
@@ -132,25 +152,44 @@ class UserPersonalizationV2(Recipe):
         return self
 
     def update(
-        self, features: Features, seed: int = 42, previous_item_ids: np.ndarray | None = None, previous_user_ids: np.ndarray | None = None
-    ) -> "UserPersonalizationV2":
+        self,
+        features: Features,
+        seed: int = 42,
+        previous_item_ids: np.ndarray | None = None,
+        previous_user_ids: np.ndarray | None = None,
+    ) -> UserPersonalizationV2:
         """Item-side refresh of a FULL model (see the module docstring); a model that was
         never fitted, or an unknown previous catalogue, is trained from scratch."""
         if not self.fitted or self.net is None or previous_item_ids is None or self.latest_time is None:
             return self.fit(features, seed=seed)
         torch.manual_seed(seed)
         since = float(self.latest_time)
-        old_net, old_trained, old_states = self.net, self.trained, (self.user_state, self.user_history_length, previous_user_ids)
+        old_net, old_trained, old_states = (
+            self.net,
+            self.trained,
+            (self.user_state, self.user_history_length, previous_user_ids),
+        )
         self._catalogue(features, keep_layout=True)
         self.net = self._build(features.n_items)
-        carried = self._carry_weights(old_net, np.asarray(previous_item_ids, dtype=object), features.item_ids, old_trained)
+        carried = self._carry_weights(
+            old_net, np.asarray(previous_item_ids, dtype=object), features.item_ids, old_trained
+        )
         indptr, items = features.sequences()
-        inputs, targets, positions = end_aligned_windows(indptr, items, self.params["max_sequence_length"], features.n_items)
+        inputs, targets, positions = end_aligned_windows(
+            indptr, items, self.params["max_sequence_length"], features.n_items
+        )
         timestamps = features.interactions["timestamp"].to_numpy()
         newer = ((positions >= 0) & (timestamps[np.maximum(positions, 0)] > since)).any(axis=1)
         frozen = torch.from_numpy(np.append(carried, True))  # + the padding row
         if newer.any():
-            self._train(inputs[newer], targets[newer], 1, np.random.default_rng(seed), [self.net.embedding.weight], frozen_rows=frozen)
+            self._train(
+                inputs[newer],
+                targets[newer],
+                1,
+                np.random.default_rng(seed),
+                [self.net.embedding.weight],
+                frozen_rows=frozen,
+            )
         self._stats["carried_items"] = int(carried.sum())
         self._cache_user_states(features, reuse=(*old_states, since))
         return self
@@ -174,9 +213,19 @@ class UserPersonalizationV2(Recipe):
 
     def _build(self, n_items: int) -> SASRecNet:
         p = self.params
-        return SASRecNet(n_items, p["hidden_dimension"], p["num_blocks"], p["num_heads"], p["max_sequence_length"], p["dropout"], self.item_meta)
+        return SASRecNet(
+            n_items,
+            p["hidden_dimension"],
+            p["num_blocks"],
+            p["num_heads"],
+            p["max_sequence_length"],
+            p["dropout"],
+            self.item_meta,
+        )
 
-    def _carry_weights(self, old: SASRecNet, old_ids: np.ndarray, new_ids: np.ndarray, old_trained: np.ndarray) -> np.ndarray:
+    def _carry_weights(
+        self, old: SASRecNet, old_ids: np.ndarray, new_ids: np.ndarray, old_trained: np.ndarray
+    ) -> np.ndarray:
         """Copy the FULL network into the new one (same items keep their vectors); returns,
         per new item, whether it was trained before (its vector then stays fixed)."""
         assert self.net is not None
@@ -203,7 +252,13 @@ class UserPersonalizationV2(Recipe):
         return int(np.clip(round(AUTO_WORK / max(n_targets * per_event, 1)), 4, 100))
 
     def _train(
-        self, inputs: np.ndarray, targets: np.ndarray, epochs: int, rng: np.random.Generator, trainable: list, frozen_rows: torch.Tensor | None = None
+        self,
+        inputs: np.ndarray,
+        targets: np.ndarray,
+        epochs: int,
+        rng: np.random.Generator,
+        trainable: list,
+        frozen_rows: torch.Tensor | None = None,
     ) -> None:
         """Adam over length-bucketed mini-batches; with ``frozen_rows`` (an UPDATE) only the
         item embedding moves, the network's states are computed without gradients, and the
@@ -248,7 +303,9 @@ class UserPersonalizationV2(Recipe):
             "seconds_per_epoch": round(float(np.mean(epoch_seconds)), 3) if epoch_seconds else None,
             "training_events": n_targets,
             "windows": len(inputs),
-            "loss": "full softmax cross-entropy" if sampler is None else f"sampled softmax, {sampler.n_sample} negatives, logQ",
+            "loss": "full softmax cross-entropy"
+            if sampler is None
+            else f"sampled softmax, {sampler.n_sample} negatives, logQ",
             "bf16": use_bf16,
             "torch_threads": torch.get_num_threads(),
         }
@@ -263,7 +320,9 @@ class UserPersonalizationV2(Recipe):
         n_sample = self._negatives()
         return PopularitySampler(self.popularity, n_sample, self.params["sample_alpha"], rng) if n_sample else None
 
-    def _batch_loss(self, x: torch.Tensor, y: torch.Tensor, sampler: PopularitySampler | None, encoder_frozen: bool) -> torch.Tensor:
+    def _batch_loss(
+        self, x: torch.Tensor, y: torch.Tensor, sampler: PopularitySampler | None, encoder_frozen: bool
+    ) -> torch.Tensor:
         """[B, T] inputs and targets (-1 = padding) -> the loss of every target event."""
         assert self.net is not None
         mask = y >= 0
@@ -274,7 +333,9 @@ class UserPersonalizationV2(Recipe):
             return full_softmax_xe(states, self.net.item_vectors(), targets)
         negatives = sampler.draw()
         log_q = sampler.log_q
-        return sampled_softmax_xe_logq(states, self.net.item_vectors(targets), self.net.item_vectors(negatives), -log_q[targets], -log_q[negatives])
+        return sampled_softmax_xe_logq(
+            states, self.net.item_vectors(targets), self.net.item_vectors(negatives), -log_q[targets], -log_q[negatives]
+        )
 
     @torch.no_grad()
     def _cache_user_states(self, features: Features, reuse: tuple | None = None) -> None:
@@ -289,7 +350,9 @@ class UserPersonalizationV2(Recipe):
         if old_states is not None and old_lengths is not None and old_ids is not None:
             where = pd.Index(np.asarray(old_ids, dtype=object)).get_indexer(pd.Index(features.user_ids))
             changed = np.zeros(n_users, dtype=bool)
-            changed[features.interactions["user"].to_numpy()[features.interactions["timestamp"].to_numpy() > since]] = True
+            changed[features.interactions["user"].to_numpy()[features.interactions["timestamp"].to_numpy() > since]] = (
+                True
+            )
             changed |= old_lengths[np.maximum(where, 0)] != np.diff(indptr)
             keep = (where >= 0) & ~changed
             states[keep] = old_states[where[keep]]
@@ -317,7 +380,12 @@ class UserPersonalizationV2(Recipe):
         cache = self.user_state
         if batch.stored and cache is not None and len(has) and users[has].min() >= 0 and users[has].max() < len(cache):
             return has, torch.from_numpy(cache[users[has]])
-        rows, window = last_items(batch.history_indptr, np.asarray(batch.history_items, dtype=np.int64), self.params["max_sequence_length"], self.n_items)
+        rows, window = last_items(
+            batch.history_indptr,
+            np.asarray(batch.history_items, dtype=np.int64),
+            self.params["max_sequence_length"],
+            self.n_items,
+        )
         if not len(rows):
             return rows, torch.zeros((0, self.params["hidden_dimension"]))
         return rows, self.net.last_state(torch.from_numpy(window)).float()
@@ -343,7 +411,9 @@ class UserPersonalizationV2(Recipe):
         return torch.softmax(self.logits_tensor(batch), dim=1).numpy()
 
     @torch.no_grad()
-    def recommend(self, batch: UserBatch, k: int, exclude_seen: bool = False, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def recommend(
+        self, batch: UserBatch, k: int, exclude_seen: bool = False, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k by logits, in blocks of users; scores are softmax probabilities over the
         (allowed) catalogue."""
         n = len(batch)
@@ -389,7 +459,9 @@ class UserPersonalizationV2(Recipe):
         self.item_layout = MetadataLayout.from_json(str(state["item_layout"])) if "item_layout" in state else None
         self.item_meta = np.asarray(state["item_meta"], dtype=np.float32) if "item_meta" in state else None
         self.net = self._build(self.n_items)
-        self.net.load_state_dict({k[4:]: torch.from_numpy(np.array(v)) for k, v in state.items() if k.startswith("net.")})
+        self.net.load_state_dict(
+            {k[4:]: torch.from_numpy(np.array(v)) for k, v in state.items() if k.startswith("net.")}
+        )
         self.net.eval()
 
 

@@ -10,8 +10,8 @@ import shutil
 import dagster as dg
 import pandas as pd
 import pytest
-
 from pipeline_resources import pipeline_defs, pipeline_resources
+
 from assets.definitions import build_definitions
 from assets.resources import S3Settings
 from assets.sensors import record_run_failures
@@ -32,7 +32,9 @@ def add_interactions(dataset, n=40):
 
 
 def train_full(dataset, artifacts):
-    train(featurize(read_dataset_group(dataset)), SolutionConfig("aws-popularity-count"), artifacts / "solutions" / "demo")
+    train(
+        featurize(read_dataset_group(dataset)), SolutionConfig("aws-popularity-count"), artifacts / "solutions" / "demo"
+    )
 
 
 @pytest.fixture
@@ -50,7 +52,7 @@ def test_update_schedule_skips_until_full_version_and_new_data(dataset, tmp_path
     resources = defs.resources
     update_job = defs.resolve_job_def("demo__update")
     two_hourly_update = defs.resolve_schedule_def("demo__two_hourly_update")
-    first = dt.datetime(2026, 11, 22, 4, tzinfo=dt.timezone.utc)
+    first = dt.datetime(2026, 11, 22, 4, tzinfo=dt.UTC)
     ticks = [first + dt.timedelta(hours=2 * i) for i in range(4)]
 
     def evaluate(tick):
@@ -79,8 +81,13 @@ def test_update_schedule_skips_until_full_version_and_new_data(dataset, tmp_path
 def test_weekly_full_schedule_and_configurable_cron(tmp_path):
     defs = build_definitions(load_config("personalize.yaml"))
     full_job = defs.resolve_job_def("demo__full_retrain")
-    weekly, update = defs.resolve_schedule_def("demo__weekly_full_retrain"), defs.resolve_schedule_def("demo__two_hourly_update")
-    [request] = weekly.evaluate_tick(dg.build_schedule_context(scheduled_execution_time=dt.datetime(2026, 11, 22, 3, tzinfo=dt.timezone.utc))).run_requests
+    weekly, update = (
+        defs.resolve_schedule_def("demo__weekly_full_retrain"),
+        defs.resolve_schedule_def("demo__two_hourly_update"),
+    )
+    [request] = weekly.evaluate_tick(
+        dg.build_schedule_context(scheduled_execution_time=dt.datetime(2026, 11, 22, 3, tzinfo=dt.UTC))
+    ).run_requests
     assert dg.validate_run_config(full_job, request.run_config)
     assert weekly.cron_schedule == "0 3 * * 0" and update.cron_schedule == "0 */2 * * *"
     for schedule in (weekly, update):

@@ -4,7 +4,6 @@ shard and requests one run for it; each partition writes its own .out next to th
 import json
 
 import dagster as dg
-
 from pipeline_resources import key, pipeline_defs
 
 
@@ -15,10 +14,14 @@ def test_shards_become_partitions_and_outputs(demo_small, tmp_path):
     instance = dg.DagsterInstance.ephemeral()
     assert defs.resolve_job_def("demo__full_retrain").execute_in_process(instance=instance).success
 
-    users = [json.loads(line)["userId"] for line in (demo_small / "batch-input" / "users.jsonl").read_text().splitlines()]
+    users = [
+        json.loads(line)["userId"] for line in (demo_small / "batch-input" / "users.jsonl").read_text().splitlines()
+    ]
     (tmp_path / "shards").mkdir()
     (tmp_path / "shards" / "part-0.jsonl").write_text("".join(json.dumps({"userId": u}) + "\n" for u in users[:60]))
-    (tmp_path / "shards" / "part-1.jsonl").write_text("".join(json.dumps({"userId": u}) + "\n" for u in users[60:]) + "not json\n")
+    (tmp_path / "shards" / "part-1.jsonl").write_text(
+        "".join(json.dumps({"userId": u}) + "\n" for u in users[60:]) + "not json\n"
+    )
 
     with dg.build_sensor_context(instance=instance, resources=resources) as context:
         result = batch_job_shards(context)
@@ -31,7 +34,9 @@ def test_shards_become_partitions_and_outputs(demo_small, tmp_path):
     job = defs.resolve_job_def("demo__batch_jobs")
     for request in result.run_requests:
         assert dg.validate_run_config(job, request.run_config)
-        assert job.execute_in_process(instance=instance, partition_key=request.partition_key, run_config=request.run_config).success
+        assert job.execute_in_process(
+            instance=instance, partition_key=request.partition_key, run_config=request.run_config
+        ).success
     outputs = sorted((tmp_path / "output").glob("demo/*/jobs/*.out"))
     assert [p.name for p in outputs] == ["part-0.jsonl.out", "part-1.jsonl.out"]
     lines = [json.loads(x) for p in outputs for x in p.read_text().splitlines()]
@@ -63,7 +68,10 @@ def test_each_solution_watches_its_own_shard_folder(tmp_path):
     batch_inputs = defs.resources["batch_inputs"]
     assert list(shard_files(batch_inputs, "popular", only_solution=False)) == ["a.jsonl"]
     assert list(shard_files(batch_inputs, "foryou", only_solution=False)) == ["b.jsonl"]
-    assert list(shard_files(batch_inputs, "popular", only_solution=True)) == ["a.jsonl", "loose.jsonl"]  # the only solution also reads the root
+    assert list(shard_files(batch_inputs, "popular", only_solution=True)) == [
+        "a.jsonl",
+        "loose.jsonl",
+    ]  # the only solution also reads the root
     instance = dg.DagsterInstance.ephemeral()
     for name, shard in (("popular", "a.jsonl"), ("foryou", "b.jsonl")):
         with dg.build_sensor_context(instance=instance, resources=defs.resources) as context:

@@ -8,8 +8,8 @@ import shutil
 
 import dagster as dg
 import pandas as pd
-
 from pipeline_resources import key, pipeline_defs
+
 from personalize_pipeline.store import read_index
 
 
@@ -19,12 +19,14 @@ def test_full_update_update_cycle(demo_small, tmp_path):
     (dataset / "interactions").mkdir()
     shutil.move(dataset / "interactions.csv", dataset / "interactions" / "day-0.csv")
     job_input = str(dataset / "batch-input" / "users.jsonl")
-    defs = pipeline_defs(dataset, artifacts, output, keep_full_versions=1, batch_inference={"input": job_input, "num_results": 5})
+    defs = pipeline_defs(
+        dataset, artifacts, output, keep_full_versions=1, batch_inference={"input": job_input, "num_results": 5}
+    )
     resources = defs.resources
     two_hourly_update = defs.resolve_schedule_def("demo__two_hourly_update")
     instance = dg.DagsterInstance.ephemeral()
     interactions = pd.read_csv(dataset / "interactions" / "day-0.csv", dtype=str, keep_default_na=False)
-    tick = dt.datetime(2026, 11, 23, 2, tzinfo=dt.timezone.utc)
+    tick = dt.datetime(2026, 11, 23, 2, tzinfo=dt.UTC)
 
     def schedule_says():
         with dg.build_schedule_context(scheduled_execution_time=tick, resources=resources) as context:
@@ -45,13 +47,25 @@ def test_full_update_update_cycle(demo_small, tmp_path):
             [request] = schedule_says().run_requests
             assert f"interactions/day-{step}.csv" in request.tags["personalize/reason"]
             run_config = request.run_config
-        result = defs.resolve_job_def(job).execute_in_process(instance=instance, raise_on_error=False, run_config=run_config)
+        result = defs.resolve_job_def(job).execute_in_process(
+            instance=instance, raise_on_error=False, run_config=run_config
+        )
         assert result.success, job
-        version = instance.get_latest_materialization_event(key("demo", "solution_version")).asset_materialization.metadata
-        out = instance.get_latest_materialization_event(key("demo", "batch_inference_output")).asset_materialization.metadata
-        runs.append((result.run_id, version["solution_version"].value, version["training_mode"].value, out["path"].value))
+        version = instance.get_latest_materialization_event(
+            key("demo", "solution_version")
+        ).asset_materialization.metadata
+        out = instance.get_latest_materialization_event(
+            key("demo", "batch_inference_output")
+        ).asset_materialization.metadata
+        runs.append(
+            (result.run_id, version["solution_version"].value, version["training_mode"].value, out["path"].value)
+        )
         latest = json.loads((output / "demo" / "latest.json").read_text())
-        assert (latest["run_id"], latest["solution_version"], latest["output"]) == (result.run_id, runs[-1][1], runs[-1][3])
+        assert (latest["run_id"], latest["solution_version"], latest["output"]) == (
+            result.run_id,
+            runs[-1][1],
+            runs[-1][3],
+        )
 
     assert [mode for _, _, mode, _ in runs] == ["FULL", "UPDATE", "UPDATE"]
     outs = sorted(output.rglob("*.out"))

@@ -10,7 +10,6 @@ import dagster as dg
 import pandas as pd
 import pytest
 import torch
-
 from pipeline_resources import pipeline_defs
 
 SOLUTIONS = [
@@ -31,7 +30,12 @@ def trained(demo_small, tmp_path_factory, request):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     request.addfinalizer(lambda: torch.set_num_threads(threads))
-    results = {s["name"]: defs.resolve_job_def(f"{s['name']}__full_retrain").execute_in_process(instance=instance, raise_on_error=False) for s in SOLUTIONS}
+    results = {
+        s["name"]: defs.resolve_job_def(f"{s['name']}__full_retrain").execute_in_process(
+            instance=instance, raise_on_error=False
+        )
+        for s in SOLUTIONS
+    }
     return defs, instance, results, tmp
 
 
@@ -80,13 +84,19 @@ def test_metric_attribution_reports_per_source_and_day(demo_small, tmp_path):
     report = pd.read_csv(str(md["path"].value))
     assert report["events"].sum() == len(events) and set(report["source"]) == {"foryou", "email", "UNATTRIBUTED"}
     table = md["by_source_and_day"].value
-    assert "| source | day | click events | click value |" in table and table.count("| foryou |") == min(14, report["day"].nunique())
+    assert "| source | day | click events | click value |" in table and table.count("| foryou |") == min(
+        14, report["day"].nunique()
+    )
     assert md["plot"].value.startswith("![metric attribution by day](data:image/png;base64,")
 
     # without the column: materialized, with a note
     plain = defs.resolve_job_def("attribute_metrics")
     events.drop(columns=["EVENT_ATTRIBUTION_SOURCE"]).to_csv(tmp_path / "dataset" / "interactions.csv", index=False)
-    md = plain.execute_in_process(instance=dg.DagsterInstance.ephemeral()).asset_materializations_for_node("metric_attribution")[-1].metadata
+    md = (
+        plain.execute_in_process(instance=dg.DagsterInstance.ephemeral())
+        .asset_materializations_for_node("metric_attribution")[-1]
+        .metadata
+    )
     assert md["present"].value is False and "EVENT_ATTRIBUTION_SOURCE" in md["note"].value
 
 
@@ -99,7 +109,9 @@ def test_delete_users_job_removes_rows_and_versions_and_shows_no_id(trained):
     job = defs.resolve_job_def("delete_users")
 
     def run(remove):
-        config = {"ops": {"delete_user_data": {"config": {"users_file": str(tmp / "forget.csv"), "remove_versions": remove}}}}
+        config = {
+            "ops": {"delete_user_data": {"config": {"users_file": str(tmp / "forget.csv"), "remove_versions": remove}}}
+        }
         result = job.execute_in_process(run_config=config, instance=instance)
         logs = json.dumps([str(e.dagster_event) + str(e.user_message) for e in instance.all_logs(result.run_id)])
         return result.output_for_node("delete_user_data"), result, logs

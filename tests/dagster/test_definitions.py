@@ -71,7 +71,11 @@ def test_scheduled_batch_config_follows_the_recipe():
     from assets.inference import scheduled_batch_config
     from personalize_pipeline.config import Solution
 
-    explore = Solution(name="foryou", recipe="aws-user-personalization", batch_inference={"exploration_weight": 0.1, "filter": "EXCLUDE ItemID WHERE Items.GENRE IN ($G)"})
+    explore = Solution(
+        name="foryou",
+        recipe="aws-user-personalization",
+        batch_inference={"exploration_weight": 0.1, "filter": "EXCLUDE ItemID WHERE Items.GENRE IN ($G)"},
+    )
     assert scheduled_batch_config(explore) == {
         "input": "",
         "num_results": 25,

@@ -20,7 +20,9 @@ def test_cluster_executor_config_is_valid(name, executor, monkeypatch):
     monkeypatch.setenv("CELERY_BROKER_URL", "pyamqp://guest@localhost//")
     monkeypatch.setenv("CELERY_RESULT_BACKEND", "rpc://")
     config = parse_config(yaml.safe_load((DEPLOY / name).read_text()), name)
-    assert all(v.startswith("s3://") for v in config.locations.model_dump().values()), "artifacts must travel through S3"
+    assert all(v.startswith("s3://") for v in config.locations.model_dump().values()), (
+        "artifacts must travel through S3"
+    )
     spec = config.runs.executor
     executor_def = build_executor({"kind": spec.kind})
     assert executor_def.name == executor
@@ -28,10 +30,15 @@ def test_cluster_executor_config_is_valid(name, executor, monkeypatch):
     dg.Definitions.validate_loadable(defs)
     for job_name, mode in (("demo__full_retrain", "FULL"), ("demo__update", "UPDATE")):
         job = defs.resolve_job_def(job_name)
-        run_config = {"execution": {"config": spec.config}, "ops": {"demo__solution_version": {"config": {"training_mode": mode}}}}
+        run_config = {
+            "execution": {"config": spec.config},
+            "ops": {"demo__solution_version": {"config": {"training_mode": mode}}},
+        }
         assert dg.validate_run_config(job, run_config)
     if executor == "k8s":  # per-step settings name real step keys
-        assert set(spec.config["per_step_k8s_config"]) <= {n.name for n in defs.resolve_job_def("demo__full_retrain").graph.node_defs}
+        assert set(spec.config["per_step_k8s_config"]) <= {
+            n.name for n in defs.resolve_job_def("demo__full_retrain").graph.node_defs
+        }
     bad = {"execution": {"config": {**spec.config, "no_such_option": 1}}}
     with pytest.raises(dg.DagsterInvalidConfigError):
         dg.validate_run_config(defs.resolve_job_def("demo__update"), bad)
@@ -54,14 +61,20 @@ def test_k8s_instance_run_launcher_config_is_valid():
     result = process_config(K8sRunLauncher.config_type(), instance["run_launcher"]["config"])
     assert result.success, result.errors
     # every instance configuration keeps the one-run-per-solution limit of dagster.yaml
-    limits = yaml.safe_load((DEPLOY.parent / "dagster.yaml").read_text())["concurrency"]["runs"]["tag_concurrency_limits"]
+    limits = yaml.safe_load((DEPLOY.parent / "dagster.yaml").read_text())["concurrency"]["runs"][
+        "tag_concurrency_limits"
+    ]
     for name in ("dagster.k8s.yaml", "dagster.postgres.yaml"):
-        assert yaml.safe_load((DEPLOY / name).read_text())["concurrency"]["runs"]["tag_concurrency_limits"] == limits, name
+        assert yaml.safe_load((DEPLOY / name).read_text())["concurrency"]["runs"]["tag_concurrency_limits"] == limits, (
+            name
+        )
 
 
 def test_helm_values_match_the_instance_and_the_image():
     values = yaml.safe_load((DEPLOY / "helm-values.yaml").read_text())
-    limits = yaml.safe_load((DEPLOY.parent / "dagster.yaml").read_text())["concurrency"]["runs"]["tag_concurrency_limits"]
+    limits = yaml.safe_load((DEPLOY.parent / "dagster.yaml").read_text())["concurrency"]["runs"][
+        "tag_concurrency_limits"
+    ]
     queue = values["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]
     assert queue["tagConcurrencyLimits"] == limits
     assert values["runLauncher"]["type"] == "K8sRunLauncher" and values["postgresql"]["enabled"] is False
@@ -86,7 +99,10 @@ def test_a_config_file_that_did_not_travel_is_an_error_not_local_defaults(tmp_pa
     monkeypatch.setenv("PERSONALIZE_CONFIG", "deploy/personalize.celery.yaml")
     settings.cache_clear()
     try:
-        with pytest.raises(InputError, match=r"PERSONALIZE_CONFIG=deploy/personalize.celery.yaml: configuration file does not exist \(working directory"):
+        with pytest.raises(
+            InputError,
+            match=r"PERSONALIZE_CONFIG=deploy/personalize.celery.yaml: configuration file does not exist \(working directory",
+        ):
             settings()
         monkeypatch.setenv("PERSONALIZE_CONFIG", str(DEPLOY / "personalize.celery.yaml"))
         settings.cache_clear()

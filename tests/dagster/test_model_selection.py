@@ -6,8 +6,8 @@ import base64
 
 import dagster as dg
 import pytest
-
 from pipeline_resources import pipeline_defs
+
 from personalize_pipeline.store import load_manifest
 
 
@@ -20,7 +20,10 @@ def materialize(defs, instance):
     return dg.materialize(
         [*defs.assets, *defs.asset_checks],
         resources=defs.resources,
-        selection=dg.AssetSelection.groups("dataset_group") | dg.AssetSelection.assets(*[["demo", n] for n in ("featurized_dataset", "solution_version", "solution_metrics")]),
+        selection=dg.AssetSelection.groups("dataset_group")
+        | dg.AssetSelection.assets(
+            *[["demo", n] for n in ("featurized_dataset", "solution_version", "solution_metrics")]
+        ),
         instance=instance,
         raise_on_error=False,
     )
@@ -36,10 +39,19 @@ def is_png(markdown_value) -> bool:
 
 def test_hpo_run_then_a_collapsed_version_fails_the_check(demo_small, tmp_path, one_torch_thread):
     instance = dg.DagsterInstance.ephemeral()
-    hpo = {"hpoResourceConfig": {"maxNumberOfTrainingJobs": "3"}, "hpoObjective": {"type": "Maximize", "metricName": "precision_at_25"}}
-    result = materialize(resources_for(demo_small, tmp_path, recipe="aws-sims", perform_hpo=True, hpo_config=hpo), instance)
+    hpo = {
+        "hpoResourceConfig": {"maxNumberOfTrainingJobs": "3"},
+        "hpoObjective": {"type": "Maximize", "metricName": "precision_at_25"},
+    }
+    result = materialize(
+        resources_for(demo_small, tmp_path, recipe="aws-sims", perform_hpo=True, hpo_config=hpo), instance
+    )
     assert result.success
-    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations() if e.asset_key.to_user_string() == "demo/solution_metrics"}
+    checks = {
+        e.check_name: e.passed
+        for e in result.get_asset_check_evaluations()
+        if e.asset_key.to_user_string() == "demo/solution_metrics"
+    }
     assert checks == {"beats_popularity": True, "no_collapse_against_previous_version": True}
 
     version = latest_md(instance, "solution_version")
@@ -60,7 +72,11 @@ def test_hpo_run_then_a_collapsed_version_fails_the_check(demo_small, tmp_path, 
     # a broken model (one epoch at a useless learning rate) as the next version of the same solution
     broken = {"epochs": "1", "learning_rate": "0.00001", "hidden_dimension": "32", "n_sample": "64"}
     result = materialize(resources_for(demo_small, tmp_path, recipe="aws-hrnn", hyperparameters=broken), instance)
-    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations() if e.asset_key.to_user_string() == "demo/solution_metrics"}
+    evaluations = {
+        e.check_name: e
+        for e in result.get_asset_check_evaluations()
+        if e.asset_key.to_user_string() == "demo/solution_metrics"
+    }
     collapse = evaluations["no_collapse_against_previous_version"]
     assert not collapse.passed and collapse.severity == dg.AssetCheckSeverity.ERROR
     assert first_version in collapse.description

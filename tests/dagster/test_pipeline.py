@@ -7,8 +7,8 @@ import shutil
 import dagster as dg
 import pandas as pd
 import pytest
-
 from pipeline_resources import pipeline_defs
+
 from personalize_pipeline.locations import Location
 
 
@@ -17,7 +17,9 @@ def make_defs(dataset, artifacts, output, s3=None):
 
 
 def run(defs, job_name, instance, run_config=None):
-    return defs.resolve_job_def(job_name).execute_in_process(instance=instance, raise_on_error=False, run_config=run_config)
+    return defs.resolve_job_def(job_name).execute_in_process(
+        instance=instance, raise_on_error=False, run_config=run_config
+    )
 
 
 def latest_md(instance, key):
@@ -39,7 +41,12 @@ def test_full_then_update_with_batch_output_on_s3(demo_small, tmp_path, s3_bucke
     result = run(defs, "demo__full_retrain", instance, run_config)
     assert result.success
     checks = {e.asset_key.to_user_string(): e.passed for e in result.get_asset_check_evaluations()}
-    assert checks == {"validated_interactions": True, "validated_items": True, "validated_users": True, "demo/solution_metrics": True}
+    assert checks == {
+        "validated_interactions": True,
+        "validated_items": True,
+        "validated_users": True,
+        "demo/solution_metrics": True,
+    }
 
     md = latest_md(instance, "batch_inference_output")
     out_url = md["path"].value
@@ -63,10 +70,19 @@ def test_full_then_update_with_batch_output_on_s3(demo_small, tmp_path, s3_bucke
     profile = latest_md(instance, "validated_interactions")
     assert profile["dagster/row_count"].value > 1000 and "TIMESTAMP" in profile["profile"].value
     # every stage records its seconds and the peak memory of its process (personalize_pipeline.measure)
-    for key in ("validated_interactions", "validated_items", "featurized_dataset", "solution_version", "solution_metrics", "batch_inference_output"):
+    for key in (
+        "validated_interactions",
+        "validated_items",
+        "featurized_dataset",
+        "solution_version",
+        "solution_metrics",
+        "batch_inference_output",
+    ):
         md = latest_md(instance, key)
         assert md["seconds"].value >= 0 and md["peak_rss_mb"].value > 50, key
-    [check] = [e for e in result.get_asset_check_evaluations() if e.asset_key.to_user_string() == "validated_interactions"]
+    [check] = [
+        e for e in result.get_asset_check_evaluations() if e.asset_key.to_user_string() == "validated_interactions"
+    ]
     assert check.metadata["seconds"].value > 0 and check.metadata["peak_rss_mb"].value > 50
 
     # UPDATE: new interactions arrive; the update job starts from the FULL version
@@ -75,7 +91,9 @@ def test_full_then_update_with_batch_output_on_s3(demo_small, tmp_path, s3_bucke
     upd = latest_md(instance, "solution_version")
     assert upd["training_mode"].value == "UPDATE"
     assert upd["base_version"].value == full_md["solution_version"].value
-    assert "demo/solution_metrics" not in {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert "demo/solution_metrics" not in {
+        e.asset_key.to_user_string() for e in result.get_asset_materialization_events()
+    }
     outputs = fs.find(f"{bucket.removeprefix('s3://')}/recommendations/demo/")
     assert len([o for o in outputs if o.endswith(".out")]) == 2
 
@@ -109,12 +127,15 @@ def test_materialize_selection_blocked_by_check(demo_small, tmp_path):
     """The same through dg.materialize, as users of the asset graph call it."""
     dataset = tmp_path / "dataset"
     shutil.copytree(demo_small, dataset)
-    (dataset / "interactions.csv").write_text((dataset / "interactions.csv").read_text().replace("TIMESTAMP", "WHEN", 1))
+    (dataset / "interactions.csv").write_text(
+        (dataset / "interactions.csv").read_text().replace("TIMESTAMP", "WHEN", 1)
+    )
     defs = pipeline_defs(dataset, tmp_path / "a", tmp_path / "o")
     result = dg.materialize(
         [*defs.assets, *defs.asset_checks],
         resources=defs.resources,
-        selection=dg.AssetSelection.groups("dataset_group", "demo") - dg.AssetSelection.assets(["demo", "solution_metrics"], ["demo", "batch_job_output"]),
+        selection=dg.AssetSelection.groups("dataset_group", "demo")
+        - dg.AssetSelection.assets(["demo", "solution_metrics"], ["demo", "batch_job_output"]),
         raise_on_error=False,
         instance=dg.DagsterInstance.ephemeral(),
     )
@@ -145,4 +166,7 @@ def test_hrnn_run_shows_plots_and_training_metadata(demo_small, tmp_path):
     assert base64.b64decode(png)[:8] == b"\x89PNG\r\n\x1a\n"
     metrics = latest_md(instance, "solution_metrics")
     assert "base64," in metrics["metrics_by_k"].value
-    assert metrics["normalized_discounted_cumulative_gain_at_10"].value > metrics["baseline/normalized_discounted_cumulative_gain_at_10"].value
+    assert (
+        metrics["normalized_discounted_cumulative_gain_at_10"].value
+        > metrics["baseline/normalized_discounted_cumulative_gain_at_10"].value
+    )

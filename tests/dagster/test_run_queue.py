@@ -12,7 +12,12 @@ from pathlib import Path
 import dagster as dg
 import yaml
 from dagster._core.remote_origin import InProcessCodeLocationOrigin
-from dagster._core.test_utils import MockedRunLauncher, create_run_for_test, create_test_daemon_workspace_context, load_remote_repo
+from dagster._core.test_utils import (
+    MockedRunLauncher,
+    create_run_for_test,
+    create_test_daemon_workspace_context,
+    load_remote_repo,
+)
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
 from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import QueuedRunCoordinatorDaemon

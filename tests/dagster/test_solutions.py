@@ -11,19 +11,21 @@ import dagster as dg
 import pandas as pd
 import pytest
 import torch
-
-from assets.jobs import SOLUTION_TAG
 from pipeline_resources import key, pipeline_defs
 
-WATCHED = 'EXCLUDE ItemID WHERE Interactions.EVENT_TYPE IN ($TYPES)'
-SUNDAY = dt.datetime(2026, 11, 22, 3, tzinfo=dt.timezone.utc)
+from assets.jobs import SOLUTION_TAG
+
+WATCHED = "EXCLUDE ItemID WHERE Interactions.EVENT_TYPE IN ($TYPES)"
+SUNDAY = dt.datetime(2026, 11, 22, 3, tzinfo=dt.UTC)
 
 
 @pytest.fixture(scope="module")
 def two_solutions(demo_small, tmp_path_factory, request):
     """Both solutions' weekly schedules evaluated and their run requests executed in process."""
     tmp = tmp_path_factory.mktemp("two-solutions")
-    users = [json.loads(line)["userId"] for line in (demo_small / "batch-input" / "users.jsonl").read_text().splitlines()]
+    users = [
+        json.loads(line)["userId"] for line in (demo_small / "batch-input" / "users.jsonl").read_text().splitlines()
+    ]
     shards = tmp / "popular-input"
     shards.mkdir()
     for i, part in enumerate((users[:100], users[100:])):
@@ -32,7 +34,12 @@ def two_solutions(demo_small, tmp_path_factory, request):
         {
             "name": "popular",
             "recipe": "aws-popularity-count",
-            "batch_inference": {"input": str(shards), "num_results": 5, "filter": WATCHED, "filter_values": {"TYPES": '"watch"'}},
+            "batch_inference": {
+                "input": str(shards),
+                "num_results": 5,
+                "filter": WATCHED,
+                "filter_values": {"TYPES": '"watch"'},
+            },
         },
         {
             "name": "foryou",
@@ -52,7 +59,10 @@ def two_solutions(demo_small, tmp_path_factory, request):
         [run_request] = schedule.evaluate_tick(dg.build_schedule_context(scheduled_execution_time=SUNDAY)).run_requests
         job = defs.resolve_job_def(f"{name}__full_retrain")
         assert dg.validate_run_config(job, run_request.run_config)
-        runs[name] = (run_request, job.execute_in_process(run_config=run_request.run_config, instance=instance, raise_on_error=False))
+        runs[name] = (
+            run_request,
+            job.execute_in_process(run_config=run_request.run_config, instance=instance, raise_on_error=False),
+        )
     return defs, instance, runs, tmp, users
 
 
@@ -66,7 +76,9 @@ def test_each_solution_writes_what_its_batch_inference_section_asks(two_solution
     popular_config = runs["popular"][0].run_config["ops"]["popular__batch_inference_output"]["config"]
     foryou_config = runs["foryou"][0].run_config["ops"]["foryou__batch_inference_output"]["config"]
     assert popular_config["num_results"] == 5 and popular_config["filter_expression"] == WATCHED
-    assert "exploration_weight" not in popular_config and "exploration_weight" not in foryou_config  # they do not explore
+    assert (
+        "exploration_weight" not in popular_config and "exploration_weight" not in foryou_config
+    )  # they do not explore
     assert foryou_config["num_results"] == 7 and foryou_config["input"] == ""
 
     # popular: the input folder's two files, each its own .out, 5 items, no item the user watched
@@ -99,17 +111,31 @@ def test_solutions_have_their_own_assets_jobs_and_run_tags(two_solutions):
     for name, (_, result) in runs.items():
         materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
         other = "foryou" if name == "popular" else "popular"
-        assert {f"{name}/featurized_dataset", f"{name}/solution_version", f"{name}/solution_metrics", "validated_interactions"} <= materialized
+        assert {
+            f"{name}/featurized_dataset",
+            f"{name}/solution_version",
+            f"{name}/solution_metrics",
+            "validated_interactions",
+        } <= materialized
         assert not any(k.startswith(other) for k in materialized)
-        assert instance.get_latest_materialization_event(key(name, "solution_version")).asset_materialization.metadata["recipe"].value == (
-            "aws-popularity-count" if name == "popular" else "aws-hrnn"
-        )
-    tags = {(n, mode): defs.resolve_job_def(f"{n}__{mode}").tags[SOLUTION_TAG] for n in ("popular", "foryou") for mode in ("full_retrain", "update")}
+        assert instance.get_latest_materialization_event(key(name, "solution_version")).asset_materialization.metadata[
+            "recipe"
+        ].value == ("aws-popularity-count" if name == "popular" else "aws-hrnn")
+    tags = {
+        (n, mode): defs.resolve_job_def(f"{n}__{mode}").tags[SOLUTION_TAG]
+        for n in ("popular", "foryou")
+        for mode in ("full_retrain", "update")
+    }
     assert tags[("popular", "full_retrain")] == tags[("popular", "update")] == "popular"
     assert tags[("foryou", "full_retrain")] == tags[("foryou", "update")] == "foryou"
     graph = defs.resolve_asset_graph()
     assert {graph.get(key(n, "solution_version")).group_name for n in ("popular", "foryou")} == {"popular", "foryou"}
-    assert {s.name for s in defs.sensors} == {"new_dataset_files", "record_run_failures", "popular__batch_job_shards", "foryou__batch_job_shards"}
+    assert {s.name for s in defs.sensors} == {
+        "new_dataset_files",
+        "record_run_failures",
+        "popular__batch_job_shards",
+        "foryou__batch_job_shards",
+    }
 
 
 def test_file_sensor_requests_an_update_per_trained_solution(two_solutions):
@@ -146,15 +172,29 @@ def test_a_run_without_validated_data_does_not_pick_up_another_runs(two_solution
     assert "validated_interactions was not materialized in this run" in failure.event_specific_data.error.message
 
     # naming the snapshots in the run config is the way to featurize without validating again
-    latest = {t: instance.get_latest_materialization_event(dg.AssetKey(f"validated_{t}")).asset_materialization for t in ("interactions", "items", "users")}
+    latest = {
+        t: instance.get_latest_materialization_event(dg.AssetKey(f"validated_{t}")).asset_materialization
+        for t in ("interactions", "items", "users")
+    }
     paths = {f"validated_{t}": m.metadata["path"].value for t, m in latest.items()}
-    named = materialize(["featurized_dataset"], {"ops": {"popular__featurized_dataset": {"config": {"upstream_paths": paths}}}})
+    named = materialize(
+        ["featurized_dataset"], {"ops": {"popular__featurized_dataset": {"config": {"upstream_paths": paths}}}}
+    )
     assert named.success
     read = named.asset_materializations_for_node("popular__featurized_dataset")[-1].metadata["snapshots"].value
     assert read == {t.removeprefix("validated_"): p for t, p in paths.items()}
 
     # batch inference outside a training run: the solution store's latest complete version
-    batch = materialize(["batch_inference_output"], {"ops": {"popular__batch_inference_output": {"config": {"num_results": 3}}}})
+    batch = materialize(
+        ["batch_inference_output"], {"ops": {"popular__batch_inference_output": {"config": {"num_results": 3}}}}
+    )
     assert batch.success
-    trained = instance.get_latest_materialization_event(key("popular", "solution_version")).asset_materialization.metadata["solution_version"].value
-    assert batch.asset_materializations_for_node("popular__batch_inference_output")[-1].metadata["solution_version"].value == trained
+    trained = (
+        instance.get_latest_materialization_event(key("popular", "solution_version"))
+        .asset_materialization.metadata["solution_version"]
+        .value
+    )
+    assert (
+        batch.asset_materializations_for_node("popular__batch_inference_output")[-1].metadata["solution_version"].value
+        == trained
+    )

@@ -14,10 +14,17 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 import ui_screenshots  # noqa: E402
-
 from pipeline_resources import pipeline_defs  # noqa: E402
 
-ASSETS = ("validated_interactions", "validated_items", "validated_users", "featurized_dataset", "solution_version", "solution_metrics", "batch_inference_output")
+ASSETS = (
+    "validated_interactions",
+    "validated_items",
+    "validated_users",
+    "featurized_dataset",
+    "solution_version",
+    "solution_metrics",
+    "batch_inference_output",
+)
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +42,11 @@ def test_asset_graph_and_metrics_page_show_the_pipeline(chromium, demo_small, tm
     instance = dg.DagsterInstance.get()
     try:
         for _ in range(2):  # two FULL versions: the second is compared with the first
-            assert defs.resolve_job_def("demo__full_retrain").execute_in_process(instance=instance, raise_on_error=False).success
+            assert (
+                defs.resolve_job_def("demo__full_retrain")
+                .execute_in_process(instance=instance, raise_on_error=False)
+                .success
+            )
     finally:
         instance.dispose()
 
@@ -47,7 +58,15 @@ def test_asset_graph_and_metrics_page_show_the_pipeline(chromium, demo_small, tm
     for name in ASSETS:
         assert name in graph, f"{name} missing from the asset graph page"
     assert "Materialized" in graph and "Join the Dagster community" not in graph
-    for key in ("precision_at_25", "normalized_discounted_cumulative_gain_at_10", "baseline/precision_at_25", "lift/precision_at_25", "metrics_by_k", "lift_over_popularity", "previous/comparison"):
+    for key in (
+        "precision_at_25",
+        "normalized_discounted_cumulative_gain_at_10",
+        "baseline/precision_at_25",
+        "lift/precision_at_25",
+        "metrics_by_k",
+        "lift_over_popularity",
+        "previous/comparison",
+    ):
         assert key in metrics, f"{key} missing from the solution_metrics page"
     for name in ui_screenshots.PAGES:
         png = (shots / f"ui-{name}.png").read_bytes()

@@ -7,7 +7,6 @@ import shutil
 
 import dagster as dg
 import pandas as pd
-
 from pipeline_resources import pipeline_defs
 
 SELECTION = dg.AssetSelection.groups("dataset_group") | dg.AssetSelection.assets(["demo", "featurized_dataset"])
@@ -38,14 +37,18 @@ def test_failed_validation_racing_a_full_run_is_never_read(demo_small, tmp_path)
     def racing_validation(context: dg.HookContext):
         """Another validation run finishing between this run's validation and its featurize."""
         if context.op.name == "validated_interactions":
-            event = dg.AssetMaterialization("validated_interactions", metadata={"path": dg.MetadataValue.path(bad_snapshot)})
+            event = dg.AssetMaterialization(
+                "validated_interactions", metadata={"path": dg.MetadataValue.path(bad_snapshot)}
+            )
             context.instance.report_runless_asset_event(event)
 
     raced = dg.define_asset_job("raced_full", selection=SELECTION, hooks={racing_validation})
     defs = dg.Definitions(assets=defs.assets, asset_checks=defs.asset_checks, jobs=[raced], resources=defs.resources)
     result = defs.resolve_job_def("raced_full").execute_in_process(instance=instance, raise_on_error=False)
     assert result.success
-    assert latest(instance, dg.AssetKey("validated_interactions")).metadata["path"].value == bad_snapshot  # the race happened
+    assert (
+        latest(instance, dg.AssetKey("validated_interactions")).metadata["path"].value == bad_snapshot
+    )  # the race happened
     own = result.asset_materializations_for_node("validated_interactions")[-1].metadata["path"].value
     read = result.asset_materializations_for_node("demo__featurized_dataset")[-1].metadata["snapshots"].value
     assert read["interactions"] == own != bad_snapshot and result.run_id in own
