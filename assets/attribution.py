@@ -49,7 +49,8 @@ def metric_attribution(
                         "present": False,
                         "source": dg.MetadataValue.path(interactions.source),
                         "note": dg.MetadataValue.md(
-                            f"The interactions have no `{SOURCE}` column: nothing to attribute. Add one (e.g. the solution or campaign a recommendation came from) to see what each source brought in."
+                            f"The interactions have no `{SOURCE}` column: nothing to attribute. Add one (e.g. the "
+                            "solution or campaign a recommendation came from) to see what each source brought in."
                         ),
                     }
                 )

@@ -72,7 +72,10 @@ def shard_definitions(solution: Solution, only_solution: bool) -> ShardDefinitio
         code_version=CODE_VERSION,
         retry_policy=retry_policy(),
         kinds={"s3", "json"},
-        description=f"One batch inference job of solution {name} per input shard (<batch input>/{name}/<shard>.jsonl → <output>/{name}/<version>/jobs/<shard>.out).",
+        description=(
+            f"One batch inference job of solution {name} per input shard (<batch input>/{name}/<shard>.jsonl → "
+            f"<output>/{name}/<version>/jobs/<shard>.out)."
+        ),
     )
     def batch_job_output(
         context: dg.AssetExecutionContext,
@@ -96,7 +99,10 @@ def shard_definitions(solution: Solution, only_solution: bool) -> ShardDefinitio
         f"{name}__batch_jobs",
         selection=dg.AssetSelection.assets(batch_job_output),  # partitioned like the asset
         config=run_config,
-        description=f"Batch inference of solution {name} for one input shard (a partition); the sensor starts one run per new shard.",
+        description=(
+            f"Batch inference of solution {name} for one input shard (a partition); the sensor starts one run per "
+            "new shard."
+        ),
     )
 
     @dg.sensor(

@@ -33,7 +33,10 @@ def delete_users_job(solutions: list[str]) -> dg.JobDefinition:
 
     @dg.op(
         name="delete_user_data",
-        description="Delete the users of a deletion file from the dataset group; list (or remove) the solution versions holding them.",
+        description=(
+            "Delete the users of a deletion file from the dataset group; list (or remove) the solution versions "
+            "holding them."
+        ),
     )
     def delete_users_op(
         context: dg.OpExecutionContext,
@@ -56,7 +59,8 @@ def delete_users_job(solutions: list[str]) -> dg.JobDefinition:
                     context.log.info(f"removed {len(holding[name])} version(s) of {name}: {', '.join(holding[name])}")
                 elif holding[name]:
                     context.log.warning(
-                        f"{name}: {len(holding[name])} version(s) still hold these users ({', '.join(holding[name])}); run with remove_versions: true to delete them"
+                        f"{name}: {len(holding[name])} version(s) still hold these users "
+                        f"({', '.join(holding[name])}); run with remove_versions: true to delete them"
                     )
         summary = {
             "record": record["record"],

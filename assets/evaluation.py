@@ -1,7 +1,6 @@
 """Offline metrics of the solution version, with the popularity baseline on the same split,
 the lift over it, a per-segment breakdown and the comparison with the previous version."""
 
-
 import dagster as dg
 
 from personalize_pipeline.config import Solution
@@ -52,8 +51,8 @@ def solution_metrics_asset(solution: Solution) -> dg.AssetsDefinition:
         kinds={"numpy"},
         description=(
             f"Amazon Personalize's offline metrics of solution {name} (personalize protocol by default; leave-last-out "
-            "and a time holdout on request), the popularity baseline on the same split and the lift over it, metrics by "
-            "user-history and item-popularity segment, and the change against the previous solution version."
+            "and a time holdout on request), the popularity baseline on the same split and the lift over it, metrics "
+            "by user-history and item-popularity segment, and the change against the previous solution version."
         ),
     )
     def _asset(
@@ -173,7 +172,10 @@ def metrics_checks(solution: Solution) -> list[dg.AssetChecksDefinition]:
     @dg.asset_check(
         asset=key,
         name="no_collapse_against_previous_version",
-        description=f"Fails when NDCG@10 drops by more than {COLLAPSE_DROP:.0%} against the previous solution version (same protocol).",
+        description=(
+            f"Fails when NDCG@10 drops by more than {COLLAPSE_DROP:.0%} against the previous solution version (same "
+            "protocol)."
+        ),
     )
     def no_collapse_against_previous_version(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
         md = _run_metadata(context, key)

@@ -71,7 +71,9 @@ def increment_check(solution: Solution):
         asset=increment_key(solution),
         name="great_expectations_suite",
         blocking=True,
-        description="Great Expectations suite on each new file (schema of the data already imported, types, ids, TIMESTAMP).",
+        description=(
+            "Great Expectations suite on each new file (schema of the data already imported, types, ids, TIMESTAMP)."
+        ),
     )
     def _check(context: dg.AssetCheckExecutionContext, artifact_store: ArtifactStore) -> dg.AssetCheckResult:
         location = upstream_location(context, increment_key(solution), artifact_store.s3.options())

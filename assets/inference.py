@@ -115,7 +115,8 @@ def batch_inference_output_asset(solution: Solution) -> dg.AssetsDefinition:
         kinds={"s3", "json"},
         description=(
             f"Batch recommendations of solution {name} for the job input(s), as Amazon Personalize writes them "
-            f"(<input>.out), under <output>/{name}/<solution version>/<run id>/; <output>/{name}/latest.json names the newest."
+            f"(<input>.out), under <output>/{name}/<solution version>/<run id>/; <output>/{name}/latest.json names "
+            "the newest."
         ),
     )
     def _asset(

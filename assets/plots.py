@@ -24,7 +24,7 @@ def metrics_by_k(metrics: dict[str, float], baseline: dict[str, float], recipe: 
 
     families = sorted({name.rsplit("_at_", 1)[0] for name in metrics if "_at_" in name})
     fig, axes = plt.subplots(1, len(families), figsize=(3.2 * len(families), 2.6), squeeze=False)
-    for ax, family in zip(axes[0], families):
+    for ax, family in zip(axes[0], families, strict=True):
         ks = sorted(int(n.rsplit("_at_", 1)[1]) for n in metrics if n.startswith(family + "_at_"))
         ax.plot(ks, [metrics[f"{family}_at_{k}"] for k in ks], marker="o", label=recipe)
         ax.plot(

@@ -34,10 +34,9 @@ def _print_outputs(result, name: str) -> None:
         path = md.get("path") or md.get("solution_version_path")
         extra = ""
         if key.path[-1] == "solution_metrics":
-            extra = "  precision_at_25=%.4f ndcg_at_10=%.4f" % (
-                md["precision_at_25"].value,
-                md["normalized_discounted_cumulative_gain_at_10"].value,
-            )
+            precision = md["precision_at_25"].value
+            ndcg = md["normalized_discounted_cumulative_gain_at_10"].value
+            extra = f"  precision_at_25={precision:.4f} ndcg_at_10={ndcg:.4f}"
         print(f"  {key.to_user_string():<32} {path.value if path else ''}{extra}")
 
 

@@ -33,7 +33,10 @@ def solution_schedules(solution: Solution, full_job, update_job) -> list[dg.Sche
         job=update_job,
         cron_schedule=spec.update,
         execution_timezone=spec.timezone,
-        description=f"UPDATE of the latest FULL version of {name} with new data, then batch inference; skips when there is nothing to do.",
+        description=(
+            f"UPDATE of the latest FULL version of {name} with new data, then batch inference; skips when there is "
+            "nothing to do."
+        ),
         default_status=dg.DefaultScheduleStatus.STOPPED,
     )
     def two_hourly_update(

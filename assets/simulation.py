@@ -29,7 +29,10 @@ class ExplorationSimulationConfig(dg.Config):
     group_name="insight",
     code_version=CODE_VERSION,
     kinds={"pytorch"},
-    description="Offline simulation of item exploration: batch recommend → simulated clicks (demo ground truth) → UPDATE, per round and exploration weight.",
+    description=(
+        "Offline simulation of item exploration: batch recommend → simulated clicks (demo ground truth) → UPDATE, "
+        "per round and exploration weight."
+    ),
 )
 def exploration_simulation(
     context: dg.AssetExecutionContext, config: ExplorationSimulationConfig

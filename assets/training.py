@@ -39,14 +39,14 @@ def solution_version_asset(solution: Solution) -> dg.AssetsDefinition:
         kinds={"pytorch", "numpy"},
         pool="personalize_training",
         description=(
-            f"A trained version of solution {solution.name} ({solution.recipe}): model, catalogue, histories, manifest, "
-            f"in the solution store; the last {solution.keep_full_versions} FULL versions and their UPDATEs are kept."
+            f"A trained version of solution {solution.name} ({solution.recipe}): model, catalogue, histories, "
+            f"manifest, in the solution store; the last {solution.keep_full_versions} FULL versions and their "
+            "UPDATEs are kept."
         ),
     )
     def _asset(
         context: dg.AssetExecutionContext, config: TrainConfig, artifact_store: ArtifactStore
     ) -> dg.MaterializeResult:
-        s3 = artifact_store.s3.options()
         with measured() as stage:
             root = artifact_store.solution(solution.name)
             with step_failure_on_bad_input():

@@ -72,7 +72,7 @@ def run_row(dataset: str, recipe: str, extra_hp: list[str]) -> dict:
         "load_average_before": [round(x, 2) for x in load_before],
     }
     if proc.returncode != 0:
-        row["error"] = (proc.stderr.strip().splitlines() or ["exit code %d" % proc.returncode])[-1]
+        row["error"] = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
         return row
     result = json.loads(proc.stdout)
     metrics, base = result["metrics"], result["baseline"]
@@ -91,7 +91,8 @@ def run_row(dataset: str, recipe: str, extra_hp: list[str]) -> dict:
 
 def markdown(rows: list[dict]) -> str:
     out = [
-        "| dataset | recipe | NDCG@10 | HR@10 | MRR@10 | popularity NDCG@10 | vs aws-hrnn | train s | load avg | command |",
+        "| dataset | recipe | NDCG@10 | HR@10 | MRR@10 | popularity NDCG@10 | vs aws-hrnn | train s | load avg | "
+        "command |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     hrnn = {r["dataset"]: r.get("ndcg10") for r in rows if r["recipe"] == "aws-hrnn"}
@@ -102,7 +103,8 @@ def markdown(rows: list[dict]) -> str:
         ratio = f"{r['ndcg10'] / hrnn[r['dataset']]:.2f}x" if hrnn.get(r["dataset"]) else ""
         load = r["load_average_before"][0]
         out.append(
-            f"| {r['dataset']} | {r['recipe']} | {r['ndcg10']:.4f} | {r['hr10']:.4f} | {r['mrr10']:.4f} | {r['popularity_ndcg10']:.4f} | {ratio} | {r['train_s']} | {load} | `{r['command']}` |"
+            f"| {r['dataset']} | {r['recipe']} | {r['ndcg10']:.4f} | {r['hr10']:.4f} | {r['mrr10']:.4f} | "
+            f"{r['popularity_ndcg10']:.4f} | {ratio} | {r['train_s']} | {load} | `{r['command']}` |"
         )
     return "\n".join(out)
 

@@ -71,7 +71,7 @@ def batch_stage(work: Path, args, results: dict, save) -> None:
         a = (work / f"out-{args.device}" / "users.jsonl.out").read_bytes().splitlines()
         b = (work / "out-cpu" / "users.jsonl.out").read_bytes().splitlines()
         out["lines_identical_to_cpu"] = sum(
-            x == y for x, y in zip(a, b)
+            x == y for x, y in zip(a, b, strict=True)
         )  # scores differ in the last digit where sums round differently
     results["batch"] = out
     save()

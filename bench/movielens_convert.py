@@ -59,7 +59,7 @@ def _year_from_title(titles: pd.Series) -> pd.Series:
 def _ml100k_movies(items, flags: np.ndarray, release_dates: pd.Series) -> pd.DataFrame:
     """ML-100k's movie table (genre flag columns in ``ML100K_GENRES`` order, release date
     as ``01-Jan-1995``) as item, genre, year."""
-    genre = ["|".join(g for g, on in zip(ML100K_GENRES, row) if on) for row in flags.astype(bool)]
+    genre = ["|".join(g for g, on in zip(ML100K_GENRES, row, strict=True) if on) for row in flags.astype(bool)]
     year = pd.to_datetime(release_dates, format="%d-%b-%Y", errors="coerce").dt.year
     return pd.DataFrame({"item": items, "genre": genre, "year": year})
 
@@ -92,7 +92,8 @@ def read_ratings_and_movies(source: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         movies = _ml100k_movies(raw["movie_id"], raw[list(ML100K_GENRES)].to_numpy(), raw["release_date"])
     else:
         raise FileNotFoundError(
-            f"{source}: no MovieLens files found (u.data, ratings.dat, ratings.csv or MovieLens100k_data.parquet.brotli)"
+            f"{source}: no MovieLens files found (u.data, ratings.dat, ratings.csv or "
+            "MovieLens100k_data.parquet.brotli)"
         )
     return ratings[["user", "item", "rating", "timestamp"]], movies
 

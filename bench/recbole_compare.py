@@ -162,7 +162,7 @@ def export_atomic(features, name: str, root: Path) -> Path:
     rank = np.arange(len(inter), dtype=np.int64)
     with open(folder / f"{name}.inter", "w") as fh:
         fh.write("user_id:token\titem_id:token\ttimestamp:float\n")
-        fh.writelines(f"{u}\t{i}\t{t}\n" for u, i, t in zip(users, items, rank))
+        fh.writelines(f"{u}\t{i}\t{t}\n" for u, i, t in zip(users, items, rank, strict=True))
     with open(folder / f"{name}.item", "w") as fh:
         fh.write("item_id:token\n")
         fh.writelines(f"{i}\n" for i in features.item_ids)
@@ -255,7 +255,7 @@ def _pairs_hash(users: list, items: list) -> str:
     """Order-free fingerprint of (user id, item id) pairs, the same on both sides."""
     import hashlib
 
-    return hashlib.sha1("\n".join(sorted(f"{u}\t{i}" for u, i in zip(users, items))).encode()).hexdigest()
+    return hashlib.sha1("\n".join(sorted(f"{u}\t{i}" for u, i in zip(users, items, strict=True))).encode()).hexdigest()
 
 
 def split_hashes(features) -> dict:
@@ -381,10 +381,13 @@ def versions(recbole_python: str) -> dict:
     import pandas
     import torch
 
-    code = "import recbole, torch, numpy, pandas, scipy; print(recbole.__version__, torch.__version__, numpy.__version__, pandas.__version__, scipy.__version__)"
+    code = (
+        "import recbole, torch, numpy, pandas, scipy; print(recbole.__version__, torch.__version__, "
+        "numpy.__version__, pandas.__version__, scipy.__version__)"
+    )
     try:
         rb = subprocess.run([recbole_python, "-c", code], check=True, capture_output=True, text=True).stdout.split()
-        recbole = dict(zip(("recbole", "torch", "numpy", "pandas", "scipy"), rb))
+        recbole = dict(zip(("recbole", "torch", "numpy", "pandas", "scipy"), rb, strict=True))
     except (OSError, subprocess.CalledProcessError) as exc:
         recbole = {"error": str(exc)}
     return {
@@ -437,7 +440,10 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="NAME=FOLDER[:EVENT_TYPE]",
-        help="another dataset group in the Personalize format (e.g. MovieLens 100k converted like the POC data); add NAME to --datasets",
+        help=(
+            "another dataset group in the Personalize format (e.g. MovieLens 100k converted like the POC data); add "
+            "NAME to --datasets"
+        ),
     )
     p.add_argument("--models", default=",".join((OURS, *RECBOLE_MODELS)))
     p.add_argument("--max-epochs", type=int, default=300)
@@ -483,7 +489,10 @@ def main(argv: list[str] | None = None) -> int:
             + " ".join(sys.argv[1:] if argv is None else argv),
             "threads": args.threads,
             "versions": versions(args.recbole_python),
-            "protocol": "leave-last-out / RecBole LS valid_and_test + TO, full ranking over the catalogue, seen items not excluded, users with 4+ events",
+            "protocol": (
+                "leave-last-out / RecBole LS valid_and_test + TO, full ranking over the catalogue, seen items not "
+                "excluded, users with 4+ events"
+            ),
         }
     )
     results.setdefault("datasets", {})

@@ -78,12 +78,12 @@ def plots(payload: dict, folder: Path) -> list[str]:
             series[f"{recipe} FULL (train)"] = [_rec(r, recipe).get("full_train_s") for r in demo]
             series[f"{recipe} batch (job)"] = [_rec(r, recipe).get("batch_job_s") for r in demo]
         for label, ys in series.items():
-            pts = [(x, y) for x, y in zip(n, ys) if y]
+            pts = [(x, y) for x, y in zip(n, ys, strict=True) if y]
             if len(pts) >= 2:
-                ax1.plot(*zip(*pts), marker="o", label=label)
+                ax1.plot(*zip(*pts, strict=True), marker="o", label=label)
         ref = [(x, series["featurize"][0] * x / n[0]) for x in n] if series["featurize"][0] else []
         if ref:
-            ax1.plot(*zip(*ref), "k--", lw=0.8, label="linear from featurize at the smallest size")
+            ax1.plot(*zip(*ref, strict=True), "k--", lw=0.8, label="linear from featurize at the smallest size")
         ax1.set_xscale("log"), ax1.set_yscale("log")
         ax1.set_xlabel("interactions"), ax1.set_ylabel("seconds")
         ax1.set_title("Seconds vs size (parallel to the dashed line = linear)")
@@ -96,9 +96,9 @@ def plots(payload: dict, folder: Path) -> list[str]:
             "aws-hrnn batch (users/s)": [_rec(r, "aws-hrnn").get("batch_per_s") for r in demo],
         }
         for label, ys in tput.items():
-            pts = [(x, y) for x, y in zip(n, ys) if y]
+            pts = [(x, y) for x, y in zip(n, ys, strict=True) if y]
             if pts:
-                ax2.plot(*zip(*pts), marker="o", label=label)
+                ax2.plot(*zip(*pts, strict=True), marker="o", label=label)
         ax2.axhline(1_000_000, color="grey", ls=":", lw=0.8)
         ax2.axhline(50_000, color="grey", ls=":", lw=0.8)
         ax2.set_xscale("log"), ax2.set_yscale("log")
@@ -273,14 +273,15 @@ def section(payload: dict, images: list[str]) -> str:
         "",
         "Training budgets (`max_training_seconds` of the neural recipes; FULL / the evaluation's own fit) by dataset: "
         + "; ".join(
-            f"{r['dataset']}: {r['training_budget_s'].get('full'):.0f} s / {r['training_budget_s'].get('evaluate'):.0f} s"
+            f"{r['dataset']}: {r['training_budget_s'].get('full'):.0f} s / "
+            f"{r['training_budget_s'].get('evaluate'):.0f} s"
             + (f", {r['training_budget_s']['epochs']} epoch(s)" if r["training_budget_s"].get("epochs") else "")
             for r in rows
             if r.get("training_budget_s")
         )
-        + ". The recipes check `max_training_seconds` at the end of each epoch, so a run can pass its budget by up to one"
-        ' epoch; a run stopped by its budget trains fewer epochs than the automatic schedule (shown as "budget: n of m'
-        ' epochs"), so its quality is a lower bound.' + ("" if len(budgets) else ""),
+        + ". The recipes check `max_training_seconds` at the end of each epoch, so a run can pass its budget by up to"
+        " one epoch; a run stopped by its budget trains fewer epochs than the automatic schedule"
+        ' (shown as "budget: n of m epochs"), so its quality is a lower bound.' + ("" if len(budgets) else ""),
         "",
     ]
     out += [f"![{name}]({name})" for name in images]

@@ -236,7 +236,8 @@ def run_recipe(
         row["epochs_scheduled"] = full.recipe.schedule(training["windows"], training["training_events"])[1]
         row["full_budget_hit"] = training.get("epochs_run", 0) < row["epochs_scheduled"]
     log(
-        f"{name}: {r} FULL {m.seconds:.1f} s ({t['train_events_per_second']} events/s, epochs {training.get('epochs_run')})"
+        f"{name}: {r} FULL {m.seconds:.1f} s ({t['train_events_per_second']} events/s, epochs "
+        f"{training.get('epochs_run')})"
     )
     features = load_features(all_folder)
     if r in NEURAL and spec["budget"].get("update_neural") is False:
@@ -288,7 +289,8 @@ def evaluate_into(row: dict, features, config, params: dict, name: str) -> None:
         round(row["ndcg_at_10"] / row["popularity_ndcg_at_10"], 2) if row["popularity_ndcg_at_10"] else None
     )
     log(
-        f"{name}: {r} evaluate {m.seconds:.1f} s, NDCG@10 {row['ndcg_at_10']} (popularity {row['popularity_ndcg_at_10']})"
+        f"{name}: {r} evaluate {m.seconds:.1f} s, NDCG@10 {row['ndcg_at_10']} (popularity "
+        f"{row['popularity_ndcg_at_10']})"
     )
 
 

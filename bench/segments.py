@@ -177,12 +177,14 @@ def main() -> int:
         json.dumps({"load_average": load, "N": N, "rows": rows}, indent=1) + "\n"
     )
     print(
-        f"| dataset | recipe | queries | precision@{N} | recall@{N} | most-active precision / recall | past users precision / recall |\n|---|---|---|---|---|---|---|"
+        f"| dataset | recipe | queries | precision@{N} | recall@{N} | most-active precision / recall | past users "
+        "precision / recall |\n|---|---|---|---|---|---|---|"
     )
     for r in rows:
         past = f"{r['past_users']['precision']} / {r['past_users']['recall']}" if r["past_users"] else "—"
         print(
-            f"| {r['dataset']} | {r['recipe']} | {r['queries']} | {r['model']['precision']} | {r['model']['recall']} | {r['most_active']['precision']} / {r['most_active']['recall']} | {past} |"
+            f"| {r['dataset']} | {r['recipe']} | {r['queries']} | {r['model']['precision']} | {r['model']['recall']} "
+            f"| {r['most_active']['precision']} / {r['most_active']['recall']} | {past} |"
         )
     return 0
 

@@ -48,7 +48,7 @@ def run_setting(args: tuple) -> dict:
         rec = recommend_split(model, split, 10, exclude_seen=exclude_seen)
         ndcg = ranking_metrics(rec, split, split.train.n_items, ks=(10,))["normalized_discounted_cumulative_gain_at_10"]
         with torch.no_grad():
-            for p, s in zip(average.params, saved):
+            for p, s in zip(average.params, saved, strict=True):
                 p.copy_(s)
         model.net.train()
         curve.append(

@@ -206,7 +206,8 @@ def _check_update_base(base: str, config) -> None:
     name = config.recipe_class().name
     if manifest.get("recipe") != name:
         raise InputError(
-            f"UPDATE with recipe {name} cannot start from {version.url}, which was trained with {manifest.get('recipe')}"
+            f"UPDATE with recipe {name} cannot start from {version.url}, which was trained with "
+            f"{manifest.get('recipe')}"
         )
 
 
@@ -257,7 +258,8 @@ def cmd_train(args) -> int:
     config = _train_config(args)
     if args.training_mode == "UPDATE" and (config.perform_hpo or config.perform_automl):
         raise InputError(
-            "HPO and AutoML choose a model for FULL training; an UPDATE keeps the FULL version's recipe and hyperparameters"
+            "HPO and AutoML choose a model for FULL training; an UPDATE keeps the FULL version's recipe and "
+            "hyperparameters"
         )
     _check_solution_out(args.out)
     if args.training_mode == "UPDATE":
@@ -327,7 +329,8 @@ def cmd_evaluate(args) -> int:
         return 0
     where = f", cut-off {cutoff:.0f}" if result.cutoff is not None else ""
     print(
-        f"{result.recipe} ({result.protocol} protocol{where}, {result.test_users} test users, {result.train_events} training events)"
+        f"{result.recipe} ({result.protocol} protocol{where}, {result.test_users} test users, {result.train_events} "
+        "training events)"
     )
     base, lift = result.baseline or {}, result.lift
     print(f"  {'metric':<45} {'value':>8} {'popularity':>10} {'lift':>8}")
@@ -350,7 +353,8 @@ def cmd_evaluate(args) -> int:
                 )
             print(f"    {row['segment']:<16} " + ", ".join(cells))
     print(
-        f"  train_seconds {result.train_seconds}  events/s {result.train_events_per_second}  peak_rss_mb {result.peak_rss_mb}"
+        f"  train_seconds {result.train_seconds}  events/s {result.train_events_per_second}  peak_rss_mb "
+        f"{result.peak_rss_mb}"
     )
     return 0
 
@@ -368,7 +372,8 @@ def cmd_batch_infer(args) -> int:
 
     if not 1 <= args.num_results <= MAX_RESULTS and (args.num_results < 1 or not _is_segmentation(args.solution)):
         raise InputError(
-            f"--num-results must be between 1 and {MAX_RESULTS} (batch segment jobs: {MAX_SEGMENT_USERS:,} users), got {args.num_results}"
+            f"--num-results must be between 1 and {MAX_RESULTS} (batch segment jobs: {MAX_SEGMENT_USERS:,} users), "
+            f"got {args.num_results}"
         )
     if args.filter is not None and not args.filter.strip():
         raise InputError("--filter is empty: give a filter expression or leave the option out")
@@ -421,11 +426,13 @@ def cmd_delete_users(args) -> int:
             _log(f"removed {len(holding)} solution version(s) of {solution}: {', '.join(holding)}")
         elif holding:
             _log(
-                f"{solution}: {len(holding)} solution version(s) still hold these users ({', '.join(holding)}); --remove-versions deletes them"
+                f"{solution}: {len(holding)} solution version(s) still hold these users ({', '.join(holding)}); "
+                "--remove-versions deletes them"
             )
     summary["solution_versions_removed"] = bool(args.remove_versions)
     _log(
-        f"deleted {sum(record['rows_deleted'].values())} rows of {record['users_requested']} users; record {record['record']}"
+        f"deleted {sum(record['rows_deleted'].values())} rows of {record['users_requested']} users; record "
+        f"{record['record']}"
     )
     print(json.dumps(summary))
     return 0
@@ -479,7 +486,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--cutoff",
         metavar="TIME",
-        help="time protocol: train before TIME (epoch seconds or ISO date), test after; default: the 90%% quantile of event times",
+        help=(
+            "time protocol: train before TIME (epoch seconds or ISO date), test after; default: the 90%% quantile of "
+            "event times"
+        ),
     )
     e.add_argument("--exclude-seen", action="store_true")
     e.add_argument("--json", action="store_true")

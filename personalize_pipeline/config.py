@@ -282,7 +282,8 @@ def load_config(path: str | os.PathLike | None = None) -> PipelineConfig:
     elif os.environ.get(CONFIG_ENV):
         # not the defaults' local folders: on a worker that would silently put artifacts on its own disk
         raise InputError(
-            f"{CONFIG_ENV}={file}: configuration file does not exist (working directory {Path.cwd()}); give an absolute path"
+            f"{CONFIG_ENV}={file}: configuration file does not exist (working directory {Path.cwd()}); give an "
+            "absolute path"
         )
     return with_environment(parse_config(raw, str(file)))
 

@@ -179,7 +179,8 @@ def read_one(
     found = list_files(root)[dataset_type] if files is None else files
     if not found and dataset_type == "interactions":
         raise InputError(
-            f"{root.url}: no interactions.csv, interactions.csv.gz, interactions.parquet or interactions/ folder of such files found"
+            f"{root.url}: no interactions.csv, interactions.csv.gz, interactions.parquet or interactions/ folder of "
+            "such files found"
         )
     return read_files(root, dataset_type, found)
 
@@ -200,7 +201,8 @@ def combine_parts(parts: list[Dataset], source: str) -> Dataset:
     for part in parts[1:]:
         if set(part.column_names) != set(names):
             raise InputError(
-                f"{part.source}: columns {', '.join(part.column_names)} differ from {first.source} ({', '.join(names)}); "
+                f"{part.source}: columns {', '.join(part.column_names)} differ from {first.source} "
+                f"({', '.join(names)}); "
                 "every file of a dataset has the same columns"
             )
     if first.schema.from_file:
@@ -413,7 +415,7 @@ def _scan_csv(file: Location, infer_numeric: bool = True) -> tuple[list[str], in
                 rows += batch.num_rows
                 if not infer_numeric:
                     continue
-                for name, column in zip(header, _blank_to_null(pa.Table.from_batches([batch])).columns):
+                for name, column in zip(header, _blank_to_null(pa.Table.from_batches([batch])).columns, strict=True):
                     if numeric[name] is not False and column.null_count < len(column):
                         numeric[name] = _all_numeric(column)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):

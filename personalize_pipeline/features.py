@@ -244,9 +244,7 @@ def _sorted_frame(data: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(data, copy=False)
 
 
-def training_set(
-    features: Features, min_percentile: float = 0.0, max_percentile: float = 1.0
-) -> tuple[Features, int]:
+def training_set(features: Features, min_percentile: float = 0.0, max_percentile: float = 1.0) -> tuple[Features, int]:
     """The interactions of the users whose history length lies within the percentiles
     (Personalize's min/max_user_history_length_percentile), and how many users that drops.
     Only training reads this; inference and filters keep every user's events."""
@@ -317,7 +315,7 @@ class _Encoded:
     def lists(self, dictionary: pa.Array) -> pa.ChunkedArray:
         """The list column with item codes (-1 for ids not in ``dictionary``)."""
         chunks = []
-        for codes, offsets, valid in zip(self._mapped(dictionary, -1), self.offsets, self.validity):
+        for codes, offsets, valid in zip(self._mapped(dictionary, -1), self.offsets, self.validity, strict=True):
             chunks.append(pa.ListArray.from_arrays(offsets, pa.array(codes, type=pa.int32()), mask=pc.invert(valid)))
         self.offsets, self.validity = [], []
         return pa.chunked_array(chunks, type=pa.list_(pa.int32()))

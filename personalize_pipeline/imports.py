@@ -61,7 +61,8 @@ def list_files(root: Location, listing: dict[str, str] | None = None) -> dict[st
             raise InputError(f"{root.url}: both {singles[0]} and {singles[1]} exist; keep one {dataset_type} file")
         if singles and folder:
             raise InputError(
-                f"{root.url}: both {singles[0]} and the folder {dataset_type}/ exist; keep one (move {singles[0]} into the folder)"
+                f"{root.url}: both {singles[0]} and the folder {dataset_type}/ exist; keep one (move {singles[0]} "
+                "into the folder)"
             )
         out[dataset_type] = [DataFile(dataset_type, p, listing[p]) for p in singles + sorted(folder)]
     return out
@@ -79,7 +80,7 @@ def file_fingerprint(location: Location) -> str:
 def import_record(files: list[DataFile], fingerprints: list[str], rows: list[int]) -> list[dict[str, Any]]:
     return [
         {"path": f.path, "fingerprint": fp, "signature": f.signature, "rows": int(n)}
-        for f, fp, n in zip(files, fingerprints, rows)
+        for f, fp, n in zip(files, fingerprints, rows, strict=True)
     ]
 
 
@@ -116,11 +117,13 @@ def plan_increment(root: Location, recorded: dict[str, list[dict[str, Any]]], ve
             now = by_path.get(path)
             if now is None or now.dataset_type != dataset_type:
                 raise InputError(
-                    f"{root.url}: {path} was imported by solution version {version_id} and is gone: a removed file is a FULL import; run FULL"
+                    f"{root.url}: {path} was imported by solution version {version_id} and is gone: a removed file "
+                    "is a FULL import; run FULL"
                 )
             if now.signature != entry.get("signature") and file_fingerprint(now.location(root)) != entry["fingerprint"]:
                 raise InputError(
-                    f"{root.url}: {path} changed since solution version {version_id} imported it: a changed file is a FULL import; run FULL"
+                    f"{root.url}: {path} changed since solution version {version_id} imported it: a changed file is "
+                    "a FULL import; run FULL"
                 )
             known.setdefault(entry["fingerprint"], path)
     plan = ImportPlan(new={t: [] for t in DATASET_TYPES})

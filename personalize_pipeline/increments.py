@@ -94,8 +94,8 @@ def _read_new(root: Location, dataset_type: str, plan: ImportPlan, schema: dict 
     for part in dataset.files():
         if set(part.column_names) != set(schema["columns"]):
             raise InputError(
-                f"{part.source}: columns {', '.join(part.column_names)} differ from the {dataset_type} already imported "
-                f"({', '.join(schema['columns'])}); a new file must have the same columns"
+                f"{part.source}: columns {', '.join(part.column_names)} differ from the {dataset_type} already "
+                f"imported ({', '.join(schema['columns'])}); a new file must have the same columns"
             )
         part.schema = _base_schema(dataset_type, schema, part.source)
     dataset.schema = _base_schema(dataset_type, schema, dataset.source)
@@ -373,17 +373,20 @@ def update_features(
         log(note)
     if increment.empty:
         log(
-            f"no new files since solution version {increment.base_version}: the UPDATE refreshes the model on the data it has"
+            f"no new files since solution version {increment.base_version}: the UPDATE refreshes the model on the "
+            "data it has"
         )
         return load_features(base.child("features")), increment
     log(
-        f"read and validated {len(increment.plan.new_files)} new file(s) in {time.perf_counter() - t:.1f}s: {', '.join(increment.plan.new_files)}"
+        f"read and validated {len(increment.plan.new_files)} new file(s) in {time.perf_counter() - t:.1f}s: "
+        f"{', '.join(increment.plan.new_files)}"
     )
     t = time.perf_counter()
     stored = load_features(base.child("features"))
     features = extend_features(stored, increment.group, options)
     log(
-        f"featurized the increment in {time.perf_counter() - t:.1f}s: {features.info['counts']['new_interactions']} new interactions, "
+        f"featurized the increment in {time.perf_counter() - t:.1f}s: "
+        f"{features.info['counts']['new_interactions']} new interactions, "
         f"{features.info['counts']['new_items']} new items, {features.info['counts']['new_users']} new users"
     )
     return features, increment

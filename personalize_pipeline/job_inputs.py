@@ -38,8 +38,8 @@ def write_default_input(version: SolutionVersion, location: str | Location) -> L
         text = "".join(json.dumps({"userId": str(u)}) + "\n" for u in version.user_ids)
     else:
         raise InputError(
-            f"{version.manifest['recipe']} ranks the items each input line lists: set batch_inference.input to a JSONL file "
-            '(or folder) of {"userId": ..., "itemList": [...]} lines'
+            f"{version.manifest['recipe']} ranks the items each input line lists: set batch_inference.input to a "
+            'JSONL file (or folder) of {"userId": ..., "itemList": [...]} lines'
         )
     loc.write_text(text)
     return loc

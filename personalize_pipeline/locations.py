@@ -341,7 +341,8 @@ def s3_errors(location: Location) -> Iterator[None]:
             ) from None
         if "NoCredentials" in name:
             raise InputError(
-                f"{location.url}: no S3 credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or configure them)"
+                f"{location.url}: no S3 credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or configure "
+                "them)"
             ) from None
         if "NoSuchBucket" in text:
             raise InputError(f"{location.url}: bucket does not exist") from None

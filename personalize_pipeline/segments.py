@@ -141,7 +141,7 @@ def run_segment_job(
         records = [list(parse_segment_line(text, lineno, key)) + [text] for lineno, text in chunk]
         columns: list[np.ndarray] = []
         rows: list[int] = []
-        for i, (obj, value, error, _text) in enumerate(records):
+        for i, (_obj, value, error, _text) in enumerate(records):
             if error is not None:
                 continue
             if attributes is None:
@@ -161,7 +161,7 @@ def run_segment_job(
             rows.append(i)
         rendered = _render(model, version, columns, k, encoded_users)
         lines = []
-        served = dict(zip(rows, rendered))
+        served = dict(zip(rows, rendered, strict=True))
         for i, (obj, _value, error, text) in enumerate(records):
             if error is None:
                 lines.append(
@@ -237,7 +237,8 @@ def write_default_segment_input(version: SolutionVersion, location: str | Locati
             lines.append(json.dumps({"itemAttributes": condition}, ensure_ascii=False) + "\n")
     if not lines:
         raise InputError(
-            "aws-item-attribute-affinity needs a batch input: the Items dataset has no categorical field to list segments of"
+            "aws-item-attribute-affinity needs a batch input: the Items dataset has no categorical field to list "
+            "segments of"
         )
     loc.write_text("".join(lines))
     return loc

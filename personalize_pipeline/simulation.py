@@ -229,7 +229,7 @@ def plot_simulation(results: dict[str, Any]) -> bytes:
         ("coverage", "catalogue coverage"),
     ]
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
-    for ax, (key, title) in zip(axes, panels):
+    for ax, (key, title) in zip(axes, panels, strict=True):
         for weight, summary in results["weights"].items():
             rounds = summary["rounds"]
             ax.plot([x["round"] for x in rounds], [x[key] for x in rounds], marker="o", label=f"weight {weight}")

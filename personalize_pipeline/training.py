@@ -109,7 +109,8 @@ def train(
         raise InputError(f"keep_full_versions must be at least 1, got {keep_full_versions}")
     if mode == "UPDATE" and (config.perform_hpo or config.perform_automl):
         raise InputError(
-            "HPO and AutoML choose a model for FULL training; an UPDATE keeps the FULL version's recipe and hyperparameters"
+            "HPO and AutoML choose a model for FULL training; an UPDATE keeps the FULL version's recipe and "
+            "hyperparameters"
         )
     selection: dict[str, Any] = {}
     base_version: SolutionVersion | None = None

@@ -101,7 +101,7 @@ class RuleResult:
         if self.examples:
             pairs = [
                 f"line {ln}: {_show(v)}" if ln is not None else _show(v)
-                for v, ln in zip(self.examples, self.lines + [None] * len(self.examples))
+                for v, ln in zip(self.examples, self.lines + [None] * len(self.examples), strict=False)
             ]
             text += ", e.g. " + "; ".join(pairs)
         elif self.observed is not None:
@@ -157,7 +157,9 @@ class ValidationReport:
                 else ("" if r.observed is None else f"observed {r.observed}")
             )
             rows.append(
-                f"| {r.dataset} | {r.column or ''} | {r.description} | {'pass' if r.success else ('warn' if r.severity == 'warning' else '**FAIL**')} | {unexpected} | {examples.replace('|', '&#124;')} |"
+                f"| {r.dataset} | {r.column or ''} | {r.description} | "
+                f"{'pass' if r.success else ('warn' if r.severity == 'warning' else '**FAIL**')} | {unexpected} | "
+                f"{examples.replace('|', '&#124;')} |"
             )
         return "\n".join(rows)
 
@@ -335,7 +337,8 @@ def build_batches(
         rules.append(
             _Rule(
                 E.ExpectTableRowCountToBeBetween(min_value=MIN_USERS_WITH_TWO_INTERACTIONS),
-                f"at least {MIN_USERS_WITH_TWO_INTERACTIONS} users with 2 or more interactions (Amazon Personalize minimum)",
+                f"at least {MIN_USERS_WITH_TWO_INTERACTIONS} users with 2 or more interactions (Amazon Personalize "
+                "minimum)",
                 None,
             )
         )

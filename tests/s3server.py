@@ -161,7 +161,7 @@ class SeaweedS3:
         self.base_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.base_dir / "weed.log"
         self.proc: subprocess.Popen | None = None
-        self.ports: dict[str, int] = dict(zip(_SERVICES, free_port_pairs(len(_SERVICES))))
+        self.ports: dict[str, int] = dict(zip(_SERVICES, free_port_pairs(len(_SERVICES)), strict=True))
         self.startup_seconds: float | None = None  # of the last (re)start
         _LIVE.add(self)
 
@@ -250,7 +250,7 @@ class SeaweedS3:
                 # another process took one of our ports between choosing and binding
                 if not (first_start and attempt < 2 and "address already in use" in str(err)):
                     raise
-                self.ports = dict(zip(_SERVICES, free_port_pairs(len(_SERVICES))))
+                self.ports = dict(zip(_SERVICES, free_port_pairs(len(_SERVICES)), strict=True))
         raise AssertionError("unreachable")
 
     def _spawn_and_wait(self) -> None:

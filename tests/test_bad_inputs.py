@@ -154,90 +154,134 @@ def _plain_env(monkeypatch):
 
 # --- bad datasets: `train --out <earlier solution>` ----------------------------------------------------
 
-I, IT, U = "interactions.csv", "items.csv", "users.csv"
+INTERACTIONS_CSV, ITEMS_CSV, USERS_CSV = "interactions.csv", "items.csv", "users.csv"
 
 # (id, how to break a copy of the demo dataset group, what the error line must name)
 BAD_DATA: list[tuple[str, Callable[[Path], None], list[str]]] = [
     # missing required columns
-    ("interactions-no-USER_ID", lambda d: drop_column(d / I, "USER_ID"), [I, "USER_ID"]),
+    ("interactions-no-USER_ID", lambda d: drop_column(d / INTERACTIONS_CSV, "USER_ID"), [INTERACTIONS_CSV, "USER_ID"]),
     (
         "interactions-no-ITEM_ID-no-schema",
-        lambda d: (shutil.rmtree(d / "schemas"), drop_column(d / I, "ITEM_ID")),
-        [I, "ITEM_ID"],
+        lambda d: (shutil.rmtree(d / "schemas"), drop_column(d / INTERACTIONS_CSV, "ITEM_ID")),
+        [INTERACTIONS_CSV, "ITEM_ID"],
     ),
-    ("items-no-ITEM_ID", lambda d: drop_column(d / IT, "ITEM_ID"), [IT, "ITEM_ID"]),
+    ("items-no-ITEM_ID", lambda d: drop_column(d / ITEMS_CSV, "ITEM_ID"), [ITEMS_CSV, "ITEM_ID"]),
     (
         "users-no-USER_ID-no-schema",
-        lambda d: (shutil.rmtree(d / "schemas"), drop_column(d / U, "USER_ID")),
-        [U, "USER_ID"],
+        lambda d: (shutil.rmtree(d / "schemas"), drop_column(d / USERS_CSV, "USER_ID")),
+        [USERS_CSV, "USER_ID"],
     ),
     # wrong types
     (
         "text-in-CREATION_TIMESTAMP",
-        lambda d: set_cell(d / IT, "CREATION_TIMESTAMP", 4, "soon"),
-        [IT, "CREATION_TIMESTAMP", "line 4", "soon"],
+        lambda d: set_cell(d / ITEMS_CSV, "CREATION_TIMESTAMP", 4, "soon"),
+        [ITEMS_CSV, "CREATION_TIMESTAMP", "line 4", "soon"],
     ),
-    ("text-in-items-float-field", lambda d: set_cell(d / IT, "PRICE", 6, "cheap"), [IT, "PRICE", "line 6", "cheap"]),
-    ("decimal-TIMESTAMP", lambda d: set_cell(d / I, "TIMESTAMP", 11, "1672623252.5"), [I, "TIMESTAMP", "line 11"]),
-    ("nan-EVENT_VALUE", lambda d: set_cell(d / I, "EVENT_VALUE", 3, "nan"), [I, "EVENT_VALUE", "line 3"]),
+    (
+        "text-in-items-float-field",
+        lambda d: set_cell(d / ITEMS_CSV, "PRICE", 6, "cheap"),
+        [ITEMS_CSV, "PRICE", "line 6", "cheap"],
+    ),
+    (
+        "decimal-TIMESTAMP",
+        lambda d: set_cell(d / INTERACTIONS_CSV, "TIMESTAMP", 11, "1672623252.5"),
+        [INTERACTIONS_CSV, "TIMESTAMP", "line 11"],
+    ),
+    (
+        "nan-EVENT_VALUE",
+        lambda d: set_cell(d / INTERACTIONS_CSV, "EVENT_VALUE", 3, "nan"),
+        [INTERACTIONS_CSV, "EVENT_VALUE", "line 3"],
+    ),
     (
         "text-in-parquet-TIMESTAMP",
-        lambda d: (set_cell(d / I, "TIMESTAMP", 9, "noon"), to_parquet(d)),
+        lambda d: (set_cell(d / INTERACTIONS_CSV, "TIMESTAMP", 9, "noon"), to_parquet(d)),
         ["interactions.parquet", "TIMESTAMP", "noon"],
     ),
     # null or empty ids
-    ("empty-ITEM_ID", lambda d: set_cell(d / I, "ITEM_ID", 7, ""), [I, "ITEM_ID", "line 7", "empty"]),
-    ("blank-USER_ID", lambda d: set_cell(d / I, "USER_ID", 8, "   "), [I, "USER_ID", "line 8", "empty"]),
-    ("empty-items-ITEM_ID", lambda d: set_cell(d / IT, "ITEM_ID", 5, ""), [IT, "ITEM_ID", "line 5", "empty"]),
-    ("empty-users-USER_ID", lambda d: set_cell(d / U, "USER_ID", 5, ""), [U, "USER_ID", "line 5", "empty"]),
+    (
+        "empty-ITEM_ID",
+        lambda d: set_cell(d / INTERACTIONS_CSV, "ITEM_ID", 7, ""),
+        [INTERACTIONS_CSV, "ITEM_ID", "line 7", "empty"],
+    ),
+    (
+        "blank-USER_ID",
+        lambda d: set_cell(d / INTERACTIONS_CSV, "USER_ID", 8, "   "),
+        [INTERACTIONS_CSV, "USER_ID", "line 8", "empty"],
+    ),
+    (
+        "empty-items-ITEM_ID",
+        lambda d: set_cell(d / ITEMS_CSV, "ITEM_ID", 5, ""),
+        [ITEMS_CSV, "ITEM_ID", "line 5", "empty"],
+    ),
+    (
+        "empty-users-USER_ID",
+        lambda d: set_cell(d / USERS_CSV, "USER_ID", 5, ""),
+        [USERS_CSV, "USER_ID", "line 5", "empty"],
+    ),
     (
         "empty-id-in-parquet",
-        lambda d: (set_cell(d / I, "USER_ID", 4, " "), to_parquet(d)),
+        lambda d: (set_cell(d / INTERACTIONS_CSV, "USER_ID", 4, " "), to_parquet(d)),
         ["interactions.parquet", "USER_ID", "empty"],
     ),
     # timestamps in milliseconds or in the future
-    ("future-TIMESTAMP", lambda d: set_cell(d / I, "TIMESTAMP", 12, FUTURE), [I, "TIMESTAMP", "line 12", "future"]),
-    ("negative-TIMESTAMP", lambda d: set_cell(d / I, "TIMESTAMP", 12, "-5"), [I, "TIMESTAMP", "line 12"]),
+    (
+        "future-TIMESTAMP",
+        lambda d: set_cell(d / INTERACTIONS_CSV, "TIMESTAMP", 12, FUTURE),
+        [INTERACTIONS_CSV, "TIMESTAMP", "line 12", "future"],
+    ),
+    (
+        "negative-TIMESTAMP",
+        lambda d: set_cell(d / INTERACTIONS_CSV, "TIMESTAMP", 12, "-5"),
+        [INTERACTIONS_CSV, "TIMESTAMP", "line 12"],
+    ),
     (
         "ms-CREATION_TIMESTAMP",
-        lambda d: set_cell(d / IT, "CREATION_TIMESTAMP", 3, "1634100960000"),
-        [IT, "CREATION_TIMESTAMP", "milliseconds"],
+        lambda d: set_cell(d / ITEMS_CSV, "CREATION_TIMESTAMP", 3, "1634100960000"),
+        [ITEMS_CSV, "CREATION_TIMESTAMP", "milliseconds"],
     ),
     (
         "future-CREATION_TIMESTAMP",
-        lambda d: set_cell(d / IT, "CREATION_TIMESTAMP", 3, FUTURE),
-        [IT, "CREATION_TIMESTAMP", "future"],
+        lambda d: set_cell(d / ITEMS_CSV, "CREATION_TIMESTAMP", 3, FUTURE),
+        [ITEMS_CSV, "CREATION_TIMESTAMP", "future"],
     ),
     # duplicate headers, empty and header-only files
     (
         "duplicate-items-header",
-        lambda d: replace_line(d / IT, 1, "ITEM_ID,GENRE,GENRE,CREATION_TIMESTAMP"),
-        [IT, "GENRE", "twice"],
+        lambda d: replace_line(d / ITEMS_CSV, 1, "ITEM_ID,GENRE,GENRE,CREATION_TIMESTAMP"),
+        [ITEMS_CSV, "GENRE", "twice"],
     ),
-    ("empty-header-name", lambda d: replace_line(d / U, 1, "USER_ID,,MEMBERSHIP"), [U, "#2", "empty name"]),
-    ("empty-items-file", lambda d: (d / IT).write_bytes(b""), [IT, "empty"]),
-    ("blank-lines-only", lambda d: (d / I).write_text("\n \n\n"), [I, "empty"]),
-    ("header-only-users", lambda d: write_rows(d / U, rows(d / U)[:1]), [U, "no data rows"]),
+    (
+        "empty-header-name",
+        lambda d: replace_line(d / USERS_CSV, 1, "USER_ID,,MEMBERSHIP"),
+        [USERS_CSV, "#2", "empty name"],
+    ),
+    ("empty-items-file", lambda d: (d / ITEMS_CSV).write_bytes(b""), [ITEMS_CSV, "empty"]),
+    ("blank-lines-only", lambda d: (d / INTERACTIONS_CSV).write_text("\n \n\n"), [INTERACTIONS_CSV, "empty"]),
+    ("header-only-users", lambda d: write_rows(d / USERS_CSV, rows(d / USERS_CSV)[:1]), [USERS_CSV, "no data rows"]),
     (
         "header-only-gzip",
-        lambda d: to_gzip(d, data=(d / I).read_bytes().split(b"\n", 1)[0] + b"\n"),
+        lambda d: to_gzip(d, data=(d / INTERACTIONS_CSV).read_bytes().split(b"\n", 1)[0] + b"\n"),
         ["interactions.csv.gz", "no data rows"],
     ),
     # non-UTF-8 bytes
     (
         "non-utf8-header",
-        lambda d: (d / I).write_bytes(b"USER_\xffID" + (d / I).read_bytes()[7:]),
-        [I, "line 1", "UTF-8"],
+        lambda d: (d / INTERACTIONS_CSV).write_bytes(b"USER_\xffID" + (d / INTERACTIONS_CSV).read_bytes()[7:]),
+        [INTERACTIONS_CSV, "line 1", "UTF-8"],
     ),
     (
         "non-utf8-items",
-        lambda d: (d / IT).write_bytes((d / IT).read_bytes().replace(b"Action", b"Act\xe9on", 1)),
-        [IT, "UTF-8", "0xe9"],
+        lambda d: (d / ITEMS_CSV).write_bytes((d / ITEMS_CSV).read_bytes().replace(b"Action", b"Act\xe9on", 1)),
+        [ITEMS_CSV, "UTF-8", "0xe9"],
     ),
-    ("utf16-file", lambda d: (d / I).write_bytes((d / I).read_text().encode("utf-16")), [I, "UTF-8"]),
+    (
+        "utf16-file",
+        lambda d: (d / INTERACTIONS_CSV).write_bytes((d / INTERACTIONS_CSV).read_text().encode("utf-16")),
+        [INTERACTIONS_CSV, "UTF-8"],
+    ),
     (
         "non-utf8-inside-gzip",
-        lambda d: to_gzip(d, data=(d / I).read_bytes().replace(b"mobile", b"mob\xffile", 1)),
+        lambda d: to_gzip(d, data=(d / INTERACTIONS_CSV).read_bytes().replace(b"mobile", b"mob\xffile", 1)),
         ["interactions.csv.gz", "UTF-8", "line"],
     ),
     # truncated or corrupted compression and Parquet
@@ -249,7 +293,7 @@ BAD_DATA: list[tuple[str, Callable[[Path], None], list[str]]] = [
     ("gzip-flipped-bytes", lambda d: flip_bytes(to_gzip(d)), ["interactions.csv.gz", "gzip"]),
     (
         "gzip-empty-file",
-        lambda d: ((d / I).unlink(), (d / "interactions.csv.gz").write_bytes(b"")),
+        lambda d: ((d / INTERACTIONS_CSV).unlink(), (d / "interactions.csv.gz").write_bytes(b"")),
         ["interactions.csv.gz", "empty"],
     ),
     (
@@ -286,16 +330,20 @@ BAD_DATA: list[tuple[str, Callable[[Path], None], list[str]]] = [
         ["interactions.parquet", "list"],
     ),
     # inconsistent column counts
-    ("missing-fields", lambda d: replace_line(d / I, 6, "u000001,i000001,1672623252"), [I, "line 6", "fields"]),
+    (
+        "missing-fields",
+        lambda d: replace_line(d / INTERACTIONS_CSV, 6, "u000001,i000001,1672623252"),
+        [INTERACTIONS_CSV, "line 6", "fields"],
+    ),
     (
         "items-extra-field",
-        lambda d: replace_line(d / IT, 9, "i000008,Drama,9.99,1634100960,extra"),
-        [IT, "line 9", "fields"],
+        lambda d: replace_line(d / ITEMS_CSV, 9, "i000008,Drama,9.99,1634100960,extra"),
+        [ITEMS_CSV, "line 9", "fields"],
     ),
     (
         "unclosed-quote",
-        lambda d: replace_line(d / I, 5, '"u000001,i000001,1672623252,click,1,,mobile'),
-        [I, "line 5", "quote"],
+        lambda d: replace_line(d / INTERACTIONS_CSV, 5, '"u000001,i000001,1672623252,click,1,,mobile'),
+        [INTERACTIONS_CSV, "line 5", "quote"],
     ),
     # schema JSON invalid, or disagreeing with the data
     (
@@ -342,24 +390,28 @@ BAD_DATA: list[tuple[str, Callable[[Path], None], list[str]]] = [
     (
         "data-has-undeclared-column",
         lambda d: edit_schema(d, "interactions", lambda doc: {**doc, "fields": doc["fields"][:-1]}),
-        [I, "DEVICE"],
+        [INTERACTIONS_CSV, "DEVICE"],
     ),
     (
         "schema-int-for-text-column",
         lambda d: edit_schema(d, "interactions", field_type("DEVICE", "int", categorical=False)),
-        [I, "DEVICE", "integers", "line 2"],
+        [INTERACTIONS_CSV, "DEVICE", "integers", "line 2"],
     ),
     (
         "schema-boolean-for-numbers",
         lambda d: edit_schema(d, "items", field_type("PRICE", "boolean")),
-        [IT, "PRICE", "true or false"],
+        [ITEMS_CSV, "PRICE", "true or false"],
     ),
     # a file where a folder is expected and the other way round
-    ("interactions-is-a-folder", lambda d: ((d / I).unlink(), (d / I).mkdir()), [I, "folder"]),
+    (
+        "interactions-is-a-folder",
+        lambda d: ((d / INTERACTIONS_CSV).unlink(), (d / INTERACTIONS_CSV).mkdir()),
+        [INTERACTIONS_CSV, "folder"],
+    ),
     # under Personalize's minimums, in Parquet too
     (
         "parquet-under-1000-interactions",
-        lambda d: (write_rows(d / I, rows(d / I)[:500]), to_parquet(d)),
+        lambda d: (write_rows(d / INTERACTIONS_CSV, rows(d / INTERACTIONS_CSV)[:500]), to_parquet(d)),
         ["interactions.parquet", "1000 interactions"],
     ),
 ]

@@ -28,11 +28,11 @@ def test_personalize_output_format(tmp_path, solution):
         {"foo": 1},
         {"userId": features.user_ids[2]},
     ]
-    job.write_text("".join((l if isinstance(l, str) else json.dumps(l)) + "\n" for l in lines) + "\n")
+    job.write_text("".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines) + "\n")
     result = run_batch_job(version, job, tmp_path / "out", num_results=10)
     out = (tmp_path / "out" / "job.jsonl.out").read_text().splitlines()
     assert len(out) == 6 and result.lines == 6 and result.errors == 3
-    rows = [json.loads(l) for l in out]
+    rows = [json.loads(line) for line in out]
     for row in rows:
         assert set(row) == {"input", "output", "error"}
     good = [rows[0], rows[1], rows[5]]
@@ -88,7 +88,7 @@ def test_related_items_job(demo_small, tmp_path):
         + "\n"
     )
     result = run_batch_job(version, job, tmp_path / "out", num_results=8)
-    rows = [json.loads(l) for l in (tmp_path / "out" / "items.jsonl.out").read_text().splitlines()]
+    rows = [json.loads(line) for line in (tmp_path / "out" / "items.jsonl.out").read_text().splitlines()]
     assert result.errors == 1 and "itemId" in rows[2]["error"]
     assert len(rows[0]["output"]["recommendedItems"]) == 8 and item not in rows[0]["output"]["recommendedItems"]
     popular = list(features.item_ids[version.recipe.related(np.array([-1]), 8)[0][0]])
@@ -105,18 +105,20 @@ def test_filters_apply_inside_top_k(demo_small, tmp_path):
         {"userId": users[0], "filterValues": {"GENRES": '"Comedy"'}},
         {"userId": users[1], "filterValues": {}},
     ]
-    job.write_text("".join(json.dumps(l) + "\n" for l in lines))
+    job.write_text("".join(json.dumps(line) + "\n" for line in lines))
     result = run_batch_job(
         version,
         job,
         tmp_path / "out",
         num_results=10,
-        filter_expression='INCLUDE ItemID WHERE Items.GENRE IN ($GENRES) | EXCLUDE ItemID WHERE Interactions.EVENT_TYPE IN ("*")',
+        filter_expression=(
+            'INCLUDE ItemID WHERE Items.GENRE IN ($GENRES) | EXCLUDE ItemID WHERE Interactions.EVENT_TYPE IN ("*")'
+        ),
         filter_values={"GENRES": '"Action","Drama"'},
     )
-    rows = [json.loads(l) for l in (tmp_path / "out" / "job.jsonl.out").read_text().splitlines()]
+    rows = [json.loads(line) for line in (tmp_path / "out" / "job.jsonl.out").read_text().splitlines()]
     indptr, items = features.sequences()
-    for row, user in zip(rows[:5], users):
+    for row, user in zip(rows[:5], users, strict=True):
         recs = row["output"]["recommendedItems"]
         assert len(recs) == 10  # the filtered list is still full
         assert all({"Action", "Drama"} & set(str(genres[i]).split("|")) for i in recs)

@@ -291,7 +291,7 @@ def test_batch_infer(demo, full, tmp_path):
     rows = [json.loads(line) for line in (out / "job.jsonl.out").read_text().splitlines()]
     assert len(rows) == len(users)
     popular = expected_popular(demo, 7)
-    for user, row in zip(users, rows):
+    for user, row in zip(users, rows, strict=True):
         assert set(row) == {"input", "output", "error"}
         assert row["input"] == {"userId": user} and row["error"] is None
         assert set(row["output"]) == {"recommendedItems", "scores"}

@@ -166,7 +166,7 @@ def test_impressions(demo):
     lengths = lists.str.len()
     assert lengths.min() >= 3 and lengths.max() <= 10
     assert 5 < lengths.mean() < 8
-    assert all(item in shown for item, shown in zip(inter.ITEM_ID, lists))
+    assert all(item in shown for item, shown in zip(inter.ITEM_ID, lists, strict=True))
     assert (lists.map(lambda s: len(set(s))) == lengths).all()  # no duplicates
     # The interacted item is not always in the same slot.
     first = lists.str[0] == inter.ITEM_ID
@@ -310,6 +310,6 @@ def test_tiny_spec_still_valid(tmp_path):
     assert inter.USER_ID.value_counts().min() >= 3
     lists = inter.IMPRESSION.str.split("|")
     assert (lists.str.len() == 3).all()
-    assert all(item in shown for item, shown in zip(inter.ITEM_ID, lists))
+    assert all(item in shown for item, shown in zip(inter.ITEM_ID, lists, strict=True))
     lines = (tmp_path / "batch-input" / "users.jsonl").read_text().splitlines()
     assert len(lines) == 4 + 2

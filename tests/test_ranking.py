@@ -54,9 +54,9 @@ def test_batch_job_for_ranking(ranking_solution, tmp_path):
         {"itemId": ids[0]},
     ]
     job = tmp_path / "rank.jsonl"
-    job.write_text("".join(json.dumps(l) + "\n" for l in lines))
+    job.write_text("".join(json.dumps(line) + "\n" for line in lines))
     result = run_batch_job(version, job, tmp_path / "out")
-    rows = [json.loads(l) for l in (tmp_path / "out" / "rank.jsonl.out").read_text().splitlines()]
+    rows = [json.loads(line) for line in (tmp_path / "out" / "rank.jsonl.out").read_text().splitlines()]
     assert result.errors == 3
     first = rows[0]["output"]
     assert sorted(first["recommendedItems"]) == sorted(ids + ["no-such-item"])

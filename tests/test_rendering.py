@@ -62,7 +62,7 @@ def test_block_lines_are_byte_identical_to_the_per_element_renderer():
     assert renderable(items, scores)
     block = render_top_lines([input_json(o) for o in inputs], items, scores, text_table(encoded)).decode()
     expected = []
-    for obj, row_items, row_scores in zip(inputs, items, scores):
+    for obj, row_items, row_scores in zip(inputs, items, scores, strict=True):
         keep = row_items >= 0
         expected.append(
             render_top_line(

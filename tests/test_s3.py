@@ -54,7 +54,7 @@ def test_dataset_train_and_batch_on_s3(demo_small, s3_env, tmp_path):
     result = run_batch_job(loaded, f"{bucket}/dataset/batch-input/users.jsonl", f"{bucket}/out", num_results=5)
     lines = fs.cat(result.output.removeprefix("s3://")).decode().splitlines()
     assert len(lines) == result.lines > 0
-    assert all(len(json.loads(l)["output"]["recommendedItems"]) == 5 for l in lines)
+    assert all(len(json.loads(line)["output"]["recommendedItems"]) == 5 for line in lines)
     # nothing temporary left behind
     assert not [p for p in fs.find(bucket.removeprefix("s3://")) if ".tmp-" in p]
 
@@ -91,7 +91,8 @@ def test_cli_batch_infer_writes_to_s3_prefix(demo_small, s3_env, tmp_path):
     assert done.returncode == 0, done.stderr
     fs = server.filesystem("test", "test-secret")
     rows = [
-        json.loads(l) for l in fs.cat(f"{bucket.removeprefix('s3://')}/batch/out/job.jsonl.out").decode().splitlines()
+        json.loads(line)
+        for line in fs.cat(f"{bucket.removeprefix('s3://')}/batch/out/job.jsonl.out").decode().splitlines()
     ]
     assert [r["input"]["userId"] for r in rows] == ["u000001", "nobody"]
     assert all(len(r["output"]["recommendedItems"]) == 4 and r["error"] is None for r in rows)

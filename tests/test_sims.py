@@ -83,7 +83,7 @@ def test_query_item_never_returns_and_unknown_items_get_popular(features):
     queries = np.arange(features.n_items)
     items, scores = model.related(queries, features.n_items)
     assert items.shape == (5, 5)
-    for q, row in zip(queries, items):
+    for q, row in zip(queries, items, strict=True):
         assert q not in row
         assert sorted(row[:4]) == sorted(set(range(5)) - {q})  # everything else once
         assert row[4] == -1  # the catalogue has no 6th item
@@ -165,15 +165,17 @@ def test_state_round_trip_and_determinism(demo_small):
         state = {k: npz[k] for k in npz.files}
     clone = SIMS.from_state(model.params, state)
     queries = np.concatenate([[-1], np.arange(features.n_items)])
-    for a, b in zip(model.related(queries, 25), clone.related(queries, 25)):
+    for a, b in zip(model.related(queries, 25), clone.related(queries, 25), strict=True):
         np.testing.assert_array_equal(a, b)
     # the masked path (filters) agrees with the fast one when everything is allowed
     everything = np.ones((len(queries), features.n_items), dtype=bool)
-    for a, b in zip(model.related(queries, 25), model.related(queries, 25, allowed=everything)):
+    for a, b in zip(model.related(queries, 25), model.related(queries, 25, allowed=everything), strict=True):
         np.testing.assert_array_equal(a, b)
     indptr, items = features.sequences()
     batch = UserBatch.from_histories(np.arange(50), indptr, items)
-    for a, b in zip(model.recommend(batch, 25, exclude_seen=True), clone.recommend(batch, 25, exclude_seen=True)):
+    for a, b in zip(
+        model.recommend(batch, 25, exclude_seen=True), clone.recommend(batch, 25, exclude_seen=True), strict=True
+    ):
         np.testing.assert_array_equal(a, b)
 
 

@@ -39,7 +39,7 @@ def test_streamed_read_is_the_file_as_read_in_memory(demo_small, streamed):
         mp.setattr(datasets, "STREAM_BYTES", 1 << 40)
         whole = read_dataset_group(demo_small)
     assert not whole.interactions.streamed
-    for a, b in zip(group.datasets(), whole.datasets()):
+    for a, b in zip(group.datasets(), whole.datasets(), strict=True):
         assert (a.num_rows, a.fingerprint, a.schema, a.column_names) == (
             b.num_rows,
             b.fingerprint,

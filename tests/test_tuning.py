@@ -146,7 +146,7 @@ def test_validation_split_never_sees_the_test_item(features):
     indptr, items = features.sequences()
     last = {int(u): int(items[indptr[u + 1] - 1]) for u in valid.test_users}
     second_last = {int(u): int(items[indptr[u + 1] - 2]) for u in valid.test_users}
-    assert {int(u): int(i) for u, i in zip(valid.test_users, valid.truth_items)} == second_last
+    assert {int(u): int(i) for u, i in zip(valid.test_users, valid.truth_items, strict=True)} == second_last
     # the test truth (each user's last event) is in neither the validation input nor its training part
     inputs = {
         int(u): valid.input_items[valid.input_indptr[r] : valid.input_indptr[r + 1]]
@@ -206,7 +206,8 @@ def test_cli_solution_config_yaml_with_automl_picks_the_better_recipe(demo_small
         "performAutoML: true\n"
         "solutionConfig:\n"
         "  algorithmHyperParameters: {epochs: '2', hidden_dimension: '32', n_sample: '64'}\n"
-        "  autoMLConfig: {metricName: precision_at_25, recipeList: [aws-popularity-count, arn:aws:personalize:::recipe/aws-hrnn]}\n"
+        "  autoMLConfig: {metricName: precision_at_25, recipeList: [aws-popularity-count, "
+        "arn:aws:personalize:::recipe/aws-hrnn]}\n"
     )
     code, out, err = call(
         capsys,

@@ -64,7 +64,7 @@ def test_exploration_share_grows_with_weight_among_young_items(model, features):
     for w in (0.0, 0.3, 0.8):
         items, _ = model.recommend(batch, 25, exploration=ExplorationConfig(w, 30.0))
         # items that the pure relevance list did not have
-        changed = ~np.array([np.isin(row, rel) for row, rel in zip(items, relevance)])
+        changed = ~np.array([np.isin(row, rel) for row, rel in zip(items, relevance, strict=True)])
         assert young[items[changed]].all()  # exploration only brings young items
         shares[w] = changed.mean()
     assert shares[0.0] == 0.0
@@ -82,7 +82,7 @@ def test_exploration_respects_filters_and_seen_items(model, features):
     items, _ = model.recommend(batch, 25, exclude_seen=True, allowed=allowed, exploration=ExplorationConfig(0.8))
     assert (items[items >= 0] % 3 == 0).all()
     rows, cols = batch.seen_mask_rows_cols()
-    seen = set(zip(rows.tolist(), cols.tolist()))
+    seen = set(zip(rows.tolist(), cols.tolist(), strict=True))
     assert not any((r, i) in seen for r, row in enumerate(items.tolist()) for i in row if i >= 0)
 
 

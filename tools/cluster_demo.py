@@ -297,7 +297,8 @@ def wait_for_runs(cluster: Cluster, instance, job: str, count: int, deadline: fl
         if time.monotonic() > deadline:
             states = ", ".join(f"{r.run_id[:8]} {r.status.value}" for r in runs) or "none yet"
             raise ServiceError(
-                f"{job}: runs not finished in time ({states}); daemon log:\n{log_tail(cluster.work / 'logs' / 'daemon.log')}"
+                f"{job}: runs not finished in time ({states}); "
+                f"daemon log:\n{log_tail(cluster.work / 'logs' / 'daemon.log')}"
             )
         time.sleep(1.0)
 

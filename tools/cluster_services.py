@@ -124,7 +124,8 @@ class Redis:
         binary = shutil.which("redis-server") or ensure_debian_package("/usr/bin/redis-server", "redis-server")
         if binary is None:
             raise ServiceError(
-                "redis-server not found and Debian's redis-server package could not be installed (needs root and apt-get)"
+                "redis-server not found and Debian's redis-server package could not be installed (needs root and "
+                "apt-get)"
             )
         base.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -170,7 +171,8 @@ class Postgres:
         bin_dir = _postgres_bin_dir()
         if bin_dir is None:
             raise ServiceError(
-                "PostgreSQL server not found and Debian's postgresql package could not be installed (needs root and apt-get)"
+                "PostgreSQL server not found and Debian's postgresql package could not be installed (needs root and "
+                "apt-get)"
             )
         self.user, self.db, self.port = user, db, free_port()
         base.mkdir(parents=True, exist_ok=True)

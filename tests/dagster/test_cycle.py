@@ -1,6 +1,7 @@
 """A FULL → UPDATE → UPDATE cycle on demo data, new interactions delivered between runs as
-new files of the interactions/ folder (INCREMENTAL imports), as the schedules drive it: three batch outputs, each in its own solution-version/run folder,
-``latest.json`` following the newest, the UPDATE schedule skipping when nothing is new."""
+new files of the interactions/ folder (INCREMENTAL imports), as the schedules drive it: three
+batch outputs, each in its own solution-version/run folder, ``latest.json`` following the
+newest, the UPDATE schedule skipping when nothing is new."""
 
 import datetime as dt
 import json
@@ -40,7 +41,7 @@ def test_full_update_update_cycle(demo_small, tmp_path):
             # a new day of events: users come back to items they did not see before
             new = interactions.sample(300, random_state=step).assign(
                 TIMESTAMP=str(int(interactions["TIMESTAMP"].astype(int).max()) + 86400 * step),
-                ITEM_ID=lambda d: d["ITEM_ID"].sample(frac=1, random_state=step).to_numpy(),
+                ITEM_ID=lambda d, seed=step: d["ITEM_ID"].sample(frac=1, random_state=seed).to_numpy(),
             )
             interactions = pd.concat([interactions, new])
             new.to_csv(dataset / "interactions" / f"day-{step}.csv", index=False)

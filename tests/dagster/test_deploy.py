@@ -101,7 +101,10 @@ def test_a_config_file_that_did_not_travel_is_an_error_not_local_defaults(tmp_pa
     try:
         with pytest.raises(
             InputError,
-            match=r"PERSONALIZE_CONFIG=deploy/personalize.celery.yaml: configuration file does not exist \(working directory",
+            match=(
+                r"PERSONALIZE_CONFIG=deploy/personalize.celery.yaml: configuration file does not exist \(working "
+                r"directory"
+            ),
         ):
             settings()
         monkeypatch.setenv("PERSONALIZE_CONFIG", str(DEPLOY / "personalize.celery.yaml"))

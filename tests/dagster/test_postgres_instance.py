@@ -76,7 +76,10 @@ def postgres():
         return subprocess.run([*prefix, *cmd], check=True, capture_output=True, text=True, timeout=120)
 
     run(f"{bin_dir}/initdb", "-D", data, "-U", "dagster", "-A", "trust", "-E", "UTF8", "--no-sync")
-    options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+    options = (
+        f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c "
+        "full_page_writes=off"
+    )
     run(
         f"{bin_dir}/pg_ctl",
         "-D",
