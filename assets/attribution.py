@@ -14,7 +14,7 @@ import dagster as dg
 import pandas as pd
 
 from personalize_pipeline.attribution import SOURCE, attribute_metrics, totals_by_source
-from personalize_pipeline.datasets import read_one
+from personalize_pipeline.datasets import read_interactions
 from personalize_pipeline.measure import measured
 
 from .datasets import DATASET_GROUP
@@ -42,7 +42,7 @@ def metric_attribution(
 ) -> dg.MaterializeResult:
     with measured() as stage:
         with step_failure_on_bad_input():
-            interactions = read_one(dataset_source.root(), "interactions")
+            interactions = read_interactions(dataset_source.root())
             if SOURCE not in interactions.column_names:
                 return dg.MaterializeResult(
                     metadata={

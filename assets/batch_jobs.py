@@ -61,7 +61,8 @@ class ShardDefinitions:
 
 def shard_definitions(solution: Solution, only_solution: bool) -> ShardDefinitions:
     name = solution.name
-    partitions = dg.DynamicPartitionsDefinition(name=f"{name}__batch_input_shards")
+    partitions_name = f"{name}__batch_input_shards"
+    partitions = dg.DynamicPartitionsDefinition(name=partitions_name)
 
     @dg.asset(
         name="batch_job_output",
@@ -113,7 +114,7 @@ def shard_definitions(solution: Solution, only_solution: bool) -> ShardDefinitio
         description=f"Adds a partition per new or changed *.jsonl shard under <batch input>/{name}/ and runs it once.",
     )
     def batch_job_shards(context: dg.SensorEvaluationContext, batch_inputs: BatchInputs):
-        seen = dict(dg.deserialize_value(context.cursor)) if context.cursor else {}
+        seen = dg.deserialize_value(context.cursor, dict) if context.cursor else {}
         try:
             current = shard_files(batch_inputs, name, only_solution)
         except InputError as exc:
@@ -121,7 +122,7 @@ def shard_definitions(solution: Solution, only_solution: bool) -> ShardDefinitio
         new = [shard for shard, signature in current.items() if seen.get(shard) != signature]
         if not new:
             return dg.SkipReason(f"no new or changed *.jsonl shards for {name} in {batch_inputs.location}")
-        known = set(context.instance.get_dynamic_partitions(partitions.name))
+        known = set(context.instance.get_dynamic_partitions(partitions_name))
         return dg.SensorResult(
             run_requests=[
                 dg.RunRequest(partition_key=s, run_key=f"{s}:{current[s]}", run_config=run_config) for s in new

@@ -1,6 +1,8 @@
 """Offline metrics of the solution version, with the popularity baseline on the same split,
 the lift over it, a per-segment breakdown and the comparison with the previous version."""
 
+from collections.abc import Mapping
+
 import dagster as dg
 
 from personalize_pipeline.config import Solution
@@ -25,10 +27,10 @@ from .metadata import (
     run_materialization,
     step_failure_on_bad_input,
     table_markdown,
-    upstream_location,
 )
 from .plots import lift_over_popularity, metrics_by_k, segment_recall
 from .resources import ArtifactStore
+from .upstream import required_upstream
 
 
 class MetricsConfig(ReadsUpstream):
@@ -63,9 +65,9 @@ def solution_metrics_asset(solution: Solution) -> dg.AssetsDefinition:
         s3 = artifact_store.s3.options()
         with measured() as stage:
             features = load_features(
-                upstream_location(context, dg.AssetKey([name, "featurized_dataset"]), s3, config.upstream_paths)
+                required_upstream(context, dg.AssetKey([name, "featurized_dataset"]), s3, config.upstream_paths)
             )
-            version_loc = upstream_location(context, dg.AssetKey([name, "solution_version"]), s3, config.upstream_paths)
+            version_loc = required_upstream(context, dg.AssetKey([name, "solution_version"]), s3, config.upstream_paths)
             manifest = load_manifest(
                 version_loc
             )  # the recipe and hyperparameters trained (AutoML / HPO may have chosen them)
@@ -88,8 +90,8 @@ def _metrics_result(result, manifest: dict, version_loc, solution_root, stage) -
     baseline, lift = result.baseline or {}, result.lift
     record = result.report()
     previous = previous_metrics(solution_root, manifest["solution_version"], result.protocol)
-    comparison = compare_metrics(result.metrics, previous[1]["metrics"]) if previous else None
-    if previous:
+    if previous is not None:
+        comparison = compare_metrics(result.metrics, previous[1]["metrics"])
         record["previous_version"] = {
             "solution_version": previous[0],
             "metrics": previous[1]["metrics"],
@@ -118,7 +120,7 @@ def _metrics_result(result, manifest: dict, version_loc, solution_root, stage) -
     }
     if result.cutoff is not None:
         metadata["cutoff"] = dg.MetadataValue.timestamp(result.cutoff)
-    if previous:
+    if previous is not None:
         metadata["previous/solution_version"] = previous[0]
         metadata.update(floats(previous[1]["metrics"], "previous/"))
         metadata["previous/comparison"] = dg.MetadataValue.md(table_markdown(comparison["rows"]))
@@ -143,12 +145,20 @@ def _segments_markdown(segments: dict, baseline: dict) -> str:
     return "\n\n".join(parts) or "(none)"
 
 
-def _run_metadata(context: dg.AssetCheckExecutionContext, key: dg.AssetKey) -> dict:
+def _run_metadata(context: dg.AssetCheckExecutionContext, key: dg.AssetKey) -> Mapping[str, dg.MetadataValue]:
     """The metadata of the solution_metrics materialization of this check's own run."""
     materialization = run_materialization(context, key)
     if materialization is None:
         raise dg.Failure(description=f"{key.to_user_string()} was not materialized in this run", allow_retries=False)
     return materialization.metadata
+
+
+def _number(metadata: Mapping[str, dg.MetadataValue], name: str) -> float:
+    """A metric that solution_metrics recorded (a float, see ``floats``)."""
+    value = metadata[name].value
+    if not isinstance(value, int | float):
+        raise dg.Failure(description=f"solution_metrics recorded {name} = {value!r}, not a number", allow_retries=False)
+    return float(value)
 
 
 def metrics_checks(solution: Solution) -> list[dg.AssetChecksDefinition]:
@@ -159,7 +169,7 @@ def metrics_checks(solution: Solution) -> list[dg.AssetChecksDefinition]:
     )
     def beats_popularity(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
         md = _run_metadata(context, key)
-        value, base = md[COLLAPSE_METRIC].value, md[f"baseline/{COLLAPSE_METRIC}"].value
+        value, base = _number(md, COLLAPSE_METRIC), _number(md, f"baseline/{COLLAPSE_METRIC}")
         recipe_is_baseline = abs(value - base) < 1e-12
         return dg.AssetCheckResult(
             passed=bool(value > base or recipe_is_baseline),
@@ -179,15 +189,15 @@ def metrics_checks(solution: Solution) -> list[dg.AssetChecksDefinition]:
     )
     def no_collapse_against_previous_version(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
         md = _run_metadata(context, key)
-        previous_id = md["previous/solution_version"].value
-        value = md[COLLAPSE_METRIC].value
+        previous_id = str(md["previous/solution_version"].value)
+        value = _number(md, COLLAPSE_METRIC)
         if previous_id == "none":
             return dg.AssetCheckResult(
                 passed=True,
                 description="first solution version with these metrics: nothing to compare",
                 metadata={"ndcg_at_10": value},
             )
-        old = md[f"previous/{COLLAPSE_METRIC}"].value
+        old = _number(md, f"previous/{COLLAPSE_METRIC}")
         change = (value / old - 1.0) if old else 0.0
         passed = not (old and change < -COLLAPSE_DROP)
         return dg.AssetCheckResult(

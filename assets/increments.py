@@ -10,8 +10,9 @@ from personalize_pipeline.increments import load_increment, read_increment, save
 from personalize_pipeline.measure import measured
 
 from .checks import validation_result
-from .metadata import CODE_VERSION, retry_policy, step_failure_on_bad_input, upstream_location
+from .metadata import CODE_VERSION, retry_policy, step_failure_on_bad_input
 from .resources import ArtifactStore, DatasetSource
+from .upstream import required_upstream
 
 
 def increment_key(solution: Solution) -> dg.AssetKey:
@@ -76,7 +77,7 @@ def increment_check(solution: Solution):
         ),
     )
     def _check(context: dg.AssetCheckExecutionContext, artifact_store: ArtifactStore) -> dg.AssetCheckResult:
-        location = upstream_location(context, increment_key(solution), artifact_store.s3.options())
+        location = required_upstream(context, increment_key(solution), artifact_store.s3.options())
         with measured() as stage:
             report = validate_increment(load_increment(location))
         return validation_result(report, stage)

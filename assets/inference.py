@@ -14,8 +14,9 @@ from personalize_pipeline.outputs import LATEST, write_latest
 from personalize_pipeline.segments import write_default_segment_input
 from personalize_pipeline.store import SolutionVersion, load_solution_version
 
-from .metadata import CODE_VERSION, ReadsUpstream, retry_policy, step_failure_on_bad_input, upstream_location
+from .metadata import CODE_VERSION, ReadsUpstream, retry_policy, step_failure_on_bad_input
 from .resources import ArtifactStore, OutputLocation
+from .upstream import required_upstream
 
 
 class BatchJobOptions(dg.Config):
@@ -79,7 +80,7 @@ def latest_version(
     """The solution version this run trained; else the one the run config names; else the
     latest complete version in the solution store's index."""
     key = dg.AssetKey([solution, "solution_version"])
-    location = upstream_location(
+    location = required_upstream(
         context, key, artifact_store.s3.options(), upstream_paths, fallback=lambda: artifact_store.solution(solution)
     )
     with step_failure_on_bad_input():

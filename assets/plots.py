@@ -88,8 +88,9 @@ def hpo_trials(trials: list[dict], metric: str) -> dg.MetadataValue:
 def lift_over_popularity(lift: dict[str, float | None]) -> dg.MetadataValue:
     """Relative lift of each metric over the popularity baseline (0 = as good as popularity)."""
     plt = _plt()
-    names = [k for k, v in lift.items() if v is not None]
-    values = [100.0 * lift[k] for k in names]
+    known = {k: v for k, v in lift.items() if v is not None}
+    names = list(known)
+    values = [100.0 * v for v in known.values()]
     fig, ax = plt.subplots(figsize=(5, 0.28 * len(names) + 0.8))
     short = [
         n.replace("normalized_discounted_cumulative_gain", "NDCG")

@@ -4,6 +4,7 @@ Both shipped stopped. (Each solution's batch shard sensor is in batch_jobs.py.)"
 
 import datetime as dt
 import json
+from typing import Any
 
 import dagster as dg
 
@@ -17,7 +18,9 @@ from .resources import ArtifactStore, DatasetSource
 
 
 def new_dataset_files_sensor(
-    config: PipelineConfig, update_jobs: dict[str, object], validate_job
+    config: PipelineConfig,
+    update_jobs: dict[str, Any],
+    validate_job: Any,  # asset jobs (resolved by Definitions)
 ) -> dg.SensorDefinition:
     """One sensor for the dataset group: new or changed files start an UPDATE of every
     solution that has a FULL version (with its batch_inference run config), or a
@@ -62,7 +65,9 @@ def new_dataset_files_sensor(
                 tags={"personalize/new_files": ",".join(changed)},
             )
         ]
-        context.log.info(f"{', '.join(changed)} new or changed: requesting {', '.join(r.job_name for r in requests)}")
+        context.log.info(
+            f"{', '.join(changed)} new or changed: requesting {', '.join(str(r.job_name) for r in requests)}"
+        )
         observations = [
             dg.AssetObservation(
                 f"raw_{name.split('/', 1)[0].split('.', 1)[0]}",
@@ -97,9 +102,7 @@ def record_run_failures(context: dg.RunFailureSensorContext, artifact_store: Art
     run = context.dagster_run
     steps = [e.step_key for e in context.get_step_failure_events()]
     messages = [
-        _root_message(e.event_specific_data.error)
-        for e in context.get_step_failure_events()
-        if e.event_specific_data.error
+        _root_message(e.step_failure_data.error) for e in context.get_step_failure_events() if e.step_failure_data.error
     ]
     now = dt.datetime.now(dt.UTC)
     record = {

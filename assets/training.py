@@ -17,10 +17,10 @@ from .metadata import (
     retry_policy,
     step_failure_on_bad_input,
     table_markdown,
-    upstream_location,
 )
 from .plots import hpo_trials, loss_curve
 from .resources import ArtifactStore, training_config
+from .upstream import required_upstream
 
 
 class TrainConfig(ReadsUpstream):
@@ -74,9 +74,9 @@ def _training_data(
     s3 = artifact_store.s3.options()
     if config.training_mode.upper() != "UPDATE":
         return load_features(
-            upstream_location(context, dg.AssetKey([solution.name, "featurized_dataset"]), s3, config.upstream_paths)
+            required_upstream(context, dg.AssetKey([solution.name, "featurized_dataset"]), s3, config.upstream_paths)
         )
-    increment = load_increment(upstream_location(context, increment_key(solution), s3, config.upstream_paths))
+    increment = load_increment(required_upstream(context, increment_key(solution), s3, config.upstream_paths))
     base = artifact_store.solution(solution.name).child("versions", increment.base_version, "features")
     features = load_features(base)
     if increment.group is None:

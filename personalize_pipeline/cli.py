@@ -335,7 +335,7 @@ def cmd_evaluate(args) -> int:
     base, lift = result.baseline or {}, result.lift
     print(f"  {'metric':<45} {'value':>8} {'popularity':>10} {'lift':>8}")
     for name, value in result.metrics.items():
-        change = f"{100 * lift[name]:+.0f}%" if lift.get(name) is not None else "n/a"
+        change = f"{100 * gain:+.0f}%" if (gain := lift.get(name)) is not None else "n/a"
         print(f"  {name:<45} {value:8.4f} {base.get(name, float('nan')):10.4f} {change:>8}")
     for family, rows in (result.segments or {}).items():
         print(f"  {family.replace('_', ' ')} (K=10; recipe / popularity):")

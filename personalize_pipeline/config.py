@@ -50,11 +50,11 @@ class BatchInference(_Section):
     input: str = (
         ""  # a JSONL file, or a folder / S3 prefix (every *.jsonl in it); empty: every known user (item for SIMS)
     )
-    num_results: int = Field(25, ge=1, le=MAX_RESULTS)
+    num_results: int = Field(default=25, ge=1, le=MAX_RESULTS)
     filter: str | None = None  # a Personalize filter expression
     filter_values: dict[str, str] = {}  # values of the filter's $placeholders
-    exploration_weight: float = Field(0.3, ge=0.0, le=1.0)  # recipes that explore only
-    exploration_item_age_cut_off: float = Field(30.0, gt=0.0)  # days
+    exploration_weight: float = Field(default=0.3, ge=0.0, le=1.0)  # recipes that explore only
+    exploration_item_age_cut_off: float = Field(default=30.0, gt=0.0)  # days
 
 
 class Schedules(_Section):
@@ -89,7 +89,7 @@ class Solution(_Section):
     hyperparameters: dict[str, str | int | float | bool] = {}
     event_type: str | None = None  # eventType: train only on this EVENT_TYPE
     event_value_threshold: float | None = None  # eventValueThreshold: train only on EVENT_VALUE >= this
-    keep_full_versions: int = Field(5, ge=1)  # retention: the last N FULL versions and their UPDATEs
+    keep_full_versions: int = Field(default=5, ge=1)  # retention: the last N FULL versions and their UPDATEs
     perform_hpo: bool = False
     hpo_config: dict[str, Any] = {}
     perform_automl: bool = False
@@ -157,7 +157,7 @@ class Solution(_Section):
 
 
 class NewDatasetFiles(_Section):
-    minimum_interval_seconds: int = Field(300, ge=1)
+    minimum_interval_seconds: int = Field(default=300, ge=1)
 
 
 class Sensors(_Section):
@@ -167,16 +167,16 @@ class Sensors(_Section):
 class MaxRuntime(_Section):
     """Seconds after which the run monitor stops a run (tag ``dagster/max_runtime``)."""
 
-    full_retrain: int = Field(6 * 3600, ge=1)
-    update: int = Field(3600, ge=1)
-    validate_dataset: int = Field(1800, ge=1)
+    full_retrain: int = Field(default=6 * 3600, ge=1)
+    update: int = Field(default=3600, ge=1)
+    validate_dataset: int = Field(default=1800, ge=1)
 
 
 class Retries(_Section):
     """Steps failing on storage (unreachable, 5xx) retry with exponential backoff."""
 
-    max_retries: int = Field(3, ge=0)
-    delay_seconds: float = Field(5.0, ge=0.0)
+    max_retries: int = Field(default=3, ge=0)
+    delay_seconds: float = Field(default=5.0, ge=0.0)
 
 
 class Executor(_Section):

@@ -54,8 +54,8 @@ class Dataset:
     fingerprint: str = ""  # sha256 of the file bytes (first 16 hex digits)
     signature: str = ""  # size and ETag / mtime of the file when read (Location.signature)
     stream: Callable[[int], Iterator[pa.Table]] | None = field(default=None, repr=False)
-    rows: int | None = None  # row count of a streamed dataset
-    columns: list[str] | None = None  # column names of a streamed dataset
+    rows: int = 0  # row count of a streamed dataset
+    columns: list[str] = field(default_factory=list)  # column names of a streamed dataset
     parts: list[Dataset] = field(default_factory=list, repr=False)  # one per file when read from several
     path: str = ""  # the file's path relative to the dataset group (one file)
 
@@ -83,8 +83,14 @@ class Dataset:
     def table(self) -> pa.Table:
         """The whole table (a streamed dataset is read into memory on first use)."""
         if self.data is None:
-            self.data = pa.concat_tables(self.stream(SLICE_ROWS))
+            self.data = pa.concat_tables(self._read(SLICE_ROWS))
         return self.data
+
+    def _read(self, rows: int) -> Iterator[pa.Table]:
+        """A streamed dataset's file, ``rows`` at a time."""
+        if self.stream is None:
+            raise ValueError("a Dataset needs a table or a stream")
+        return self.stream(rows)
 
     @property
     def streamed(self) -> bool:
@@ -92,20 +98,20 @@ class Dataset:
 
     @property
     def num_rows(self) -> int:
-        return self.rows if self.streamed else self.data.num_rows
+        return self.rows if self.data is None else self.data.num_rows
 
     @property
     def column_names(self) -> list[str]:
-        return list(self.columns) if self.streamed else self.data.column_names
+        return list(self.columns) if self.data is None else self.data.column_names
 
     def slices(self, rows: int | None = None) -> Iterator[pa.Table]:
         """The rows in order, ``rows`` at a time (the last slice shorter)."""
         size = rows or SLICE_ROWS
-        if not self.streamed:
+        if self.data is not None:
             for offset in range(0, self.data.num_rows, size):
                 yield self.data.slice(offset, size)
             return
-        yield from self.stream(size)
+        yield from self._read(size)
 
     def frame(self, max_rows: int | None = None) -> pd.DataFrame:
         """The rows as pandas (only the first ``max_rows`` when given)."""
@@ -130,9 +136,11 @@ class Dataset:
 
 
 @dataclass
-class DatasetGroup:
+class DatasetFiles:
+    """Datasets read from some files of a dataset group, any of them absent (an increment's new files)."""
+
     location: str
-    interactions: Dataset
+    interactions: Dataset | None = None
     items: Dataset | None = None
     users: Dataset | None = None
     files: dict[str, str] = field(default_factory=dict)
@@ -142,6 +150,13 @@ class DatasetGroup:
 
     def get(self, dataset_type: str) -> Dataset | None:
         return getattr(self, dataset_type)
+
+
+@dataclass
+class DatasetGroup(DatasetFiles):
+    """A whole dataset group: interactions, and items and users when it has them."""
+
+    interactions: Dataset
 
 
 def _group_root(location: str | Location, s3: S3Options | None = None) -> Location:
@@ -175,22 +190,39 @@ def read_one(
     location: str | Location, dataset_type: str, s3: S3Options | None = None, files: list[DataFile] | None = None
 ) -> Dataset | None:
     """One dataset of a group (None when an optional dataset is absent)."""
+    if dataset_type == "interactions":
+        return read_interactions(location, s3, files)
     root = _group_root(location, s3)
     found = list_files(root)[dataset_type] if files is None else files
-    if not found and dataset_type == "interactions":
+    return read_files(root, dataset_type, found)
+
+
+def read_interactions(
+    location: str | Location, s3: S3Options | None = None, files: list[DataFile] | None = None
+) -> Dataset:
+    """The interactions dataset of a group, which every group has."""
+    root = _group_root(location, s3)
+    dataset = read_files(root, "interactions", list_files(root)["interactions"] if files is None else files)
+    if dataset is None:
         raise InputError(
             f"{root.url}: no interactions.csv, interactions.csv.gz, interactions.parquet or interactions/ folder of "
             "such files found"
         )
-    return read_files(root, dataset_type, found)
+    return dataset
 
 
 def read_dataset_group(location: str | Location, s3: S3Options | None = None) -> DatasetGroup:
     root = _group_root(location, s3)
     listed = list_files(root)
-    datasets = {t: read_one(root, t, files=listed[t]) for t in DATASET_TYPES}
-    files = {t: d.source for t, d in datasets.items() if d is not None}
-    return DatasetGroup(root.url, datasets["interactions"], datasets["items"], datasets["users"], files)
+    interactions = read_interactions(root, files=listed["interactions"])
+    items, users = (read_files(root, t, listed[t]) for t in ("items", "users"))
+    files = {t: d.source for t, d in zip(DATASET_TYPES, (interactions, items, users), strict=True) if d is not None}
+    return DatasetGroup(root.url, interactions, items, users, files)
+
+
+def _numeric_in(dataset: Dataset, name: str) -> bool:
+    declared = dataset.schema.field(name)
+    return declared is not None and declared.is_numeric
 
 
 def combine_parts(parts: list[Dataset], source: str) -> Dataset:
@@ -208,9 +240,7 @@ def combine_parts(parts: list[Dataset], source: str) -> Dataset:
     if first.schema.from_file:
         schema = first.schema
     else:
-        numeric = [
-            n for n in names if all((p.schema.field(n) is not None and p.schema.field(n).is_numeric) for p in parts)
-        ]
+        numeric = [n for n in names if all(_numeric_in(p, n) for p in parts)]
         schema = infer_schema(first.dataset_type, names, numeric)
     fingerprint = hashlib.sha256("".join(p.fingerprint for p in parts).encode()).hexdigest()[:16]
     signature = hashlib.sha256("".join(p.signature for p in parts).encode()).hexdigest()[:16]
@@ -248,6 +278,8 @@ def save_snapshot(dataset: Dataset, location: str | Location) -> Location:
             for part in dataset.slices():
                 writer = writer or pq.ParquetWriter(fh, part.schema, compression="zstd")
                 writer.write_table(part)
+            if writer is None:
+                raise ValueError(f"{dataset.source}: a streamed dataset without rows")
             writer.close()
         else:
             pq.write_table(dataset.table, fh, compression="zstd")
@@ -402,7 +434,7 @@ def _scan_csv(file: Location, infer_numeric: bool = True) -> tuple[list[str], in
         header = _checked_header(file, fh, digest)
         if header is None:
             return None
-        numeric = {name: None for name in header}  # None: no value yet; False: not numeric
+        numeric: dict[str, bool | None] = {name: None for name in header}  # None: no value yet; False: not numeric
         rows = 0
         try:
             reader = pacsv.open_csv(

@@ -123,6 +123,8 @@ def featurize(
 
     items_df = _dedupe(group.items.typed(), "ITEM_ID") if group.items is not None else None
     users_df = _dedupe(group.users.typed(), "USER_ID") if group.users is not None else None
+    item_fields = group.items.schema.metadata_fields if group.items is not None else []
+    user_fields = group.users.schema.metadata_fields if group.users is not None else []
 
     context_fields = [f for f in dataset.schema.metadata_fields if f.name in names]
     columns, counts = _encode_interactions(dataset, options, context_fields, slice_rows)
@@ -200,11 +202,11 @@ def featurize(
         aligned = items_df.set_index("ITEM_ID").reindex(item_ids)
         if "CREATION_TIMESTAMP" in aligned.columns:
             items["creation_timestamp"] = aligned["CREATION_TIMESTAMP"].to_numpy(dtype=np.float64)
-        _encode_metadata(items, aligned, group.items.schema.metadata_fields, "items", vocabularies, numeric_stats)
+        _encode_metadata(items, aligned, item_fields, "items", vocabularies, numeric_stats)
     users = pd.DataFrame({"USER_ID": user_ids})
     if users_df is not None:
         aligned = users_df.set_index("USER_ID").reindex(user_ids)
-        _encode_metadata(users, aligned, group.users.schema.metadata_fields, "users", vocabularies, numeric_stats)
+        _encode_metadata(users, aligned, user_fields, "users", vocabularies, numeric_stats)
 
     info = {
         "format": FEATURES_FORMAT,
@@ -273,6 +275,7 @@ class _Encoded:
         self.dictionaries: list[pa.Array] = []
         self.offsets: list[pa.Array] = []  # list columns (impressions): per-row offsets
         self.validity: list[pa.Array] = []
+        self._all_codes: np.ndarray | None = None  # kept by ``codes(..., keep=True)``
 
     def add(self, values: pa.Array) -> None:
         encoded = pc.dictionary_encode(values)
@@ -303,7 +306,7 @@ class _Encoded:
         """int32 code of every value in ``dictionary`` (unknown or null: ``missing``), for
         the rows where ``rows`` (a boolean numpy mask over all rows) holds. With ``keep``
         the codes of all rows are kept for a second call (the first returns the subset)."""
-        if getattr(self, "_all_codes", None) is not None:
+        if self._all_codes is not None:
             out = self._all_codes
         else:
             out = np.concatenate(list(self._mapped(dictionary, missing))) if self.indices else np.zeros(0, np.int32)
@@ -437,7 +440,7 @@ def _dedupe(df: pd.DataFrame, id_column: str) -> pd.DataFrame:
 
 def _sorted_unique(parts: list) -> pa.Array:
     """Distinct non-empty strings of several Arrow arrays, sorted (codes follow id order)."""
-    chunks = []
+    chunks: list[pa.Array] = []
     for part in parts:
         chunks.extend(part.chunks if isinstance(part, pa.ChunkedArray) else [part])
     values = pc.unique(pa.chunked_array(chunks, type=pa.string()) if chunks else pa.array([], pa.string()))

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from .datasets import Dataset, DatasetGroup, read_files
+from .datasets import Dataset, DatasetFiles, read_files
 from .errors import InputError
 from .features import (
     Features,
@@ -48,7 +48,7 @@ class Increment:
 
     base_version: str
     plan: ImportPlan
-    group: DatasetGroup | None  # None: nothing new
+    group: DatasetFiles | None  # None: nothing new
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -79,7 +79,7 @@ def read_increment(
         return increment, base
     schemas = base.child("features", "features.json").read_json().get("schemas", {})
     datasets = {t: _read_new(root, t, plan, schemas.get(t)) for t in DATASET_TYPES}
-    group = DatasetGroup(root.url, datasets["interactions"], datasets["items"], datasets["users"])
+    group = DatasetFiles(root.url, datasets["interactions"], datasets["items"], datasets["users"])
     if validate_files:
         _validate(group)
     increment.group = group
@@ -107,7 +107,7 @@ def _base_schema(dataset_type: str, schema: dict, source: str) -> Schema:
     return parsed if schema.get("from_file") else Schema(parsed.dataset_type, parsed.fields, from_file=False)
 
 
-def _validate(group: DatasetGroup) -> None:
+def _validate(group: DatasetFiles) -> None:
     report = validate_increment(Increment("", ImportPlan(), group))
     if not report.success:
         first = report.failures[0].message()
@@ -118,7 +118,7 @@ def _validate(group: DatasetGroup) -> None:
 # --- featurization of an increment -----------------------------------------------------------
 
 
-def extend_features(base: Features, group: DatasetGroup, options: FeaturizeOptions) -> Features:
+def extend_features(base: Features, group: DatasetFiles, options: FeaturizeOptions) -> Features:
     """``base`` (a stored featurized dataset) with the new files of ``group`` added."""
     start = time.perf_counter()
     items_df = _dedupe(group.items.typed(), "ITEM_ID") if group.items is not None else None
@@ -133,7 +133,7 @@ def extend_features(base: Features, group: DatasetGroup, options: FeaturizeOptio
     info = dict(base.info)
     info["vocabularies"] = dict(base.info.get("vocabularies", {}))
     info["numeric_stats"] = dict(base.info.get("numeric_stats", {}))
-    if encoded is not None:
+    if encoded is not None and group.interactions is not None:
         new_frame, new_events = _new_interactions(base, encoded, item_ids, user_ids, group.interactions, info)
     interactions = _sorted_frame(_concat(base.interactions, new_frame)) if new_frame is not None else base.interactions
     events = base.events
@@ -142,7 +142,7 @@ def extend_features(base: Features, group: DatasetGroup, options: FeaturizeOptio
     items = _upsert_metadata(base.items, "ITEM_ID", item_ids, items_df, group.items, "items", info)
     users = _upsert_metadata(base.users, "USER_ID", user_ids, users_df, group.users, "users", info)
     info["imports"] = {
-        t: list(base.info.get("imports", {}).get(t, [])) + (group.get(t).imports() if group.get(t) is not None else [])
+        t: list(base.info.get("imports", {}).get(t, [])) + (new.imports() if (new := group.get(t)) is not None else [])
         for t in DATASET_TYPES
     }
     info["imports"] = {t: v for t, v in info["imports"].items() if v}
@@ -310,7 +310,7 @@ def save_increment(increment: Increment, location: str | Location) -> Location:
     from .datasets import save_snapshot
 
     loc = as_location(location)
-    files = []
+    files: list[dict[str, Any]] = []
     if increment.group is not None:
         for dataset in increment.group.datasets():
             for part in dataset.files():
@@ -345,7 +345,7 @@ def load_increment(location: str | Location) -> Increment:
     datasets = {t: (ps[0] if len(ps) == 1 else combine_parts(ps, loc.url)) if ps else None for t, ps in parts.items()}
     group = None
     if any(d is not None for d in datasets.values()):
-        group = DatasetGroup(loc.url, datasets["interactions"], datasets["items"], datasets["users"])
+        group = DatasetFiles(loc.url, datasets["interactions"], datasets["items"], datasets["users"])
     return Increment(record["base_version"], plan, group, list(record.get("notes", [])))
 
 
@@ -371,7 +371,7 @@ def update_features(
     increment, base = read_increment(dataset, solution, validate_files)
     for note in increment.notes:
         log(note)
-    if increment.empty:
+    if increment.group is None:
         log(
             f"no new files since solution version {increment.base_version}: the UPDATE refreshes the model on the "
             "data it has"

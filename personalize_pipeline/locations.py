@@ -11,14 +11,13 @@ from __future__ import annotations
 import builtins
 import contextlib
 import functools
-import io
 import json
 import os
 import posixpath
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 import fsspec
 
@@ -247,7 +246,7 @@ class Location:
         self.write_bytes((json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n").encode("utf-8"))
 
     @contextlib.contextmanager
-    def atomic_writer(self) -> Iterator[io.BufferedIOBase]:
+    def atomic_writer(self) -> Iterator[BinaryIO]:
         """Yield a binary file handle; on success the content appears under this name at
         once, on failure nothing changes under this name."""
         self.parent().makedirs()

@@ -308,12 +308,14 @@ def segment_breakdown(recommended: np.ndarray, split: EvalSplit, k: int = SEGMEN
     dcg = (hits[:, :k_eff] * discounts).sum(axis=1)
     idcg = np.cumsum(discounts)[np.clip(np.minimum(n_truth, k_eff) - 1, 0, None)]
     ndcg = np.where(n_truth > 0, dcg / idcg, 0.0)
-    hit = hits[:, :k_eff].any(axis=1)
+    hit = np.asarray(hits[:, :k_eff].any(axis=1))  # one flag per user
     recall = hits[:, :k_eff].sum(axis=1) / np.maximum(n_truth, 1)
     length = np.diff(split.input_indptr)
     users = []
     for low, high in USER_LENGTH_BUCKETS:
-        mask = (length >= low) & ((length <= high) if high is not None else True)
+        mask: np.ndarray = length >= low
+        if high is not None:
+            mask &= length <= high
         label = f"{low}-{high}" if high is not None else f"{low}+"
         if mask.any():
             users.append(
@@ -354,7 +356,7 @@ def compare_metrics(
     """A new solution version's metrics against the previous one's: per metric the values and
     the relative change, and the metrics that collapsed (dropped by more than
     ``collapse_drop``, e.g. 0.5 = lost over half their value)."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, value in new.items():
         old = previous.get(name)
         change = (value / old - 1.0) if old else None

@@ -131,7 +131,7 @@ def run_segment_job(
         raise InputError(f"{out_dir.url}: output location is a file, not a folder")
     out_loc = out_dir.child(in_loc.name + ".out")
     model = version.recipe
-    key = model.segment_input
+    key = model.segment_input  # type: ignore[attr-defined]  # TODO(issue 19): UserSegmenter declares it
     k = min(int(num_results), len(version.user_ids))
     encoded_users = np.array([json.dumps(str(u), ensure_ascii=False) for u in version.user_ids], dtype=object)
     attributes = AttributeQueries(version) if key == "itemAttributes" else None
@@ -221,14 +221,12 @@ def write_default_segment_input(version: SolutionVersion, location: str | Locati
     one ``ITEMS.F = "value"`` line per value of each categorical Items field
     (aws-item-attribute-affinity; numeric fields have no natural values to list)."""
     loc = as_location(location)
-    if version.recipe.segment_input == "itemId":
+    if version.recipe.segment_input == "itemId":  # type: ignore[attr-defined]  # TODO(issue 19): as above
         loc.write_text("".join(json.dumps({"itemId": str(i)}, ensure_ascii=False) + "\n" for i in version.item_ids))
         return loc
-    catalog = version.items_metadata
+    catalog = version.items_metadata if version.items_metadata is not None else pd.DataFrame()
     lines = []
-    for column in [
-        c for c in (catalog.columns if catalog is not None else []) if c not in ("ITEM_ID", "CREATION_TIMESTAMP")
-    ]:
+    for column in [c for c in catalog.columns if c not in ("ITEM_ID", "CREATION_TIMESTAMP")]:
         values = catalog[column].dropna()
         if values.empty or pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
             continue

@@ -124,7 +124,7 @@ def run_simulation(
     solution_config = SolutionConfig("aws-user-personalization", dict(config.hyperparameters))
     write_group_as_of(work / "data", source, history, items, cut)
     t0 = time.perf_counter()
-    train(featurize(read_dataset_group(work / "data")), solution_config, work / "full")
+    train(featurize(read_dataset_group(str(work / "data"))), solution_config, str(work / "full"))
     full_seconds = time.perf_counter() - t0
     log(f"FULL on {len(history)} interactions before the cut-off: {full_seconds:.1f}s")
 
@@ -147,10 +147,12 @@ def run_simulation(
             now = cut + r * step
             rng = np.random.default_rng([config.seed, r])  # same users and clicks draws for every weight
             users = np.sort(rng.choice(spec.users, size=min(config.users_per_round, spec.users), replace=False))
-            version = load_solution_version(solution)
+            version = load_solution_version(str(solution))
             codes = version.user_codes(world.user_ids[users])
             exploration = ExplorationConfig(weight, config.item_age_cut_off, seed=config.seed + r)
-            recs, _ = version.recipe.recommend(version.user_batch(codes), config.num_results, exploration=exploration)
+            recs, _ = version.recipe.recommend(  # type: ignore[call-arg]  # TODO(issue 19): UserRecommender declares it
+                version.user_batch(codes), config.num_results, exploration=exploration
+            )
             valid = recs >= 0
             rec_world = world_index.get_indexer(version.item_ids[np.maximum(recs, 0)].ravel()).reshape(recs.shape)
             look = 1.0 / np.log2(np.arange(recs.shape[1]) + 2.0)
@@ -189,7 +191,7 @@ def run_simulation(
             events = pd.concat([events, new_events[events.columns]], ignore_index=True)
             write_group_as_of(work / "data", source, events, items, now + step)
             t0 = time.perf_counter()
-            train(featurize(read_dataset_group(work / "data")), solution_config, solution, "UPDATE")
+            train(featurize(read_dataset_group(str(work / "data"))), solution_config, str(solution), "UPDATE")
             update_seconds.append(time.perf_counter() - t0)
             log(f"weight {weight} round {r + 1}: {rounds[-1]}")
         results["weights"][str(weight)] = {

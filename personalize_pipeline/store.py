@@ -132,7 +132,7 @@ def _write_version(
 ) -> SolutionVersion:
     loc.makedirs()
     buf = io.BytesIO()
-    np.savez(buf, **recipe.state())
+    np.savez(buf, allow_pickle=False, **recipe.state())
     loc.child("model.npz").write_bytes(buf.getvalue())
     catalog = pd.DataFrame({"ITEM_ID": features.item_ids})
     if "creation_timestamp" in features.items.columns:
@@ -154,13 +154,13 @@ def _write_version(
         event_types = pd.Categorical(features.interactions["event_type"])
         arrays["event_type"] = event_types.codes.astype(np.int16)
         arrays["event_type_names"] = np.array([str(c) for c in event_types.categories], dtype=str)
-    np.savez(buf, **arrays)
+    np.savez(buf, allow_pickle=False, **arrays)
     loc.child("history.npz").write_bytes(buf.getvalue())
     all_events = None
     if features.events is not None:
         all_events = _event_history(features.events, features.n_users)
         buf = io.BytesIO()
-        np.savez(buf, **_event_arrays(features.events, all_events))
+        np.savez(buf, allow_pickle=False, **_event_arrays(features.events, all_events))
         loc.child("events.npz").write_bytes(buf.getvalue())
     save_features(features, loc.child("features"))
     full_manifest = {
@@ -225,13 +225,18 @@ def _event_arrays(events: pd.DataFrame, history: tuple) -> dict[str, np.ndarray]
     return arrays
 
 
+def _event_type_names(npz) -> np.ndarray:
+    """The stored event type names and None last, so that code -1 (missing) reads as None."""
+    return np.array([*npz["event_type_names"].tolist(), None], dtype=object)
+
+
 def _read_events(location: Location) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
     if not location.exists():
         return None
     with np.load(io.BytesIO(location.read_bytes()), allow_pickle=False) as npz:
         types = None
         if "event_type" in npz.files:
-            types = np.append(npz["event_type_names"].astype(object), None)[npz["event_type"].astype(np.int64)]
+            types = _event_type_names(npz)[npz["event_type"].astype(np.int64)]
         return npz["indptr"], npz["items"], types
 
 
@@ -371,8 +376,7 @@ def _load_version(loc: Location, manifest: dict[str, Any]) -> SolutionVersion:
         context = npz["context"].astype(np.int64) if "context" in npz.files else None
         event_types = None
         if "event_type" in npz.files:
-            names = np.append(npz["event_type_names"].astype(object), None)
-            event_types = names[npz["event_type"].astype(np.int64)]  # code -1 (missing) -> None
+            event_types = _event_type_names(npz)[npz["event_type"].astype(np.int64)]
     creation = catalog["CREATION_TIMESTAMP"].to_numpy() if "CREATION_TIMESTAMP" in catalog else None
     return SolutionVersion(
         loc,

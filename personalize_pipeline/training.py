@@ -20,7 +20,7 @@ TRAINING_MODES = ("FULL", "UPDATE")
 class SolutionConfig:
     """What a Personalize solution fixes: recipe, hyperparameters, event filters."""
 
-    recipe: str = "aws-popularity-count"
+    recipe: str | None = "aws-popularity-count"  # None under AutoML: the tuner picks it
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     event_type: str | None = None
     event_value_threshold: float | None = None
@@ -30,6 +30,8 @@ class SolutionConfig:
     automl: Any = None  # tuning.AutoMLConfig (None: defaults) when perform_automl
 
     def recipe_class(self) -> type[Recipe]:
+        if self.recipe is None:
+            raise InputError("no recipe: name one, or perform AutoML to have one chosen")
         return get_recipe(self.recipe)
 
     def resolved_hyperparameters(self) -> dict[str, Any]:

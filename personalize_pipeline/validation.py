@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -200,7 +200,7 @@ TABLE_RULES = ("ExpectTableColumnsToMatchSet", "ExpectColumnToExist")
 
 
 def _slice_frame(
-    columns: list[str], convert: Callable[[pa.ChunkedArray], pa.ChunkedArray] | None = None
+    columns: Sequence[str], convert: Callable[[pa.ChunkedArray], pa.ChunkedArray] | None = None
 ) -> Callable[[pa.Table, int], pd.DataFrame]:
     """Slice table and row offset -> the frame of ``columns`` (each through ``convert`` if
     given), indexed by row number in the whole dataset."""
@@ -365,7 +365,7 @@ def build_batches(
         empty = pa.table({name: pa.array([], pa.string()) for name in names})
         batches.append(_Batch(dataset, "header", header, line_offset, frame=lambda: empty.to_pandas()))
     if per_row:
-        columns = sorted({r.column for r in per_row}, key=names.index)
+        columns = sorted({r.column for r in per_row if r.column is not None}, key=names.index)
         batches.append(_Batch(dataset, "raw", per_row, line_offset, per_slice=_slice_frame(columns)))
     if unique:
         batches.append(
@@ -379,7 +379,7 @@ def build_batches(
         )
     if typed:
         batches.append(_Batch(dataset, "typed", typed, line_offset, per_slice=_slice_frame(typed_cols, _as_number)))
-    if history:
+    if history and users is not None:
         batches.append(_Batch(dataset, "user_history", history, None, frame=users.repeat_users))
     return batches, users
 
@@ -415,12 +415,12 @@ def validate_datasets(
             _Suite(context, batch, f"{dataset.dataset_type}_{n_check}_{batch.name}_{i}")
             for i, batch in enumerate(batches)
         ]
-        sliced = [run for run in runs if run.batch.per_slice is not None]
+        sliced = [(run, frame) for run in runs if (frame := run.batch.per_slice) is not None]
         if sliced or users is not None:
             offset = 0
             for part in dataset.slices(slice_rows):
-                for run in sliced:
-                    run.run(run.batch.per_slice(part, offset))
+                for run, frame in sliced:
+                    run.run(frame(part, offset))
                 if users is not None:
                     users.add(part)
                 offset += part.num_rows
