@@ -9,7 +9,7 @@ export PERSONALIZE_OUTPUT ?= $(CURDIR)/.data/output
 export GX_ANALYTICS_ENABLED := false
 export DAGSTER_DISABLE_TELEMETRY := 1
 
-.PHONY: setup demo test ui bench clean cluster-demo
+.PHONY: setup demo lint test ui bench clean cluster-demo
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -27,7 +27,13 @@ demo: setup
 	$(VENV)/bin/personalize-pipeline demo-data --out $(PERSONALIZE_DATASET)
 	$(PY) -m assets.run_demo
 
-test: setup
+# ruff (lint + format) on the tree, mypy on the engine and the code location ([tool.mypy] in pyproject.toml)
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: setup lint
 	$(PY) -m pytest -q
 
 # Redis + PostgreSQL + SeaweedFS + two Celery workers on this machine: deploy/README.md
