@@ -55,7 +55,7 @@ def metric_attribution(
                     }
                 )
             report = attribute_metrics(interactions)
-        location = artifact_store.root().child("attribution", context.run_id, "metric_attribution.csv")
+        location = artifact_store.root().child("attribution", context.run.run_id, "metric_attribution.csv")
         location.write_text(report.to_csv(index=False))
     context.log.info(f"metric attribution: {len(report)} rows (source, day, event type) → {location.url}")
     totals = (

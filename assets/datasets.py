@@ -44,7 +44,7 @@ def _validated_asset(dataset_type: str):
             with step_failure_on_bad_input():
                 dataset = read_one(dataset_source.root(), dataset_type)
             if dataset is not None:
-                location = save_snapshot(dataset, artifact_store.validated(dataset_type, context.run_id))
+                location = save_snapshot(dataset, artifact_store.validated(dataset_type, context.run.run_id))
         if dataset is None:
             if dataset_type == "interactions":
                 raise dg.Failure(description="no interactions dataset found", allow_retries=False)

@@ -50,7 +50,7 @@ def featurized_dataset_asset(solution: Solution) -> dg.AssetsDefinition:
             with step_failure_on_bad_input():
                 features = featurize(group, training_config(solution).featurize_options())
             del group, datasets  # the string tables: only the codes are written
-            location = save_features(features, artifact_store.features(solution.name, context.run_id))
+            location = save_features(features, artifact_store.features(solution.name, context.run.run_id))
         counts = features.info["counts"]
         return dg.MaterializeResult(
             metadata={

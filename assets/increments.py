@@ -43,7 +43,7 @@ def dataset_increment_asset(solution: Solution) -> dg.AssetsDefinition:
                     dataset_source.root(), artifact_store.solution(solution.name), validate_files=False
                 )
                 location = save_increment(
-                    increment, artifact_store.root().child("increments", solution.name, context.run_id)
+                    increment, artifact_store.root().child("increments", solution.name, context.run.run_id)
                 )
         for note in increment.notes:
             context.log.warning(note)

@@ -129,7 +129,7 @@ def batch_inference_output_asset(solution: Solution) -> dg.AssetsDefinition:
         s3 = output_location.s3.options()
         with measured() as stage:
             version = latest_version(context, artifact_store, name, config.upstream_paths)
-            out_dir = output_location.job_output(name, version.version_id, context.run_id)
+            out_dir = output_location.job_output(name, version.version_id, context.run.run_id)
             with step_failure_on_bad_input():
                 if config.input:
                     inputs = job_input_files(Location(config.input, s3))
@@ -145,7 +145,7 @@ def batch_inference_output_asset(solution: Solution) -> dg.AssetsDefinition:
                     output_location.root(),
                     name,
                     version.version_id,
-                    context.run_id,
+                    context.run.run_id,
                     output,
                     outputs=[r.output for r in results],
                     lines=sum(r.lines for r in results),
