@@ -351,7 +351,7 @@ def s3_errors(location: Location) -> Iterator[None]:
 @functools.lru_cache(maxsize=32)
 def _s3_filesystem(options: str, pid: int) -> fsspec.AbstractFileSystem:
     """One S3 filesystem (one connection pool) per set of options and process: creating a
-    client costs about 0.2 s, which every small read and write used to pay. Listings are
+    client is slow, and every small read and write used to pay for it. Listings are
     never cached (``use_listings_cache=False``), so every call still sees the bucket as it is."""
     return fsspec.filesystem("s3", **json.loads(options))
 

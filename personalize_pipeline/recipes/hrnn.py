@@ -8,8 +8,9 @@ drop them lose most of the accuracy) are made explicitly here:
   back-propagation window is exactly ``bptt`` and inference uses the last ``bptt`` items.
 - **Loss**: sampled softmax cross-entropy. Each mini-batch shares ``n_sample`` negatives
   drawn from item popularity ** ``sample_alpha``; logits of every candidate are corrected
-  by ``log Q`` (the expected number of times it is drawn) and accidental hits are removed,
-  which makes the sampled loss an unbiased stand-in for the full softmax.
+  by ``log Q`` (the expected number of times it is drawn), which makes the sampled loss a
+  stand-in for the full softmax. Accidental hits (a negative that is the positive) are
+  rare and left in, as in GRU4Rec.
 - **Embeddings**: the input and output item embeddings are the same matrix ("constrained
   embedding", GRU4Rec's best setting), plus an output bias per item.
 - **Regularisation**: dropout on the input embedding and on the GRU output.
@@ -462,8 +463,8 @@ class HRNN(Recipe):
         data many (closer to the full softmax, which ranks better; GRU4Rec's tuned settings
         use 2048) and large data fewer, so the sampled-softmax work per epoch stays bounded
         (about 2.2e10 event x negative x dimension products: 2048 up to ~250k events at the
-        default width, 512 from 1M; 1,000 negatives at 1M made FULL training 3x slower for
-        no gain in quality on the 1M demo)."""
+        default width, 512 from 1M; more negatives at 1M made FULL training slower for no
+        gain in quality on the 1M demo: bench/README.md)."""
         return self.params["n_sample"] or int(
             np.clip(round(2.2e10 / max(n_events, 1) / self.params["hidden_dimension"]), 512, 2048)
         )

@@ -18,11 +18,12 @@ What the recipe adds to :class:`~.hrnn_metadata.HRNNMetadata` (seed ``004``):
   the catalogue's mean click-through rate) and combined with the user's relevance, so
   items with little evidence get a chance in proportion to their uncertainty, and items
   that were shown often and ignored do not. w = 0 gives pure relevance.
-- **UPDATE** (every two hours in Personalize): no retraining. The FULL model is kept; new
-  items join the catalogue with vectors from the item tower, the exploration statistics
-  are recounted from all impressions and interactions, and the model is fine-tuned for one
-  pass over the windows that contain events newer than the previous version only, so the
-  cost follows the amount of new data.
+- **UPDATE** (every two hours in Personalize): no retraining. The FULL model's network is
+  kept; new items join the catalogue with vectors from the item tower, the exploration
+  statistics are recounted from all impressions and interactions, and one pass over the
+  windows that contain events newer than the previous version refreshes the item side only
+  (item biases and the free embeddings of items the FULL model had not trained; see
+  :meth:`~.hrnn.HRNN.update`), so the cost follows the amount of new data.
 """
 
 from __future__ import annotations

@@ -20,13 +20,13 @@ recent literature found it ranks best; the choices, and where each comes from:
   the logQ-corrected softmax rather than its gBCE: same aim, and the loss the HRNN family
   already uses).
 - **Initialisation N(0, 0.02) and Adam** (GPT-2 style; SASRec and SASRec+ train with Adam):
-  the PyTorch default N(0, 1) embedding scaled by √d reached a third of the accuracy in
-  this project's feasibility check.
+  the PyTorch default N(0, 1) embedding scaled by √d ranked far worse in this project's
+  feasibility check.
 - **Windows**: every user's history cut into windows of ``max_sequence_length`` events
   ending at the newest one (SASRec keeps only the newest window; the earlier ones are
   extra training data for long histories), batched by length so padding costs nothing.
 - **Weight averaging** (:mod:`.averaging`) as in aws-hrnn; **bf16 mixed precision** on
-  CPUs with native bf16 (AVX512-BF16 / AMX), about 3x faster matrix products.
+  CPUs with native bf16 (AVX512-BF16 / AMX), where its matrix products are faster.
 - **Item metadata** (when present): projected and added to the item embeddings (like
   aws-hrnn-metadata), so sparse items borrow from similar ones.
 
@@ -59,7 +59,7 @@ from .sasrec import SASRecNet, end_aligned_windows, last_items
 HP = HyperParameter
 # Above FULL_SOFTMAX_MAX_ITEMS items the full softmax costs over 4x the sampled one per
 # event (catalogue / AUTO_NEGATIVES); within the same training time the sampled softmax then
-# makes 4x+ more passes, which ranked better on amazon-beauty's validation split (bench/README)
+# makes 4x+ more passes, which ranked better on amazon-beauty's validation split (bench/v2_sweep.py)
 AUTO_NEGATIVES = 2048
 FULL_SOFTMAX_MAX_ITEMS = 4 * AUTO_NEGATIVES
 AUTO_WORK = 2e12  # multiply-adds of an automatic training schedule (see ``auto_epochs``)
@@ -243,7 +243,7 @@ class UserPersonalizationV2(Recipe):
     def auto_epochs(self, n_targets: int) -> int:
         """Passes over the data when ``epochs`` is 0: as many as a fixed amount of work
         allows (``AUTO_WORK`` multiply-adds: about 60 epochs of amazon-beauty's 176k events
-        with 2,048 negatives, about 4 minutes on two cores), between 4 and 100. The work per
+        with 2,048 negatives), between 4 and 100. The work per
         event is the output layer (catalogue or negatives × width) plus the blocks (measured
         as about as much as 6 width² per block)."""
         p = self.params
