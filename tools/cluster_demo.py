@@ -40,6 +40,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,8 +51,8 @@ sys.path.insert(0, str(ROOT / "tools"))
 from cluster_services import HOST, Postgres, Process, Redis, ServiceError, free_port, log_tail, wait_until  # noqa: E402
 from s3server import SeaweedS3  # noqa: E402
 
-# Job and sensor names, matched against the code location's listing: "full_retrain" today,
-# "<solution>__full_retrain" once every solution has its own jobs.
+# Job and sensor names of a solution S (assets/solutions.py: S__full_retrain, S__batch_jobs,
+# S__batch_job_shards), matched against the code location's listing.
 FULL_JOB = r"(^|__)full_retrain$"
 SHARD_JOB = r"(^|__)batch_jobs$"
 SHARD_SENSOR = r"(^|__)batch_job_shards$"
@@ -77,7 +78,7 @@ class DemoOptions:
     timeout: float = 1800.0
     full_job: str | None = None
     shard_job: str | None = None
-    solution: str | None = None  # with several solutions: whose jobs to run
+    solution: str | None = None  # which solution of deploy/personalize.celery.yaml (default: the first)
     workdir: Path | None = None  # kept afterwards when given
 
 
@@ -103,6 +104,8 @@ class Cluster:
 
     def __exit__(self, *exc) -> None:
         say("stopping every service started (by process id)")
+        for process in self.processes.values():  # all at once; the stack then waits for each
+            process.terminate()
         self.stack.close()
 
     def _start(self) -> None:
@@ -147,10 +150,18 @@ class Cluster:
                     str(self.options.worker_concurrency),
                 ],
             )
+
+    def wait_code_server(self) -> None:
+        """The code server serving, then the daemon started. (The demo uploads its data while
+        the code server and the workers import the code location.)"""
         wait_until(
             self._code_server_serving, self.processes["code-server"], "the code location's gRPC server", timeout=300
         )
-        self._spawn("daemon", ["dagster-daemon", "run", "-w", str(w / "workspace.yaml")])
+        daemon = self._spawn("daemon", ["dagster-daemon", "run", "-w", str(self.work / "workspace.yaml")])
+        say(f"code server serving (pid {self.processes['code-server'].pid}), daemon started (pid {daemon.pid})")
+
+    def wait_workers(self) -> None:
+        """Both Celery workers connected to the broker (steps sent earlier wait there)."""
         for name in WORKERS:
             wait_until(
                 lambda n=name: " ready." in log_tail(self.work / "logs" / f"{n}.log", 200),
@@ -158,14 +169,15 @@ class Cluster:
                 f"Celery {name}",
                 300,
             )
-        say(f"code server (pid {self.processes['code-server'].pid}), daemon, workers {', '.join(WORKERS)} up")
+        say(f"Celery workers {', '.join(WORKERS)} ready")
 
     def _environment(self) -> dict[str, str]:
         w = self.work
         home = w / "dagster_home"
         home.mkdir()
         shutil.copy(ROOT / "deploy" / "dagster.postgres.yaml", home / "dagster.yaml")
-        config = personalize_config(self.options.recipe)
+        config = personalize_config(self.options.recipe, self.options.solution)
+        self.solution = config["solutions"][0]["name"]
         (w / "personalize.yaml").write_text(json.dumps(config, indent=2))
         return {
             # these would win over the configuration file (the Makefile sets them to local folders)
@@ -180,6 +192,8 @@ class Cluster:
             "DAGSTER_DISABLE_TELEMETRY": "1",
             "MPLBACKEND": "Agg",
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            # the services import this tree, not whatever an editable install points at
+            "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
         }
 
     def _use_environment(self) -> None:
@@ -231,25 +245,38 @@ class Cluster:
             process.check_alive()
 
 
-def personalize_config(recipe: str) -> dict:
-    """deploy/personalize.celery.yaml with the demo's S3 locations and recipe."""
+def personalize_config(recipe: str, solution: str | None = None) -> dict:
+    """deploy/personalize.celery.yaml with the demo's S3 locations, and of its ``solutions``
+    only ``solution`` (default: the first), with the demo's recipe; checked against the
+    pipeline's configuration model here, so that a file the workers would refuse stops the
+    demo with one line naming the key."""
     import yaml
 
-    config = yaml.safe_load((ROOT / "deploy" / "personalize.celery.yaml").read_text())
-    config["locations"] = {
-        k: f"s3://{BUCKET}/{k.replace('_', '-')}" for k in ("dataset", "artifacts", "output", "batch_input")
-    }
-    shipped = yaml.safe_load((ROOT / "personalize.yaml").read_text()) or {}
-    if "solutions" in shipped:  # several solutions per dataset group
-        config["solutions"] = [{**shipped["solutions"][0], "recipe": recipe}]
-    else:
-        config["solution"] = {**(shipped.get("solution") or {}), "recipe": recipe}
+    from personalize_pipeline.config import parse_config
+    from personalize_pipeline.errors import InputError
+
+    source = ROOT / "deploy" / "personalize.celery.yaml"
+    config = yaml.safe_load(source.read_text()) or {}
+    try:
+        solutions = parse_config(config, str(source)).solutions
+    except InputError as exc:
+        raise ServiceError(exc.message) from None
+    names = [s.name for s in solutions]
+    if solution is not None and solution not in names:
+        raise ServiceError(f"--solution {solution}: not in {source} (it has {', '.join(names)})")
+    raw = config.get("solutions") or [{"name": names[0]}]  # absent: the model's default solution
+    config["solutions"] = [{**raw[names.index(solution or names[0])], "recipe": recipe}]
+    config["locations"] = {k: f"s3://{BUCKET}/{k.replace('_', '-')}" for k in LOCATION_VARIABLES}
+    try:
+        parse_config(config, f"{source} with the demo's solution and locations")
+    except InputError as exc:
+        raise ServiceError(exc.message) from None
     return config
 
 
 def upload_demo_data(cluster: Cluster, options: DemoOptions) -> None:
     """The demo dataset group to s3://BUCKET/dataset/; its batch job input, split into
-    ``options.shards`` shards, to s3://BUCKET/batch-input/part-K.jsonl."""
+    ``options.shards`` shards, to s3://BUCKET/batch-input/<solution>/part-K.jsonl."""
     from personalize_pipeline.demo_data import DemoSpec, generate
 
     local = cluster.work / "demo-data"
@@ -260,7 +287,8 @@ def upload_demo_data(cluster: Cluster, options: DemoOptions) -> None:
             fs.put_file(str(path), f"{BUCKET}/dataset/{path.relative_to(local).as_posix()}")
     lines = (local / "batch-input" / "users.jsonl").read_text().splitlines(keepends=True)
     for k in range(options.shards):
-        fs.pipe_file(f"{BUCKET}/batch-input/part-{k}.jsonl", "".join(lines[k :: options.shards]).encode())
+        shard = "".join(lines[k :: options.shards]).encode()
+        fs.pipe_file(f"{BUCKET}/batch-input/{cluster.solution}/part-{k}.jsonl", shard)
     shutil.rmtree(local)
     say(
         f"demo dataset ({options.interactions:,} interactions) and {options.shards} batch input shards uploaded to s3://{BUCKET}/"
@@ -296,9 +324,8 @@ def wait_for_runs(cluster: Cluster, instance, job: str, count: int, deadline: fl
         cluster.check_alive()
         if time.monotonic() > deadline:
             states = ", ".join(f"{r.run_id[:8]} {r.status.value}" for r in runs) or "none yet"
-            raise ServiceError(
-                f"{job}: runs not finished in time ({states}); daemon log:\n{log_tail(cluster.work / 'logs' / 'daemon.log')}"
-            )
+            daemon_log = log_tail(cluster.work / "logs" / "daemon.log")
+            raise ServiceError(f"{job}: runs not finished in time ({states}); daemon log:\n{daemon_log}")
         time.sleep(1.0)
 
 
@@ -332,18 +359,21 @@ def run_demo(options: DemoOptions) -> dict:
         import dagster as dg
 
         upload_demo_data(cluster, options)
-        jobs = listed(cluster.dagster("job", "list"), "Job")
-        full_job = pick(jobs, options.full_job, FULL_JOB, options.solution, "job")
-        shard_job = pick(jobs, options.shard_job, SHARD_JOB, options.solution, "job")
+        cluster.wait_code_server()
+        with ThreadPoolExecutor(2) as pool:  # two CLI processes loading the workspace: at once
+            jobs, sensors = pool.map(
+                lambda kind: listed(cluster.dagster(kind, "list"), kind.title()), ["job", "sensor"]
+            )
+        full_job = pick(jobs, options.full_job, FULL_JOB, cluster.solution, "job")
+        shard_job = pick(jobs, options.shard_job, SHARD_JOB, cluster.solution, "job")
+        sensor = pick(sensors, None, SHARD_SENSOR, cluster.solution, "sensor")
         with dg.DagsterInstance.get() as instance:
             say(f"launching {full_job} (Celery executor) through the instance")
             cluster.dagster("job", "launch", "-j", full_job)
+            cluster.wait_workers()  # while the daemon dequeues the run and its run worker starts
             runs = wait_for_runs(cluster, instance, full_job, 1, deadline)
             say(f"{full_job}: {runs[0].status.value}")
             if runs[0].status.value == "SUCCESS":
-                sensor = pick(
-                    listed(cluster.dagster("sensor", "list"), "Sensor"), None, SHARD_SENSOR, options.solution, "sensor"
-                )
                 say(f"starting sensor {sensor}: one partition and run of {shard_job} per shard")
                 cluster.dagster("sensor", "start", sensor)
                 runs += wait_for_runs(cluster, instance, shard_job, options.shards, deadline)
@@ -420,7 +450,7 @@ def check_outputs(cluster: Cluster, outputs: dict[str, int | None], from_shards:
             problems.append(f"{url}: {lines} lines on S3, {recorded} recorded")
         if url in from_shards:
             shard_lines += lines
-    inputs = sum(len(fs.cat_file(p).splitlines()) for p in fs.glob(f"{BUCKET}/batch-input/*.jsonl"))
+    inputs = sum(len(fs.cat_file(p).splitlines()) for p in fs.glob(f"{BUCKET}/batch-input/{cluster.solution}/*.jsonl"))
     if shard_lines != inputs:
         problems.append(f"the shard outputs hold {shard_lines} lines for {inputs} input lines")
     return problems
@@ -441,7 +471,7 @@ def parse_args(argv: list[str] | None) -> DemoOptions:
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds for the whole demo")
     p.add_argument("--full-job", help=f"the FULL retrain job (default: the job matching {FULL_JOB})")
     p.add_argument("--shard-job", help=f"the sharded batch job (default: the job matching {SHARD_JOB})")
-    p.add_argument("--solution", help="with several solutions: run this one's jobs")
+    p.add_argument("--solution", help="which solution of deploy/personalize.celery.yaml (default: the first)")
     p.add_argument("--workdir", type=Path, help="keep services' data and logs here (default: a temporary folder)")
     a = p.parse_args(argv)
     return DemoOptions(

