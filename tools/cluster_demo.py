@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # this checkout's personalize_pipeline, as the services get it (PYTHONPATH)
 sys.path.insert(0, str(ROOT / "tests"))  # SeaweedS3: the project's SeaweedFS launcher
 sys.path.insert(0, str(ROOT / "tools"))
 
