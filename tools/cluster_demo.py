@@ -4,8 +4,9 @@ Starts, on 127.0.0.1 only: SeaweedFS as S3 (dataset, artifacts, outputs; credent
 required), Redis as the Celery broker and result backend, PostgreSQL as the Dagster instance
 storage (deploy/dagster.postgres.yaml), the code location as a gRPC server, the Dagster daemon
 (run queue, sensors) and two Celery workers (``dagster-celery worker start``, deploy/celery.yaml)
-each in its own working directory, as on separate machines. The pipeline's configuration is
-deploy/personalize.celery.yaml with the S3 locations filled in.
+each in its own working directory, as on separate machines, all importing this checkout
+(PYTHONPATH). The pipeline's configuration is deploy/personalize.celery.yaml with the S3
+locations filled in and one of its solutions (``--solution``, default the first).
 
 Then, through the instance: the FULL retrain job with the Celery executor on the demo dataset
 in S3; then the batch job over N input shards, whose partitions and runs the shard sensor

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from s3server import weed_binary
 
+from personalize_pipeline.config import parse_config
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 import cluster_demo  # noqa: E402
 import cluster_services  # noqa: E402
@@ -87,3 +89,12 @@ def test_cluster_demo_runs_on_celery_workers_with_postgres_and_s3(capsys, monkey
     assert len(started) == 6  # redis, postgres, code server, daemon, two workers (weed: tests/s3server.py)
     assert [pid for pid in started if _alive(pid)] == []
     assert dict(os.environ) == env_before
+
+
+def test_the_demo_runs_one_solution_of_the_celery_deploy_file_on_its_buckets():
+    config = parse_config(cluster_demo.personalize_config("aws-popularity-count"))
+    assert [(s.name, s.recipe) for s in config.solutions] == [("demo", "aws-popularity-count")]
+    assert config.runs.executor.kind == "celery"
+    assert all(url.startswith("s3://personalize-demo/") for url in config.locations.model_dump().values())
+    with pytest.raises(cluster_services.ServiceError, match=r"--solution nope: not in .*personalize.celery.yaml"):
+        cluster_demo.personalize_config("aws-popularity-count", "nope")
