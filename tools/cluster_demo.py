@@ -19,9 +19,9 @@ runs succeeded and the checks hold.
 
     .venv/bin/python tools/cluster_demo.py [--recipe aws-hrnn] [--shards 4] [--interactions 60000 ...]
 
-The jobs are found by listing the code location's jobs (``FULL_JOB`` and ``SHARD_JOB`` are
-patterns, ``--full-job`` / ``--shard-job`` name them exactly); tests/dagster/test_cluster_demo.py
-runs the same at a small scale.
+The jobs are the solution's (``<solution>__full_retrain``, ``<solution>__batch_jobs``, sensor
+``<solution>__batch_job_shards``; ``--full-job`` / ``--shard-job`` name others);
+tests/dagster/test_cluster_demo.py runs the same at a small scale.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ import argparse
 import contextlib
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -41,7 +40,6 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,11 +51,10 @@ sys.path.insert(0, str(ROOT / "tools"))
 from cluster_services import HOST, Postgres, Process, Redis, ServiceError, free_port, log_tail, wait_until  # noqa: E402
 from s3server import SeaweedS3  # noqa: E402
 
-# Job and sensor names of a solution S (assets/solutions.py: S__full_retrain, S__batch_jobs,
-# S__batch_job_shards), matched against the code location's listing.
-FULL_JOB = r"(^|__)full_retrain$"
-SHARD_JOB = r"(^|__)batch_jobs$"
-SHARD_SENSOR = r"(^|__)batch_job_shards$"
+# Job and sensor names of a solution (assets/solutions.py); the CLI says so when one is missing
+FULL_JOB = "{solution}__full_retrain"
+SHARD_JOB = "{solution}__batch_jobs"
+SHARD_SENSOR = "{solution}__batch_job_shards"
 BUCKET = "personalize-demo"
 WORKERS = ("worker-a", "worker-b")
 TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
@@ -297,24 +294,6 @@ def upload_demo_data(cluster: Cluster, options: DemoOptions) -> None:
     )
 
 
-def pick(names: list[str], exact: str | None, pattern: str, solution: str | None, what: str) -> str:
-    """The one name among ``names`` that is ``exact`` or matches ``pattern`` (and starts with
-    ``solution__`` when given; the first match otherwise)."""
-    if exact:
-        if exact not in names:
-            raise ServiceError(f"{what} {exact!r} is not in the code location (it has {', '.join(names)})")
-        return exact
-    found = [n for n in names if re.search(pattern, n) and (solution is None or n.startswith(f"{solution}__"))]
-    if not found:
-        raise ServiceError(f"no {what} matching {pattern!r} in the code location (it has {', '.join(names)})")
-    return sorted(found)[0]
-
-
-def listed(output: str, label: str) -> list[str]:
-    """Names from ``dagster job list`` ("Job: name") or ``dagster sensor list`` ("Sensor: name")."""
-    return re.findall(rf"^{label}: (\S+)", output, flags=re.MULTILINE)
-
-
 def wait_for_runs(cluster: Cluster, instance, job: str, count: int, deadline: float) -> list:
     """The ``count`` runs of ``job`` once all have finished (the daemon launches them)."""
     import dagster as dg
@@ -362,13 +341,9 @@ def run_demo(options: DemoOptions) -> dict:
 
         upload_demo_data(cluster, options)
         cluster.wait_code_server()
-        with ThreadPoolExecutor(2) as pool:  # two CLI processes loading the workspace: at once
-            jobs, sensors = pool.map(
-                lambda kind: listed(cluster.dagster(kind, "list"), kind.title()), ["job", "sensor"]
-            )
-        full_job = pick(jobs, options.full_job, FULL_JOB, cluster.solution, "job")
-        shard_job = pick(jobs, options.shard_job, SHARD_JOB, cluster.solution, "job")
-        sensor = pick(sensors, None, SHARD_SENSOR, cluster.solution, "sensor")
+        full_job = options.full_job or FULL_JOB.format(solution=cluster.solution)
+        shard_job = options.shard_job or SHARD_JOB.format(solution=cluster.solution)
+        sensor = SHARD_SENSOR.format(solution=cluster.solution)
         with dg.DagsterInstance.get() as instance:
             say(f"launching {full_job} (Celery executor) through the instance")
             cluster.dagster("job", "launch", "-j", full_job)
@@ -471,8 +446,8 @@ def parse_args(argv: list[str] | None) -> DemoOptions:
     p.add_argument("--shards", type=int, default=4)
     p.add_argument("--worker-concurrency", type=int, default=2)
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds for the whole demo")
-    p.add_argument("--full-job", help=f"the FULL retrain job (default: the job matching {FULL_JOB})")
-    p.add_argument("--shard-job", help=f"the sharded batch job (default: the job matching {SHARD_JOB})")
+    p.add_argument("--full-job", help=f"the FULL retrain job (default: {FULL_JOB})")
+    p.add_argument("--shard-job", help=f"the sharded batch job (default: {SHARD_JOB})")
     p.add_argument("--solution", help="which solution of deploy/personalize.celery.yaml (default: the first)")
     p.add_argument("--workdir", type=Path, help="keep services' data and logs here (default: a temporary folder)")
     a = p.parse_args(argv)
