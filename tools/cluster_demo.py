@@ -236,7 +236,9 @@ class Cluster:
             cmd, capture_output=True, text=True, env={**os.environ, **self.env}, cwd=self.work, timeout=300
         )
         if done.returncode != 0:
-            raise ServiceError(f"`{' '.join(cmd[:4])}` failed: {(done.stderr or done.stdout).strip()[-1500:]}")
+            detail = (done.stderr or done.stdout).strip() or "no output"
+            # the last line says why (click's "Error: ..."), first in the report; then the rest
+            raise ServiceError(f"`dagster {' '.join(args)}` failed: {detail.splitlines()[-1]}\n{detail[-1500:]}")
         return done.stdout
 
     def check_alive(self) -> None:
