@@ -112,9 +112,8 @@ class UserPersonalization(HRNNMetadata):
             shown = np.bincount(codes, minlength=n_items).astype(np.float64)
             shown_and_picked = np.bincount(codes[picked], minlength=n_items).astype(np.float64)
             np.minimum.at(first_seen, codes, timestamps[parents])
-            m = self.params["impression_negatives"]
-            if m > 0 and (~picked).any():
-                self._impression_matrix = _negatives_matrix(codes[~picked], parents[~picked], len(items), m)
+            if self.params["impression_negatives"] > 0 and (~picked).any():
+                self._impression_matrix = IgnoredImpressions.of(codes[~picked], parents[~picked], len(items))
         if "creation_timestamp" in features.items.columns:
             created = features.items["creation_timestamp"].to_numpy(np.float64)
             first_seen = np.where(np.isfinite(created), created, first_seen)
@@ -145,7 +144,7 @@ class UserPersonalization(HRNNMetadata):
         """Impressed-but-ignored items of the events at ``positions`` (-1 = none)."""
         if self._impression_matrix is None:
             return None
-        return self._impression_matrix[positions]
+        return self._impression_matrix.first(positions.numpy(), self.params["impression_negatives"])
 
     def _finish_fit(self) -> None:
         """Items without interactions: no free embedding, a low bias (a new item has to earn
@@ -293,16 +292,27 @@ class UserPersonalization(HRNNMetadata):
         return stats
 
 
-def _negatives_matrix(codes: np.ndarray, parents: np.ndarray, n_events: int, width: int) -> torch.Tensor:
-    """[n_events, width] item codes (-1 padding): the first ``width`` ignored impressions of each event."""
-    order = np.argsort(parents, kind="stable")
-    codes, parents = codes[order], parents[order]
-    starts = np.searchsorted(parents, parents, side="left")
-    rank = np.arange(len(parents)) - starts
-    keep = rank < width
-    out = np.full((n_events, width), -1, dtype=np.int64)
-    out[parents[keep], rank[keep]] = codes[keep]
-    return torch.from_numpy(out)
+@dataclass(frozen=True)
+class IgnoredImpressions:
+    """The impressed-but-ignored items of every event, in compressed rows: the codes of
+    event ``e`` are ``codes[offsets[e]:offsets[e + 1]]``, in impression order."""
+
+    codes: np.ndarray
+    offsets: np.ndarray
+
+    @classmethod
+    def of(cls, codes: np.ndarray, parents: np.ndarray, n_events: int) -> IgnoredImpressions:
+        """From (code, event) pairs ordered by event (as a list column flattens)."""
+        counts = np.bincount(parents, minlength=n_events)
+        return cls(codes.astype(np.int64), np.concatenate([[0], np.cumsum(counts)]))
+
+    def first(self, events: np.ndarray, width: int) -> torch.Tensor:
+        """[len(events), width] item codes (-1 padding): the first ``width`` of each event."""
+        start = self.offsets[events]
+        steps = np.arange(width)
+        valid = steps[None, :] < np.minimum(self.offsets[events + 1] - start, width)[:, None]
+        out = np.where(valid, self.codes[np.where(valid, start[:, None] + steps[None, :], 0)], -1)
+        return torch.from_numpy(out.astype(np.int64))
 
 
 def merge_lists(relevant: np.ndarray, explored: np.ndarray, k: int) -> np.ndarray:
