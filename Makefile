@@ -6,7 +6,6 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export PERSONALIZE_DATASET ?= $(CURDIR)/.data/demo
 export PERSONALIZE_ARTIFACTS ?= $(CURDIR)/.data/artifacts
 export PERSONALIZE_OUTPUT ?= $(CURDIR)/.data/output
-export GX_ANALYTICS_ENABLED := false
 export DAGSTER_DISABLE_TELEMETRY := 1
 
 .PHONY: setup demo test ui bench clean cluster-demo

@@ -32,6 +32,9 @@ import pyarrow.compute as pc
 from .datasets import Dataset, DatasetGroup
 from .schemas import INTEGER_TYPES, NUMERIC_TYPES, REQUIRED_FIELDS
 
+# The one place Great Expectations' usage analytics are switched off (unless the environment
+# says otherwise): only this module imports GX, lazily, so this runs first in every process
+# that validates (CLI, Dagster steps and workers, tests, benchmarks).
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 MIN_INTERACTIONS = 1000

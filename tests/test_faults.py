@@ -47,7 +47,7 @@ def base_env(**extra: str) -> dict[str, str]:
         for k, v in os.environ.items()
         if not k.startswith("AWS_") and k not in ("PERSONALIZE_DEBUG", "PERSONALIZE_PROGRESS")
     }
-    return {**env, "GX_ANALYTICS_ENABLED": "false", **extra}
+    return {**env, **extra}
 
 
 def cli_process(args, env, **kwargs) -> subprocess.Popen:
