@@ -86,10 +86,6 @@ class Features:
             self.item_ids, self.user_ids, interactions.reset_index(drop=True), self.items, self.users, dict(self.info)
         )
 
-    def filter_events(self) -> pd.DataFrame:
-        """Every imported event, as filters see them."""
-        return self.interactions if self.events is None else self.events
-
     def item_index(self, ids: np.ndarray) -> np.ndarray:
         """Codes of ITEM_IDs (-1 where unknown)."""
         return pd.Index(self.item_ids).get_indexer(pd.Index(ids))
@@ -442,14 +438,6 @@ def _sorted_unique(parts: list) -> pa.Array:
     values = pc.unique(pa.chunked_array(chunks, type=pa.string()) if chunks else pa.array([], pa.string()))
     values = values.filter(pc.and_(pc.is_valid(values), pc.not_equal(values, "")))
     return values.take(pc.sort_indices(values))
-
-
-def _codes(values, dictionary: pa.Array, missing: int | None = None) -> np.ndarray:
-    """int32 code of each value in ``dictionary``; nulls/unknowns get ``missing``."""
-    codes = pc.index_in(values, value_set=dictionary)
-    if missing is not None:
-        codes = pc.fill_null(codes, missing)
-    return np.asarray(codes.to_numpy(zero_copy_only=False), dtype=np.int32)
 
 
 def _numeric(values, to: pa.DataType):

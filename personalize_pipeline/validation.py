@@ -131,14 +131,6 @@ class ValidationReport:
     def warnings(self) -> list[RuleResult]:
         return [r for r in self.results if not r.success and r.severity == "warning"]
 
-    def for_dataset(self, dataset_type: str) -> ValidationReport:
-        return ValidationReport(
-            self.location,
-            [r for r in self.results if r.dataset == dataset_type],
-            {k: v for k, v in self.row_counts.items() if k == dataset_type},
-            self.seconds,
-        )
-
     def summary(self) -> str:
         n, bad = len(self.results), len(self.failures)
         state = "PASSED" if self.success else "FAILED"
@@ -242,9 +234,6 @@ class _UserCounts:
         merged = self._merged()
         keep = pc.and_(pc.is_valid(merged["user"]), pc.greater_equal(merged["n"], 2))
         return pd.DataFrame({"USER_ID": merged["user"].filter(keep).to_pandas()})
-
-
-SCOPES = ("all", "file", "minimums")
 
 
 def build_batches(

@@ -90,8 +90,7 @@ _MISSING = object()
 
 
 class _Evaluator:
-    def __init__(self, expression: str, context: FilterContext, values: dict[str, Any], include: bool):
-        self.expression = expression
+    def __init__(self, context: FilterContext, values: dict[str, Any], include: bool):
         self.ctx = context
         self.values = values
         self.include = include
@@ -389,7 +388,7 @@ class Filter:
             raise ValueError(f"user codes must be -1 or in [0, {len(context.user_ids)})")
         out = np.ones((len(codes), context.n_items), dtype=bool)
         for expression in self._expressions:
-            _Evaluator(self.expression, context, values or {}, expression.include).apply(expression, codes, out)
+            _Evaluator(context, values or {}, expression.include).apply(expression, codes, out)
         return out
 
     def __str__(self) -> str:

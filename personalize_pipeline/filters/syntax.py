@@ -72,7 +72,7 @@ _SCAN = re.compile(
 )
 
 
-def _fail(text: str, where: str, pos: int, reason: str) -> InputError:
+def _fail(where: str, pos: int, reason: str) -> InputError:
     return InputError(f"{where}: position {pos + 1}: {reason}")
 
 
@@ -89,18 +89,18 @@ def _tokenize(text: str, where: str = "filter expression") -> list[_Token]:
                 out.append(text[j])
                 j += 1
             if j >= n:
-                raise _fail(text, where, i, 'unterminated string (missing closing ")')
+                raise _fail(where, i, 'unterminated string (missing closing ")')
             tokens.append(_Token("string", "".join(out), i))
             i = j + 1
             continue
         m = _SCAN.match(text, i)
         if m is None:
             if ch == "$":
-                raise _fail(text, where, i, "expected a parameter name after $ (like $GENRES)")
-            raise _fail(text, where, i, f"unexpected character {ch!r}")
+                raise _fail(where, i, "expected a parameter name after $ (like $GENRES)")
+            raise _fail(where, i, f"unexpected character {ch!r}")
         kind = m.lastgroup
         if kind == "name" and m.group().endswith("."):
-            raise _fail(text, where, m.end(), f"expected a field name after '{m.group()}'")
+            raise _fail(where, m.end(), f"expected a field name after '{m.group()}'")
         if kind != "ws":
             tokens.append(_Token(m.group() if kind == "punct" else kind, m.group(), i))
         i = m.end()
@@ -146,7 +146,6 @@ class Expression:
 
 class _Parser:
     def __init__(self, text: str):
-        self.text = text
         self.tokens = _tokenize(text)
         self.i = 0
 
@@ -162,7 +161,7 @@ class _Parser:
 
     def error(self, tok: _Token | int, reason: str) -> InputError:
         pos = tok if isinstance(tok, int) else tok.pos
-        return _fail(self.text, "filter expression", pos, reason)
+        return _fail("filter expression", pos, reason)
 
     def is_kw(self, tok: _Token, *words: str) -> bool:
         return tok.kind == "name" and tok.text.upper() in words
@@ -270,18 +269,18 @@ class _Parser:
             nxt = self.next()
             if not self.is_kw(nxt, "IN"):
                 raise self.error(nxt, f"expected IN after NOT, got {nxt.describe()}")
-            op, values = "NOT IN", self.in_values(nxt)
+            op, values = "NOT IN", self.in_values()
         elif self.is_kw(op_tok, "IN"):
-            op, values = "IN", self.in_values(op_tok)
+            op, values = "IN", self.in_values()
         elif self.is_kw(op_tok, "BETWEEN"):
-            lo = self.scalar(op_tok, "BETWEEN")
+            lo = self.scalar("BETWEEN")
             and_tok = self.next()
             if not self.is_kw(and_tok, "AND"):
                 raise self.error(and_tok, f"expected AND in {label} BETWEEN ... AND ..., got {and_tok.describe()}")
-            op, values = "BETWEEN", (lo, self.scalar(and_tok, "BETWEEN ... AND"))
+            op, values = "BETWEEN", (lo, self.scalar("BETWEEN ... AND"))
         elif op_tok.kind == "op":
             op = "!=" if op_tok.text == "<>" else op_tok.text
-            values = (self.scalar(op_tok, op),)
+            values = (self.scalar(op),)
         else:
             raise self.error(
                 op_tok, f"expected IN, NOT IN, BETWEEN or a comparison after {label}, got {op_tok.describe()}"
@@ -300,7 +299,7 @@ class _Parser:
                     raise self.error(v.pos, f"CurrentUser values can only be compared with Items fields, not {label}")
         return Condition(dataset, fld, op, tuple(values), tok.pos, label)
 
-    def in_values(self, in_tok: _Token) -> tuple[Value, ...]:
+    def in_values(self) -> tuple[Value, ...]:
         tok = self.peek()
         if tok.kind != "(":
             if tok.kind == "param" or (tok.kind == "name" and tok.text.lower().startswith("currentuser.")):
@@ -339,10 +338,10 @@ class _Parser:
             tok, f"expected a quoted string, a number, a $PARAMETER or CurrentUser.FIELD {where}, got {tok.describe()}"
         )
 
-    def scalar(self, after: _Token, op: str) -> Value:
+    def scalar(self, op: str) -> Value:
         if self.peek().kind == "(":
             open_ = self.next()
-            v = self.scalar(open_, op)
+            v = self.scalar(op)
             tok = self.next()
             if tok.kind != ")":
                 raise self.error(tok, f"expected ) to close the ( at position {open_.pos + 1}, got {tok.describe()}")
@@ -456,13 +455,13 @@ def parse_list_value(name: str, raw: Any) -> list[str]:
                 items = []
                 for k, tok in enumerate(tokens[:-1]):
                     if k % 2 == 0 and tok.kind not in ("string", "number"):
-                        raise _fail(text, where, tok.pos, f"expected a quoted string, got {tok.describe()}")
+                        raise _fail(where, tok.pos, f"expected a quoted string, got {tok.describe()}")
                     if k % 2 == 1 and tok.kind != ",":
-                        raise _fail(text, where, tok.pos, f"expected , between quoted values, got {tok.describe()}")
+                        raise _fail(where, tok.pos, f"expected , between quoted values, got {tok.describe()}")
                     if k % 2 == 0:
                         items.append(tok.text if tok.kind == "string" else canonical_number(float(tok.text)))
                 if len(tokens) % 2 == 1:  # ends with a comma (tokens include "end")
-                    raise _fail(text, where, tokens[-1].pos, "expected a quoted string after the last ,")
+                    raise _fail(where, tokens[-1].pos, "expected a quoted string after the last ,")
             else:
                 numbers = [p.strip() for p in text.split(",")]
                 if len(numbers) > 1 and all(to_float(p) is not None for p in numbers):
