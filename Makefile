@@ -29,6 +29,11 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q
 
+# while working: everything but the slow, S3 and Dagster tests (markers in pyproject.toml)
+.PHONY: test-fast
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow and not s3 and not dagster"
+
 # Redis + PostgreSQL + SeaweedFS + two Celery workers on this machine: deploy/README.md
 cluster-demo: setup
 	$(PY) tools/cluster_demo.py

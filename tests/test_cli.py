@@ -527,6 +527,7 @@ def test_evaluate_rejects_bad_data(dataset, capsys):
     assert out == ""
 
 
+@pytest.mark.slow
 def test_real_script_bad_data_error(dataset, solution):
     """The real console script, end to end, on bad data: one line, exit 2, solution untouched."""
     set_field(dataset, "TIMESTAMP", [5], "yesterday")
