@@ -71,9 +71,9 @@ def _solution_config(args) -> Any:
 def _train_config(args) -> Any:
     """The solution config of ``train``: a CreateSolution file (``--solution-config``), then
     the flags on top of it (``--recipe``, ``--hp``, event filters, ``--hpo N``, ``--automl``)."""
+    from .create_solution import MAX_TRAINING_JOBS, AutoMLConfig, HPOConfig, read_solution_config
     from .recipes import get_recipe, recipe_name
     from .training import SolutionConfig
-    from .tuning import MAX_TRAINING_JOBS, AutoMLConfig, HPOConfig, read_solution_config
 
     kwargs: dict[str, Any] = (
         read_solution_config(args.solution_config) if args.solution_config else {"hyperparameters": {}}
@@ -517,7 +517,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

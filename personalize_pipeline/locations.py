@@ -18,11 +18,14 @@ import posixpath
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fsspec
 
 from .errors import InputError, StorageUnavailable
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def _int_env(name: str, default: int) -> int:
@@ -210,6 +213,16 @@ class Location:
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise InputError(f"{self.url}: not valid JSON ({exc})") from None
 
+    def read_parquet(self) -> pd.DataFrame:
+        """A Parquet file written by :meth:`write_parquet`; list columns stay Arrow lists."""
+        import pandas as pd
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        with self.open("rb") as fh:
+            table = pq.read_table(fh)
+        return table.to_pandas(types_mapper=lambda t: pd.ArrowDtype(t) if pa.types.is_list(t) else None)
+
     @contextlib.contextmanager
     def open(self, mode: str = "rb") -> Iterator[Any]:
         with s3_errors(self):
@@ -245,6 +258,15 @@ class Location:
 
     def write_json(self, obj: Any) -> None:
         self.write_bytes((json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n").encode("utf-8"))
+
+    def write_parquet(self, frame: pd.DataFrame) -> None:
+        """Atomically replace this file with ``frame`` as zstd-compressed Parquet (no index)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        with self.atomic_writer() as fh:
+            pq.write_table(table, fh, compression="zstd")
 
     @contextlib.contextmanager
     def atomic_writer(self) -> Iterator[io.BufferedIOBase]:

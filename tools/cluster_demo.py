@@ -187,7 +187,6 @@ class Cluster:
             "PERSONALIZE_CONFIG": str(w / "personalize.yaml"),
             "CELERY_BROKER_URL": self.redis.url,
             "CELERY_RESULT_BACKEND": self.redis.url,
-            "GX_ANALYTICS_ENABLED": "false",
             "DAGSTER_DISABLE_TELEMETRY": "1",
             "MPLBACKEND": "Agg",
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",

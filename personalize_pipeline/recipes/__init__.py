@@ -36,9 +36,6 @@ RECIPES: dict[str, type[Recipe]] = {
     )
 }
 
-# Recipes of Amazon Personalize that this project will provide (see the issues); named
-# here so that users get "not available yet" rather than "unknown".
-PLANNED: tuple[str, ...] = ()
 ARN_PREFIX = "arn:aws:personalize:::recipe/"
 
 
@@ -53,8 +50,6 @@ def get_recipe(name_or_arn: str) -> type[Recipe]:
     name = recipe_name(name_or_arn)
     if name in RECIPES:
         return RECIPES[name]
-    if name in PLANNED:
-        raise InputError(f"recipe {name} is not available in this version yet (available: {', '.join(RECIPES)})")
     raise InputError(f"unknown recipe {name_or_arn!r} (available: {', '.join(RECIPES)})")
 
 
@@ -66,7 +61,6 @@ __all__ = [
     "get_recipe",
     "recipe_name",
     "RECIPES",
-    "PLANNED",
     "HRNN",
     "HRNNMetadata",
     "PersonalizedRanking",
