@@ -1,7 +1,6 @@
 """Filter evaluation: exact masks and evaluation errors on small hand-built contexts."""
 
 import dataclasses
-import time
 
 import numpy as np
 import pandas as pd
@@ -475,14 +474,9 @@ def test_scale_10k_items_2k_users_200k_events():
         ' | EXCLUDE ItemID WHERE Items.PRICE > 80 AND Users.MEMBERSHIP IN ("basic")'
     )
     codes = np.r_[np.arange(n_users), -1]
-    start = time.perf_counter()
+    # (its speed is a benchmark's business, not a timed test's: bench/batch_speed.py)
     mask = f.mask(ctx, codes, {"G": '"Comedy","Kids"'})  # cold: builds every cache
-    cold = time.perf_counter() - start
-    start = time.perf_counter()
-    again = f.mask(ctx, codes, {"G": '"Comedy","Kids"'})
-    warm = time.perf_counter() - start
-    assert cold < 1.0, f"cold mask took {cold:.3f}s"
-    assert warm < 0.5, f"warm mask took {warm:.3f}s"
+    again = f.mask(ctx, codes, {"G": '"Comedy","Kids"'})  # warm: from the caches
     assert mask.shape == (n_users + 1, n_items) and np.array_equal(mask, again)
     # spot-check rows against a direct per-user computation
     lower_types = np.char.lower(ev_types.astype(str))
