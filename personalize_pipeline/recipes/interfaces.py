@@ -30,6 +30,9 @@ if TYPE_CHECKING:
     from .user_personalization import ExplorationConfig
 
 
+SegmentInput = Literal["itemId", "itemAttributes"]
+
+
 class UserRecommender(Recipe):
     """USER_PERSONALIZATION: ``recommend`` top-k items per user for batch jobs."""
 
@@ -90,7 +93,7 @@ class UserSegmenter(Recipe):
 
     recipe_type: ClassVar[str] = "USER_SEGMENTATION"
     # what a batch segment job's input line names: one item, or an item attribute condition
-    segment_input: ClassVar[Literal["itemId", "itemAttributes"]]
+    segment_input: ClassVar[SegmentInput]
 
     @abstractmethod
     def segments(self, queries: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -113,4 +116,12 @@ def interface_of(cls: type[Recipe]) -> type[Recipe]:
     return found[0]
 
 
-__all__ = ["UserRecommender", "Ranker", "RelatedItemsRecipe", "UserSegmenter", "INTERFACES", "interface_of"]
+__all__ = [
+    "SegmentInput",
+    "UserRecommender",
+    "Ranker",
+    "RelatedItemsRecipe",
+    "UserSegmenter",
+    "INTERFACES",
+    "interface_of",
+]
