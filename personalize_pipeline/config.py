@@ -146,9 +146,12 @@ class Solution(_Section):
 
     def supports_exploration(self) -> bool:
         """Whether the configured recipe takes itemExplorationConfig (not known ahead for AutoML)."""
-        from .recipes import get_recipe
+        from .recipes import UserRecommender, get_recipe
 
-        return not self.perform_automl and bool(getattr(get_recipe(self.recipe), "supports_exploration", False))
+        if self.perform_automl:
+            return False
+        recipe = get_recipe(self.recipe)
+        return issubclass(recipe, UserRecommender) and recipe.supports_exploration
 
     def recipe_type(self) -> str | None:
         from .recipes import get_recipe

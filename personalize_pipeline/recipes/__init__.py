@@ -7,6 +7,7 @@ from .base import HyperParameter, Recipe, UserBatch, top_k
 from .hrnn import HRNN
 from .hrnn_coldstart import HRNNColdstart
 from .hrnn_metadata import HRNNMetadata
+from .interfaces import INTERFACES, Ranker, RelatedItemsRecipe, UserRecommender, UserSegmenter, interface_of
 from .item_affinity import ItemAffinity, ItemAttributeAffinity
 from .personalized_ranking import PersonalizedRanking
 from .personalized_ranking_v2 import PersonalizedRankingV2
@@ -56,6 +57,12 @@ def get_recipe(name_or_arn: str) -> type[Recipe]:
 __all__ = [
     "HyperParameter",
     "Recipe",
+    "UserRecommender",
+    "Ranker",
+    "RelatedItemsRecipe",
+    "UserSegmenter",
+    "INTERFACES",
+    "interface_of",
     "UserBatch",
     "top_k",
     "get_recipe",

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -35,7 +35,11 @@ from torch import nn
 
 from ..features import Features
 from .base import HyperParameter, Recipe, UserBatch
+from .interfaces import UserRecommender
 from .scoring import DEVICES, LinearScorer, resolve_device
+
+if TYPE_CHECKING:
+    from .user_personalization import ExplorationConfig
 
 HP = HyperParameter
 
@@ -153,11 +157,12 @@ def make_windows(indptr: np.ndarray, items: np.ndarray, bptt: int) -> tuple[np.n
     return inputs.astype(np.int64), targets.astype(np.int64), start + 1
 
 
-class HRNN(Recipe):
-    name = "aws-hrnn"
-    recipe_type = "USER_PERSONALIZATION"
+class GRURecipe(Recipe):
+    """The GRU model behind aws-hrnn and its variants (training, UPDATE, scoring, state);
+    :class:`HRNN` serves it as a USER_PERSONALIZATION recipe, aws-personalized-ranking as a
+    PERSONALIZED_RANKING one."""
+
     hyperparameters = PERSONALIZE_HRNN_HPS + TRAINING_HPS
-    description = "Hierarchical recurrent network (GRU) over each user's time-ordered history."
 
     def _build(self, n_items: int) -> GRUNet:
         p = self.params
@@ -179,7 +184,7 @@ class HRNN(Recipe):
         seed: int = 42,
         previous_item_ids: np.ndarray | None = None,
         previous_user_ids: np.ndarray | None = None,
-    ) -> HRNN:
+    ) -> GRURecipe:
         """UPDATE (Personalize's "not a full retraining"): keep this FULL model's network, add
         the new items and make one pass over the windows holding events newer than the
         version, moving only the item side (item biases and the embeddings of items the
@@ -239,7 +244,7 @@ class HRNN(Recipe):
         warm_start: tuple[GRUNet, np.ndarray] | None = None,
         only_after: float | None = None,
         previous_user_ids: np.ndarray | None = None,
-    ) -> HRNN:
+    ) -> GRURecipe:
         """Train on ``features``; ``warm_start`` = (FULL model, its item ids) fine-tunes that
         model instead of starting from scratch; ``only_after`` (a timestamp) restricts the
         training windows to those holding events newer than it (one pass, item side only);
@@ -575,6 +580,7 @@ class HRNN(Recipe):
         k: int,
         exclude_seen: bool = False,
         allowed: np.ndarray | None = None,
+        *,
         device: torch.device | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k by logits; scores are softmax probabilities over the (allowed) catalogue.
@@ -625,3 +631,21 @@ class HRNN(Recipe):
         )
         self.net.eval()
         self.n_items = len(self.popularity)
+
+
+class HRNN(GRURecipe, UserRecommender):
+    name = "aws-hrnn"
+    description = "Hierarchical recurrent network (GRU) over each user's time-ordered history."
+
+    def recommend(
+        self,
+        batch: UserBatch,
+        k: int,
+        exclude_seen: bool = False,
+        allowed: np.ndarray | None = None,
+        *,
+        exploration: ExplorationConfig | None = None,
+        device: torch.device | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        self._refuse_exploration(exploration)
+        return super().recommend(batch, k, exclude_seen, allowed, device=device)

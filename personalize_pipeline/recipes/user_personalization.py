@@ -169,6 +169,7 @@ class UserPersonalization(HRNNMetadata):
         k: int,
         exclude_seen: bool = False,
         allowed: np.ndarray | None = None,
+        *,
         exploration: ExplorationConfig | None = None,
         device: torch.device | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
