@@ -6,7 +6,6 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export PERSONALIZE_DATASET ?= $(CURDIR)/.data/demo
 export PERSONALIZE_ARTIFACTS ?= $(CURDIR)/.data/artifacts
 export PERSONALIZE_OUTPUT ?= $(CURDIR)/.data/output
-export GX_ANALYTICS_ENABLED := false
 export DAGSTER_DISABLE_TELEMETRY := 1
 
 .PHONY: setup demo lint test ui bench clean cluster-demo
@@ -35,6 +34,11 @@ lint: setup
 
 test: setup lint
 	$(PY) -m pytest -q
+
+# while working: everything but the slow, S3 and Dagster tests (markers in pyproject.toml)
+.PHONY: test-fast
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow and not s3 and not dagster"
 
 # Redis + PostgreSQL + SeaweedFS + two Celery workers on this machine: deploy/README.md
 cluster-demo: setup

@@ -3,10 +3,11 @@ shared by every solution of the dataset group."""
 
 import dagster as dg
 
+from personalize_pipeline.dataset_profile import profile_markdown
 from personalize_pipeline.datasets import read_one, save_snapshot
 from personalize_pipeline.measure import measured
 
-from .metadata import CODE_VERSION, column_schema, profile_markdown, retry_policy, step_failure_on_bad_input
+from .metadata import CODE_VERSION, column_schema, retry_policy, step_failure_on_bad_input
 from .resources import ArtifactStore, DatasetSource
 
 DATASET_TYPES = ("interactions", "items", "users")

@@ -6,25 +6,21 @@ line naming the key and the file."""
 
 from __future__ import annotations
 
-import os
-
 import dagster as dg
 
-os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+from personalize_pipeline.config import PipelineConfig
 
-from personalize_pipeline.config import PipelineConfig  # noqa: E402
-
-from .attribution import metric_attribution, metric_attribution_job  # noqa: E402
-from .checks import ge_checks  # noqa: E402
-from .datasets import raw_assets, validated_assets  # noqa: E402
-from .deletion import delete_users_job  # noqa: E402
-from .executors import build_executor  # noqa: E402
-from .jobs import validate_dataset_job  # noqa: E402
-from .resources import ArtifactStore, BatchInputs, DatasetSource, OutputLocation, S3Settings  # noqa: E402
-from .sensors import new_dataset_files_sensor, record_run_failures  # noqa: E402
-from .settings import settings  # noqa: E402
-from .simulation import exploration_simulation, exploration_simulation_job  # noqa: E402
-from .solutions import SolutionDefinitions, solution_definitions  # noqa: E402
+from .attribution import metric_attribution, metric_attribution_job
+from .checks import ge_checks
+from .datasets import raw_assets, validated_assets
+from .deletion import delete_users_job
+from .executors import build_executor
+from .jobs import validate_dataset_job
+from .resources import ArtifactStore, BatchInputs, DatasetSource, OutputLocation, S3Settings
+from .sensors import new_dataset_files_sensor, record_run_failures
+from .settings import settings
+from .simulation import exploration_simulation, exploration_simulation_job
+from .solutions import SolutionDefinitions, solution_definitions
 
 
 def build_resources(config: PipelineConfig, s3: S3Settings | None = None) -> dict:

@@ -105,7 +105,7 @@ def lift_over_popularity(lift: dict[str, float | None]) -> dg.MetadataValue:
     return _png_markdown(fig, "lift over popularity")
 
 
-def popularity_long_tail(counts, segments=None) -> dg.MetadataValue:
+def popularity_long_tail(counts) -> dg.MetadataValue:
     """Interactions per item, most popular first (log scale), with the head / torso / tail
     boundaries (50% and 80% of the events)."""
     import numpy as np

@@ -13,7 +13,7 @@ if ! "$PY" -c 'import sys, pandas; sys.exit(int(pandas.__version__.split(".")[0]
   "$PY" -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/pandas-*.whl
   export PYTHONPATH=/tmp/site
 fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 GX_ANALYTICS_ENABLED=false
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 "$PY" -c 'import torch, numpy, pandas, pyarrow; print("torch", torch.__version__, "cuda", torch.cuda.is_available(), "numpy", numpy.__version__, "pandas", pandas.__version__, "pyarrow", pyarrow.__version__)'
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || true
 "$PY" bench/gpu_check.py --device "${DEVICE:-cuda}" --events "${EVENTS:-10000000}" --batch-users "${BATCH_USERS:-33333}" \

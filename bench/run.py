@@ -399,9 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     start = time.perf_counter()
-    env = dict(
-        os.environ, GX_ANALYTICS_ENABLED="false", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")
-    )
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     if args.threads:
         env["OMP_NUM_THREADS"] = str(args.threads)
     datasets = []

@@ -11,7 +11,9 @@ A bad line (invalid JSON, missing or wrong keys) gets ``"output": null`` and a m
 The input is streamed: lines are read, scored (matrix of scores → top-k) and written in
 chunks, so memory stays bounded for millions of lines; the output is written to a
 temporary name and moved into place, so a failed job leaves no ``.out`` that looks
-complete.
+complete. What a line means and how it is scored and rendered is the business of the
+recipe type's handler (:data:`HANDLERS`, :mod:`.batch_handlers`; batch segment jobs for
+USER_SEGMENTATION solutions: :mod:`.segments`); this module drives it, two chunks at once.
 """
 
 from __future__ import annotations
@@ -25,20 +27,28 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-import pandas as pd
-
+from .batch_handlers import (
+    MAX_RESULTS,
+    BatchHandler,
+    RankingHandler,
+    RelatedItemsHandler,
+    UserRecommendationHandler,
+    exploration_config,
+)
+from .batch_requests import JobSettings, parse_line
 from .errors import InputError
-from .filters import FilterContext, parse_filter
 from .locations import Location, as_location
-from .recipes.scoring import resolve_device
-from .rendering import input_json, json_text, render_top_line, render_top_lines, renderable, text_table
+from .segments import SegmentHandler
 from .store import SolutionVersion, load_solution_version
 
-MAX_RESULTS = 500
 CHUNK = 8192
 IN_FLIGHT = 2  # chunks processed at once (memory: two chunks)
-RENDER_BLOCK = 2048  # lines rendered in one byte matrix
+
+# recipe type -> the handler of its batch jobs (parse -> score -> render)
+HANDLERS: dict[str, type[BatchHandler]] = {
+    handler.recipe_type: handler
+    for handler in (UserRecommendationHandler, RankingHandler, RelatedItemsHandler, SegmentHandler)
+}
 
 
 @dataclass
@@ -58,53 +68,12 @@ class BatchResult:
         return {**self.__dict__, "users_per_second": self.users_per_second}
 
 
-def _id(value: Any) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, (str, int)) or str(value) == "":
-        return None
-    return str(value)
-
-
-def parse_line(text: str, lineno: int, recipe_type: str) -> tuple[dict | None, Any, str | None]:
-    """(input object, request key, error) for one input line. The key is the userId
-    (USER_PERSONALIZATION), (userId, [itemIds]) (PERSONALIZED_RANKING) or the itemId
-    (RELATED_ITEMS)."""
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as exc:
-        return None, None, f"line {lineno}: invalid JSON ({exc.msg} at column {exc.colno})"
-    if not isinstance(obj, dict):
-        return None, None, f"line {lineno}: expected a JSON object"
-    if recipe_type == "RELATED_ITEMS":
-        if "itemId" not in obj:
-            return obj, None, f'line {lineno}: missing key "itemId" (this solution is RELATED_ITEMS)'
-        item = _id(obj["itemId"])
-        if item is None:
-            return obj, None, f'line {lineno}: "itemId" must be a non-empty string'
-        return obj, item, None
-    if recipe_type == "USER_PERSONALIZATION" and "itemList" in obj:
-        return (
-            obj,
-            None,
-            f"line {lineno}: itemList is for PERSONALIZED_RANKING solutions; this solution is USER_PERSONALIZATION",
-        )
-    if "userId" not in obj:
-        return obj, None, f'line {lineno}: missing key "userId"'
-    user = _id(obj["userId"])
-    if user is None:
-        return obj, None, f'line {lineno}: "userId" must be a non-empty string'
-    if recipe_type == "USER_PERSONALIZATION":
-        return obj, user, None
-    if recipe_type == "PERSONALIZED_RANKING":
-        items = obj.get("itemList")
-        if not isinstance(items, list) or not items:
-            return obj, None, f'line {lineno}: "itemList" must be a non-empty list of item ids'
-        if len(items) > MAX_RESULTS:
-            return obj, None, f'line {lineno}: "itemList" has {len(items)} items; at most {MAX_RESULTS} are allowed'
-        ids = [_id(i) for i in items]
-        if any(i is None for i in ids):
-            return obj, None, f'line {lineno}: "itemList" must contain only non-empty item ids'
-        return obj, (user, ids), None
-    return obj, None, f"line {lineno}: recipe type {recipe_type} is not supported by batch inference"
+def handler_for(version: SolutionVersion, settings: JobSettings) -> BatchHandler:
+    """The batch handler of the version's recipe type, with the job's settings checked."""
+    handler = HANDLERS.get(version.recipe.recipe_type)
+    if handler is None:
+        raise InputError(f"recipe type {version.recipe.recipe_type} is not supported by batch inference")
+    return handler(version, settings)
 
 
 def _read_lines(input_loc: Location) -> Iterator[str]:
@@ -126,102 +95,28 @@ def run_batch_job(
     exploration_item_age_cut_off: float | None = None,
     device: str | None = None,
 ) -> BatchResult:
-    """Run one batch inference job; ``device`` (auto, cpu or cuda) is where the neural
-    recipes score (auto: a GPU when torch sees one)."""
+    """Run one batch inference job (a batch segment job for USER_SEGMENTATION solutions);
+    ``device`` (auto, cpu or cuda) is where the neural recipes score (auto: a GPU when torch
+    sees one)."""
     start = time.perf_counter()
     version = solution if isinstance(solution, SolutionVersion) else load_solution_version(solution)
-    if version.recipe_type == "USER_SEGMENTATION":  # batch segment job (segments.py)
-        from .segments import run_segment_job
-
-        return run_segment_job(version, input_path, output_dir, num_results, filter_expression)
-    if not 1 <= int(num_results) <= MAX_RESULTS:
-        raise InputError(f"numResults must be between 1 and {MAX_RESULTS}, got {num_results}")
-    parsed_filter = parse_filter(filter_expression) if filter_expression else None
-    filter_context = None
-    if parsed_filter is not None:
-        filter_context = FilterContext.from_history(
-            version.item_ids,
-            version.items_metadata,
-            version.user_ids,
-            version.users_metadata,
-            *version.filter_history(),
-        )
-        parsed_filter.check(filter_context)  # unknown fields fail the job before any output
-    exploration = exploration_config(version, exploration_weight, exploration_item_age_cut_off)
-    in_loc = as_location(input_path)
-    out_dir = as_location(output_dir)
-    if not in_loc.exists():
-        raise InputError(f"{in_loc.url}: batch input file does not exist")
-    if in_loc.is_dir():
-        raise InputError(f"{in_loc.url}: is a folder; give a JSONL file")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"{out_dir.url}: output location is a file, not a folder")
-    out_loc = out_dir.child(in_loc.name + ".out")
-
-    k = min(int(num_results), len(version.item_ids))
-    # JSON text of every item id, encoded once per job, as a padded byte table: output lines
-    # are rendered a block at a time (see rendering.py), not per element
-    encoded_items = np.array([json_text(str(i)) for i in version.item_ids], dtype=object)
-    scoring = _JobScoring(version, k, encoded_items, parsed_filter, filter_context, exploration, resolve_device(device))
-    totals = {"lines": 0, "errors": 0, "scored": 0, "unknown": 0}
+    settings = JobSettings(
+        num_results, filter_expression, filter_values, exploration_weight, exploration_item_age_cut_off, device
+    )
+    handler = handler_for(version, settings)  # job-level problems surface before any output exists
+    in_loc, out_loc = _job_locations(input_path, output_dir)
+    totals = {"lines": 0, "errors": 0, "unknown": 0}
     totals_lock = threading.Lock()  # chunks are processed on two threads
 
     def process(chunk: list[tuple[int, str]]) -> bytes:
-        """Parse, score and render one chunk of input lines (bounded memory)."""
-        records = [(*parse_line(text, lineno, version.recipe_type), text) for lineno, text in chunk]
-        ok_rows = [i for i, r in enumerate(records) if r[2] is None]
-        rendered: dict[int, bytes] = {}
-        # requests grouped by their filter values (a line's "filterValues" overrides the job's)
-        groups: dict[str, list[int]] = {}
-        group_values: dict[str, dict | None] = {}
-        for i in ok_rows:
-            values = records[i][0].get("filterValues", filter_values) if parsed_filter is not None else None
-            if values is not None and not isinstance(values, dict):
-                obj, key, _error, text = records[i]
-                records[i] = (
-                    obj,
-                    key,
-                    f'line {chunk[i][0]}: "filterValues" must be a JSON object of parameter names to values',
-                    text,
-                )
-                continue
-            key = (
-                json.dumps(values, sort_keys=True) if values is not None else "null"
-            )  # no dumps per line without filters
-            groups.setdefault(key, []).append(i)
-            group_values[key] = values
-        unknown = 0
-        for key, rows in groups.items():
-            try:
-                unknown += scoring.score(
-                    rendered, rows, [records[i][1] for i in rows], [records[i][0] for i in rows], group_values[key]
-                )
-            except InputError as exc:  # e.g. a line's filterValues lacks a placeholder
-                if key == json.dumps(filter_values, sort_keys=True):
-                    raise
-                for i in rows:
-                    obj, user, _error, text = records[i]
-                    records[i] = (obj, user, f"line {chunk[i][0]}: {exc.message}", text)
-        errors = [i for i, r in enumerate(records) if r[2] is not None]
+        lines, errors, unknown = _process_chunk(handler, chunk)
         with totals_lock:
-            totals["lines"] += len(records)
-            totals["errors"] += len(errors)
-            totals["scored"] += len(records) - len(errors)
+            totals["lines"] += len(chunk)
+            totals["errors"] += errors
             totals["unknown"] += unknown
-        if not errors and len(rendered) == 1:  # one block of every line, in order
-            return rendered[0][1]
-        lines = dict(_split_blocks(rendered))
-        for i in errors:
-            obj, _key, error, text = records[i]
-            lines[i] = (
-                json.dumps(
-                    {"input": obj if obj is not None else text, "output": None, "error": error}, ensure_ascii=False
-                )
-                + "\n"
-            ).encode("utf-8")
-        return b"".join(lines[i] for i in range(len(records)))
+        return lines
 
-    chunks = _chunked(_read_lines(in_loc), CHUNK)
+    chunks = _chunked(_read_lines(in_loc), handler.chunk_size or CHUNK)
     first = next(chunks, None)
     if first is None:
         raise InputError(f"{in_loc.url}: batch input has no lines")
@@ -234,10 +129,44 @@ def run_batch_job(
         output=out_loc.url,
         lines=totals["lines"],
         errors=totals["errors"],
-        users_scored=totals["scored"],
+        users_scored=totals["lines"] - totals["errors"],
         unknown_users=totals["unknown"],
         seconds=round(time.perf_counter() - start, 4),
     )
+
+
+def _job_locations(input_path: str | Location, output_dir: str | Location) -> tuple[Location, Location]:
+    """The input file and ``<output>/<input name>.out``, checked."""
+    in_loc, out_dir = as_location(input_path), as_location(output_dir)
+    if not in_loc.exists():
+        raise InputError(f"{in_loc.url}: batch input file does not exist")
+    if in_loc.is_dir():
+        raise InputError(f"{in_loc.url}: is a folder; give a JSONL file")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"{out_dir.url}: output location is a file, not a folder")
+    return in_loc, out_dir.child(in_loc.name + ".out")
+
+
+def _process_chunk(handler: BatchHandler, chunk: list[tuple[int, str]]) -> tuple[bytes, int, int]:
+    """Parse, score and render one chunk of input lines (bounded memory): (its output lines,
+    how many are errors, how many requests named an unknown user or item)."""
+    parsed = [handler.parse(text, lineno) for lineno, text in chunk]
+    ok = [i for i, line in enumerate(parsed) if line.request is not None]
+    served = handler.serve([parsed[i].request for i in ok])
+    errors = {i: line.error for i, line in enumerate(parsed) if line.error is not None}
+    errors.update({ok[pos]: error for pos, error in served.errors.items()})
+    if not errors and len(served.blocks) == 1:  # one block of every line, in order
+        return served.blocks[0][1], 0, served.unknown
+    lines = {ok[pos]: line for pos, line in _split_blocks(served.blocks)}
+    for i, error in errors.items():
+        obj = parsed[i].input
+        lines[i] = (
+            json.dumps(
+                {"input": obj if obj is not None else chunk[i][1], "output": None, "error": error}, ensure_ascii=False
+            )
+            + "\n"
+        ).encode("utf-8")
+    return b"".join(lines[i] for i in range(len(chunk))), len(errors), served.unknown
 
 
 def _overlapped(process, chunks: Iterator[list[tuple[int, str]]]) -> Iterator[bytes]:
@@ -267,133 +196,12 @@ def _chunked(lines: Iterator[str], size: int) -> Iterator[list[tuple[int, str]]]
         yield chunk
 
 
-def exploration_config(version: SolutionVersion, weight: float | None, age_cut_off: float | None):
-    """The job's ``itemExplorationConfig``: values checked first, Personalize's defaults
-    (0.3, 30 days) where not given; None for recipes that do not explore, and an error when
-    it is given for one of those."""
-    from .recipes import ExplorationConfig
-
-    default = ExplorationConfig()
-    config = ExplorationConfig(
-        weight=default.weight if weight is None else float(weight),
-        item_age_cut_off=default.item_age_cut_off if age_cut_off is None else float(age_cut_off),
-    )
-    if getattr(version.recipe, "supports_exploration", False):
-        return config
-    if weight is not None or age_cut_off is not None:
-        raise InputError(
-            f"itemExplorationConfig (exploration weight / item age cut-off) applies to aws-user-personalization solutions; "
-            f"this solution version uses {version.manifest['recipe']}"
-        )
-    return None
-
-
-class _JobScoring:
-    """What scoring a job's chunks needs, built once per job: the id indexes, the rendered
-    item ids, the filter, exploration and the compute device."""
-
-    def __init__(
-        self,
-        version: SolutionVersion,
-        k: int,
-        encoded_items: np.ndarray,
-        parsed_filter,
-        filter_context,
-        exploration,
-        device,
-    ) -> None:
-        self.version, self.k, self.encoded_items = version, k, encoded_items
-        self.item_table = text_table(encoded_items.tolist())
-        self.parsed_filter, self.filter_context, self.exploration = parsed_filter, filter_context, exploration
-        self.options: dict[str, Any] = {"exploration": exploration} if exploration is not None else {}
-        if hasattr(version.recipe, "linear_scorer"):  # the neural recipes score on the job's device
-            self.options["device"] = device
-        self.user_index = pd.Index(np.asarray(version.user_ids, dtype=object))  # not rebuilt per chunk
-        self.user_index.get_indexer(self.user_index[:1])  # its hash table, built once before the threads share it
-
-    def score(
-        self, rendered: dict[int, tuple[list[int], bytes]], rows: list[int], keys: list, inputs: list, values
-    ) -> int:
-        """Score and render one group of requests into ``rendered``; returns how many were unknown."""
-        version, parsed_filter = self.version, self.parsed_filter
-        kind = version.recipe_type
-        if kind == "RELATED_ITEMS":
-            codes = version.item_codes(np.array(keys, dtype=object))
-            allowed = (
-                parsed_filter.mask(self.filter_context, np.full(len(codes), -1), values) if parsed_filter else None
-            )
-            items, scores = version.recipe.related(codes, self.k, allowed=allowed)
-        elif kind == "PERSONALIZED_RANKING":
-            codes = self.user_index.get_indexer(pd.Index(np.array([u for u, _ in keys], dtype=object)))
-            allowed = parsed_filter.mask(self.filter_context, codes, values) if parsed_filter else None
-            lines = _render_ranking(keys, codes, version, allowed, [input_json(o) for o in inputs])
-            rendered[rows[0]] = (rows, "".join(line + "\n" for line in lines).encode("utf-8"))
-            return int((codes < 0).sum())
-        else:
-            codes = self.user_index.get_indexer(pd.Index(np.array(keys, dtype=object)))
-            allowed = parsed_filter.mask(self.filter_context, codes, values) if parsed_filter else None
-            items, scores = version.recipe.recommend(version.user_batch(codes), self.k, allowed=allowed, **self.options)
-        input_texts = [input_json(o) for o in inputs]
-        if renderable(items, scores):
-            blob = b"".join(
-                render_top_lines(
-                    input_texts[lo : lo + RENDER_BLOCK],
-                    items[lo : lo + RENDER_BLOCK],
-                    scores[lo : lo + RENDER_BLOCK],
-                    self.item_table,
-                )
-                for lo in range(0, len(rows), RENDER_BLOCK)
-            )
-        else:  # e.g. scores outside [0, 1] from a custom recipe: the per-element way
-            blob = "".join(
-                _render_top_row(t, i, s, self.encoded_items) + "\n" for t, i, s in zip(input_texts, items, scores)
-            ).encode("utf-8")
-        rendered[rows[0]] = (rows, blob)
-        return int((codes < 0).sum())
-
-
-def _split_blocks(rendered: dict[int, tuple[list[int], bytes]]) -> Iterator[tuple[int, bytes]]:
-    """(row, its output line) of every rendered block; lines end in a newline, which JSON
+def _split_blocks(blocks: list[tuple[list[int], bytes]]) -> Iterator[tuple[int, bytes]]:
+    """(position, its output line) of every rendered block; lines end in a newline, which JSON
     text never holds unescaped."""
-    for rows, blob in rendered.values():
-        for row, line in zip(rows, blob.split(b"\n")):
-            yield row, line + b"\n"
-
-
-def _render_top_row(input_text: str, items: np.ndarray, scores: np.ndarray, encoded_items: np.ndarray) -> str:
-    valid = items >= 0  # invalid entries (-1) only pad the end
-    return render_top_line(input_text, encoded_items[items[valid]].tolist(), scores[valid].tolist())
-
-
-def _render_ranking(
-    keys: list, user_codes: np.ndarray, version: SolutionVersion, allowed: np.ndarray | None, input_texts: list[str]
-) -> list[str]:
-    """Reorder each itemList; unknown items go last, in input order, with a null score;
-    items a filter excludes are left out."""
-    width = max(len(ids) for _, ids in keys)
-    flat = np.array([i for _, ids in keys for i in ids], dtype=object)
-    lengths = np.array([len(ids) for _, ids in keys])
-    codes_flat = version.item_codes(flat)
-    lists = np.full((len(keys), width), -1, dtype=np.int64)
-    mask = np.arange(width)[None, :] < lengths[:, None]
-    lists[mask] = codes_flat
-    if allowed is not None:
-        blocked = (lists >= 0) & ~np.take_along_axis(allowed, np.maximum(lists, 0), axis=1)
-        lists[blocked] = -2  # ranked as unknown, then dropped below
-    order, scores = version.recipe.rank(version.user_batch(user_codes), lists)
-    names = np.full((len(keys), width), None, dtype=object)
-    names[mask] = [json.dumps(i, ensure_ascii=False) for i in flat]
-    lines = []
-    for j, input_text in enumerate(input_texts):
-        n = lengths[j]
-        keep = (order[j] < n) & (lists[j][order[j]] != -2)  # drop padding and filtered items
-        pos = order[j][keep]
-        row_scores = scores[j][keep]
-        ranked = [names[j][p] for p in pos]
-        values = ["null" if np.isnan(v) else repr(round(float(v), 7)) for v in row_scores]
-        output = '{"recommendedItems": [' + ", ".join(ranked) + '], "scores": [' + ", ".join(values) + "]}"
-        lines.append('{"input": ' + input_text + ', "output": ' + output + ', "error": null}')
-    return lines
+    for positions, blob in blocks:
+        for pos, line in zip(positions, blob.split(b"\n"), strict=False):
+            yield pos, line + b"\n"
 
 
 def write_all_users_input(version: SolutionVersion, location: str | Location) -> Location:
@@ -404,4 +212,13 @@ def write_all_users_input(version: SolutionVersion, location: str | Location) ->
     return loc
 
 
-__all__ = ["run_batch_job", "BatchResult", "write_all_users_input", "parse_line"]
+__all__ = [
+    "run_batch_job",
+    "BatchResult",
+    "write_all_users_input",
+    "parse_line",
+    "handler_for",
+    "HANDLERS",
+    "MAX_RESULTS",
+    "exploration_config",
+]

@@ -71,9 +71,9 @@ def _solution_config(args) -> Any:
 def _train_config(args) -> Any:
     """The solution config of ``train``: a CreateSolution file (``--solution-config``), then
     the flags on top of it (``--recipe``, ``--hp``, event filters, ``--hpo N``, ``--automl``)."""
+    from .create_solution import MAX_TRAINING_JOBS, AutoMLConfig, HPOConfig, read_solution_config
     from .recipes import get_recipe, recipe_name
     from .training import SolutionConfig
-    from .tuning import MAX_TRAINING_JOBS, AutoMLConfig, HPOConfig, read_solution_config
 
     kwargs: dict[str, Any] = (
         read_solution_config(args.solution_config) if args.solution_config else {"hyperparameters": {}}
@@ -359,18 +359,23 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def _is_segmentation(solution: str) -> bool:
-    """Whether the solution (version) is USER_SEGMENTATION: their jobs take up to 5M users per line."""
+def _max_results(solution: str) -> int:
+    """numResults at most for the solution (version)'s recipe type, from its batch handler
+    (batch segment jobs take up to 5M users per line)."""
+    from .batch import HANDLERS, MAX_RESULTS
     from .store import load_manifest
 
-    return load_manifest(solution).get("recipe_type") == "USER_SEGMENTATION"
+    handler = HANDLERS.get(load_manifest(solution).get("recipe_type", ""))
+    return handler.max_results if handler is not None else MAX_RESULTS
 
 
 def cmd_batch_infer(args) -> int:
     from .batch import MAX_RESULTS, run_batch_job
     from .segments import MAX_SEGMENT_USERS
 
-    if not 1 <= args.num_results <= MAX_RESULTS and (args.num_results < 1 or not _is_segmentation(args.solution)):
+    if not 1 <= args.num_results <= MAX_RESULTS and (
+        args.num_results < 1 or args.num_results > _max_results(args.solution)
+    ):
         raise InputError(
             f"--num-results must be between 1 and {MAX_RESULTS} (batch segment jobs: {MAX_SEGMENT_USERS:,} users), "
             f"got {args.num_results}"
@@ -527,7 +532,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

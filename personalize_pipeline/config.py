@@ -16,7 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import InputError
+from .errors import InputError, key_path
 
 CONFIG_ENV = "PERSONALIZE_CONFIG"
 DEFAULT_FILE = "personalize.yaml"
@@ -130,8 +130,8 @@ class Solution(_Section):
 
     def training_config(self):
         """The engine's ``training.SolutionConfig`` of this solution."""
+        from .create_solution import AutoMLConfig, HPOConfig
         from .training import SolutionConfig
-        from .tuning import AutoMLConfig, HPOConfig
 
         return SolutionConfig(
             None if self.perform_automl else self.recipe,
@@ -146,9 +146,12 @@ class Solution(_Section):
 
     def supports_exploration(self) -> bool:
         """Whether the configured recipe takes itemExplorationConfig (not known ahead for AutoML)."""
-        from .recipes import get_recipe
+        from .recipes import UserRecommender, get_recipe
 
-        return not self.perform_automl and bool(getattr(get_recipe(self.recipe), "supports_exploration", False))
+        if self.perform_automl:
+            return False
+        recipe = get_recipe(self.recipe)
+        return issubclass(recipe, UserRecommender) and recipe.supports_exploration
 
     def recipe_type(self) -> str | None:
         from .recipes import get_recipe
@@ -212,25 +215,6 @@ class PipelineConfig(_Section):
         raise KeyError(name)
 
 
-def key_path(loc: tuple[int | str, ...]) -> str:
-    """``('solutions', 0, 'batch_inferance')`` → ``solutions[0].batch_inferance``."""
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _error_line(exc: ValidationError, source: str) -> str:
-    parts = []
-    for error in exc.errors():
-        path = key_path(tuple(error["loc"])) or "(top level)"
-        if error["type"] == "extra_forbidden":
-            parts.append(f"{path}: unknown key")
-        else:
-            parts.append(f"{path}: {error['msg'].removeprefix('Value error, ')}")
-    return f"{source}: " + "; ".join(parts)
-
-
 def parse_config(raw: Any, source: str = DEFAULT_FILE) -> PipelineConfig:
     """The model of an already-parsed YAML document (no environment overrides)."""
     if raw is None:
@@ -246,7 +230,7 @@ def parse_config(raw: Any, source: str = DEFAULT_FILE) -> PipelineConfig:
     try:
         return PipelineConfig.model_validate(raw)
     except ValidationError as exc:
-        raise InputError(_error_line(exc, source)) from None
+        raise InputError.from_validation(exc, source) from None
 
 
 def _resolved(value: str) -> str:

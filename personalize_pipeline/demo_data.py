@@ -35,12 +35,13 @@ import json
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+
+from .locations import Location, as_location
 
 __all__ = [
     "AGE_GROUPS",
@@ -571,28 +572,10 @@ def users_schema() -> dict:
     }
 
 
-def _tmp_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
-
-
-def _write_csv(table: pa.Table, path: Path) -> None:
-    tmp = _tmp_path(path)
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write((",".join(table.column_names) + "\n").encode())
-            pacsv.write_csv(table, fh, pacsv.WriteOptions(include_header=False, quoting_style="none"))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _write_text(text: str, path: Path) -> None:
-    tmp = _tmp_path(path)
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+def _write_csv(table: pa.Table, location: Location) -> None:
+    with location.atomic_writer() as fh:
+        fh.write((",".join(table.column_names) + "\n").encode())
+        pacsv.write_csv(table, fh, pacsv.WriteOptions(include_header=False, quoting_style="none"))
 
 
 def _interactions_table(world: DemoWorld) -> pa.Table:
@@ -658,49 +641,29 @@ def generate(out_dir: str | os.PathLike, spec: DemoSpec = DemoSpec()) -> dict:
 
     Files: ``interactions.csv``, ``items.csv``, ``users.csv``,
     ``schemas/{interactions,items,users}.json`` and ``batch-input/users.jsonl``.
-    Each file is written to a temporary name in its folder and renamed into place.
+    Each file is written to a temporary name in its folder and renamed into place
+    (:meth:`Location.atomic_writer`), so ``out_dir`` may also be an ``s3://`` prefix.
     """
     t0 = time.perf_counter()
-    out = Path(out_dir)
-    (out / "schemas").mkdir(parents=True, exist_ok=True)
-    (out / "batch-input").mkdir(parents=True, exist_ok=True)
+    out = as_location(out_dir)
     world = build_world(spec)
 
-    _write_csv(_interactions_table(world), out / "interactions.csv")
-    _write_csv(_items_table(world), out / "items.csv")
-    _write_csv(_users_table(world), out / "users.csv")
+    _write_csv(_interactions_table(world), out.child("interactions.csv"))
+    _write_csv(_items_table(world), out.child("items.csv"))
+    _write_csv(_users_table(world), out.child("users.csv"))
     for name, schema in (
         ("interactions", interactions_schema()),
         ("items", items_schema()),
         ("users", users_schema()),
     ):
-        _write_text(json.dumps(schema, indent=2) + "\n", out / "schemas" / f"{name}.json")
+        out.child("schemas", f"{name}.json").write_text(json.dumps(schema, indent=2) + "\n")
     lines = "".join(json.dumps({"userId": uid}) + "\n" for uid in _batch_users(world))
-    _write_text(lines, out / "batch-input" / "users.jsonl")
+    out.child("batch-input", "users.jsonl").write_text(lines)
 
     return {
-        "path": str(out),
+        "path": out.url,
         "interactions": spec.interactions,
         "users": spec.users,
         "items": spec.items,
         "seconds": round(time.perf_counter() - t0, 3),
     }
-
-
-def main(argv: list[str] | None = None) -> None:
-    import argparse
-
-    parser = argparse.ArgumentParser(description="Write a synthetic Amazon Personalize dataset group.")
-    parser.add_argument("--out", required=True)
-    defaults = DemoSpec()
-    for field in ("users", "items", "interactions", "seed", "categories", "start", "days"):
-        parser.add_argument(f"--{field}", type=int, default=getattr(defaults, field))
-    args = parser.parse_args(argv)
-    spec = DemoSpec(
-        **{f: getattr(args, f) for f in ("users", "items", "interactions", "seed", "categories", "start", "days")}
-    )
-    print(json.dumps(generate(args.out, spec)))
-
-
-if __name__ == "__main__":
-    main()

@@ -22,7 +22,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from .datasets import DatasetGroup
 from .errors import InputError
@@ -86,10 +85,6 @@ class Features:
         return Features(
             self.item_ids, self.user_ids, interactions.reset_index(drop=True), self.items, self.users, dict(self.info)
         )
-
-    def filter_events(self) -> pd.DataFrame:
-        """Every imported event, as filters see them."""
-        return self.interactions if self.events is None else self.events
 
     def item_index(self, ids: np.ndarray) -> np.ndarray:
         """Codes of ITEM_IDs (-1 where unknown)."""
@@ -448,14 +443,6 @@ def _sorted_unique(parts: list) -> pa.Array:
     return values.take(pc.sort_indices(values))
 
 
-def _codes(values, dictionary: pa.Array, missing: int | None = None) -> np.ndarray:
-    """int32 code of each value in ``dictionary``; nulls/unknowns get ``missing``."""
-    codes = pc.index_in(values, value_set=dictionary)
-    if missing is not None:
-        codes = pc.fill_null(codes, missing)
-    return np.asarray(codes.to_numpy(zero_copy_only=False), dtype=np.int32)
-
-
 def _numeric(values, to: pa.DataType):
     """Cast validated string numbers ("  12 ", "1e3") to a numeric Arrow type."""
     values = pc.utf8_trim_whitespace(values)
@@ -505,11 +492,11 @@ def save_features(features: Features, location: str | Location) -> Location:
     """Write the featurized dataset as Parquet files plus ``features.json`` (written last)."""
     loc = as_location(location)
     loc.makedirs()
-    _write_parquet(loc.child("interactions.parquet"), features.interactions)
-    _write_parquet(loc.child("items.parquet"), features.items)
-    _write_parquet(loc.child("users.parquet"), features.users)
+    loc.child("interactions.parquet").write_parquet(features.interactions)
+    loc.child("items.parquet").write_parquet(features.items)
+    loc.child("users.parquet").write_parquet(features.users)
     if features.events is not None:
-        _write_parquet(loc.child("events.parquet"), features.events)
+        loc.child("events.parquet").write_parquet(features.events)
     loc.child("features.json").write_json(features.info)
     return loc
 
@@ -520,10 +507,10 @@ def load_features(location: str | Location) -> Features:
     if not marker.exists():
         raise InputError(f"{loc.url}: no featurized dataset here (features.json missing)")
     info = marker.read_json()
-    interactions = _read_parquet(loc.child("interactions.parquet"))
-    items = _read_parquet(loc.child("items.parquet"))
-    users = _read_parquet(loc.child("users.parquet"))
-    events = _read_parquet(loc.child("events.parquet")) if loc.child("events.parquet").exists() else None
+    interactions = loc.child("interactions.parquet").read_parquet()
+    items = loc.child("items.parquet").read_parquet()
+    users = loc.child("users.parquet").read_parquet()
+    events = loc.child("events.parquet").read_parquet() if loc.child("events.parquet").exists() else None
     return Features(
         items["ITEM_ID"].to_numpy(dtype=object),
         users["USER_ID"].to_numpy(dtype=object),
@@ -533,15 +520,3 @@ def load_features(location: str | Location) -> Features:
         info,
         events,
     )
-
-
-def _write_parquet(loc: Location, df: pd.DataFrame) -> None:
-    table = pa.Table.from_pandas(df, preserve_index=False)
-    with loc.atomic_writer() as fh:
-        pq.write_table(table, fh, compression="zstd")
-
-
-def _read_parquet(loc: Location) -> pd.DataFrame:
-    with loc.open("rb") as fh:
-        table = pq.read_table(fh)
-    return table.to_pandas(types_mapper=lambda t: pd.ArrowDtype(t) if pa.types.is_list(t) else None)

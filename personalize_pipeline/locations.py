@@ -17,11 +17,14 @@ import posixpath
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import fsspec
 
 from .errors import InputError, StorageUnavailable
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def _int_env(name: str, default: int) -> int:
@@ -209,6 +212,16 @@ class Location:
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise InputError(f"{self.url}: not valid JSON ({exc})") from None
 
+    def read_parquet(self) -> pd.DataFrame:
+        """A Parquet file written by :meth:`write_parquet`; list columns stay Arrow lists."""
+        import pandas as pd
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        with self.open("rb") as fh:
+            table = pq.read_table(fh)
+        return table.to_pandas(types_mapper=lambda t: pd.ArrowDtype(t) if pa.types.is_list(t) else None)
+
     @contextlib.contextmanager
     def open(self, mode: str = "rb") -> Iterator[Any]:
         with s3_errors(self):
@@ -244,6 +257,15 @@ class Location:
 
     def write_json(self, obj: Any) -> None:
         self.write_bytes((json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n").encode("utf-8"))
+
+    def write_parquet(self, frame: pd.DataFrame) -> None:
+        """Atomically replace this file with ``frame`` as zstd-compressed Parquet (no index)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        with self.atomic_writer() as fh:
+            pq.write_table(table, fh, compression="zstd")
 
     @contextlib.contextmanager
     def atomic_writer(self) -> Iterator[BinaryIO]:
@@ -351,7 +373,7 @@ def s3_errors(location: Location) -> Iterator[None]:
 @functools.lru_cache(maxsize=32)
 def _s3_filesystem(options: str, pid: int) -> fsspec.AbstractFileSystem:
     """One S3 filesystem (one connection pool) per set of options and process: creating a
-    client costs about 0.2 s, which every small read and write used to pay. Listings are
+    client is slow, and every small read and write used to pay for it. Listings are
     never cached (``use_listings_cache=False``), so every call still sees the bucket as it is."""
     return fsspec.filesystem("s3", **json.loads(options))
 

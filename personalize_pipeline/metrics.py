@@ -1,4 +1,4 @@
-"""Offline metrics with Amazon Personalize's names, under two protocols.
+"""Offline metrics with Amazon Personalize's names, under three protocols.
 
 ``personalize`` — as the service does: 10% of the users (those with 2+ events, chosen with
 the seed) are held out; the model trains on the other 90%. Each test user's oldest 90% of

@@ -24,17 +24,17 @@ from __future__ import annotations
 
 import json
 import re
-import time
-from collections.abc import Iterator
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .batch_handlers import BatchHandler, Served
+from .batch_requests import JobSettings, ParsedLine, SegmentRequest, decode_object, parse_segment_request
 from .errors import InputError
 from .filters import Filter, FilterContext, parse_filter
 from .locations import Location, as_location
+from .recipes import UserSegmenter
 from .store import SolutionVersion
 
 MAX_SEGMENT_USERS = 5_000_000
@@ -42,22 +42,12 @@ CHUNK = 1024
 PREFIX = "INCLUDE ItemID WHERE "  # an itemAttributes condition is a filter's WHERE part
 
 
-def parse_segment_line(text: str, lineno: int, key: str) -> tuple[Any, str | None, str | None]:
-    """(input object, the itemId / itemAttributes string, error) of one input line."""
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as exc:
-        return None, None, f"line {lineno}: invalid JSON ({exc.msg} at column {exc.colno})"
-    if not isinstance(obj, dict):
-        return None, None, f"line {lineno}: expected a JSON object"
-    other = "itemAttributes" if key == "itemId" else "itemId"
-    if key not in obj:
-        hint = f' ("{other}" is for the other segmentation recipe)' if other in obj else ""
-        return obj, None, f'line {lineno}: missing key "{key}"{hint}'
-    value = obj[key]
-    if isinstance(value, bool) or not isinstance(value, (str, int)) or not str(value).strip():
-        return obj, None, f'line {lineno}: "{key}" must be a non-empty string'
-    return obj, str(value), None
+def parse_segment_line(text: str, lineno: int, key: str) -> ParsedLine[SegmentRequest]:
+    """(input object, the request, error) of one input line; ``key`` is "itemId" or "itemAttributes"."""
+    obj, error = decode_object(text, lineno)
+    if obj is None:
+        return ParsedLine(None, None, error)
+    return parse_segment_request(obj, lineno, key)
 
 
 class AttributeQueries:
@@ -105,6 +95,85 @@ class AttributeQueries:
         return mask
 
 
+class SegmentHandler(BatchHandler[SegmentRequest, UserSegmenter]):
+    """USER_SEGMENTATION: ``{"itemId"}`` or ``{"itemAttributes"}`` → the recipe's users."""
+
+    recipe_type = "USER_SEGMENTATION"
+    interface = UserSegmenter
+    max_results = MAX_SEGMENT_USERS
+    chunk_size = CHUNK
+
+    def __init__(self, version: SolutionVersion, settings: JobSettings) -> None:
+        super().__init__(version, settings)
+        if not 1 <= int(settings.num_results) <= MAX_SEGMENT_USERS:
+            raise InputError(
+                f"numResults must be between 1 and {MAX_SEGMENT_USERS:,} users for a batch segment job, "
+                f"got {settings.num_results}"
+            )
+        if settings.filter_expression:
+            raise InputError("filters are not supported in batch segment jobs yet; run the job without --filter")
+        self.key = self.recipe.segment_input
+        self.k = min(int(settings.num_results), len(version.user_ids))
+        self.encoded_users = np.array([json.dumps(str(u), ensure_ascii=False) for u in version.user_ids], dtype=object)
+        self.attributes = AttributeQueries(version) if self.key == "itemAttributes" else None
+        self.item_index = pd.Index(np.asarray(version.item_ids, dtype=object))
+        self.item_index.get_indexer(self.item_index[:1])  # its hash table, built before the threads share it
+
+    def parse(self, text: str, lineno: int) -> ParsedLine[SegmentRequest]:
+        return parse_segment_line(text, lineno, self.key)
+
+    def serve(self, requests: list[SegmentRequest]) -> Served:
+        served = Served()
+        columns, positions = self.score(requests, served.errors)
+        if positions:
+            served.blocks.append((positions, self.render([requests[pos] for pos in positions], columns)))
+        return served
+
+    def score(self, requests: list[SegmentRequest], errors: dict[int, str]) -> tuple[list[np.ndarray], list[int]]:
+        """The query item codes of each request that has some (errors by position for the others)."""
+        columns: list[np.ndarray] = []
+        positions: list[int] = []
+        if self.attributes is None:
+            codes = self.item_index.get_indexer(pd.Index(np.array([r.query for r in requests], dtype=object)))
+        for pos, request in enumerate(requests):
+            if self.attributes is None:
+                if codes[pos] < 0:
+                    errors[pos] = (
+                        f"line {request.line}: unknown itemId {request.query!r} "
+                        "(not in this solution version's catalogue)"
+                    )
+                    continue
+                columns.append(codes[pos : pos + 1].astype(np.int64))
+            else:
+                mask = self.attributes.mask(request.query)
+                if isinstance(mask, str):
+                    errors[pos] = f"line {request.line}: {mask}"
+                    continue
+                columns.append(np.flatnonzero(mask))
+            positions.append(pos)
+        return columns, positions
+
+    def render(self, requests: list[SegmentRequest], columns: list[np.ndarray]) -> bytes:
+        """Output lines: the users list (JSON items, comma-separated) of each query."""
+        lengths = np.array([len(c) for c in columns])
+        queries = sp.csr_matrix(
+            (
+                np.ones(int(lengths.sum()), np.float32),
+                (np.concatenate(columns), np.repeat(np.arange(len(columns)), lengths)),
+            ),
+            shape=(len(self.version.item_ids), len(columns)),
+        )
+        users, _scores = self.recipe.segments(queries, self.k)
+        return "".join(
+            '{"input": '
+            + json.dumps(request.input, ensure_ascii=False)
+            + ', "output": {"usersList": ['
+            + ", ".join(self.encoded_users[row[row >= 0]])
+            + ']}, "error": null}\n'
+            for request, row in zip(requests, users, strict=True)
+        ).encode("utf-8")
+
+
 def run_segment_job(
     version: SolutionVersion,
     input_path: str | Location,
@@ -113,107 +182,11 @@ def run_segment_job(
     filter_expression: str | None = None,
 ):
     """Run a batch segment job; returns batch.BatchResult (users_scored = lines served)."""
-    from .batch import BatchResult, _chunked, _read_lines
+    from .batch import run_batch_job
 
-    start = time.perf_counter()
-    if not 1 <= int(num_results) <= MAX_SEGMENT_USERS:
-        raise InputError(
-            f"numResults must be between 1 and {MAX_SEGMENT_USERS:,} users for a batch segment job, got {num_results}"
-        )
-    if filter_expression:
-        raise InputError("filters are not supported in batch segment jobs yet; run the job without --filter")
-    in_loc, out_dir = as_location(input_path), as_location(output_dir)
-    if not in_loc.exists():
-        raise InputError(f"{in_loc.url}: batch input file does not exist")
-    if in_loc.is_dir():
-        raise InputError(f"{in_loc.url}: is a folder; give a JSONL file")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"{out_dir.url}: output location is a file, not a folder")
-    out_loc = out_dir.child(in_loc.name + ".out")
-    model = version.recipe
-    key = model.segment_input  # type: ignore[attr-defined]  # TODO(issue 19): UserSegmenter declares it
-    k = min(int(num_results), len(version.user_ids))
-    encoded_users = np.array([json.dumps(str(u), ensure_ascii=False) for u in version.user_ids], dtype=object)
-    attributes = AttributeQueries(version) if key == "itemAttributes" else None
-    totals = {"lines": 0, "errors": 0}
-
-    def process(chunk: list[tuple[int, str]]) -> list[str]:
-        records = [list(parse_segment_line(text, lineno, key)) + [text] for lineno, text in chunk]
-        columns: list[np.ndarray] = []
-        rows: list[int] = []
-        for i, (_obj, value, error, _text) in enumerate(records):
-            if error is not None:
-                continue
-            if attributes is None:
-                code = int(version.item_codes(np.array([value], dtype=object))[0])
-                if code < 0:
-                    records[i][2] = (
-                        f"line {chunk[i][0]}: unknown itemId {value!r} (not in this solution version's catalogue)"
-                    )
-                    continue
-                columns.append(np.array([code]))
-            else:
-                mask = attributes.mask(value)
-                if isinstance(mask, str):
-                    records[i][2] = f"line {chunk[i][0]}: {mask}"
-                    continue
-                columns.append(np.flatnonzero(mask))
-            rows.append(i)
-        rendered = _render(model, version, columns, k, encoded_users)
-        lines = []
-        served = dict(zip(rows, rendered, strict=True))
-        for i, (obj, _value, error, text) in enumerate(records):
-            if error is None:
-                lines.append(
-                    '{"input": '
-                    + json.dumps(obj, ensure_ascii=False)
-                    + ', "output": {"usersList": ['
-                    + served[i]
-                    + ']}, "error": null}'
-                )
-            else:
-                totals["errors"] += 1
-                lines.append(
-                    json.dumps(
-                        {"input": obj if obj is not None else text, "output": None, "error": error}, ensure_ascii=False
-                    )
-                )
-        totals["lines"] += len(records)
-        return lines
-
-    chunks: Iterator[list[tuple[int, str]]] = _chunked(_read_lines(in_loc), CHUNK)
-    first = next(chunks, None)
-    if first is None:
-        raise InputError(f"{in_loc.url}: batch input has no lines")
-    first_lines = process(first)
-    with out_loc.atomic_writer() as fh:
-        fh.write(("\n".join(first_lines) + "\n").encode("utf-8"))
-        for chunk in chunks:
-            fh.write(("\n".join(process(chunk)) + "\n").encode("utf-8"))
-    return BatchResult(
-        out_loc.url,
-        totals["lines"],
-        totals["errors"],
-        totals["lines"] - totals["errors"],
-        0,
-        round(time.perf_counter() - start, 4),
-    )
-
-
-def _render(model, version: SolutionVersion, columns: list[np.ndarray], k: int, encoded_users: np.ndarray) -> list[str]:
-    """The users list (JSON items, comma-separated) of each query (item codes per query)."""
-    if not columns:
-        return []
-    lengths = np.array([len(c) for c in columns])
-    queries = sp.csr_matrix(
-        (
-            np.ones(int(lengths.sum()), np.float32),
-            (np.concatenate(columns), np.repeat(np.arange(len(columns)), lengths)),
-        ),
-        shape=(len(version.item_ids), len(columns)),
-    )
-    users, _scores = model.segments(queries, k)
-    return [", ".join(encoded_users[row[row >= 0]]) for row in users]
+    if not isinstance(version.recipe, UserSegmenter):
+        raise InputError(f"{version.manifest['recipe']} is not a USER_SEGMENTATION recipe")
+    return run_batch_job(version, input_path, output_dir, num_results, filter_expression)
 
 
 def write_default_segment_input(version: SolutionVersion, location: str | Location) -> Location:
@@ -221,7 +194,12 @@ def write_default_segment_input(version: SolutionVersion, location: str | Locati
     one ``ITEMS.F = "value"`` line per value of each categorical Items field
     (aws-item-attribute-affinity; numeric fields have no natural values to list)."""
     loc = as_location(location)
-    if version.recipe.segment_input == "itemId":  # type: ignore[attr-defined]  # TODO(issue 19): as above
+    recipe = version.recipe
+    if not isinstance(recipe, UserSegmenter):
+        raise InputError(
+            f"{version.manifest['recipe']} is not a USER_SEGMENTATION recipe: it takes no segment job input"
+        )
+    if recipe.segment_input == "itemId":
         loc.write_text("".join(json.dumps({"itemId": str(i)}, ensure_ascii=False) + "\n" for i in version.item_ids))
         return loc
     catalog = version.items_metadata if version.items_metadata is not None else pd.DataFrame()
@@ -246,6 +224,7 @@ __all__ = [
     "run_segment_job",
     "parse_segment_line",
     "AttributeQueries",
+    "SegmentHandler",
     "write_default_segment_input",
     "MAX_SEGMENT_USERS",
 ]

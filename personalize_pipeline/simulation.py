@@ -33,7 +33,7 @@ import pandas as pd
 from .datasets import read_dataset_group
 from .demo_data import DemoSpec, build_world, generate
 from .features import featurize
-from .recipes import ExplorationConfig
+from .recipes import ExplorationConfig, UserRecommender
 from .store import load_solution_version
 from .training import SolutionConfig, train
 
@@ -150,9 +150,9 @@ def run_simulation(
             version = load_solution_version(str(solution))
             codes = version.user_codes(world.user_ids[users])
             exploration = ExplorationConfig(weight, config.item_age_cut_off, seed=config.seed + r)
-            recs, _ = version.recipe.recommend(  # type: ignore[call-arg]  # TODO(issue 19): UserRecommender declares it
-                version.user_batch(codes), config.num_results, exploration=exploration
-            )
+            recipe = version.recipe
+            assert isinstance(recipe, UserRecommender) and recipe.supports_exploration  # aws-user-personalization
+            recs, _ = recipe.recommend(version.user_batch(codes), config.num_results, exploration=exploration)
             valid = recs >= 0
             rec_world = world_index.get_indexer(version.item_ids[np.maximum(recs, 0)].ravel()).reshape(recs.shape)
             look = 1.0 / np.log2(np.arange(recs.shape[1]) + 2.0)

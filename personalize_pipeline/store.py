@@ -38,7 +38,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from . import __version__
 from .errors import InputError
@@ -139,11 +138,11 @@ def _write_version(
         catalog["CREATION_TIMESTAMP"] = features.items["creation_timestamp"].to_numpy()
     for col in [c for c in features.items.columns if c.startswith("raw_")]:
         catalog[col[4:]] = features.items[col].to_numpy()  # raw item metadata, for filters
-    _write_parquet(loc.child("catalog.parquet"), catalog)
+    loc.child("catalog.parquet").write_parquet(catalog)
     users_table = pd.DataFrame({"USER_ID": features.user_ids})
     for col in [c for c in features.users.columns if c.startswith("raw_")]:
         users_table[col[4:]] = features.users[col].to_numpy()
-    _write_parquet(loc.child("users.parquet"), users_table)
+    loc.child("users.parquet").write_parquet(users_table)
     indptr, items = features.sequences()
     context = features.context_matrix()
     buf = io.BytesIO()
@@ -369,8 +368,8 @@ def _load_version(loc: Location, manifest: dict[str, Any]) -> SolutionVersion:
     with np.load(io.BytesIO(loc.child("model.npz").read_bytes()), allow_pickle=False) as npz:
         state = {k: npz[k] for k in npz.files}
     recipe = cls.from_state(manifest["hyperparameters"], state)
-    catalog = _read_parquet(loc.child("catalog.parquet"))
-    users = _read_parquet(loc.child("users.parquet"))
+    catalog = loc.child("catalog.parquet").read_parquet()
+    users = loc.child("users.parquet").read_parquet()
     with np.load(io.BytesIO(loc.child("history.npz").read_bytes()), allow_pickle=False) as npz:
         indptr, items = npz["indptr"], npz["items"]
         context = npz["context"].astype(np.int64) if "context" in npz.files else None
@@ -422,13 +421,3 @@ def update_manifest(location: str | Location, **fields: Any) -> dict[str, Any]:
     manifest.update(fields)
     loc.child(MANIFEST).write_json(manifest)
     return manifest
-
-
-def _write_parquet(loc: Location, df: pd.DataFrame) -> None:
-    with loc.atomic_writer() as fh:
-        pq.write_table(pa.Table.from_pandas(df, preserve_index=False), fh, compression="zstd")
-
-
-def _read_parquet(loc: Location) -> pd.DataFrame:
-    with loc.open("rb") as fh:
-        return pq.read_table(fh).to_pandas()

@@ -38,7 +38,8 @@ class SolutionConfig:
         """The fixed hyperparameters, validated (unknown names / bad values raise
         InputError); under AutoML the recipe is not known yet and none may be fixed."""
         if self.perform_automl:
-            from .tuning import AutoMLConfig, automl_params, default_recipe_list
+            from .create_solution import AutoMLConfig
+            from .tuning import automl_params, default_recipe_list
 
             names = (self.automl or AutoMLConfig()).recipe_list or default_recipe_list(None)
             classes = [get_recipe(n) for n in names]
@@ -55,7 +56,8 @@ class SolutionConfig:
             return {}
         resolved = self.recipe_class().resolve_hyperparameters(self.hyperparameters)
         if self.perform_hpo:
-            from .tuning import HPOConfig, search_space
+            from .create_solution import HPOConfig
+            from .tuning import search_space
 
             search_space(self.recipe_class(), self.hpo or HPOConfig(), self.hyperparameters)  # ranges checked up front
         return resolved
@@ -71,12 +73,12 @@ class SolutionConfig:
     def to_manifest(self) -> dict[str, Any]:
         out: dict[str, Any] = {"eventType": self.event_type, "eventValueThreshold": self.event_value_threshold}
         if self.perform_hpo:
-            from .tuning import HPOConfig
+            from .create_solution import HPOConfig
 
             out["performHPO"] = True
             out["hpoConfig"] = (self.hpo or HPOConfig()).to_dict()
         if self.perform_automl:
-            from .tuning import AutoMLConfig
+            from .create_solution import AutoMLConfig
 
             out["performAutoML"] = True
             out["autoMLConfig"] = (self.automl or AutoMLConfig()).to_dict()

@@ -1,6 +1,6 @@
 """Model selection as Amazon Personalize does it: HPO (``performHPO`` + ``hpoConfig``) and
-AutoML (``performAutoML`` + ``autoMLConfig``), and the CreateSolution-shaped solution
-config that asks for them.
+AutoML (``performAutoML`` + ``autoMLConfig``); the CreateSolution request that asks for them
+is read by :mod:`personalize_pipeline.create_solution`.
 
 Validation split, distinct from every test split: each user's *second-to-last* event is the
 truth, the model trains on everything but each user's last two events
@@ -18,10 +18,11 @@ continuous ranges are searched on a log scale when they span a decade or more (e
 
 AutoML trains each recipe of ``recipeList`` with its defaults on the validation split and
 keeps the best by ``metricName`` (hyperparameters fixed in the config apply to the candidates
-that declare them, e.g. ``epochs`` to the HRNN recipes; Personalize ignores them). Personalize restricts AutoML to the HRNN recipes; here any
-USER_PERSONALIZATION recipe may be listed, and the default list puts aws-popularity-count
-next to aws-hrnn and aws-user-personalization-v2 (and aws-hrnn-metadata when the data has metadata), so a solution never
-ships a model that loses to popularity. All candidates see the same featurized data: the
+that declare them, e.g. ``epochs`` to the HRNN recipes; Personalize ignores them).
+Personalize restricts AutoML to the HRNN recipes; here any USER_PERSONALIZATION recipe may be
+listed, and the default list puts aws-popularity-count next to aws-hrnn and
+aws-user-personalization-v2 (and aws-hrnn-metadata when the data has metadata), so a solution
+never ships a model that loses to popularity. All candidates see the same featurized data: the
 history-length percentile filters, which differ between recipes, are neutral (0 and 1)
 under AutoML and recorded as such in the chosen hyperparameters. With both AutoML and HPO,
 HPO tunes the recipe AutoML chose.
@@ -30,210 +31,27 @@ HPO tunes the recipe AutoML chose.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from .create_solution import AutoMLConfig, HPOConfig, automl_candidate
 from .errors import InputError
 from .features import Features
-from .recipes import Recipe, get_recipe, recipe_name
+from .recipes import Recipe
 from .recipes.base import HyperParameter
 
-MAX_TRAINING_JOBS = 40
-MAX_PARALLEL_JOBS = 10
-DEFAULT_OBJECTIVE = "normalized_discounted_cumulative_gain_at_10"
-DEFAULT_AUTOML_METRIC = "precision_at_25"
 NEUTRAL_FEATURIZATION = {"min_user_history_length_percentile": 0.0, "max_user_history_length_percentile": 1.0}
-VALIDATION_METRICS = tuple(
-    sorted(
-        {"coverage", "mean_reciprocal_rank_at_25"}
-        | {
-            f"{m}_at_{k}"
-            for k in (5, 10, 25)
-            for m in ("precision", "normalized_discounted_cumulative_gain", "hit_rate", "mean_reciprocal_rank")
-        }
-    )
-)
 
 # Without ranges in the config, HPO searches every tunable hyperparameter over its declared
 # range, except where that range is mostly useless values: there, this narrower default.
 DEFAULT_SEARCH = {"learning_rate": (0.001, 0.05), "dropout_embed": (0.0, 0.5), "dropout_hidden": (0.0, 0.5)}
 
 Log = Callable[[str], None]
-
-
-# --- configuration ------------------------------------------------------------------------------
-@dataclass
-class HPOConfig:
-    """Personalize's ``hpoConfig``: objective, budget and the ranges to search."""
-
-    metric_name: str = DEFAULT_OBJECTIVE
-    direction: str = "Maximize"
-    max_training_jobs: int = 10
-    max_parallel_jobs: int = 1
-    integer_ranges: list[dict[str, Any]] = field(default_factory=list)
-    continuous_ranges: list[dict[str, Any]] = field(default_factory=list)
-    categorical_ranges: list[dict[str, Any]] = field(default_factory=list)
-
-    @classmethod
-    def from_dict(cls, doc: dict[str, Any] | None) -> HPOConfig:
-        doc = _mapping(doc or {}, "hpoConfig")
-        _only(doc, "hpoConfig", ("hpoObjective", "hpoResourceConfig", "algorithmHyperParameterRanges"))
-        objective = _mapping(doc.get("hpoObjective") or {}, "hpoConfig.hpoObjective")
-        _only(objective, "hpoConfig.hpoObjective", ("type", "metricName", "metricRegex"))
-        resources = _mapping(doc.get("hpoResourceConfig") or {}, "hpoConfig.hpoResourceConfig")
-        _only(resources, "hpoConfig.hpoResourceConfig", ("maxNumberOfTrainingJobs", "maxParallelTrainingJobs"))
-        ranges = _mapping(doc.get("algorithmHyperParameterRanges") or {}, "hpoConfig.algorithmHyperParameterRanges")
-        kinds = ("integerHyperParameterRanges", "continuousHyperParameterRanges", "categoricalHyperParameterRanges")
-        _only(ranges, "hpoConfig.algorithmHyperParameterRanges", kinds)
-        for kind in kinds:
-            if not isinstance(ranges.get(kind, []), list):
-                raise InputError(f"hpoConfig.algorithmHyperParameterRanges.{kind} must be a list")
-        config = cls(
-            metric_name=str(objective.get("metricName") or DEFAULT_OBJECTIVE),
-            direction=str(objective.get("type") or "Maximize"),
-            max_training_jobs=_int_in(
-                resources.get("maxNumberOfTrainingJobs", 10), "maxNumberOfTrainingJobs", 1, MAX_TRAINING_JOBS
-            ),
-            max_parallel_jobs=_int_in(
-                resources.get("maxParallelTrainingJobs", 1), "maxParallelTrainingJobs", 1, MAX_PARALLEL_JOBS
-            ),
-            integer_ranges=list(ranges.get("integerHyperParameterRanges", [])),
-            continuous_ranges=list(ranges.get("continuousHyperParameterRanges", [])),
-            categorical_ranges=list(ranges.get("categoricalHyperParameterRanges", [])),
-        )
-        config.check_objective()
-        return config
-
-    def check_objective(self) -> None:
-        if self.direction not in ("Maximize", "Minimize"):
-            raise InputError(f"hpoObjective.type must be Maximize or Minimize, got {self.direction!r}")
-        _check_metric(self.metric_name, "hpoObjective.metricName")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Back to Personalize's shape (what the manifest records)."""
-        return {
-            "hpoObjective": {"type": self.direction, "metricName": self.metric_name},
-            "hpoResourceConfig": {
-                "maxNumberOfTrainingJobs": str(self.max_training_jobs),
-                "maxParallelTrainingJobs": str(self.max_parallel_jobs),
-            },
-            "algorithmHyperParameterRanges": {
-                "integerHyperParameterRanges": self.integer_ranges,
-                "continuousHyperParameterRanges": self.continuous_ranges,
-                "categoricalHyperParameterRanges": self.categorical_ranges,
-            },
-        }
-
-
-@dataclass
-class AutoMLConfig:
-    """Personalize's ``autoMLConfig``: the metric to maximise and the recipes to try."""
-
-    metric_name: str = DEFAULT_AUTOML_METRIC
-    recipe_list: list[str] = field(default_factory=list)  # empty: the default list
-    include: list[str] = field(default_factory=list)  # candidates added to the list (CLI --recipe with --automl)
-
-    @classmethod
-    def from_dict(cls, doc: dict[str, Any] | None) -> AutoMLConfig:
-        doc = _mapping(doc or {}, "autoMLConfig")
-        _only(doc, "autoMLConfig", ("metricName", "recipeList"))
-        recipes = doc.get("recipeList") or []
-        if not isinstance(recipes, list) or not all(isinstance(r, str) for r in recipes):
-            raise InputError("autoMLConfig.recipeList must be a list of recipe names or ARNs")
-        config = cls(str(doc.get("metricName") or DEFAULT_AUTOML_METRIC), [recipe_name(r) for r in recipes])
-        _check_metric(config.metric_name, "autoMLConfig.metricName")
-        for name in config.recipe_list:
-            _automl_candidate(name)
-        return config
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"metricName": self.metric_name, "recipeList": list(self.recipe_list)}
-
-
-CREATE_SOLUTION_KEYS = (
-    "name",
-    "datasetGroupArn",
-    "recipeArn",
-    "eventType",
-    "performHPO",
-    "performAutoML",
-    "performAutoTraining",
-    "solutionConfig",
-    "tags",
-)
-SOLUTION_CONFIG_KEYS = (
-    "eventValueThreshold",
-    "hpoConfig",
-    "algorithmHyperParameters",
-    "featureTransformationParameters",
-    "autoMLConfig",
-)
-
-
-def parse_create_solution(doc: Any, source: str = "solution config") -> dict[str, Any]:
-    """A CreateSolution request (JSON/YAML already parsed) as SolutionConfig keyword
-    arguments. Unknown keys, unsupported options and bad values raise InputError."""
-    doc = _mapping(doc, source)
-    _only(doc, source, CREATE_SOLUTION_KEYS)
-    sc = _mapping(doc.get("solutionConfig") or {}, "solutionConfig")
-    unsupported = sorted(set(sc) - set(SOLUTION_CONFIG_KEYS))
-    if unsupported:
-        raise InputError(
-            f"{source}: solutionConfig.{unsupported[0]} is not supported (supported: {', '.join(SOLUTION_CONFIG_KEYS)})"
-        )
-    perform_hpo = _bool(doc.get("performHPO", False), "performHPO")
-    perform_automl = _bool(doc.get("performAutoML", False), "performAutoML")
-    if perform_automl and doc.get("recipeArn"):
-        raise InputError(f"{source}: give either recipeArn or performAutoML, not both (as in Personalize)")
-    if not perform_automl and not doc.get("recipeArn"):
-        raise InputError(f"{source}: recipeArn is required unless performAutoML is true")
-    hyperparameters: dict[str, Any] = {}
-    for key in ("algorithmHyperParameters", "featureTransformationParameters"):
-        hyperparameters.update(_mapping(sc.get(key) or {}, f"solutionConfig.{key}"))
-    threshold = sc.get("eventValueThreshold")
-    if threshold is not None:
-        try:
-            threshold = float(threshold)
-        except (TypeError, ValueError):
-            raise InputError(f"{source}: solutionConfig.eventValueThreshold {threshold!r} is not a number") from None
-    if sc.get("hpoConfig") and not perform_hpo:
-        raise InputError(f"{source}: solutionConfig.hpoConfig is given but performHPO is not true")
-    if sc.get("autoMLConfig") and not perform_automl:
-        raise InputError(f"{source}: solutionConfig.autoMLConfig is given but performAutoML is not true")
-    return {
-        "recipe": recipe_name(doc["recipeArn"]) if doc.get("recipeArn") else None,
-        "hyperparameters": hyperparameters,
-        "event_type": doc.get("eventType"),
-        "event_value_threshold": threshold,
-        "perform_hpo": perform_hpo,
-        "hpo": HPOConfig.from_dict(sc.get("hpoConfig")) if perform_hpo else None,
-        "perform_automl": perform_automl,
-        "automl": AutoMLConfig.from_dict(sc.get("autoMLConfig")) if perform_automl else None,
-    }
-
-
-def read_solution_config(location: str) -> dict[str, Any]:
-    """Read a CreateSolution JSON or YAML file (local or s3://) into SolutionConfig kwargs."""
-    import yaml
-
-    from .locations import as_location
-
-    loc = as_location(location)
-    if not loc.exists():
-        raise InputError(f"{loc.url}: solution config file does not exist")
-    text = loc.read_text()
-    try:
-        doc = json.loads(text) if loc.url.endswith(".json") else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        first = str(exc).splitlines()[0]
-        raise InputError(f"{loc.url}: not valid {'JSON' if loc.url.endswith('.json') else 'YAML'} ({first})") from None
-    return parse_create_solution(doc, loc.url)
 
 
 # --- search space -------------------------------------------------------------------------------
@@ -282,9 +100,8 @@ def search_space(recipe_cls: type[Recipe], hpo: HPOConfig, fixed: dict[str, Any]
     )
     dims: list[Dimension] = []
     for kind, spec in given:
-        where = f"{kind}HyperParameterRanges"
-        spec = _mapping(spec, where)
-        name = spec.get("name")
+        where = f"{kind}HyperParameterRanges"  # shapes checked when the request was read
+        name = spec["name"]
         if name not in declared:
             known = ", ".join(h.name for h in recipe_cls.hyperparameters if h.tunable) or "none"
             raise InputError(f"{where}: recipe {recipe_cls.name} has no hyperparameter {name!r} (tunable: {known})")
@@ -292,8 +109,9 @@ def search_space(recipe_cls: type[Recipe], hpo: HPOConfig, fixed: dict[str, Any]
         if not hp.tunable:
             raise InputError(f"{where}: hyperparameter {name} of {recipe_cls.name} is not tunable by HPO")
         if _KIND_OF_TYPE[hp.type] != kind:
+            kind_of_hp = _KIND_OF_TYPE[hp.type]
             raise InputError(
-                f"{where}: hyperparameter {name} is {_KIND_OF_TYPE[hp.type]}, give its range in {_KIND_OF_TYPE[hp.type]}HyperParameterRanges"
+                f"{where}: hyperparameter {name} is {kind_of_hp}, give its range in {kind_of_hp}HyperParameterRanges"
             )
         if any(d.hp.name == name for d in dims):
             raise InputError(f"{where}: hyperparameter {name} has more than one range")
@@ -302,14 +120,8 @@ def search_space(recipe_cls: type[Recipe], hpo: HPOConfig, fixed: dict[str, Any]
                 f"{where}: hyperparameter {name} is both fixed (algorithmHyperParameters / --hp) and tuned"
             )
         if kind == "categorical":
-            values = spec.get("values")
-            if not isinstance(values, list) or not values:
-                raise InputError(f"{where}: {name} needs a non-empty list of values")
-            dims.append(Dimension(hp, kind, values=tuple(dict.fromkeys(hp.parse(v) for v in values))))
+            dims.append(Dimension(hp, kind, values=tuple(dict.fromkeys(hp.parse(v) for v in spec["values"]))))
             continue
-        _only(spec, f"{where} {name}", ("name", "minValue", "maxValue"))
-        if "minValue" not in spec or "maxValue" not in spec:
-            raise InputError(f"{where}: {name} needs minValue and maxValue")
         low, high = hp.parse(spec["minValue"]), hp.parse(spec["maxValue"])
         if low > high:
             raise InputError(f"{where}: {name} minValue {low} is above maxValue {high}")
@@ -399,7 +211,8 @@ def run_hpo(
         trial.set_user_attr("seconds", seconds)
         value = metrics[hpo.metric_name]
         log(
-            f"HPO trial {trial.number + 1}/{hpo.max_training_jobs}: {hpo.metric_name}={value:.4f} ({seconds:.1f}s) {_short(params, dims)}"
+            f"HPO trial {trial.number + 1}/{hpo.max_training_jobs}: {hpo.metric_name}={value:.4f} "
+            f"({seconds:.1f}s) {_short(params, dims)}"
         )
         return value
 
@@ -472,7 +285,7 @@ def run_automl(
     recipes); Personalize would ignore them under AutoML."""
     names = list(automl.recipe_list or default_recipe_list(features))
     names += [n for n in automl.include if n not in names]
-    classes = [_automl_candidate(n) for n in names]
+    classes = [automl_candidate(n) for n in names]
     split = split if split is not None else validation_split(features)
     log = log or (lambda _msg: None)
     start = time.perf_counter()
@@ -535,50 +348,6 @@ def select(
 
 
 # --- helpers ------------------------------------------------------------------------------------
-def _automl_candidate(name: str) -> type[Recipe]:
-    cls = get_recipe(name)
-    if cls.recipe_type != "USER_PERSONALIZATION":
-        raise InputError(
-            f"autoMLConfig.recipeList: {cls.name} is a {cls.recipe_type} recipe; AutoML chooses among USER_PERSONALIZATION recipes"
-        )
-    return cls
-
-
-def _check_metric(name: str, where: str) -> None:
-    if name not in VALIDATION_METRICS:
-        raise InputError(f"{where} {name!r} is not a metric (use one of {', '.join(VALIDATION_METRICS)})")
-
-
-def _mapping(value: Any, where: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise InputError(f"{where} must be an object (key: value), got {type(value).__name__}")
-    return value
-
-
-def _only(doc: dict[str, Any], where: str, allowed: tuple[str, ...]) -> None:
-    unknown = sorted(set(doc) - set(allowed))
-    if unknown:
-        raise InputError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(allowed)})")
-
-
-def _int_in(value: Any, name: str, low: int, high: int) -> int:
-    try:
-        number = int(str(value).strip())
-    except ValueError:
-        raise InputError(f"hpoResourceConfig.{name} {value!r} is not an integer") from None
-    if not low <= number <= high:
-        raise InputError(f"hpoResourceConfig.{name} must be between {low} and {high}, got {number}")
-    return number
-
-
-def _bool(value: Any, name: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true"
-    raise InputError(f"{name} must be true or false, got {value!r}")
-
-
 def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
@@ -597,15 +366,10 @@ def _short(params: dict[str, Any], dims: list[Dimension]) -> str:
 
 
 __all__ = [
-    "HPOConfig",
-    "AutoMLConfig",
-    "parse_create_solution",
-    "read_solution_config",
     "search_space",
     "validation_split",
     "score_on_split",
     "run_hpo",
     "run_automl",
     "select",
-    "VALIDATION_METRICS",
 ]

@@ -32,6 +32,9 @@ import pyarrow.compute as pc
 from .datasets import Dataset, DatasetGroup
 from .schemas import INTEGER_TYPES, NUMERIC_TYPES, REQUIRED_FIELDS
 
+# The one place Great Expectations' usage analytics are switched off (unless the environment
+# says otherwise): only this module imports GX, lazily, so this runs first in every process
+# that validates (CLI, Dagster steps and workers, tests, benchmarks).
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 MIN_INTERACTIONS = 1000
@@ -127,14 +130,6 @@ class ValidationReport:
     @property
     def warnings(self) -> list[RuleResult]:
         return [r for r in self.results if not r.success and r.severity == "warning"]
-
-    def for_dataset(self, dataset_type: str) -> ValidationReport:
-        return ValidationReport(
-            self.location,
-            [r for r in self.results if r.dataset == dataset_type],
-            {k: v for k, v in self.row_counts.items() if k == dataset_type},
-            self.seconds,
-        )
 
     def summary(self) -> str:
         n, bad = len(self.results), len(self.failures)
@@ -241,9 +236,6 @@ class _UserCounts:
         merged = self._merged()
         keep = pc.and_(pc.is_valid(merged["user"]), pc.greater_equal(merged["n"], 2))
         return pd.DataFrame({"USER_ID": merged["user"].filter(keep).to_pandas()})
-
-
-SCOPES = ("all", "file", "minimums")
 
 
 def build_batches(

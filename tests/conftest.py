@@ -4,13 +4,27 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 # tests run from the project root (tests/data paths); make that true whatever the cwd
 os.chdir(Path(__file__).resolve().parent.parent)
 
 from s3server import SeaweedS3, weed_binary  # noqa: E402
+
+DAGSTER_TESTS = Path(__file__).resolve().parent / "dagster"
+
+
+def pytest_collection_modifyitems(items):
+    """Markers by rule (registered in pyproject.toml): ``dagster`` for tests/dagster/,
+    ``s3`` for tests on the shared local S3 server (the ``s3_server`` fixture, also through
+    ``s3_bucket``); modules that start a server of their own mark themselves. ``slow``
+    (about 10 s or more) is set on the tests themselves.
+    ``pytest -m "not slow and not s3 and not dagster"`` (``make test-fast``) runs the rest."""
+    for item in items:
+        if DAGSTER_TESTS in Path(str(item.path)).resolve().parents:
+            item.add_marker(pytest.mark.dagster)
+        if "s3_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.s3)
 
 
 @pytest.fixture(scope="session")

@@ -149,7 +149,6 @@ def earlier(demo_small, tmp_path_factory) -> Path:
 def _plain_env(monkeypatch):
     monkeypatch.delenv("PERSONALIZE_DEBUG", raising=False)
     monkeypatch.delenv("PERSONALIZE_PROGRESS", raising=False)
-    monkeypatch.setenv("GX_ANALYTICS_ENABLED", "false")
 
 
 # --- bad datasets: `train --out <earlier solution>` ----------------------------------------------------

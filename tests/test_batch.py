@@ -95,6 +95,7 @@ def test_related_items_job(demo_small, tmp_path):
     assert rows[1]["output"]["recommendedItems"] == popular
 
 
+@pytest.mark.slow
 def test_filters_apply_inside_top_k(demo_small, tmp_path):
     features = featurize(read_dataset_group(demo_small))
     version = train(features, SolutionConfig("aws-hrnn", {"epochs": "2"}), tmp_path / "sol")

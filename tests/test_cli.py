@@ -26,7 +26,7 @@ from personalize_pipeline.demo_data import DemoSpec, generate
 SPEC = DemoSpec(users=300, items=200, interactions=6000, seed=1)
 RECIPE = "aws-popularity-count"
 RECIPE_ARN = "arn:aws:personalize:::recipe/aws-popularity-count"
-ENV = {k: v for k, v in os.environ.items() if k != "PERSONALIZE_DEBUG"} | {"GX_ANALYTICS_ENABLED": "false"}
+ENV = {k: v for k, v in os.environ.items() if k != "PERSONALIZE_DEBUG"}
 
 PERSONALIZE_METRICS = {
     "coverage",
@@ -169,7 +169,6 @@ def solution(full, tmp_path) -> Path:
 @pytest.fixture(autouse=True)
 def _no_debug(monkeypatch):
     monkeypatch.delenv("PERSONALIZE_DEBUG", raising=False)
-    monkeypatch.setenv("GX_ANALYTICS_ENABLED", "false")
 
 
 # --- happy paths (real console script) --------------------------------------------------------
@@ -528,6 +527,7 @@ def test_evaluate_rejects_bad_data(dataset, capsys):
     assert out == ""
 
 
+@pytest.mark.slow
 def test_real_script_bad_data_error(dataset, solution):
     """The real console script, end to end, on bad data: one line, exit 2, solution untouched."""
     set_field(dataset, "TIMESTAMP", [5], "yesterday")

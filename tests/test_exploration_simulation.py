@@ -5,6 +5,8 @@ import pytest
 from personalize_pipeline.demo_data import DemoSpec
 from personalize_pipeline.simulation import SimulationConfig, plot_simulation, run_simulation
 
+pytestmark = pytest.mark.slow  # the module's fixture trains models for several rounds
+
 SMALL = SimulationConfig(
     spec=DemoSpec(users=400, items=500, interactions=10_000, seed=7),
     weights=(0.0, 0.8),

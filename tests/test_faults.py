@@ -47,7 +47,7 @@ def base_env(**extra: str) -> dict[str, str]:
         for k, v in os.environ.items()
         if not k.startswith("AWS_") and k not in ("PERSONALIZE_DEBUG", "PERSONALIZE_PROGRESS")
     }
-    return {**env, "GX_ANALYTICS_ENABLED": "false", **extra}
+    return {**env, **extra}
 
 
 def cli_process(args, env, **kwargs) -> subprocess.Popen:
@@ -125,6 +125,7 @@ def _plain_env(monkeypatch):
 # --- security -----------------------------------------------------------------------------------
 
 
+@pytest.mark.s3
 def test_wrong_credentials_are_refused_in_one_line_without_the_secret(s3, solution, tmp_path):
     server, env = s3
     job = users_job(tmp_path / "job.jsonl", 3)
@@ -157,6 +158,7 @@ def test_wrong_credentials_are_refused_in_one_line_without_the_secret(s3, soluti
     assert not fs.exists("faults/out") and not fs.exists("faults/S")  # nothing was written
 
 
+@pytest.mark.s3
 def test_unreachable_endpoint_and_missing_credentials(s3, solution, tmp_path, monkeypatch, capsys):
     _server, env = s3
     job = users_job(tmp_path / "job.jsonl", 3)
@@ -178,6 +180,7 @@ def test_unreachable_endpoint_and_missing_credentials(s3, solution, tmp_path, mo
     one_error_line(rc, out, err, "s3://faults/D")
 
 
+@pytest.mark.s3
 def test_the_secret_never_appears_in_output_messages_or_files(s3, demo_small, tmp_path, monkeypatch, capsys):
     """A full round on S3 with progress lines on, then every object and local file written
     is searched for the secret."""
@@ -234,6 +237,7 @@ def test_the_secret_never_appears_in_output_messages_or_files(s3, demo_small, tm
 # --- faults --------------------------------------------------------------------------------------
 
 
+@pytest.mark.s3
 def test_batch_job_survives_the_s3_server_stopping_mid_job(s3, solution, tmp_path):
     """The job reads its input from a FIFO: the first half is fed, the S3 server is
     stopped while the job is running, then the rest is fed. The job must fail with one
@@ -289,6 +293,7 @@ def _file_size_limit(limit: int):
     return preexec
 
 
+@pytest.mark.slow
 def test_a_full_disk_fails_cleanly_and_keeps_earlier_outputs(demo_small, solution, tmp_path):
     root = tmp_path / "outputs"
     job = users_job(tmp_path / "job.jsonl", 2000)  # ~1 MB of output
@@ -317,6 +322,7 @@ def test_a_full_disk_fails_cleanly_and_keeps_earlier_outputs(demo_small, solutio
     assert digest(root) == before  # earlier outputs intact, no partial version or temporary file left
 
 
+@pytest.mark.slow
 def test_a_killed_training_leaves_the_previous_version_and_can_be_rerun(demo_small, tmp_path):
     out = tmp_path / "S"
     assert (

@@ -45,6 +45,7 @@ def test_hyperparameters_follow_personalize():
     assert get_recipe("arn:aws:personalize:::recipe/aws-hrnn") is HRNN
 
 
+@pytest.mark.slow
 def test_beats_popularity_on_sessions(features):
     result = evaluate(features, HRNN, FAST, protocol="leave-last-out")
     ndcg = result.metrics["normalized_discounted_cumulative_gain_at_10"]
@@ -53,6 +54,7 @@ def test_beats_popularity_on_sessions(features):
     assert result.train_events_per_second is not None and result.train_seconds > 0
 
 
+@pytest.mark.slow
 def test_deterministic_with_seed(features):
     batch = UserBatch.from_histories(np.arange(20), *features.sequences())
     a = HRNN(**FAST).fit(features, seed=5).logits(batch)
@@ -62,6 +64,7 @@ def test_deterministic_with_seed(features):
     assert not np.array_equal(a, c)
 
 
+@pytest.mark.slow
 def test_save_load_and_recommend(features, tmp_path):
     version = train(features, SolutionConfig("aws-hrnn", {"epochs": "3"}), tmp_path / "sol")
     loaded = load_solution_version(tmp_path / "sol")
@@ -78,6 +81,7 @@ def test_save_load_and_recommend(features, tmp_path):
     assert version.manifest["training"]["epochs_run"] == 3
 
 
+@pytest.mark.slow
 def test_update_refreshes_the_item_side_only(demo_small, tmp_path):
     """UPDATE keeps the FULL network, learns the new items from the new events in one pass
     and recomputes the states of the users with new events only."""
@@ -133,6 +137,7 @@ def test_update_refreshes_the_item_side_only(demo_small, tmp_path):
     assert loaded.version_id == update.version_id and loaded.recipe.latest_time == float(inter["timestamp"].max())
 
 
+@pytest.mark.slow
 def test_update_of_a_version_without_its_latest_time_fine_tunes(features):
     """Versions saved before the latest event time was stored are warm-started instead."""
     full = HRNN(epochs=8).fit(features)
@@ -144,6 +149,7 @@ def test_update_of_a_version_without_its_latest_time_fine_tunes(features):
 
 
 @pytest.mark.parametrize("recipe", ["aws-hrnn", "aws-hrnn-metadata", "aws-user-personalization"])
+@pytest.mark.slow
 def test_cached_user_states_match_running_the_network(features, tmp_path, recipe):
     """Batch inference over a solution version's own users looks their GRU states up; the
     result equals running the network over the same histories."""

@@ -34,6 +34,7 @@ def test_metadata_matrix_multi_hot_and_numeric():
     np.testing.assert_allclose(m[2], [0, 0, 0, 0])
 
 
+@pytest.mark.slow
 def test_metadata_recipe_uses_items_users_and_context(demo_small, tmp_path):
     features = featurize(read_dataset_group(demo_small))
     version = train(features, SolutionConfig("aws-hrnn-metadata", {"epochs": "3"}), tmp_path / "sol")
@@ -57,6 +58,7 @@ def test_metadata_recipe_needs_metadata(tmp_path):
         HRNNMetadata(epochs=1).fit(featurize(read_dataset_group(tmp_path)))
 
 
+@pytest.mark.slow
 def test_coldstart_recommends_cold_items_scored_from_metadata(catalog_heavy):
     params = {"epochs": 3, "cold_start_max_duration": 60.0}
     model = HRNNColdstart(**params).fit(catalog_heavy)

@@ -280,6 +280,7 @@ def test_filters_see_events_that_training_did_not_use(demo_small, tmp_path, caps
         assert recommended and not recommended & clicks[line["input"]["userId"]]
 
 
+@pytest.mark.slow
 def test_new_items_files_upsert_by_id(lake, tmp_path):
     root, _ = lake
     (root / "items").mkdir()

@@ -25,6 +25,7 @@ def test_recipe_is_registered_with_personalize_type():
     assert cls.resolve_hyperparameters({})["hidden_dimension"] == 43
 
 
+@pytest.mark.slow
 def test_rank_orders_by_model_and_appends_unknown(ranking_solution):
     version, features = ranking_solution
     model = version.recipe
@@ -43,6 +44,7 @@ def test_rank_orders_by_model_and_appends_unknown(ranking_solution):
         assert np.isnan(scores[row][len(known) :]).all()
 
 
+@pytest.mark.slow
 def test_batch_job_for_ranking(ranking_solution, tmp_path):
     version, features = ranking_solution
     ids = list(features.item_ids[:6])

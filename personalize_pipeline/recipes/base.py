@@ -1,15 +1,18 @@
-"""The one interface every recipe implements, in the manner of scikit-learn estimators.
+"""The interface every recipe shares, in the manner of scikit-learn estimators.
 
 Hyperparameters are declared once per recipe (name, type, default, range, HPO-tunable) and
 validated here; a recipe instance holds validated values in ``self.params``. ``fit`` learns
 from a :class:`~personalize_pipeline.features.Features`, ``update`` folds in new data
 (a cheap refresh of a FULL model), ``score`` gives users × items scores for a
-:class:`UserBatch`, ``recommend`` turns scores into top-k with optional exclusions, and
-``state``/``from_state`` are what the solution store saves and loads.
+:class:`UserBatch`, ``recommend`` turns scores into top-k with optional exclusions (what
+offline evaluation calls, for every recipe type), and ``state``/``from_state`` are what the
+solution store saves and loads. What batch inference asks of each recipe type is declared
+in :mod:`.interfaces`: every recipe derives from exactly one of those.
 """
 
 from __future__ import annotations
 
+from abc import ABC
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -143,16 +146,16 @@ class UserBatch:
         return rows, self.history_items
 
 
-class Recipe:
+class Recipe(ABC):
     """Base class of all recipes. Subclasses set the class attributes and implement
-    ``fit``, ``score`` (or ``recommend``), ``state`` and ``_set_state``."""
+    ``fit``, ``score`` (or ``recommend``), ``state`` and ``_set_state``; ``recipe_type`` comes
+    from the one interface of :mod:`.interfaces` a recipe derives from."""
 
     name: ClassVar[str]
-    recipe_type: ClassVar[str] = "USER_PERSONALIZATION"
+    recipe_type: ClassVar[str]
     hyperparameters: ClassVar[tuple[HyperParameter, ...]] = ()
     datasets: ClassVar[tuple[str, ...]] = ("interactions",)
     description: ClassVar[str] = ""
-    supports_exploration: ClassVar[bool] = False
     # Personalize lists these among the recipe's hyperparameters, but they are campaign /
     # batch inference job settings (e.g. itemExplorationConfig), not training ones
     campaign_options: ClassVar[tuple[str, ...]] = ()
@@ -239,13 +242,7 @@ class Recipe:
         ``allowed`` ([n, n_items] bool, e.g. from a filter) is applied inside the top-k, so
         a filtered list is still full where the catalogue allows; slots that cannot be
         filled are -1."""
-        scores = np.array(self.score(batch), dtype=np.float32, copy=True)
-        if exclude_seen:
-            rows, cols = batch.seen_mask_rows_cols()
-            scores[rows, cols] = -np.inf
-        if allowed is not None:
-            scores[~allowed] = -np.inf
-        return top_k(scores, k)
+        return masked_top_k(self.score(batch), batch, k, exclude_seen, allowed)
 
     # --- persistence ----------------------------------------------------------------------------
     def state(self) -> dict[str, np.ndarray]:
@@ -264,6 +261,20 @@ class Recipe:
     def _check_fitted(self) -> None:
         if not self.fitted:
             raise RuntimeError(f"{self.name}: fit() must be called first")
+
+
+def masked_top_k(
+    scores: np.ndarray, batch: UserBatch, k: int, exclude_seen: bool = False, allowed: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`top_k` of a copy of ``scores`` with the batch's history items (``exclude_seen``)
+    and the items not ``allowed`` at -inf."""
+    scores = np.array(scores, dtype=np.float32, copy=True)
+    if exclude_seen:
+        rows, cols = batch.seen_mask_rows_cols()
+        scores[rows, cols] = -np.inf
+    if allowed is not None:
+        scores[~allowed] = -np.inf
+    return top_k(scores, k)
 
 
 def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -8,8 +8,9 @@ drop them lose most of the accuracy) are made explicitly here:
   back-propagation window is exactly ``bptt`` and inference uses the last ``bptt`` items.
 - **Loss**: sampled softmax cross-entropy. Each mini-batch shares ``n_sample`` negatives
   drawn from item popularity ** ``sample_alpha``; logits of every candidate are corrected
-  by ``log Q`` (the expected number of times it is drawn) and accidental hits are removed,
-  which makes the sampled loss an unbiased stand-in for the full softmax.
+  by ``log Q`` (the expected number of times it is drawn), which makes the sampled loss a
+  stand-in for the full softmax. Accidental hits (a negative that is the positive) are
+  rare and left in, as in GRU4Rec.
 - **Embeddings**: the input and output item embeddings are the same matrix ("constrained
   embedding", GRU4Rec's best setting), plus an output bias per item.
 - **Regularisation**: dropout on the input embedding and on the GRU output.
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -34,7 +35,11 @@ from torch import nn
 
 from ..features import Features
 from .base import HyperParameter, Recipe, UserBatch
+from .interfaces import UserRecommender
 from .scoring import DEVICES, LinearScorer, resolve_device
+
+if TYPE_CHECKING:
+    from .user_personalization import ExplorationConfig
 
 HP = HyperParameter
 
@@ -152,11 +157,12 @@ def make_windows(indptr: np.ndarray, items: np.ndarray, bptt: int) -> tuple[np.n
     return inputs.astype(np.int64), targets.astype(np.int64), start + 1
 
 
-class HRNN(Recipe):
-    name = "aws-hrnn"
-    recipe_type = "USER_PERSONALIZATION"
+class GRURecipe(Recipe):
+    """The GRU model behind aws-hrnn and its variants (training, UPDATE, scoring, state);
+    :class:`HRNN` serves it as a USER_PERSONALIZATION recipe, aws-personalized-ranking as a
+    PERSONALIZED_RANKING one."""
+
     hyperparameters = PERSONALIZE_HRNN_HPS + TRAINING_HPS
-    description = "Hierarchical recurrent network (GRU) over each user's time-ordered history."
 
     def _build(self, n_items: int) -> GRUNet:
         p = self.params
@@ -178,7 +184,7 @@ class HRNN(Recipe):
         seed: int = 42,
         previous_item_ids: np.ndarray | None = None,
         previous_user_ids: np.ndarray | None = None,
-    ) -> HRNN:
+    ) -> GRURecipe:
         """UPDATE (Personalize's "not a full retraining"): keep this FULL model's network, add
         the new items and make one pass over the windows holding events newer than the
         version, moving only the item side (item biases and the embeddings of items the
@@ -238,7 +244,7 @@ class HRNN(Recipe):
         warm_start: tuple[GRUNet, np.ndarray] | None = None,
         only_after: float | None = None,
         previous_user_ids: np.ndarray | None = None,
-    ) -> HRNN:
+    ) -> GRURecipe:
         """Train on ``features``; ``warm_start`` = (FULL model, its item ids) fine-tunes that
         model instead of starting from scratch; ``only_after`` (a timestamp) restricts the
         training windows to those holding events newer than it (one pass, item side only);
@@ -462,8 +468,8 @@ class HRNN(Recipe):
         data many (closer to the full softmax, which ranks better; GRU4Rec's tuned settings
         use 2048) and large data fewer, so the sampled-softmax work per epoch stays bounded
         (about 2.2e10 event x negative x dimension products: 2048 up to ~250k events at the
-        default width, 512 from 1M; 1,000 negatives at 1M made FULL training 3x slower for
-        no gain in quality on the 1M demo)."""
+        default width, 512 from 1M; more negatives at 1M made FULL training slower for no
+        gain in quality on the 1M demo: bench/README.md)."""
         return self.params["n_sample"] or int(
             np.clip(round(2.2e10 / max(n_events, 1) / self.params["hidden_dimension"]), 512, 2048)
         )
@@ -574,6 +580,7 @@ class HRNN(Recipe):
         k: int,
         exclude_seen: bool = False,
         allowed: np.ndarray | None = None,
+        *,
         device: torch.device | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k by logits; scores are softmax probabilities over the (allowed) catalogue.
@@ -624,3 +631,21 @@ class HRNN(Recipe):
         )
         self.net.eval()
         self.n_items = len(self.popularity)
+
+
+class HRNN(GRURecipe, UserRecommender):
+    name = "aws-hrnn"
+    description = "Hierarchical recurrent network (GRU) over each user's time-ordered history."
+
+    def recommend(
+        self,
+        batch: UserBatch,
+        k: int,
+        exclude_seen: bool = False,
+        allowed: np.ndarray | None = None,
+        *,
+        exploration: ExplorationConfig | None = None,
+        device: torch.device | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        self._refuse_exploration(exploration)
+        return super().recommend(batch, k, exclude_seen, allowed, device=device)

@@ -112,7 +112,8 @@ class MetadataLayout:
 
 def list_column_codes(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """(codes, row of each code) of a list-of-codes column."""
-    arr = pa.array(series)
+    # an Arrow-backed column converts without copying (pa.array would go row by row)
+    arr = series.array.__arrow_array__() if isinstance(series.dtype, pd.ArrowDtype) else pa.array(series)
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     codes = pc.list_flatten(arr).to_numpy(zero_copy_only=False).astype(np.int64)

@@ -32,24 +32,24 @@ UPDATE recomputes on the current data (the default of :meth:`Recipe.update`).
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
 
 from ..features import Features
 from .base import HyperParameter as HP
-from .base import Recipe, UserBatch, top_k
+from .base import UserBatch, top_k
+from .interfaces import SegmentInput, UserSegmenter
 from .similar_items import blend_neighbours, cointeraction_matrix
 
 NEIGHBOURS = 100
 BLOCK_CELLS = 8_000_000  # dense users × queries scores at a time
 
 
-class ItemAffinity(Recipe):
+class ItemAffinity(UserSegmenter):
     name = "aws-item-affinity"
-    recipe_type = "USER_SEGMENTATION"
-    segment_input = "itemId"
+    segment_input: ClassVar[SegmentInput] = "itemId"
     hyperparameters = (
         HP("history_length", int, 50, 1, 500, tunable=True, help="the last N distinct items of each user count"),
         HP(

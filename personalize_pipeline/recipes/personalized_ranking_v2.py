@@ -9,17 +9,21 @@ score, as for aws-personalized-ranking.
 
 from __future__ import annotations
 
-from .personalized_ranking import PersonalizedRanking
-from .user_personalization_v2 import UserPersonalizationV2
+import numpy as np
+
+from .base import UserBatch
+from .interfaces import Ranker
+from .personalized_ranking import rank_by_logits
+from .user_personalization_v2 import SASRecRecipe
 
 
-class PersonalizedRankingV2(UserPersonalizationV2):
+class PersonalizedRankingV2(SASRecRecipe, Ranker):
     name = "aws-personalized-ranking-v2"
-    recipe_type = "PERSONALIZED_RANKING"
     description = "Reorders a given item list for a user with the aws-user-personalization-v2 transformer."
 
-    # the same ranking of a list by the model's logits as aws-personalized-ranking
-    rank = PersonalizedRanking.rank
+    def rank(self, batch: UserBatch, lists: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        # the same ranking of a list by the model's logits as aws-personalized-ranking
+        return rank_by_logits(self.logits(batch), lists)
 
 
 __all__ = ["PersonalizedRankingV2"]

@@ -11,17 +11,22 @@ UPDATE recounts on the current data (cheap: one pass over the interactions).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..features import Features
-from .base import Recipe, UserBatch
+from .base import UserBatch, masked_top_k
+from .interfaces import UserRecommender
+
+if TYPE_CHECKING:
+    import torch
+
+    from .user_personalization import ExplorationConfig
 
 
-class PopularityCount(Recipe):
+class PopularityCount(UserRecommender):
     name = "aws-popularity-count"
-    recipe_type = "USER_PERSONALIZATION"
     hyperparameters = ()
     description = "Most popular items (unique users per item); the baseline for every other recipe."
 
@@ -59,14 +64,22 @@ class PopularityCount(Recipe):
         return np.broadcast_to(self.scores, (len(batch), self.n_items))
 
     def recommend(
-        self, batch: UserBatch, k: int, exclude_seen: bool = False, allowed: np.ndarray | None = None
+        self,
+        batch: UserBatch,
+        k: int,
+        exclude_seen: bool = False,
+        allowed: np.ndarray | None = None,
+        *,
+        exploration: ExplorationConfig | None = None,
+        device: torch.device | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Same ranked list for everyone; with ``exclude_seen`` each user's seen items are
         skipped (vectorised: take enough candidates from the global order, mask, compact).
         With an ``allowed`` mask (filters) the generic masked top-k is used."""
         self._check_fitted()
+        self._refuse_exploration(exploration)
         if allowed is not None:
-            return super().recommend(batch, k, exclude_seen, allowed)
+            return masked_top_k(self.score(batch), batch, k, exclude_seen, allowed)
         n = len(batch)
         k = min(k, self.n_items)
         if not exclude_seen:

@@ -11,8 +11,8 @@ they come from:
   state used for recommending is always read at the same position it was trained at.
 - **Initialisation N(0, 0.02)** for the embeddings and every linear layer (as GPT-2 and
   the transformer recommenders built on it). PyTorch's default N(0, 1) embedding scaled by
-  √d trained about 3x worse on amazon-beauty in this project's feasibility check: the
-  initial logits are then huge and the softmax saturates.
+  √d trained far worse on amazon-beauty in this project's feasibility check: the initial
+  logits are then huge and the softmax saturates.
 - **Pre-layer-norm blocks** (LayerNorm before attention and before the feed-forward part,
   a final LayerNorm; SASRec normalises the query the same way), GELU feed-forward of
   width 4d, dropout on embeddings, attention and residual branches.

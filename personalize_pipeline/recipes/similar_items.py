@@ -51,7 +51,6 @@ PRIOR_EXPONENT = 4.0  # of the popularity prior; chosen on bench/similar_items.p
 
 class SimilarItems(SIMS):
     name = "aws-similar-items"
-    recipe_type = "RELATED_ITEMS"
     datasets = ("interactions", "items")
     hyperparameters = (
         HP(

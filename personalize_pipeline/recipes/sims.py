@@ -50,15 +50,15 @@ import scipy.sparse as sp
 
 from ..features import Features
 from .base import HyperParameter as HP
-from .base import Recipe, UserBatch, top_k
+from .base import UserBatch, top_k
+from .interfaces import RelatedItemsRecipe
 
 TOP_NEIGHBOURS = 500
 USER_HISTORY_ITEMS = 10
 
 
-class SIMS(Recipe):
+class SIMS(RelatedItemsRecipe):
     name = "aws-sims"
-    recipe_type = "RELATED_ITEMS"
     hyperparameters = (
         HP(
             "popularity_discount_factor",

