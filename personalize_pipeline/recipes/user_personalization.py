@@ -103,7 +103,7 @@ class UserPersonalization(HRNNMetadata):
         shown_and_picked = np.zeros(n_items)
         first_seen = np.full(n_items, np.inf)
         np.minimum.at(first_seen, items, timestamps)
-        self._impression_matrix = None
+        self._ignored_impressions = None
         if "impression" in features.interactions.columns:
             codes, parents = list_column_codes(features.interactions["impression"])
             ok = codes >= 0
@@ -113,7 +113,7 @@ class UserPersonalization(HRNNMetadata):
             shown_and_picked = np.bincount(codes[picked], minlength=n_items).astype(np.float64)
             np.minimum.at(first_seen, codes, timestamps[parents])
             if self.params["impression_negatives"] > 0 and (~picked).any():
-                self._impression_matrix = IgnoredImpressions.of(codes[~picked], parents[~picked], len(items))
+                self._ignored_impressions = IgnoredImpressions.of(codes[~picked], parents[~picked], len(items))
         if "creation_timestamp" in features.items.columns:
             created = features.items["creation_timestamp"].to_numpy(np.float64)
             first_seen = np.where(np.isfinite(created), created, first_seen)
@@ -142,9 +142,9 @@ class UserPersonalization(HRNNMetadata):
 
     def _extra_negatives(self, positions: torch.Tensor) -> torch.Tensor | None:
         """Impressed-but-ignored items of the events at ``positions`` (-1 = none)."""
-        if self._impression_matrix is None:
+        if self._ignored_impressions is None:
             return None
-        return self._impression_matrix.first(positions.numpy(), self.params["impression_negatives"])
+        return self._ignored_impressions.first(positions.numpy(), self.params["impression_negatives"])
 
     def _finish_fit(self) -> None:
         """Items without interactions: no free embedding, a low bias (a new item has to earn
@@ -156,7 +156,7 @@ class UserPersonalization(HRNNMetadata):
             if trained.any() and (~trained).any():
                 low = float(np.quantile(bias.numpy()[trained], 0.1))
                 bias[torch.from_numpy(~trained)] = low
-        self._impression_matrix = None
+        self._ignored_impressions = None
 
     def recommendable(self) -> np.ndarray:
         return np.ones(len(self.popularity), dtype=bool)
