@@ -20,24 +20,28 @@ import numpy as np
 
 
 def run_setting(args: tuple) -> dict:
-    dataset, setting, exclude_seen, every, threads, epochs, budget = args
+    dataset, setting, exclude_seen, every, threads, epochs, budget, with_test, first = args
     import torch
 
     torch.set_num_threads(threads)
     from personalize_pipeline.datasets import read_dataset_group
     from personalize_pipeline.features import featurize
-    from personalize_pipeline.metrics import ranking_metrics, recommend_split
+    from personalize_pipeline.metrics import leave_last_out_split, ranking_metrics, recommend_split
     from personalize_pipeline.recipes import UserPersonalizationV2
     from personalize_pipeline.tuning import validation_split
 
     hp = dict(kv.split("=", 1) for kv in setting.split(",") if "=" in kv)
-    split = validation_split(featurize(read_dataset_group(dataset)))
+    features = featurize(read_dataset_group(dataset))
+    split = validation_split(features)
+    # the test split trains on the same events (each user's last two held out): its curve is
+    # what `evaluate --protocol leave-last-out` reports after that many epochs
+    test_split = leave_last_out_split(features, stage="test") if with_test else None
     model = UserPersonalizationV2(**{"epochs": epochs, "max_training_seconds": budget, **hp})
     curve: list[dict] = []
     start, cpu_start = time.perf_counter(), time.process_time()
 
     def on_epoch(epoch: int, average) -> None:
-        if epoch % every:
+        if epoch % every or epoch < first:
             return
         t, cpu = time.perf_counter(), time.process_time()
         saved = [p.detach().clone() for p in average.params]
@@ -45,8 +49,10 @@ def run_setting(args: tuple) -> dict:
         model.net.eval()
         model.fitted = True
         model.user_state = None
-        rec = recommend_split(model, split, 10, exclude_seen=exclude_seen)
-        ndcg = ranking_metrics(rec, split, split.train.n_items, ks=(10,))["normalized_discounted_cumulative_gain_at_10"]
+        ndcg = _ndcg10(split)
+        stopping = getattr(model, "_early_stopping", None)
+        held = {"held_out_ndcg10": stopping.scores[-1]} if stopping is not None and stopping.scores else {}
+        test = {"test_ndcg10": round(float(_ndcg10(test_split)), 5)} if test_split is not None else {}
         with torch.no_grad():
             for p, s in zip(average.params, saved, strict=True):
                 p.copy_(s)
@@ -55,6 +61,8 @@ def run_setting(args: tuple) -> dict:
             {
                 "epoch": epoch,
                 "ndcg10": round(float(ndcg), 5),
+                **test,
+                **held,
                 "train_s": round(t - start - eval_seconds[0], 1),
                 "train_cpu_s": round(cpu - cpu_start - eval_cpu[0], 1),
             }
@@ -62,6 +70,10 @@ def run_setting(args: tuple) -> dict:
         eval_seconds[0] += time.perf_counter() - t
         eval_cpu[0] += time.process_time() - cpu
         print(f"{setting} epoch {epoch}: {ndcg:.4f} {curve[-1]}", file=sys.stderr, flush=True)
+
+    def _ndcg10(s) -> float:
+        rec = recommend_split(model, s, 10, exclude_seen=exclude_seen)
+        return ranking_metrics(rec, s, s.train.n_items, ks=(10,))["normalized_discounted_cumulative_gain_at_10"]
 
     eval_seconds, eval_cpu = [0.0], [0.0]
     model.epoch_callback = on_epoch
@@ -79,8 +91,13 @@ def main() -> int:
     parser.add_argument("--budget", type=float, default=3600.0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--test", action="store_true", help="also the test split's NDCG@10 (reporting, not tuning)")
+    parser.add_argument("--first", type=int, default=0, help="no evaluation before this epoch")
     a = parser.parse_args()
-    jobs = [(a.dataset, s, a.exclude_seen, a.every, a.threads, a.epochs, a.budget) for s in a.setting or ["default"]]
+    jobs = [
+        (a.dataset, s, a.exclude_seen, a.every, a.threads, a.epochs, a.budget, a.test, a.first)
+        for s in a.setting or ["default"]
+    ]
     with mp.get_context("spawn").Pool(len(jobs)) as pool:
         results = pool.map(run_setting, jobs)
     with open(a.out, "w") as fh:

@@ -90,6 +90,30 @@ def test_sampled_softmax_with_logq_learns_too(cycle):
     assert _next_item_accuracy(sampled, cycle) >= 0.8
 
 
+def test_no_epoch_starts_that_would_end_past_the_time_budget(cycle):
+    torch.set_num_threads(1)
+    budgeted = UserPersonalizationV2(**{**TINY, "epochs": 500, "max_training_seconds": 1.0}).fit(cycle)
+    stats = budgeted.training_stats()
+    assert stats["epochs_planned"] == 500
+    assert 1 <= stats["epochs_run"] < 500
+    assert stats["epochs_run"] * stats["seconds_per_epoch"] <= 1.0 + 2 * stats["seconds_per_epoch"]
+
+
+def test_early_stopping_holds_out_newest_events_and_stops_at_the_plateau(tmp_path):
+    torch.set_num_threads(1)
+    features = featurize(read_dataset_group(cycle_dataset(tmp_path / "many", users=400)))
+    params = {**TINY, "epochs": 60, "early_stopping_patience": 2, "validation_share": 0.5}
+    recipe = UserPersonalizationV2(**params).fit(features)
+    stats = recipe.training_stats()
+    assert stats["held_out_users"] == 200  # every user has 11 transitions: half of them
+    assert stats["training_events"] == 400 * 11 - 200
+    scores = stats["held_out_ndcg10_by_epoch"]
+    assert len(scores) == stats["epochs_run"] < 60  # the cycle is learnt long before 60 epochs
+    assert stats["early_stopping_best_epoch"] == stats["epochs_run"] - 2
+    assert max(scores) == scores[stats["early_stopping_best_epoch"] - 1] >= 0.9
+    assert _next_item_accuracy(recipe, features) >= 0.9
+
+
 def test_cached_states_equal_recomputed_states(model, cycle):
     indptr, items = cycle.sequences()
     users = np.arange(cycle.n_users)
@@ -192,9 +216,9 @@ def test_registered_with_hyperparameters_and_in_automl():
         UserPersonalizationV2(hidden_dimension=30, num_heads=4)
 
 
-@pytest.mark.parametrize("n_items, negatives", [(355, 0), (8192, 0), (12101, 2048)])
+@pytest.mark.parametrize("n_items, negatives", [(355, 0), (12101, 0), (32768, 0), (32769, 4096)])
 def test_full_softmax_where_the_catalogue_allows_it(n_items, negatives):
-    """Automatic loss: the full softmax up to 8,192 items, 2,048 sampled negatives above;
+    """Automatic loss: the full softmax up to 32,768 items, 4,096 sampled negatives above;
     the automatic schedule gives cheaper events more passes (within 4 to 100)."""
     model = UserPersonalizationV2()
     model.n_items, model.trained = n_items, np.ones(n_items, dtype=bool)

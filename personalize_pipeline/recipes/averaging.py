@@ -9,6 +9,9 @@ metric (Polyak & Juditsky 1992; Izmailov et al., "Averaging weights leads to wid
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 
 
@@ -23,6 +26,24 @@ class WeightAverage:
         """Fold the current weights into the average (call after each optimiser step)."""
         if self.average is not None and self._update is not None:
             self._update(self.average, [p.detach() for p in self.params], None)
+
+    @contextmanager
+    def swapped_in(self) -> Iterator[None]:
+        """The averaged weights in place of the current ones for the ``with`` block (to score
+        the model that training would keep now), the current ones back afterwards."""
+        if self.average is None:
+            yield
+            return
+        with torch.no_grad():
+            current = [p.detach().clone() for p in self.params]
+            for param, averaged in zip(self.params, self.average, strict=True):
+                param.copy_(averaged)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for param, saved in zip(self.params, current, strict=True):
+                    param.copy_(saved)
 
     @torch.no_grad()
     def apply(self) -> None:

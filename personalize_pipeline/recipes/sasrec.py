@@ -9,10 +9,15 @@ they come from:
 - **Positions counted from the end** of the window (the newest event always has the last
   position embedding): SASRec pads on the left, which gives the same alignment, so the
   state used for recommending is always read at the same position it was trained at.
-- **Initialisation N(0, 0.02)** for the embeddings and every linear layer (as GPT-2 and
-  the transformer recommenders built on it). PyTorch's default N(0, 1) embedding scaled by
-  √d trained far worse on amazon-beauty in this project's feasibility check: the initial
-  logits are then huge and the softmax saturates.
+- **Initialisation truncated N(0, 0.02)** (cut at two standard deviations) for the
+  embeddings and every linear layer (as BERT, GPT-2 and SASRec+). PyTorch's default N(0, 1) embedding scaled by
+  √d trained about 3x worse on amazon-beauty in this project's feasibility check: the
+  initial logits are then huge and the softmax saturates.
+- **Input item vectors scaled by √d** (SASRec; ``scale_items``): with the N(0, 0.02)
+  initialisation the item identity then dominates the residual stream at the start
+  instead of being as small as the position embeddings and the blocks' initial outputs
+  (2.3x the validation NDCG@10 after 3 epochs on amazon-beauty). The output side uses the
+  unscaled vectors.
 - **Pre-layer-norm blocks** (LayerNorm before attention and before the feed-forward part,
   a final LayerNorm; SASRec normalises the query the same way), GELU feed-forward of
   width 4d, dropout on embeddings, attention and residual branches.
@@ -69,9 +74,11 @@ class SASRecNet(nn.Module):
         max_length: int,
         dropout: float,
         item_meta: np.ndarray | None = None,
+        scale_items: bool = False,
     ):
         super().__init__()
         self.n_items = n_items
+        self.input_scale = float(np.sqrt(dim)) if scale_items else 1.0
         self.embedding = nn.Embedding(n_items + 1, dim)
         self.position = nn.Embedding(max_length, dim)
         self.blocks = nn.ModuleList(CausalSelfAttentionBlock(dim, heads, dropout) for _ in range(blocks))
@@ -86,7 +93,7 @@ class SASRecNet(nn.Module):
         self.item_proj = nn.Linear(meta.shape[1], dim, bias=False) if meta.shape[1] else None
         for module in self.modules():
             if isinstance(module, (nn.Linear, nn.Embedding)):
-                nn.init.normal_(module.weight, std=INIT_STD)
+                nn.init.trunc_normal_(module.weight, std=INIT_STD, a=-2 * INIT_STD, b=2 * INIT_STD)
             if isinstance(module, nn.Linear) and module.bias is not None:
                 nn.init.zeros_(module.bias)
         with torch.no_grad():
@@ -104,7 +111,7 @@ class SASRecNet(nn.Module):
         """[B, T] left-padded item codes (T ≤ max_length) -> [B, T, d] states."""
         b, t = items.shape
         real = items < self.n_items
-        x = self.item_vectors(items) + self.position.weight[-t:]
+        x = self.item_vectors(items) * self.input_scale + self.position.weight[-t:]
         x = self.drop(x) * real.unsqueeze(-1)
         causal = torch.ones(t, t, dtype=torch.bool).tril()
         allowed = (causal[None] & real[:, None, :]) | torch.eye(t, dtype=torch.bool)[None]

@@ -1,0 +1,111 @@
+"""Early stopping on held-out newest events (recipes/early_stopping.py) and the averaged
+weights it scores (WeightAverage.swapped_in)."""
+
+import numpy as np
+import torch
+
+from personalize_pipeline.recipes.averaging import WeightAverage
+from personalize_pipeline.recipes.early_stopping import EarlyStopping, HeldOutNewest
+from personalize_pipeline.recipes.sasrec import end_aligned_windows
+
+PAD = 50
+
+
+def histories(n_users=1000, seed=0):
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, 13, n_users)
+    indptr = np.concatenate([[0], np.cumsum(lengths)])
+    items = rng.integers(0, PAD, indptr[-1])
+    return indptr, items
+
+
+def windows(indptr, items, length=5):
+    inputs, targets, positions = end_aligned_windows(indptr, items, length, PAD)
+    newest = np.isin(positions[:, -1] + 1, indptr[1:])
+    return inputs, targets, positions, newest
+
+
+def test_held_out_events_are_the_newest_of_sampled_users_and_leave_training():
+    indptr, items = histories()
+    inputs, targets, positions, newest = windows(indptr, items)
+    held, train_in, train_out = HeldOutNewest.take(
+        inputs, targets, newest, PAD, share=0.5, cap=10_000, rng=np.random.default_rng(1)
+    )
+    assert held is not None
+    eligible = newest & ((targets >= 0).sum(axis=1) >= 2)
+    assert len(held.targets) == round(0.5 * eligible.sum())
+    changed = np.flatnonzero((train_out != targets).any(axis=1))
+    assert len(changed) == len(held.targets) and eligible[changed].all()
+    # each held-out target is its user's newest event, no longer a training target
+    last_event = items[positions[changed, -1]]
+    assert np.array_equal(held.targets, last_event)
+    assert (train_out >= 0).sum() == (targets >= 0).sum() - len(changed)
+    # the shifted windows still end at a real target, with the inputs that preceded it
+    assert np.array_equal(train_out[changed, -1], targets[changed, -2])
+    assert np.array_equal(train_in[changed, -1], inputs[changed, -2])
+    assert (train_out[changed, 0] == -1).all() and (train_in[changed, 0] == PAD).all()
+    # the held-out window is the state's input: everything before the held-out event
+    assert np.array_equal(held.windows, inputs[changed])
+    # other windows are untouched
+    others = np.setdiff1d(np.arange(len(targets)), changed)
+    assert np.array_equal(train_out[others], targets[others]) and np.array_equal(train_in[others], inputs[others])
+
+
+def test_too_few_users_hold_out_nothing():
+    indptr, items = histories(n_users=100)
+    inputs, targets, _, newest = windows(indptr, items)
+    held, train_in, train_out = HeldOutNewest.take(inputs, targets, newest, PAD, 0.5, 10_000, np.random.default_rng(1))
+    assert held is None and train_in is inputs and train_out is targets
+
+
+def test_ndcg_at_10_ranks_over_the_catalogue():
+    n_items = 20
+    item_vectors = torch.eye(n_items)  # the logit of item j is the state's j-th entry
+    targets = np.array([3, 7, 11])
+    state_of_last_item = {
+        1: torch.eye(n_items)[3],  # target first: gain 1
+        2: torch.eye(n_items)[7] + 2 * torch.eye(n_items)[0] + 2 * torch.eye(n_items)[1],  # third: 1/log2(4)
+        3: -torch.eye(n_items)[11],  # target last of 20: gain 0
+    }
+    window = np.full((3, 4), n_items)
+    window[:, -1] = [1, 2, 3]
+    window[1, -2] = 5  # a longer history: blocks of different lengths
+    held = HeldOutNewest(windows=window, targets=targets, pad=n_items)
+
+    def encode(w):
+        return torch.stack([state_of_last_item[int(last)] for last in w[:, -1]])
+
+    expected = (1.0 + 1.0 / np.log2(4) + 0.0) / 3
+    assert abs(held.ndcg_at_10(encode, item_vectors) - expected) < 1e-6
+
+
+def test_early_stopping_keeps_the_best_state_and_stops_after_patience():
+    stopping = EarlyStopping(patience=2)
+    weights = {"w": torch.zeros(2)}
+    scores = [0.1, 0.3, 0.2, 0.25, 0.4]
+    stopped_at = None
+    for epoch, score in enumerate(scores, start=1):
+        weights["w"] = torch.full((2,), float(epoch))
+        if stopping.observe(epoch, score, lambda: weights):
+            stopped_at = epoch
+            break
+    assert stopped_at == 4
+    assert stopping.best_epoch == 2 and stopping.best_state is not None
+    assert torch.equal(stopping.best_state["w"], torch.full((2,), 2.0))
+    assert stopping.scores == [0.1, 0.3, 0.2, 0.25]
+
+
+def test_patience_zero_never_stops():
+    stopping = EarlyStopping(patience=0)
+    assert not any(stopping.observe(e, 1.0 / e, dict) for e in range(1, 20))
+
+
+def test_averaged_weights_swap_in_and_back():
+    param = torch.nn.Parameter(torch.zeros(3))
+    average = WeightAverage([param], decay=0.5)
+    with torch.no_grad():
+        param.fill_(4.0)
+    average.step()  # average = 0.5 * 0 + 0.5 * 4
+    with average.swapped_in():
+        assert torch.equal(param.detach(), torch.full((3,), 2.0))
+    assert torch.equal(param.detach(), torch.full((3,), 4.0))
