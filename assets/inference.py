@@ -11,7 +11,6 @@ from personalize_pipeline.job_inputs import job_input_files, write_default_input
 from personalize_pipeline.locations import Location
 from personalize_pipeline.measure import Measurement, measured
 from personalize_pipeline.outputs import LATEST, write_latest
-from personalize_pipeline.segments import write_default_segment_input
 from personalize_pipeline.store import SolutionVersion, load_solution_version
 
 from .metadata import CODE_VERSION, ReadsUpstream, retry_policy, step_failure_on_bad_input
@@ -43,18 +42,9 @@ class BatchJobOptions(dg.Config):
 
 
 class BatchInferenceConfig(BatchJobOptions, ReadsUpstream):
-    input: str = ""  # JSONL file, or folder / s3:// prefix (each *.jsonl its own .out); empty: default_input()
-
-
-def default_input(version: SolutionVersion, out_dir: Location) -> Location:
-    """The job input of a run without one, written next to its .out (so the finished
-    solution version is never modified): every known user (USER_PERSONALIZATION), every
-    item (RELATED_ITEMS; aws-item-affinity), or one line per categorical item attribute
-    value (aws-item-attribute-affinity)."""
-    if version.recipe_type == "USER_SEGMENTATION":
-        return write_default_segment_input(version, out_dir.child("all-segments.jsonl"))
-    default = "all-items.jsonl" if version.recipe_type == "RELATED_ITEMS" else "all-users.jsonl"
-    return write_default_input(version, out_dir.child(default))
+    # JSONL file, or folder / s3:// prefix (each *.jsonl its own .out); empty: every user / item / segment
+    # query the solution version knows, written next to the .out (so the version is never modified)
+    input: str = ""
 
 
 def scheduled_batch_config(solution: Solution) -> dict[str, Any]:
@@ -134,7 +124,7 @@ def batch_inference_output_asset(solution: Solution) -> dg.AssetsDefinition:
                 if config.input:
                     inputs = job_input_files(Location(config.input, s3))
                 else:
-                    inputs = [default_input(version, out_dir)]
+                    inputs = [write_default_input(version, out_dir)]
                 results = []
                 for job_input in inputs:
                     results.append(config.run(version, job_input, out_dir))

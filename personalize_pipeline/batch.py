@@ -68,12 +68,17 @@ class BatchResult:
         return {**self.__dict__, "users_per_second": self.users_per_second}
 
 
+def handler_class(recipe_type: str) -> type[BatchHandler]:
+    """The batch handler class of ``recipe_type``."""
+    handler = HANDLERS.get(recipe_type)
+    if handler is None:
+        raise InputError(f"recipe type {recipe_type} is not supported by batch inference")
+    return handler
+
+
 def handler_for(version: SolutionVersion, settings: JobSettings) -> BatchHandler:
     """The batch handler of the version's recipe type, with the job's settings checked."""
-    handler = HANDLERS.get(version.recipe.recipe_type)
-    if handler is None:
-        raise InputError(f"recipe type {version.recipe.recipe_type} is not supported by batch inference")
-    return handler(version, settings)
+    return handler_class(version.recipe.recipe_type)(version, settings)
 
 
 def _read_lines(input_loc: Location) -> Iterator[str]:
@@ -218,6 +223,7 @@ __all__ = [
     "write_all_users_input",
     "parse_line",
     "handler_for",
+    "handler_class",
     "HANDLERS",
     "MAX_RESULTS",
     "exploration_config",

@@ -82,6 +82,12 @@ class BatchHandler(ABC, Generic[RequestT, RecipeT]):
         self.version, self.settings = version, settings
         self.recipe: RecipeT = version.recipe  # type: ignore[assignment]  # checked above
 
+    @classmethod
+    @abstractmethod
+    def default_input(cls, version: SolutionVersion) -> tuple[str, str]:
+        """(file name, JSONL text) of the job input of a scheduled run without one, naming
+        everything the solution version knows; an InputError where the type needs a given input."""
+
     @abstractmethod
     def parse(self, text: str, lineno: int) -> ParsedLine[RequestT]:
         """One input line as a request, or the error naming the line."""
@@ -249,6 +255,11 @@ class UserRecommendationHandler(RecommendationHandler[UserRequest, UserRecommend
         self.renderer = TopKRenderer(version.item_ids)
         self.user_index = warm_index(version.user_ids)
 
+    @classmethod
+    def default_input(cls, version: SolutionVersion) -> tuple[str, str]:
+        """Every user the solution version knows."""
+        return "all-users.jsonl", "".join(json.dumps({"userId": str(u)}) + "\n" for u in version.user_ids)
+
     def request_of(self, obj: dict[str, Any], lineno: int, filter_values: Any) -> ParsedLine[UserRequest]:
         return parse_user_request(obj, lineno, filter_values)
 
@@ -271,6 +282,11 @@ class RelatedItemsHandler(RecommendationHandler[ItemRequest, RelatedItemsRecipe]
         super().__init__(version, settings)
         self.renderer = TopKRenderer(version.item_ids)
         self.item_index = warm_index(version.item_ids)
+
+    @classmethod
+    def default_input(cls, version: SolutionVersion) -> tuple[str, str]:
+        """Every item the solution version knows."""
+        return "all-items.jsonl", "".join(json.dumps({"itemId": str(i)}) + "\n" for i in version.item_ids)
 
     def request_of(self, obj: dict[str, Any], lineno: int, filter_values: Any) -> ParsedLine[ItemRequest]:
         return parse_item_request(obj, lineno, filter_values)
@@ -305,6 +321,14 @@ class RankingHandler(RecommendationHandler[RankingRequest, Ranker]):
         super().__init__(version, settings)
         self.user_index = warm_index(version.user_ids)
         self.item_index = warm_index(version.item_ids)
+
+    @classmethod
+    def default_input(cls, version: SolutionVersion) -> tuple[str, str]:
+        """None: the items to rank are the input's."""
+        raise InputError(
+            f"{version.manifest['recipe']} ranks the items each input line lists: set batch_inference.input to a "
+            'JSONL file (or folder) of {"userId": ..., "itemList": [...]} lines'
+        )
 
     def request_of(self, obj: dict[str, Any], lineno: int, filter_values: Any) -> ParsedLine[RankingRequest]:
         return parse_ranking_request(obj, lineno, filter_values)

@@ -1,11 +1,10 @@
 """Inputs of the scheduled batch inference jobs: a JSONL file, every ``*.jsonl`` of a folder
 or S3 prefix (each becomes its own ``.out``), or, when none is configured, a job input
-naming everything the solution version knows (every user; every item for RELATED_ITEMS)."""
+naming everything the solution version knows (what the recipe type's batch handler names)."""
 
 from __future__ import annotations
 
-import json
-
+from .batch import handler_class
 from .errors import InputError
 from .locations import Location, as_location
 from .store import SolutionVersion
@@ -27,20 +26,14 @@ def job_input_files(location: str | Location) -> list[Location]:
     return files
 
 
-def write_default_input(version: SolutionVersion, location: str | Location) -> Location:
-    """A job input naming every user (USER_PERSONALIZATION) or every item (RELATED_ITEMS)
-    known to the solution version. PERSONALIZED_RANKING needs the items to rank, so a
-    configured input is required there."""
-    loc = as_location(location)
-    if version.recipe_type == "RELATED_ITEMS":
-        text = "".join(json.dumps({"itemId": str(i)}) + "\n" for i in version.item_ids)
-    elif version.recipe_type == "USER_PERSONALIZATION":
-        text = "".join(json.dumps({"userId": str(u)}) + "\n" for u in version.user_ids)
-    else:
-        raise InputError(
-            f"{version.manifest['recipe']} ranks the items each input line lists: set batch_inference.input to a "
-            'JSONL file (or folder) of {"userId": ..., "itemList": [...]} lines'
-        )
+def write_default_input(version: SolutionVersion, folder: str | Location) -> Location:
+    """The default job input of the version's recipe type (its batch handler's
+    ``default_input``), written into ``folder`` under that type's file name: every user
+    (``all-users.jsonl``), every item (``all-items.jsonl``), every segment query
+    (``all-segments.jsonl``). PERSONALIZED_RANKING needs the items to rank, so a configured
+    input is required there (an error, nothing written)."""
+    name, text = handler_class(version.recipe_type).default_input(version)
+    loc = as_location(folder).child(name)
     loc.write_text(text)
     return loc
 

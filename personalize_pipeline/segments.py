@@ -33,7 +33,7 @@ from .batch_handlers import BatchHandler, Served
 from .batch_requests import JobSettings, ParsedLine, SegmentRequest, decode_object, parse_segment_request
 from .errors import InputError
 from .filters import Filter, FilterContext, parse_filter
-from .locations import Location, as_location
+from .locations import Location
 from .recipes import UserSegmenter
 from .store import SolutionVersion
 
@@ -119,6 +119,11 @@ class SegmentHandler(BatchHandler[SegmentRequest, UserSegmenter]):
         self.item_index = pd.Index(np.asarray(version.item_ids, dtype=object))
         self.item_index.get_indexer(self.item_index[:1])  # its hash table, built before the threads share it
 
+    @classmethod
+    def default_input(cls, version: SolutionVersion) -> tuple[str, str]:
+        """Every item, or every categorical item attribute value (:func:`default_segment_input`)."""
+        return "all-segments.jsonl", default_segment_input(version)
+
     def parse(self, text: str, lineno: int) -> ParsedLine[SegmentRequest]:
         return parse_segment_line(text, lineno, self.key)
 
@@ -189,19 +194,17 @@ def run_segment_job(
     return run_batch_job(version, input_path, output_dir, num_results, filter_expression)
 
 
-def write_default_segment_input(version: SolutionVersion, location: str | Location) -> Location:
+def default_segment_input(version: SolutionVersion) -> str:
     """The input of a scheduled segment job without one: every item (aws-item-affinity), or
     one ``ITEMS.F = "value"`` line per value of each categorical Items field
     (aws-item-attribute-affinity; numeric fields have no natural values to list)."""
-    loc = as_location(location)
     recipe = version.recipe
     if not isinstance(recipe, UserSegmenter):
         raise InputError(
             f"{version.manifest['recipe']} is not a USER_SEGMENTATION recipe: it takes no segment job input"
         )
     if recipe.segment_input == "itemId":
-        loc.write_text("".join(json.dumps({"itemId": str(i)}, ensure_ascii=False) + "\n" for i in version.item_ids))
-        return loc
+        return "".join(json.dumps({"itemId": str(i)}, ensure_ascii=False) + "\n" for i in version.item_ids)
     catalog = version.items_metadata if version.items_metadata is not None else pd.DataFrame()
     lines = []
     for column in [c for c in catalog.columns if c not in ("ITEM_ID", "CREATION_TIMESTAMP")]:
@@ -216,8 +219,7 @@ def write_default_segment_input(version: SolutionVersion, location: str | Locati
             "aws-item-attribute-affinity needs a batch input: the Items dataset has no categorical field to list "
             "segments of"
         )
-    loc.write_text("".join(lines))
-    return loc
+    return "".join(lines)
 
 
 __all__ = [
@@ -225,6 +227,6 @@ __all__ = [
     "parse_segment_line",
     "AttributeQueries",
     "SegmentHandler",
-    "write_default_segment_input",
+    "default_segment_input",
     "MAX_SEGMENT_USERS",
 ]

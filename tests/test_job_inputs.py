@@ -41,7 +41,7 @@ def test_every_jsonl_under_an_s3_prefix(s3_bucket):
 def test_default_input_names_every_user_or_item(demo_small, tmp_path, recipe, key):
     train(featurize(read_dataset_group(demo_small)), SolutionConfig(recipe), tmp_path / "solution")
     version = load_solution_version(tmp_path / "solution")
-    lines = [json.loads(line) for line in write_default_input(version, tmp_path / "all.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in write_default_input(version, tmp_path).read_text().splitlines()]
     expected = version.user_ids if key == "userId" else version.item_ids
     assert [line[key] for line in lines] == [str(i) for i in expected]
     if recipe == "aws-popularity-count":  # a ranking solution needs the items to rank: no default input
@@ -53,5 +53,5 @@ def test_default_input_names_every_user_or_item(demo_small, tmp_path, recipe, ke
             InputError,
             match="aws-personalized-ranking ranks the items each input line lists: set batch_inference.input",
         ):
-            write_default_input(ranking, tmp_path / "ranking.jsonl")
-        assert not (tmp_path / "ranking.jsonl").exists()
+            write_default_input(ranking, tmp_path / "ranking")
+        assert not (tmp_path / "ranking").exists()

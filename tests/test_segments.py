@@ -122,7 +122,7 @@ def test_affinity_scores_and_history_weights(dataset):
 
 
 def test_default_inputs_of_scheduled_segment_jobs(dataset, tmp_path, capsys):
-    from personalize_pipeline.segments import write_default_segment_input
+    from personalize_pipeline.job_inputs import write_default_input
     from personalize_pipeline.store import load_solution_version
 
     for recipe, expected in (
@@ -133,7 +133,7 @@ def test_default_inputs_of_scheduled_segment_jobs(dataset, tmp_path, capsys):
         ),
     ):
         solution = train(dataset, tmp_path, capsys, recipe)
-        job = write_default_segment_input(load_solution_version(solution), tmp_path / f"{recipe}.jsonl")
+        job = write_default_input(load_solution_version(solution), tmp_path / recipe)
         assert [json.loads(line) for line in job.read_text().splitlines()] == expected
         rc, out = segment_job(capsys, tmp_path, solution, job.read_text().splitlines(), "--num-results", "3")
         assert rc == 0 and all(line["error"] is None and len(line["output"]["usersList"]) == 3 for line in out)
