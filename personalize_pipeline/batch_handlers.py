@@ -33,7 +33,7 @@ from .batch_requests import (
 )
 from .errors import InputError
 from .filters import Filter, FilterContext, parse_filter
-from .recipes import ExplorationConfig, Ranker, Recipe, RelatedItemsRecipe, UserRecommender
+from .recipes import ExplorationConfig, Ranker, Recipe, RelatedItemsRecipe, UserRecommender, explores
 from .recipes.scoring import resolve_device
 from .rendering import input_json, json_text, render_top_line, render_top_lines, renderable, text_table
 from .store import SolutionVersion
@@ -133,7 +133,7 @@ def exploration_config(
         weight=default.weight if weight is None else float(weight),
         item_age_cut_off=default.item_age_cut_off if age_cut_off is None else float(age_cut_off),
     )
-    if isinstance(version.recipe, UserRecommender) and version.recipe.supports_exploration:
+    if explores(version.recipe):
         return config
     if weight is not None or age_cut_off is not None:
         raise InputError(

@@ -146,12 +146,9 @@ class Solution(_Section):
 
     def supports_exploration(self) -> bool:
         """Whether the configured recipe takes itemExplorationConfig (not known ahead for AutoML)."""
-        from .recipes import UserRecommender, get_recipe
+        from .recipes import explores, get_recipe
 
-        if self.perform_automl:
-            return False
-        recipe = get_recipe(self.recipe)
-        return issubclass(recipe, UserRecommender) and recipe.supports_exploration
+        return not self.perform_automl and explores(get_recipe(self.recipe))
 
     def recipe_type(self) -> str | None:
         from .recipes import get_recipe

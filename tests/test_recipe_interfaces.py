@@ -50,6 +50,10 @@ def test_every_recipe_implements_exactly_its_types_interface():
     assert [n for n, c in RECIPES.items() if issubclass(c, UserRecommender) and c.supports_exploration] == [
         "aws-user-personalization"
     ]
+    # every user recommender is called through the interface's recommend, which checks exploration once
+    for name, cls in RECIPES.items():
+        if issubclass(cls, UserRecommender):
+            assert cls.recommend is UserRecommender.recommend, name
 
 
 def test_an_interface_method_left_out_cannot_be_instantiated():

@@ -7,7 +7,15 @@ from .base import HyperParameter, Recipe, UserBatch, top_k
 from .hrnn import HRNN
 from .hrnn_coldstart import HRNNColdstart
 from .hrnn_metadata import HRNNMetadata
-from .interfaces import INTERFACES, Ranker, RelatedItemsRecipe, UserRecommender, UserSegmenter, interface_of
+from .interfaces import (
+    INTERFACES,
+    Ranker,
+    RelatedItemsRecipe,
+    UserRecommender,
+    UserSegmenter,
+    explores,
+    interface_of,
+)
 from .item_affinity import ItemAffinity, ItemAttributeAffinity
 from .personalized_ranking import PersonalizedRanking
 from .personalized_ranking_v2 import PersonalizedRankingV2
@@ -55,6 +63,7 @@ def get_recipe(name_or_arn: str) -> type[Recipe]:
 
 
 __all__ = [
+    "explores",
     "HyperParameter",
     "Recipe",
     "UserRecommender",

@@ -633,11 +633,11 @@ class GRURecipe(Recipe):
         self.n_items = len(self.popularity)
 
 
-class HRNN(GRURecipe, UserRecommender):
+class HRNN(UserRecommender, GRURecipe):
     name = "aws-hrnn"
     description = "Hierarchical recurrent network (GRU) over each user's time-ordered history."
 
-    def recommend(
+    def _recommend(
         self,
         batch: UserBatch,
         k: int,
@@ -647,5 +647,4 @@ class HRNN(GRURecipe, UserRecommender):
         exploration: ExplorationConfig | None = None,
         device: torch.device | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        self._refuse_exploration(exploration)
-        return super().recommend(batch, k, exclude_seen, allowed, device=device)
+        return GRURecipe.recommend(self, batch, k, exclude_seen, allowed, device=device)

@@ -34,13 +34,17 @@ SegmentInput = Literal["itemId", "itemAttributes"]
 
 
 class UserRecommender(Recipe):
-    """USER_PERSONALIZATION: ``recommend`` top-k items per user for batch jobs."""
+    """USER_PERSONALIZATION: ``recommend`` top-k items per user for batch jobs.
+
+    ``recommend`` is the one entry point: it refuses an exploration config where the recipe
+    does not declare ``supports_exploration``, then calls the recipe's ``_recommend``. A
+    recipe class lists this interface before its model base (``HRNN(UserRecommender,
+    GRURecipe)``) so that this ``recommend`` is the one callers get."""
 
     recipe_type: ClassVar[str] = "USER_PERSONALIZATION"
     # whether ``recommend`` takes an ``exploration`` config (Personalize's itemExplorationConfig)
     supports_exploration: ClassVar[bool] = False
 
-    @abstractmethod
     def recommend(
         self,
         batch: UserBatch,
@@ -53,13 +57,32 @@ class UserRecommender(Recipe):
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k item codes and scores per user, best first: ([n, k] int64, [n, k] float32);
         -1 pads slots that cannot be filled. ``allowed`` ([n, n_items] bool, e.g. a filter)
-        applies inside the top-k; ``exploration`` (only where ``supports_exploration``) gives
-        some slots to young items; ``device`` is where tensor recipes compute (others ignore it)."""
-
-    def _refuse_exploration(self, exploration: ExplorationConfig | None) -> None:
-        """For recipes that do not explore: an exploration config is an error."""
-        if exploration is not None:
+        applies inside the top-k; ``exploration`` (only where ``supports_exploration``, an
+        error elsewhere) gives some slots to young items; ``device`` is where tensor recipes
+        compute (others ignore it)."""
+        if exploration is not None and not self.supports_exploration:
             raise InputError(f"{self.name} does not take itemExplorationConfig (exploration weight / item age cut-off)")
+        return self._recommend(batch, k, exclude_seen, allowed, exploration=exploration, device=device)
+
+    @abstractmethod
+    def _recommend(
+        self,
+        batch: UserBatch,
+        k: int,
+        exclude_seen: bool,
+        allowed: np.ndarray | None,
+        *,
+        exploration: ExplorationConfig | None,
+        device: torch.device | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``recommend`` of this recipe, the exploration config already checked (None unless
+        the recipe ``supports_exploration``)."""
+
+
+def explores(recipe: Recipe | type[Recipe]) -> bool:
+    """Whether a recipe (class or instance) takes itemExplorationConfig."""
+    cls = recipe if isinstance(recipe, type) else type(recipe)
+    return issubclass(cls, UserRecommender) and cls.supports_exploration
 
 
 class Ranker(Recipe):
@@ -124,4 +147,5 @@ __all__ = [
     "UserSegmenter",
     "INTERFACES",
     "interface_of",
+    "explores",
 ]

@@ -63,7 +63,7 @@ class PopularityCount(UserRecommender):
         self._check_fitted()
         return np.broadcast_to(self.scores, (len(batch), self.n_items))
 
-    def recommend(
+    def _recommend(
         self,
         batch: UserBatch,
         k: int,
@@ -77,7 +77,6 @@ class PopularityCount(UserRecommender):
         skipped (vectorised: take enough candidates from the global order, mask, compact).
         With an ``allowed`` mask (filters) the generic masked top-k is used."""
         self._check_fitted()
-        self._refuse_exploration(exploration)
         if allowed is not None:
             return masked_top_k(self.score(batch), batch, k, exclude_seen, allowed)
         n = len(batch)

@@ -124,7 +124,7 @@ class TrendingNow(UserRecommender):
         self._check_fitted()
         return np.broadcast_to(self._key, (len(batch), self.n_items))
 
-    def recommend(
+    def _recommend(
         self,
         batch: UserBatch,
         k: int,
@@ -137,7 +137,6 @@ class TrendingNow(UserRecommender):
         """The trending list for every user (with ``allowed`` / ``exclude_seen``, the first
         items of it that pass); scores are the trend shares."""
         self._check_fitted()
-        self._refuse_exploration(exploration)
         if not exclude_seen and allowed is None:
             top, scores = self.trending(k)
             n = len(batch)

@@ -163,7 +163,7 @@ class UserPersonalization(HRNNMetadata):
 
     # --- inference --------------------------------------------------------------------------------
     @torch.no_grad()
-    def recommend(
+    def _recommend(
         self,
         batch: UserBatch,
         k: int,
@@ -174,7 +174,7 @@ class UserPersonalization(HRNNMetadata):
         device: torch.device | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         if exploration is None or exploration.slots(min(k, len(self.popularity))) == 0:
-            return super().recommend(batch, k, exclude_seen=exclude_seen, allowed=allowed, device=device)
+            return super()._recommend(batch, k, exclude_seen=exclude_seen, allowed=allowed, device=device)
         scorer = self.linear_scorer(device)
         candidates = self.exploration_candidates(exploration)
         n, k = len(batch), min(k, len(self.popularity))

@@ -572,11 +572,11 @@ class SASRecRecipe(Recipe):
         self.net.eval()
 
 
-class UserPersonalizationV2(SASRecRecipe, UserRecommender):
+class UserPersonalizationV2(UserRecommender, SASRecRecipe):
     name = "aws-user-personalization-v2"
     description = "Transformer (SASRec family, full-softmax cross-entropy) over each user's recent events."
 
-    def recommend(
+    def _recommend(
         self,
         batch: UserBatch,
         k: int,
@@ -587,8 +587,7 @@ class UserPersonalizationV2(SASRecRecipe, UserRecommender):
         device: torch.device | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k on the CPU (``device`` is not used)."""
-        self._refuse_exploration(exploration)
-        return super().recommend(batch, k, exclude_seen, allowed)
+        return SASRecRecipe.recommend(self, batch, k, exclude_seen, allowed)
 
 
 def bucketed_batches(lengths: np.ndarray, batch: int, rng: np.random.Generator) -> list[np.ndarray]:
