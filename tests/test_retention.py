@@ -1,13 +1,8 @@
-"""Solution-version retention, the batch output ``latest`` pointer and the new-data check,
-locally and on a real S3 server (SeaweedFS)."""
+"""Solution-version retention and the batch output ``latest`` pointer, locally and on a real
+S3 server (SeaweedFS)."""
 
-import shutil
-import time
-
-import pandas as pd
 import pytest
 
-from personalize_pipeline.changes import changed_files, dataset_files, update_check
 from personalize_pipeline.datasets import read_dataset_group
 from personalize_pipeline.errors import InputError
 from personalize_pipeline.features import featurize
@@ -81,31 +76,3 @@ def test_retention_and_latest_pointer_on_s3(s3_bucket, features):
     assert latest["folder"] == f"{bucket}/output/demo/v2/run-b"
     fs = server.filesystem("test", "test-secret")
     assert [p for p in fs.find(bucket.removeprefix("s3://")) if ".tmp-" in p] == []
-
-
-def test_update_check_sees_only_new_data(tmp_path, demo_small):
-    dataset = tmp_path / "dataset"
-    shutil.copytree(demo_small, dataset)
-    solution = tmp_path / "sol"
-    check = update_check(dataset, solution)
-    assert not check.needed and "no FULL solution version" in check.reason
-
-    before = dataset_files(dataset)
-    assert set(before) == {"interactions.csv", "items.csv", "users.csv"}
-    train(featurize(read_dataset_group(dataset)), SolutionConfig(), solution)
-    check = update_check(dataset, solution)
-    assert not check.needed and "no new data since solution version" in check.reason
-
-    # touched but unchanged: the signature differs, the content does not
-    time.sleep(0.01)
-    (dataset / "items.csv").write_bytes((dataset / "items.csv").read_bytes())
-    assert changed_files(dataset_files(dataset), before) == ["items.csv"]
-    assert not update_check(dataset, solution).needed
-
-    df = pd.read_csv(dataset / "interactions.csv", dtype=str, keep_default_na=False)
-    df.iloc[:50].assign(TIMESTAMP=str(int(df["TIMESTAMP"].astype(int).max()) + 60)).pipe(
-        lambda new: pd.concat([df, new]).to_csv(dataset / "interactions.csv", index=False)
-    )
-    check = update_check(dataset, solution)  # an imported file changed: only FULL can take that
-    assert not check.needed and check.full_needed
-    assert "interactions.csv" in check.reason and "run FULL" in check.reason
