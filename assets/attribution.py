@@ -11,18 +11,16 @@ Its own job, ``attribute_metrics``, so the file sensor's validation runs stay as
 as they were."""
 
 import dagster as dg
-import pandas as pd
 
-from personalize_pipeline.attribution import SOURCE, attribute_metrics, totals_by_source
+from personalize_pipeline.attribution import SOURCE, attribute_metrics, daily_table_markdown, totals_by_source
 from personalize_pipeline.datasets import read_interactions
 from personalize_pipeline.measure import measured
 
 from .datasets import DATASET_GROUP
-from .metadata import CODE_VERSION, retry_policy, step_failure_on_bad_input, table_markdown
+from .metadata import CODE_VERSION, retry_policy, step_failure_on_bad_input
 from .plots import attribution_by_day
 from .resources import ArtifactStore, DatasetSource
 
-TABLE_DAYS = 14  # the table shows the latest days; the CSV and the plot hold every day
 MAX_SOURCE_METADATA = 50  # float totals for the sources with the most events
 
 
@@ -76,36 +74,12 @@ def metric_attribution(
             "sources": len(totals),
             "days": int(report["day"].nunique()),
             "events": int(report["events"].sum()),
-            "by_source_and_day": dg.MetadataValue.md(_daily_table(report)),
+            "by_source_and_day": dg.MetadataValue.md(daily_table_markdown(report)),
             "plot": attribution_by_day(report),
             **per_source,
             **stage.as_dict(),
         }
     )
-
-
-def _daily_table(report: pd.DataFrame) -> str:
-    """One row per (source, day) of the latest TABLE_DAYS days; per event type its events
-    and the sum of EVENT_VALUE."""
-    days = sorted(report["day"].unique())
-    recent = report[report["day"].isin(days[-TABLE_DAYS:])]
-    wide = recent.pivot_table(
-        index=["source", "day"], columns="event_type", values=["events", "event_value_sum"], aggfunc="sum", fill_value=0
-    )
-    rows = []
-    for (source, day), values in wide.iterrows():
-        row: dict = {"source": source, "day": day}
-        for event_type in sorted(recent["event_type"].unique()):
-            label = event_type or "(no type)"
-            row[f"{label} events"] = int(values[("events", event_type)])
-            row[f"{label} value"] = float(values[("event_value_sum", event_type)])
-        rows.append(row)
-    note = (
-        f"The latest {TABLE_DAYS} of {len(days)} days (every day in the CSV at `path`).\n\n"
-        if len(days) > TABLE_DAYS
-        else ""
-    )
-    return note + table_markdown(rows)
 
 
 metric_attribution_job = dg.define_asset_job(

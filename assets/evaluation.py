@@ -7,6 +7,7 @@ import dagster as dg
 
 from personalize_pipeline.config import Solution
 from personalize_pipeline.features import load_features
+from personalize_pipeline.markdown_tables import segments_markdown, table_markdown
 from personalize_pipeline.measure import measured
 from personalize_pipeline.metrics import (
     COLLAPSE_DROP,
@@ -26,7 +27,6 @@ from .metadata import (
     retry_policy,
     run_materialization,
     step_failure_on_bad_input,
-    table_markdown,
 )
 from .plots import lift_over_popularity, metrics_by_k, segment_recall
 from .resources import ArtifactStore
@@ -113,7 +113,7 @@ def _metrics_result(result, manifest: dict, version_loc, solution_root, stage) -
         "metrics_table": dg.MetadataValue.md(table_markdown(rows)),
         "metrics_by_k": metrics_by_k(result.metrics, baseline, result.recipe),
         "lift_over_popularity": lift_over_popularity(lift),
-        "segments": dg.MetadataValue.md(_segments_markdown(result.segments or {}, result.baseline_segments or {})),
+        "segments": dg.MetadataValue.md(segments_markdown(result.segments or {}, result.baseline_segments or {})),
         "segments_plot": segment_recall(result.segments or {}, result.baseline_segments or {}, result.recipe),
         "solution_version": manifest["solution_version"],
         "solution_version_path": dg.MetadataValue.path(version_loc.url),
@@ -128,21 +128,6 @@ def _metrics_result(result, manifest: dict, version_loc, solution_root, stage) -
     else:
         metadata["previous/solution_version"] = "none"
     return dg.MaterializeResult(metadata=metadata)
-
-
-def _segments_markdown(segments: dict, baseline: dict) -> str:
-    parts = []
-    for family, rows in segments.items():
-        base = {r["segment"]: r for r in baseline.get(family, [])}
-        table = []
-        for row in rows:
-            merged = dict(row)
-            for key, value in row.items():
-                if isinstance(value, float):
-                    merged[f"popularity {key}"] = base.get(row["segment"], {}).get(key)
-            table.append(merged)
-        parts.append(f"**{family.replace('_', ' ')}** (K = 10)\n\n" + table_markdown(table))
-    return "\n\n".join(parts) or "(none)"
 
 
 def _run_metadata(context: dg.AssetCheckExecutionContext, key: dg.AssetKey) -> Mapping[str, dg.MetadataValue]:

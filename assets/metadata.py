@@ -108,22 +108,6 @@ def column_schema(dataset: Dataset) -> dg.TableSchema:
     )
 
 
-def table_markdown(rows: list[dict[str, Any]]) -> str:
-    if not rows:
-        return "(empty)"
-    cols = list(rows[0])
-    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for r in rows:
-        out.append("| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |")
-    return "\n".join(out)
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return str(value).replace("|", "&#124;")
-
-
 def floats(values: dict[str, Any], prefix: str = "") -> dict[str, dg.MetadataValue]:
     """Numeric metadata as floats, so that the UI charts them across runs."""
     return {

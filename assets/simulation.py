@@ -9,9 +9,10 @@ import tempfile
 import dagster as dg
 
 from personalize_pipeline.demo_data import DemoSpec
+from personalize_pipeline.markdown_tables import table_markdown
 from personalize_pipeline.simulation import SimulationConfig, plot_simulation, run_simulation
 
-from .metadata import CODE_VERSION, floats, table_markdown
+from .metadata import CODE_VERSION, floats
 
 
 class ExplorationSimulationConfig(dg.Config):

@@ -5,6 +5,7 @@ import dagster as dg
 from personalize_pipeline.config import Solution
 from personalize_pipeline.features import load_features
 from personalize_pipeline.increments import extend_features, load_increment
+from personalize_pipeline.markdown_tables import table_markdown
 from personalize_pipeline.measure import measured
 from personalize_pipeline.store import read_index
 from personalize_pipeline.training import train
@@ -16,7 +17,6 @@ from .metadata import (
     floats,
     retry_policy,
     step_failure_on_bad_input,
-    table_markdown,
 )
 from .plots import hpo_trials, loss_curve
 from .resources import ArtifactStore, training_config

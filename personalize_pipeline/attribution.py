@@ -20,10 +20,12 @@ import pyarrow.compute as pc
 
 from .datasets import Dataset
 from .errors import InputError
+from .markdown_tables import table_markdown
 
 SOURCE = "EVENT_ATTRIBUTION_SOURCE"
 UNATTRIBUTED = "UNATTRIBUTED"
 COLUMNS = ["source", "day", "event_type", "events", "event_value_sum"]
+TABLE_DAYS = 14  # the Markdown table shows the latest days; the CSV and the plot hold every day
 
 
 def attribute_metrics(dataset: Dataset, slice_rows: int | None = None) -> pd.DataFrame:
@@ -74,4 +76,28 @@ def totals_by_source(report: pd.DataFrame) -> pd.DataFrame:
     return report.groupby(["source", "event_type"], as_index=False)[["events", "event_value_sum"]].sum()
 
 
-__all__ = ["attribute_metrics", "totals_by_source", "SOURCE", "UNATTRIBUTED"]
+def daily_table_markdown(report: pd.DataFrame) -> str:
+    """One row per (source, day) of the latest TABLE_DAYS days; per event type its events
+    and the sum of EVENT_VALUE."""
+    days = sorted(report["day"].unique())
+    recent = report[report["day"].isin(days[-TABLE_DAYS:])]
+    wide = recent.pivot_table(
+        index=["source", "day"], columns="event_type", values=["events", "event_value_sum"], aggfunc="sum", fill_value=0
+    )
+    rows = []
+    for (source, day), values in wide.iterrows():
+        row: dict = {"source": source, "day": day}
+        for event_type in sorted(recent["event_type"].unique()):
+            label = event_type or "(no type)"
+            row[f"{label} events"] = int(values[("events", event_type)])
+            row[f"{label} value"] = float(values[("event_value_sum", event_type)])
+        rows.append(row)
+    note = (
+        f"The latest {TABLE_DAYS} of {len(days)} days (every day in the CSV at `path`).\n\n"
+        if len(days) > TABLE_DAYS
+        else ""
+    )
+    return note + table_markdown(rows)
+
+
+__all__ = ["attribute_metrics", "totals_by_source", "daily_table_markdown", "SOURCE", "UNATTRIBUTED", "TABLE_DAYS"]
