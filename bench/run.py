@@ -295,22 +295,19 @@ def evaluate_into(row: dict, features, config, params: dict, name: str) -> None:
 
 
 def run_batch(row: dict, update, features, solution: Path, name: str) -> None:
-    from personalize_pipeline.batch import run_batch_job, write_all_users_input
+    from personalize_pipeline.batch import handler_class, run_batch_job
     from personalize_pipeline.measure import measured, release_memory
 
     r = update.manifest["recipe"]
     job = solution / "batch-input.jsonl"
-    if update.recipe.recipe_type == "RELATED_ITEMS":
-        job.write_text("".join(json.dumps({"itemId": str(i)}) + "\n" for i in update.item_ids))
-        row["batch_input"] = "every item"
-    elif update.recipe.recipe_type == "PERSONALIZED_RANKING":
+    if update.recipe.recipe_type == "PERSONALIZED_RANKING":
         counts = features.interactions["item"].value_counts()
         top = [str(update.item_ids[i]) for i in counts.index[:RANKING_ITEMS]]
         job.write_text("".join(json.dumps({"userId": str(u), "itemList": top}) + "\n" for u in update.user_ids))
         row["batch_input"] = f"every user, {RANKING_ITEMS} items to rank"
-    else:
-        write_all_users_input(update, job)
-        row["batch_input"] = "every user"
+    else:  # what a scheduled run without a configured input sends: every user (every item for RELATED_ITEMS)
+        job.write_text(handler_class(update.recipe_type).default_input(update)[1])
+        row["batch_input"] = "every item" if update.recipe.recipe_type == "RELATED_ITEMS" else "every user"
     del features
     release_memory()
     with measured() as m:

@@ -33,7 +33,6 @@ from .batch_handlers import (
     RankingHandler,
     RelatedItemsHandler,
     UserRecommendationHandler,
-    exploration_config,
 )
 from .batch_requests import JobSettings, parse_line
 from .errors import InputError
@@ -209,22 +208,12 @@ def _split_blocks(blocks: list[tuple[list[int], bytes]]) -> Iterator[tuple[int, 
             yield pos, line + b"\n"
 
 
-def write_all_users_input(version: SolutionVersion, location: str | Location) -> Location:
-    """A job input naming every user known to the solution version (for scheduled runs)."""
-    loc = as_location(location)
-    text = "".join(json.dumps({"userId": str(u)}) + "\n" for u in version.user_ids)
-    loc.write_text(text)
-    return loc
-
-
 __all__ = [
     "run_batch_job",
     "BatchResult",
-    "write_all_users_input",
     "parse_line",
     "handler_for",
     "handler_class",
     "HANDLERS",
     "MAX_RESULTS",
-    "exploration_config",
 ]

@@ -77,13 +77,6 @@ def file_fingerprint(location: Location) -> str:
     return digest.hexdigest()[:16]
 
 
-def import_record(files: list[DataFile], fingerprints: list[str], rows: list[int]) -> list[dict[str, Any]]:
-    return [
-        {"path": f.path, "fingerprint": fp, "signature": f.signature, "rows": int(n)}
-        for f, fp, n in zip(files, fingerprints, rows, strict=True)
-    ]
-
-
 @dataclass
 class ImportPlan:
     """What an UPDATE imports: new files per dataset type (with their fingerprints), and the
@@ -142,4 +135,4 @@ def plan_increment(root: Location, recorded: dict[str, list[dict[str, Any]]], ve
     return plan
 
 
-__all__ = ["SUFFIXES", "DataFile", "list_files", "file_fingerprint", "import_record", "ImportPlan", "plan_increment"]
+__all__ = ["SUFFIXES", "DataFile", "list_files", "file_fingerprint", "ImportPlan", "plan_increment"]

@@ -33,7 +33,6 @@ from .batch_handlers import BatchHandler, Served
 from .batch_requests import JobSettings, ParsedLine, SegmentRequest, decode_object, parse_segment_request
 from .errors import InputError
 from .filters import Filter, FilterContext, parse_filter
-from .locations import Location
 from .recipes import UserSegmenter
 from .store import SolutionVersion
 
@@ -179,21 +178,6 @@ class SegmentHandler(BatchHandler[SegmentRequest, UserSegmenter]):
         ).encode("utf-8")
 
 
-def run_segment_job(
-    version: SolutionVersion,
-    input_path: str | Location,
-    output_dir: str | Location,
-    num_results: int = 25,
-    filter_expression: str | None = None,
-):
-    """Run a batch segment job; returns batch.BatchResult (users_scored = lines served)."""
-    from .batch import run_batch_job
-
-    if not isinstance(version.recipe, UserSegmenter):
-        raise InputError(f"{version.manifest['recipe']} is not a USER_SEGMENTATION recipe")
-    return run_batch_job(version, input_path, output_dir, num_results, filter_expression)
-
-
 def default_segment_input(version: SolutionVersion) -> str:
     """The input of a scheduled segment job without one: every item (aws-item-affinity), or
     one ``ITEMS.F = "value"`` line per value of each categorical Items field
@@ -223,7 +207,6 @@ def default_segment_input(version: SolutionVersion) -> str:
 
 
 __all__ = [
-    "run_segment_job",
     "parse_segment_line",
     "AttributeQueries",
     "SegmentHandler",

@@ -14,8 +14,6 @@ from .base import UserBatch
 from .hrnn import GRURecipe
 from .interfaces import Ranker
 
-MAX_LIST = 500
-
 
 class PersonalizedRanking(GRURecipe, Ranker):
     name = "aws-personalized-ranking"
@@ -49,4 +47,4 @@ def rank_by_logits(logits: np.ndarray, lists: np.ndarray) -> tuple[np.ndarray, n
     return order, scores
 
 
-__all__ = ["PersonalizedRanking", "rank_by_logits", "MAX_LIST"]
+__all__ = ["PersonalizedRanking", "rank_by_logits"]
