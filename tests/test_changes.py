@@ -1,8 +1,8 @@
 """The new-data check before an UPDATE (personalize_pipeline/changes.py): only new files
 trigger it; a changed imported file needs FULL."""
 
+import os
 import shutil
-import time
 
 import pandas as pd
 
@@ -26,8 +26,10 @@ def test_update_check_sees_only_new_data(tmp_path, demo_small):
     assert not check.needed and "no new data since solution version" in check.reason
 
     # touched but unchanged: the signature differs, the content does not
-    time.sleep(0.01)
-    (dataset / "items.csv").write_bytes((dataset / "items.csv").read_bytes())
+    items = dataset / "items.csv"
+    stat = items.stat()
+    items.write_bytes(items.read_bytes())
+    os.utime(items, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # a later mtime, whatever the clock
     assert changed_files(dataset_files(dataset), before) == ["items.csv"]
     assert not update_check(dataset, solution).needed
 

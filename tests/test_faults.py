@@ -9,7 +9,9 @@ of its own (outage, disk full, SIGKILL) and in-process otherwise.
 
 from __future__ import annotations
 
+import array
 import contextlib
+import fcntl
 import hashlib
 import io
 import json
@@ -18,6 +20,7 @@ import resource
 import signal
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 
@@ -89,6 +92,27 @@ def one_error_line(rc: int, out: str, err: str, *needles: str) -> str:
     for needle in needles:
         assert needle in lines[0], f"{needle!r} not in {lines[0]!r}"
     return lines[0]
+
+
+def wait_for(condition, what: str, timeout: float = 120.0) -> None:
+    """Poll ``condition`` until it holds (a failed test after ``timeout`` seconds)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout:.0f} s waiting for {what}"
+        time.sleep(0.01)  # polling interval, not a guess at how long the job takes
+
+
+def unread_bytes(pipe) -> int:
+    """Bytes written into a pipe / FIFO that its reader has not read yet (FIONREAD)."""
+    count = array.array("i", [0])
+    fcntl.ioctl(pipe.fileno(), termios.FIONREAD, count)
+    return count[0]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def users_job(path: Path, n: int) -> Path:
@@ -260,7 +284,10 @@ def test_batch_job_survives_the_s3_server_stopping_mid_job(s3, solution, tmp_pat
     fh = open(fifo, "wb")  # blocks until the job opens its input (it has checked the output location on S3 by then)
     fh.write(b"".join(lines[:9000]))
     fh.flush()
-    time.sleep(1.0)  # the first chunk is scored and its lines are going into the upload
+    # the job reads past the first chunk (8192 lines, plus at most 8 KB of read-ahead: these
+    # 808 lines are ~27 KB) only once that chunk is scored and its lines are in the upload
+    wait_for(lambda: unread_bytes(fh) == 0 or proc.poll() is not None, "the job to read all it was fed")
+    assert proc.poll() is None, proc.communicate()
     server.stop()
     with contextlib.suppress(BrokenPipeError):  # (the job may give up before reading the rest: fine too)
         fh.write(b"".join(lines[9000:]))
@@ -357,7 +384,9 @@ def test_a_killed_training_leaves_the_previous_version_and_can_be_rerun(demo_sma
         if not line or line.startswith("training aws-hrnn"):
             break
     assert seen[-1].startswith("training aws-hrnn"), seen
-    time.sleep(0.7)  # mid-training (it stops after 2 s of epochs)
+    # mid-training (it stops after 2 s of epochs): featurizing is done, so CPU time from now on is training
+    started = cpu_seconds(proc.pid)
+    wait_for(lambda: proc.poll() is not None or cpu_seconds(proc.pid) >= started + 0.3, "0.3 s of training")
     proc.kill()
     proc.communicate(timeout=30)
     assert proc.returncode == -signal.SIGKILL
