@@ -167,10 +167,11 @@ class ItemAffinity(UserSegmenter):
         for lo in range(0, n_q, step):
             hi = min(n_q, lo + step)
             profile = (self.propagate @ queries[:, lo:hi]).tocsc()  # [n_items, block]
-            share = (self.history @ profile).toarray().T  # [block, n_users]
-            with np.errstate(divide="ignore"):
-                key = np.log(share) + self.log_activity[None, :]
-            key = np.where(np.isfinite(key), np.maximum(key, LOG_FLOOR), self._fill_key[None, :])
+            share = (self.history @ profile).tocoo()  # [n_users, block]
+            positive = share.data > 0
+            rows, cols = share.row[positive], share.col[positive]
+            key = np.tile(self._fill_key, (hi - lo, 1))  # [block, n_users]
+            key[cols, rows] = np.maximum(np.log(share.data[positive]) + self.log_activity[rows], LOG_FLOOR)
             users, values = top_k(key, k)
             out_items[lo:hi] = users
             out_scores[lo:hi] = np.where(values > LOG_FLOOR - 1, np.exp(values), 0.0)
