@@ -3,11 +3,13 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 from cli_helpers import call
 
 from personalize_pipeline.datasets import read_dataset_group
 from personalize_pipeline.features import featurize
 from personalize_pipeline.recipes import ItemAffinity, get_recipe
+from personalize_pipeline.recipes.activity import choose_half_life
 from personalize_pipeline.recipes.item_affinity import history_matrix
 
 ITEMS = (
@@ -137,3 +139,71 @@ def test_default_inputs_of_scheduled_segment_jobs(dataset, tmp_path, capsys):
         assert [json.loads(line) for line in job.read_text().splitlines()] == expected
         rc, out = segment_job(capsys, tmp_path, solution, job.read_text().splitlines(), "--num-results", "3")
         assert rc == 0 and all(line["error"] is None and len(line["output"]["usersList"]) == 3 for line in out)
+
+
+DAY = 86_400
+
+
+def churn_features(tmp_path, old_events=30):
+    """Horror fans: "old" rated h1/h2 ``old_events`` times in the first month and left; "new"
+    rated them once each in the last days. Background users come for a burst and leave, one
+    after the other over 400 days, so recent activity tells who is still around."""
+    rows = [("old", ("h1", "h2")[e % 2], DAY * (e % 30)) for e in range(old_events)]
+    rows += [("new", "h1", DAY * 398), ("new", "h2", DAY * 399)]
+    for u in range(80):
+        start = DAY * 5 * u
+        rows += [(f"b{u:02d}", f"c{1 + e % 3}", start + DAY * e) for e in range(6)]
+    pd.DataFrame(rows, columns=["USER_ID", "ITEM_ID", "TIMESTAMP"]).to_csv(tmp_path / "interactions.csv", index=False)
+    pd.DataFrame(ITEMS, columns=["ITEM_ID", "GENRES", "PRICE"]).to_csv(tmp_path / "items.csv", index=False)
+    return featurize(read_dataset_group(tmp_path))
+
+
+def segment_of(model, features, item, k):
+    code = int(np.flatnonzero(features.item_ids == item)[0])
+    query = sp.csr_matrix(([1.0], ([code], [0])), shape=(features.n_items, 1))
+    users, _ = model.segments(query, k)
+    return [str(features.user_ids[u]) for u in users[0]]
+
+
+def test_recently_active_user_ranks_above_one_who_left(tmp_path):
+    features = churn_features(tmp_path)
+    for hyperparameters in ({}, {"activity_half_life_days": 30.0}):
+        model = ItemAffinity(**hyperparameters).fit(features)
+        # same items, same shares: the user active lately is the likelier one to come back
+        assert segment_of(model, features, "h1", 2) == ["new", "old"]
+    # lifetime counts (a century-long half-life) put the 30 old events first
+    assert segment_of(ItemAffinity(activity_half_life_days=36500.0).fit(features), features, "h1", 2) == ["old", "new"]
+    # users without affinity follow by recent activity (lifetime counts: 6 events each, a tie)
+    assert segment_of(ItemAffinity().fit(features), features, "h1", 5)[2:] == ["b79", "b78", "b77"]
+
+
+def test_half_life_follows_the_data(tmp_path):
+    # users who come and go: a short half-life; users active all along: long or lifetime counts
+    features = churn_features(tmp_path)
+    users = features.interactions["user"].to_numpy()
+    times = features.interactions["timestamp"].to_numpy()
+    churn = choose_half_life(users, times, features.n_users)
+    assert churn < 400 * DAY / 8
+    rng = np.random.default_rng(0)
+    rates = rng.lognormal(0.0, 1.0, 2000)
+    counts = rng.poisson(rates * 20) + 1
+    steady_users = np.repeat(np.arange(2000), counts)
+    steady_times = np.sort(rng.uniform(0, 400 * DAY, len(steady_users)))
+    order = np.lexsort((steady_times, steady_users))
+    steady = choose_half_life(steady_users[order], rng.permutation(steady_times)[order], 2000)
+    assert steady >= 400 * DAY / 4
+    assert ItemAffinity().fit(features).training_stats()["activity_half_life_days"] == round(churn / DAY, 3)
+    # degenerate histories: one timestamp, or nothing before the window
+    assert choose_half_life(np.array([0, 1, 1]), np.array([5, 5, 5]), 2) == float("inf")
+
+
+def test_versions_saved_with_lifetime_counts_still_load(tmp_path):
+    features = churn_features(tmp_path)
+    model = ItemAffinity().fit(features)
+    state = model.state()
+    del state["log_activity"]
+    state["activity"] = np.bincount(features.interactions["user"].to_numpy(), minlength=features.n_users)
+    old = ItemAffinity()
+    old._set_state(state)
+    old.fitted = True
+    assert segment_of(old, features, "h1", 2) == ["old", "new"]

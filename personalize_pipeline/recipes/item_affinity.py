@@ -16,15 +16,20 @@ Model — item-based collaborative filtering read backwards. A user's affinity f
 * ``r`` = ``repeat_weight``: how much having interacted with ``i`` itself counts (repeat
   consumption; 0 = only users who did not interact yet are found through neighbours).
 
-A segment ranks users by ``activity(u) * a(u, i) / sum_j h_uj``: how active the user is
-(training events) times the share of the user's recent history that points at the item —
-"will this user be active" times "will the activity go to this item". Without the activity
-factor (raw sums over capped histories) segments were no better than a most-active-users
-list on movielens-poc; the bench/README.md section has the figures. A query for several items (an
-attribute condition) sums their columns. As matrices, for a block of queries ``Q``
-(``[n_items, n_queries]``, sparse): ``A = H (r I + S) Q`` — two sparse products, then a
-top-k per column. Users with no affinity at all fill a segment by activity (events), with
-score 0. ``score`` (users × items) makes the recipe usable with ``evaluate`` too.
+A segment ranks users by ``act(u) * a(u, i) / sum_j h_uj``: P(user active next) times
+P(item | user active) — how active the user has been *lately* times the share of the user's
+recent history that points at the item (read as rates: the user's expected events next times
+the share going to the item). ``act`` is the recency-weighted event count of
+:mod:`.activity`, with ``activity_half_life_days`` (0 = chosen on the latest 10 % of the
+training events, from the data's own time span; ``inf`` there means lifetime counts). A user
+who was very active long ago and silent since ranks below a recently active user with the
+same affinity. Ranking is done on ``log act + log share`` so that short half-lives over long
+histories do not underflow. A query for several items (an attribute condition) sums their
+columns. As matrices, for a block of queries ``Q`` (``[n_items, n_queries]``, sparse):
+``A = H (r I + S) Q`` — two sparse products, then a top-k per column. Users with no
+affinity at all fill a segment by activity, with score 0; the scores returned are
+``act(u) / max act * share``. ``score`` (users × items) makes the recipe usable with
+``evaluate`` too. The bench/README.md section "Batch segments" has the figures.
 
 UPDATE recomputes on the current data (the default of :meth:`Recipe.update`).
 """
@@ -38,6 +43,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..features import Features
+from .activity import SECONDS_PER_DAY, choose_half_life, log_activity
 from .base import HyperParameter as HP
 from .base import UserBatch, top_k
 from .interfaces import SegmentInput, UserSegmenter
@@ -45,6 +51,8 @@ from .similar_items import blend_neighbours, cointeraction_matrix
 
 NEIGHBOURS = 100
 BLOCK_CELLS = 8_000_000  # dense users × queries scores at a time
+LOG_FLOOR = -1e5  # log(act / max act * share) below this ties (an activity ~e^-100000 of the best)
+FILL_OFFSET = 1e6  # users without affinity: keys -(FILL_OFFSET + activity rank), below LOG_FLOOR
 
 
 class ItemAffinity(UserSegmenter):
@@ -62,6 +70,14 @@ class ItemAffinity(UserSegmenter):
             help="weight of having interacted with the item itself",
         ),
         HP("min_cointeraction_count", int, 1, 0, 10, tunable=True),
+        HP(
+            "activity_half_life_days",
+            float,
+            0.0,
+            0.0,
+            36500.0,
+            help="half-life of the recency-weighted activity; 0 = chosen on the latest 10 % of training events",
+        ),
     )
     description = "Users most likely to interact with a given item (batch segment jobs)."
 
@@ -83,6 +99,9 @@ class ItemAffinity(UserSegmenter):
         )
         indptr, indices, data = blend_neighbours(co, sp.csr_matrix((n_items, 0), dtype=np.float32), 0.0, NEIGHBOURS)
         h = history_matrix(users, items, n_users, n_items, self.params["history_length"])
+        times = features.interactions["timestamp"].to_numpy(np.int64)
+        half_life = self.params["activity_half_life_days"] * SECONDS_PER_DAY or choose_half_life(users, times, n_users)
+        now = float(times.max()) if len(times) else 0.0
         self._set_state(
             {
                 "sim_indptr": indptr,
@@ -91,7 +110,7 @@ class ItemAffinity(UserSegmenter):
                 "h_indptr": h.indptr.astype(np.int64),
                 "h_indices": h.indices.astype(np.int32),
                 "h_data": h.data.astype(np.float32),
-                "activity": np.bincount(users, minlength=n_users).astype(np.int64),
+                "log_activity": log_activity(users, times, n_users, half_life, now),
             }
         )
         self.fitted = True
@@ -99,6 +118,7 @@ class ItemAffinity(UserSegmenter):
             "interactions": int(len(items)),
             "neighbour_pairs": int(len(indices)),
             "history_entries": int(h.nnz),
+            "activity_half_life_days": round(half_life / SECONDS_PER_DAY, 3) if np.isfinite(half_life) else "inf",
             "seconds": round(time.perf_counter() - start, 3),
         }
         return self
@@ -111,8 +131,11 @@ class ItemAffinity(UserSegmenter):
 
     def _set_state(self, state: dict[str, np.ndarray]) -> None:
         self._state = {k: np.asarray(v) for k, v in state.items()}
-        activity = self._state["activity"].astype(np.int64)
-        self.n_users = n_users = len(activity)
+        if "log_activity" not in self._state:  # versions saved before recency weighting: lifetime counts
+            with np.errstate(divide="ignore"):
+                self._state["log_activity"] = np.log(self._state.pop("activity").astype(np.float64))
+        log_act = self._state["log_activity"].astype(np.float64)
+        self.n_users = n_users = len(log_act)
         self.n_items = n_items = len(self._state["sim_indptr"]) - 1
         sim = sp.csr_matrix((state["sim_data"], state["sim_indices"], state["sim_indptr"]), shape=(n_items, n_items))
         # r I + S: one item's affinity "profile" per row
@@ -120,14 +143,15 @@ class ItemAffinity(UserSegmenter):
             sim + sp.identity(n_items, dtype=np.float32, format="csr") * np.float32(self.params["repeat_weight"])
         ).tocsr()
         history = sp.csr_matrix((state["h_data"], state["h_indices"], state["h_indptr"]), shape=(n_users, n_items))
-        # each user's history as shares (sum 1), times the user's activity (events)
+        # each user's history as shares (sum 1): P(item | user active)
         totals = np.asarray(history.sum(axis=1)).ravel()
-        weight = np.where(totals > 0, activity / np.maximum(totals, 1e-12), 0.0).astype(np.float32)
-        self.history = (sp.diags(weight) @ history).tocsr()
-        order = np.lexsort((np.arange(n_users), -activity))
+        self.history = (sp.diags(np.where(totals > 0, 1.0 / np.maximum(totals, 1e-12), 0.0)) @ history).tocsr()
+        # log P(active next), relative to the most active user (<= 0; -inf: no events)
+        self.log_activity = log_act - (log_act.max() if np.isfinite(log_act).any() else 0.0)
+        order = np.lexsort((np.arange(n_users), -log_act))
         rank = np.empty(n_users, dtype=np.int64)
         rank[order] = np.arange(n_users)
-        self._fill_key = -(1.0 + rank.astype(np.float32))  # below any affinity, by activity
+        self._fill_key = -(FILL_OFFSET + rank.astype(np.float64))  # below any affinity, by activity
 
     # --- segments -------------------------------------------------------------------------------
     def segments(self, queries: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -143,11 +167,14 @@ class ItemAffinity(UserSegmenter):
         for lo in range(0, n_q, step):
             hi = min(n_q, lo + step)
             profile = (self.propagate @ queries[:, lo:hi]).tocsc()  # [n_items, block]
-            scores = (self.history @ profile).toarray().T  # [block, n_users]
-            key = np.where(scores > 0, scores, self._fill_key[None, :]).astype(np.float32)
+            share = (self.history @ profile).tocoo()  # [n_users, block]
+            positive = share.data > 0
+            rows, cols = share.row[positive], share.col[positive]
+            key = np.tile(self._fill_key, (hi - lo, 1))  # [block, n_users]
+            key[cols, rows] = np.maximum(np.log(share.data[positive]) + self.log_activity[rows], LOG_FLOOR)
             users, values = top_k(key, k)
             out_items[lo:hi] = users
-            out_scores[lo:hi] = np.maximum(values, 0.0)
+            out_scores[lo:hi] = np.where(values > LOG_FLOOR - 1, np.exp(values), 0.0)
         return out_items, out_scores
 
     # --- users × items, for evaluate ----------------------------------------------------------
