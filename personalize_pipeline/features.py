@@ -311,6 +311,9 @@ class _Encoded:
                 )
             else:
                 np.take(mapping, indices.to_numpy(), out=target)
+            del indices
+            if len(indices_list) % 8 == 0:  # the released slices' memory back to the OS, before ``out`` grows
+                pa.default_memory_pool().release_unused()
         return out
 
     def mapped_codes(self, mappings: list[np.ndarray], missing: int = -1) -> np.ndarray:
