@@ -129,6 +129,7 @@ def featurize(
     if options.event_value_threshold is not None and counts["kept"] == 0:
         raise InputError(f"{source}: no interactions with EVENT_VALUE >= {options.event_value_threshold}")
     n_after_events = counts["kept"]
+    release_memory(collect=False)  # the parsed slices, freed into Arrow's pool, before the id maps are built
 
     # --- id maps: every user and item of the dataset group, also those filtered out ----------------
     impressions = columns.get("IMPRESSION")
