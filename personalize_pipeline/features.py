@@ -537,6 +537,8 @@ def _event_filter(part: pa.Table, options: FeaturizeOptions, counts: dict[str, A
             pc.greater_equal(_numeric(part["EVENT_VALUE"], pa.float64()), options.event_value_threshold), False
         )
         mask = above if mask is None else pc.and_(mask, above)
+    if mask is None:  # no filter: every row
+        return np.ones(part.num_rows, dtype=bool)
     return np.asarray(mask.to_numpy(zero_copy_only=False), dtype=bool)
 
 
