@@ -127,6 +127,7 @@ def _load_valid(dataset: str, validate_first: bool = True, notes: list[str] | No
     """Read (and validate) a dataset group. Progress lines go to ``notes`` (the caller logs
     them once the command has succeeded, so that a failure gives exactly one line)."""
     from .datasets import read_dataset_group
+    from .measure import release_memory
     from .validation import validate
 
     notes = [] if notes is None else notes
@@ -143,6 +144,8 @@ def _load_valid(dataset: str, validate_first: bool = True, notes: list[str] | No
         if not report.success:
             raise InputError(_failure_line(report))
         _progress(notes, report.summary())
+        del report
+        release_memory()  # what validation freed goes back to the OS before featurization allocates
     return group
 
 

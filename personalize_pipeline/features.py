@@ -14,7 +14,6 @@ Everything is vectorised with pandas / pyarrow; nothing loops over events in Pyt
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,6 +95,7 @@ class Features:
 
 SLICE_ROWS = 250_000  # interactions encoded at a time (small slices: small transient copies)
 TAKE_ROWS = 1_000_000
+LIST_BLOCK_ROWS = 131_072  # rows of a list column gathered at a time
 
 
 def featurize(
@@ -104,8 +104,8 @@ def featurize(
     """Streams the interactions through Arrow in slices of ``slice_rows`` rows: each slice's
     string columns are dictionary-encoded (hash tables in C++) and only int codes, numbers
     and the slice's small dictionaries are kept; the dictionaries are merged into the sorted
-    id maps at the end and the codes remapped. No per-row Python objects, no whole-table
-    copies of string columns."""
+    id maps at the end (one hash table per map) and the codes remapped. No per-row Python
+    objects, no whole-table copies of string columns, every column parsed once."""
     start = time.perf_counter()
     dataset = group.interactions
     source = dataset.source
@@ -129,58 +129,65 @@ def featurize(
     if options.event_value_threshold is not None and counts["kept"] == 0:
         raise InputError(f"{source}: no interactions with EVENT_VALUE >= {options.event_value_threshold}")
     n_after_events = counts["kept"]
+    release_memory(collect=False)  # the parsed slices, freed into Arrow's pool, before the id maps are built
 
     # --- id maps: every user and item of the dataset group, also those filtered out ----------------
-    item_parts = list(columns["ITEM_ID"].dictionaries)
-    if items_df is not None:
-        item_parts.append(pa.array(items_df["ITEM_ID"].to_numpy(dtype=object), type=pa.string()))
     impressions = columns.get("IMPRESSION")
-    if impressions is not None:
-        item_parts += impressions.dictionaries
-    item_dictionary = _sorted_unique(item_parts)
-    user_parts = list(columns["USER_ID"].dictionaries)
-    if users_df is not None:
-        user_parts.append(pa.array(users_df["USER_ID"].to_numpy(dtype=object), type=pa.string()))
-    user_dictionary = _sorted_unique(user_parts)
+    item_dictionary, (item_codes, impression_codes, _) = _vocabulary(
+        [
+            columns["ITEM_ID"].dictionaries,
+            impressions.dictionaries if impressions is not None else [],
+            _ids(items_df, "ITEM_ID"),
+        ],
+        drop_empty=True,
+    )
+    user_dictionary, (user_codes, _) = _vocabulary(
+        [columns["USER_ID"].dictionaries, _ids(users_df, "USER_ID")], drop_empty=True
+    )
     item_ids = item_dictionary.to_numpy(zero_copy_only=False).astype(object)
     user_ids = user_dictionary.to_numpy(zero_copy_only=False).astype(object)
 
     # --- interactions -----------------------------------------------------------------------
     kept = columns.pop("kept")
+    every_user = columns.pop("USER_ID").mapped_codes(user_codes)
+    every_item = columns.pop("ITEM_ID").mapped_codes(item_codes)
     data: dict[str, Any] = {
-        "user": columns["USER_ID"].codes(user_dictionary, rows=kept, keep=kept is not None),
-        "item": columns["ITEM_ID"].codes(item_dictionary, rows=kept, keep=kept is not None),
+        "user": every_user if kept is None else every_user[kept],
+        "item": every_item if kept is None else every_item[kept],
         "timestamp": columns.pop("TIMESTAMP"),
     }
     if "EVENT_TYPE" in columns:
-        data["event_type"] = columns.pop("EVENT_TYPE").categorical()
+        data["event_type"] = columns["EVENT_TYPE"].categorical()
     if "EVENT_VALUE" in columns:
         data["event_value"] = columns.pop("EVENT_VALUE")
     if "RECOMMENDATION_ID" in columns:
         data["recommendation_id"] = columns.pop("RECOMMENDATION_ID")
     if impressions is not None:
-        data["impression"] = columns.pop("IMPRESSION").lists(item_dictionary)
+        data["impression"] = columns.pop("IMPRESSION").flat_lists(impression_codes)
     vocabularies: dict[str, list[str]] = {}
     for f in context_fields:
         column = columns.pop(f.name)
         if f.is_numeric:
             data[f"ctx_{f.name}"] = column
         else:
-            vocab = _sorted_unique(column.dictionaries)
-            data[f"ctx_{f.name}"] = column.codes(vocab, missing=-1) + 1  # 0 = missing
+            vocab, (codes,) = _vocabulary([column.dictionaries], drop_empty=True)
+            data[f"ctx_{f.name}"] = column.mapped_codes(codes) + 1  # 0 = missing
             vocabularies[f"interactions.{f.name}"] = vocab.to_pylist()
 
     events = None
     if kept is not None:  # every imported event, for filters (Interactions.EVENT_TYPE of any type)
-        events = _sorted_frame(
-            {
-                "user": columns["USER_ID"].codes(user_dictionary),
-                "item": columns["ITEM_ID"].codes(item_dictionary),
-                "timestamp": columns.pop("ALL_TIMESTAMP"),
-                "event_type": columns.pop("ALL_EVENT_TYPE").categorical(),
-            }
-        )
-    release_memory()  # the slices' buffers, before the sort allocates the final columns
+        events = {
+            "user": every_user,
+            "item": every_item,
+            "timestamp": columns.pop("ALL_TIMESTAMP"),
+            "event_type": columns.pop("ALL_EVENT_TYPE").categorical(),
+        }
+        del every_user, every_item
+        events = _sorted_frame(events)
+    else:
+        del every_user, every_item
+    columns.clear()
+    release_memory(collect=False)  # the slices' buffers, before the sort allocates the final columns
     # stable sort by (user, timestamp): equal timestamps keep file order. The user history
     # length percentiles shape the training set only (``training_set``): every user's
     # events stay here, for inference, filters and UPDATE.
@@ -232,6 +239,11 @@ def featurize(
     return Features(item_ids, user_ids, out, items, users, info, events)
 
 
+def _ids(frame: pd.DataFrame | None, column: str) -> list[pa.Array]:
+    """The ids of an Items or Users dataset as Arrow strings (none without the dataset)."""
+    return [] if frame is None else [pa.array(frame[column].to_numpy(dtype=object), type=pa.string())]
+
+
 def _sorted_frame(data: dict[str, Any]) -> pd.DataFrame:
     """The columns stable-sorted by (user, timestamp), one take per column, one column at a
     time (the old column is released inside ``_take``)."""
@@ -263,7 +275,8 @@ def training_set(features: Features, min_percentile: float = 0.0, max_percentile
 
 class _Encoded:
     """One string column encoded slice by slice: int32 indices into each slice's own
-    dictionary (``dictionaries``), remapped to a global dictionary on request."""
+    dictionary (``dictionaries``), turned into codes of a global dictionary by one mapping
+    array per slice (``_vocabulary`` computes them for every slice at once)."""
 
     def __init__(self):
         self.indices: list[pa.Array] = []
@@ -271,6 +284,7 @@ class _Encoded:
         self.offsets: list[pa.Array] = []  # list columns (impressions): per-row offsets
         self.validity: list[pa.Array] = []
         self._all_codes: np.ndarray | None = None  # kept by ``codes(..., keep=True)``
+        self._categorical: tuple[np.ndarray, pa.Array] | None = None
 
     def add(self, values: pa.Array) -> None:
         encoded = pc.dictionary_encode(values)
@@ -283,19 +297,29 @@ class _Encoded:
         self.validity.append(lists.is_valid())
         self.add(lists.flatten())
 
-    def _mapped(self, dictionary: pa.Array, missing: int | None) -> Iterator[np.ndarray]:
-        """Each slice's codes in ``dictionary``; the slice's indices are released as it goes."""
-        indices_list, self.indices = self.indices, []
-        for local in self.dictionaries:
-            indices = indices_list.pop(0)
-            mapping = pc.index_in(local, value_set=dictionary)
-            mapping = (
-                pc.fill_null(mapping, -1 if missing is None else missing)
-                .to_numpy(zero_copy_only=False)
-                .astype(np.int32)
-            )
-            idx = pc.fill_null(indices, len(local)).to_numpy(zero_copy_only=False)  # null -> the extra slot
-            yield np.append(mapping, np.int32(-1 if missing is None else missing))[idx]
+    def _mapped(self, mappings: list[np.ndarray], missing: int, out: np.ndarray) -> np.ndarray:
+        """Every slice's codes (null: ``missing``) written into ``out`` (one allocation, no
+        per-slice copies); the slice's indices are released as it goes."""
+        indices_list, self.indices = self.indices[::-1], []
+        position = 0
+        for mapping in mappings:
+            indices = indices_list.pop()
+            target = out[position : position + len(indices)]
+            position += len(indices)
+            if indices.null_count:  # null -> the extra slot
+                np.take(
+                    np.append(mapping, np.int32(missing)), pc.fill_null(indices, len(mapping)).to_numpy(), out=target
+                )
+            else:
+                np.take(mapping, indices.to_numpy(), out=target)
+            del indices
+            if len(indices_list) % 8 == 0:  # the released slices' memory back to the OS, before ``out`` grows
+                pa.default_memory_pool().release_unused()
+        return out
+
+    def mapped_codes(self, mappings: list[np.ndarray], missing: int = -1) -> np.ndarray:
+        """int32 code of every row; ``mappings[i]``: the codes of slice i's dictionary."""
+        return self._mapped(mappings, missing, np.empty(sum(len(i) for i in self.indices), np.int32))
 
     def codes(self, dictionary: pa.Array, missing: int | None = None, rows=None, keep: bool = False) -> np.ndarray:
         """int32 code of every value in ``dictionary`` (unknown or null: ``missing``), for
@@ -304,43 +328,149 @@ class _Encoded:
         if self._all_codes is not None:
             out = self._all_codes
         else:
-            out = np.concatenate(list(self._mapped(dictionary, missing))) if self.indices else np.zeros(0, np.int32)
+            out = self.mapped_codes(_mappings_in(self.dictionaries, dictionary, missing), _missing(missing))
         self._all_codes = out if keep else None
-        if rows is not None:
-            out = out[rows]
-        return out
+        return out if rows is None else out[rows]
+
+    def flat_lists(self, mappings: list[np.ndarray]) -> _Lists:
+        """The list column with item codes (-1 for ids not in the dictionary), as flat arrays."""
+        values = self.mapped_codes(mappings)
+        offsets, base = [np.zeros(1, np.int64)], 0
+        for slice_offsets in self.offsets:
+            local = slice_offsets.to_numpy().astype(np.int64)
+            offsets.append(local[1:] - local[0] + base)
+            base += int(local[-1] - local[0])
+        valid = [v.to_numpy(zero_copy_only=False) for v in self.validity]
+        self.offsets, self.validity = [], []
+        return _Lists(np.concatenate(offsets), values, np.concatenate(valid) if valid else np.zeros(0, bool))
 
     def lists(self, dictionary: pa.Array) -> pa.ChunkedArray:
-        """The list column with item codes (-1 for ids not in ``dictionary``)."""
-        chunks = []
-        for codes, offsets, valid in zip(self._mapped(dictionary, -1), self.offsets, self.validity, strict=True):
-            chunks.append(pa.ListArray.from_arrays(offsets, pa.array(codes, type=pa.int32()), mask=pc.invert(valid)))
-        self.offsets, self.validity = [], []
-        return pa.chunked_array(chunks, type=pa.list_(pa.int32()))
+        """The list column with item codes in ``dictionary`` (-1 for ids not in it)."""
+        lists = self.flat_lists(_mappings_in(self.dictionaries, dictionary, -1))
+        return lists.take(np.arange(len(lists.valid)))
+
+    def categorical(self, rows: np.ndarray | None = None) -> pd.Categorical:
+        """Codes into the categories in order of first appearance (like pandas' factorize),
+        of every row or of the rows where ``rows`` holds (then only their categories)."""
+        if self._categorical is None:
+            categories, (mappings,) = _vocabulary([self.dictionaries], sort=False)
+            self._categorical = self.mapped_codes(mappings), categories
+        codes, categories = self._categorical
+        if rows is not None:  # the categories of these rows only, in their order of first appearance
+            local, present = pd.factorize(codes[rows])
+            known = present >= 0
+            renumber = np.append(np.full(len(present), -1, np.int32), np.int32(-1))
+            renumber[np.flatnonzero(known)] = np.arange(int(known.sum()), dtype=np.int32)
+            codes, categories = renumber[local], categories.take(pa.array(present[known]))
+        return pd.Categorical.from_codes(codes, categories=categories.to_pandas().astype(object))
+
+
+class _KeptRows:
+    """The categorical of an ``_Encoded`` column over all rows, restricted to the rows the
+    event filters keep (``rows``, set once the pass is over): one encoding for both."""
+
+    def __init__(self, column: _Encoded):
+        self.column = column
+        self.rows: np.ndarray | None = None
 
     def categorical(self) -> pd.Categorical:
-        """Codes into the categories in order of first appearance (like pandas' factorize)."""
-        categories = (
-            pc.unique(pa.chunked_array(self.dictionaries, type=pa.string()))
-            if self.dictionaries
-            else pa.array([], pa.string())
-        )
-        codes = self.codes(categories)
-        return pd.Categorical.from_codes(codes, categories=categories.to_pandas().astype(object))
+        return self.column.categorical(self.rows)
+
+
+@dataclass
+class _Lists:
+    """A list column as flat numpy arrays: row r holds ``values[offsets[r]:offsets[r + 1]]``."""
+
+    offsets: np.ndarray  # int64, rows + 1
+    values: np.ndarray  # int32
+    valid: np.ndarray  # bool per row (False: a null list)
+
+    def take(self, order: np.ndarray, block_rows: int = LIST_BLOCK_ROWS) -> pa.ChunkedArray:
+        """The lists in ``order``, as Arrow chunks of ``block_rows`` rows (int32 offsets each;
+        small blocks: the gather's temporaries are reused, not page-faulted in afresh)."""
+        chunks = []
+        for start in range(0, len(order), block_rows):
+            rows = order[start : start + block_rows]
+            valid = self.valid[rows]
+            begins = self.offsets[rows]
+            lengths = np.where(valid, self.offsets[rows + 1] - begins, 0)
+            offsets = np.zeros(len(rows) + 1, np.int64)
+            np.cumsum(lengths, out=offsets[1:])
+            gather = np.repeat(begins - offsets[:-1], lengths) + np.arange(offsets[-1])
+            values = pa.array(self.values[gather], type=pa.int32())
+            del gather
+            chunks.append(pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values, mask=pa.array(~valid)))
+        return pa.chunked_array(chunks, type=pa.list_(pa.int32()))
+
+
+def _missing(missing: int | None) -> int:
+    return -1 if missing is None else missing
+
+
+def _mappings_in(dictionaries: list[pa.Array], dictionary: pa.Array, missing: int | None) -> list[np.ndarray]:
+    """For each slice dictionary, the codes of its values in ``dictionary`` (else
+    ``missing``): one ``index_in`` over all of them, so the value set is hashed once."""
+    if not dictionaries:
+        return []
+    found = pc.index_in(pa.chunked_array(dictionaries, type=pa.string()), value_set=dictionary)
+    codes = pc.fill_null(found, _missing(missing)).to_numpy().astype(np.int32)
+    return np.split(codes, np.cumsum([len(d) for d in dictionaries])[:-1])
+
+
+def _vocabulary(
+    sources: list[list[pa.Array]], sort: bool = True, drop_empty: bool = False
+) -> tuple[pa.Array, list[list[np.ndarray]]]:
+    """One dictionary over several lists of string arrays (slice dictionaries, id columns):
+    sorted (codes follow id order) or in order of first appearance, without nulls (and
+    without empty strings with ``drop_empty``); and for each array of each source the codes
+    of its values (-1 where a value is not in the dictionary). One hash table for all of
+    them: each distinct value of each slice is hashed once."""
+    arrays = [a for source in sources for a in source]
+    encoded = pc.dictionary_encode(pa.chunked_array(arrays, type=pa.string()))
+    values = encoded.chunk(0).dictionary if encoded.num_chunks else pa.array([], pa.string())
+    keep = pc.is_valid(values)
+    if drop_empty:
+        keep = pc.and_(keep, pc.not_equal(values, ""))
+    kept = np.flatnonzero(keep.to_numpy(zero_copy_only=False))
+    dictionary = values.take(pa.array(kept, pa.int64()))
+    order = pc.sort_indices(dictionary).to_numpy() if sort else np.arange(len(kept))
+    if sort:
+        dictionary = dictionary.take(pa.array(order, pa.int64()))
+    code_of = np.full(len(values) + 1, -1, np.int32)  # the extra slot: null values
+    code_of[kept[order]] = np.arange(len(kept), dtype=np.int32)
+    indices = [pc.fill_null(c.indices, len(values)).to_numpy() for c in encoded.chunks]
+    codes = code_of[np.concatenate(indices)] if indices else np.zeros(0, np.int32)
+    del indices
+    per_array = np.split(codes, np.cumsum([len(a) for a in arrays])[:-1]) if arrays else []
+    out, position = [], 0
+    for source in sources:
+        out.append(per_array[position : position + len(source)])
+        position += len(source)
+    return dictionary, out
 
 
 def _encode_interactions(
     dataset, options: FeaturizeOptions, context_fields: list[Field], slice_rows: int | None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """One pass over the dataset's slices. Per column: ``_Encoded`` for ids, types,
-    impressions and categorical context (ids over all rows, so that the catalogue knows
-    filtered-out users and items; the rest over the rows kept by the event filters), numpy
+    """One pass over the dataset's slices, each column parsed once. Per column:
+    ``_Encoded`` for ids, types, impressions and categorical context (ids and, with event
+    filters, types over all rows, so that the catalogue knows filtered-out users and items
+    and filters see every event; the rest over the rows kept by the event filters), numpy
     arrays for numbers, an Arrow string column for RECOMMENDATION_ID; ``kept``: the
     boolean mask of the event filters over all rows (None: every row). Also returns counts
     for the filters' error messages."""
     names = dataset.column_names
-    encoded = {name: _Encoded() for name in ("USER_ID", "ITEM_ID") if name in names}
-    strings = [n for n in ("EVENT_TYPE",) if n in names] + [f.name for f in context_fields if not f.is_numeric]
+    filtered = options.event_type is not None or options.event_value_threshold is not None
+    encoded: dict[str, Any] = {name: _Encoded() for name in ("USER_ID", "ITEM_ID") if name in names}
+    every_row = [n for n in ("USER_ID", "ITEM_ID") if n in names]
+    strings = [f.name for f in context_fields if not f.is_numeric]
+    if "EVENT_TYPE" in names:
+        encoded["EVENT_TYPE"] = _Encoded()
+        (every_row if filtered else strings).append("EVENT_TYPE")
+    if filtered:  # every event's type (none without the column), for filters
+        encoded["ALL_EVENT_TYPE"] = encoded["EVENT_TYPE"] if "EVENT_TYPE" in names else _Encoded()
+        if "EVENT_TYPE" in names:
+            encoded["EVENT_TYPE"] = _KeptRows(encoded["ALL_EVENT_TYPE"])
     encoded.update({name: _Encoded() for name in strings})
     if "IMPRESSION" in names:
         encoded["IMPRESSION"] = _Encoded()
@@ -352,45 +482,36 @@ def _encode_interactions(
             numbers[f.name] = (pa.float32(), [])
     recommendation: list[pa.Array] = []
     masks: list[np.ndarray] = []
+    all_timestamps: list[np.ndarray] = []
     counts: dict[str, Any] = {"event_type": 0, "kept": 0, "event_types": set()}
-    filtered = options.event_type is not None or options.event_value_threshold is not None
-    if filtered:
-        encoded["ALL_EVENT_TYPE"] = _Encoded()
-        all_timestamps: list[np.ndarray] = []
     for part in dataset.slices(slice_rows or SLICE_ROWS):
-        for name in ("USER_ID", "ITEM_ID"):
-            encoded[name].add(part[name].combine_chunks())
+        for name in every_row:
+            column = encoded[name] if name != "EVENT_TYPE" else encoded["ALL_EVENT_TYPE"]
+            column.add(part[name].combine_chunks())
+        parsed: dict[str, np.ndarray] = {}
         if filtered:  # every event, for filters
-            types = part["EVENT_TYPE"] if "EVENT_TYPE" in names else pa.nulls(part.num_rows, pa.string())
-            encoded["ALL_EVENT_TYPE"].add(types.combine_chunks() if isinstance(types, pa.ChunkedArray) else types)
-            all_timestamps.append(_numeric(part["TIMESTAMP"], pa.int64()).to_numpy())
-        mask = None
-        if options.event_type is not None:
-            mask = pc.fill_null(pc.equal(part["EVENT_TYPE"], options.event_type), False)
-            n_type = pc.sum(mask).as_py() or 0
-            counts["event_type"] += n_type
-            if not n_type:
-                counts["event_types"].update(pc.unique(part["EVENT_TYPE"]).to_pylist())
-        if options.event_value_threshold is not None:
-            above = pc.fill_null(
-                pc.greater_equal(_numeric(part["EVENT_VALUE"], pa.float64()), options.event_value_threshold), False
-            )
-            mask = above if mask is None else pc.and_(mask, above)
-        if mask is not None:
-            masks.append(np.asarray(mask.to_numpy(zero_copy_only=False), dtype=bool))
-            part = part.filter(mask)
+            if "EVENT_TYPE" not in names:
+                encoded["ALL_EVENT_TYPE"].add(pa.nulls(part.num_rows, pa.string()))
+            parsed["TIMESTAMP"] = _numeric(part["TIMESTAMP"], pa.int64()).to_numpy()
+            all_timestamps.append(parsed["TIMESTAMP"])
+            mask = _event_filter(part, options, counts)
+            part = part.filter(pa.array(mask))
+            parsed = {"TIMESTAMP": parsed["TIMESTAMP"][mask]}
+            masks.append(mask)
         counts["kept"] += part.num_rows
         for name in strings:
             encoded[name].add(part[name].combine_chunks())
         if "IMPRESSION" in names:
             encoded["IMPRESSION"].add_lists(part["IMPRESSION"].combine_chunks())
         for name, (to, arrays) in numbers.items():
-            arrays.append(_numeric(part[name], to).to_numpy())
+            arrays.append(parsed[name] if name in parsed else _numeric(part[name], to).to_numpy())
         if "RECOMMENDATION_ID" in names:
             recommendation.append(part["RECOMMENDATION_ID"].combine_chunks())
     out: dict[str, Any] = dict(encoded)
     kept = np.concatenate(masks) if filtered and masks else None
     out["kept"] = kept
+    if isinstance(out.get("EVENT_TYPE"), _KeptRows):
+        out["EVENT_TYPE"].rows = kept
     if filtered:
         out["ALL_TIMESTAMP"] = np.concatenate(all_timestamps) if all_timestamps else np.zeros(0, np.int64)
     for name, (to, arrays) in numbers.items():
@@ -402,15 +523,37 @@ def _encode_interactions(
     return out, counts
 
 
+def _event_filter(part: pa.Table, options: FeaturizeOptions, counts: dict[str, Any]) -> np.ndarray:
+    """The rows of ``part`` that the event filters keep (numpy bool); counts the types."""
+    mask = None
+    if options.event_type is not None:
+        mask = pc.fill_null(pc.equal(part["EVENT_TYPE"], options.event_type), False)
+        n_type = pc.sum(mask).as_py() or 0
+        counts["event_type"] += n_type
+        if not n_type:
+            counts["event_types"].update(pc.unique(part["EVENT_TYPE"]).to_pylist())
+    if options.event_value_threshold is not None:
+        above = pc.fill_null(
+            pc.greater_equal(_numeric(part["EVENT_VALUE"], pa.float64()), options.event_value_threshold), False
+        )
+        mask = above if mask is None else pc.and_(mask, above)
+    if mask is None:  # no filter: every row
+        return np.ones(part.num_rows, dtype=bool)
+    return np.asarray(mask.to_numpy(zero_copy_only=False), dtype=bool)
+
+
 def _take(column, order: np.ndarray):
-    """``column`` (numpy, Categorical, Arrow-backed Series or ChunkedArray) in ``order``."""
+    """``column`` (numpy, Categorical, flat lists, Arrow-backed Series or ChunkedArray) in ``order``."""
     if isinstance(column, np.ndarray):
         return column[order]
     if isinstance(column, pd.Categorical):
         return pd.Categorical.from_codes(column.codes[order], categories=column.categories)
+    if isinstance(column, _Lists):
+        # numpy gathers in small blocks: Arrow's take on a chunked list column concatenates
+        # it first, which would double the transient memory
+        taken = column.take(order)
+        return pd.Series(taken, dtype=pd.ArrowDtype(taken.type))
     if isinstance(column, pa.ChunkedArray):
-        # one contiguous array, then takes of TAKE_ROWS rows: Arrow's take on a chunked
-        # list column concatenates it first, which would double the transient memory
         values = column.combine_chunks()
         del column
         taken = pa.chunked_array(
@@ -444,8 +587,15 @@ def _sorted_unique(parts: list) -> pa.Array:
 
 
 def _numeric(values, to: pa.DataType):
-    """Cast validated string numbers ("  12 ", "1e3") to a numeric Arrow type."""
-    values = pc.utf8_trim_whitespace(values)
+    """Cast validated string numbers ("  12 ", "1e3") to a numeric Arrow type (the
+    whitespace is trimmed only when the plain cast refuses it)."""
+    try:
+        return _cast_number(values, to)
+    except pa.ArrowInvalid:
+        return _cast_number(pc.utf8_trim_whitespace(values), to)
+
+
+def _cast_number(values, to: pa.DataType):
     if pa.types.is_integer(to):
         return pc.cast(values, to)
     return pc.cast(pc.cast(values, pa.float64()), to)

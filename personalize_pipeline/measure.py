@@ -46,15 +46,18 @@ def measured() -> Iterator[Measurement]:
         m.peak_rss_mb = peak_rss_mb()
 
 
-def release_memory() -> None:
+def release_memory(collect: bool = True) -> None:
     """Give memory freed by Python, Arrow and numpy back to the OS between stages: a garbage
-    collection, Arrow's pool ``release_unused`` and glibc's ``malloc_trim`` (where there is
-    one). Freed buffers otherwise stay in the allocators and count in the process's RSS."""
+    collection (unless ``collect`` is false: inside a stage whose buffers are freed by
+    reference counting, where a full collection only costs time), Arrow's pool
+    ``release_unused`` and glibc's ``malloc_trim`` (where there is one). Freed buffers
+    otherwise stay in the allocators and count in the process's RSS."""
     import ctypes
     import ctypes.util
     import gc
 
-    gc.collect()
+    if collect:
+        gc.collect()
     try:
         import pyarrow as pa
 

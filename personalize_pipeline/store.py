@@ -99,6 +99,14 @@ def new_version_id(now: dt.datetime | None = None) -> str:
     return now.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
 
 
+def _event_type_objects(interactions: pd.DataFrame) -> np.ndarray:
+    """EVENT_TYPE per event as an object array (None where missing), taken from the
+    categorical's codes: one array of references, no pandas object-column copies."""
+    types = pd.Categorical(interactions["event_type"])
+    names = np.array([*types.categories, None], dtype=object)
+    return names[types.codes]  # code -1 (missing) -> the last slot, None
+
+
 def save_solution_version(
     solution: str | Location,
     recipe: Recipe,
@@ -178,14 +186,7 @@ def _write_version(
     loc.child(MANIFEST).write_json(full_manifest)
     _update_index(root, full_manifest)
     creation = catalog["CREATION_TIMESTAMP"].to_numpy() if "CREATION_TIMESTAMP" in catalog else None
-    event_types = (
-        features.interactions["event_type"]
-        .astype(object)
-        .where(features.interactions["event_type"].notna(), None)
-        .to_numpy()
-        if "event_type" in features.interactions.columns
-        else None
-    )
+    event_types = _event_type_objects(features.interactions) if "event_type" in features.interactions.columns else None
     return SolutionVersion(
         loc,
         full_manifest,

@@ -421,6 +421,8 @@ def validate_datasets(
                 run.run(run.batch.frame())
         found = [pair for run in runs for pair in run.merged.items()]
         results += [r for _, r in sorted(found, key=lambda pair: pair[0])]
+        for run in runs:  # GE's context outlives the call: drop what would keep the last batches
+            run.close(context)
     return ValidationReport(
         location,
         results,
@@ -452,6 +454,7 @@ class _Suite:
         import great_expectations as gx
 
         self.batch = batch
+        self.names = (f"src_{name}", f"suite_{name}", f"vd_{name}")
         source = context.data_sources.add_pandas(f"src_{name}")
         asset = source.add_dataframe_asset(name)
         definition = asset.add_batch_definition_whole_dataframe("whole")
@@ -461,6 +464,14 @@ class _Suite:
             gx.ValidationDefinition(name=f"vd_{name}", data=definition, suite=suite)
         )
         self.merged: dict[int, RuleResult] = {}
+
+    def close(self, context) -> None:
+        """Remove this suite's data source, suite and validation definition from GE's
+        context, which lives as long as the process and would keep the last batch."""
+        source, suite, definition = self.names
+        context.validation_definitions.delete(definition)
+        context.suites.delete(suite)
+        context.data_sources.delete(source)
 
     def run(self, frame: pd.DataFrame) -> None:
         result = self.vd.run(

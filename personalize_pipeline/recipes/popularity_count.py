@@ -32,13 +32,19 @@ class PopularityCount(UserRecommender):
 
     def fit(self, features: Features, seed: int = 42) -> PopularityCount:
         inter = features.interactions
-        users = inter["user"].to_numpy(np.int64)
-        items = inter["item"].to_numpy(np.int64)
+        items = inter["item"].to_numpy()
         n_items = features.n_items
         events = np.bincount(items, minlength=n_items)
-        # unique (user, item) pairs without a Python loop
-        pairs = np.unique(users * n_items + items)
-        unique_users = np.bincount(pairs % n_items, minlength=n_items)
+        # unique (user, item) pairs without a Python loop: one int64 key per event, sorted
+        # in place (np.unique would hold several copies of the 10M-event keys at once)
+        pairs = inter["user"].to_numpy().astype(np.int64)
+        pairs *= n_items
+        pairs += items
+        pairs.sort()
+        first = np.empty(len(pairs), dtype=bool)
+        first[:1] = True
+        np.not_equal(pairs[1:], pairs[:-1], out=first[1:])
+        unique_users = np.bincount(pairs[first] % n_items, minlength=n_items)
         self._set_state({"unique_users": unique_users.astype(np.int64), "events": events.astype(np.int64)})
         self.fitted = True
         self._stats = {"events": int(len(items)), "items_with_events": int((events > 0).sum())}
