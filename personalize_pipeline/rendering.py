@@ -15,7 +15,7 @@ the digits of ``n``: ``0.dddddd`` (trailing zeros dropped) from 1e-4 up, ``d.dde
 from __future__ import annotations
 
 from collections.abc import Sequence
-from json.encoder import encode_basestring  # type: ignore[attr-defined]  # what json.dumps(str, ensure_ascii=False) uses
+from json.encoder import encode_basestring  # what json.dumps(str, ensure_ascii=False) uses
 from typing import Any
 
 import numpy as np
