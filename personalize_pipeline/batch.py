@@ -204,6 +204,7 @@ def _split_blocks(blocks: list[tuple[list[int], bytes]]) -> Iterator[tuple[int, 
     """(position, its output line) of every rendered block; lines end in a newline, which JSON
     text never holds unescaped."""
     for positions, blob in blocks:
+        # the blob ends in a newline, so the split has one more (empty) piece than positions
         for pos, line in zip(positions, blob.split(b"\n"), strict=False):
             yield pos, line + b"\n"
 

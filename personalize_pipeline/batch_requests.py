@@ -134,10 +134,10 @@ def parse_ranking_request(obj: dict[str, Any], lineno: int, filter_values: Any =
         return ParsedLine(
             obj, None, f'line {lineno}: "itemList" has {len(items)} items; at most {MAX_LIST_ITEMS} are allowed'
         )
-    ids = [id_text(i) for i in items]
-    if any(i is None for i in ids):
+    ids = tuple(i for i in map(id_text, items) if i is not None)
+    if len(ids) != len(items):
         return ParsedLine(obj, None, f'line {lineno}: "itemList" must contain only non-empty item ids')
-    return ParsedLine(obj, RankingRequest(lineno, obj, user, tuple(ids), filter_values), None)  # type: ignore[arg-type]
+    return ParsedLine(obj, RankingRequest(lineno, obj, user, ids, filter_values), None)
 
 
 def parse_item_request(obj: dict[str, Any], lineno: int, filter_values: Any = None) -> ParsedLine[ItemRequest]:

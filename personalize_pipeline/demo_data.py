@@ -250,7 +250,7 @@ def build_world(spec: DemoSpec) -> DemoWorld:
     base_price = rng.lognormal(np.log(12.0), 0.4, n_cat)
     raw_price = base_price[item_category] * rng.lognormal(0.0, 0.5, n_items)
     item_price = np.floor(np.maximum(raw_price, 1.0)) - 0.01
-    item_price = np.round(np.maximum(item_price, 0.99), 2)
+    item_price = np.maximum(item_price, 0.99).round(2)
 
     item_secondary = np.full((n_items, 2), -1, dtype=np.int64)
     if n_cat > 1:

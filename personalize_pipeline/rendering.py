@@ -15,7 +15,7 @@ the digits of ``n``: ``0.dddddd`` (trailing zeros dropped) from 1e-4 up, ``d.dde
 from __future__ import annotations
 
 from collections.abc import Sequence
-from json.encoder import encode_basestring  # type: ignore[attr-defined]  # what json.dumps(str, ensure_ascii=False) uses
+from json.encoder import encode_basestring  # what json.dumps(str, ensure_ascii=False) uses
 from typing import Any
 
 import numpy as np
@@ -68,7 +68,10 @@ def score_text(values: np.ndarray) -> np.ndarray:
     p = np.where(n >= 100, 3, np.where(n >= 10, 2, 1))
     lead = 7 - p
     rest = last - lead  # decimals after the leading digit (0 to 2)
-    take = lambda i: np.take_along_axis(digits, np.minimum(lead + i, 6)[..., None], axis=-1)[..., 0]  # noqa: E731
+
+    def take(i: int) -> np.ndarray:  # digit i of n, counting from its leading digit (0)
+        return np.take_along_axis(digits, np.minimum(lead + i, 6)[..., None], axis=-1)[..., 0]
+
     sci = (n >= 1) & (n < 1000)
     sci_chars = [
         take(0) + 48,

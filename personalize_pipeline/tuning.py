@@ -35,7 +35,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -44,6 +44,9 @@ from .errors import InputError
 from .features import Features
 from .recipes import Recipe
 from .recipes.base import HyperParameter
+
+if TYPE_CHECKING:
+    import optuna
 
 NEUTRAL_FEATURIZATION = {"min_user_history_length_percentile": 0.0, "max_user_history_length_percentile": 1.0}
 
@@ -64,15 +67,25 @@ class Dimension:
     values: tuple[Any, ...] = ()
 
     @property
-    def log(self) -> bool:
-        return self.kind != "categorical" and self.low is not None and self.low > 0 and self.high / self.low >= 10
+    def bounds(self) -> tuple[float, float]:
+        """(low, high) of an integer or continuous dimension."""
+        assert self.low is not None and self.high is not None, f"{self.hp.name}: {self.kind} dimension without bounds"
+        return self.low, self.high
 
-    def suggest(self, trial) -> Any:
+    @property
+    def log(self) -> bool:
+        if self.kind == "categorical" or self.low is None or self.high is None:
+            return False
+        return self.low > 0 and self.high / self.low >= 10
+
+    def suggest(self, trial: optuna.Trial) -> Any:
         name = self.hp.name
         if self.kind == "integer":
-            return trial.suggest_int(name, int(self.low), int(self.high), log=self.log)
+            low, high = self.bounds
+            return trial.suggest_int(name, int(low), int(high), log=self.log)
         if self.kind == "continuous":
-            return trial.suggest_float(name, float(self.low), float(self.high), log=self.log)
+            low, high = self.bounds
+            return trial.suggest_float(name, float(low), float(high), log=self.log)
         return trial.suggest_categorical(name, list(self.values))
 
     def contains(self, value: Any) -> bool:
@@ -140,11 +153,18 @@ def search_space(recipe_cls: type[Recipe], hpo: HPOConfig, fixed: dict[str, Any]
                     )
                 )
             else:
-                low, high = DEFAULT_SEARCH.get(hp.name, (hp.low, hp.high))
-                dims.append(Dimension(hp, kind, max(low, hp.low), min(high, hp.high)))
+                declared_low, declared_high = _declared_range(hp)
+                low, high = DEFAULT_SEARCH.get(hp.name, (declared_low, declared_high))
+                dims.append(Dimension(hp, kind, max(low, declared_low), min(high, declared_high)))
     if not dims:
         raise InputError(f"recipe {recipe_cls.name} has no tunable hyperparameters to search")
     return dims
+
+
+def _declared_range(hp: HyperParameter) -> tuple[float, float]:
+    """The declared [low, high] of a tunable integer or continuous hyperparameter."""
+    assert hp.low is not None and hp.high is not None, f"tunable hyperparameter {hp.name} declares no range"
+    return hp.low, hp.high
 
 
 # --- validation split and scoring ---------------------------------------------------------------
@@ -196,7 +216,7 @@ def run_hpo(
     split = split if split is not None else validation_split(features)
     log = log or (lambda _msg: None)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    direction = "maximize" if hpo.direction == "Maximize" else "minimize"
+    direction: Literal["maximize", "minimize"] = "maximize" if hpo.direction == "Maximize" else "minimize"
     study = optuna.create_study(direction=direction, sampler=optuna.samplers.TPESampler(seed=seed))
     defaults = recipe_cls.resolve_hyperparameters(fixed)
     default_point = {d.hp.name: defaults[d.hp.name] for d in dims}
@@ -204,7 +224,7 @@ def run_hpo(
     if starts_at_defaults:
         study.enqueue_trial(default_point)
 
-    def objective(trial) -> float:
+    def objective(trial: optuna.Trial) -> float:
         params = {**fixed, **{d.hp.name: d.suggest(trial) for d in dims}}
         metrics, seconds = score_on_split(recipe_cls, params, split, seed)
         trial.set_user_attr("metrics", metrics)
@@ -289,7 +309,7 @@ def run_automl(
     split = split if split is not None else validation_split(features)
     log = log or (lambda _msg: None)
     start = time.perf_counter()
-    candidates = []
+    candidates: list[dict[str, Any]] = []
     for cls in classes:
         params = automl_params(cls, fixed)
         metrics, seconds = score_on_split(cls, params, split, seed)

@@ -39,7 +39,7 @@ def ctx() -> FilterContext:
             "AGE": pd.array(AGE, dtype="Int64"),
         }
     )
-    u, i, t = zip(*EVENTS)
+    u, i, t = zip(*EVENTS, strict=True)
     return FilterContext(
         items["ITEM_ID"].to_numpy(),
         items,
@@ -121,7 +121,8 @@ def test_categorical_event_types(ctx):
 
 def test_chunks_give_the_same_mask_as_one_call(ctx):
     f = parse_filter(
-        'EXCLUDE ItemID WHERE Interactions.EVENT_TYPE IN ("view") | INCLUDE ItemID WHERE Items.BRAND IN (CurrentUser.FAV_BRAND, "nova") AND Users.AGE > 18'
+        'EXCLUDE ItemID WHERE Interactions.EVENT_TYPE IN ("view") '
+        '| INCLUDE ItemID WHERE Items.BRAND IN (CurrentUser.FAV_BRAND, "nova") AND Users.AGE > 18'
     )
     whole = f.mask(ctx, CODES)
     parts = np.vstack([f.mask(ctx, CODES[k : k + 2]) for k in range(0, len(CODES), 2)])
@@ -282,9 +283,9 @@ def test_missing_value_is_an_error_for_include(ctx):
     for values in (None, {}, {"GENRES": None}, {"GENRES": "  "}, {"OTHER": '"Drama"'}):
         with pytest.raises(InputError) as exc:
             f.mask(ctx, CODES, values)
-        assert (
-            str(exc.value)
-            == "filter expression: position 38: missing filter value for $GENRES (INCLUDE expressions need a value for every parameter)"
+        assert str(exc.value) == (
+            "filter expression: position 38: missing filter value for $GENRES "
+            "(INCLUDE expressions need a value for every parameter)"
         )
 
 
@@ -383,7 +384,11 @@ def test_users_condition_with_interactions(ctx):
 
 # --- chaining ------------------------------------------------------------------------------------
 def test_chained_expressions_all_apply(ctx):
-    expr = 'EXCLUDE ItemID WHERE Items.GENRE IN ("Horror") | EXCLUDE ItemID WHERE Interactions.EVENT_TYPE IN ("*") | INCLUDE ItemID WHERE Items.PRICE < 21'
+    expr = (
+        'EXCLUDE ItemID WHERE Items.GENRE IN ("Horror") '
+        '| EXCLUDE ItemID WHERE Interactions.EVENT_TYPE IN ("*") '
+        "| INCLUDE ItemID WHERE Items.PRICE < 21"
+    )
     assert run(ctx, expr) == [[0, 3, 4, 5], [4, 5], [0, 3, 4, 5], [0, 3, 4], [0, 3, 4, 5]]
     many = " | ".join(f'EXCLUDE ItemID WHERE Items.ITEM_ID IN ("i{k}")' for k in range(6))
     assert run(ctx, many) == same_for_all([])
@@ -396,15 +401,16 @@ def test_unknown_field_at_mask_time_lists_the_fields(ctx):
     f = parse_filter('INCLUDE ItemID WHERE Items.COLOUR IN ("red")')  # parsing does not know the schema
     with pytest.raises(InputError) as exc:
         f.mask(ctx, CODES)
-    assert (
-        str(exc.value)
-        == "filter expression: position 22: Items.COLOUR is not a field of the Items dataset (fields: ITEM_ID, GENRE, PRICE, TIER, BRAND)"
+    assert str(exc.value) == (
+        "filter expression: position 22: Items.COLOUR is not a field of the Items dataset "
+        "(fields: ITEM_ID, GENRE, PRICE, TIER, BRAND)"
     )
     with pytest.raises(InputError, match=r"position 22: Items.COLOUR is not a field"):
         f.check(ctx)
     with pytest.raises(
         InputError,
-        match=r"^filter expression: position 38: Users.NOPE is not a field of the Users dataset \(fields: USER_ID, MEMBERSHIP, FAV_BRAND, MAX_PRICE, AGE\)$",
+        match=r"^filter expression: position 38: Users.NOPE is not a field of the Users dataset "
+        r"\(fields: USER_ID, MEMBERSHIP, FAV_BRAND, MAX_PRICE, AGE\)$",
     ):
         parse_filter("INCLUDE ItemID WHERE Items.BRAND IN (CurrentUser.NOPE)").check(ctx)
 
@@ -422,9 +428,9 @@ def test_no_metadata_dataset(ctx):
 def test_comparison_on_a_non_numeric_field(ctx):
     with pytest.raises(InputError) as exc:
         run(ctx, "INCLUDE ItemID WHERE Items.GENRE < 3")
-    assert (
-        str(exc.value)
-        == 'filter expression: position 22: < needs a numeric field, but Items.GENRE has the non-numeric value "Comedy|Drama"'
+    assert str(exc.value) == (
+        "filter expression: position 22: < needs a numeric field, "
+        'but Items.GENRE has the non-numeric value "Comedy|Drama"'
     )
 
 
@@ -447,7 +453,9 @@ def test_scale_10k_items_2k_users_200k_events():
     n_items, n_users, n_events = 10_000, 2_000, 200_000
     genres = np.array(["Comedy", "Drama", "Horror", "Action", "Kids", "Docu"])
     first, second = rng.choice(genres, n_items), rng.choice(np.r_[genres, [""] * 6], n_items)
-    item_genre = np.array([a if not b or b == a else f"{a}|{b}" for a, b in zip(first, second)], dtype=object)
+    item_genre = np.array(
+        [a if not b or b == a else f"{a}|{b}" for a, b in zip(first, second, strict=True)], dtype=object
+    )
     brands = np.array([f"b{k}" for k in range(300)], dtype=object)
     items = pd.DataFrame(
         {"GENRE": item_genre, "PRICE": rng.uniform(1, 100, n_items).round(2), "BRAND": rng.choice(brands, n_items)}

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -17,6 +17,8 @@ import pyarrow.compute as pc
 
 from ..errors import InputError
 from .syntax import Condition, canonical_number, scalar_text
+
+_T = TypeVar("_T")
 
 
 # --- context -------------------------------------------------------------------------------------
@@ -81,7 +83,7 @@ class FilterContext:
         return cls(item_ids, items, user_ids, users, users_per_event, np.asarray(history_items), event_types)
 
     # cached derived data -------------------------------------------------------------------------
-    def _cached(self, key: tuple, build):
+    def _cached(self, key: tuple[Any, ...], build: Callable[[], _T]) -> _T:
         try:
             return self._cache[key]
         except KeyError:
@@ -188,8 +190,8 @@ class Column:
         self.parent = parent  # the row of each flat value
         self._numbers_done = self._numbers is not None
         self._bad: str | None = None
-        self._rows = None
-        self._atoms = None
+        self._rows: tuple[np.ndarray, np.ndarray] | None = None  # (indptr by row, flat values)
+        self._atoms: tuple[np.ndarray, pd.Index] | None = None
 
     @property
     def numbers(self) -> np.ndarray | None:
@@ -284,4 +286,5 @@ def find_column(context: FilterContext, dataset: str, name: str, cond: Condition
             raise fail(f"{dataset}.{name}: there is no {dataset} dataset (no {dataset.lower()} metadata) to filter on")
         shown = ", ".join(columns[:40]) + (", ..." if len(columns) > 40 else "")
         raise fail(f"{dataset}.{name} is not a field of the {dataset} dataset (fields: {shown})")
+    assert frame is not None  # a resolved name is one of the frame's columns
     return context._cached(("column", dataset, resolved), lambda: Column(f"{dataset}.{resolved}", frame[resolved]))

@@ -209,10 +209,13 @@ class _Evaluator:
                 col.typed_numeric or (cond.values[0].kind == "num" and col.numbers is not None)
             )
             if col.typed_numeric and op == "IN":
-                strings = [s if to_float(s) is None else canonical_number(to_float(s)) for s in strings]
+                strings = [s if (f := to_float(s)) is None else canonical_number(f) for s in strings]
+            key: tuple[Any, ...]
             if numeric:
                 key = ("vec", col.name, "=num", number)
-                vec = self.ctx._cached(key, lambda: col.numbers == number)
+                column_numbers = col.numbers
+                assert column_numbers is not None  # typed numeric, or checked just above
+                vec = self.ctx._cached(key, lambda: column_numbers == number)
             else:
                 key = ("vec", col.name, "in", tuple(sorted(set(strings))))
                 vec = self.ctx._cached(key, lambda: col.any_in(strings))
@@ -251,7 +254,7 @@ class _Evaluator:
                 )
             return ~result if cond.op in _NEGATED else result
         x = col.require_numbers(cond.label, cond.op, cond.pos)[None, :]
-        bounds = []
+        bounds: list[np.ndarray | float] = []
         for v in cond.values:
             if v.kind == "user":
                 ucol = find_column(self.ctx, "Users", v.text, cond, v.pos)
@@ -332,6 +335,7 @@ class _Evaluator:
             )
         rows, positions = csr_ranges(ev.indptr, codes)  # every event of every requested user
         if not any_type:
+            assert ev.type_codes is not None and ev.type_names is not None  # checked above
             type_ok = np.isin(ev.type_names, np.array(types, dtype=object))
             tc = ev.type_codes[positions]
             keep = (tc >= 0) & type_ok[np.maximum(tc, 0)]

@@ -99,6 +99,7 @@ def _tokenize(text: str, where: str = "filter expression") -> list[_Token]:
                 raise _fail(where, i, "expected a parameter name after $ (like $GENRES)")
             raise _fail(where, i, f"unexpected character {ch!r}")
         kind = m.lastgroup
+        assert kind is not None  # every alternative of _SCAN is a named group
         if kind == "name" and m.group().endswith("."):
             raise _fail(where, m.end(), f"expected a field name after '{m.group()}'")
         if kind != "ws":
@@ -441,39 +442,42 @@ def parse_list_value(name: str, raw: Any) -> list[str]:
         items = list(raw)
     else:
         text = scalar_text(raw).strip() if not isinstance(raw, str) else raw.strip()
-        items = None
-        if text.startswith("["):
-            try:
-                parsed = json.loads(text)
-                if isinstance(parsed, list):
-                    items = parsed
-            except json.JSONDecodeError:
-                pass
-        if items is None:
-            if text.startswith('"'):
-                tokens = _tokenize(text, where)
-                items = []
-                for k, tok in enumerate(tokens[:-1]):
-                    if k % 2 == 0 and tok.kind not in ("string", "number"):
-                        raise _fail(where, tok.pos, f"expected a quoted string, got {tok.describe()}")
-                    if k % 2 == 1 and tok.kind != ",":
-                        raise _fail(where, tok.pos, f"expected , between quoted values, got {tok.describe()}")
-                    if k % 2 == 0:
-                        items.append(tok.text if tok.kind == "string" else canonical_number(float(tok.text)))
-                if len(tokens) % 2 == 1:  # ends with a comma (tokens include "end")
-                    raise _fail(where, tokens[-1].pos, "expected a quoted string after the last ,")
-            else:
-                numbers = [p.strip() for p in text.split(",")]
-                if len(numbers) > 1 and all(to_float(p) is not None for p in numbers):
-                    items = [canonical_number(to_float(p)) for p in numbers]
-                else:
-                    items = [text]
+        items = _list_items_from_text(text, where)
     out = []
     for item in items:
         if isinstance(item, (list, dict)) or item is None:
             raise InputError(f"{where}: list entries must be strings or numbers, got {json.dumps(item)}")
         out.append(item if isinstance(item, str) else scalar_text(item))
     return out
+
+
+def _list_items_from_text(text: str, where: str) -> list[Any]:
+    """Entries of a list value given as text: a JSON list, quoted strings, or comma-separated numbers."""
+    if text.startswith("["):
+        try:
+            parsed = json.loads(text)
+        except json.JSONDecodeError:
+            parsed = None
+        if isinstance(parsed, list):
+            return parsed
+    if text.startswith('"'):
+        tokens = _tokenize(text, where)
+        items: list[Any] = []
+        for k, tok in enumerate(tokens[:-1]):
+            if k % 2 == 0 and tok.kind not in ("string", "number"):
+                raise _fail(where, tok.pos, f"expected a quoted string, got {tok.describe()}")
+            if k % 2 == 1 and tok.kind != ",":
+                raise _fail(where, tok.pos, f"expected , between quoted values, got {tok.describe()}")
+            if k % 2 == 0:
+                items.append(tok.text if tok.kind == "string" else canonical_number(float(tok.text)))
+        if len(tokens) % 2 == 1:  # ends with a comma (tokens include "end")
+            raise _fail(where, tokens[-1].pos, "expected a quoted string after the last ,")
+        return items
+    numbers = [p.strip() for p in text.split(",")]
+    floats = [f for p in numbers if (f := to_float(p)) is not None]
+    if len(numbers) > 1 and len(floats) == len(numbers):
+        return [canonical_number(f) for f in floats]
+    return [text]
 
 
 def parse_number_value(name: str, raw: Any, label: str, op: str) -> float:

@@ -49,7 +49,7 @@ class WeightAverage:
     def apply(self) -> None:
         """Replace the weights by their average (the end of training)."""
         if self.average is not None:
-            for param, averaged in zip(self.params, self.average):
+            for param, averaged in zip(self.params, self.average, strict=True):
                 param.copy_(averaged)
 
 

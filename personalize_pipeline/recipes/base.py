@@ -174,8 +174,8 @@ class Recipe(ABC):
         campaign = [name for name in unknown if name in cls.campaign_options]
         if campaign:
             raise InputError(
-                f"{campaign[0]} is a campaign / batch inference setting (itemExplorationConfig), not a training hyperparameter: "
-                f"pass --{campaign[0].replace('_', '-')} to batch-infer"
+                f"{campaign[0]} is a campaign / batch inference setting (itemExplorationConfig), "
+                f"not a training hyperparameter: pass --{campaign[0].replace('_', '-')} to batch-infer"
             )
         if unknown:
             known = ", ".join(declared) or "none"
@@ -286,8 +286,8 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     k = min(k, m)
     if k == 0 or n == 0:
         return np.zeros((n, k), dtype=np.int64), np.zeros((n, k), dtype=np.float32)
-    values, indices = torch.topk(torch.from_numpy(np.ascontiguousarray(scores)), k, dim=1, sorted=True)
-    values, indices = values.numpy(), indices.numpy().astype(np.int64)
+    top_values, top_indices = torch.topk(torch.from_numpy(np.ascontiguousarray(scores)), k, dim=1, sorted=True)
+    values, indices = top_values.numpy(), top_indices.numpy().astype(np.int64)
     # make ties deterministic: within equal scores order by item code
     order = np.lexsort((indices, -values), axis=1)
     indices, values = np.take_along_axis(indices, order, 1), np.take_along_axis(values, order, 1)

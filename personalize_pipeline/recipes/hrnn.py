@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -162,7 +162,13 @@ class GRURecipe(Recipe):
     :class:`HRNN` serves it as a USER_PERSONALIZATION recipe, aws-personalized-ranking as a
     PERSONALIZED_RANKING one."""
 
-    hyperparameters = PERSONALIZE_HRNN_HPS + TRAINING_HPS
+    hyperparameters: ClassVar[tuple[HyperParameter, ...]] = PERSONALIZE_HRNN_HPS + TRAINING_HPS
+    # set by fit / load; the optional ones may be absent on older saved versions
+    net: GRUNet
+    latest_time: float | None
+    user_state: np.ndarray | None
+    user_history_length: np.ndarray | None
+    _scorer: LinearScorer | None
 
     def _build(self, n_items: int) -> GRUNet:
         p = self.params
@@ -194,13 +200,14 @@ class GRURecipe(Recipe):
         if previous_item_ids is None or not getattr(self, "fitted", False):
             return self.fit(features, seed=seed)
         warm = (self.net, np.asarray(previous_item_ids, dtype=object))
-        if getattr(self, "latest_time", None) is None:
+        latest_time = getattr(self, "latest_time", None)
+        if latest_time is None:
             return self.fit(features, seed=seed, warm_start=warm)
         return self.fit(
             features,
             seed=seed,
             warm_start=warm,
-            only_after=float(self.latest_time),
+            only_after=float(latest_time),
             previous_user_ids=previous_user_ids,
         )
 
@@ -345,7 +352,7 @@ class GRURecipe(Recipe):
         self.loss_history: list[float] = []
         epoch_seconds: list[float] = []
         self.net.train()
-        for epoch in range(epochs):
+        for _epoch in range(epochs):
             t_epoch = time.perf_counter()
             order = torch.from_numpy(rng.permutation(n_windows))
             total, denom = 0.0, 0.0
@@ -397,7 +404,7 @@ class GRURecipe(Recipe):
                 break
         if average is not None:
             with torch.no_grad():
-                for param, averaged in zip(trainable, average):
+                for param, averaged in zip(trainable, average, strict=True):
                     param.copy_(averaged)
         self.net.eval()
         self.net.to("cpu")
@@ -488,7 +495,7 @@ class GRURecipe(Recipe):
         rows, h = self._user_vectors(batch)
         scores = torch.addmm(self.net.bias + blocked, h, self.net.item_vectors().T) if len(rows) else None
         if len(rows) == n:
-            return scores if n else torch.empty((0, len(self.popularity)))
+            return scores if scores is not None else torch.empty((0, len(self.popularity)))  # None: n == 0
         out = torch.empty((n, len(self.popularity)), dtype=torch.float32)
         no_history = np.ones(n, dtype=bool)
         no_history[rows] = False  # popularity order for these

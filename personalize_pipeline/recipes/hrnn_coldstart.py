@@ -54,9 +54,9 @@ class HRNNColdstart(HRNNMetadata):
         n_cold = int(cold.sum())
         if not MIN_COLD <= n_cold <= MAX_COLD:
             raise InputError(
-                f"{self.name}: found {n_cold} cold items (at most {p['cold_start_max_interactions']} interactions, created within "
-                f"{p['cold_start_max_duration']} days of {p['cold_start_relative_from']}); Amazon Personalize needs between "
-                f"{MIN_COLD} and {MAX_COLD}"
+                f"{self.name}: found {n_cold} cold items (at most {p['cold_start_max_interactions']} interactions, "
+                f"created within {p['cold_start_max_duration']} days of {p['cold_start_relative_from']}); "
+                f"Amazon Personalize needs between {MIN_COLD} and {MAX_COLD}"
             )
         self.cold = cold
         self._rng = np.random.default_rng(0)

@@ -132,26 +132,39 @@ def context_remap(frozen: list[list[str]], current: list[list[str]]) -> np.ndarr
     (1-based, 0 = missing) to the codes the model was trained with (unknown values -> 0)."""
     width = max([len(c) + 1 for c in current] + [1])
     table = np.zeros((len(frozen), width), dtype=np.int64)
-    for f, (old, new) in enumerate(zip(frozen, current)):
+    for f, (old, new) in enumerate(zip(frozen, current, strict=True)):
         table[f, 1 : len(new) + 1] = pd.Index(old).get_indexer(pd.Index(new)) + 1
     return table
 
 
 class MetaGRUNet(GRUNet):
-    def __init__(self, n_items, dim, dropout_embed, dropout_hidden, item_meta, user_meta, ctx_sizes):
+    item_meta: torch.Tensor  # buffers (register_buffer)
+    user_meta: torch.Tensor
+
+    def __init__(
+        self,
+        n_items: int,
+        dim: int,
+        dropout_embed: float,
+        dropout_hidden: float,
+        item_meta: np.ndarray,
+        user_meta: np.ndarray,
+        ctx_sizes: np.ndarray,
+    ):
         super().__init__(n_items, dim, dropout_embed, dropout_hidden)
         self.register_buffer("item_meta", torch.from_numpy(item_meta), persistent=False)
         self.register_buffer("user_meta", torch.from_numpy(user_meta), persistent=False)
         self.item_proj = nn.Linear(item_meta.shape[1], dim, bias=False) if item_meta.shape[1] else None
         self.user_proj = nn.Linear(user_meta.shape[1], dim) if user_meta.shape[1] else None
-        self.ctx = nn.ModuleList(nn.Embedding(int(v) + 1, dim) for v in ctx_sizes)
-        for emb in self.ctx:
+        ctx_embeddings = [nn.Embedding(int(v) + 1, dim) for v in ctx_sizes]
+        for emb in ctx_embeddings:
             nn.init.normal_(emb.weight, std=0.01)
+        self.ctx = nn.ModuleList(ctx_embeddings)
         if self.item_proj is not None:
             nn.init.normal_(self.item_proj.weight, std=0.01)
         self.embed_keep: torch.Tensor | None = None  # per-item 0/1 multiplier (coldstart)
 
-    def item_vectors(self, idx=None):
+    def item_vectors(self, idx: torch.Tensor | None = None) -> torch.Tensor:
         emb = self.embedding.weight if idx is None else self.embedding(idx)
         if self.embed_keep is not None:
             keep = self.embed_keep.to(emb.device)  # a plain attribute: it does not follow .to()
@@ -162,14 +175,15 @@ class MetaGRUNet(GRUNet):
             emb = emb + self.item_proj(meta)
         return emb
 
-    def input_vectors(self, items, context):
+    def input_vectors(self, items: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
         x = self.item_vectors(items)
         if context is not None and len(self.ctx):
             for c, emb in enumerate(self.ctx):
+                assert isinstance(emb, nn.Embedding)  # self.ctx holds one embedding per context field
                 x = x + emb(context[..., c].clamp(0, emb.num_embeddings - 1))
         return x
 
-    def initial_state(self, users):
+    def initial_state(self, users: torch.Tensor | None) -> torch.Tensor | None:
         if self.user_proj is None or users is None:
             return None
         known = (users >= 0).float().unsqueeze(-1)
@@ -206,7 +220,8 @@ class HRNNMetadata(HRNN):
             and not len(self.ctx_sizes)
         ):
             raise InputError(
-                f"{self.name} needs metadata: an Items or Users dataset with metadata columns, or contextual columns in Interactions"
+                f"{self.name} needs metadata: an Items or Users dataset with metadata columns, "
+                "or contextual columns in Interactions"
             )
 
     def _context(self, context: np.ndarray | None) -> np.ndarray | None:

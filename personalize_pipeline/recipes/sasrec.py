@@ -65,6 +65,8 @@ class CausalSelfAttentionBlock(nn.Module):
 class SASRecNet(nn.Module):
     """Item codes ``0..n_items-1``; code ``n_items`` is padding."""
 
+    item_meta: torch.Tensor  # a buffer (register_buffer)
+
     def __init__(
         self,
         n_items: int,

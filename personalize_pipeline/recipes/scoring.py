@@ -50,15 +50,15 @@ def normalised_top_k(logits: torch.Tensor, k: int, with_log_z: bool = False):
     if k == 0 or n == 0:
         empty = (np.zeros((n, k), dtype=np.int64), np.zeros((n, k), dtype=np.float32))
         return (*empty, np.zeros((n, 1), dtype=np.float32)) if with_log_z else empty
-    values, indices = torch.topk(logits, k, dim=1, sorted=True)
-    top_max = values[:, :1].clone()
+    top_values, top_indices = torch.topk(logits, k, dim=1, sorted=True)
+    top_max = top_values[:, :1].clone()
     top_max.masked_fill_(torch.isneginf(top_max), 0.0)  # a row with nothing allowed
     log_z = logits.sub_(top_max).exp_().sum(dim=1, keepdim=True).log_().add_(top_max)  # log-sum-exp
-    scores = torch.exp(values - log_z)
+    top_scores = torch.exp(top_values - log_z)
     values, indices, scores, log_z_np = (
-        values.cpu().numpy(),
-        indices.cpu().numpy().astype(np.int64),
-        scores.cpu().numpy(),
+        top_values.cpu().numpy(),
+        top_indices.cpu().numpy().astype(np.int64),
+        top_scores.cpu().numpy(),
         log_z.cpu().numpy(),
     )
     order = np.lexsort((indices, -values), axis=1)  # equal scores: lower item code first

@@ -21,9 +21,10 @@ blend of two cosines::
 items sharing attributes, those many users chose: next-item hit rate for new query items
 is several times higher with it than with attributes alone (bench/README.md), since the
 long tail of a genre is rarely where users go next. An item without interactions has
-``co = 0`` and gets the (popular) items sharing most of its attributes; an item without metadata gets its co-occurring items. Neighbours are computed
-in blocks of query items (dense ``[block, n_items]`` scores from one sparse product each,
-then ``torch.topk``), so memory stays bounded; the query item itself never comes back.
+``co = 0`` and gets the (popular) items sharing most of its attributes; an item without
+metadata gets its co-occurring items. Neighbours are computed in blocks of query items
+(dense ``[block, n_items]`` scores from one sparse product each, then ``torch.topk``), so
+memory stays bounded; the query item itself never comes back.
 The neighbour lists, the popularity fallback and inference are aws-sims' (this class
 extends :class:`~personalize_pipeline.recipes.sims.SIMS`).
 """
@@ -81,7 +82,10 @@ class SimilarItems(SIMS):
             help="pairs co-occurring in fewer user histories get no co-interaction similarity",
         ),
     )
-    description = "Items similar to a given item from co-interactions and item metadata (categorical, numeric, text); new items get neighbours sharing their attributes."
+    description = (
+        "Items similar to a given item from co-interactions and item metadata (categorical, numeric, text); "
+        "new items get neighbours sharing their attributes."
+    )
 
     def fit(self, features: Features, seed: int = 42) -> SimilarItems:
         start = time.perf_counter()
@@ -245,8 +249,8 @@ def blend_neighbours(
         if k == 0:
             counts.append(np.zeros(hi - lo, np.int64))
             continue
-        val, idx = torch.topk(torch.from_numpy(scores), k, dim=1, sorted=True)
-        val, idx = val.numpy(), idx.numpy().astype(np.int64)
+        top_val, top_idx = torch.topk(torch.from_numpy(scores), k, dim=1, sorted=True)
+        val, idx = top_val.numpy(), top_idx.numpy().astype(np.int64)
         order = np.lexsort((idx, -val), axis=1)  # ties: lower item code first
         val, idx = np.take_along_axis(val, order, 1), np.take_along_axis(idx, order, 1)
         positive = val > 0
@@ -255,5 +259,8 @@ def blend_neighbours(
         values.append(val[positive])
     indptr = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(np.concatenate(counts) if counts else np.zeros(0, np.int64), out=indptr[1:])
-    cat = lambda parts, dtype: np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
-    return indptr, cat(indices, np.int32), cat(values, np.float32)
+
+    def concat(parts: list[np.ndarray], dtype: type[np.generic]) -> np.ndarray:
+        return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
+
+    return indptr, concat(indices, np.int32), concat(values, np.float32)

@@ -43,7 +43,7 @@ UPDATE recomputes on the current data (the default of :meth:`Recipe.update`).
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -59,7 +59,7 @@ USER_HISTORY_ITEMS = 10
 
 class SIMS(RelatedItemsRecipe):
     name = "aws-sims"
-    hyperparameters = (
+    hyperparameters: ClassVar[tuple[HP, ...]] = (
         HP(
             "popularity_discount_factor",
             float,
@@ -99,7 +99,10 @@ class SIMS(RelatedItemsRecipe):
         HP("min_user_history_length_percentile", float, 0.005, 0.0, 1.0, featurization=True),
         HP("max_user_history_length_percentile", float, 0.995, 0.0, 1.0, featurization=True),
     )
-    description = "Items similar to a given item: co-occurrence in user histories with a popularity discount; popular items as fallback."
+    description = (
+        "Items similar to a given item: co-occurrence in user histories with a popularity discount; "
+        "popular items as fallback."
+    )
 
     # --- training ---------------------------------------------------------------------------
     def fit(self, features: Features, seed: int = 42) -> SIMS:

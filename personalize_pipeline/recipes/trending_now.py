@@ -56,7 +56,10 @@ class TrendingNow(UserRecommender):
             help="the window W: events in the last W against the W before",
         ),
     )
-    description = "Items whose interactions rise fastest over the last window against the window before; the same list for every user."
+    description = (
+        "Items whose interactions rise fastest over the last window against the window before; "
+        "the same list for every user."
+    )
 
     def fit(self, features: Features, seed: int = 42) -> TrendingNow:
         items = features.interactions["item"].to_numpy(np.int64)

@@ -89,6 +89,10 @@ class UserPersonalization(HRNNMetadata):
     )
     # campaign settings with these names are batch inference options
     campaign_options = ("exploration_weight", "exploration_item_age_cut_off")
+    # item age input: (mean, std) of log-days and the time ages are taken at, both of the FULL
+    # training (None: a version saved without its latest time)
+    age_stats: tuple[float, float]
+    age_reference: float | None
 
     # --- training --------------------------------------------------------------------------------
     def _prepare(self, features: Features) -> None:
@@ -127,7 +131,9 @@ class UserPersonalization(HRNNMetadata):
         warm = getattr(self, "_warm", False) and hasattr(self, "age_stats")
         if not warm:
             self.age_reference = self.latest_time
-        age = np.log1p(np.maximum(self.age_reference - self.item_first_seen, 0.0) / DAY)
+        reference = self.age_reference
+        assert reference is not None, "an UPDATE needs the FULL version's latest time to age items"
+        age = np.log1p(np.maximum(reference - self.item_first_seen, 0.0) / DAY)
         if warm:
             mean, std = self.age_stats
         else:
@@ -264,7 +270,8 @@ class UserPersonalization(HRNNMetadata):
         self.clicks = np.asarray(state["clicks"], dtype=np.float64)
         self.ignored = np.asarray(state["ignored"], dtype=np.float64)
         self.item_first_seen = np.asarray(state["item_first_seen"], dtype=np.float64)
-        self.age_stats = tuple(float(v) for v in state["age_stats"])
+        mean, std = (float(v) for v in state["age_stats"])
+        self.age_stats = (mean, std)
         self.age_reference = float(state["age_reference"]) if "age_reference" in state else self.latest_time
 
     def _set_state(self, state):

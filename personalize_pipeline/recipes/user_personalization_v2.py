@@ -327,7 +327,9 @@ class SASRecRecipe(Recipe):
         use_bf16 = p["mixed_precision"] and bf16_available()
         stopping = EarlyStopping(p["early_stopping_patience"])
         self._early_stopping = stopping
-        start, losses, epoch_seconds = time.perf_counter(), [], []
+        start = time.perf_counter()
+        losses: list[float] = []
+        epoch_seconds: list[float] = []
         self.net.train()
         for epoch in range(epochs):
             if epoch_seconds and time.perf_counter() - start + epoch_seconds[-1] > p["max_training_seconds"]:
