@@ -12,6 +12,7 @@ carry the signal on its own. Items without any interaction therefore get meaning
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,8 +42,13 @@ class HRNNColdstart(HRNNMetadata):
         HP("cold_embedding_dropout", float, 0.5, 0.0, 1.0, help="share of warm item embeddings dropped per mini-batch"),
     )
 
-    def _prepare(self, features: Features) -> None:
-        super()._prepare(features)
+    def __init__(self, **params: Any):
+        super().__init__(**params)
+        self.cold = np.zeros(0, dtype=bool)  # saved by ``state``
+        self._rng = np.random.default_rng(0)  # the per-batch embedding dropout (reset by ``_prepare``)
+
+    def _prepare(self, features: Features, keep_layouts: bool) -> None:
+        super()._prepare(features, keep_layouts)
         if not self.item_meta.shape[1]:
             raise InputError(f"{self.name} needs an Items dataset with metadata columns")
         p = self.params

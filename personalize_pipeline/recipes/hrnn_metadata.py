@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -149,7 +150,6 @@ class MetaGRUNet(GRUNet):
             nn.init.normal_(emb.weight, std=0.01)
         if self.item_proj is not None:
             nn.init.normal_(self.item_proj.weight, std=0.01)
-        self.embed_keep: torch.Tensor | None = None  # per-item 0/1 multiplier (coldstart)
 
     def item_vectors(self, idx=None):
         emb = self.embedding.weight if idx is None else self.embedding(idx)
@@ -183,12 +183,25 @@ class HRNNMetadata(HRNN):
     description = "HRNN with item, user and contextual metadata as inputs."
     requires_metadata = True
 
-    def _prepare(self, features: Features) -> None:
+    def __init__(self, **params: Any):
+        super().__init__(**params)
+        # fixed by FULL, kept by UPDATE (saved by ``state``)
+        self.item_layout: MetadataLayout | None = None
+        self.user_layout: MetadataLayout | None = None
+        self.ctx_columns: list[str] = []
+        self.ctx_vocab: list[list[str]] = []
+        self.ctx_sizes = np.zeros(0, dtype=np.int64)
+        # the current data mapped onto them
+        self.item_meta = np.zeros((0, 0), dtype=np.float32)
+        self.user_meta = np.zeros((0, 0), dtype=np.float32)
+        self.ctx_map = np.zeros((0, 1), dtype=np.int64)
+
+    def _prepare(self, features: Features, keep_layouts: bool) -> None:
         vocab = features.info.get("vocabularies", {})
         stats = features.info.get("numeric_stats", {})
         ctx_cols = [c for c in features.info.get("context_columns", []) if features.interactions[c].dtype.kind in "iu"]
         current_ctx = [vocab.get("interactions." + c[4:], []) for c in ctx_cols]
-        if not getattr(self, "_warm", False) or not hasattr(self, "item_layout"):
+        if not keep_layouts or self.item_layout is None or self.user_layout is None:
             # FULL: the layouts and context vocabularies of this data are the model's
             self.item_layout = MetadataLayout.fit(features.items, vocab, "items", stats)
             self.user_layout = MetadataLayout.fit(features.users, vocab, "users", stats)

@@ -90,9 +90,20 @@ class UserPersonalization(HRNNMetadata):
     # campaign settings with these names are batch inference options
     campaign_options = ("exploration_weight", "exploration_item_age_cut_off")
 
+    def __init__(self, **params: Any):
+        super().__init__(**params)
+        # exploration statistics and the item-age input of the item tower (saved by ``state``)
+        self.clicks = np.zeros(0)
+        self.ignored = np.zeros(0)
+        self.item_first_seen = np.zeros(0)
+        self.age_reference: float | None = None  # ages as of the FULL training
+        self.age_stats: tuple[float, float] | None = None
+        # training only: the impressed-but-ignored items of each event
+        self._ignored_impressions: IgnoredImpressions | None = None
+
     # --- training --------------------------------------------------------------------------------
-    def _prepare(self, features: Features) -> None:
-        super()._prepare(features)
+    def _prepare(self, features: Features, keep_layouts: bool) -> None:
+        super()._prepare(features, keep_layouts)
         timestamps = features.interactions["timestamp"].to_numpy().astype(np.float64)
         items = features.interactions["item"].to_numpy()
         n_items = features.n_items
@@ -124,11 +135,11 @@ class UserPersonalization(HRNNMetadata):
         # item age (log days) as one more item-tower input, standardised
         # ages as of the FULL training (UPDATE keeps that reference, so the vectors of the
         # items the model already knew do not move; new items count as brand new)
-        warm = getattr(self, "_warm", False) and hasattr(self, "age_stats")
-        if not warm:
+        warm = keep_layouts and self.age_stats is not None
+        if not warm or self.age_reference is None:
             self.age_reference = self.latest_time
         age = np.log1p(np.maximum(self.age_reference - self.item_first_seen, 0.0) / DAY)
-        if warm:
+        if warm and self.age_stats is not None:
             mean, std = self.age_stats
         else:
             mean, std = float(age.mean()), float(age.std() or 1.0)
