@@ -20,6 +20,11 @@ drop them lose most of the accuracy) are made explicitly here:
 
 Scores are the softmax over the catalogue (they sum to 1, like Personalize's); items never
 seen in training are not recommended; users without history get the most popular items.
+
+The named units: the loop in :mod:`.training_loop`, the loss in :mod:`.losses`
+(``sampled_softmax_xe_logq``, ``impression_pairwise``), the negatives in :mod:`.negatives`
+(``PopularitySampler``), weight averaging in :mod:`.averaging` and the item side of the
+family's variants in :mod:`.item_encoders` (``ItemEncoder``).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from ..features import Features
 from .averaging import WeightAverage
 from .base import HyperParameter, Recipe, UserBatch
 from .interfaces import UserRecommender
+from .item_encoders import ItemEncoder
 from .losses import impression_pairwise, sampled_softmax_xe_logq
 from .negatives import PopularitySampler
 from .scoring import DEVICES, LinearScorer, resolve_device
@@ -107,14 +113,17 @@ class GRUNet(nn.Module):
                     nn.init.orthogonal_(chunk)
             else:
                 nn.init.zeros_(param)
-        # per-item 0/1 multiplier of the free embedding (None = all kept; aws-hrnn-coldstart,
-        # aws-user-personalization): a plain attribute, not saved with the state
-        self.embed_keep: torch.Tensor | None = None
+        # item metadata and its projection (MetaGRUNet), read by the item encoder
+        self.item_proj: nn.Linear | None = None
+        self.register_buffer("item_meta", None, persistent=False)
+        # how item codes become vectors (a plain attribute: the recipe sets it, not saved)
+        self.encoder = ItemEncoder()
 
-    # Subclasses (metadata, coldstart) override these three to add side information.
     def item_vectors(self, idx: torch.Tensor | None = None) -> torch.Tensor:
         """Output (and, tied, input) vectors of the items ``idx`` (all items if None)."""
-        return self.embedding.weight if idx is None else self.embedding(idx)
+        return self.encoder.vectors(self, idx)
+
+    # MetaGRUNet overrides these two to add context and user metadata.
 
     def input_vectors(self, items: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
         return self.item_vectors(items)
@@ -260,6 +269,15 @@ class GRURecipe(Recipe):
         p = self.params
         return GRUNet(n_items, p["hidden_dimension"], p["dropout_embed"], p["dropout_hidden"])
 
+    def _item_encoder(self) -> ItemEncoder:
+        """How items become vectors (:mod:`.item_encoders`): the free embedding here."""
+        return ItemEncoder()
+
+    def _network(self, n_items: int) -> GRUNet:
+        net = self._build(n_items)
+        net.encoder = self._item_encoder()
+        return net
+
     def _prepare(self, features: Features, keep_layouts: bool) -> None:
         """Hook for side information (metadata recipes); called before ``_build``.
         ``keep_layouts``: an UPDATE maps the new data onto the FULL version's layouts."""
@@ -268,16 +286,13 @@ class GRURecipe(Recipe):
         """Hook: per-event context codes as the model reads them (None = no context)."""
         return None
 
-    def _batch_extras(self, idx: torch.Tensor) -> None:
-        """Hook called for every training mini-batch (coldstart drops embeddings)."""
-
     def _extra_negatives(self, positions: torch.Tensor) -> torch.Tensor | None:
         """Hook: per target event (positions in the sorted interactions), extra item codes
         to use as negatives ([N, M], -1 = none), e.g. impressed but ignored items."""
         return None
 
     def _finish_fit(self) -> None:
-        """Hook: adjust the trained model before user states are cached (subclasses)."""
+        """Hook: drop what only training needed, before user states are cached."""
 
     # --- the three training modes -----------------------------------------------------------------
     def fit(self, features: Features, seed: int = 42) -> GRURecipe:
@@ -287,7 +302,7 @@ class GRURecipe(Recipe):
         everyone, features = features, self.training_set(features)  # user states: everyone's events
         self._catalogue(everyone, features)
         self._prepare(features, keep_layouts=False)
-        self.net = self._build(features.n_items)
+        self.net = self._network(features.n_items)
         windows = self._windows(features)
         batch, epochs = self.schedule(len(windows), windows.n_events)
         self._train(windows, features, rng, epochs, batch)
@@ -357,7 +372,7 @@ class GRURecipe(Recipe):
         everyone, features = features, self.training_set(features)
         self._catalogue(everyone, features)
         self._prepare(features, keep_layouts=True)
-        self.net = self._build(features.n_items)
+        self.net = self._network(features.n_items)
         warm_items, carried = self._warm_start(old_net, previous_item_ids, features.item_ids, old_trained)
         return rng, everyone, features, warm_items, carried
 
@@ -382,8 +397,8 @@ class GRURecipe(Recipe):
         self.net.load_state_dict(new_state)
         # rows whose learned vectors are kept as they are in an item-side refresh: items the
         # old model knew and had trained (an UPDATE still learns the others)
-        if old_net.embed_keep is not None:
-            trained_before = old_net.embed_keep.numpy() > 0
+        if old_net.encoder.keep is not None:
+            trained_before = old_net.encoder.keep
         elif len(old_trained) == len(old_item_ids):
             trained_before = np.asarray(old_trained, dtype=bool)
         else:
@@ -462,7 +477,7 @@ class GRURecipe(Recipe):
             t.to(device, non_blocking=True)
             for t in (windows.inputs[idx], windows.targets[idx], windows.weights[idx], mask_cpu)
         )
-        self._batch_extras(idx)
+        net.encoder.next_batch()
         ctx = windows.context[idx].to(device) if windows.context is not None else None
         with torch.set_grad_enabled(not item_side_only):
             states = net(x, ctx, windows.users[idx].to(device))[mask]  # [N, d]
@@ -485,7 +500,9 @@ class GRURecipe(Recipe):
         return loss_vec, w[mask]
 
     def _finish(self, everyone: Features, warm_items: int, reuse: tuple | None = None) -> None:
+        assert self.net is not None
         self.fitted = True
+        self.net.encoder.end_training(self.net)
         self._finish_fit()
         self._cache_user_states(everyone, reuse)
         self._stats.update(
@@ -698,7 +715,7 @@ class GRURecipe(Recipe):
         self.user_state = np.asarray(state["user_state"], dtype=np.float32) if "user_state" in state else None
         self.user_history_length = np.asarray(state["user_history_length"]) if "user_history_length" in state else None
         self._restore(state)
-        self.net = self._build(len(self.popularity))
+        self.net = self._network(len(self.popularity))
         self.net.load_state_dict(
             {k[4:]: torch.from_numpy(np.array(v)) for k, v in state.items() if k.startswith("net.")}
         )

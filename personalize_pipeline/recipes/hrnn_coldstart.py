@@ -15,12 +15,12 @@ import time
 from typing import Any
 
 import numpy as np
-import torch
 
 from ..errors import InputError
 from ..features import Features
 from .base import HyperParameter as HP
 from .hrnn_metadata import HRNNMetadata
+from .item_encoders import ItemEncoder
 
 MIN_COLD, MAX_COLD = 100, 80_000
 
@@ -45,7 +45,6 @@ class HRNNColdstart(HRNNMetadata):
     def __init__(self, **params: Any):
         super().__init__(**params)
         self.cold = np.zeros(0, dtype=bool)  # saved by ``state``
-        self._rng = np.random.default_rng(0)  # the per-batch embedding dropout (reset by ``_prepare``)
 
     def _prepare(self, features: Features, keep_layouts: bool) -> None:
         super()._prepare(features, keep_layouts)
@@ -65,19 +64,11 @@ class HRNNColdstart(HRNNMetadata):
                 f"{MIN_COLD} and {MAX_COLD}"
             )
         self.cold = cold
-        self._rng = np.random.default_rng(0)
 
-    def _build(self, n_items: int):
-        net = super()._build(n_items)
-        net.embed_keep = torch.from_numpy((~self.cold).astype(np.float32))
-        return net
-
-    def _batch_extras(self, idx) -> None:
-        drop = self._rng.random(len(self.cold)) < self.params["cold_embedding_dropout"]
-        self.net.embed_keep = torch.from_numpy((~self.cold & ~drop).astype(np.float32))
-
-    def _finish_fit(self) -> None:
-        self.net.embed_keep = torch.from_numpy((~self.cold).astype(np.float32))
+    def _item_encoder(self) -> ItemEncoder:
+        """The cold-start mapping: cold items have no free embedding (their vector is the
+        metadata projection alone); warm ones lose theirs at random during training."""
+        return ItemEncoder(keep=~self.cold, keep_dropout=self.params["cold_embedding_dropout"], seed=0)
 
     def recommendable(self) -> np.ndarray:
         return self.cold

@@ -151,17 +151,6 @@ class MetaGRUNet(GRUNet):
         if self.item_proj is not None:
             nn.init.normal_(self.item_proj.weight, std=0.01)
 
-    def item_vectors(self, idx=None):
-        emb = self.embedding.weight if idx is None else self.embedding(idx)
-        if self.embed_keep is not None:
-            keep = self.embed_keep.to(emb.device)  # a plain attribute: it does not follow .to()
-            keep = keep if idx is None else keep[idx]
-            emb = emb * keep.unsqueeze(-1)
-        if self.item_proj is not None:
-            meta = self.item_meta if idx is None else self.item_meta[idx]
-            emb = emb + self.item_proj(meta)
-        return emb
-
     def input_vectors(self, items, context):
         x = self.item_vectors(items)
         if context is not None and len(self.ctx):

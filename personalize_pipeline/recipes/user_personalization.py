@@ -38,8 +38,9 @@ from ..errors import InputError
 from ..features import Features
 from .base import HyperParameter as HP
 from .base import UserBatch, top_k
-from .hrnn import PERSONALIZE_HRNN_HPS, TRAINING_HPS, GRUNet
+from .hrnn import PERSONALIZE_HRNN_HPS, TRAINING_HPS
 from .hrnn_metadata import HRNNMetadata, list_column_codes
+from .item_encoders import ItemEncoder
 from .scoring import normalised_top_k
 
 DAY = 86_400.0
@@ -146,10 +147,11 @@ class UserPersonalization(HRNNMetadata):
             self.age_stats = (mean, std)
         self.item_meta = np.concatenate([self.item_meta, ((age - mean) / std).astype(np.float32)[:, None]], axis=1)
 
-    def _build(self, n_items: int) -> GRUNet:
-        net = super()._build(n_items)
-        net.embed_keep = torch.from_numpy((self.clicks > 0).astype(np.float32))
-        return net
+    def _item_encoder(self) -> ItemEncoder:
+        """The item tower: items without interactions have no free embedding (their vector is
+        the metadata projection alone) and, after training, a low bias (a new item has to earn
+        its place through its metadata or through exploration)."""
+        return ItemEncoder(keep=self.clicks > 0, floor_unkept_bias=True)
 
     def _extra_negatives(self, positions: torch.Tensor) -> torch.Tensor | None:
         """Impressed-but-ignored items of the events at ``positions`` (-1 = none)."""
@@ -158,15 +160,6 @@ class UserPersonalization(HRNNMetadata):
         return self._ignored_impressions.first(positions.numpy(), self.params["impression_negatives"])
 
     def _finish_fit(self) -> None:
-        """Items without interactions: no free embedding, a low bias (a new item has to earn
-        its place through its metadata or through exploration)."""
-        trained = self.clicks > 0
-        self.net.embed_keep = torch.from_numpy(trained.astype(np.float32))
-        with torch.no_grad():
-            bias = self.net.bias
-            if trained.any() and (~trained).any():
-                low = float(np.quantile(bias.numpy()[trained], 0.1))
-                bias[torch.from_numpy(~trained)] = low
         self._ignored_impressions = None
 
     def recommendable(self) -> np.ndarray:
@@ -277,10 +270,6 @@ class UserPersonalization(HRNNMetadata):
         self.item_first_seen = np.asarray(state["item_first_seen"], dtype=np.float64)
         self.age_stats = tuple(float(v) for v in state["age_stats"])
         self.age_reference = float(state["age_reference"]) if "age_reference" in state else self.latest_time
-
-    def _set_state(self, state):
-        super()._set_state(state)
-        self.net.embed_keep = torch.from_numpy((self.clicks > 0).astype(np.float32))
 
     def state(self):
         out = super().state()
