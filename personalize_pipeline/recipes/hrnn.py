@@ -568,6 +568,11 @@ class GRURecipe(Recipe):
         return dict(self._stats)
 
     # --- inference ------------------------------------------------------------------------------
+    def _fitted_net(self) -> GRUNet:
+        if self.net is None:
+            raise RuntimeError(f"{self.name}: fit() must be called first")
+        return self.net
+
     @torch.no_grad()
     def logits_tensor(self, batch: UserBatch) -> torch.Tensor:
         """[n, n_items] logits (torch, multi-threaded) from each user's last ``bptt``
@@ -576,9 +581,10 @@ class GRURecipe(Recipe):
         n = len(batch)
         blocked = torch.from_numpy(np.where(self.recommendable(), 0.0, -np.inf).astype(np.float32))
         rows, h = self._user_vectors(batch)
-        scores = torch.addmm(self.net.bias + blocked, h, self.net.item_vectors().T) if len(rows) else None
+        net = self._fitted_net()
+        scores = torch.addmm(net.bias + blocked, h, net.item_vectors().T) if len(rows) else None
         if len(rows) == n:
-            return scores if n else torch.empty((0, len(self.popularity)))
+            return scores if scores is not None else torch.empty((0, len(self.popularity)))
         out = torch.empty((n, len(self.popularity)), dtype=torch.float32)
         no_history = np.ones(n, dtype=bool)
         no_history[rows] = False  # popularity order for these
@@ -615,8 +621,9 @@ class GRURecipe(Recipe):
             ctx = torch.from_numpy(np.where(valid[..., None], history_context[index], 0).astype(np.int64))
         if not len(rows):
             return rows, torch.zeros((0, self.params["hidden_dimension"]))
-        dev = self.net.embedding.weight.device  # the network's device (a GPU during training there)
-        h = self.net.final_state(
+        net = self._fitted_net()
+        dev = net.embedding.weight.device  # the network's device (a GPU during training there)
+        h = net.final_state(
             torch.from_numpy(window.astype(np.int64)).to(dev),
             torch.from_numpy(use[rows]),
             ctx.to(dev) if ctx is not None else None,
@@ -659,7 +666,8 @@ class GRURecipe(Recipe):
             with torch.no_grad():
                 blocked = torch.from_numpy(np.where(self.recommendable(), 0.0, -np.inf).astype(np.float32))
                 fallback = torch.from_numpy(np.log1p(self.popularity).astype(np.float32)) + blocked
-                cached = LinearScorer.build(self.net.item_vectors(), self.net.bias + blocked, fallback, device)
+                net = self._fitted_net()
+                cached = LinearScorer.build(net.item_vectors(), net.bias + blocked, fallback, device)
             self._scorer = cached
         return cached
 
@@ -698,7 +706,7 @@ class GRURecipe(Recipe):
         """Hook: rebuild side information saved in the state before ``_build``."""
 
     def state(self) -> dict[str, np.ndarray]:
-        out = {f"net.{k}": v.detach().numpy() for k, v in self.net.state_dict().items()}
+        out = {f"net.{k}": v.detach().numpy() for k, v in self._fitted_net().state_dict().items()}
         out["popularity"] = self.popularity
         out["trained"] = self.trained
         if self.latest_time is not None:

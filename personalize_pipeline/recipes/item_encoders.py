@@ -55,7 +55,7 @@ class ItemEncoder:
         if self._mask is not None:
             keep = self._mask.to(emb.device)  # a plain tensor: it does not follow .to()
             emb = emb * (keep if idx is None else keep[idx]).unsqueeze(-1)
-        if net.item_proj is not None:
+        if net.item_proj is not None and isinstance(net.item_meta, torch.Tensor):
             meta = net.item_meta if idx is None else net.item_meta[idx]
             emb = emb + net.item_proj(meta)
         return emb
