@@ -20,12 +20,18 @@ drop them lose most of the accuracy) are made explicitly here:
 
 Scores are the softmax over the catalogue (they sum to 1, like Personalize's); items never
 seen in training are not recommended; users without history get the most popular items.
+
+The named units: the loop in :mod:`.training_loop`, the loss in :mod:`.losses`
+(``sampled_softmax_xe_logq``, ``impression_pairwise``), the negatives in :mod:`.negatives`
+(``PopularitySampler``), weight averaging in :mod:`.averaging` and the item side of the
+family's variants in :mod:`.item_encoders` (``ItemEncoder``).
 """
 
 from __future__ import annotations
 
 import math
-import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -34,9 +40,14 @@ import torch
 from torch import nn
 
 from ..features import Features
+from .averaging import WeightAverage
 from .base import HyperParameter, Recipe, UserBatch
 from .interfaces import UserRecommender
+from .item_encoders import ItemEncoder
+from .losses import impression_pairwise, sampled_softmax_xe_logq
+from .negatives import PopularitySampler
 from .scoring import DEVICES, LinearScorer, resolve_device
+from .training_loop import BatchLoss, TrainingPlan, run_training
 
 if TYPE_CHECKING:
     from .user_personalization import ExplorationConfig
@@ -102,11 +113,17 @@ class GRUNet(nn.Module):
                     nn.init.orthogonal_(chunk)
             else:
                 nn.init.zeros_(param)
+        # item metadata and its projection (MetaGRUNet), read by the item encoder
+        self.item_proj: nn.Linear | None = None
+        self.register_buffer("item_meta", None, persistent=False)
+        # how item codes become vectors (a plain attribute: the recipe sets it, not saved)
+        self.encoder = ItemEncoder()
 
-    # Subclasses (metadata, coldstart) override these three to add side information.
     def item_vectors(self, idx: torch.Tensor | None = None) -> torch.Tensor:
         """Output (and, tied, input) vectors of the items ``idx`` (all items if None)."""
-        return self.embedding.weight if idx is None else self.embedding(idx)
+        return self.encoder.vectors(self, idx)
+
+    # MetaGRUNet overrides these two to add context and user metadata.
 
     def input_vectors(self, items: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
         return self.item_vectors(items)
@@ -157,32 +174,140 @@ def make_windows(indptr: np.ndarray, items: np.ndarray, bptt: int) -> tuple[np.n
     return inputs.astype(np.int64), targets.astype(np.int64), start + 1
 
 
+@dataclass
+class GRUWindows:
+    """The training windows of the GRU (see :func:`make_windows`): [W, bptt] inputs and
+    targets (-1 = padding), per-event loss weights (0 on padding), each window's user and
+    position (in the sorted interactions) of its first target, and [W, bptt, C] context
+    codes of the inputs (None without context)."""
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    weights: torch.Tensor
+    users: torch.Tensor
+    first_target: torch.Tensor
+    context: torch.Tensor | None
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    @property
+    def n_events(self) -> int:
+        return int((self.targets >= 0).sum())
+
+    @classmethod
+    def of(
+        cls,
+        features: Features,
+        bptt: int,
+        recency_mask: bool,
+        context: np.ndarray | None,
+        only_after: float | None = None,
+    ) -> GRUWindows:
+        """Every window of ``features`` (only those holding events newer than
+        ``only_after`` when given). ``recency_mask``: weights grow linearly with event time,
+        from 0.5 for the oldest event to 1.0 for the newest."""
+        indptr, items = features.sequences()
+        timestamps = features.interactions["timestamp"].to_numpy()
+        inputs, targets, first_target = make_windows(indptr, items, bptt)
+        steps = np.arange(bptt)[None, :]
+        if only_after is not None:
+            newer = (targets >= 0) & (
+                timestamps[np.clip(first_target[:, None] + steps, 0, len(items) - 1)] > only_after
+            )
+            keep = newer.any(axis=1)
+            inputs, targets, first_target = inputs[keep], targets[keep], first_target[keep]
+        window_users = np.searchsorted(indptr, first_target - 1, side="right") - 1
+        window_context = None
+        if context is not None:
+            window_context = torch.from_numpy(context[np.clip(first_target[:, None] - 1 + steps, 0, len(items) - 1)])
+        weights = np.ones(targets.shape, dtype=np.float32)
+        if recency_mask and len(timestamps):
+            t_min, t_max = float(timestamps.min()), float(timestamps.max())
+            pos = np.clip(first_target[:, None] + steps, 0, len(timestamps) - 1)
+            weights = (0.5 + 0.5 * (timestamps[pos] - t_min) / max(t_max - t_min, 1.0)).astype(np.float32)
+        weights[targets < 0] = 0.0
+        return cls(
+            torch.from_numpy(inputs),
+            torch.from_numpy(targets),
+            torch.from_numpy(weights),
+            torch.from_numpy(window_users.astype(np.int64)),
+            torch.from_numpy(first_target.astype(np.int64)),
+            window_context,
+        )
+
+
 class GRURecipe(Recipe):
     """The GRU model behind aws-hrnn and its variants (training, UPDATE, scoring, state);
     :class:`HRNN` serves it as a USER_PERSONALIZATION recipe, aws-personalized-ranking as a
-    PERSONALIZED_RANKING one."""
+    PERSONALIZED_RANKING one.
+
+    Training runs through :func:`~.training_loop.run_training`; this class supplies the
+    windows, the loss of a mini-batch (:meth:`_batch_loss`) and the plan of each mode:
+    :meth:`fit` (FULL), and :meth:`update`'s item-side refresh or, for a version saved
+    without its latest event time, fine-tuning."""
 
     hyperparameters: ClassVar[tuple[HyperParameter, ...]] = PERSONALIZE_HRNN_HPS + TRAINING_HPS
-    # set by fit / load; the optional ones may be absent on older saved versions
-    net: GRUNet
-    latest_time: float | None
-    user_state: np.ndarray | None
-    user_history_length: np.ndarray | None
-    _scorer: LinearScorer | None
+
+    def __init__(self, **params: Any):
+        super().__init__(**params)
+        # the fitted state (saved by ``state``)
+        self.net: GRUNet | None = None
+        self.popularity = np.zeros(0)
+        self.trained = np.zeros(0, dtype=bool)
+        self.latest_time: float | None = None
+        self.user_state: np.ndarray | None = None
+        self.user_history_length: np.ndarray | None = None
+        # what training reports, and the item side of scoring built from the network
+        self.users_dropped_by_history_percentiles = 0
+        self._stats: dict[str, Any] = {}
+        self._scorer: LinearScorer | None = None
+        # benchmarks: called after every training epoch with (epoch, the WeightAverage)
+        self.epoch_callback: Callable[[int, WeightAverage], None] | None = None
 
     def _build(self, n_items: int) -> GRUNet:
         p = self.params
         return GRUNet(n_items, p["hidden_dimension"], p["dropout_embed"], p["dropout_hidden"])
 
-    def _prepare(self, features: Features) -> None:
-        """Hook for side information (metadata recipes); called before ``_build``."""
+    def _item_encoder(self) -> ItemEncoder:
+        """How items become vectors (:mod:`.item_encoders`): the free embedding here."""
+        return ItemEncoder()
+
+    def _network(self, n_items: int) -> GRUNet:
+        net = self._build(n_items)
+        net.encoder = self._item_encoder()
+        return net
+
+    def _prepare(self, features: Features, keep_layouts: bool) -> None:
+        """Hook for side information (metadata recipes); called before ``_build``.
+        ``keep_layouts``: an UPDATE maps the new data onto the FULL version's layouts."""
 
     def _context(self, context: np.ndarray | None) -> np.ndarray | None:
         """Hook: per-event context codes as the model reads them (None = no context)."""
         return None
 
-    def _batch_extras(self, idx: torch.Tensor) -> None:
-        """Hook called for every training mini-batch (coldstart drops embeddings)."""
+    def _extra_negatives(self, positions: torch.Tensor) -> torch.Tensor | None:
+        """Hook: per target event (positions in the sorted interactions), extra item codes
+        to use as negatives ([N, M], -1 = none), e.g. impressed but ignored items."""
+        return None
+
+    def _finish_fit(self) -> None:
+        """Hook: drop what only training needed, before user states are cached."""
+
+    # --- the three training modes -----------------------------------------------------------------
+    def fit(self, features: Features, seed: int = 42) -> GRURecipe:
+        """FULL: a new network trained on every window, the kept weights a moving average."""
+        torch.manual_seed(seed)
+        rng = np.random.default_rng(seed)
+        everyone, features = features, self.training_set(features)  # user states: everyone's events
+        self._catalogue(everyone, features)
+        self._prepare(features, keep_layouts=False)
+        self.net = self._network(features.n_items)
+        windows = self._windows(features)
+        batch, epochs = self.schedule(len(windows), windows.n_events)
+        self._train(windows, features, rng, epochs, batch)
+        self._finish(everyone, warm_items=0)
+        return self
 
     def update(
         self,
@@ -197,23 +322,66 @@ class GRURecipe(Recipe):
         FULL model had not trained); users with new events get their state recomputed, the
         others keep theirs. A version saved without its latest event time (older format)
         is fine-tuned instead: a quarter of the FULL epochs over all windows."""
-        if previous_item_ids is None or not getattr(self, "fitted", False):
+        if previous_item_ids is None or not self.fitted or self.net is None:
             return self.fit(features, seed=seed)
-        warm = (self.net, np.asarray(previous_item_ids, dtype=object))
-        latest_time = getattr(self, "latest_time", None)
-        if latest_time is None:
-            return self.fit(features, seed=seed, warm_start=warm)
-        return self.fit(
-            features,
-            seed=seed,
-            warm_start=warm,
-            only_after=float(latest_time),
-            previous_user_ids=previous_user_ids,
+        if self.latest_time is None:
+            return self._fine_tune(features, seed, np.asarray(previous_item_ids, dtype=object))
+        since = float(self.latest_time)
+        reuse = None
+        if previous_user_ids is not None and self.user_state is not None and self.user_history_length is not None:
+            reuse = (self.user_state, self.user_history_length, np.asarray(previous_user_ids, dtype=object), since)
+        rng, everyone, features, warm_items, carried = self._warm_network(
+            features, seed, np.asarray(previous_item_ids, dtype=object)
         )
+        windows = self._windows(features, only_after=since)
+        # one pass over the new windows, in full-size batches
+        self._train(windows, features, rng, 1 if len(windows) else 0, self.params["batch_size"] or 256, carried)
+        self._finish(everyone, warm_items, reuse)
+        return self
+
+    def _fine_tune(self, features: Features, seed: int, previous_item_ids: np.ndarray) -> GRURecipe:
+        """The whole warm-started network trains for a quarter of the FULL epochs."""
+        rng, everyone, features, warm_items, _ = self._warm_network(features, seed, previous_item_ids)
+        windows = self._windows(features)
+        batch, epochs = self.schedule(len(windows), windows.n_events)
+        self._train(windows, features, rng, max(1, epochs // 4), batch)
+        self._finish(everyone, warm_items)
+        return self
+
+    # --- the steps the modes share ----------------------------------------------------------------
+    def _catalogue(self, everyone: Features, features: Features) -> None:
+        """Popularity and trained items (of the training set), latest event time (of all)."""
+        _, items = features.sequences()
+        every_time = everyone.interactions["timestamp"].to_numpy()
+        self.popularity = np.bincount(items, minlength=features.n_items).astype(np.float64)
+        self.trained = self.popularity > 0
+        self.latest_time = float(every_time.max()) if len(every_time) else None
+        self.n_items = features.n_items
+        self._scorer = None  # the item side of scoring is rebuilt from the new network
+
+    def _warm_network(
+        self, features: Features, seed: int, previous_item_ids: np.ndarray
+    ) -> tuple[np.random.Generator, Features, Features, int, np.ndarray]:
+        """The start of an UPDATE: the new catalogue, and a new network holding this one's
+        weights. Returns (rng, all features, training features, items carried over, per new
+        item whether its vector was trained before and stays fixed in an item-side refresh)."""
+        assert self.net is not None
+        old_net, old_trained = self.net, self.trained
+        torch.manual_seed(seed)
+        rng = np.random.default_rng(seed)
+        everyone, features = features, self.training_set(features)
+        self._catalogue(everyone, features)
+        self._prepare(features, keep_layouts=True)
+        self.net = self._network(features.n_items)
+        warm_items, carried = self._warm_start(old_net, previous_item_ids, features.item_ids, old_trained)
+        return rng, everyone, features, warm_items, carried
 
     def _warm_start(
-        self, old_net: GRUNet, old_item_ids: np.ndarray, new_item_ids: np.ndarray, old_trained: np.ndarray | None = None
-    ) -> None:
+        self, old_net: GRUNet, old_item_ids: np.ndarray, new_item_ids: np.ndarray, old_trained: np.ndarray
+    ) -> tuple[int, np.ndarray]:
+        """Copy ``old_net`` into the new network (items keep their vectors and biases);
+        returns (items carried, per new item whether it was carried and trained before)."""
+        assert self.net is not None
         new_state = self.net.state_dict()
         old_state = old_net.state_dict()
         where = pd.Index(old_item_ids).get_indexer(pd.Index(new_item_ids))
@@ -227,205 +395,120 @@ class GRURecipe(Recipe):
             elif old_value.shape == new_value.shape:
                 new_value.copy_(old_value)
         self.net.load_state_dict(new_state)
-        self._warm_items = int(carried.sum())
         # rows whose learned vectors are kept as they are in an item-side refresh: items the
         # old model knew and had trained (an UPDATE still learns the others)
-        old_keep = getattr(old_net, "embed_keep", None)
-        if old_keep is not None:
-            trained_before = old_keep.numpy() > 0
-        elif old_trained is not None and len(old_trained) == len(old_item_ids):
+        if old_net.encoder.keep is not None:
+            trained_before = old_net.encoder.keep
+        elif len(old_trained) == len(old_item_ids):
             trained_before = np.asarray(old_trained, dtype=bool)
         else:
             trained_before = np.ones(len(old_item_ids), dtype=bool)
-        self._carried = carried & trained_before[np.maximum(where, 0)]
+        return int(carried.sum()), carried & trained_before[np.maximum(where, 0)]
 
-    def _extra_negatives(self, positions: torch.Tensor) -> torch.Tensor | None:
-        """Hook: per target event (positions in the sorted interactions), extra item codes
-        to use as negatives ([N, M], -1 = none), e.g. impressed but ignored items."""
-        return None
-
-    def fit(
-        self,
-        features: Features,
-        seed: int = 42,
-        warm_start: tuple[GRUNet, np.ndarray] | None = None,
-        only_after: float | None = None,
-        previous_user_ids: np.ndarray | None = None,
-    ) -> GRURecipe:
-        """Train on ``features``; ``warm_start`` = (FULL model, its item ids) fine-tunes that
-        model instead of starting from scratch; ``only_after`` (a timestamp) restricts the
-        training windows to those holding events newer than it (one pass, item side only);
-        with ``previous_user_ids`` the cached states of users without new events carry over
-        (valid only then: the network itself does not move)."""
+    def _windows(self, features: Features, only_after: float | None = None) -> GRUWindows:
         p = self.params
-        reuse = None
-        if (
-            only_after is not None
-            and previous_user_ids is not None
-            and getattr(self, "user_history_length", None) is not None
-        ):
-            reuse = (self.user_state, self.user_history_length, np.asarray(previous_user_ids, dtype=object), only_after)
-        torch.manual_seed(seed)
-        rng = np.random.default_rng(seed)
-        everyone, features = features, self.training_set(features)  # user states: everyone's events
-        n_items = features.n_items
-        indptr, items = features.sequences()
-        timestamps = features.interactions["timestamp"].to_numpy()
-        counts = np.bincount(items, minlength=n_items).astype(np.float64)
-        old_trained = getattr(self, "trained", None)
-        every_time = everyone.interactions["timestamp"].to_numpy()
-        self.latest_time = float(every_time.max()) if len(every_time) else None
-        self.popularity = counts
-        self.trained = counts > 0
-        self._warm = warm_start is not None
-        self._prepare(features)
-        self.net = self._build(n_items)
-        self._scorer = None  # the item side of scoring is rebuilt from the new network
-        self._warm_items = 0
-        if warm_start is not None:
-            self._warm_start(warm_start[0], warm_start[1], features.item_ids, old_trained)
-        device = resolve_device(p["device"])
-        self.net.to(device)  # back on the CPU before the states are cached and the model saved
-
-        inputs, targets, first_target = make_windows(indptr, items, p["bptt"])
-        all_events = int((targets >= 0).sum())
-        if only_after is not None:
-            steps = np.arange(p["bptt"])[None, :]
-            newer = (targets >= 0) & (
-                timestamps[np.clip(first_target[:, None] + steps, 0, len(items) - 1)] > only_after
-            )
-            keep = newer.any(axis=1)
-            inputs, targets, first_target = inputs[keep], targets[keep], first_target[keep]
-        window_users = np.searchsorted(indptr, first_target - 1, side="right") - 1
         context = self._context(features.context_matrix())
-        if context is not None:
-            ctx_pos = np.clip(first_target[:, None] - 1 + np.arange(p["bptt"])[None, :], 0, len(items) - 1)
-            window_context = torch.from_numpy(context[ctx_pos])  # [W, T, C]
-        U = torch.from_numpy(window_users.astype(np.int64))
-        weights = np.ones(targets.shape, dtype=np.float32)
-        if p["recency_mask"] and len(timestamps):
-            t_min, t_max = float(timestamps.min()), float(timestamps.max())
-            pos = np.clip(first_target[:, None] + np.arange(p["bptt"])[None, :], 0, len(timestamps) - 1)
-            span = max(t_max - t_min, 1.0)
-            weights = (0.5 + 0.5 * (timestamps[pos] - t_min) / span).astype(np.float32)
-        weights[targets < 0] = 0.0
+        return GRUWindows.of(features, p["bptt"], p["recency_mask"], context, only_after)
 
-        q = counts ** p["sample_alpha"]
-        q[~self.trained] = 0.0
-        q = q / q.sum()
-        n_events = int((targets >= 0).sum())
+    def _train(
+        self,
+        windows: GRUWindows,
+        features: Features,
+        rng: np.random.Generator,
+        epochs: int,
+        batch: int,
+        frozen: np.ndarray | None = None,
+    ) -> None:
+        """Train on ``windows``: the whole network with weight averaging, or with ``frozen``
+        (an item-side refresh) only the item embeddings and biases, the rows marked frozen
+        kept as they are and the user states computed without gradients."""
+        assert self.net is not None
+        p = self.params
+        device = resolve_device(p["device"])
+        net = self.net.to(device)  # back on the CPU before the states are cached and the model saved
         # as many negatives as a FULL training of this data would use (not more because an
-        # UPDATE's pass covers fewer events)
-        n_sample = min(self.negatives(all_events), int(self.trained.sum()))
-        log_q_all = torch.from_numpy(np.log(np.maximum(q * n_sample, 1e-12))).float().to(device)
-        q_cum = np.cumsum(q)
-
-        X, Y, Wt = torch.from_numpy(inputs), torch.from_numpy(targets), torch.from_numpy(weights)
-        item_side_only = only_after is not None and warm_start is not None
-        if item_side_only:
-            # item-side refresh: item biases and the embeddings of items new since the
-            # warm-start model move (as outputs: the user states come from the frozen
-            # network without gradients); the network and the known items' vectors stay
-            trainable = [self.net.embedding.weight, self.net.bias]
-            frozen_rows = (
-                torch.from_numpy(self._carried).to(device) if getattr(self, "_carried", None) is not None else None
-            )
+        # UPDATE's pass covers fewer events); one draw per mini-batch keeps the training rng's
+        # stream (shuffles and negatives interleaved)
+        transitions = int(np.maximum(np.diff(features.sequences()[0]) - 1, 0).sum())
+        n_sample = min(self.negatives(transitions), int(self.trained.sum()))
+        sampler = PopularitySampler(self.popularity, n_sample, p["sample_alpha"], rng, cache_batches=1)
+        log_q = sampler.log_q.to(device)
+        if frozen is None:
+            plan = TrainingPlan(list(net.parameters()), epochs, p["learning_rate"], average_decay=p["weight_averaging"])
         else:
-            trainable, frozen_rows = list(self.net.parameters()), None
-        optimizer = torch.optim.Adam(trainable, lr=p["learning_rate"])
-        n_windows = len(X)
-        batch, epochs = self.schedule(n_windows, n_events)
-        if only_after is not None:  # one pass over the new windows, in full-size batches
-            epochs = 1 if n_windows else 0
-            batch = p["batch_size"] or 256
-        elif warm_start is not None:
-            epochs = max(1, epochs // 4)
-        target_pos = torch.from_numpy(first_target.astype(np.int64))
-        steps_t = torch.arange(p["bptt"])
-        # the model kept is a moving average of the weights over the last ~1/(1 - decay)
-        # steps: the trajectory of a small-batch Adam run is noisy from step to step, and
-        # the average ranks better than any single point of it (not for the one-pass
-        # item-side refresh of an UPDATE)
-        average = [t.detach().clone() for t in trainable] if p["weight_averaging"] > 0 and only_after is None else None
-        update_average = torch.optim.swa_utils.get_ema_multi_avg_fn(p["weight_averaging"])
-        start = time.perf_counter()
-        self.loss_history: list[float] = []
-        epoch_seconds: list[float] = []
-        self.net.train()
-        for _epoch in range(epochs):
-            t_epoch = time.perf_counter()
-            order = torch.from_numpy(rng.permutation(n_windows))
-            total, denom = 0.0, 0.0
-            for b in range(0, n_windows, batch):
-                idx = order[b : b + batch]
-                mask_cpu = Y[idx] >= 0
-                positions = (target_pos[idx][:, None] + steps_t[None, :])[mask_cpu]
-                x, y, w, mask = (t.to(device, non_blocking=True) for t in (X[idx], Y[idx], Wt[idx], mask_cpu))
-                self._batch_extras(idx)
-                ctx = window_context[idx].to(device) if context is not None else None
-                with torch.set_grad_enabled(not item_side_only):
-                    states = self.net(x, ctx, U[idx].to(device))[mask]  # [N, d]
-                pos_items = y[mask]
-                w = w[mask]
-                neg = torch.from_numpy(np.minimum(np.searchsorted(q_cum, rng.random(n_sample)), n_items - 1)).to(device)
-                out_bias = self.net.bias - log_q_all  # logQ-corrected output bias
-                pos_logit = (states * self.net.item_vectors(pos_items)).sum(-1) + out_bias[pos_items]
-                neg_logit = torch.addmm(out_bias[neg], states, self.net.item_vectors(neg).T)  # [N, S], one fused op
-                # cross-entropy of the positive against positive + negatives, without
-                # materialising the concatenation (accidental hits are rare and left in,
-                # as in GRU4Rec)
-                loss_vec = torch.logaddexp(pos_logit, torch.logsumexp(neg_logit, dim=1)) - pos_logit
-                extra = self._extra_negatives(positions)
-                if extra is not None:
-                    extra = extra.to(device)
-                    # items shown with the event but not chosen (impressions): a pairwise
-                    # (BPR) term asks the chosen item to score above each of them
-                    present = (extra >= 0).float()
-                    safe = extra.clamp(min=0)
-                    raw_pos = pos_logit + log_q_all[pos_items]
-                    extra_logit = (
-                        torch.bmm(self.net.item_vectors(safe), states.unsqueeze(-1)).squeeze(-1) + self.net.bias[safe]
-                    )
-                    pairwise = torch.nn.functional.softplus(extra_logit - raw_pos[:, None]) * present
-                    loss_vec = loss_vec + pairwise.sum(1) / present.sum(1).clamp(min=1.0)
-                loss = (loss_vec * w).sum() / w.sum()
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if frozen_rows is not None and self.net.embedding.weight.grad is not None:
-                    self.net.embedding.weight.grad[frozen_rows] = 0.0
-                optimizer.step()
-                if average is not None:
-                    update_average(average, [t.detach() for t in trainable], None)
-                total += float(loss.detach()) * float(w.sum())
-                denom += float(w.sum())
-            self.loss_history.append(round(total / max(denom, 1e-9), 5))
-            epoch_seconds.append(time.perf_counter() - t_epoch)
-            if time.perf_counter() - start > p["max_training_seconds"]:
-                break
-        if average is not None:
-            with torch.no_grad():
-                for param, averaged in zip(trainable, average, strict=True):
-                    param.copy_(averaged)
-        self.net.eval()
-        self.net.to("cpu")
-        self.fitted = True
-        self._finish_fit()
-        self._cache_user_states(everyone, reuse)
+            rows = torch.from_numpy(frozen).to(device)
+            plan = TrainingPlan([net.embedding.weight, net.bias], epochs, p["learning_rate"])
+            plan.frozen_rows = (net.embedding.weight, rows)
+        plan.max_seconds = p["max_training_seconds"]
+
+        def batches() -> list[torch.Tensor]:
+            order = torch.from_numpy(rng.permutation(len(windows)))
+            return [order[b : b + batch] for b in range(0, len(windows), batch)]
+
+        def batch_loss(idx: torch.Tensor) -> BatchLoss:
+            return self._batch_loss(windows, idx, sampler, log_q, frozen is not None, device)
+
+        log = run_training(net, plan, batches, batch_loss, after_epoch=self.epoch_callback)
+        net.to("cpu")
         self._stats = {
-            "epochs_run": len(self.loss_history),
-            "loss_by_epoch": self.loss_history,
-            "seconds_per_epoch": round(float(np.mean(epoch_seconds)), 3) if epoch_seconds else None,
-            "training_events": n_events,
-            "windows": n_windows,
+            **log.stats(),
+            "training_events": windows.n_events,
+            "windows": len(windows),
             "batch_size": batch,
             "torch_threads": torch.get_num_threads(),
-            "warm_started_items": self._warm_items,
-            "users_dropped_by_history_percentiles": self.users_dropped_by_history_percentiles,
         }
-        return self
 
-    def _finish_fit(self) -> None:
-        """Hook: adjust the trained model before user states are cached (subclasses)."""
+    def _batch_loss(
+        self,
+        windows: GRUWindows,
+        idx: torch.Tensor,
+        sampler: PopularitySampler,
+        log_q: torch.Tensor,
+        item_side_only: bool,
+        device: torch.device,
+    ) -> BatchLoss:
+        """The windows ``idx`` -> (loss, weight) of each of their target events: sampled
+        softmax with logQ over the batch's shared negatives, plus the impression term."""
+        assert self.net is not None
+        net = self.net
+        mask_cpu = windows.targets[idx] >= 0
+        positions = (windows.first_target[idx][:, None] + torch.arange(self.params["bptt"])[None, :])[mask_cpu]
+        x, y, w, mask = (
+            t.to(device, non_blocking=True)
+            for t in (windows.inputs[idx], windows.targets[idx], windows.weights[idx], mask_cpu)
+        )
+        net.encoder.next_batch()
+        ctx = windows.context[idx].to(device) if windows.context is not None else None
+        with torch.set_grad_enabled(not item_side_only):
+            states = net(x, ctx, windows.users[idx].to(device))[mask]  # [N, d]
+        pos_items = y[mask]
+        neg = sampler.draw().to(device)
+        out_bias = net.bias - log_q  # logQ-corrected output bias
+        pos_vectors = net.item_vectors(pos_items)
+        loss_vec = sampled_softmax_xe_logq(
+            states, pos_vectors, net.item_vectors(neg), out_bias[pos_items], out_bias[neg]
+        )
+        shown = self._extra_negatives(positions)
+        if shown is not None:
+            # items shown with the event but not chosen (impressions): a pairwise (BPR) term
+            # asks the chosen item to score above each of them (logits without logQ)
+            shown = shown.to(device)
+            safe = shown.clamp(min=0)
+            raw_pos = (states * pos_vectors).sum(-1) + out_bias[pos_items] + log_q[pos_items]
+            shown_logit = torch.bmm(net.item_vectors(safe), states.unsqueeze(-1)).squeeze(-1) + net.bias[safe]
+            loss_vec = loss_vec + impression_pairwise(raw_pos, shown_logit, (shown >= 0).float())
+        return loss_vec, w[mask]
+
+    def _finish(self, everyone: Features, warm_items: int, reuse: tuple | None = None) -> None:
+        assert self.net is not None
+        self.fitted = True
+        self.net.encoder.end_training(self.net)
+        self._finish_fit()
+        self._cache_user_states(everyone, reuse)
+        self._stats.update(
+            warm_started_items=warm_items,
+            users_dropped_by_history_percentiles=self.users_dropped_by_history_percentiles,
+        )
 
     @torch.no_grad()
     def _cache_user_states(self, features: Features, reuse: tuple | None = None) -> None:
@@ -482,9 +565,14 @@ class GRURecipe(Recipe):
         )
 
     def training_stats(self) -> dict[str, Any]:
-        return dict(getattr(self, "_stats", {}))
+        return dict(self._stats)
 
     # --- inference ------------------------------------------------------------------------------
+    def _fitted_net(self) -> GRUNet:
+        if self.net is None:
+            raise RuntimeError(f"{self.name}: fit() must be called first")
+        return self.net
+
     @torch.no_grad()
     def logits_tensor(self, batch: UserBatch) -> torch.Tensor:
         """[n, n_items] logits (torch, multi-threaded) from each user's last ``bptt``
@@ -493,9 +581,10 @@ class GRURecipe(Recipe):
         n = len(batch)
         blocked = torch.from_numpy(np.where(self.recommendable(), 0.0, -np.inf).astype(np.float32))
         rows, h = self._user_vectors(batch)
-        scores = torch.addmm(self.net.bias + blocked, h, self.net.item_vectors().T) if len(rows) else None
+        net = self._fitted_net()
+        scores = torch.addmm(net.bias + blocked, h, net.item_vectors().T) if len(rows) else None
         if len(rows) == n:
-            return scores if scores is not None else torch.empty((0, len(self.popularity)))  # None: n == 0
+            return scores if scores is not None else torch.empty((0, len(self.popularity)))
         out = torch.empty((n, len(self.popularity)), dtype=torch.float32)
         no_history = np.ones(n, dtype=bool)
         no_history[rows] = False  # popularity order for these
@@ -511,7 +600,7 @@ class GRURecipe(Recipe):
         lengths = np.diff(batch.history_indptr)
         use = np.minimum(lengths, self.params["bptt"])
         rows = np.flatnonzero(use > 0)
-        cache = getattr(self, "user_state", None)
+        cache = self.user_state
         users = np.asarray(batch.users, dtype=np.int64)
         if (
             batch.stored
@@ -532,8 +621,9 @@ class GRURecipe(Recipe):
             ctx = torch.from_numpy(np.where(valid[..., None], history_context[index], 0).astype(np.int64))
         if not len(rows):
             return rows, torch.zeros((0, self.params["hidden_dimension"]))
-        dev = self.net.embedding.weight.device  # the network's device (a GPU during training there)
-        h = self.net.final_state(
+        net = self._fitted_net()
+        dev = net.embedding.weight.device  # the network's device (a GPU during training there)
+        h = net.final_state(
             torch.from_numpy(window.astype(np.int64)).to(dev),
             torch.from_numpy(use[rows]),
             ctx.to(dev) if ctx is not None else None,
@@ -571,12 +661,13 @@ class GRURecipe(Recipe):
         per solution version and device."""
         self._check_fitted()
         device = device or torch.device("cpu")
-        cached = getattr(self, "_scorer", None)
+        cached = self._scorer
         if cached is None or cached.device != device:
             with torch.no_grad():
                 blocked = torch.from_numpy(np.where(self.recommendable(), 0.0, -np.inf).astype(np.float32))
                 fallback = torch.from_numpy(np.log1p(self.popularity).astype(np.float32)) + blocked
-                cached = LinearScorer.build(self.net.item_vectors(), self.net.bias + blocked, fallback, device)
+                net = self._fitted_net()
+                cached = LinearScorer.build(net.item_vectors(), net.bias + blocked, fallback, device)
             self._scorer = cached
         return cached
 
@@ -615,12 +706,12 @@ class GRURecipe(Recipe):
         """Hook: rebuild side information saved in the state before ``_build``."""
 
     def state(self) -> dict[str, np.ndarray]:
-        out = {f"net.{k}": v.detach().numpy() for k, v in self.net.state_dict().items()}
+        out = {f"net.{k}": v.detach().numpy() for k, v in self._fitted_net().state_dict().items()}
         out["popularity"] = self.popularity
         out["trained"] = self.trained
-        if getattr(self, "latest_time", None) is not None:
+        if self.latest_time is not None:
             out["latest_time"] = np.array(self.latest_time)
-        if getattr(self, "user_state", None) is not None:
+        if self.user_state is not None:
             out["user_state"] = self.user_state
             out["user_history_length"] = self.user_history_length
         return out
@@ -632,7 +723,7 @@ class GRURecipe(Recipe):
         self.user_state = np.asarray(state["user_state"], dtype=np.float32) if "user_state" in state else None
         self.user_history_length = np.asarray(state["user_history_length"]) if "user_history_length" in state else None
         self._restore(state)
-        self.net = self._build(len(self.popularity))
+        self.net = self._network(len(self.popularity))
         self.net.load_state_dict(
             {k[4:]: torch.from_numpy(np.array(v)) for k, v in state.items() if k.startswith("net.")}
         )

@@ -12,14 +12,15 @@ carry the signal on its own. Items without any interaction therefore get meaning
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
-import torch
 
 from ..errors import InputError
 from ..features import Features
 from .base import HyperParameter as HP
 from .hrnn_metadata import HRNNMetadata
+from .item_encoders import ItemEncoder
 
 MIN_COLD, MAX_COLD = 100, 80_000
 
@@ -41,8 +42,12 @@ class HRNNColdstart(HRNNMetadata):
         HP("cold_embedding_dropout", float, 0.5, 0.0, 1.0, help="share of warm item embeddings dropped per mini-batch"),
     )
 
-    def _prepare(self, features: Features) -> None:
-        super()._prepare(features)
+    def __init__(self, **params: Any):
+        super().__init__(**params)
+        self.cold = np.zeros(0, dtype=bool)  # saved by ``state``
+
+    def _prepare(self, features: Features, keep_layouts: bool) -> None:
+        super()._prepare(features, keep_layouts)
         if not self.item_meta.shape[1]:
             raise InputError(f"{self.name} needs an Items dataset with metadata columns")
         p = self.params
@@ -59,19 +64,11 @@ class HRNNColdstart(HRNNMetadata):
                 f"Amazon Personalize needs between {MIN_COLD} and {MAX_COLD}"
             )
         self.cold = cold
-        self._rng = np.random.default_rng(0)
 
-    def _build(self, n_items: int):
-        net = super()._build(n_items)
-        net.embed_keep = torch.from_numpy((~self.cold).astype(np.float32))
-        return net
-
-    def _batch_extras(self, idx) -> None:
-        drop = self._rng.random(len(self.cold)) < self.params["cold_embedding_dropout"]
-        self.net.embed_keep = torch.from_numpy((~self.cold & ~drop).astype(np.float32))
-
-    def _finish_fit(self) -> None:
-        self.net.embed_keep = torch.from_numpy((~self.cold).astype(np.float32))
+    def _item_encoder(self) -> ItemEncoder:
+        """The cold-start mapping: cold items have no free embedding (their vector is the
+        metadata projection alone); warm ones lose theirs at random during training."""
+        return ItemEncoder(keep=~self.cold, keep_dropout=self.params["cold_embedding_dropout"], seed=0)
 
     def recommendable(self) -> np.ndarray:
         return self.cold

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -162,18 +163,6 @@ class MetaGRUNet(GRUNet):
         self.ctx = nn.ModuleList(ctx_embeddings)
         if self.item_proj is not None:
             nn.init.normal_(self.item_proj.weight, std=0.01)
-        self.embed_keep: torch.Tensor | None = None  # per-item 0/1 multiplier (coldstart)
-
-    def item_vectors(self, idx: torch.Tensor | None = None) -> torch.Tensor:
-        emb = self.embedding.weight if idx is None else self.embedding(idx)
-        if self.embed_keep is not None:
-            keep = self.embed_keep.to(emb.device)  # a plain attribute: it does not follow .to()
-            keep = keep if idx is None else keep[idx]
-            emb = emb * keep.unsqueeze(-1)
-        if self.item_proj is not None:
-            meta = self.item_meta if idx is None else self.item_meta[idx]
-            emb = emb + self.item_proj(meta)
-        return emb
 
     def input_vectors(self, items: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
         x = self.item_vectors(items)
@@ -197,12 +186,25 @@ class HRNNMetadata(HRNN):
     description = "HRNN with item, user and contextual metadata as inputs."
     requires_metadata = True
 
-    def _prepare(self, features: Features) -> None:
+    def __init__(self, **params: Any):
+        super().__init__(**params)
+        # fixed by FULL, kept by UPDATE (saved by ``state``)
+        self.item_layout: MetadataLayout | None = None
+        self.user_layout: MetadataLayout | None = None
+        self.ctx_columns: list[str] = []
+        self.ctx_vocab: list[list[str]] = []
+        self.ctx_sizes = np.zeros(0, dtype=np.int64)
+        # the current data mapped onto them
+        self.item_meta = np.zeros((0, 0), dtype=np.float32)
+        self.user_meta = np.zeros((0, 0), dtype=np.float32)
+        self.ctx_map = np.zeros((0, 1), dtype=np.int64)
+
+    def _prepare(self, features: Features, keep_layouts: bool) -> None:
         vocab = features.info.get("vocabularies", {})
         stats = features.info.get("numeric_stats", {})
         ctx_cols = [c for c in features.info.get("context_columns", []) if features.interactions[c].dtype.kind in "iu"]
         current_ctx = [vocab.get("interactions." + c[4:], []) for c in ctx_cols]
-        if not getattr(self, "_warm", False) or not hasattr(self, "item_layout"):
+        if not keep_layouts or self.item_layout is None or self.user_layout is None:
             # FULL: the layouts and context vocabularies of this data are the model's
             self.item_layout = MetadataLayout.fit(features.items, vocab, "items", stats)
             self.user_layout = MetadataLayout.fit(features.users, vocab, "users", stats)
@@ -261,6 +263,7 @@ class HRNNMetadata(HRNN):
 
     def state(self):
         out = super().state()
+        assert self.item_layout is not None and self.user_layout is not None
         layouts = {
             "items": self.item_layout.columns,
             "users": self.user_layout.columns,

@@ -38,8 +38,9 @@ from ..errors import InputError
 from ..features import Features
 from .base import HyperParameter as HP
 from .base import UserBatch, top_k
-from .hrnn import PERSONALIZE_HRNN_HPS, TRAINING_HPS, GRUNet
+from .hrnn import PERSONALIZE_HRNN_HPS, TRAINING_HPS
 from .hrnn_metadata import HRNNMetadata, list_column_codes
+from .item_encoders import ItemEncoder
 from .scoring import normalised_top_k
 
 DAY = 86_400.0
@@ -91,12 +92,21 @@ class UserPersonalization(HRNNMetadata):
     campaign_options = ("exploration_weight", "exploration_item_age_cut_off")
     # item age input: (mean, std) of log-days and the time ages are taken at, both of the FULL
     # training (None: a version saved without its latest time)
-    age_stats: tuple[float, float]
-    age_reference: float | None
+
+    def __init__(self, **params: Any):
+        super().__init__(**params)
+        # exploration statistics and the item-age input of the item tower (saved by ``state``)
+        self.clicks = np.zeros(0)
+        self.ignored = np.zeros(0)
+        self.item_first_seen = np.zeros(0)
+        self.age_reference: float | None = None  # ages as of the FULL training
+        self.age_stats: tuple[float, float] | None = None
+        # training only: the impressed-but-ignored items of each event
+        self._ignored_impressions: IgnoredImpressions | None = None
 
     # --- training --------------------------------------------------------------------------------
-    def _prepare(self, features: Features) -> None:
-        super()._prepare(features)
+    def _prepare(self, features: Features, keep_layouts: bool) -> None:
+        super()._prepare(features, keep_layouts)
         timestamps = features.interactions["timestamp"].to_numpy().astype(np.float64)
         items = features.interactions["item"].to_numpy()
         n_items = features.n_items
@@ -128,23 +138,22 @@ class UserPersonalization(HRNNMetadata):
         # item age (log days) as one more item-tower input, standardised
         # ages as of the FULL training (UPDATE keeps that reference, so the vectors of the
         # items the model already knew do not move; new items count as brand new)
-        warm = getattr(self, "_warm", False) and hasattr(self, "age_stats")
-        if not warm:
+        warm = keep_layouts and self.age_stats is not None
+        if not warm or self.age_reference is None:
             self.age_reference = self.latest_time
-        reference = self.age_reference
-        assert reference is not None, "an UPDATE needs the FULL version's latest time to age items"
-        age = np.log1p(np.maximum(reference - self.item_first_seen, 0.0) / DAY)
-        if warm:
+        age = np.log1p(np.maximum(self.age_reference - self.item_first_seen, 0.0) / DAY)
+        if warm and self.age_stats is not None:
             mean, std = self.age_stats
         else:
             mean, std = float(age.mean()), float(age.std() or 1.0)
             self.age_stats = (mean, std)
         self.item_meta = np.concatenate([self.item_meta, ((age - mean) / std).astype(np.float32)[:, None]], axis=1)
 
-    def _build(self, n_items: int) -> GRUNet:
-        net = super()._build(n_items)
-        net.embed_keep = torch.from_numpy((self.clicks > 0).astype(np.float32))
-        return net
+    def _item_encoder(self) -> ItemEncoder:
+        """The item tower: items without interactions have no free embedding (their vector is
+        the metadata projection alone) and, after training, a low bias (a new item has to earn
+        its place through its metadata or through exploration)."""
+        return ItemEncoder(keep=self.clicks > 0, floor_unkept_bias=True)
 
     def _extra_negatives(self, positions: torch.Tensor) -> torch.Tensor | None:
         """Impressed-but-ignored items of the events at ``positions`` (-1 = none)."""
@@ -153,15 +162,6 @@ class UserPersonalization(HRNNMetadata):
         return self._ignored_impressions.first(positions.numpy(), self.params["impression_negatives"])
 
     def _finish_fit(self) -> None:
-        """Items without interactions: no free embedding, a low bias (a new item has to earn
-        its place through its metadata or through exploration)."""
-        trained = self.clicks > 0
-        self.net.embed_keep = torch.from_numpy(trained.astype(np.float32))
-        with torch.no_grad():
-            bias = self.net.bias
-            if trained.any() and (~trained).any():
-                low = float(np.quantile(bias.numpy()[trained], 0.1))
-                bias[torch.from_numpy(~trained)] = low
         self._ignored_impressions = None
 
     def recommendable(self) -> np.ndarray:
@@ -218,6 +218,7 @@ class UserPersonalization(HRNNMetadata):
 
     def exploration_candidates(self, exploration: ExplorationConfig) -> np.ndarray:
         """Codes of the items young enough to explore (ascending)."""
+        assert self.latest_time is not None
         age_days = (self.latest_time - self.item_first_seen) / DAY
         return np.flatnonzero(age_days <= exploration.item_age_cut_off)
 
@@ -273,10 +274,6 @@ class UserPersonalization(HRNNMetadata):
         mean, std = (float(v) for v in state["age_stats"])
         self.age_stats = (mean, std)
         self.age_reference = float(state["age_reference"]) if "age_reference" in state else self.latest_time
-
-    def _set_state(self, state):
-        super()._set_state(state)
-        self.net.embed_keep = torch.from_numpy((self.clicks > 0).astype(np.float32))
 
     def state(self):
         out = super().state()

@@ -54,7 +54,6 @@ batch inference over them is a lookup and one matrix product.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -71,6 +70,7 @@ from .interfaces import UserRecommender
 from .losses import full_softmax_xe, sampled_softmax_xe_logq
 from .negatives import PopularitySampler
 from .sasrec import SASRecNet, end_aligned_windows, last_items
+from .training_loop import BatchLoss, EarlyStoppingHook, TrainingLog, TrainingPlan, run_training
 
 if TYPE_CHECKING:
     from .user_personalization import ExplorationConfig
@@ -176,6 +176,7 @@ class SASRecRecipe(Recipe):
         self.item_layout: MetadataLayout | None = None
         self.item_meta: np.ndarray | None = None
         self._stats: dict[str, Any] = {}
+        self._early_stopping = EarlyStopping(0)  # of the last training (benchmarks read its scores)
         # benchmarks: called after every training epoch with (epoch, the WeightAverage)
         self.epoch_callback: Callable[[int, WeightAverage], None] | None = None
 
@@ -312,54 +313,67 @@ class SASRecRecipe(Recipe):
         frozen_rows: torch.Tensor | None = None,
         held_out: HeldOutNewest | None = None,
     ) -> None:
-        """Adam over length-bucketed mini-batches; with ``frozen_rows`` (an UPDATE) only the
-        item embedding moves, the network's states are computed without gradients, and the
-        rows marked frozen keep their values. With ``held_out``, the averaged weights are
-        scored on it after every epoch and the best are kept (:mod:`.early_stopping`)."""
+        """Adam over length-bucketed mini-batches (:func:`~.training_loop.run_training`); with
+        ``frozen_rows`` (an UPDATE) only the item embedding moves, the network's states are
+        computed without gradients, and the rows marked frozen keep their values. With
+        ``held_out``, the averaged weights are scored on it after every epoch and the best
+        are kept (:mod:`.early_stopping`)."""
         assert self.net is not None
-        p = self.params
-        n_targets = int((targets >= 0).sum())
+        net, p = self.net, self.params
         sampler = self._sampler(rng)
-        optimizer = torch.optim.Adam(trainable, lr=p["learning_rate"], betas=(0.9, 0.98))
-        average = WeightAverage(trainable, p["weight_averaging"] if frozen_rows is None else 0.0)
+        plan = TrainingPlan(
+            trainable,
+            epochs,
+            p["learning_rate"],
+            betas=(0.9, 0.98),
+            average_decay=p["weight_averaging"] if frozen_rows is None else 0.0,
+            frozen_rows=(net.embedding.weight, frozen_rows) if frozen_rows is not None else None,
+            max_seconds=p["max_training_seconds"],
+            budget="no_overrun",
+        )
         X, Y = torch.from_numpy(inputs), torch.from_numpy(targets)
         lengths = (targets >= 0).sum(axis=1)
         use_bf16 = p["mixed_precision"] and bf16_available()
-        stopping = EarlyStopping(p["early_stopping_patience"])
-        self._early_stopping = stopping
-        start = time.perf_counter()
-        losses: list[float] = []
-        epoch_seconds: list[float] = []
-        self.net.train()
-        for epoch in range(epochs):
-            if epoch_seconds and time.perf_counter() - start + epoch_seconds[-1] > p["max_training_seconds"]:
-                break  # the next epoch would end past the time budget
-            t_epoch, total = time.perf_counter(), 0.0
-            for idx in bucketed_batches(lengths, p["batch_size"], rng):
-                if time.perf_counter() - start > p["max_training_seconds"]:
-                    break  # a first epoch longer than the whole budget (very large data)
-                width = int(lengths[idx].max())
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
-                    loss_vec = self._batch_loss(
-                        X[idx][:, -width:], Y[idx][:, -width:], sampler, encoder_frozen=frozen_rows is not None
-                    )
-                total += self._step(loss_vec, optimizer, average, frozen_rows)
-            losses.append(round(total / max(n_targets, 1), 5))
-            epoch_seconds.append(time.perf_counter() - t_epoch)
-            stop = held_out is not None and self._score_held_out(epoch + 1, held_out, average, stopping)
-            if self.epoch_callback is not None:
-                t_callback = time.perf_counter()
-                self.epoch_callback(epoch + 1, average)
-                start += time.perf_counter() - t_callback  # benchmarks' evaluations are not training
-            if stop:
-                break
-        if stopping.best_state is not None:
-            self.net.load_state_dict(stopping.best_state)
-        else:
-            average.apply()
-        self.net.eval()
-        self._stats = {
-            "epochs_run": len(losses),
+
+        def batch_loss(idx: np.ndarray) -> BatchLoss:
+            width = int(lengths[idx].max())
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+                loss_vec = self._batch_loss(
+                    X[idx][:, -width:], Y[idx][:, -width:], sampler, encoder_frozen=frozen_rows is not None
+                )
+            return loss_vec, None
+
+        self._early_stopping = EarlyStopping(p["early_stopping_patience"])
+        hook = None
+        if held_out is not None:
+            held = held_out
+
+            def score() -> float:
+                return held.ndcg_at_10(lambda w: net.last_state(torch.from_numpy(w)), net.item_vectors())
+
+            hook = EarlyStoppingHook(self._early_stopping, score)
+        log = run_training(
+            net,
+            plan,
+            lambda: bucketed_batches(lengths, p["batch_size"], rng),
+            batch_loss,
+            early_stopping=hook,
+            after_epoch=self.epoch_callback,
+        )
+        self._stats = self._training_report(log, epochs, held_out, targets, sampler, use_bf16)
+
+    def _training_report(
+        self,
+        log: TrainingLog,
+        epochs: int,
+        held_out: HeldOutNewest | None,
+        targets: np.ndarray,
+        sampler: PopularitySampler | None,
+        use_bf16: bool,
+    ) -> dict[str, Any]:
+        stopping = self._early_stopping
+        return {
+            "epochs_run": len(log.loss_by_epoch),
             "epochs_planned": epochs,
             **(
                 {
@@ -370,47 +384,16 @@ class SASRecRecipe(Recipe):
                 if held_out is not None
                 else {}
             ),
-            "loss_by_epoch": losses,
-            "seconds_per_epoch": round(float(np.mean(epoch_seconds)), 3) if epoch_seconds else None,
-            "training_events": n_targets,
-            "windows": len(inputs),
+            "loss_by_epoch": log.loss_by_epoch,
+            "seconds_per_epoch": log.stats()["seconds_per_epoch"],
+            "training_events": int((targets >= 0).sum()),
+            "windows": len(targets),
             "loss": "full softmax cross-entropy"
             if sampler is None
             else f"sampled softmax, {sampler.n_sample} negatives, logQ",
             "bf16": use_bf16,
             "torch_threads": torch.get_num_threads(),
         }
-
-    def _score_held_out(
-        self, epoch: int, held_out: HeldOutNewest, average: WeightAverage, stopping: EarlyStopping
-    ) -> bool:
-        """Score the weights training would keep now on the held-out events; True = stop."""
-        assert self.net is not None
-        net = self.net
-        with average.swapped_in(), torch.no_grad():
-            net.eval()
-            score = held_out.ndcg_at_10(lambda w: net.last_state(torch.from_numpy(w)), net.item_vectors())
-            stop = stopping.observe(epoch, score, net.state_dict)
-        net.train()
-        return stop
-
-    def _step(
-        self,
-        loss_vec: torch.Tensor,
-        optimizer: torch.optim.Optimizer,
-        average: WeightAverage,
-        frozen_rows: torch.Tensor | None,
-    ) -> float:
-        """One optimiser step on the mean of ``loss_vec``; returns the loss summed over events."""
-        assert self.net is not None
-        loss = loss_vec.mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if frozen_rows is not None and self.net.embedding.weight.grad is not None:
-            self.net.embedding.weight.grad[frozen_rows] = 0.0
-        optimizer.step()
-        average.step()
-        return float(loss.detach()) * len(loss_vec)
 
     def _negatives(self) -> int:
         """Shared negatives per mini-batch; 0 = the full softmax."""

@@ -1,0 +1,79 @@
+"""How the GRU family turns an item code into its vector, as one strategy.
+
+The vector of an item is the input of the GRU and, tied, the output vector it is scored
+with. :class:`ItemEncoder` covers every variant of the family with one rule — the item's
+free embedding, times a per-item 0/1 ``keep``, plus a linear projection of the item's
+metadata when the network has one — and three settings:
+
+- **free embedding** (aws-hrnn, aws-personalized-ranking): ``keep`` None, no metadata;
+- **metadata projection** (aws-hrnn-metadata): the network's ``item_proj`` of ``item_meta``;
+- **item tower** (aws-user-personalization): ``keep`` = items with interactions, so an item
+  without any is scored from its metadata alone instead of from an untrained embedding, and
+  after training it gets a low bias (the 10% quantile of the trained items': a new item has
+  to earn its place through its metadata or through exploration);
+- **cold-start mapping** (aws-hrnn-coldstart): ``keep`` = warm items, and during training a
+  random ``keep_dropout`` share of the warm embeddings is dropped for each mini-batch, so
+  that the metadata mapping learns to carry the signal on its own (cold items are then
+  scored from it).
+
+The parameters (``embedding``, ``item_proj``) stay in the network, whose saved state does
+not change; the encoder holds the policy and is rebuilt from the recipe's fitted state.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:
+    from .hrnn import GRUNet
+
+
+class ItemEncoder:
+    def __init__(
+        self,
+        keep: np.ndarray | None = None,
+        keep_dropout: float = 0.0,
+        floor_unkept_bias: bool = False,
+        seed: int = 0,
+    ):
+        self.keep = None if keep is None else np.asarray(keep, dtype=bool)
+        self.keep_dropout = float(keep_dropout)
+        self.floor_unkept_bias = floor_unkept_bias
+        self._rng = np.random.default_rng(seed)  # the per-batch dropout of kept embeddings
+        self._mask = self._as_mask(self.keep)
+
+    @staticmethod
+    def _as_mask(keep: np.ndarray | None) -> torch.Tensor | None:
+        return None if keep is None else torch.from_numpy(keep.astype(np.float32))
+
+    def vectors(self, net: GRUNet, idx: torch.Tensor | None = None) -> torch.Tensor:
+        """The vectors of the items ``idx`` (all items if None)."""
+        emb = net.embedding.weight if idx is None else net.embedding(idx)
+        if self._mask is not None:
+            keep = self._mask.to(emb.device)  # a plain tensor: it does not follow .to()
+            emb = emb * (keep if idx is None else keep[idx]).unsqueeze(-1)
+        if net.item_proj is not None and isinstance(net.item_meta, torch.Tensor):
+            meta = net.item_meta if idx is None else net.item_meta[idx]
+            emb = emb + net.item_proj(meta)
+        return emb
+
+    def next_batch(self) -> None:
+        """Before each training mini-batch: redraw the dropped share of kept embeddings."""
+        if self.keep is not None and self.keep_dropout > 0:
+            drop = self._rng.random(len(self.keep)) < self.keep_dropout
+            self._mask = self._as_mask(self.keep & ~drop)
+
+    @torch.no_grad()
+    def end_training(self, net: GRUNet) -> None:
+        """After training: every kept embedding back, and (item tower) a low bias for the
+        items without one."""
+        self._mask = self._as_mask(self.keep)
+        if self.floor_unkept_bias and self.keep is not None and self.keep.any() and (~self.keep).any():
+            low = float(np.quantile(net.bias.numpy()[self.keep], 0.1))
+            net.bias[torch.from_numpy(~self.keep)] = low
+
+
+__all__ = ["ItemEncoder"]

@@ -1,0 +1,73 @@
+import torch
+from torch import nn
+
+from personalize_pipeline.recipes.early_stopping import EarlyStopping
+from personalize_pipeline.recipes.training_loop import EarlyStoppingHook, TrainingPlan, run_training
+
+
+def _regression(seed: int = 0) -> tuple[nn.Embedding, list[torch.Tensor], torch.Tensor]:
+    """An embedding of 6 rows trained to hit fixed targets: the loss of row i is its distance."""
+    torch.manual_seed(seed)
+    net = nn.Embedding(6, 3)
+    targets = torch.randn(6, 3)
+    batches = [torch.tensor([0, 1, 2]), torch.tensor([3, 4, 5])]
+    return net, batches, targets
+
+
+def _loss(net: nn.Embedding, targets: torch.Tensor):
+    return lambda idx: (((net(idx) - targets[idx]) ** 2).sum(-1), None)
+
+
+def test_trains_and_logs_every_epoch_and_keeps_frozen_rows():
+    net, batches, targets = _regression()
+    before = net.weight.detach().clone()
+    frozen = torch.tensor([True, False, False, True, False, False])
+    plan = TrainingPlan([net.weight], epochs=30, learning_rate=0.1, frozen_rows=(net.weight, frozen))
+    log = run_training(net, plan, lambda: batches, _loss(net, targets))
+    assert log.stats()["epochs_run"] == 30 and len(log.epoch_seconds) == 30
+    assert log.loss_by_epoch[-1] < 0.5 * log.loss_by_epoch[0]
+    assert torch.equal(net.weight[frozen], before[frozen])
+    assert not torch.equal(net.weight[~frozen], before[~frozen])
+    assert not net.training  # left in eval mode
+
+
+def test_weight_averaging_keeps_the_average_not_the_last_weights():
+    net, batches, targets = _regression()
+    last = []
+    plan = TrainingPlan([net.weight], epochs=5, learning_rate=0.1, average_decay=0.9)
+    run_training(net, plan, lambda: batches, _loss(net, targets), after_epoch=lambda e, a: last.append(a))
+    average = last[-1]
+    assert average.average is not None and torch.equal(net.weight.detach(), average.average[0])
+
+
+def test_time_budgets():
+    net, batches, targets = _regression()
+    # after_epoch: the epoch that ends past the budget is the last
+    log = run_training(net, TrainingPlan([net.weight], 50, 0.1, max_seconds=1e-9), lambda: batches, _loss(net, targets))
+    assert log.stats()["epochs_run"] == 1
+    # no_overrun: the first epoch stops between mini-batches once past the budget
+    seen = []
+
+    def loss(idx):
+        seen.append(idx)
+        return _loss(net, targets)(idx)
+
+    plan = TrainingPlan([net.weight], 50, 0.1, max_seconds=1e-9, budget="no_overrun")
+    log = run_training(net, plan, lambda: batches, loss)
+    assert log.stats()["epochs_run"] == 1 and len(seen) <= 1
+
+
+def test_early_stopping_stops_after_patience_and_keeps_the_best_weights():
+    net, batches, targets = _regression()
+    scores = iter([0.1, 0.5, 0.4, 0.3, 0.9])
+    snapshots = {}
+
+    def score() -> float:
+        value = next(scores)
+        snapshots[value] = net.weight.detach().clone()
+        return value
+
+    hook = EarlyStoppingHook(EarlyStopping(patience=2), score)
+    log = run_training(net, TrainingPlan([net.weight], 5, 0.1), lambda: batches, _loss(net, targets), hook)
+    assert log.stats()["epochs_run"] == 4 and hook.stopping.best_epoch == 2
+    assert torch.equal(net.weight.detach(), snapshots[0.5])
