@@ -44,19 +44,15 @@ def run_setting(args: tuple) -> dict:
         if epoch % every or epoch < first:
             return
         t, cpu = time.perf_counter(), time.process_time()
-        saved = [p.detach().clone() for p in average.params]
-        average.apply()
-        model.net.eval()
-        model.fitted = True
-        model.user_state = None
-        ndcg = _ndcg10(split)
-        stopping = getattr(model, "_early_stopping", None)
-        held = {"held_out_ndcg10": stopping.scores[-1]} if stopping is not None and stopping.scores else {}
-        test = {"test_ndcg10": round(float(_ndcg10(test_split)), 5)} if test_split is not None else {}
-        with torch.no_grad():
-            for p, s in zip(average.params, saved, strict=True):
-                p.copy_(s)
+        with average.swapped_in():
+            model.net.eval()
+            model.fitted = True
+            model.user_state = None
+            ndcg = _ndcg10(split)
+            test = {"test_ndcg10": round(float(_ndcg10(test_split)), 5)} if test_split is not None else {}
         model.net.train()
+        scores = model._early_stopping.scores
+        held = {"held_out_ndcg10": scores[-1]} if scores else {}
         curve.append(
             {
                 "epoch": epoch,

@@ -69,8 +69,8 @@ def test_ndcg_at_10_ranks_over_the_catalogue():
     }
     window = np.full((3, 4), n_items)
     window[:, -1] = [1, 2, 3]
-    window[1, -2] = 5  # a longer history: blocks of different lengths
-    held = HeldOutNewest(windows=window, targets=targets, pad=n_items)
+    window[1, -2] = 5  # a longer history
+    held = HeldOutNewest(windows=window, targets=targets)
 
     def encode(w):
         return torch.stack([state_of_last_item[int(last)] for last in w[:, -1]])

@@ -33,7 +33,6 @@ class HeldOutNewest:
 
     windows: np.ndarray
     targets: np.ndarray
-    pad: int
 
     @classmethod
     def take(
@@ -55,7 +54,7 @@ class HeldOutNewest:
         if n < MIN_HELD_OUT_USERS:
             return None, inputs, targets
         rows = np.sort(rng.choice(eligible, size=n, replace=False))
-        held = cls(windows=inputs[rows].copy(), targets=targets[rows, -1].copy(), pad=pad)
+        held = cls(windows=inputs[rows].copy(), targets=targets[rows, -1].copy())
         inputs, targets = inputs.copy(), targets.copy()
         inputs[rows, 1:], inputs[rows, 0] = inputs[rows, :-1], pad
         targets[rows, 1:], targets[rows, 0] = targets[rows, :-1], -1
@@ -63,16 +62,12 @@ class HeldOutNewest:
 
     def ndcg_at_10(self, encode: Callable[[np.ndarray], torch.Tensor], item_vectors: torch.Tensor) -> float:
         """Mean NDCG@10 of the held-out items ranked over the whole catalogue; ``encode`` maps
-        [n, T] windows to [n, d] states (called on blocks of similar history length, each
-        trimmed to its longest window)."""
-        lengths = (self.windows != self.pad).sum(axis=1)
-        order = np.argsort(lengths, kind="stable")
+        [n, T] windows to [n, d] states."""
+        states = encode(self.windows).float()
         gains = []
-        for lo in range(0, len(order), 1024):
-            rows = order[lo : lo + 1024]
-            width = max(int(lengths[rows].max()), 1)
-            logits = encode(self.windows[rows][:, -width:]).float() @ item_vectors.float().T
-            mine = logits.gather(1, torch.from_numpy(self.targets[rows])[:, None])
+        for lo in range(0, len(states), 1024):  # [1024, n_items] logits at a time
+            logits = states[lo : lo + 1024] @ item_vectors.float().T
+            mine = logits.gather(1, torch.from_numpy(self.targets[lo : lo + 1024])[:, None])
             rank = (logits > mine).sum(dim=1).float()
             gains.append(torch.where(rank < 10, 1.0 / torch.log2(rank + 2.0), 0.0))
         return float(torch.cat(gains).mean())

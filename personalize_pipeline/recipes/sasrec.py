@@ -126,6 +126,19 @@ class SASRecNet(nn.Module):
         """[B, T] left-padded windows (newest item last) -> [B, d] state after the newest."""
         return self.forward(items)[:, -1]
 
+    def last_states(self, window: np.ndarray, block: int = 256) -> torch.Tensor:
+        """[n, T] left-padded windows -> [n, d] float32 states after the newest item, run in
+        blocks of similar history length, each trimmed to its longest window (most
+        histories are far shorter than the window)."""
+        lengths = (window < self.n_items).sum(axis=1)
+        order = np.argsort(lengths, kind="stable")
+        states = torch.zeros((len(window), self.embedding.weight.shape[1]))
+        for lo in range(0, len(order), block):
+            rows = order[lo : lo + block]
+            width = max(int(lengths[rows].max()), 1)
+            states[torch.from_numpy(rows)] = self.last_state(torch.from_numpy(window[rows][:, -width:])).float()
+        return states
+
 
 def end_aligned_windows(
     indptr: np.ndarray, items: np.ndarray, length: int, pad: int

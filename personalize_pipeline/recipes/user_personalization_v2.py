@@ -349,7 +349,7 @@ class SASRecRecipe(Recipe):
             held = held_out
 
             def score() -> float:
-                return held.ndcg_at_10(lambda w: net.last_state(torch.from_numpy(w)), net.item_vectors())
+                return held.ndcg_at_10(lambda w: net.last_states(w, LENGTH_BLOCK), net.item_vectors())
 
             hook = EarlyStoppingHook(self._early_stopping, score)
         log = run_training(
@@ -373,7 +373,7 @@ class SASRecRecipe(Recipe):
     ) -> dict[str, Any]:
         stopping = self._early_stopping
         return {
-            "epochs_run": len(log.loss_by_epoch),
+            **log.stats(),
             "epochs_planned": epochs,
             **(
                 {
@@ -384,8 +384,6 @@ class SASRecRecipe(Recipe):
                 if held_out is not None
                 else {}
             ),
-            "loss_by_epoch": log.loss_by_epoch,
-            "seconds_per_epoch": log.stats()["seconds_per_epoch"],
             "training_events": int((targets >= 0).sum()),
             "windows": len(targets),
             "loss": "full softmax cross-entropy"
@@ -471,15 +469,7 @@ class SASRecRecipe(Recipe):
             self.params["max_sequence_length"],
             self.n_items,
         )
-        states = torch.zeros((len(rows), self.params["hidden_dimension"]))
-        # blocks of similar history lengths, each trimmed to its longest window (left-padded):
-        # most histories are far shorter than max_sequence_length
-        lengths = (window < self.n_items).sum(axis=1)
-        order = np.argsort(lengths, kind="stable")
-        for lo in range(0, len(order), LENGTH_BLOCK):
-            block = order[lo : lo + LENGTH_BLOCK]
-            width = max(int(lengths[block].max()), 1)
-            states[torch.from_numpy(block)] = self.net.last_state(torch.from_numpy(window[block][:, -width:])).float()
+        states = self.net.last_states(window, LENGTH_BLOCK)
         return rows, states
 
     @torch.no_grad()
