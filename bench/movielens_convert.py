@@ -2,7 +2,7 @@
 (run by hand; the data is not in the repository: the older MovieLens licences do not
 allow redistribution).
 
-    .venv/bin/python bench/movielens_convert.py SOURCE OUT_FOLDER
+    .venv/bin/python bench/movielens_convert.py SOURCE OUT_FOLDER [--every-rating]
 
 SOURCE is one of
 - a GroupLens ml-100k folder (``u.data``, ``u.item``),
@@ -16,7 +16,9 @@ SOURCE is one of
 The events are derived from the ratings exactly as the Personalize POC workshop derived
 movielens-poc from ml-latest-small: a ``watch`` event for every rating above 3 and a
 ``click`` event for every rating above 1, both at the rating's time. Items get GENRE
-(``|``-separated) and YEAR. Then for example::
+(``|``-separated) and YEAR. With ``--every-rating`` every rating becomes one ``rating`` event
+instead (the protocol of RecBole's MovieLens figures and of issue 21: all 100k ratings of
+ML-100k). Then for example::
 
     .venv/bin/python bench/hrnn.py --movielens /tmp/ml-100k-poc
 """
@@ -98,11 +100,21 @@ def read_ratings_and_movies(source: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return ratings[["user", "item", "rating", "timestamp"]], movies
 
 
-def convert(source: Path, out: Path) -> dict:
+def _events(ratings: pd.DataFrame, every_rating: bool) -> tuple[pd.DataFrame, dict[str, int]]:
+    if every_rating:
+        events = ratings.assign(EVENT_TYPE="rating")
+        counts = {"rating": len(events)}
+    else:
+        watch = ratings[ratings["rating"] > 3].assign(EVENT_TYPE="watch")
+        click = ratings[ratings["rating"] > 1].assign(EVENT_TYPE="click")
+        events = pd.concat([watch, click])
+        counts = {"watch": len(watch), "click": len(click)}
+    return events.sort_values(["timestamp", "user"], kind="stable"), counts
+
+
+def convert(source: Path, out: Path, every_rating: bool = False) -> dict:
     ratings, movies = read_ratings_and_movies(source)
-    watch = ratings[ratings["rating"] > 3].assign(EVENT_TYPE="watch")
-    click = ratings[ratings["rating"] > 1].assign(EVENT_TYPE="click")
-    events = pd.concat([watch, click]).sort_values(["timestamp", "user"], kind="stable")
+    events, counts = _events(ratings, every_rating)
     events = events.rename(columns={"user": "USER_ID", "item": "ITEM_ID", "timestamp": "TIMESTAMP"})
     out.mkdir(parents=True, exist_ok=True)
     events[["USER_ID", "ITEM_ID", "TIMESTAMP", "EVENT_TYPE"]].to_csv(out / "interactions.csv", index=False)
@@ -112,19 +124,20 @@ def convert(source: Path, out: Path) -> dict:
     pd.DataFrame({"ITEM_ID": movies["item"], "GENRE": genre, "YEAR": year}).to_csv(out / "items.csv", index=False)
     return {
         "ratings": len(ratings),
-        "watch": len(watch),
-        "click": len(click),
+        **counts,
         "users": int(ratings["user"].nunique()),
         "items": len(movies),
     }
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2:
+    every_rating = "--every-rating" in argv
+    paths = [a for a in argv if a != "--every-rating"]
+    if len(paths) != 2:
         print(__doc__, file=sys.stderr)
         return 2
     try:
-        print(convert(Path(argv[0]), Path(argv[1])))
+        print(convert(Path(paths[0]), Path(paths[1]), every_rating))
     except FileNotFoundError as exc:
         print(exc, file=sys.stderr)
         return 2
