@@ -286,16 +286,28 @@ class _Encoded:
         self._all_codes: np.ndarray | None = None  # kept by ``codes(..., keep=True)``
         self._categorical: tuple[np.ndarray, pa.Array] | None = None
 
-    def add(self, values: pa.Array) -> None:
+    def add(self, values: pa.Array | pa.ChunkedArray) -> None:
+        """One slice: its indices and its dictionary (a chunked slice is encoded chunk by
+        chunk with one hash table, without concatenating its strings first)."""
         encoded = pc.dictionary_encode(values)
+        if isinstance(encoded, pa.ChunkedArray):
+            chunks = encoded.chunks
+            if not chunks:
+                self.indices.append(pa.array([], pa.int32()))
+                self.dictionaries.append(pa.array([], pa.string()))
+                return
+            self.indices.append(pa.concat_arrays([c.indices for c in chunks]))
+            self.dictionaries.append(chunks[-1].dictionary)  # every chunk holds the whole dictionary
+            return
         self.indices.append(encoded.indices)
         self.dictionaries.append(encoded.dictionary)
 
-    def add_lists(self, values: pa.Array) -> None:
+    def add_lists(self, values: pa.Array | pa.ChunkedArray) -> None:
         lists = pc.split_pattern(values, "|")
-        self.offsets.append(lists.offsets)
-        self.validity.append(lists.is_valid())
-        self.add(lists.flatten())
+        for chunk in lists.chunks if isinstance(lists, pa.ChunkedArray) else [lists]:
+            self.offsets.append(chunk.offsets)
+            self.validity.append(chunk.is_valid())
+        self.add(pc.list_flatten(lists))
 
     def _mapped(self, mappings: list[np.ndarray], missing: int, out: np.ndarray) -> np.ndarray:
         """Every slice's codes (null: ``missing``) written into ``out`` (one allocation, no
@@ -487,7 +499,7 @@ def _encode_interactions(
     for part in dataset.slices(slice_rows or SLICE_ROWS):
         for name in every_row:
             column = encoded[name] if name != "EVENT_TYPE" else encoded["ALL_EVENT_TYPE"]
-            column.add(part[name].combine_chunks())
+            column.add(part[name])
         parsed: dict[str, np.ndarray] = {}
         if filtered:  # every event, for filters
             if "EVENT_TYPE" not in names:
@@ -500,9 +512,9 @@ def _encode_interactions(
             masks.append(mask)
         counts["kept"] += part.num_rows
         for name in strings:
-            encoded[name].add(part[name].combine_chunks())
+            encoded[name].add(part[name])
         if "IMPRESSION" in names:
-            encoded["IMPRESSION"].add_lists(part["IMPRESSION"].combine_chunks())
+            encoded["IMPRESSION"].add_lists(part["IMPRESSION"])
         for name, (to, arrays) in numbers.items():
             arrays.append(parsed[name] if name in parsed else _numeric(part[name], to).to_numpy())
         if "RECOMMENDATION_ID" in names:
