@@ -37,6 +37,9 @@ class FeaturizeOptions:
     event_value_threshold: float | None = None
     min_user_history_length_percentile: float = 0.0
     max_user_history_length_percentile: float = 1.0
+    # keep the impression lists; False for recipes that never read them (their ids still
+    # join the catalogue, only the per-event lists are not kept)
+    impressions: bool = True
 
 
 @dataclass
@@ -162,7 +165,7 @@ def featurize(
         data["event_value"] = columns.pop("EVENT_VALUE")
     if "RECOMMENDATION_ID" in columns:
         data["recommendation_id"] = columns.pop("RECOMMENDATION_ID")
-    if impressions is not None:
+    if impressions is not None and options.impressions:
         data["impression"] = columns.pop("IMPRESSION").flat_lists(impression_codes)
     vocabularies: dict[str, list[str]] = {}
     for f in context_fields:
@@ -233,7 +236,7 @@ def featurize(
         "vocabularies": vocabularies,
         "numeric_stats": numeric_stats,
         "context_columns": [f"ctx_{f.name}" for f in context_fields],
-        "has_impressions": impressions is not None,
+        "has_impressions": "impression" in out.columns,
         "seconds": round(time.perf_counter() - start, 3),
     }
     return Features(item_ids, user_ids, out, items, users, info, events)
@@ -278,7 +281,8 @@ class _Encoded:
     dictionary (``dictionaries``), turned into codes of a global dictionary by one mapping
     array per slice (``_vocabulary`` computes them for every slice at once)."""
 
-    def __init__(self):
+    def __init__(self, keep_indices: bool = True):
+        self.keep_indices = keep_indices  # False: only the dictionaries are kept (ids for the catalogue)
         self.indices: list[pa.Array] = []
         self.dictionaries: list[pa.Array] = []
         self.offsets: list[pa.Array] = []  # list columns (impressions): per-row offsets
@@ -296,17 +300,20 @@ class _Encoded:
                 self.indices.append(pa.array([], pa.int32()))
                 self.dictionaries.append(pa.array([], pa.string()))
                 return
-            self.indices.append(pa.concat_arrays([c.indices for c in chunks]))
+            if self.keep_indices:
+                self.indices.append(pa.concat_arrays([c.indices for c in chunks]))
             self.dictionaries.append(chunks[-1].dictionary)  # every chunk holds the whole dictionary
             return
-        self.indices.append(encoded.indices)
+        if self.keep_indices:
+            self.indices.append(encoded.indices)
         self.dictionaries.append(encoded.dictionary)
 
     def add_lists(self, values: pa.Array | pa.ChunkedArray) -> None:
         lists = pc.split_pattern(values, "|")
         for chunk in lists.chunks if isinstance(lists, pa.ChunkedArray) else [lists]:
-            self.offsets.append(chunk.offsets)
-            self.validity.append(chunk.is_valid())
+            if self.keep_indices:
+                self.offsets.append(chunk.offsets)
+                self.validity.append(chunk.is_valid())
         self.add(pc.list_flatten(lists))
 
     def _mapped(self, mappings: list[np.ndarray], missing: int, out: np.ndarray) -> np.ndarray:
@@ -485,7 +492,7 @@ def _encode_interactions(
             encoded["EVENT_TYPE"] = _KeptRows(encoded["ALL_EVENT_TYPE"])
     encoded.update({name: _Encoded() for name in strings})
     if "IMPRESSION" in names:
-        encoded["IMPRESSION"] = _Encoded()
+        encoded["IMPRESSION"] = _Encoded(keep_indices=options.impressions)
     numbers: dict[str, tuple[pa.DataType, list[np.ndarray]]] = {"TIMESTAMP": (pa.int64(), [])}
     if "EVENT_VALUE" in names:
         numbers["EVENT_VALUE"] = (pa.float32(), [])
