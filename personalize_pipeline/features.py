@@ -14,6 +14,7 @@ Everything is vectorised with pandas / pyarrow; nothing loops over events in Pyt
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -503,29 +504,40 @@ def _encode_interactions(
     masks: list[np.ndarray] = []
     all_timestamps: list[np.ndarray] = []
     counts: dict[str, Any] = {"event_type": 0, "kept": 0, "event_types": set()}
-    for part in dataset.slices(slice_rows or SLICE_ROWS):
-        for name in every_row:
-            column = encoded[name] if name != "EVENT_TYPE" else encoded["ALL_EVENT_TYPE"]
-            column.add(part[name])
-        parsed: dict[str, np.ndarray] = {}
-        if filtered:  # every event, for filters
-            if "EVENT_TYPE" not in names:
-                encoded["ALL_EVENT_TYPE"].add(pa.nulls(part.num_rows, pa.string()))
-            parsed["TIMESTAMP"] = _numeric(part["TIMESTAMP"], pa.int64()).to_numpy()
-            all_timestamps.append(parsed["TIMESTAMP"])
-            mask = _event_filter(part, options, counts)
-            part = part.filter(pa.array(mask))
-            parsed = {"TIMESTAMP": parsed["TIMESTAMP"][mask]}
-            masks.append(mask)
-        counts["kept"] += part.num_rows
-        for name in strings:
-            encoded[name].add(part[name])
-        if "IMPRESSION" in names:
-            encoded["IMPRESSION"].add_lists(part["IMPRESSION"])
-        for name, (to, arrays) in numbers.items():
-            arrays.append(parsed[name] if name in parsed else _numeric(part[name], to).to_numpy())
-        if "RECOMMENDATION_ID" in names:
-            recommendation.append(part["RECOMMENDATION_ID"].combine_chunks())
+    helper = _helper_thread() if "IMPRESSION" in names else None
+    try:
+        for part in dataset.slices(slice_rows or SLICE_ROWS):
+            every = part
+            parsed: dict[str, np.ndarray] = {}
+            if filtered:  # every event, for filters
+                parsed["TIMESTAMP"] = _numeric(part["TIMESTAMP"], pa.int64()).to_numpy()
+                all_timestamps.append(parsed["TIMESTAMP"])
+                mask = _event_filter(part, options, counts)
+                part = part.filter(pa.array(mask))
+                parsed = {"TIMESTAMP": parsed["TIMESTAMP"][mask]}
+                masks.append(mask)
+            lists = None  # impressions: split and encoded on the helper thread meanwhile
+            if "IMPRESSION" in names:
+                add_lists, values = encoded["IMPRESSION"].add_lists, part["IMPRESSION"]
+                lists = helper.submit(add_lists, values) if helper is not None else add_lists(values)
+            for name in every_row:
+                column = encoded[name] if name != "EVENT_TYPE" else encoded["ALL_EVENT_TYPE"]
+                column.add(every[name])
+            if filtered and "EVENT_TYPE" not in names:
+                encoded["ALL_EVENT_TYPE"].add(pa.nulls(every.num_rows, pa.string()))
+            del every
+            counts["kept"] += part.num_rows
+            for name in strings:
+                encoded[name].add(part[name])
+            for name, (to, arrays) in numbers.items():
+                arrays.append(parsed[name] if name in parsed else _numeric(part[name], to).to_numpy())
+            if "RECOMMENDATION_ID" in names:
+                recommendation.append(part["RECOMMENDATION_ID"].combine_chunks())
+            if helper is not None and lists is not None:
+                lists.result()
+    finally:
+        if helper is not None:
+            helper.shutdown()
     out: dict[str, Any] = dict(encoded)
     kept = np.concatenate(masks) if filtered and masks else None
     out["kept"] = kept
@@ -540,6 +552,12 @@ def _encode_interactions(
             pa.chunked_array(recommendation, type=pa.string()), dtype=pd.ArrowDtype(pa.string())
         )
     return out, counts
+
+
+def _helper_thread() -> ThreadPoolExecutor | None:
+    """One worker thread for a second core (Arrow's kernels release the GIL), None when
+    Arrow is limited to one thread (``OMP_NUM_THREADS=1``, ``pa.set_cpu_count``)."""
+    return ThreadPoolExecutor(1, thread_name_prefix="featurize") if pa.cpu_count() > 1 else None
 
 
 def _event_filter(part: pa.Table, options: FeaturizeOptions, counts: dict[str, Any]) -> np.ndarray:
