@@ -12,9 +12,13 @@ the columns to their schema types afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
+import os
+import tempfile
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,10 +46,11 @@ CSV_BLOCK_BYTES = (
 class Dataset:
     """One dataset (interactions, items or users): string columns plus its schema.
 
-    Small files are held as one Arrow table. A large one is *streamed*: ``stream`` re-reads
-    the file in slices each time it is called and ``table`` is only built if something asks
-    for the whole table; ``slices()`` serves both (validation and featurization use it, so
-    their memory does not grow with the file)."""
+    Small files are held as one Arrow table. A large one is *streamed*: ``stream`` reads
+    it in slices each time it is called (a large CSV from the spill file of its one parse,
+    see ``read_dataset``) and ``table`` is only built if something asks for the whole
+    table; ``slices()`` serves both (validation and featurization use it, so their memory
+    does not grow with the file)."""
 
     dataset_type: str
     data: pa.Table | None  # every column pa.string(); None while streamed (see ``stream``)
@@ -337,27 +342,35 @@ def _parquet_slices(data: Location) -> Callable[[int], Iterator[pa.Table]]:
 
 def read_dataset(file: Location, dataset_type: str, schema_doc=None, schema_source: str = "") -> Dataset:
     """A small file is read into one table; a CSV file larger than ``STREAM_BYTES`` is
-    scanned once (hash, row count, parse errors, numeric columns) and then streamed."""
+    parsed once (hash, row count, parse errors, numeric columns) into a spill file of Arrow
+    record batches, removed with the dataset, and streamed from there."""
     signature = file.signature()  # before reading: a file replaced meanwhile looks changed next time
     if file.url.endswith(".csv") and _size(signature) > STREAM_BYTES:
         scanned = _scan_csv(file, infer_numeric=schema_doc is None)
         if scanned is not None:
-            header, rows, fingerprint, numeric = scanned
-            if schema_doc is not None:
-                schema = parse_avro(dataset_type, schema_doc, schema_source)
-            else:
-                schema = infer_schema(dataset_type, header, numeric)
-            return Dataset(
+            header, rows, fingerprint, numeric, spill = scanned
+            try:
+                schema = (
+                    parse_avro(dataset_type, schema_doc, schema_source)
+                    if schema_doc is not None
+                    else infer_schema(dataset_type, header, numeric)
+                )
+            except BaseException:
+                _remove(spill)
+                raise
+            dataset = Dataset(
                 dataset_type,
                 None,
                 schema,
                 file.url,
                 fingerprint,
                 signature,
-                stream=_csv_slices(file, header),
+                stream=_spill_slices(spill),
                 rows=rows,
                 columns=header,
             )
+            weakref.finalize(dataset, _remove, spill)  # also at exit
+            return dataset
     table, fingerprint = read_table(file)
     if schema_doc is not None:
         schema = parse_avro(dataset_type, schema_doc, schema_source)
@@ -425,10 +438,12 @@ def _csv_options(header: list[str]) -> dict:
     }
 
 
-def _scan_csv(file: Location, infer_numeric: bool = True) -> tuple[list[str], int, str, list[str]] | None:
-    """One streaming pass over a large CSV file: (header, rows, fingerprint, columns whose
-    values all parse as numbers, when ``infer_numeric``), or None when the file needs the
-    careful path."""
+def _scan_csv(file: Location, infer_numeric: bool = True) -> tuple[list[str], int, str, list[str], str] | None:
+    """The one parse of a large CSV file: (header, rows, fingerprint, columns whose values
+    all parse as numbers when ``infer_numeric``, spill file), or None when the file needs
+    the careful path. The parsed rows (blanks already missing) go to the spill file, an
+    uncompressed Arrow IPC stream in the temporary folder, which validation and
+    featurization then read back in slices instead of parsing the CSV again."""
     digest = hashlib.sha256()
     with file.open("rb") as fh:
         header = _checked_header(file, fh, digest)
@@ -436,45 +451,62 @@ def _scan_csv(file: Location, infer_numeric: bool = True) -> tuple[list[str], in
             return None
         numeric: dict[str, bool | None] = {name: None for name in header}  # None: no value yet; False: not numeric
         rows = 0
+        spill_fd, spill = tempfile.mkstemp(prefix="personalize-parsed-", suffix=".arrows")
+        os.close(spill_fd)
         try:
             reader = pacsv.open_csv(
                 io.BufferedReader(_HashingReader(fh, header.prefix, digest), buffer_size=1 << 22),
                 **_csv_options(header),
             )
             if reader.schema.names != header:
+                _remove(spill)
                 return None
-            for batch in reader:
-                rows += batch.num_rows
-                if not infer_numeric:
-                    continue
-                for name, column in zip(header, _blank_to_null(pa.Table.from_batches([batch])).columns, strict=True):
-                    if numeric[name] is not False and column.null_count < len(column):
-                        numeric[name] = _all_numeric(column)
+            with pa.OSFile(spill, "wb") as sink, pa.ipc.new_stream(sink, reader.schema) as writer:
+                for batch in reader:
+                    table = _blank_to_null(pa.Table.from_batches([batch]))
+                    writer.write_table(table)
+                    rows += batch.num_rows
+                    if infer_numeric:
+                        for name, column in zip(header, table.columns, strict=True):
+                            if numeric[name] is not False and column.null_count < len(column):
+                                numeric[name] = _all_numeric(column)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            _remove(spill)
             return None
+        except BaseException:
+            _remove(spill)
+            raise
         while rest := fh.read(1 << 24):
             digest.update(rest)
     if rows == 0:
+        _remove(spill)
         return None
-    return list(header), rows, digest.hexdigest()[:16], [n for n, ok in numeric.items() if ok]
+    return list(header), rows, digest.hexdigest()[:16], [n for n, ok in numeric.items() if ok], spill
 
 
-def _csv_slices(file: Location, header: list[str]) -> Callable[[int], Iterator[pa.Table]]:
-    """Reads the CSV file again, in slices of about ``rows`` rows (whole parse blocks)."""
+def _remove(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(path)
+
+
+def _spill_slices(spill: str) -> Callable[[int], Iterator[pa.Table]]:
+    """Reads the parsed rows back from the spill file, in slices of about ``rows`` rows
+    (whole parse blocks); each block is read into fresh memory, so nothing of the file
+    stays resident after its slice is released."""
 
     def slices(rows: int) -> Iterator[pa.Table]:
-        with file.open("rb") as fh:
-            reader = pacsv.open_csv(io.BufferedReader(fh, buffer_size=1 << 22), **_csv_options(header))
+        with pa.OSFile(spill, "rb") as source:
+            reader = pa.ipc.open_stream(source)
             pending: list[pa.RecordBatch] = []
             count = 0
             for batch in reader:
                 pending.append(batch)
                 count += batch.num_rows
                 if count >= rows:
-                    yield _blank_to_null(pa.Table.from_batches(pending, schema=reader.schema))
+                    yield pa.Table.from_batches(pending, schema=reader.schema)
                     pending, count = [], 0
             if pending:
-                yield _blank_to_null(pa.Table.from_batches(pending, schema=reader.schema))
+                yield pa.Table.from_batches(pending, schema=reader.schema)
 
     return slices
 

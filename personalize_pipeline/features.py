@@ -14,6 +14,7 @@ Everything is vectorised with pandas / pyarrow; nothing loops over events in Pyt
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,9 @@ class FeaturizeOptions:
     event_value_threshold: float | None = None
     min_user_history_length_percentile: float = 0.0
     max_user_history_length_percentile: float = 1.0
+    # keep the impression lists; False for recipes that never read them (their ids still
+    # join the catalogue, only the per-event lists are not kept)
+    impressions: bool = True
 
 
 @dataclass
@@ -162,7 +166,7 @@ def featurize(
         data["event_value"] = columns.pop("EVENT_VALUE")
     if "RECOMMENDATION_ID" in columns:
         data["recommendation_id"] = columns.pop("RECOMMENDATION_ID")
-    if impressions is not None:
+    if impressions is not None and options.impressions:
         data["impression"] = columns.pop("IMPRESSION").flat_lists(impression_codes)
     vocabularies: dict[str, list[str]] = {}
     for f in context_fields:
@@ -233,7 +237,7 @@ def featurize(
         "vocabularies": vocabularies,
         "numeric_stats": numeric_stats,
         "context_columns": [f"ctx_{f.name}" for f in context_fields],
-        "has_impressions": impressions is not None,
+        "has_impressions": "impression" in out.columns,
         "seconds": round(time.perf_counter() - start, 3),
     }
     return Features(item_ids, user_ids, out, items, users, info, events)
@@ -278,7 +282,8 @@ class _Encoded:
     dictionary (``dictionaries``), turned into codes of a global dictionary by one mapping
     array per slice (``_vocabulary`` computes them for every slice at once)."""
 
-    def __init__(self):
+    def __init__(self, keep_indices: bool = True):
+        self.keep_indices = keep_indices  # False: only the dictionaries are kept (ids for the catalogue)
         self.indices: list[pa.Array] = []
         self.dictionaries: list[pa.Array] = []
         self.offsets: list[pa.Array] = []  # list columns (impressions): per-row offsets
@@ -286,16 +291,31 @@ class _Encoded:
         self._all_codes: np.ndarray | None = None  # kept by ``codes(..., keep=True)``
         self._categorical: tuple[np.ndarray, pa.Array] | None = None
 
-    def add(self, values: pa.Array) -> None:
+    def add(self, values: pa.Array | pa.ChunkedArray) -> None:
+        """One slice: its indices and its dictionary (a chunked slice is encoded chunk by
+        chunk with one hash table, without concatenating its strings first)."""
         encoded = pc.dictionary_encode(values)
-        self.indices.append(encoded.indices)
+        if isinstance(encoded, pa.ChunkedArray):
+            chunks = encoded.chunks
+            if not chunks:
+                self.indices.append(pa.array([], pa.int32()))
+                self.dictionaries.append(pa.array([], pa.string()))
+                return
+            if self.keep_indices:
+                self.indices.append(pa.concat_arrays([c.indices for c in chunks]))
+            self.dictionaries.append(chunks[-1].dictionary)  # every chunk holds the whole dictionary
+            return
+        if self.keep_indices:
+            self.indices.append(encoded.indices)
         self.dictionaries.append(encoded.dictionary)
 
-    def add_lists(self, values: pa.Array) -> None:
+    def add_lists(self, values: pa.Array | pa.ChunkedArray) -> None:
         lists = pc.split_pattern(values, "|")
-        self.offsets.append(lists.offsets)
-        self.validity.append(lists.is_valid())
-        self.add(lists.flatten())
+        for chunk in lists.chunks if isinstance(lists, pa.ChunkedArray) else [lists]:
+            if self.keep_indices:
+                self.offsets.append(chunk.offsets)
+                self.validity.append(chunk.is_valid())
+        self.add(pc.list_flatten(lists))
 
     def _mapped(self, mappings: list[np.ndarray], missing: int, out: np.ndarray) -> np.ndarray:
         """Every slice's codes (null: ``missing``) written into ``out`` (one allocation, no
@@ -473,7 +493,7 @@ def _encode_interactions(
             encoded["EVENT_TYPE"] = _KeptRows(encoded["ALL_EVENT_TYPE"])
     encoded.update({name: _Encoded() for name in strings})
     if "IMPRESSION" in names:
-        encoded["IMPRESSION"] = _Encoded()
+        encoded["IMPRESSION"] = _Encoded(keep_indices=options.impressions)
     numbers: dict[str, tuple[pa.DataType, list[np.ndarray]]] = {"TIMESTAMP": (pa.int64(), [])}
     if "EVENT_VALUE" in names:
         numbers["EVENT_VALUE"] = (pa.float32(), [])
@@ -484,29 +504,40 @@ def _encode_interactions(
     masks: list[np.ndarray] = []
     all_timestamps: list[np.ndarray] = []
     counts: dict[str, Any] = {"event_type": 0, "kept": 0, "event_types": set()}
-    for part in dataset.slices(slice_rows or SLICE_ROWS):
-        for name in every_row:
-            column = encoded[name] if name != "EVENT_TYPE" else encoded["ALL_EVENT_TYPE"]
-            column.add(part[name].combine_chunks())
-        parsed: dict[str, np.ndarray] = {}
-        if filtered:  # every event, for filters
-            if "EVENT_TYPE" not in names:
-                encoded["ALL_EVENT_TYPE"].add(pa.nulls(part.num_rows, pa.string()))
-            parsed["TIMESTAMP"] = _numeric(part["TIMESTAMP"], pa.int64()).to_numpy()
-            all_timestamps.append(parsed["TIMESTAMP"])
-            mask = _event_filter(part, options, counts)
-            part = part.filter(pa.array(mask))
-            parsed = {"TIMESTAMP": parsed["TIMESTAMP"][mask]}
-            masks.append(mask)
-        counts["kept"] += part.num_rows
-        for name in strings:
-            encoded[name].add(part[name].combine_chunks())
-        if "IMPRESSION" in names:
-            encoded["IMPRESSION"].add_lists(part["IMPRESSION"].combine_chunks())
-        for name, (to, arrays) in numbers.items():
-            arrays.append(parsed[name] if name in parsed else _numeric(part[name], to).to_numpy())
-        if "RECOMMENDATION_ID" in names:
-            recommendation.append(part["RECOMMENDATION_ID"].combine_chunks())
+    helper = _helper_thread() if "IMPRESSION" in names else None
+    try:
+        for part in dataset.slices(slice_rows or SLICE_ROWS):
+            every = part
+            parsed: dict[str, np.ndarray] = {}
+            if filtered:  # every event, for filters
+                parsed["TIMESTAMP"] = _numeric(part["TIMESTAMP"], pa.int64()).to_numpy()
+                all_timestamps.append(parsed["TIMESTAMP"])
+                mask = _event_filter(part, options, counts)
+                part = part.filter(pa.array(mask))
+                parsed = {"TIMESTAMP": parsed["TIMESTAMP"][mask]}
+                masks.append(mask)
+            lists = None  # impressions: split and encoded on the helper thread meanwhile
+            if "IMPRESSION" in names:
+                add_lists, values = encoded["IMPRESSION"].add_lists, part["IMPRESSION"]
+                lists = helper.submit(add_lists, values) if helper is not None else add_lists(values)
+            for name in every_row:
+                column = encoded[name] if name != "EVENT_TYPE" else encoded["ALL_EVENT_TYPE"]
+                column.add(every[name])
+            if filtered and "EVENT_TYPE" not in names:
+                encoded["ALL_EVENT_TYPE"].add(pa.nulls(every.num_rows, pa.string()))
+            del every
+            counts["kept"] += part.num_rows
+            for name in strings:
+                encoded[name].add(part[name])
+            for name, (to, arrays) in numbers.items():
+                arrays.append(parsed[name] if name in parsed else _numeric(part[name], to).to_numpy())
+            if "RECOMMENDATION_ID" in names:
+                recommendation.append(part["RECOMMENDATION_ID"].combine_chunks())
+            if helper is not None and lists is not None:
+                lists.result()
+    finally:
+        if helper is not None:
+            helper.shutdown()
     out: dict[str, Any] = dict(encoded)
     kept = np.concatenate(masks) if filtered and masks else None
     out["kept"] = kept
@@ -521,6 +552,12 @@ def _encode_interactions(
             pa.chunked_array(recommendation, type=pa.string()), dtype=pd.ArrowDtype(pa.string())
         )
     return out, counts
+
+
+def _helper_thread() -> ThreadPoolExecutor | None:
+    """One worker thread for a second core (Arrow's kernels release the GIL), None when
+    Arrow is limited to one thread (``OMP_NUM_THREADS=1``, ``pa.set_cpu_count``)."""
+    return ThreadPoolExecutor(1, thread_name_prefix="featurize") if pa.cpu_count() > 1 else None
 
 
 def _event_filter(part: pa.Table, options: FeaturizeOptions, counts: dict[str, Any]) -> np.ndarray:

@@ -15,6 +15,7 @@ stored (``versions/<id>/features/``), so its cost follows the new data, not the 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -127,6 +128,8 @@ def extend_features(base: Features, group: DatasetFiles, options: FeaturizeOptio
     if group.interactions is not None:
         dataset = group.interactions
         context_fields = [f for f in dataset.schema.metadata_fields if f.name in dataset.column_names]
+        # the new rows get the base's columns: impression lists exactly when the base has them
+        options = dataclasses.replace(options, impressions="impression" in base.interactions.columns)
         encoded, _counts = _encode_interactions(dataset, options, context_fields, None)
     item_ids = _extend_ids(base.item_ids, _item_parts(encoded, items_df))
     user_ids = _extend_ids(base.user_ids, _user_parts(encoded, users_df))

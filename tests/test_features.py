@@ -103,3 +103,26 @@ def test_impressions_and_metadata_round_trip(tmp_path):
     )
     assert list(np.asarray(g.interactions.iloc[0]["impression"])) == list(np.asarray(first["impression"]))
     assert g.info == f.info
+
+
+def test_without_impression_lists_the_catalogue_and_codes_stay(tmp_path):
+    """Recipes that never read impressions (aws-popularity-count) featurize without the
+    lists; items seen only in impressions still join the catalogue."""
+    from personalize_pipeline.recipes.popularity_count import PopularityCount
+
+    inter = pd.DataFrame(
+        {
+            "USER_ID": ["u1", "u1", "u2"],
+            "ITEM_ID": ["i1", "i2", "i1"],
+            "TIMESTAMP": [1, 2, 3],
+            "IMPRESSION": ["i1|i9", "i2|i8|i1", None],
+        }
+    )
+    group = write_group(tmp_path, inter)
+    options = PopularityCount.featurize_options({})
+    assert options.impressions is False
+    full, lean = featurize(group), featurize(group, options)
+    assert "impression" in full.interactions and "impression" not in lean.interactions
+    assert not lean.info["has_impressions"] and full.info["has_impressions"]
+    assert list(lean.item_ids) == list(full.item_ids) == ["i1", "i2", "i8", "i9"]
+    pd.testing.assert_frame_equal(lean.interactions, full.interactions.drop(columns=["impression"]))

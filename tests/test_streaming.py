@@ -104,3 +104,22 @@ def test_measured_reports_seconds_and_peak_memory():
         block.sum()
     assert m.seconds > 0 and m.peak_rss_mb > 20
     assert set(m.as_dict()) == {"seconds", "peak_rss_mb"}
+
+
+def test_a_large_csv_is_parsed_once_and_its_spill_removed_with_the_dataset(demo_small, streamed, tmp_path):
+    import gc
+    import shutil
+
+    group_dir = tmp_path / "group"
+    shutil.copytree(demo_small, group_dir)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(datasets.tempfile, "tempdir", str(tmp_path / "spill"))
+        (tmp_path / "spill").mkdir()
+        group = read_dataset_group(group_dir)
+        spills = set((tmp_path / "spill").iterdir())
+    assert len(spills) == len(group.datasets())  # one parsed copy per streamed file
+    (group_dir / "interactions.csv").write_text("not,the,same\n")  # later passes read the parsed rows
+    assert sum(p.num_rows for p in group.interactions.slices(1000)) == group.interactions.num_rows
+    del group
+    gc.collect()
+    assert not any(p.exists() for p in spills)

@@ -159,6 +159,8 @@ class Recipe(ABC):
     # Personalize lists these among the recipe's hyperparameters, but they are campaign /
     # batch inference job settings (e.g. itemExplorationConfig), not training ones
     campaign_options: ClassVar[tuple[str, ...]] = ()
+    # whether training reads the impression lists (False: featurization does not keep them)
+    uses_impressions: ClassVar[bool] = True
 
     def __init__(self, **params: Any):
         self.params = self.resolve_hyperparameters(params)
@@ -193,6 +195,7 @@ class Recipe(ABC):
             event_value_threshold=event_value_threshold,
             min_user_history_length_percentile=float(params.get("min_user_history_length_percentile", 0.0)),
             max_user_history_length_percentile=float(params.get("max_user_history_length_percentile", 1.0)),
+            impressions=cls.uses_impressions,
         )
 
     # --- training --------------------------------------------------------------------------

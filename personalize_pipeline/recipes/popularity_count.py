@@ -29,6 +29,7 @@ class PopularityCount(UserRecommender):
     name = "aws-popularity-count"
     hyperparameters = ()
     description = "Most popular items (unique users per item); the baseline for every other recipe."
+    uses_impressions = False  # counts interactions only: featurization keeps no impression lists
 
     def fit(self, features: Features, seed: int = 42) -> PopularityCount:
         inter = features.interactions
