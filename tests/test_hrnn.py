@@ -161,30 +161,3 @@ def test_cached_user_states_match_running_the_network(features, tmp_path, recipe
     fresh = UserBatch(stored.users, stored.history_indptr, stored.history_items, stored.history_context)
     assert stored.stored and not fresh.stored
     np.testing.assert_allclose(loaded.recipe.logits(stored), loaded.recipe.logits(fresh), rtol=1e-4, atol=1e-5)
-
-
-def test_schedule_of_large_data_bounds_steps_and_event_passes():
-    model = HRNN()
-    # up to LARGE_DATA_WINDOWS the schedule is what it was: <= 256 windows a batch, >= 4 epochs
-    assert model.schedule(45_848, 905_951) == (256, 4)
-    assert model.schedule(102_400, 2_100_000) == (256, 4)
-    # 10M demo events: at most 400 steps an epoch, about 20M training events in all
-    assert model.schedule(459_321, 9_110_223) == (1149, 2)
-    assert model.schedule(2_000_000, 40_000_000) == (5000, 1)
-    assert HRNN(epochs=3, batch_size=64).schedule(459_321, 9_110_223) == (64, 3)
-
-
-def test_bucketed_batches_hold_every_window_once_with_similar_lengths():
-    from personalize_pipeline.recipes.training_loop import bucketed_batches
-
-    lengths = np.random.default_rng(0).integers(1, 33, size=1000)
-    batches = bucketed_batches(lengths, 100, np.random.default_rng(1))
-    assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
-    spans = [int(lengths[b].max() - lengths[b].min()) for b in batches]
-    assert max(spans) <= 4  # 1000 windows over 32 lengths: a batch of 100 spans a few lengths
-
-
-def test_length_buckets_train_on_every_event(features):
-    model = HRNN(epochs=1, length_buckets=True).fit(features)
-    assert model.training_stats()["epochs_run"] == 1
-    assert np.isfinite(model.training_stats()["loss_by_epoch"][0])

@@ -47,19 +47,12 @@ from .item_encoders import ItemEncoder
 from .losses import impression_pairwise, sampled_softmax_xe_logq
 from .negatives import PopularitySampler
 from .scoring import DEVICES, LinearScorer, resolve_device
-from .training_loop import BatchLoss, TrainingPlan, bucketed_batches, run_training
+from .training_loop import BatchLoss, TrainingPlan, run_training
 
 if TYPE_CHECKING:
     from .user_personalization import ExplorationConfig
 
 HP = HyperParameter
-# large data (more windows than this, about 2M events): at most MAX_STEPS_PER_EPOCH optimizer
-# steps per epoch (larger mini-batches, so that the per-step cost of the catalogue-sized
-# optimizer and weight average is paid less often), always length-bucketed mini-batches, and
-# at most about EVENT_PASSES training events in all (fewer epochs): bench/README.md
-MAX_STEPS_PER_EPOCH = 400
-LARGE_DATA_WINDOWS = MAX_STEPS_PER_EPOCH * 256
-EVENT_PASSES = 20_000_000
 
 PERSONALIZE_HRNN_HPS = (
     HP("hidden_dimension", int, 43, 32, 256, tunable=True, help="GRU state and item embedding size"),
@@ -94,13 +87,6 @@ TRAINING_HPS = (
         help="decay of the moving average of the weights that becomes the trained model (0 = last weights)",
     ),
     HP("max_training_seconds", float, 3600.0, 1.0, 86400.0, help="stop after this many seconds"),
-    HP(
-        "length_buckets",
-        bool,
-        False,
-        help="mini-batches of windows of similar length, each trimmed to its longest (no GRU steps on padding); "
-        "always on for large data (over 102,400 windows, about 2M events)",
-    ),
     HP(
         "device",
         str,
@@ -455,18 +441,12 @@ class GRURecipe(Recipe):
             plan.frozen_rows = (net.embedding.weight, rows)
         plan.max_seconds = p["max_training_seconds"]
 
-        lengths = (windows.targets >= 0).sum(dim=1).numpy()
-        trim = bool(p["length_buckets"]) or len(windows) > LARGE_DATA_WINDOWS
-
         def batches() -> list[torch.Tensor]:
-            if trim:
-                return [torch.from_numpy(b) for b in bucketed_batches(lengths, batch, rng)]
             order = torch.from_numpy(rng.permutation(len(windows)))
             return [order[b : b + batch] for b in range(0, len(windows), batch)]
 
         def batch_loss(idx: torch.Tensor) -> BatchLoss:
-            width = int(lengths[idx.numpy()].max()) if trim else p["bptt"]
-            return self._batch_loss(windows, idx, sampler, log_q, frozen is not None, device, width)
+            return self._batch_loss(windows, idx, sampler, log_q, frozen is not None, device)
 
         log = run_training(net, plan, batches, batch_loss, after_epoch=self.epoch_callback)
         net.to("cpu")
@@ -486,22 +466,19 @@ class GRURecipe(Recipe):
         log_q: torch.Tensor,
         item_side_only: bool,
         device: torch.device,
-        width: int,
     ) -> BatchLoss:
-        """The windows ``idx`` (their first ``width`` steps) -> (loss, weight) of each of their
-        target events: sampled softmax with logQ over the batch's shared negatives, plus the
-        impression term."""
+        """The windows ``idx`` -> (loss, weight) of each of their target events: sampled
+        softmax with logQ over the batch's shared negatives, plus the impression term."""
         assert self.net is not None
         net = self.net
-        targets = windows.targets[idx, :width]
-        mask_cpu = targets >= 0
-        positions = (windows.first_target[idx][:, None] + torch.arange(width)[None, :])[mask_cpu]
+        mask_cpu = windows.targets[idx] >= 0
+        positions = (windows.first_target[idx][:, None] + torch.arange(self.params["bptt"])[None, :])[mask_cpu]
         x, y, w, mask = (
             t.to(device, non_blocking=True)
-            for t in (windows.inputs[idx, :width], targets, windows.weights[idx, :width], mask_cpu)
+            for t in (windows.inputs[idx], windows.targets[idx], windows.weights[idx], mask_cpu)
         )
         net.encoder.next_batch()
-        ctx = windows.context[idx, :width].to(device) if windows.context is not None else None
+        ctx = windows.context[idx].to(device) if windows.context is not None else None
         with torch.set_grad_enabled(not item_side_only):
             states = net(x, ctx, windows.users[idx].to(device))[mask]  # [N, d]
         pos_items = y[mask]
@@ -569,19 +546,11 @@ class GRURecipe(Recipe):
         optimizer steps per epoch (16 to 256 windows per batch) and 20 epochs for small
         data down to 4 for millions of events, which keeps training near-linear in size;
         wider models (above Personalize's HRNN default of 43) converge, then overfit, in
-        proportionally fewer epochs, so they get that many fewer (at least 2). Large data
-        (over ``LARGE_DATA_WINDOWS``) gets larger batches (at most ``MAX_STEPS_PER_EPOCH``
-        steps per epoch) and about ``EVENT_PASSES`` training events in all, at least one
-        epoch: one epoch over 10M events is already more optimizer steps than a whole FULL
-        of 1M events."""
+        proportionally fewer epochs, so they get that many fewer (at least 2)."""
         p = self.params
-        cap = max(256, -(-n_windows // MAX_STEPS_PER_EPOCH))
-        batch = p["batch_size"] or int(np.clip(round(n_windows / 100), 16, cap))
+        batch = p["batch_size"] or int(np.clip(round(n_windows / 100), 16, 256))
         auto = np.clip(round(3_000_000 / max(n_events, 1)), 4, 20) * min(1.0, 43 / p["hidden_dimension"])
-        auto = max(2, round(auto))
-        if n_windows > LARGE_DATA_WINDOWS:
-            auto = min(auto, max(1, round(EVENT_PASSES / max(n_events, 1))))
-        epochs = p["epochs"] or int(auto)
+        epochs = p["epochs"] or int(max(2, round(auto)))
         return batch, epochs
 
     def negatives(self, n_events: int) -> int:

@@ -141,15 +141,6 @@ def run_training(
     return log
 
 
-def bucketed_batches(lengths: np.ndarray, batch: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """Mini-batches of window indices with similar lengths (so that each batch can be trimmed
-    to its longest window instead of running the network over padding), in random order;
-    windows are shuffled within each length."""
-    order = np.lexsort((rng.random(len(lengths)), lengths))
-    chunks = [order[i : i + batch] for i in range(0, len(order), batch)]
-    return [chunks[i] for i in rng.permutation(len(chunks))]
-
-
 def _step(
     batch_loss: BatchLoss,
     optimizer: torch.optim.Optimizer,
@@ -180,4 +171,4 @@ def _observe(module: nn.Module, epoch: int, hook: EarlyStoppingHook, average: We
     return stop
 
 
-__all__ = ["EarlyStoppingHook", "TrainingLog", "TrainingPlan", "bucketed_batches", "run_training"]
+__all__ = ["EarlyStoppingHook", "TrainingLog", "TrainingPlan", "run_training"]
