@@ -18,6 +18,8 @@ aws-user-personalization-v2:
   stops once an epoch ends past the budget (the HRNN family); ``"no_overrun"`` starts no
   epoch that would end past it, judging by the last epoch, and stops a first epoch that is
   longer than the whole budget between mini-batches (v2);
+- length-bucketed mini-batches (:func:`bucketed_batches`): windows of similar length batched
+  together, so that sparse data (a few events per user) does not run the network over padding;
 - per-epoch progress: the loss of every epoch and its seconds (:class:`TrainingLog`), and an
   optional ``after_epoch`` callback (benchmarks evaluate the model there; its time does not
   count against the budget).
@@ -141,6 +143,15 @@ def run_training(
     return log
 
 
+def bucketed_batches(lengths: np.ndarray, batch: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Mini-batches of window indices with similar lengths (so that each batch can be trimmed
+    to its longest window instead of running the network over padding), in random order;
+    windows are shuffled within each length."""
+    order = np.lexsort((rng.random(len(lengths)), lengths))
+    chunks = [order[i : i + batch] for i in range(0, len(order), batch)]
+    return [chunks[i] for i in rng.permutation(len(chunks))]
+
+
 def _step(
     batch_loss: BatchLoss,
     optimizer: torch.optim.Optimizer,
@@ -171,4 +182,4 @@ def _observe(module: nn.Module, epoch: int, hook: EarlyStoppingHook, average: We
     return stop
 
 
-__all__ = ["EarlyStoppingHook", "TrainingLog", "TrainingPlan", "run_training"]
+__all__ = ["EarlyStoppingHook", "TrainingLog", "TrainingPlan", "bucketed_batches", "run_training"]

@@ -44,8 +44,15 @@ from .item_encoders import ItemEncoder
 from .scoring import normalised_top_k
 
 DAY = 86_400.0
-# the wide default model (149) needs more regularisation and smaller steps than aws-hrnn (43)
-WIDE_DEFAULTS = {"dropout_embed": 0.5, "dropout_hidden": 0.3, "learning_rate": 0.003}
+# the wide default model (149) needs more regularisation and smaller steps than aws-hrnn (43);
+# the number of epochs is chosen on held-out newest events, and windows are batched by length
+TRAINING_DEFAULTS = {
+    "dropout_embed": 0.5,
+    "dropout_hidden": 0.3,
+    "learning_rate": 0.003,
+    "early_stopping_patience": 3,
+    "length_buckets": True,
+}
 
 
 @dataclass(frozen=True)
@@ -78,7 +85,10 @@ class UserPersonalization(HRNNMetadata):
     hyperparameters = (
         # Personalize's HRNN hyperparameters, with this recipe's default hidden_dimension (149)
         *(replace(hp, default=149) if hp.name == "hidden_dimension" else hp for hp in PERSONALIZE_HRNN_HPS),
-        *(replace(hp, default=WIDE_DEFAULTS[hp.name]) if hp.name in WIDE_DEFAULTS else hp for hp in TRAINING_HPS),
+        *(
+            replace(hp, default=TRAINING_DEFAULTS[hp.name]) if hp.name in TRAINING_DEFAULTS else hp
+            for hp in TRAINING_HPS
+        ),
         HP(
             "impression_negatives",
             int,
