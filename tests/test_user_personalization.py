@@ -227,6 +227,7 @@ def test_epochs_are_chosen_on_held_out_newest_events(tmp_path):
     assert params["early_stopping_patience"] == 3 and params["length_buckets"] is True
     # the automatic count is a maximum that is not cut for width when a held-out set exists
     assert UserPersonalization().schedule(1000, 117_000, early_stopping=True)[1] == 20
+    assert UserPersonalization().schedule(1000, 900_000, early_stopping=True)[1] == 3  # a cost bound
     assert UserPersonalization().schedule(1000, 117_000, early_stopping=False)[1] == 6
     generate(tmp_path, DemoSpec(users=500, items=150, interactions=6000, seed=7))
     features = featurize(read_dataset_group(tmp_path))

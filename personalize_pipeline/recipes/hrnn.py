@@ -536,26 +536,27 @@ class GRURecipe(Recipe):
             for t in (windows.inputs[idx, :width], targets, windows.weights[idx, :width], mask_cpu)
         )
         net.encoder.next_batch()
-        ctx = windows.context[idx, :width].to(device) if windows.context is not None else None
-        with torch.set_grad_enabled(not item_side_only):
-            states = net(x, ctx, windows.users[idx].to(device))[mask]  # [N, d]
-        pos_items = y[mask]
-        neg = sampler.draw().to(device)
-        out_bias = net.bias - log_q  # logQ-corrected output bias
-        pos_vectors = net.item_vectors(pos_items)
-        loss_vec = sampled_softmax_xe_logq(
-            states, pos_vectors, net.item_vectors(neg), out_bias[pos_items], out_bias[neg]
-        )
-        shown = self._extra_negatives(positions)
-        if shown is not None:
-            # items shown with the event but not chosen (impressions): a pairwise (BPR) term
-            # asks the chosen item to score above each of them (logits without logQ)
-            shown = shown.to(device)
-            safe = shown.clamp(min=0)
-            raw_pos = (states * pos_vectors).sum(-1) + out_bias[pos_items] + log_q[pos_items]
-            shown_logit = torch.bmm(net.item_vectors(safe), states.unsqueeze(-1)).squeeze(-1) + net.bias[safe]
-            loss_vec = loss_vec + impression_pairwise(raw_pos, shown_logit, (shown >= 0).float())
-        return loss_vec, w[mask]
+        with net.encoder.batch_table(net, rows=2 * x.numel()):
+            ctx = windows.context[idx, :width].to(device) if windows.context is not None else None
+            with torch.set_grad_enabled(not item_side_only):
+                states = net(x, ctx, windows.users[idx].to(device))[mask]  # [N, d]
+            pos_items = y[mask]
+            neg = sampler.draw().to(device)
+            out_bias = net.bias - log_q  # logQ-corrected output bias
+            pos_vectors = net.item_vectors(pos_items)
+            loss_vec = sampled_softmax_xe_logq(
+                states, pos_vectors, net.item_vectors(neg), out_bias[pos_items], out_bias[neg]
+            )
+            shown = self._extra_negatives(positions)
+            if shown is not None:
+                # items shown with the event but not chosen (impressions): a pairwise (BPR) term
+                # asks the chosen item to score above each of them (logits without logQ)
+                shown = shown.to(device)
+                safe = shown.clamp(min=0)
+                raw_pos = (states * pos_vectors).sum(-1) + out_bias[pos_items] + log_q[pos_items]
+                shown_logit = (net.item_vectors(safe) * states.unsqueeze(1)).sum(-1) + net.bias[safe]
+                loss_vec = loss_vec + impression_pairwise(raw_pos, shown_logit, (shown >= 0).float())
+            return loss_vec, w[mask]
 
     def _finish(self, everyone: Features, warm_items: int, reuse: tuple | None = None) -> None:
         assert self.net is not None
@@ -606,11 +607,12 @@ class GRURecipe(Recipe):
         Without early stopping, wider models (above Personalize's HRNN default of 43)
         get proportionally fewer (at least 2): at the width where they were tuned they
         converge, then overfit, sooner. With ``early_stopping`` (a held-out set exists) the
-        held-out score chooses the epoch, so the automatic count is a maximum and is not cut
-        for width (sparse data with a large catalogue needs more passes, not fewer)."""
+        held-out score chooses the epoch, so the automatic count is a maximum, only bounding
+        the cost (3M events' worth, at least 2 passes), and is not cut for width (sparse data
+        with a large catalogue needs more passes, not fewer)."""
         p = self.params
         batch = p["batch_size"] or int(np.clip(round(n_windows / 100), 16, 256))
-        auto = float(np.clip(round(3_000_000 / max(n_events, 1)), 4, 20))
+        auto = float(np.clip(round(3_000_000 / max(n_events, 1)), 2 if early_stopping else 4, 20))
         if not early_stopping:
             auto *= min(1.0, 43 / p["hidden_dimension"])
         epochs = p["epochs"] or int(max(2, round(auto)))
