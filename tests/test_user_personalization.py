@@ -1,5 +1,6 @@
 """aws-user-personalization: item tower, impressions, exploration, cheap UPDATE."""
 
+import dataclasses
 import json
 import shutil
 
@@ -241,3 +242,20 @@ def test_epochs_are_chosen_on_held_out_newest_events(tmp_path):
         assert stats["epochs_run"] - stats["early_stopping_best_epoch"] == 2
     transitions = int((np.diff(features.sequences()[0]) - 1).clip(min=0).sum())
     assert stats["training_events"] <= transitions - stats["held_out_users"]
+
+
+def test_items_of_unknown_age_read_the_mean_age_not_brand_new(features):
+    # without creation times, items never seen (no interaction, no impression) have no age:
+    # the tower reads the mean (0)
+    items = features.items.drop(columns=["creation_timestamp"], errors="ignore")
+    interactions = features.interactions.drop(columns=["impression"], errors="ignore")
+    no_creation = dataclasses.replace(features, items=items, interactions=interactions)
+    model = UserPersonalization(**FAST)
+    model.latest_time = float(features.interactions["timestamp"].max())
+    model._prepare(no_creation, keep_layouts=False)
+    age_input = model.item_meta[:, -1]
+    unseen = model.clicks == 0
+    assert unseen.any() and (age_input[unseen] == 0.0).all()
+    assert abs(float(age_input[~unseen].mean())) < 1e-4 and abs(float(age_input[~unseen].std()) - 1.0) < 1e-3
+    # exploration still counts them as new (first seen at the latest interaction)
+    assert (model.item_first_seen[unseen] == model.latest_time).all()
