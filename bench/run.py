@@ -266,8 +266,13 @@ def run_recipe(
         full_peak_rss_mb=m.peak_rss_mb,
     )
     if training.get("windows") and hasattr(full.recipe, "schedule"):
-        row["epochs_scheduled"] = full.recipe.schedule(training["windows"], training["training_events"])[1]
-        row["full_budget_hit"] = training.get("epochs_run", 0) < row["epochs_scheduled"]
+        row["epochs_scheduled"] = (
+            training.get("epochs_planned") or full.recipe.schedule(training["windows"], training["training_events"])[1]
+        )
+        run, best = training.get("epochs_run", 0), training.get("early_stopping_best_epoch")
+        patience = full.recipe.params.get("early_stopping_patience", 0)
+        stopped_early = best is not None and patience > 0 and run - best >= patience
+        row["full_budget_hit"] = not stopped_early and run < row["epochs_scheduled"]
     log(
         f"{name}: {r} FULL {m.seconds:.1f} s ({t['train_events_per_second']} events/s, epochs "
         f"{training.get('epochs_run')})"

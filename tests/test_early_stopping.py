@@ -6,6 +6,8 @@ import torch
 
 from personalize_pipeline.recipes.averaging import WeightAverage
 from personalize_pipeline.recipes.early_stopping import EarlyStopping, HeldOutNewest
+from personalize_pipeline.recipes.gru_held_out import HeldOutWindows
+from personalize_pipeline.recipes.hrnn import GRUWindows, make_windows
 from personalize_pipeline.recipes.sasrec import end_aligned_windows
 
 PAD = 50
@@ -109,3 +111,43 @@ def test_averaged_weights_swap_in_and_back():
     with average.swapped_in():
         assert torch.equal(param.detach(), torch.full((3,), 2.0))
     assert torch.equal(param.detach(), torch.full((3,), 4.0))
+
+
+def gru_windows(indptr, items, bptt=4):
+    inputs, targets, first = make_windows(indptr, items, bptt)
+    users = np.searchsorted(indptr, first - 1, side="right") - 1
+    return GRUWindows(
+        torch.from_numpy(inputs),
+        torch.from_numpy(targets),
+        torch.from_numpy((targets >= 0).astype(np.float32)),
+        torch.from_numpy(users),
+        torch.from_numpy(first),
+        None,
+    )
+
+
+def test_gru_held_out_events_are_the_newest_of_sampled_users_and_leave_training():
+    indptr, items = histories()
+    windows = gru_windows(indptr, items)
+    targets_before, weights_before = windows.targets.clone(), windows.weights.clone()
+    held = HeldOutWindows.take(windows, share=0.5, cap=10_000, rng=np.random.default_rng(1))
+    assert held is not None
+    changed = np.flatnonzero((windows.targets != targets_before).any(dim=1).numpy())
+    assert len(changed) == len(held)
+    users = windows.users.numpy()[changed]
+    # each held-out item is its user's newest event, in the user's newest window
+    assert np.array_equal(held.held.targets, items[indptr[users + 1] - 1])
+    assert len(np.unique(users)) == len(users)
+    # it is no longer a training target (target -1, weight 0); everything else is kept
+    assert windows.n_events == int((targets_before >= 0).sum()) - len(held)
+    assert float(windows.weights.sum()) == float(weights_before.sum()) - len(held)
+    # the GRU reads the window up to the held-out event: the items just before it
+    lengths = held.lengths.numpy()
+    assert (lengths >= 2).all()
+    last_inputs = held.held.windows[np.arange(len(held)), lengths - 1]
+    assert np.array_equal(last_inputs, items[indptr[users + 1] - 2])
+    # too few users: nothing held out, the windows untouched
+    small = gru_windows(*histories(n_users=100))
+    before = small.targets.clone()
+    assert HeldOutWindows.take(small, 0.5, 10_000, np.random.default_rng(1)) is None
+    assert torch.equal(small.targets, before)

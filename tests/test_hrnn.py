@@ -9,6 +9,7 @@ from personalize_pipeline.features import featurize
 from personalize_pipeline.metrics import evaluate
 from personalize_pipeline.recipes import HRNN, UserBatch, get_recipe
 from personalize_pipeline.recipes.hrnn import make_windows
+from personalize_pipeline.recipes.negatives import PopularitySampler
 from personalize_pipeline.simulation import split_as_of
 from personalize_pipeline.store import load_solution_version
 from personalize_pipeline.training import SolutionConfig, train
@@ -32,6 +33,24 @@ def test_windows_cover_every_transition_once():
     row = x[0][y[0] >= 0].tolist(), y[0][y[0] >= 0].tolist()
     assert row == ([1, 2], [2, 3])
     assert first[0] == 2
+
+
+def test_length_buckets_trim_padding_without_changing_the_loss(features):
+    model = HRNN(epochs=1, dropout_embed=0.0, dropout_hidden=0.0).fit(features)
+    windows = model._windows(features)
+    lengths = (windows.targets >= 0).sum(dim=1)
+    idx = torch.argsort(lengths)[:64]  # the shortest windows
+    width, bptt = int(lengths[idx].max()), model.params["bptt"]
+    assert width < bptt
+
+    def loss(steps):
+        sampler = PopularitySampler(model.popularity, 64, 0.75, np.random.default_rng(0), cache_batches=1)
+        return model._batch_loss(windows, idx, sampler, sampler.log_q, False, torch.device("cpu"), steps)
+
+    (trimmed, w_trimmed), (padded, w_padded) = loss(width), loss(bptt)
+    torch.testing.assert_close(trimmed, padded)
+    assert torch.equal(w_trimmed, w_padded)
+    assert HRNN.resolve_hyperparameters({})["length_buckets"] is False  # aws-hrnn trains as before
 
 
 def test_hyperparameters_follow_personalize():

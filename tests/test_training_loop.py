@@ -1,8 +1,9 @@
+import numpy as np
 import torch
 from torch import nn
 
 from personalize_pipeline.recipes.early_stopping import EarlyStopping
-from personalize_pipeline.recipes.training_loop import EarlyStoppingHook, TrainingPlan, run_training
+from personalize_pipeline.recipes.training_loop import EarlyStoppingHook, TrainingPlan, bucketed_batches, run_training
 
 
 def _regression(seed: int = 0) -> tuple[nn.Embedding, list[torch.Tensor], torch.Tensor]:
@@ -71,3 +72,15 @@ def test_early_stopping_stops_after_patience_and_keeps_the_best_weights():
     log = run_training(net, TrainingPlan([net.weight], 5, 0.1), lambda: batches, _loss(net, targets), hook)
     assert log.stats()["epochs_run"] == 4 and hook.stopping.best_epoch == 2
     assert torch.equal(net.weight.detach(), snapshots[0.5])
+
+
+def test_bucketed_batches_cover_every_window_once_with_similar_lengths():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 33, 1000)
+    batches = bucketed_batches(lengths, 64, rng)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
+    # sorted by length before cutting: a batch spans a few lengths, not the whole range
+    assert max(int(np.ptp(lengths[b])) for b in batches) <= 4  # about 31 windows per length
+    # batches come in random order, not shortest first
+    firsts = [int(lengths[b].min()) for b in batches]
+    assert firsts != sorted(firsts)

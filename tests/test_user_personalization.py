@@ -1,5 +1,6 @@
 """aws-user-personalization: item tower, impressions, exploration, cheap UPDATE."""
 
+import dataclasses
 import json
 import shutil
 
@@ -220,3 +221,41 @@ def test_exploration_options_need_a_user_personalization_solution(demo_small, tm
     with pytest.raises(InputError, match="applies to aws-user-personalization"):
         run_batch_job(tmp_path / "pop", job, tmp_path / "out", exploration_weight=0.3)
     assert not (tmp_path / "out").exists()
+
+
+def test_epochs_are_chosen_on_held_out_newest_events(tmp_path):
+    params = UserPersonalization.resolve_hyperparameters({})
+    assert params["early_stopping_patience"] == 3 and params["length_buckets"] is True
+    # the automatic count is a maximum that is not cut for width when a held-out set exists
+    assert UserPersonalization().schedule(1000, 117_000, early_stopping=True)[1] == 20
+    assert UserPersonalization().schedule(1000, 900_000, early_stopping=True)[1] == 3  # a cost bound
+    assert UserPersonalization().schedule(1000, 117_000, early_stopping=False)[1] == 6
+    generate(tmp_path, DemoSpec(users=500, items=150, interactions=6000, seed=7))
+    features = featurize(read_dataset_group(tmp_path))
+    model = UserPersonalization(hidden_dimension=32, epochs=8, early_stopping_patience=2, validation_share=0.5)
+    stats = model.fit(features).training_stats()
+    scores = stats["held_out_ndcg10_by_epoch"]
+    assert stats["held_out_users"] >= 200 and max(scores) > 0
+    assert len(scores) == stats["epochs_run"] <= 8
+    assert stats["early_stopping_best_epoch"] == int(np.argmax(scores)) + 1
+    if stats["epochs_run"] < 8:  # stopped: patience epochs after the best
+        assert stats["epochs_run"] - stats["early_stopping_best_epoch"] == 2
+    transitions = int((np.diff(features.sequences()[0]) - 1).clip(min=0).sum())
+    assert stats["training_events"] <= transitions - stats["held_out_users"]
+
+
+def test_items_of_unknown_age_read_the_mean_age_not_brand_new(features):
+    # without creation times, items never seen (no interaction, no impression) have no age:
+    # the tower reads the mean (0)
+    items = features.items.drop(columns=["creation_timestamp"], errors="ignore")
+    interactions = features.interactions.drop(columns=["impression"], errors="ignore")
+    no_creation = dataclasses.replace(features, items=items, interactions=interactions)
+    model = UserPersonalization(**FAST)
+    model.latest_time = float(features.interactions["timestamp"].max())
+    model._prepare(no_creation, keep_layouts=False)
+    age_input = model.item_meta[:, -1]
+    unseen = model.clicks == 0
+    assert unseen.any() and (age_input[unseen] == 0.0).all()
+    assert abs(float(age_input[~unseen].mean())) < 1e-4 and abs(float(age_input[~unseen].std()) - 1.0) < 1e-3
+    # exploration still counts them as new (first seen at the latest interaction)
+    assert (model.item_first_seen[unseen] == model.latest_time).all()

@@ -60,13 +60,21 @@ class HeldOutNewest:
         targets[rows, 1:], targets[rows, 0] = targets[rows, :-1], -1
         return held, inputs, targets
 
-    def ndcg_at_10(self, encode: Callable[[np.ndarray], torch.Tensor], item_vectors: torch.Tensor) -> float:
+    def ndcg_at_10(
+        self,
+        encode: Callable[[np.ndarray], torch.Tensor],
+        item_vectors: torch.Tensor,
+        item_bias: torch.Tensor | None = None,
+    ) -> float:
         """Mean NDCG@10 of the held-out items ranked over the whole catalogue; ``encode`` maps
-        [n, T] windows to [n, d] states."""
+        [n, T] windows to [n, d] states; ``item_bias`` ([n_items], -inf = never ranked) is
+        added to the logits where the model has one."""
         states = encode(self.windows).float()
         gains = []
         for lo in range(0, len(states), 1024):  # [1024, n_items] logits at a time
             logits = states[lo : lo + 1024] @ item_vectors.float().T
+            if item_bias is not None:
+                logits = logits + item_bias.float()
             mine = logits.gather(1, torch.from_numpy(self.targets[lo : lo + 1024])[:, None])
             rank = (logits > mine).sum(dim=1).float()
             gains.append(torch.where(rank < 10, 1.0 / torch.log2(rank + 2.0), 0.0))

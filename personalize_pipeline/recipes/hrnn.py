@@ -42,17 +42,20 @@ from torch import nn
 from ..features import Features
 from .averaging import WeightAverage
 from .base import HyperParameter, Recipe, UserBatch
+from .early_stopping import EarlyStopping
+from .gru_held_out import HeldOutWindows
 from .interfaces import UserRecommender
 from .item_encoders import ItemEncoder
 from .losses import impression_pairwise, sampled_softmax_xe_logq
 from .negatives import PopularitySampler
 from .scoring import DEVICES, LinearScorer, resolve_device
-from .training_loop import BatchLoss, TrainingPlan, run_training
+from .training_loop import BatchLoss, EarlyStoppingHook, TrainingPlan, bucketed_batches, run_training
 
 if TYPE_CHECKING:
     from .user_personalization import ExplorationConfig
 
 HP = HyperParameter
+VALIDATION_USERS_CAP = 5000  # users whose newest event early stopping holds out, at most
 
 PERSONALIZE_HRNN_HPS = (
     HP("hidden_dimension", int, 43, 32, 256, tunable=True, help="GRU state and item embedding size"),
@@ -87,6 +90,22 @@ TRAINING_HPS = (
         help="decay of the moving average of the weights that becomes the trained model (0 = last weights)",
     ),
     HP("max_training_seconds", float, 3600.0, 1.0, 86400.0, help="stop after this many seconds"),
+    HP(
+        "early_stopping_patience",
+        int,
+        0,
+        0,
+        50,
+        help="stop after this many epochs without a better NDCG@10 on held-out newest events and keep the best "
+        "weights (automatic epochs then not cut for width); 0 = train every epoch",
+    ),
+    HP("validation_share", float, 0.2, 0.01, 0.5, help="share of users whose newest event early stopping holds out"),
+    HP(
+        "length_buckets",
+        bool,
+        False,
+        help="mini-batches of windows of similar length, each trimmed to its longest (no GRU steps on padding)",
+    ),
     HP(
         "device",
         str,
@@ -264,6 +283,7 @@ class GRURecipe(Recipe):
         self._scorer: LinearScorer | None = None
         # benchmarks: called after every training epoch with (epoch, the WeightAverage)
         self.epoch_callback: Callable[[int, WeightAverage], None] | None = None
+        self._early_stopping = EarlyStopping(0)  # of the last training (benchmarks read its scores)
 
     def _build(self, n_items: int) -> GRUNet:
         p = self.params
@@ -304,8 +324,11 @@ class GRURecipe(Recipe):
         self._prepare(features, keep_layouts=False)
         self.net = self._network(features.n_items)
         windows = self._windows(features)
-        batch, epochs = self.schedule(len(windows), windows.n_events)
-        self._train(windows, features, rng, epochs, batch)
+        held_out = None
+        if self.params["early_stopping_patience"]:
+            held_out = HeldOutWindows.take(windows, self.params["validation_share"], VALIDATION_USERS_CAP, rng)
+        batch, epochs = self.schedule(len(windows), windows.n_events, early_stopping=held_out is not None)
+        self._train(windows, features, rng, epochs, batch, held_out=held_out)
         self._finish(everyone, warm_items=0)
         return self
 
@@ -418,10 +441,12 @@ class GRURecipe(Recipe):
         epochs: int,
         batch: int,
         frozen: np.ndarray | None = None,
+        held_out: HeldOutWindows | None = None,
     ) -> None:
         """Train on ``windows``: the whole network with weight averaging, or with ``frozen``
         (an item-side refresh) only the item embeddings and biases, the rows marked frozen
-        kept as they are and the user states computed without gradients."""
+        kept as they are and the user states computed without gradients. With ``held_out``,
+        the averaged weights are scored on it after every epoch and the best are kept."""
         assert self.net is not None
         p = self.params
         device = resolve_device(p["device"])
@@ -441,21 +466,51 @@ class GRURecipe(Recipe):
             plan.frozen_rows = (net.embedding.weight, rows)
         plan.max_seconds = p["max_training_seconds"]
 
+        lengths = (windows.targets >= 0).sum(dim=1).numpy()
+        trim = bool(p["length_buckets"])
+
         def batches() -> list[torch.Tensor]:
+            if trim:
+                return [torch.from_numpy(b) for b in bucketed_batches(lengths, batch, rng)]
             order = torch.from_numpy(rng.permutation(len(windows)))
             return [order[b : b + batch] for b in range(0, len(windows), batch)]
 
         def batch_loss(idx: torch.Tensor) -> BatchLoss:
-            return self._batch_loss(windows, idx, sampler, log_q, frozen is not None, device)
+            width = int(lengths[idx.numpy()].max()) if trim else p["bptt"]
+            return self._batch_loss(windows, idx, sampler, log_q, frozen is not None, device, width)
 
-        log = run_training(net, plan, batches, batch_loss, after_epoch=self.epoch_callback)
+        hook = self._early_stopping_hook(net, held_out, device)
+        log = run_training(net, plan, batches, batch_loss, early_stopping=hook, after_epoch=self.epoch_callback)
         net.to("cpu")
         self._stats = {
             **log.stats(),
+            "epochs_planned": epochs,
+            **self._early_stopping_report(held_out),
             "training_events": windows.n_events,
             "windows": len(windows),
             "batch_size": batch,
             "torch_threads": torch.get_num_threads(),
+        }
+
+    def _early_stopping_hook(
+        self, net: GRUNet, held_out: HeldOutWindows | None, device: torch.device
+    ) -> EarlyStoppingHook | None:
+        """Scores the weights training would keep on ``held_out`` (None: no early stopping);
+        items never trained are not ranked."""
+        self._early_stopping = EarlyStopping(self.params["early_stopping_patience"])
+        if held_out is None:
+            return None
+        blocked = torch.from_numpy(np.where(self.trained, 0.0, -np.inf).astype(np.float32)).to(device)
+        return EarlyStoppingHook(self._early_stopping, lambda: held_out.ndcg_at_10(net, net.bias + blocked))
+
+    def _early_stopping_report(self, held_out: HeldOutWindows | None) -> dict[str, Any]:
+        if held_out is None:
+            return {}
+        stopping = self._early_stopping
+        return {
+            "early_stopping_best_epoch": stopping.best_epoch,
+            "held_out_users": len(held_out),
+            "held_out_ndcg10_by_epoch": stopping.scores,
         }
 
     def _batch_loss(
@@ -466,38 +521,42 @@ class GRURecipe(Recipe):
         log_q: torch.Tensor,
         item_side_only: bool,
         device: torch.device,
+        width: int,
     ) -> BatchLoss:
-        """The windows ``idx`` -> (loss, weight) of each of their target events: sampled
-        softmax with logQ over the batch's shared negatives, plus the impression term."""
+        """The windows ``idx`` (their first ``width`` steps) -> (loss, weight) of each of their
+        target events: sampled softmax with logQ over the batch's shared negatives, plus the
+        impression term."""
         assert self.net is not None
         net = self.net
-        mask_cpu = windows.targets[idx] >= 0
-        positions = (windows.first_target[idx][:, None] + torch.arange(self.params["bptt"])[None, :])[mask_cpu]
+        targets = windows.targets[idx, :width]
+        mask_cpu = targets >= 0
+        positions = (windows.first_target[idx][:, None] + torch.arange(width)[None, :])[mask_cpu]
         x, y, w, mask = (
             t.to(device, non_blocking=True)
-            for t in (windows.inputs[idx], windows.targets[idx], windows.weights[idx], mask_cpu)
+            for t in (windows.inputs[idx, :width], targets, windows.weights[idx, :width], mask_cpu)
         )
         net.encoder.next_batch()
-        ctx = windows.context[idx].to(device) if windows.context is not None else None
-        with torch.set_grad_enabled(not item_side_only):
-            states = net(x, ctx, windows.users[idx].to(device))[mask]  # [N, d]
-        pos_items = y[mask]
-        neg = sampler.draw().to(device)
-        out_bias = net.bias - log_q  # logQ-corrected output bias
-        pos_vectors = net.item_vectors(pos_items)
-        loss_vec = sampled_softmax_xe_logq(
-            states, pos_vectors, net.item_vectors(neg), out_bias[pos_items], out_bias[neg]
-        )
-        shown = self._extra_negatives(positions)
-        if shown is not None:
-            # items shown with the event but not chosen (impressions): a pairwise (BPR) term
-            # asks the chosen item to score above each of them (logits without logQ)
-            shown = shown.to(device)
-            safe = shown.clamp(min=0)
-            raw_pos = (states * pos_vectors).sum(-1) + out_bias[pos_items] + log_q[pos_items]
-            shown_logit = torch.bmm(net.item_vectors(safe), states.unsqueeze(-1)).squeeze(-1) + net.bias[safe]
-            loss_vec = loss_vec + impression_pairwise(raw_pos, shown_logit, (shown >= 0).float())
-        return loss_vec, w[mask]
+        with net.encoder.batch_table(net, rows=2 * x.numel()):
+            ctx = windows.context[idx, :width].to(device) if windows.context is not None else None
+            with torch.set_grad_enabled(not item_side_only):
+                states = net(x, ctx, windows.users[idx].to(device))[mask]  # [N, d]
+            pos_items = y[mask]
+            neg = sampler.draw().to(device)
+            out_bias = net.bias - log_q  # logQ-corrected output bias
+            pos_vectors = net.item_vectors(pos_items)
+            loss_vec = sampled_softmax_xe_logq(
+                states, pos_vectors, net.item_vectors(neg), out_bias[pos_items], out_bias[neg]
+            )
+            shown = self._extra_negatives(positions)
+            if shown is not None:
+                # items shown with the event but not chosen (impressions): a pairwise (BPR) term
+                # asks the chosen item to score above each of them (logits without logQ)
+                shown = shown.to(device)
+                safe = shown.clamp(min=0)
+                raw_pos = (states * pos_vectors).sum(-1) + out_bias[pos_items] + log_q[pos_items]
+                shown_logit = (net.item_vectors(safe) * states.unsqueeze(1)).sum(-1) + net.bias[safe]
+                loss_vec = loss_vec + impression_pairwise(raw_pos, shown_logit, (shown >= 0).float())
+            return loss_vec, w[mask]
 
     def _finish(self, everyone: Features, warm_items: int, reuse: tuple | None = None) -> None:
         assert self.net is not None
@@ -541,15 +600,21 @@ class GRURecipe(Recipe):
         self.user_state = states
         self.user_history_length = np.diff(indptr).astype(np.int32)
 
-    def schedule(self, n_windows: int, n_events: int) -> tuple[int, int]:
+    def schedule(self, n_windows: int, n_events: int, early_stopping: bool = False) -> tuple[int, int]:
         """Mini-batch size and epochs: explicit values win; ``0`` (auto) gives about 100
         optimizer steps per epoch (16 to 256 windows per batch) and 20 epochs for small
-        data down to 4 for millions of events, which keeps training near-linear in size;
-        wider models (above Personalize's HRNN default of 43) converge, then overfit, in
-        proportionally fewer epochs, so they get that many fewer (at least 2)."""
+        data down to 4 for millions of events, which keeps training near-linear in size.
+        Without early stopping, wider models (above Personalize's HRNN default of 43)
+        get proportionally fewer (at least 2): at the width where they were tuned they
+        converge, then overfit, sooner. With ``early_stopping`` (a held-out set exists) the
+        held-out score chooses the epoch, so the automatic count is a maximum, only bounding
+        the cost (3M events' worth, at least 2 passes), and is not cut for width (sparse data
+        with a large catalogue needs more passes, not fewer)."""
         p = self.params
         batch = p["batch_size"] or int(np.clip(round(n_windows / 100), 16, 256))
-        auto = np.clip(round(3_000_000 / max(n_events, 1)), 4, 20) * min(1.0, 43 / p["hidden_dimension"])
+        auto = float(np.clip(round(3_000_000 / max(n_events, 1)), 2 if early_stopping else 4, 20))
+        if not early_stopping:
+            auto *= min(1.0, 43 / p["hidden_dimension"])
         epochs = p["epochs"] or int(max(2, round(auto)))
         return batch, epochs
 

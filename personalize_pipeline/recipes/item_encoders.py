@@ -22,6 +22,8 @@ not change; the encoder holds the policy and is rebuilt from the recipe's fitted
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -44,6 +46,7 @@ class ItemEncoder:
         self.floor_unkept_bias = floor_unkept_bias
         self._rng = np.random.default_rng(seed)  # the per-batch dropout of kept embeddings
         self._mask = self._as_mask(self.keep)
+        self._table: torch.Tensor | None = None  # every item's vector, within a training mini-batch
 
     @staticmethod
     def _as_mask(keep: np.ndarray | None) -> torch.Tensor | None:
@@ -51,6 +54,8 @@ class ItemEncoder:
 
     def vectors(self, net: GRUNet, idx: torch.Tensor | None = None) -> torch.Tensor:
         """The vectors of the items ``idx`` (all items if None)."""
+        if self._table is not None:
+            return self._table if idx is None else torch.nn.functional.embedding(idx, self._table)
         emb = net.embedding.weight if idx is None else net.embedding(idx)
         if self._mask is not None:
             keep = self._mask.to(emb.device)  # a plain tensor: it does not follow .to()
@@ -65,6 +70,20 @@ class ItemEncoder:
         if self.keep is not None and self.keep_dropout > 0:
             drop = self._rng.random(len(self.keep)) < self.keep_dropout
             self._mask = self._as_mask(self.keep & ~drop)
+
+    @contextmanager
+    def batch_table(self, net: GRUNet, rows: int) -> Iterator[None]:
+        """Within one training mini-batch that looks up about ``rows`` item vectors: when the
+        item side is more than the free embedding (``keep`` mask, metadata projection) and
+        the catalogue is no larger than ``rows``, every item's vector is computed once and
+        the lookups index that table (the mask and the projection then run once per item
+        instead of once per lookup, forward and backward)."""
+        derived = self._mask is not None or (net.item_proj is not None and isinstance(net.item_meta, torch.Tensor))
+        self._table = self.vectors(net) if derived and net.embedding.num_embeddings <= rows else None
+        try:
+            yield
+        finally:
+            self._table = None
 
     @torch.no_grad()
     def end_training(self, net: GRUNet) -> None:

@@ -6,8 +6,9 @@ mini-batches of an epoch and the loss of one mini-batch; :func:`run_training` do
 the same way for aws-hrnn and its family, aws-user-personalization and
 aws-user-personalization-v2:
 
-- Adam over the plan's parameters, one step per mini-batch, on the (weighted) mean loss of
-  the batch's target events; gradients of frozen embedding rows are zeroed before the step
+- Adam (its fused kernel where torch has one) over the plan's parameters, one step per
+  mini-batch, on the (weighted) mean loss of the batch's target events; gradients of frozen
+  embedding rows are zeroed before the step
   (the item-side refresh of an UPDATE keeps the vectors of items already trained);
 - weight averaging (:class:`~.averaging.WeightAverage`): the averaged weights are what
   training keeps, unless early stopping kept better ones;
@@ -18,6 +19,8 @@ aws-user-personalization-v2:
   stops once an epoch ends past the budget (the HRNN family); ``"no_overrun"`` starts no
   epoch that would end past it, judging by the last epoch, and stops a first epoch that is
   longer than the whole budget between mini-batches (v2);
+- length-bucketed mini-batches (:func:`bucketed_batches`): windows of similar length batched
+  together, so that sparse data (a few events per user) does not run the network over padding;
 - per-epoch progress: the loss of every epoch and its seconds (:class:`TrainingLog`), and an
   optional ``after_epoch`` callback (benchmarks evaluate the model there; its time does not
   count against the budget).
@@ -111,7 +114,9 @@ def run_training(
     """Train ``module`` by ``plan``: ``batches()`` gives an epoch's mini-batches (called at
     the start of each epoch), ``batch_loss`` the loss of one. Leaves the kept weights (best
     early-stopping state, else the average, else the last) in ``module``, in eval mode."""
-    optimizer = torch.optim.Adam(plan.trainable, lr=plan.learning_rate, betas=plan.betas)
+    optimizer = torch.optim.Adam(
+        plan.trainable, lr=plan.learning_rate, betas=plan.betas, fused=_fusable(plan.trainable)
+    )
     average = WeightAverage(plan.trainable, plan.average_decay)
     budget, log = _Budget(plan), TrainingLog()
     module.train()
@@ -139,6 +144,22 @@ def run_training(
         average.apply()
     module.eval()
     return log
+
+
+def bucketed_batches(lengths: np.ndarray, batch: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Mini-batches of window indices with similar lengths (so that each batch can be trimmed
+    to its longest window instead of running the network over padding), in random order;
+    windows are shuffled within each length."""
+    order = np.lexsort((rng.random(len(lengths)), lengths))
+    chunks = [order[i : i + batch] for i in range(0, len(order), batch)]
+    return [chunks[i] for i in rng.permutation(len(chunks))]
+
+
+def _fusable(params: list[torch.Tensor]) -> bool:
+    """Adam's fused kernel (one pass over each parameter instead of a dozen elementwise
+    ops: about 7x faster on the CPU for an item embedding) where torch has it for every
+    parameter: floating point on the CPU or a CUDA device."""
+    return bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
 
 
 def _step(
@@ -171,4 +192,4 @@ def _observe(module: nn.Module, epoch: int, hook: EarlyStoppingHook, average: We
     return stop
 
 
-__all__ = ["EarlyStoppingHook", "TrainingLog", "TrainingPlan", "run_training"]
+__all__ = ["EarlyStoppingHook", "TrainingLog", "TrainingPlan", "bucketed_batches", "run_training"]

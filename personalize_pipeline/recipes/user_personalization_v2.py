@@ -70,7 +70,7 @@ from .interfaces import UserRecommender
 from .losses import full_softmax_xe, sampled_softmax_xe_logq
 from .negatives import PopularitySampler
 from .sasrec import SASRecNet, end_aligned_windows, last_items
-from .training_loop import BatchLoss, EarlyStoppingHook, TrainingLog, TrainingPlan, run_training
+from .training_loop import BatchLoss, EarlyStoppingHook, TrainingLog, TrainingPlan, bucketed_batches, run_training
 
 if TYPE_CHECKING:
     from .user_personalization import ExplorationConfig
@@ -563,14 +563,6 @@ class UserPersonalizationV2(UserRecommender, SASRecRecipe):
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k on the CPU (``device`` is not used)."""
         return SASRecRecipe.recommend(self, batch, k, exclude_seen, allowed)
-
-
-def bucketed_batches(lengths: np.ndarray, batch: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """Mini-batches of window indices with similar lengths (so that each batch is trimmed
-    to its longest window), in random order; windows are shuffled within each length."""
-    order = np.lexsort((rng.random(len(lengths)), lengths))
-    chunks = [order[i : i + batch] for i in range(0, len(order), batch)]
-    return [chunks[i] for i in rng.permutation(len(chunks))]
 
 
 __all__ = ["SASRecRecipe", "UserPersonalizationV2", "V2_HPS", "bucketed_batches", "FULL_SOFTMAX_MAX_ITEMS"]
