@@ -7,8 +7,10 @@ device) and turns blocks of user vectors into top-k item codes and scores, where
 the softmax probability over the (allowed) catalogue, as Amazon Personalize reports it.
 
 The normaliser needs no softmax pass of its own: top-k runs first on the logits the block
-already holds, its best value is the row maximum, and ``sum(exp(logits - max))`` is then
-taken in place over the same block (one exp pass, no [n, m] temporary).
+already holds (:func:`threshold_top_k` on CPU: group maxima give a floor, only the few items
+above it are sorted), its best value is the row maximum, and ``sum(exp(logits - max))`` is
+then taken in place over the same block (one exp pass, no [n, m] temporary). Blocks are
+small enough to stay in cache and go into a buffer each thread reuses.
 """
 
 from __future__ import annotations

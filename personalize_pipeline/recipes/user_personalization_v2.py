@@ -501,8 +501,14 @@ class SASRecRecipe(Recipe):
         fallback = torch.from_numpy(np.log1p(self.popularity).astype(np.float32)) + blocked
         return LinearScorer.build(self.net.item_vectors(), blocked, fallback, device)
 
-    @torch.no_grad()
     def recommend(
+        self, batch: UserBatch, k: int, exclude_seen: bool = False, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k by logits on the CPU (see :meth:`scored_top_k`)."""
+        return self.scored_top_k(batch, k, exclude_seen, allowed)
+
+    @torch.no_grad()
+    def scored_top_k(
         self,
         batch: UserBatch,
         k: int,
@@ -511,8 +517,8 @@ class SASRecRecipe(Recipe):
         device: torch.device | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k by logits, in blocks of users through the shared scorer (see
-        :class:`~.scoring.LinearScorer`); scores are softmax probabilities over the (allowed)
-        catalogue."""
+        :class:`~.scoring.LinearScorer`) on ``device``; scores are softmax probabilities over
+        the (allowed) catalogue."""
         scorer = self.linear_scorer(device)
         n = len(batch)
         k_eff = min(k, self.n_items)
@@ -573,7 +579,7 @@ class UserPersonalizationV2(UserRecommender, SASRecRecipe):
         exploration: ExplorationConfig | None = None,
         device: torch.device | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        return SASRecRecipe.recommend(self, batch, k, exclude_seen, allowed, device)
+        return self.scored_top_k(batch, k, exclude_seen, allowed, device)
 
 
 def bucketed_batches(lengths: np.ndarray, batch: int, rng: np.random.Generator) -> list[np.ndarray]:
