@@ -25,7 +25,7 @@ OUTPUT_START = b', "output": {"recommendedItems": ['
 SCORES_START = b'], "scores": ['
 LINE_END = b']}, "error": null}\n'
 SCORE_WIDTH = 9  # "0.1234567"; scientific forms are at most 8 ("1.23e-05")
-_POW10 = 10 ** np.arange(6, -1, -1, dtype=np.int64)
+_POW10_32 = 10 ** np.arange(6, -1, -1, dtype=np.int32)
 
 
 def json_text(value: str) -> str:
@@ -53,27 +53,34 @@ def text_table(texts: Sequence[str]) -> np.ndarray:
 
 def score_text(values: np.ndarray) -> np.ndarray:
     """[..., SCORE_WIDTH] uint8: ``repr(round(float(v), 7))`` of each value in [0, 1], NUL-padded."""
-    n = np.rint(np.asarray(values, dtype=np.float64) * 1e7).astype(np.int64)
-    digits = (n[..., None] // _POW10) % 10  # the 7 decimals, zero-padded
-    nonzero = digits != 0
-    last = 6 - np.argmax(nonzero[..., ::-1], axis=-1)  # last non-zero decimal (6 when n == 0)
-    out = np.zeros(n.shape + (SCORE_WIDTH,), dtype=np.uint8)
+    shape = np.shape(values)
+    n = np.rint(np.asarray(values, dtype=np.float64).reshape(-1) * 1e7).astype(np.int64)
+    digits = ((np.minimum(n, 9_999_999).astype(np.int32)[:, None] // _POW10_32) % 10).astype(np.uint8)  # 7 decimals
+    last = 6 - np.argmax(digits[:, ::-1] != 0, axis=1)  # last non-zero decimal (6 when n == 0)
+    out = np.zeros((len(n), SCORE_WIDTH), dtype=np.uint8)
     # positional: 0.ddddddd without trailing zeros (n >= 1000, i.e. values >= 1e-4)
-    keep = np.arange(7) <= last[..., None]
-    pos = (n >= 1000)[..., None]
-    out[..., 0] = np.where(pos[..., 0], ord("0"), 0)
-    out[..., 1] = np.where(pos[..., 0], ord("."), 0)
-    out[..., 2:] = np.where(pos & keep, digits + 48, 0)
-    # scientific (1 <= n < 1000): d[.dd]e-0X with p digits in n, exponent p - 8
+    pos = n >= 1000
+    out[pos, 0], out[pos, 1] = ord("0"), ord(".")
+    out[:, 2:] = np.where(pos[:, None] & (np.arange(7) <= last[:, None]), digits + np.uint8(48), 0)
+    sci = np.flatnonzero((n >= 1) & (n < 1000))
+    if len(sci):
+        out[sci] = scientific_text(n[sci], digits[sci], last[sci])
+    out[n == 0] = np.frombuffer(b"0.0".ljust(SCORE_WIDTH, b"\0"), dtype=np.uint8)
+    out[n >= 10_000_000] = np.frombuffer(b"1.0".ljust(SCORE_WIDTH, b"\0"), dtype=np.uint8)
+    return out.reshape(shape + (SCORE_WIDTH,))
+
+
+def scientific_text(n: np.ndarray, digits: np.ndarray, last: np.ndarray) -> np.ndarray:
+    """[len(n), SCORE_WIDTH] uint8 of 1 <= n < 1000 (n * 1e-7): d[.dd]e-0X, with p digits in n
+    and exponent p - 8; ``digits``/``last`` as in :func:`score_text`."""
     p = np.where(n >= 100, 3, np.where(n >= 10, 2, 1))
     lead = 7 - p
     rest = last - lead  # decimals after the leading digit (0 to 2)
 
     def take(i: int) -> np.ndarray:  # digit i of n, counting from its leading digit (0)
-        return np.take_along_axis(digits, np.minimum(lead + i, 6)[..., None], axis=-1)[..., 0]
+        return np.take_along_axis(digits, np.minimum(lead + i, 6)[:, None], axis=1)[:, 0].astype(np.int64)
 
-    sci = (n >= 1) & (n < 1000)
-    sci_chars = [
+    chars = [
         take(0) + 48,
         np.where(rest > 0, ord("."), 0),
         np.where(rest >= 1, take(1) + 48, 0),
@@ -84,10 +91,7 @@ def score_text(values: np.ndarray) -> np.ndarray:
         48 + 8 - p,
         np.zeros(n.shape, dtype=np.int64),
     ]
-    out[sci] = np.stack(sci_chars, axis=-1)[sci].astype(np.uint8)
-    out[n == 0] = np.frombuffer(b"0.0".ljust(SCORE_WIDTH, b"\0"), dtype=np.uint8)
-    out[n >= 10_000_000] = np.frombuffer(b"1.0".ljust(SCORE_WIDTH, b"\0"), dtype=np.uint8)
-    return out
+    return np.stack(chars, axis=-1).astype(np.uint8)
 
 
 def renderable(items: np.ndarray, scores: np.ndarray) -> bool:

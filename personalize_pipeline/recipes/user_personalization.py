@@ -43,6 +43,8 @@ from .hrnn_metadata import HRNNMetadata, list_column_codes
 from .item_encoders import ItemEncoder
 from .scoring import normalised_top_k
 
+EXPLORATION_BLOCK = 1024  # users per exploration draw on CPU: the draws are seeded per block
+
 DAY = 86_400.0
 # the wide default model (149) needs more regularisation and smaller steps than aws-hrnn (43);
 # the number of epochs is chosen on held-out newest events, and windows are batched by length
@@ -203,8 +205,9 @@ class UserPersonalization(HRNNMetadata):
         candidates = self.exploration_candidates(exploration)
         n, k = len(batch), min(k, len(self.popularity))
         items, scores = np.empty((n, k), dtype=np.int64), np.empty((n, k), dtype=np.float32)
-        for lo in range(0, n, scorer.block):  # blocks: see HRNN.recommend
-            hi = min(lo + scorer.block, n)
+        block = scorer.block if scorer.device.type == "cuda" else EXPLORATION_BLOCK
+        for lo in range(0, n, block):  # blocks: see HRNN.recommend
+            hi = min(lo + block, n)
             part = batch.rows(lo, hi) if (lo, hi) != (0, n) else batch
             rows, h = self._user_vectors(part)
             seen = part.seen_mask_rows_cols() if exclude_seen else None

@@ -63,13 +63,14 @@ import torch
 
 from ..features import Features
 from .averaging import WeightAverage
-from .base import HyperParameter, Recipe, UserBatch, top_k
+from .base import HyperParameter, Recipe, UserBatch
 from .early_stopping import EarlyStopping, HeldOutNewest
 from .hrnn_metadata import MetadataLayout
 from .interfaces import UserRecommender
 from .losses import full_softmax_xe, sampled_softmax_xe_logq
 from .negatives import PopularitySampler
 from .sasrec import SASRecNet, end_aligned_windows, last_items
+from .scoring import LinearScorer
 from .training_loop import BatchLoss, EarlyStoppingHook, TrainingLog, TrainingPlan, bucketed_batches, run_training
 
 if TYPE_CHECKING:
@@ -82,7 +83,6 @@ AUTO_NEGATIVES = 4096
 FULL_SOFTMAX_MAX_ITEMS = 32768
 AUTO_WORK = 1.5e12  # multiply-adds of an automatic training schedule (see ``auto_epochs``)
 VALIDATION_USERS_CAP = 5000  # users whose newest event early stopping holds out, at most
-SCORE_BLOCK = 1024  # users scored at a time
 STATE_BLOCK = 4096  # users encoded at a time when caching states
 LENGTH_BLOCK = 256  # users of similar history lengths run through the network at a time
 
@@ -492,28 +492,46 @@ class SASRecRecipe(Recipe):
     def score(self, batch: UserBatch) -> np.ndarray:
         return torch.softmax(self.logits_tensor(batch), dim=1).numpy()
 
-    @torch.no_grad()
+    def linear_scorer(self, device: torch.device | None = None) -> LinearScorer:
+        """The item side of scoring: item vectors, -inf bias for items never trained on, log
+        popularity for users without history (as :meth:`logits_tensor`)."""
+        self._check_fitted()
+        assert self.net is not None
+        blocked = torch.from_numpy(np.where(self.trained, 0.0, -np.inf).astype(np.float32))
+        fallback = torch.from_numpy(np.log1p(self.popularity).astype(np.float32)) + blocked
+        return LinearScorer.build(self.net.item_vectors(), blocked, fallback, device)
+
     def recommend(
         self, batch: UserBatch, k: int, exclude_seen: bool = False, allowed: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k by logits, in blocks of users; scores are softmax probabilities over the
-        (allowed) catalogue."""
+        """Top-k by logits on the CPU (see :meth:`scored_top_k`)."""
+        return self.scored_top_k(batch, k, exclude_seen, allowed)
+
+    @torch.no_grad()
+    def scored_top_k(
+        self,
+        batch: UserBatch,
+        k: int,
+        exclude_seen: bool = False,
+        allowed: np.ndarray | None = None,
+        device: torch.device | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k by logits, in blocks of users through the shared scorer (see
+        :class:`~.scoring.LinearScorer`) on ``device``; scores are softmax probabilities over
+        the (allowed) catalogue."""
+        scorer = self.linear_scorer(device)
         n = len(batch)
         k_eff = min(k, self.n_items)
         items = np.empty((n, k_eff), dtype=np.int64)
         scores = np.empty((n, k_eff), dtype=np.float32)
-        for lo in range(0, n, SCORE_BLOCK):
-            hi = min(lo + SCORE_BLOCK, n)
+        for lo in range(0, n, scorer.block):
+            hi = min(lo + scorer.block, n)
             part = batch.rows(lo, hi) if (lo, hi) != (0, n) else batch
-            logits = self.logits_tensor(part)
-            if exclude_seen:
-                rows, cols = part.seen_mask_rows_cols()
-                logits[torch.from_numpy(rows), torch.from_numpy(np.asarray(cols, dtype=np.int64))] = -torch.inf
-            if allowed is not None:
-                logits.masked_fill_(torch.from_numpy(~allowed[lo:hi]), -torch.inf)
-            log_z = torch.logsumexp(logits, dim=1, keepdim=True)
-            top_items, top = top_k(logits.numpy(), k)
-            items[lo:hi], scores[lo:hi] = top_items, np.exp(top - log_z.numpy())
+            rows, h = self._encode(part)
+            seen = part.seen_mask_rows_cols() if exclude_seen else None
+            items[lo:hi], scores[lo:hi] = scorer.top_k(
+                hi - lo, rows, h, k, allowed[lo:hi] if allowed is not None else None, seen
+            )
         return items, scores
 
     # --- persistence -----------------------------------------------------------------------------
@@ -561,8 +579,7 @@ class UserPersonalizationV2(UserRecommender, SASRecRecipe):
         exploration: ExplorationConfig | None = None,
         device: torch.device | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k on the CPU (``device`` is not used)."""
-        return SASRecRecipe.recommend(self, batch, k, exclude_seen, allowed)
+        return self.scored_top_k(batch, k, exclude_seen, allowed, device)
 
 
 __all__ = ["SASRecRecipe", "UserPersonalizationV2", "V2_HPS", "bucketed_batches", "FULL_SOFTMAX_MAX_ITEMS"]
