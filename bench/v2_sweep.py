@@ -20,7 +20,7 @@ import numpy as np
 
 
 def run_setting(args: tuple) -> dict:
-    dataset, setting, exclude_seen, every, threads, epochs, budget, with_test, first = args
+    dataset, setting, exclude_seen, every, threads, epochs, budget, with_test, first, test_only = args
     import torch
 
     torch.set_num_threads(threads)
@@ -48,7 +48,7 @@ def run_setting(args: tuple) -> dict:
             model.net.eval()
             model.fitted = True
             model.user_state = None
-            ndcg = _ndcg10(split)
+            ndcg = float("nan") if test_only else _ndcg10(split)
             test = {"test_ndcg10": round(float(_ndcg10(test_split)), 5)} if test_split is not None else {}
         model.net.train()
         scores = model._early_stopping.scores
@@ -89,9 +89,21 @@ def main() -> int:
     parser.add_argument("--out", required=True)
     parser.add_argument("--test", action="store_true", help="also the test split's NDCG@10 (reporting, not tuning)")
     parser.add_argument("--first", type=int, default=0, help="no evaluation before this epoch")
+    parser.add_argument("--test-only", action="store_true", help="only the test split's NDCG@10 (half the evaluation)")
     a = parser.parse_args()
     jobs = [
-        (a.dataset, s, a.exclude_seen, a.every, a.threads, a.epochs, a.budget, a.test, a.first)
+        (
+            a.dataset,
+            s,
+            a.exclude_seen,
+            a.every,
+            a.threads,
+            a.epochs,
+            a.budget,
+            a.test or a.test_only,
+            a.first,
+            a.test_only,
+        )
         for s in a.setting or ["default"]
     ]
     with mp.get_context("spawn").Pool(len(jobs)) as pool:
@@ -99,7 +111,8 @@ def main() -> int:
     with open(a.out, "w") as fh:
         json.dump(results, fh, indent=1)
     for r in results:
-        best = max(r["curve"], key=lambda c: c["ndcg10"]) if r["curve"] else {}
+        key = "test_ndcg10" if a.test_only else "ndcg10"
+        best = max(r["curve"], key=lambda c: c[key]) if r["curve"] else {}
         print(
             r["setting"],
             "best",

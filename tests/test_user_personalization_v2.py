@@ -17,6 +17,7 @@ from personalize_pipeline.recipes.averaging import WeightAverage
 from personalize_pipeline.recipes.losses import full_softmax_xe, sampled_softmax_xe_logq
 from personalize_pipeline.recipes.negatives import PopularitySampler
 from personalize_pipeline.recipes.sasrec import end_aligned_windows, last_items
+from personalize_pipeline.recipes.user_personalization_v2 import shuffled_batches
 from personalize_pipeline.store import load_solution_version
 from personalize_pipeline.training import SolutionConfig, train
 from personalize_pipeline.tuning import default_recipe_list
@@ -268,3 +269,15 @@ def test_sampler_losses_and_weight_average():
     average.step()
     average.apply()
     torch.testing.assert_close(param.detach(), torch.ones(3))
+
+
+def test_shuffled_batches_cover_every_window_once_in_a_new_random_order():
+    rng = np.random.default_rng(0)
+    first, second = shuffled_batches(1000, 64, rng), shuffled_batches(1000, 64, rng)
+    for epoch in (first, second):
+        assert [len(b) for b in epoch] == [64] * 15 + [40]
+        assert np.sort(np.concatenate(epoch)).tolist() == list(range(1000))
+    # not ordered by anything (as length-bucketed batches were): consecutive windows of a
+    # batch are not neighbours, and the next epoch's batches are different ones
+    assert np.abs(np.diff(first[0])).mean() > 100
+    assert not np.array_equal(first[0], second[0])
