@@ -751,20 +751,7 @@ class GRURecipe(Recipe):
         Users go through in blocks (see :class:`~.scoring.LinearScorer`): user vectors (cached
         states or the GRU), one product with the item matrix, masks, top-k and the
         normaliser on the block the product left, on ``device`` (default: CPU)."""
-        scorer = self.linear_scorer(device)
-        n = len(batch)
-        k_eff = min(k, len(self.popularity))
-        items = np.empty((n, k_eff), dtype=np.int64)
-        scores = np.empty((n, k_eff), dtype=np.float32)
-        for lo in range(0, n, scorer.block):
-            hi = min(lo + scorer.block, n)
-            part = batch.rows(lo, hi) if (lo, hi) != (0, n) else batch
-            rows, h = self._user_vectors(part)
-            seen = part.seen_mask_rows_cols() if exclude_seen else None
-            items[lo:hi], scores[lo:hi] = scorer.top_k(
-                hi - lo, rows, h, k, allowed[lo:hi] if allowed is not None else None, seen
-            )
-        return items, scores
+        return self.linear_scorer(device).batch_top_k(batch, self._user_vectors, k, exclude_seen, allowed)
 
     # --- persistence ----------------------------------------------------------------------------
     def _restore(self, state: dict[str, np.ndarray]) -> None:

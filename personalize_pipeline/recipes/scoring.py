@@ -17,12 +17,17 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from ..errors import InputError
+
+if TYPE_CHECKING:
+    from .base import UserBatch
 
 DEVICES = ("auto", "cpu", "cuda")
 CPU_BLOCK_VALUES = 2_500_000  # logits per block on CPU (250 users at 10k items): 10 MB stay in cache
@@ -176,6 +181,31 @@ class LinearScorer:
         if len(rows):
             out[torch.from_numpy(rows).to(self.device)] = torch.addmm(self.bias, vectors, self.item_matrix.T)
         return out
+
+    def batch_top_k(
+        self,
+        batch: UserBatch,
+        user_vectors: Callable[[UserBatch], tuple[np.ndarray, torch.Tensor]],
+        k: int,
+        exclude_seen: bool = False,
+        allowed: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`top_k` of every user of ``batch``, ``block`` users at a time; ``user_vectors``
+        maps a block to (rows that have a vector, their vectors); the other rows get the
+        fallback logits."""
+        n = len(batch)
+        k_eff = min(k, self.n_items)
+        items = np.empty((n, k_eff), dtype=np.int64)
+        scores = np.empty((n, k_eff), dtype=np.float32)
+        for lo in range(0, n, self.block):
+            hi = min(lo + self.block, n)
+            part = batch.rows(lo, hi) if (lo, hi) != (0, n) else batch
+            rows, vectors = user_vectors(part)
+            seen = part.seen_mask_rows_cols() if exclude_seen else None
+            items[lo:hi], scores[lo:hi] = self.top_k(
+                hi - lo, rows, vectors, k, allowed[lo:hi] if allowed is not None else None, seen
+            )
+        return items, scores
 
     def top_k(
         self,

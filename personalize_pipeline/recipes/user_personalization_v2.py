@@ -530,20 +530,7 @@ class SASRecRecipe(Recipe):
         """Top-k by logits, in blocks of users through the shared scorer (see
         :class:`~.scoring.LinearScorer`) on ``device``; scores are softmax probabilities over
         the (allowed) catalogue."""
-        scorer = self.linear_scorer(device)
-        n = len(batch)
-        k_eff = min(k, self.n_items)
-        items = np.empty((n, k_eff), dtype=np.int64)
-        scores = np.empty((n, k_eff), dtype=np.float32)
-        for lo in range(0, n, scorer.block):
-            hi = min(lo + scorer.block, n)
-            part = batch.rows(lo, hi) if (lo, hi) != (0, n) else batch
-            rows, h = self._encode(part)
-            seen = part.seen_mask_rows_cols() if exclude_seen else None
-            items[lo:hi], scores[lo:hi] = scorer.top_k(
-                hi - lo, rows, h, k, allowed[lo:hi] if allowed is not None else None, seen
-            )
-        return items, scores
+        return self.linear_scorer(device).batch_top_k(batch, self._encode, k, exclude_seen, allowed)
 
     # --- persistence -----------------------------------------------------------------------------
     def state(self) -> dict[str, np.ndarray]:
