@@ -53,6 +53,28 @@ def test_length_buckets_trim_padding_without_changing_the_loss(features):
     assert HRNN.resolve_hyperparameters({})["length_buckets"] is False  # aws-hrnn trains as before
 
 
+def test_full_softmax_where_the_sample_would_cover_the_trained_catalogue(features):
+    model = HRNN(epochs=1, dropout_embed=0.0, dropout_hidden=0.0).fit(features)
+    n_trained, rng = int(model.trained.sum()), np.random.default_rng(0)
+    assert n_trained <= 2048 and model.training_stats()["loss"] == "full softmax"
+    assert model._sampler(100_000, rng) is None  # auto: 2048 negatives >= the trained items
+    model.params["n_sample"] = n_trained - 1
+    assert model._sampler(100_000, rng).n_sample == n_trained - 1
+    # the full-softmax loss is the cross-entropy over the trained items only
+    windows = model._windows(features)
+    idx, bptt = torch.arange(32), model.params["bptt"]
+    log_q = torch.from_numpy(np.where(model.trained, 0.0, np.inf).astype(np.float32))
+    loss, _ = model._batch_loss(windows, idx, None, log_q, False, torch.device("cpu"), bptt)
+    with torch.no_grad():
+        mask = windows.targets[idx] >= 0
+        states = model.net(windows.inputs[idx], None, windows.users[idx])[mask]
+        logits = states @ model.net.item_vectors().T + model.net.bias
+        logits[:, torch.from_numpy(~model.trained)] = -torch.inf
+        expected = torch.nn.functional.cross_entropy(logits, windows.targets[idx][mask], reduction="none")
+    torch.testing.assert_close(loss.detach(), expected)
+    assert torch.isfinite(loss).all()
+
+
 def test_hyperparameters_follow_personalize():
     params = HRNN.resolve_hyperparameters({})
     assert params["hidden_dimension"] == 43 and params["bptt"] == 32 and params["recency_mask"] is True
