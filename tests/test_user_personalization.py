@@ -225,7 +225,7 @@ def test_exploration_options_need_a_user_personalization_solution(demo_small, tm
 
 def test_epochs_are_chosen_on_held_out_newest_events(tmp_path):
     params = UserPersonalization.resolve_hyperparameters({})
-    assert params["early_stopping_patience"] == 3 and params["length_buckets"] is True
+    assert params["early_stopping_patience"] == 3 and params["length_buckets"] is False
     # the automatic count is a maximum that is not cut for width when a held-out set exists
     assert UserPersonalization().schedule(1000, 117_000, early_stopping=True)[1] == 20
     assert UserPersonalization().schedule(1000, 900_000, early_stopping=True)[1] == 3  # a cost bound

@@ -47,14 +47,17 @@ EXPLORATION_BLOCK = 1024  # users per exploration draw on CPU: the draws are see
 
 DAY = 86_400.0
 # the wide default model (149) needs more regularisation and smaller steps than aws-hrnn (43);
-# the number of epochs is chosen on held-out newest events, and windows are batched by length
-# (bench/README.md: "aws-user-personalization: held-out epochs, learning rate, unknown item ages")
+# the number of epochs is chosen on held-out newest events (bench/README.md:
+# "aws-user-personalization: held-out epochs, learning rate, unknown item ages"). Mini-batches
+# are random, not length-bucketed: a bucket of short windows took as large an Adam step as one
+# of long windows, weighting the events of light users up to bptt times, and consecutive steps
+# alternated between the two; on sparse data (amazon-beauty, 5 transitions per window) that
+# cost the recipe most of its gap to aws-hrnn (bench/README.md, session 9)
 TRAINING_DEFAULTS = {
     "dropout_embed": 0.5,
     "dropout_hidden": 0.3,
     "learning_rate": 0.01,
     "early_stopping_patience": 3,
-    "length_buckets": True,
 }
 
 
