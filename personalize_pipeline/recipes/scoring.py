@@ -416,12 +416,18 @@ class LinearScorer:
         return out, users, margin.numpy()
 
     def exact_logits(self, users: torch.Tensor, rows: np.ndarray, codes: np.ndarray) -> np.ndarray:
-        """float32 logits of (row, item code) pairs: vector · item + bias, or the fallback for
-        rows without a vector (``users[row, -1] == 0``)."""
-        r, c = torch.from_numpy(rows), torch.from_numpy(codes)
-        u = users[r]
-        exact = (u[:, :-1] * self.item_matrix[c]).sum(1) + self.bias[c]
-        return torch.where(u[:, -1] > 0, exact, self.fallback[c]).numpy()
+        """float32 logits of (row, item code) pairs, rows ascending: vector · item + bias, or
+        the fallback for rows without a vector (``users[row, -1] == 0``); one batched
+        product over each row's candidates, padded to the longest row."""
+        n, d = len(users), self.item_matrix.shape[1]
+        place = np.arange(len(rows)) - np.searchsorted(rows, rows)  # place within the row
+        padded = np.zeros((n, int(place.max(initial=-1)) + 1), dtype=np.int64)
+        padded[rows, place] = codes
+        items = self.item_matrix.index_select(0, torch.from_numpy(padded.reshape(-1))).view(n, -1, d)
+        dots = torch.bmm(items, users[:, :d, None]).numpy()[rows, place, 0]
+        c = torch.from_numpy(codes)
+        has_vector = users[:, d].numpy()[rows] > 0
+        return np.where(has_vector, dots + self.bias[c].numpy(), self.fallback[c].numpy())
 
 
 @dataclass(frozen=True)
