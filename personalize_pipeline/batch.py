@@ -98,14 +98,22 @@ def run_batch_job(
     exploration_weight: float | None = None,
     exploration_item_age_cut_off: float | None = None,
     device: str | None = None,
+    scoring_precision: str | None = None,
 ) -> BatchResult:
     """Run one batch inference job (a batch segment job for USER_SEGMENTATION solutions);
     ``device`` (auto, cpu or cuda) is where the neural recipes score (auto: a GPU when torch
-    sees one)."""
+    sees one); ``scoring_precision`` (float32, the default, or bf16) how they score on a CPU
+    (see :mod:`.recipes.scoring`)."""
     start = time.perf_counter()
     version = solution if isinstance(solution, SolutionVersion) else load_solution_version(solution)
     settings = JobSettings(
-        num_results, filter_expression, filter_values, exploration_weight, exploration_item_age_cut_off, device
+        num_results,
+        filter_expression,
+        filter_values,
+        exploration_weight,
+        exploration_item_age_cut_off,
+        device,
+        scoring_precision,
     )
     handler = handler_for(version, settings)  # job-level problems surface before any output exists
     in_loc, out_loc = _job_locations(input_path, output_dir)
@@ -154,6 +162,9 @@ def _job_locations(input_path: str | Location, output_dir: str | Location) -> tu
 def _process_chunk(handler: BatchHandler, chunk: list[tuple[int, str]]) -> tuple[bytes, int, int]:
     """Parse, score and render one chunk of input lines (bounded memory): (its output lines,
     how many are errors, how many requests named an unknown user or item)."""
+    plain = handler.serve_plain([text for _, text in chunk])
+    if plain is not None:
+        return plain[0], 0, plain[1]
     parsed = [handler.parse(text, lineno) for lineno, text in chunk]
     ok = [i for i, line in enumerate(parsed) if line.request is not None]
     served = handler.serve([parsed[i].request for i in ok])

@@ -13,6 +13,7 @@ grouping of requests by filter values (:class:`RecommendationHandler`);
 from __future__ import annotations
 
 import json
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
@@ -34,12 +35,16 @@ from .batch_requests import (
 from .errors import InputError
 from .filters import Filter, FilterContext, parse_filter
 from .recipes import ExplorationConfig, Ranker, Recipe, RelatedItemsRecipe, UserRecommender, explores
-from .recipes.scoring import resolve_device
+from .recipes.scoring import resolve_device, resolve_precision, scoring_precision
 from .rendering import input_json, json_text, render_top_line, render_top_lines, renderable, text_table
 from .store import SolutionVersion
 
 MAX_RESULTS = 500
 RENDER_BLOCK = 2048  # lines rendered in one byte matrix
+# a chunk of lines that are all exactly '{"userId": "<printable ASCII, no quote or backslash>"}':
+# json.dumps of the parsed line is the line itself, so such a chunk needs no per-line parsing
+PLAIN_USER_LINES = re.compile(r'(?:\{"userId": "[\x20\x21\x23-\x5b\x5d-\x7e]+"\}\n)*')
+PLAIN_USER_PREFIX = len('{"userId": "')
 
 RequestT = TypeVar("RequestT")
 RecipeT = TypeVar("RecipeT", bound=Recipe)
@@ -95,6 +100,12 @@ class BatchHandler(ABC, Generic[RequestT, RecipeT]):
     @abstractmethod
     def serve(self, requests: list[RequestT]) -> Served:
         """Score and render a chunk's valid requests."""
+
+    def serve_plain(self, texts: list[str]) -> tuple[bytes, int] | None:
+        """A short cut for a chunk of input lines the handler can serve without parsing them
+        one by one: (the output lines, how many named an unknown user or item), byte-identical
+        to parse → serve; None where the chunk needs the general path."""
+        return None
 
 
 @dataclass(frozen=True)
@@ -167,6 +178,7 @@ class RecommendationHandler(BatchHandler[FilteredT, RecipeT]):
             version, settings.exploration_weight, settings.exploration_item_age_cut_off
         )
         self.device = resolve_device(settings.device)
+        self.precision = resolve_precision(settings.scoring_precision)
         self.k = min(int(settings.num_results), len(version.item_ids))
 
     @abstractmethod
@@ -223,7 +235,10 @@ class TopKRenderer:
         self.item_table = text_table(self.encoded_items.tolist())
 
     def render(self, inputs: list[dict[str, Any]], items: np.ndarray, scores: np.ndarray) -> bytes:
-        input_texts = [input_json(obj) for obj in inputs]
+        return self.render_texts([input_json(obj) for obj in inputs], items, scores)
+
+    def render_texts(self, input_texts: list[str], items: np.ndarray, scores: np.ndarray) -> bytes:
+        """:meth:`render` of the inputs' JSON texts."""
         if renderable(items, scores):
             return b"".join(
                 render_top_lines(
@@ -264,12 +279,34 @@ class UserRecommendationHandler(RecommendationHandler[UserRequest, UserRecommend
         return parse_user_request(obj, lineno, filter_values)
 
     def score_and_render(self, requests: list[UserRequest], values: dict[str, Any] | None) -> tuple[bytes, int]:
-        codes = self.user_index.get_indexer(pd.Index(np.array([r.user_id for r in requests], dtype=object)))
-        allowed = self.filter.mask(codes, values) if self.filter is not None else None
-        items, scores = self.recipe.recommend(
-            self.version.user_batch(codes), self.k, allowed=allowed, exploration=self.exploration, device=self.device
-        )
+        codes, items, scores = self.top_k([r.user_id for r in requests], values)
         return self.renderer.render([r.input for r in requests], items, scores), int((codes < 0).sum())
+
+    def top_k(self, user_ids: list[str], values: dict[str, Any] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(user codes, top-k item codes, scores) of users sharing filter ``values``."""
+        codes = self.user_index.get_indexer(pd.Index(np.array(user_ids, dtype=object)))
+        allowed = self.filter.mask(codes, values) if self.filter is not None else None
+        with scoring_precision(self.precision):
+            items, scores = self.recipe.recommend(
+                self.version.user_batch(codes),
+                self.k,
+                allowed=allowed,
+                exploration=self.exploration,
+                device=self.device,
+            )
+        return codes, items, scores
+
+    def serve_plain(self, texts: list[str]) -> tuple[bytes, int] | None:
+        """Lines that are all ``{"userId": "..."}`` as ``json.dumps`` writes it (printable ASCII
+        ids without quotes or backslashes) and carry no filterValues: the ids are cut out of
+        the text, which is also the rendered input."""
+        values = self.settings.filter_values if self.filter is not None else None
+        if (values is not None and not isinstance(values, dict)) or not PLAIN_USER_LINES.fullmatch(
+            "\n".join(texts) + "\n"
+        ):
+            return None
+        codes, items, scores = self.top_k([t[PLAIN_USER_PREFIX:-2] for t in texts], values)
+        return self.renderer.render_texts(texts, items, scores), int((codes < 0).sum())
 
 
 class RelatedItemsHandler(RecommendationHandler[ItemRequest, RelatedItemsRecipe]):

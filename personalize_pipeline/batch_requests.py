@@ -30,6 +30,7 @@ class JobSettings:
     exploration_weight: float | None = None
     exploration_item_age_cut_off: float | None = None
     device: str | None = None  # auto, cpu or cuda: where tensor recipes score
+    scoring_precision: str | None = None  # float32 (default) or bf16: how they score on a CPU
 
 
 @dataclass(frozen=True, slots=True)

@@ -411,6 +411,7 @@ def cmd_batch_infer(args) -> int:
         exploration_weight=args.exploration_weight,
         exploration_item_age_cut_off=args.exploration_item_age_cut_off,
         device=args.device,
+        scoring_precision=args.scoring_precision,
     )
     _log(f"wrote {result.output}: {result.lines} lines, {result.errors} with errors, {result.users_per_second} users/s")
     print(json.dumps(result.to_dict()))
@@ -516,6 +517,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--device",
         choices=("auto", "cpu", "cuda"),
         help="where the neural recipes score: auto (default: a CUDA GPU when torch sees one), cpu or cuda",
+    )
+    b.add_argument(
+        "--scoring-precision",
+        choices=("float32", "bf16"),
+        help="float32 (default) or bf16: a bf16 product on CPUs with native bf16, top items rescored in float32 "
+        "(items as float32's, scores within 0.2%%; bench/README.md)",
     )
     b.set_defaults(func=cmd_batch_infer)
 

@@ -7,6 +7,7 @@ from personalize_pipeline.batch import run_batch_job
 from personalize_pipeline.datasets import read_dataset_group
 from personalize_pipeline.errors import InputError
 from personalize_pipeline.features import featurize
+from personalize_pipeline.recipes.scoring import BF16_SCORE_RTOL, bf16_available
 from personalize_pipeline.training import SolutionConfig, train
 
 
@@ -163,3 +164,91 @@ def test_streaming_in_chunks_gives_the_same_output(solution, tmp_path, monkeypat
         == (chunked.lines, chunked.errors, chunked.users_scored, chunked.unknown_users)
         == (12, 1, 11, 1)
     )
+
+
+@pytest.fixture(scope="module")
+def neural_solutions(demo_small, tmp_path_factory):
+    """aws-hrnn and aws-user-personalization (which explores) on the small demo."""
+    features = featurize(read_dataset_group(demo_small))
+    out = tmp_path_factory.mktemp("neural")
+    versions = {
+        recipe: train(features, SolutionConfig(recipe, {"epochs": "1", "hidden_dimension": "32"}), out / recipe)
+        for recipe in ("aws-hrnn", "aws-user-personalization")
+    }
+    return versions, features
+
+
+def job_lines(tmp_path, lines: list[str]):
+    job = tmp_path / "job.jsonl"
+    job.write_text("\n".join(lines) + "\n")
+    return job
+
+
+@pytest.mark.parametrize("filtered", [False, True])
+def test_plain_user_lines_are_served_byte_identical_to_the_general_path(
+    neural_solutions, tmp_path, monkeypatch, filtered
+):
+    from personalize_pipeline.batch_handlers import UserRecommendationHandler
+
+    versions, features = neural_solutions
+    plain = [json.dumps({"userId": str(u)}) for u in features.user_ids[:40]] + [json.dumps({"userId": "nobody"})]
+    job = job_lines(tmp_path, plain)
+    kwargs = {"num_results": 7}
+    if filtered:
+        kwargs.update(filter_expression="INCLUDE ItemID WHERE Items.GENRE IN ($G)", filter_values={"G": '"Drama"'})
+    calls = []
+    serve_plain = UserRecommendationHandler.serve_plain
+
+    def spy(self, texts):
+        calls.append(serve_plain(self, texts))
+        return calls[-1]
+
+    monkeypatch.setattr(UserRecommendationHandler, "serve_plain", spy)
+    fast = run_batch_job(versions["aws-hrnn"], job, tmp_path / "fast", **kwargs)
+    assert calls and all(c is not None for c in calls)  # the short cut served the job
+    monkeypatch.setattr(UserRecommendationHandler, "serve_plain", lambda self, texts: None)
+    general = run_batch_job(versions["aws-hrnn"], job, tmp_path / "general", **kwargs)
+    assert (tmp_path / "fast" / "job.jsonl.out").read_bytes() == (tmp_path / "general" / "job.jsonl.out").read_bytes()
+    assert (fast.lines, fast.errors, fast.unknown_users) == (general.lines, general.errors, general.unknown_users)
+    assert fast.unknown_users == 1
+
+
+def test_lines_that_are_not_plain_take_the_general_path(neural_solutions, tmp_path):
+    from personalize_pipeline.batch_handlers import PLAIN_USER_LINES
+
+    versions, features = neural_solutions
+    user = str(features.user_ids[0])
+    for text in ('{"userId":"1"}', '{"userId": "a\\"b"}', '{"userId": "é"}', '{"userId": ""}', '{"userId": 1}'):
+        assert not PLAIN_USER_LINES.fullmatch(text + "\n")
+    assert PLAIN_USER_LINES.fullmatch(f'{{"userId": "{user}"}}\n{{"userId": "x y"}}\n')
+    lines = [json.dumps({"userId": user}), '{"userId":"' + user + '"}', json.dumps({"userId": "é"}), "{bad"]
+    result = run_batch_job(versions["aws-hrnn"], job_lines(tmp_path, lines), tmp_path / "out", num_results=5)
+    rows = [json.loads(line) for line in (tmp_path / "out" / "job.jsonl.out").read_text().splitlines()]
+    assert rows[0]["output"] == rows[1]["output"] and rows[2]["input"] == {"userId": "é"}
+    assert result.errors == 1 and result.unknown_users == 1
+
+
+@pytest.mark.skipif(not bf16_available(), reason="this CPU has no native bf16")
+@pytest.mark.parametrize("recipe", ["aws-hrnn", "aws-user-personalization"])
+def test_bf16_scoring_precision_keeps_items_and_scores_within_tolerance(neural_solutions, tmp_path, recipe):
+    versions, features = neural_solutions
+    lines = [json.dumps({"userId": str(u)}) for u in features.user_ids] + [json.dumps({"userId": "nobody"})]
+    job = job_lines(tmp_path, lines)
+    run_batch_job(versions[recipe], job, tmp_path / "f32", num_results=25)
+    run_batch_job(versions[recipe], job, tmp_path / "bf16", num_results=25, scoring_precision="bf16")
+    f32 = [json.loads(line) for line in (tmp_path / "f32" / "job.jsonl.out").read_text().splitlines()]
+    bf16 = [json.loads(line) for line in (tmp_path / "bf16" / "job.jsonl.out").read_text().splitlines()]
+    assert [r["output"]["recommendedItems"] for r in bf16] == [r["output"]["recommendedItems"] for r in f32]
+    np.testing.assert_allclose(
+        np.array([r["output"]["scores"] for r in bf16]),
+        np.array([r["output"]["scores"] for r in f32]),
+        rtol=BF16_SCORE_RTOL,
+        atol=2e-7,  # the rendered scores' 7th decimal
+    )
+
+
+def test_scoring_precision_is_checked_before_output(solution, tmp_path):
+    version, _ = solution
+    with pytest.raises(InputError, match="scoring_precision"):
+        run_batch_job(version, job_lines(tmp_path, ['{"userId": "x"}']), tmp_path / "out", scoring_precision="fp8")
+    assert not (tmp_path / "out").exists()

@@ -4,7 +4,19 @@ import numpy as np
 import pytest
 import torch
 
-from personalize_pipeline.recipes.scoring import GROUP, exact_top_k, normalised_top_k, threshold_top_k
+from personalize_pipeline.errors import InputError
+from personalize_pipeline.recipes.scoring import (
+    BF16_SCORE_RTOL,
+    GROUP,
+    LinearScorer,
+    bf16_available,
+    exact_top_k,
+    normalised_top_k,
+    resolve_precision,
+    scoring_precision,
+    threshold_top_k,
+    top_k_candidates,
+)
 
 
 def reference_top_k(values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -57,3 +69,54 @@ def test_normalised_top_k_marks_excluded_items_and_keeps_scores():
     assert excluded.sum() and (items[excluded] == -1).all() and (scores[excluded] == 0).all()
     np.testing.assert_array_equal(items[~excluded], codes[~excluded])
     np.testing.assert_allclose(scores[~excluded], np.take_along_axis(expected, codes, 1)[~excluded], rtol=1e-5)
+
+
+needs_bf16 = pytest.mark.skipif(not bf16_available(), reason="this CPU has no native bf16")
+
+
+def test_top_k_candidates_with_a_margin_hold_the_top_k_of_every_perturbation():
+    rng = np.random.default_rng(11)
+    logits = random_logits(rng, 60, GROUP * 40, ties=False, excluded=0.2)
+    margin = np.full((60, 1), 0.2, dtype=np.float32)
+    noisy = logits + rng.uniform(-0.1, 0.1, logits.shape).astype(np.float32)  # each off by <= margin / 2
+    rows, codes, values = top_k_candidates(torch.from_numpy(noisy), 25, margin)
+    np.testing.assert_array_equal(values, noisy[rows, codes])
+    assert np.isfinite(values).all()
+    _, expected = reference_top_k(logits, 25)
+    found = set(zip(rows.tolist(), codes.tolist(), strict=True))
+    assert all((r, c) in found for r in range(60) for c in expected[r] if np.isfinite(logits[r, c]))
+
+
+@needs_bf16
+def test_bf16_scoring_gives_float32_items_and_close_scores():
+    torch.manual_seed(5)
+    m, d, n = GROUP * 30, 32, 300
+    items, bias = torch.randn(m, d) * 0.4, torch.randn(m)
+    bias[::50] = -torch.inf  # never recommended
+    scorer = LinearScorer.build(items, bias, torch.randn(m) + bias)
+    vectors = torch.tanh(torch.randn(n, d) * 2)
+    rows = np.flatnonzero(np.arange(n) % 7 != 0)  # the others have no vector: the fallback
+    rng = np.random.default_rng(5)
+    allowed = rng.random((n, m)) > 0.3
+    allowed[3] = False  # nothing allowed
+    seen = (np.repeat(np.arange(n), 3), rng.integers(0, m, 3 * n))
+    expected_items, expected_scores = scorer.top_k(n, rows, vectors[rows], 25, allowed, seen)
+    with scoring_precision("bf16"):
+        got_items, got_scores = scorer.top_k(n, rows, vectors[rows], 25, allowed, seen)
+    np.testing.assert_array_equal(got_items, expected_items)
+    assert (got_items[3] == -1).all() and (got_scores[3] == 0).all()
+    assert not np.isin(got_items, np.arange(0, m, 50)).any()
+    np.testing.assert_allclose(got_scores, expected_scores, rtol=BF16_SCORE_RTOL, atol=1e-7)
+    fallback_rows = np.arange(0, n, 7)
+    np.testing.assert_allclose(got_scores[fallback_rows], expected_scores[fallback_rows], rtol=1e-5)
+
+
+def test_scoring_precision_setting():
+    assert resolve_precision(None) == "float32" and resolve_precision(" Float32 ") == "float32"
+    with pytest.raises(InputError, match="scoring_precision"):
+        resolve_precision("fp16")
+    if bf16_available():
+        assert resolve_precision("bf16") == "bf16"
+    else:
+        with pytest.raises(InputError, match="native bf16"):
+            resolve_precision("bf16")

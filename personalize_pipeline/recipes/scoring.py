@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -33,6 +35,46 @@ DEVICES = ("auto", "cpu", "cuda")
 CPU_BLOCK_VALUES = 2_500_000  # logits per block on CPU (250 users at 10k items): 10 MB stay in cache
 GPU_BLOCK = 16384
 GROUP = 100  # item codes per group of the top-k's threshold (see threshold_top_k)
+PRECISIONS = ("float32", "bf16")
+# bound on |bf16 product - float32 addmm| per unit of |user| * |item| (augmented with the bias):
+# inputs rounded to bf16 (2 * 2**-8), the bf16 result (2**-8), float32 sums of 65 terms
+BF16_ERROR = 3.1 * 2.0**-8
+# relative difference of a bf16 score from float32's that the tests allow (the normaliser sums
+# bf16 logits' exps; measured: bench/README.md, "batch inference (session 9)")
+BF16_SCORE_RTOL = 2e-3
+_PRECISION: ContextVar[str] = ContextVar("scoring_precision", default="float32")
+
+
+def bf16_available() -> bool:
+    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX through oneDNN)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) and torch.backends.cpu.get_cpu_capability() in (
+            "AVX512",
+            "AMX",
+        )
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_precision(setting: str | None = None) -> str:
+    """``scoring_precision`` of a batch job: float32 (the default: exact float32 logits) or
+    bf16 (CPUs with native bf16 only; see :meth:`LinearScorer.top_k`)."""
+    value = (setting or "float32").strip().lower()
+    if value not in PRECISIONS:
+        raise InputError(f"scoring_precision must be one of {', '.join(PRECISIONS)}, got {setting!r}")
+    if value == "bf16" and not bf16_available():
+        raise InputError("scoring_precision bf16 needs a CPU with native bf16 (AVX512-BF16 or AMX); this one has none")
+    return value
+
+
+@contextmanager
+def scoring_precision(value: str) -> Iterator[None]:
+    """Score with ``value`` (see :func:`resolve_precision`) inside the block, on this thread."""
+    token = _PRECISION.set(value)
+    try:
+        yield
+    finally:
+        _PRECISION.reset(token)
 
 
 def resolve_device(setting: str | None = None) -> torch.device:
@@ -87,16 +129,35 @@ def threshold_top_k(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.T
     k are among the items at or above it, about k + 4 per row at m = 10,000, k = 25, ties
     included. One pass finds them (``np.flatnonzero``); one stable sort of those few (by row,
     then value, candidates already in code order) ranks them."""
+    rows, codes, candidates = top_k_candidates(logits, k)
+    return rank_candidates(len(logits), k, rows, codes, candidates)
+
+
+def top_k_candidates(
+    logits: torch.Tensor, k: int, margin: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows, codes, values) of the entries of CPU ``logits`` at or above the floor of
+    :func:`threshold_top_k` less ``margin`` ([n, 1]: the top k of values that are each
+    off by at most margin / 2 are among them), in row-major order; -inf never."""
     n, m = logits.shape
     group = max(1, min(GROUP, m // k))
     n_groups = m // group
     group_max = logits[:, : n_groups * group].view(n, n_groups, group).amax(2)
     floor = torch.topk(group_max, k, dim=1, sorted=False).values.amin(1, keepdim=True).numpy()
+    if margin is not None:
+        floor = floor - margin
     floor = np.maximum(floor, np.finfo(np.float32).min)  # never -inf: excluded items are no candidates
     values = logits.numpy()
     flat = np.flatnonzero(values >= floor)
     rows, codes = np.divmod(flat, m)
-    candidates = values.reshape(-1)[flat]
+    return rows, codes, values.reshape(-1)[flat]
+
+
+def rank_candidates(
+    n: int, k: int, rows: np.ndarray, codes: np.ndarray, candidates: np.ndarray
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The best ``k`` candidates of each of ``n`` rows (row-major, codes ascending within a
+    row) as [n, k] (values, codes), best first, ties to the lower code; -inf / -1 pad."""
     order = np.argsort(rows.astype(np.uint64) << 32 | descending_key(candidates), kind="stable")
     rows, codes, candidates = rows[order], codes[order], candidates[order]
     rank = np.arange(len(rows)) - np.searchsorted(rows, rows)  # place within the row
@@ -141,6 +202,7 @@ class LinearScorer:
     fallback: torch.Tensor  # [m] logits of users without a vector (e.g. log popularity)
     device: torch.device
     buffers: threading.local = field(default_factory=threading.local, repr=False, compare=False)
+    low: Bf16Items | None = field(default=None, repr=False, compare=False)  # see bf16_items
 
     @classmethod
     def build(
@@ -217,7 +279,10 @@ class LinearScorer:
         seen: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k codes and normalised scores of ``n`` users (see :func:`normalised_top_k`);
-        ``allowed`` ([n, m] bool) and ``seen`` ((rows, items) pairs) exclude items."""
+        ``allowed`` ([n, m] bool) and ``seen`` ((rows, items) pairs) exclude items. Under
+        :func:`scoring_precision` bf16 on a CPU: :meth:`bf16_top_k`."""
+        if self.device.type == "cpu" and _PRECISION.get() == "bf16" and n and k:
+            return self.bf16_top_k(n, rows, vectors, k, allowed, seen)
         return normalised_top_k(self.masked_logits(n, rows, vectors, allowed, seen), k)
 
     def masked_logits(
@@ -229,7 +294,12 @@ class LinearScorer:
         seen: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> torch.Tensor:
         """:meth:`logits` with the items not ``allowed`` and the ``seen`` pairs at -inf."""
-        logits = self.logits(n, rows, vectors)
+        return self.mask(self.logits(n, rows, vectors), allowed, seen)
+
+    def mask(
+        self, logits: torch.Tensor, allowed: np.ndarray | None, seen: tuple[np.ndarray, np.ndarray] | None
+    ) -> torch.Tensor:
+        """``logits`` with the items not ``allowed`` and the ``seen`` pairs at -inf (in place)."""
         if seen is not None and len(seen[0]):
             r = torch.from_numpy(np.asarray(seen[0], dtype=np.int64)).to(self.device)
             c = torch.from_numpy(np.asarray(seen[1], dtype=np.int64)).to(self.device)
@@ -237,3 +307,141 @@ class LinearScorer:
         if allowed is not None:
             logits.masked_fill_(~torch.from_numpy(np.ascontiguousarray(allowed)).to(self.device), -torch.inf)
         return logits
+
+    # --- bf16 scoring (CPUs with native bf16) ---------------------------------------------------
+    def bf16_items(self) -> Bf16Items:
+        """The item side in bf16, built on first use."""
+        if self.low is None:
+            self.low = Bf16Items.of(self.item_matrix, self.bias)
+        return self.low
+
+    def bf16_top_k(
+        self,
+        n: int,
+        rows: np.ndarray,
+        vectors: torch.Tensor,
+        k: int,
+        allowed: np.ndarray | None = None,
+        seen: tuple[np.ndarray, np.ndarray] | None = None,
+        with_log_z: bool = False,
+    ):
+        """:meth:`top_k` from a bf16 product: the bf16 logits (each within ``margin / 2`` of
+        float32's, a bound from the vectors' norms) give the candidates for the top k (the
+        threshold less the margin), the candidates are rescored exactly in float32 and
+        ranked, so items and numerators are float32's; the normaliser sums the bf16 logits'
+        exps with the candidates' terms replaced by their exact ones. ``with_log_z``: the
+        [n, 1] log-normaliser comes third."""
+        k = min(k, self.n_items)
+        logits, users, margin = self.bf16_logits(n, rows, vectors)
+        self.mask(logits, allowed, seen)
+        cand_rows, codes, approx = top_k_candidates(logits, k, margin)
+        exact = self.exact_logits(users, cand_rows, codes)
+        top_values, top_codes = rank_candidates(n, k, cand_rows, codes, exact)
+        top_max = top_values[:, :1].clone()
+        top_max.masked_fill_(torch.isneginf(top_max), 0.0)  # a row with nothing allowed
+        z = logits.sub_(top_max).exp_().sum(dim=1).numpy().astype(np.float64)
+        shift = top_max.numpy()[cand_rows, 0]
+        z += np.bincount(cand_rows, np.exp(exact - shift) - np.exp(approx - shift), minlength=n)
+        log_z = torch.from_numpy(np.log(np.maximum(z, np.finfo(np.float32).tiny)).astype(np.float32))[:, None]
+        log_z += top_max
+        scores = torch.exp(top_values - log_z).numpy()
+        items = top_codes.numpy()
+        excluded = np.isneginf(top_values.numpy())
+        items[excluded], scores[excluded] = -1, 0.0
+        return (items, scores, log_z.numpy()) if with_log_z else (items, scores)
+
+    def top_k_and_columns(
+        self,
+        n: int,
+        rows: np.ndarray,
+        vectors: torch.Tensor,
+        k: int,
+        columns: np.ndarray,
+        allowed: np.ndarray | None = None,
+        seen: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`top_k` with the [n, 1] log-normaliser and the [n, len(columns)] masked
+        float32 logits of the items ``columns`` (e.g. exploration candidates)."""
+        if self.device.type == "cpu" and _PRECISION.get() == "bf16" and n and k:
+            items, scores, log_z = self.bf16_top_k(n, rows, vectors, k, allowed, seen, with_log_z=True)
+            return items, scores, log_z, self.column_logits(n, rows, vectors, columns, allowed, seen)
+        logits = self.masked_logits(n, rows, vectors, allowed, seen)
+        column_logits = logits[:, torch.from_numpy(columns).to(self.device)].cpu().numpy()
+        items, scores, log_z = normalised_top_k(logits, k, with_log_z=True)
+        return items, scores, log_z, column_logits
+
+    def column_logits(
+        self,
+        n: int,
+        rows: np.ndarray,
+        vectors: torch.Tensor,
+        columns: np.ndarray,
+        allowed: np.ndarray | None,
+        seen: tuple[np.ndarray, np.ndarray] | None,
+    ) -> np.ndarray:
+        """[n, len(columns)] float32 logits of the items ``columns`` only, masked."""
+        c = torch.from_numpy(np.asarray(columns, dtype=np.int64))
+        out = self.fallback[c].expand(n, -1).clone()
+        if len(rows):
+            out[torch.from_numpy(rows)] = torch.addmm(self.bias[c], vectors.float(), self.item_matrix[c].T)
+        position = np.full(self.n_items, -1, dtype=np.int64)
+        position[columns] = np.arange(len(columns))
+        seen_cols = None
+        if seen is not None and len(seen[0]):
+            at = position[np.asarray(seen[1], dtype=np.int64)]
+            seen_cols = (np.asarray(seen[0])[at >= 0], at[at >= 0])
+        return self.mask(out, allowed[:, columns] if allowed is not None else None, seen_cols).numpy()
+
+    def bf16_logits(
+        self, n: int, rows: np.ndarray, vectors: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+        """([n, m] float32 logits of a bf16 product, in this thread's block buffer; rows
+        without a vector get the fallback, exactly; [n, d + 1] float32 users: vector, 1 (0, 0
+        without a vector); [n, 1] margin: twice the bound on each logit's error)."""
+        low = self.bf16_items()
+        d = self.item_matrix.shape[1]
+        users = torch.zeros((n, d + 1))
+        users[torch.from_numpy(rows), :d] = vectors.float()
+        users[torch.from_numpy(rows), d] = 1.0
+        product = getattr(self.buffers, "bf16", None)
+        if product is None or len(product) < n:
+            product = self.buffers.bf16 = torch.empty((max(n, self.block), self.n_items), dtype=torch.bfloat16)
+        out = self.block_buffer(n)
+        out.copy_(torch.mm(users.to(torch.bfloat16), low.matrix.T, out=product[:n]))
+        margin = 2 * BF16_ERROR * low.norm * torch.linalg.vector_norm(users, dim=1, keepdim=True)
+        if len(rows) < n:
+            without = torch.ones(n, dtype=torch.bool)
+            without[torch.from_numpy(rows)] = False
+            out[without] = self.fallback
+        return out, users, margin.numpy()
+
+    def exact_logits(self, users: torch.Tensor, rows: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """float32 logits of (row, item code) pairs, rows ascending: vector · item + bias, or
+        the fallback for rows without a vector (``users[row, -1] == 0``); one batched
+        product over each row's candidates, padded to the longest row."""
+        n, d = len(users), self.item_matrix.shape[1]
+        place = np.arange(len(rows)) - np.searchsorted(rows, rows)  # place within the row
+        padded = np.zeros((n, int(place.max(initial=-1)) + 1), dtype=np.int64)
+        padded[rows, place] = codes
+        items = self.item_matrix.index_select(0, torch.from_numpy(padded.reshape(-1))).view(n, -1, d)
+        dots = torch.bmm(items, users[:, :d, None]).numpy()[rows, place, 0]
+        c = torch.from_numpy(codes)
+        has_vector = users[:, d].numpy()[rows] > 0
+        return np.where(has_vector, dots + self.bias[c].numpy(), self.fallback[c].numpy())
+
+
+@dataclass(frozen=True)
+class Bf16Items:
+    """The item side for bf16 scoring: [m, d + 1] item vectors with the bias as the last
+    column (a user's last entry is 1), and the largest float32 norm of such a row among the
+    items with a finite bias (the error bound of :meth:`LinearScorer.bf16_logits`)."""
+
+    matrix: torch.Tensor
+    norm: float
+
+    @classmethod
+    def of(cls, item_matrix: torch.Tensor, bias: torch.Tensor) -> Bf16Items:
+        rows = torch.cat([item_matrix.float(), bias.float()[:, None]], dim=1)
+        finite = torch.isfinite(bias)
+        norm = float(torch.linalg.vector_norm(rows[finite], dim=1).max()) if bool(finite.any()) else 0.0
+        return cls(rows.to(torch.bfloat16).contiguous(), norm)

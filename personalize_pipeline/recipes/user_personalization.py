@@ -41,7 +41,6 @@ from .base import UserBatch, top_k
 from .hrnn import PERSONALIZE_HRNN_HPS, TRAINING_HPS
 from .hrnn_metadata import HRNNMetadata, list_column_codes
 from .item_encoders import ItemEncoder
-from .scoring import normalised_top_k
 
 EXPLORATION_BLOCK = 1024  # users per exploration draw on CPU: the draws are seeded per block
 
@@ -214,9 +213,9 @@ class UserPersonalization(HRNNMetadata):
             part = batch.rows(lo, hi) if (lo, hi) != (0, n) else batch
             rows, h = self._user_vectors(part)
             seen = part.seen_mask_rows_cols() if exclude_seen else None
-            logits = scorer.masked_logits(hi - lo, rows, h, allowed[lo:hi] if allowed is not None else None, seen)
-            candidate_logits = logits[:, torch.from_numpy(candidates).to(scorer.device)].cpu().numpy()
-            relevant, relevant_scores, log_z = normalised_top_k(logits, k, with_log_z=True)
+            relevant, relevant_scores, log_z, candidate_logits = scorer.top_k_and_columns(
+                hi - lo, rows, h, k, candidates, allowed[lo:hi] if allowed is not None else None, seen
+            )
             candidate_log_p = candidate_logits - log_z
             explored = self._explore(
                 candidate_log_p, candidates, relevant, exploration.slots(k), exploration, part.users

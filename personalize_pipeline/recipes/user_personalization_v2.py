@@ -81,7 +81,7 @@ from .interfaces import UserRecommender
 from .losses import full_softmax_xe, sampled_softmax_xe_logq
 from .negatives import PopularitySampler
 from .sasrec import SASRecNet, end_aligned_windows, last_items
-from .scoring import LinearScorer
+from .scoring import LinearScorer, bf16_available
 from .training_loop import BatchLoss, EarlyStoppingHook, TrainingLog, TrainingPlan, run_training
 
 if TYPE_CHECKING:
@@ -148,16 +148,6 @@ V2_HPS = (
     HP("min_user_history_length_percentile", float, 0.0, 0.0, 1.0, featurization=True),
     HP("max_user_history_length_percentile", float, 1.0, 0.0, 1.0, featurization=True),
 )
-
-
-def bf16_available() -> bool:
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) and torch.backends.cpu.get_cpu_capability() in (
-            "AVX512",
-            "AMX",
-        )
-    except (AttributeError, RuntimeError):
-        return False
 
 
 class SASRecRecipe(Recipe):
