@@ -379,6 +379,7 @@ class EvaluationResult:
     segments: dict[str, list[dict[str, Any]]] | None = None
     baseline_segments: dict[str, list[dict[str, Any]]] | None = None
     cutoff: float | None = None
+    training: dict[str, Any] | None = None  # the recipe's training report (epochs, early stopping, ...)
 
     @property
     def lift(self) -> dict[str, float | None]:
@@ -413,6 +414,7 @@ class EvaluationResult:
             "train_seconds": self.train_seconds,
             "train_events_per_second": self.train_events_per_second,
             "peak_rss_mb": self.peak_rss_mb,
+            "training": self.training or {},
         }
 
 
@@ -452,6 +454,7 @@ def evaluate_split(
         train_events=n_train,
         segments=segments,
         cutoff=split.cutoff,
+        training=model.training_stats(),
     )
 
 

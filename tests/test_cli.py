@@ -51,6 +51,7 @@ EVALUATE_KEYS = {
     "train_seconds",
     "train_events_per_second",
     "peak_rss_mb",
+    "training",  # added: the recipe's training report (epochs, early stopping, ...)
 }
 
 
@@ -257,6 +258,7 @@ def _check_evaluate(stdout: str, protocol: str, names: set[str]) -> None:
         expected = value / base - 1.0 if base else None
         assert result["lift"][name] == (pytest.approx(expected) if expected is not None else None), name
     assert result["train_seconds"] >= 0 and result["peak_rss_mb"] > 0
+    assert isinstance(result["training"], dict)
 
 
 def test_evaluate_personalize_protocol(demo):

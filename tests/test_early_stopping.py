@@ -53,6 +53,37 @@ def test_held_out_events_are_the_newest_of_sampled_users_and_leave_training():
     assert np.array_equal(train_out[others], targets[others]) and np.array_equal(train_in[others], inputs[others])
 
 
+def test_two_step_hold_out_leaves_the_event_before_untrained_too():
+    """The newest event of a sample of users is held out, and the one before it is not trained
+    on either (as the leave-last-out protocol's validation event before its test event)."""
+    indptr, items = histories()
+    inputs, targets, positions, newest = windows(indptr, items)
+    held, train_in, train_out = HeldOutNewest.take(
+        inputs, targets, newest, PAD, share=0.5, cap=10_000, rng=np.random.default_rng(1), steps=2
+    )
+    assert held is not None
+    eligible = newest & ((targets >= 0).sum(axis=1) >= 3)
+    assert len(held.targets) == round(0.5 * eligible.sum())
+    changed = np.flatnonzero((train_out != targets).any(axis=1))
+    assert len(changed) == len(held.targets) and eligible[changed].all()
+    # each held-out target is its user's newest event, no longer a training target
+    last_event = items[positions[changed, -1]]
+    assert np.array_equal(held.targets, last_event)
+    assert (train_out >= 0).sum() == (targets >= 0).sum() - 2 * len(changed)
+    # the shifted windows end at the target before the two left out, with its inputs; the
+    # event before the held-out one is in no training window, as input or as target
+    assert np.array_equal(train_out[changed, -1], targets[changed, -3])
+    assert np.array_equal(train_in[changed, -1], inputs[changed, -3])
+    assert (train_out[changed, :2] == -1).all() and (train_in[changed, :2] == PAD).all()
+    assert np.array_equal(train_in[changed, 2:], inputs[changed, :-2])
+    assert np.array_equal(train_out[changed, 2:], targets[changed, :-2])
+    # the held-out window is the state's input: everything before the held-out event
+    assert np.array_equal(held.windows, inputs[changed])
+    # other windows are untouched
+    others = np.setdiff1d(np.arange(len(targets)), changed)
+    assert np.array_equal(train_out[others], targets[others]) and np.array_equal(train_in[others], inputs[others])
+
+
 def test_too_few_users_hold_out_nothing():
     indptr, items = histories(n_users=100)
     inputs, targets, _, newest = windows(indptr, items)
@@ -79,6 +110,19 @@ def test_ndcg_at_10_ranks_over_the_catalogue():
 
     expected = (1.0 + 1.0 / np.log2(4) + 0.0) / 3
     assert abs(held.ndcg_at_10(encode, item_vectors) - expected) < 1e-6
+
+
+def test_ndcg_at_10_scores_what_the_recipe_serves_with_repeat_mixing():
+    """With a repeat share near 0 the window's own items fall below the rest, as when the
+    recipe recommends (recipes/repeats.py): a held-out item behind two of them moves up."""
+    n_items = 20
+    state = torch.zeros(n_items)
+    state[0], state[1], state[7] = 3.0, 2.0, 1.0  # items 0 and 1 (in the window) before 7
+    window = np.array([[n_items, 0, 1, 4]])
+    held = HeldOutNewest(windows=window, targets=np.array([7]))
+    items = torch.eye(n_items)
+    assert abs(held.ndcg_at_10(lambda w: state[None], items) - 1 / np.log2(4)) < 1e-6
+    assert abs(held.ndcg_at_10(lambda w: state[None], items, repeat_share=1e-6) - 1.0) < 1e-6
 
 
 def test_early_stopping_keeps_the_best_state_and_stops_after_patience():

@@ -1,5 +1,6 @@
 """Metrics against an independent, deliberately naive per-user computation."""
 
+import json
 import math
 from collections import defaultdict
 
@@ -179,7 +180,9 @@ def test_evaluate_reports_baseline_and_contract_fields(movielens):
         "train_seconds",
         "train_events_per_second",
         "peak_rss_mb",
+        "training",
     ]
+    assert isinstance(payload["training"], dict) and json.dumps(payload["training"])  # the recipe's report
     assert result.baseline == result.metrics == payload["baseline"]
     assert all(v == 0.0 for v in payload["lift"].values() if v is not None)
     assert 0 < payload["metrics"]["precision_at_25"] < 1

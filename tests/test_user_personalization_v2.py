@@ -17,7 +17,7 @@ from personalize_pipeline.recipes.averaging import WeightAverage
 from personalize_pipeline.recipes.losses import full_softmax_xe, sampled_softmax_xe_logq
 from personalize_pipeline.recipes.negatives import PopularitySampler
 from personalize_pipeline.recipes.sasrec import end_aligned_windows, last_items
-from personalize_pipeline.recipes.user_personalization_v2 import shuffled_batches
+from personalize_pipeline.recipes.user_personalization_v2 import HELD_OUT_STEPS, shuffled_batches
 from personalize_pipeline.store import load_solution_version
 from personalize_pipeline.training import SolutionConfig, train
 from personalize_pipeline.tuning import default_recipe_list
@@ -107,7 +107,7 @@ def test_early_stopping_holds_out_newest_events_and_stops_at_the_plateau(tmp_pat
     recipe = UserPersonalizationV2(**params).fit(features)
     stats = recipe.training_stats()
     assert stats["held_out_users"] == 200  # every user has 11 transitions: half of them
-    assert stats["training_events"] == 400 * 11 - 200
+    assert stats["training_events"] == 400 * 11 - 200 * HELD_OUT_STEPS  # their newest transitions
     scores = stats["held_out_ndcg10_by_epoch"]
     assert len(scores) == stats["epochs_run"] < 60  # the cycle is learnt long before 60 epochs
     assert stats["early_stopping_best_epoch"] == stats["epochs_run"] - 2
@@ -168,7 +168,9 @@ def test_update_adds_new_items_and_keeps_the_network(tmp_path):
     np.testing.assert_array_equal(state["net.embedding.weight"][known], full_state["net.embedding.weight"][known])
     assert not np.array_equal(state["net.embedding.weight"][new], full_state["net.embedding.weight"][new])
     # the refresh learned where the new item follows: it scores higher for the users of the
-    # new events (history ending with the last item of the cycle) than for the others
+    # new events (history ending with the last item of the cycle) than for the others; the
+    # network's own logits (the late users have the new item: repeat mixing would move it)
+    updated.params["repeat_aware"] = False
     late = features.user_index(np.array([f"v{u}" for u in range(40)], dtype=object))
     others = features.user_index(np.array([f"u{u}" for u in range(40)], dtype=object))
     logits = {}
@@ -281,3 +283,19 @@ def test_shuffled_batches_cover_every_window_once_in_a_new_random_order():
     # batch are not neighbours, and the next epoch's batches are different ones
     assert np.abs(np.diff(first[0])).mean() > 100
     assert not np.array_equal(first[0], second[0])
+
+
+def test_items_nobody_repeats_are_not_recommended_again(model, cycle):
+    """Nobody in the cycle data has an item twice: the repeat-aware scores put each user's
+    own items below every other item, the same way in the top-k path and in ``score``."""
+    assert model.training_stats()["repeat_share"] < 1e-3
+    indptr, items = cycle.sequences()
+    batch = UserBatch.from_histories(np.arange(cycle.n_users), indptr, items)
+    batch.stored = True
+    k = N_ITEMS - 12  # every user has 12 items: the others fill the list exactly
+    top, scores = model.recommend(batch, k)
+    for u in range(cycle.n_users):
+        assert not set(top[u]) & set(items[indptr[u] : indptr[u + 1]])
+    full = model.score(batch)
+    np.testing.assert_allclose(np.take_along_axis(full, top, axis=1), scores, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(full.sum(axis=1), 1.0, rtol=1e-5)

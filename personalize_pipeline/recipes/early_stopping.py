@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .repeats import mix_repeats
+
 MIN_HELD_OUT_USERS = 200  # fewer than this: the score is too noisy to stop on; train all epochs
 
 
@@ -44,20 +46,25 @@ class HeldOutNewest:
         share: float,
         cap: int,
         rng: np.random.Generator,
+        steps: int = 1,
     ) -> tuple[HeldOutNewest | None, np.ndarray, np.ndarray]:
         """Hold out the last target of a sample of the ``newest`` windows (one per user, as
-        :func:`.sasrec.end_aligned_windows` builds them). Returns (the held-out set or None
-        when too few users qualify, training inputs, training targets): the sampled windows
-        are shifted right by one step so that they still end at a real target."""
-        eligible = np.flatnonzero(newest & ((targets >= 0).sum(axis=1) >= 2))
+        :func:`.sasrec.end_aligned_windows` builds them), and ``steps - 1`` more before it
+        from training. Returns (the held-out set or None when too few users qualify,
+        training inputs, training targets): the sampled windows are shifted right by
+        ``steps`` so that they still end at a real target. With ``steps`` 2 the event before
+        the held-out one is in its input but never trained on, as the leave-last-out
+        protocol's validation event is for its test event (it tracked amazon-beauty's test
+        curve worse than 1 and cost training events: bench/README.md, session 10)."""
+        eligible = np.flatnonzero(newest & ((targets >= 0).sum(axis=1) > steps))
         n = min(int(round(share * len(eligible))), cap)
         if n < MIN_HELD_OUT_USERS:
             return None, inputs, targets
         rows = np.sort(rng.choice(eligible, size=n, replace=False))
         held = cls(windows=inputs[rows].copy(), targets=targets[rows, -1].copy())
         inputs, targets = inputs.copy(), targets.copy()
-        inputs[rows, 1:], inputs[rows, 0] = inputs[rows, :-1], pad
-        targets[rows, 1:], targets[rows, 0] = targets[rows, :-1], -1
+        inputs[rows, steps:], inputs[rows, :steps] = inputs[rows, :-steps], pad
+        targets[rows, steps:], targets[rows, :steps] = targets[rows, :-steps], -1
         return held, inputs, targets
 
     def ndcg_at_10(
@@ -65,16 +72,23 @@ class HeldOutNewest:
         encode: Callable[[np.ndarray], torch.Tensor],
         item_vectors: torch.Tensor,
         item_bias: torch.Tensor | None = None,
+        repeat_share: float | None = None,
     ) -> float:
         """Mean NDCG@10 of the held-out items ranked over the whole catalogue; ``encode`` maps
         [n, T] windows to [n, d] states; ``item_bias`` ([n_items], -inf = never ranked) is
-        added to the logits where the model has one."""
+        added to the logits where the model has one. ``repeat_share``: the logits are mixed
+        with the items of each window as the recipe mixes them when it recommends
+        (:mod:`.repeats`), so that the score is that of what would be served."""
         states = encode(self.windows).float()
+        n_items = item_vectors.shape[0]
         gains = []
         for lo in range(0, len(states), 1024):  # [1024, n_items] logits at a time
             logits = states[lo : lo + 1024] @ item_vectors.float().T
             if item_bias is not None:
                 logits = logits + item_bias.float()
+            if repeat_share is not None:
+                rows, cols = np.nonzero(self.windows[lo : lo + 1024] < n_items)
+                mix_repeats(logits, rows, self.windows[lo : lo + 1024][rows, cols], repeat_share)
             mine = logits.gather(1, torch.from_numpy(self.targets[lo : lo + 1024])[:, None])
             rank = (logits > mine).sum(dim=1).float()
             gains.append(torch.where(rank < 10, 1.0 / torch.log2(rank + 2.0), 0.0))

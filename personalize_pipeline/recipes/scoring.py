@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from .repeats import mix_repeats
 
 if TYPE_CHECKING:
     from .base import UserBatch
@@ -203,10 +204,18 @@ class LinearScorer:
     device: torch.device
     buffers: threading.local = field(default_factory=threading.local, repr=False, compare=False)
     low: Bf16Items | None = field(default=None, repr=False, compare=False)  # see bf16_items
+    # the share of next events that repeat one of the user's items (None: scores as they are);
+    # see :mod:`.repeats`
+    repeat_share: float | None = None
 
     @classmethod
     def build(
-        cls, item_matrix: torch.Tensor, bias: torch.Tensor, fallback: torch.Tensor, device: torch.device | None = None
+        cls,
+        item_matrix: torch.Tensor,
+        bias: torch.Tensor,
+        fallback: torch.Tensor,
+        device: torch.device | None = None,
+        repeat_share: float | None = None,
     ) -> LinearScorer:
         device = device or torch.device("cpu")
         return cls(
@@ -214,6 +223,7 @@ class LinearScorer:
             bias.detach().float().to(device),
             fallback.detach().float().to(device),
             device,
+            repeat_share=repeat_share,
         )
 
     @property
@@ -254,7 +264,8 @@ class LinearScorer:
     ) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`top_k` of every user of ``batch``, ``block`` users at a time; ``user_vectors``
         maps a block to (rows that have a vector, their vectors); the other rows get the
-        fallback logits."""
+        fallback logits. With ``repeat_share`` the users' histories mix the scores (see
+        :mod:`.repeats`), unless ``exclude_seen`` leaves their items out anyway."""
         n = len(batch)
         k_eff = min(k, self.n_items)
         items = np.empty((n, k_eff), dtype=np.int64)
@@ -264,8 +275,9 @@ class LinearScorer:
             part = batch.rows(lo, hi) if (lo, hi) != (0, n) else batch
             rows, vectors = user_vectors(part)
             seen = part.seen_mask_rows_cols() if exclude_seen else None
+            history = part.seen_mask_rows_cols() if self.repeat_share is not None and not exclude_seen else None
             items[lo:hi], scores[lo:hi] = self.top_k(
-                hi - lo, rows, vectors, k, allowed[lo:hi] if allowed is not None else None, seen
+                hi - lo, rows, vectors, k, allowed[lo:hi] if allowed is not None else None, seen, history
             )
         return items, scores
 
@@ -277,13 +289,21 @@ class LinearScorer:
         k: int,
         allowed: np.ndarray | None = None,
         seen: tuple[np.ndarray, np.ndarray] | None = None,
+        history: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k codes and normalised scores of ``n`` users (see :func:`normalised_top_k`);
-        ``allowed`` ([n, m] bool) and ``seen`` ((rows, items) pairs) exclude items. Under
-        :func:`scoring_precision` bf16 on a CPU: :meth:`bf16_top_k`."""
-        if self.device.type == "cpu" and _PRECISION.get() == "bf16" and n and k:
+        ``allowed`` ([n, m] bool) and ``seen`` ((rows, items) pairs) exclude items;
+        ``history`` ((rows, items) pairs) mixes in :attr:`repeat_share` (:mod:`.repeats`).
+        Under :func:`scoring_precision` bf16 on a CPU: :meth:`bf16_top_k` (float32 where the
+        history mixes the scores: the mixture needs the whole row's normaliser)."""
+        mixing = history is not None and self.repeat_share is not None
+        if self.device.type == "cpu" and _PRECISION.get() == "bf16" and n and k and not mixing:
             return self.bf16_top_k(n, rows, vectors, k, allowed, seen)
-        return normalised_top_k(self.masked_logits(n, rows, vectors, allowed, seen), k)
+        logits = self.logits(n, rows, vectors)
+        if mixing:
+            assert history is not None and self.repeat_share is not None
+            mix_repeats(logits, history[0], history[1], self.repeat_share)
+        return normalised_top_k(self.mask(logits, allowed, seen), k)
 
     def masked_logits(
         self,

@@ -1,0 +1,67 @@
+"""Repeat-aware scores: how likely the next event is an item the user already has.
+
+A sequence model that sees only a user's newest ``max_sequence_length`` events (the v2
+transformer) cannot know which older items the user already had, and its softmax gives
+popular items the user rated long ago the same mass as new ones. On data where nobody
+repeats an item (MovieLens ratings: each movie is rated once) those items fill the top of
+the list: aws-user-personalization-v2 reached NDCG@10 0.059 on ML-100k, and 0.11 with the
+user's items left out (bench/README.md, session 10). Where people do repeat (re-buying,
+click then watch) leaving them out would be wrong.
+
+RepeatNet (Ren et al., "RepeatNet: A Repeat Aware Neural Recommendation Machine for
+Session-based Recommendation", AAAI 2019) splits the next-item distribution into a repeat
+mode (an item of the history) and an explore mode (any other item), each with its own
+probability. Here the model's softmax ``p`` gives the ranking inside each mode, and the
+mode probability is the share ``r`` of training transitions whose next item was already in
+the user's history (measured once at training time; smoothed as (repeats + ½) / (transitions
++ 1)):
+
+    P(i) = r · p(i) / p(seen)            for the items the user has,
+    P(i) = (1 - r) · p(i) / (1 - p(seen)) for the others,
+
+a proper distribution, so the scores stay normalised over the catalogue. With r near 0 the
+user's items drop to the bottom (but stay rankable, e.g. when a filter leaves nothing else);
+with r near 1 they rise to the top in the model's order. In logits: the user's items get
+log(r / p(seen)) - log((1 - r) / (1 - p(seen))) added; the rest of the row's shift is
+common to every item and cancels in the softmax.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+P_SEEN_RANGE = (1e-12, 1.0 - 1e-6)  # p(seen) clamped: no division by 0, no log of 0
+
+
+def repeat_share(indptr: np.ndarray, items: np.ndarray, n_items: int) -> float:
+    """The smoothed share of transitions (an event after the user's first) whose item the
+    user already had; vectorised (one ``np.unique`` over (user, item) keys)."""
+    lengths = np.diff(indptr)
+    transitions = int(np.maximum(lengths - 1, 0).sum())
+    users = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
+    first_times = len(np.unique(users * max(int(n_items), 1) + np.asarray(items, dtype=np.int64)))
+    repeats = len(items) - first_times
+    return (repeats + 0.5) / (transitions + 1.0)
+
+
+def mix_repeats(logits: torch.Tensor, rows: np.ndarray, items: np.ndarray, share: float) -> torch.Tensor:
+    """Shift the logits of each row's history ``items`` (pairs ``rows``, ``items``; repeated
+    pairs count once) so that the row's softmax is the repeat / explore mixture above, in
+    place. Items at -inf stay there; rows without history are left alone."""
+    if not len(rows):
+        return logits
+    n, m = logits.shape
+    pairs = np.unique(np.asarray(rows, dtype=np.int64) * m + np.asarray(items, dtype=np.int64))
+    r, c = (torch.from_numpy(a).to(logits.device) for a in np.divmod(pairs, m))
+    log_z = torch.logsumexp(logits, dim=1)
+    log_z = torch.where(torch.isfinite(log_z), log_z, torch.zeros_like(log_z))
+    p_seen = torch.zeros(n, device=logits.device, dtype=logits.dtype)
+    p_seen.index_add_(0, r, torch.exp(logits[r, c] - log_z[r]))
+    p_seen.clamp_(*P_SEEN_RANGE)
+    delta = np.log(share) - np.log1p(-share) - torch.log(p_seen) + torch.log1p(-p_seen)
+    logits[r, c] += delta[r]
+    return logits
+
+
+__all__ = ["mix_repeats", "repeat_share"]

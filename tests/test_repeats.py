@@ -1,0 +1,41 @@
+"""Repeat-aware scores (recipes/repeats.py): the repeat / explore mixture of a user's items."""
+
+import numpy as np
+import torch
+
+from personalize_pipeline.recipes.repeats import mix_repeats, repeat_share
+
+
+def test_repeat_share_counts_transitions_to_an_item_the_user_had():
+    # user 0: a b a b (2 repeats in 3 transitions); user 1: c (no transition); user 2: a c (none)
+    indptr = np.array([0, 4, 5, 7])
+    items = np.array([0, 1, 0, 1, 2, 0, 2])
+    assert repeat_share(indptr, items, 3) == (2 + 0.5) / (4 + 1)
+    assert repeat_share(np.array([0, 3]), np.array([0, 1, 2]), 3) == 0.5 / 3  # nobody repeats: near 0
+
+
+def test_mixture_gives_the_users_items_the_repeat_share_and_keeps_each_modes_order():
+    logits = torch.tensor([[3.0, 2.0, 1.0, 0.0, -torch.inf], [0.0, 0.0, 0.0, 0.0, 0.0]])
+    rows, items = np.array([0, 0, 0]), np.array([0, 1, 0])  # user 0 had items 0 and 1 (0 twice)
+    mixed = mix_repeats(logits.clone(), rows, items, 0.1)
+    p = torch.softmax(mixed, dim=1)
+    assert torch.allclose(p.sum(1), torch.ones(2))
+    assert abs(float(p[0, :2].sum()) - 0.1) < 1e-6  # the repeat mode's mass is the share
+    assert p[0, 0] > p[0, 1] and p[0, 2] > p[0, 3]  # the model's order within each mode
+    assert p[0, 2] > p[0, 0]  # a rare repeat: the best new item now comes first
+    assert p[0, 4] == 0.0  # never recommended stays so
+    assert torch.equal(mixed[1], logits[1])  # no history: untouched
+
+
+def test_near_zero_share_puts_the_users_items_last_but_rankable():
+    logits = torch.tensor([[5.0, 4.0, 0.0, -1.0]])
+    mixed = mix_repeats(logits.clone(), np.array([0, 0]), np.array([0, 1]), 1e-6)
+    order = torch.argsort(mixed[0], descending=True).tolist()
+    assert order == [2, 3, 0, 1]
+    assert torch.isfinite(mixed).all()
+
+
+def test_high_share_puts_the_users_items_first():
+    logits = torch.tensor([[5.0, 4.0, 0.0, -1.0]])
+    mixed = mix_repeats(logits.clone(), np.array([0, 0]), np.array([3, 2]), 0.9)
+    assert torch.argsort(mixed[0], descending=True).tolist() == [2, 3, 0, 1]
