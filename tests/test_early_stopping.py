@@ -2,6 +2,7 @@
 weights it scores (WeightAverage.swapped_in)."""
 
 import numpy as np
+import pytest
 import torch
 
 from personalize_pipeline.recipes.averaging import WeightAverage
@@ -27,56 +28,33 @@ def windows(indptr, items, length=5):
     return inputs, targets, positions, newest
 
 
-def test_held_out_events_are_the_newest_of_sampled_users_and_leave_training():
+@pytest.mark.parametrize("steps", [1, 2])
+def test_held_out_events_are_the_newest_of_sampled_users_and_leave_training(steps):
+    """The newest event of a sample of users is held out; with ``steps`` 2 the one before it
+    is not trained on either (as the leave-last-out protocol's validation event before its
+    test event). 1 is the default."""
     indptr, items = histories()
     inputs, targets, positions, newest = windows(indptr, items)
+    default = {} if steps == 1 else {"steps": steps}  # 1 is take's default
     held, train_in, train_out = HeldOutNewest.take(
-        inputs, targets, newest, PAD, share=0.5, cap=10_000, rng=np.random.default_rng(1)
+        inputs, targets, newest, PAD, share=0.5, cap=10_000, rng=np.random.default_rng(1), **default
     )
     assert held is not None
-    eligible = newest & ((targets >= 0).sum(axis=1) >= 2)
+    eligible = newest & ((targets >= 0).sum(axis=1) >= steps + 1)
     assert len(held.targets) == round(0.5 * eligible.sum())
     changed = np.flatnonzero((train_out != targets).any(axis=1))
     assert len(changed) == len(held.targets) and eligible[changed].all()
     # each held-out target is its user's newest event, no longer a training target
     last_event = items[positions[changed, -1]]
     assert np.array_equal(held.targets, last_event)
-    assert (train_out >= 0).sum() == (targets >= 0).sum() - len(changed)
-    # the shifted windows still end at a real target, with the inputs that preceded it
-    assert np.array_equal(train_out[changed, -1], targets[changed, -2])
-    assert np.array_equal(train_in[changed, -1], inputs[changed, -2])
-    assert (train_out[changed, 0] == -1).all() and (train_in[changed, 0] == PAD).all()
-    # the held-out window is the state's input: everything before the held-out event
-    assert np.array_equal(held.windows, inputs[changed])
-    # other windows are untouched
-    others = np.setdiff1d(np.arange(len(targets)), changed)
-    assert np.array_equal(train_out[others], targets[others]) and np.array_equal(train_in[others], inputs[others])
-
-
-def test_two_step_hold_out_leaves_the_event_before_untrained_too():
-    """The newest event of a sample of users is held out, and the one before it is not trained
-    on either (as the leave-last-out protocol's validation event before its test event)."""
-    indptr, items = histories()
-    inputs, targets, positions, newest = windows(indptr, items)
-    held, train_in, train_out = HeldOutNewest.take(
-        inputs, targets, newest, PAD, share=0.5, cap=10_000, rng=np.random.default_rng(1), steps=2
-    )
-    assert held is not None
-    eligible = newest & ((targets >= 0).sum(axis=1) >= 3)
-    assert len(held.targets) == round(0.5 * eligible.sum())
-    changed = np.flatnonzero((train_out != targets).any(axis=1))
-    assert len(changed) == len(held.targets) and eligible[changed].all()
-    # each held-out target is its user's newest event, no longer a training target
-    last_event = items[positions[changed, -1]]
-    assert np.array_equal(held.targets, last_event)
-    assert (train_out >= 0).sum() == (targets >= 0).sum() - 2 * len(changed)
-    # the shifted windows end at the target before the two left out, with its inputs; the
-    # event before the held-out one is in no training window, as input or as target
-    assert np.array_equal(train_out[changed, -1], targets[changed, -3])
-    assert np.array_equal(train_in[changed, -1], inputs[changed, -3])
-    assert (train_out[changed, :2] == -1).all() and (train_in[changed, :2] == PAD).all()
-    assert np.array_equal(train_in[changed, 2:], inputs[changed, :-2])
-    assert np.array_equal(train_out[changed, 2:], targets[changed, :-2])
+    assert (train_out >= 0).sum() == (targets >= 0).sum() - steps * len(changed)
+    # the shifted windows end at the target before the ones left out, with its inputs; with
+    # 2 steps the event before the held-out one is in no training window, as input or target
+    assert np.array_equal(train_out[changed, -1], targets[changed, -1 - steps])
+    assert np.array_equal(train_in[changed, -1], inputs[changed, -1 - steps])
+    assert (train_out[changed, :steps] == -1).all() and (train_in[changed, :steps] == PAD).all()
+    assert np.array_equal(train_in[changed, steps:], inputs[changed, :-steps])
+    assert np.array_equal(train_out[changed, steps:], targets[changed, :-steps])
     # the held-out window is the state's input: everything before the held-out event
     assert np.array_equal(held.windows, inputs[changed])
     # other windows are untouched

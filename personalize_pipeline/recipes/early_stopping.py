@@ -87,8 +87,9 @@ class HeldOutNewest:
             if item_bias is not None:
                 logits = logits + item_bias.float()
             if repeat_share is not None:
-                rows, cols = np.nonzero(self.windows[lo : lo + 1024] < n_items)
-                mix_repeats(logits, rows, self.windows[lo : lo + 1024][rows, cols], repeat_share)
+                window = self.windows[lo : lo + 1024]
+                rows, cols = np.nonzero(window < n_items)
+                mix_repeats(logits, rows, window[rows, cols], repeat_share)
             mine = logits.gather(1, torch.from_numpy(self.targets[lo : lo + 1024])[:, None])
             rank = (logits > mine).sum(dim=1).float()
             gains.append(torch.where(rank < 10, 1.0 / torch.log2(rank + 2.0), 0.0))
