@@ -27,6 +27,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from .batch_handlers import (
     MAX_RESULTS,
     BatchHandler,
@@ -41,6 +43,8 @@ from .segments import SegmentHandler
 from .store import SolutionVersion, load_solution_version
 
 CHUNK = 8192
+READ_BYTES = 1 << 20  # input read per block
+FIRST_CHUNK = 1024  # processed alone (before any output exists): small, so the overlap starts soon
 IN_FLIGHT = 2  # chunks processed at once (memory: two chunks)
 
 # recipe type -> the handler of its batch jobs (parse -> score -> render)
@@ -80,12 +84,33 @@ def handler_for(version: SolutionVersion, settings: JobSettings) -> BatchHandler
     return handler_class(version.recipe.recipe_type)(version, settings)
 
 
-def _read_lines(input_loc: Location) -> Iterator[str]:
+def _line_blocks(input_loc: Location) -> Iterator[list[str]]:
+    """The input's lines, ``READ_BYTES`` at a time: decoded as UTF-8 (bad bytes replaced),
+    line ends (\\n, \\r\\n) dropped, a leading byte order mark too. One decode and one split
+    per block, no Python work per line."""
     with input_loc.open("rb") as fh:
-        for lineno, raw in enumerate(fh):
-            if lineno == 0 and raw.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte order mark
-                raw = raw[3:]
-            yield raw.decode("utf-8", errors="replace").rstrip("\r\n")
+        head = fh.read(max(READ_BYTES, 3))  # the whole byte order mark, if any
+        if head.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte order mark
+            head = head[3:]
+        partial: list[bytes] = []  # the start of a line that goes on in the next read
+        data = head
+        while True:
+            cut = data.rfind(b"\n") + 1
+            if cut:
+                yield _split_lines(b"".join([*partial, data[:cut]]))
+                partial = []
+            partial.append(data[cut:])
+            data = fh.read(READ_BYTES)
+            if not data:
+                break
+        if any(partial):
+            yield _split_lines(b"".join(partial) + b"\n")
+
+
+def _split_lines(data: bytes) -> list[str]:
+    """The lines of ``data`` (bytes ending in \\n), decoded, without their line ends."""
+    lines = data.decode("utf-8", errors="replace").split("\n")[:-1]
+    return [line.rstrip("\r") for line in lines] if b"\r" in data else lines
 
 
 def run_batch_job(
@@ -128,7 +153,7 @@ def run_batch_job(
             totals["unknown"] += unknown
         return lines
 
-    chunks = _chunked(_read_lines(in_loc), handler.chunk_size or CHUNK)
+    chunks = _chunked(_line_blocks(in_loc), handler.chunk_size or CHUNK, FIRST_CHUNK)
     first = next(chunks, None)
     if first is None:
         raise InputError(f"{in_loc.url}: batch input has no lines")
@@ -187,8 +212,13 @@ def _process_chunk(handler: BatchHandler, chunk: list[tuple[int, str]]) -> tuple
 def _overlapped(process, chunks: Iterator[list[tuple[int, str]]]) -> Iterator[bytes]:
     """``process(chunk)`` of each chunk, in order, with the next chunk already under way on a
     second thread: torch and numpy release the GIL, so one chunk's product and top-k overlap
-    the other's JSON parsing and rendering. At most ``IN_FLIGHT`` chunks are held at once."""
-    with ThreadPoolExecutor(max_workers=IN_FLIGHT, thread_name_prefix="batch") as pool:
+    the other's JSON parsing and rendering. At most ``IN_FLIGHT`` chunks are held at once;
+    the workers share the process's torch threads (two chunks with two threads each on two
+    cores would spin-wait for each other)."""
+    threads = max(1, torch.get_num_threads() // IN_FLIGHT)
+    with ThreadPoolExecutor(
+        max_workers=IN_FLIGHT, thread_name_prefix="batch", initializer=torch.set_num_threads, initargs=(threads,)
+    ) as pool:
         pending: deque[Future] = deque()
         for chunk in chunks:
             pending.append(pool.submit(process, chunk))
@@ -198,15 +228,17 @@ def _overlapped(process, chunks: Iterator[list[tuple[int, str]]]) -> Iterator[by
             yield pending.popleft().result()
 
 
-def _chunked(lines: Iterator[str], size: int) -> Iterator[list[tuple[int, str]]]:
-    """Non-empty input lines with their line numbers, ``size`` at a time."""
+def _chunked(blocks: Iterator[list[str]], size: int, first: int | None = None) -> Iterator[list[tuple[int, str]]]:
+    """Non-empty input lines with their line numbers, ``size`` at a time (the first chunk
+    ``first`` lines where that is smaller)."""
     chunk: list[tuple[int, str]] = []
-    for lineno, text in enumerate(lines, start=1):
-        if text.strip():
-            chunk.append((lineno, text))
-            if len(chunk) == size:
-                yield chunk
-                chunk = []
+    limit, lineno = min(size, first or size), 0
+    for lines in blocks:
+        chunk.extend((i, text) for i, text in enumerate(lines, start=lineno + 1) if text.strip())
+        lineno += len(lines)
+        while len(chunk) >= limit:
+            yield chunk[:limit]
+            chunk, limit = chunk[limit:], size
     if chunk:
         yield chunk
 

@@ -166,6 +166,54 @@ def test_streaming_in_chunks_gives_the_same_output(solution, tmp_path, monkeypat
     )
 
 
+def _lines_one_by_one(data: bytes) -> list[str]:
+    """The input lines as a line-by-line reader sees them (the reference for _line_blocks)."""
+    data = data[3:] if data.startswith(b"\xef\xbb\xbf") else data
+    pieces = data.split(b"\n")
+    pieces = pieces[:-1] if data.endswith(b"\n") else pieces
+    return [piece.decode("utf-8", errors="replace").rstrip("\r\n") for piece in pieces]
+
+
+@pytest.mark.parametrize("read_bytes", [1, 5, 64, 1 << 20])
+def test_input_read_in_blocks_gives_the_lines_of_a_line_reader(tmp_path, monkeypatch, read_bytes):
+    import personalize_pipeline.batch as batch
+    from personalize_pipeline.locations import as_location
+
+    data = (
+        b'\xef\xbb\xbf{"userId": "1"}\r\n\n{"userId": "caf\xc3\xa9"}\n  \n'
+        + b'{"userId": "\xff\xfe"}\r\r\n{"userId": "\xe2\x82"}\n'
+        + b"x" * 300
+        + b'\n{"userId": "last"}'
+    )
+    job = tmp_path / "job.jsonl"
+    job.write_bytes(data)
+    monkeypatch.setattr(batch, "READ_BYTES", read_bytes)
+    lines = [line for block in batch._line_blocks(as_location(job)) for line in block]
+    assert lines == _lines_one_by_one(data)
+    chunks = list(batch._chunked(iter([lines[:3], lines[3:]]), 2, first=1))
+    assert [len(chunk) for chunk in chunks] == [1, 2, 2, 1]  # the blank lines are left out
+    assert [lineno for chunk in chunks for lineno, _ in chunk] == [1, 3, 5, 6, 7, 8]
+
+
+def test_small_reads_and_chunks_give_the_same_output_and_line_numbers(solution, tmp_path, monkeypatch):
+    import personalize_pipeline.batch as batch
+
+    version, features = solution
+    job = tmp_path / "job.jsonl"
+    users = [json.dumps({"userId": str(u)}) for u in features.user_ids[:7]]
+    job.write_bytes(("\r\n".join([*users[:3], "", "not json", *users[3:]])).encode())
+    whole = run_batch_job(version, job, tmp_path / "whole", num_results=5)
+    monkeypatch.setattr(batch, "READ_BYTES", 16)
+    monkeypatch.setattr(batch, "FIRST_CHUNK", 2)
+    monkeypatch.setattr(batch, "CHUNK", 3)
+    small = run_batch_job(version, job, tmp_path / "small", num_results=5)
+    out = (tmp_path / "small" / "job.jsonl.out").read_bytes()
+    assert out == (tmp_path / "whole" / "job.jsonl.out").read_bytes()
+    assert (small.lines, small.errors) == (whole.lines, whole.errors) == (8, 1)
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert "line 5" in rows[3]["error"] and [row["input"] for row in rows[:3]] == [json.loads(u) for u in users[:3]]
+
+
 @pytest.fixture(scope="module")
 def neural_solutions(demo_small, tmp_path_factory):
     """aws-hrnn and aws-user-personalization (which explores) on the small demo."""

@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from personalize_pipeline.recipes.repeats import mix_repeats, repeat_share
+from personalize_pipeline.recipes.repeats import LSE_COLUMNS, mix_repeats, repeat_share, row_log_z
 
 
 def test_repeat_share_counts_transitions_to_an_item_the_user_had():
@@ -39,3 +39,13 @@ def test_high_share_puts_the_users_items_first():
     logits = torch.tensor([[5.0, 4.0, 0.0, -1.0]])
     mixed = mix_repeats(logits.clone(), np.array([0, 0]), np.array([3, 2]), 0.9)
     assert torch.argsort(mixed[0], descending=True).tolist() == [2, 3, 0, 1]
+
+
+def test_row_log_z_is_torch_logsumexp():
+    logits = torch.randn(30, LSE_COLUMNS * 2 + 17, generator=torch.Generator().manual_seed(1)) * 8
+    logits[3] = -torch.inf  # a row with nothing allowed
+    logits[4, 5:] = -torch.inf
+    before = logits.clone()
+    got, expected = row_log_z(logits), torch.logsumexp(logits, dim=1)
+    assert torch.equal(logits, before) and torch.isneginf(got[3])
+    torch.testing.assert_close(got[torch.isfinite(expected)], expected[torch.isfinite(expected)], rtol=1e-6, atol=1e-5)

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 P_SEEN_RANGE = (1e-12, 1.0 - 1e-6)  # p(seen) clamped: no division by 0, no log of 0
+LSE_COLUMNS = 2048  # columns per slice of row_log_z's exp (a scratch that stays in cache)
 
 
 def repeat_share(indptr: np.ndarray, items: np.ndarray, n_items: int) -> float:
@@ -54,7 +55,7 @@ def mix_repeats(logits: torch.Tensor, rows: np.ndarray, items: np.ndarray, share
     n, m = logits.shape
     pairs = np.unique(np.asarray(rows, dtype=np.int64) * m + np.asarray(items, dtype=np.int64))
     r, c = (torch.from_numpy(a).to(logits.device) for a in np.divmod(pairs, m))
-    log_z = torch.logsumexp(logits, dim=1)
+    log_z = row_log_z(logits)
     log_z = torch.where(torch.isfinite(log_z), log_z, torch.zeros_like(log_z))
     p_seen = torch.zeros(n, device=logits.device, dtype=logits.dtype)
     p_seen.index_add_(0, r, torch.exp(logits[r, c] - log_z[r]))
@@ -64,4 +65,23 @@ def mix_repeats(logits: torch.Tensor, rows: np.ndarray, items: np.ndarray, share
     return logits
 
 
-__all__ = ["mix_repeats", "repeat_share"]
+def row_log_z(logits: torch.Tensor) -> torch.Tensor:
+    """[n] log-sum-exp of each row of ``logits`` (untouched). On a CPU numpy's exp over
+    column slices in a small scratch buffer: about half the time of ``torch.logsumexp``."""
+    if logits.device.type != "cpu":
+        return torch.logsumexp(logits, dim=1)
+    top = logits.amax(dim=1, keepdim=True)
+    top.masked_fill_(~torch.isfinite(top), 0.0)  # rows all -inf stay -inf below
+    values, shift = logits.numpy(), top.numpy()
+    n, m = values.shape
+    scratch = np.empty((n, min(m, LSE_COLUMNS)), dtype=np.float32)
+    total = torch.zeros(n)
+    for lo in range(0, m, LSE_COLUMNS):
+        part = scratch[:, : min(LSE_COLUMNS, m - lo)]
+        np.subtract(values[:, lo : lo + LSE_COLUMNS], shift, out=part)
+        np.exp(part, out=part)
+        total += torch.from_numpy(part).sum(dim=1)
+    return total.log_().add_(top[:, 0])
+
+
+__all__ = ["mix_repeats", "repeat_share", "row_log_z"]
