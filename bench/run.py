@@ -209,7 +209,10 @@ _CLI_TRAIN = (
     "from personalize_pipeline.cli import main\n"
     "start = time.perf_counter()\n"
     "rc = main(sys.argv[2:])\n"
-    "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0\n"
+    # VmHWM: this program's own high-water mark; ru_maxrss would also hold the forking
+    # process's (Linux carries it across fork and exec)
+    "peak = next((int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')), 0) / 1024.0\n"
+    "peak = peak or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0\n"
     "with open(sys.argv[1], 'w') as fh:\n"
     "    json.dump({'rc': rc, 'seconds': round(time.perf_counter() - start, 3), 'peak_rss_mb': round(peak, 1)}, fh)\n"
 )
