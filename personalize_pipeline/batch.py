@@ -89,7 +89,15 @@ def _line_blocks(input_loc: Location) -> Iterator[list[str]]:
     line ends (\\n, \\r\\n) dropped, a leading byte order mark too. One decode and one split
     per block, no Python work per line."""
     with input_loc.open("rb") as fh:
-        head = fh.read(max(READ_BYTES, 3))  # the whole byte order mark, if any
+        # read1: what is there, up to READ_BYTES (a pipe or FIFO is not waited on until a
+        # whole block has come)
+        read = getattr(fh, "read1", fh.read)
+        head = b""
+        while len(head) < 3:  # the whole byte order mark, if any
+            more = read(READ_BYTES)
+            if not more:
+                break
+            head += more
         if head.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte order mark
             head = head[3:]
         partial: list[bytes] = []  # the start of a line that goes on in the next read
@@ -100,7 +108,7 @@ def _line_blocks(input_loc: Location) -> Iterator[list[str]]:
                 yield _split_lines(b"".join([*partial, data[:cut]]))
                 partial = []
             partial.append(data[cut:])
-            data = fh.read(READ_BYTES)
+            data = read(READ_BYTES)
             if not data:
                 break
         if any(partial):

@@ -202,3 +202,48 @@ def test_cached_user_states_match_running_the_network(features, tmp_path, recipe
     fresh = UserBatch(stored.users, stored.history_indptr, stored.history_items, stored.history_context)
     assert stored.stored and not fresh.stored
     np.testing.assert_allclose(loaded.recipe.logits(stored), loaded.recipe.logits(fresh), rtol=1e-4, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def walks(tmp_path_factory):
+    """Users walk a cycle of 30 items from random starts: nobody has an item twice."""
+    rng = np.random.default_rng(0)
+    rows = [
+        (f"u{u}", f"i{(start + k) % 30}", 1_000_000 + u * 100 + k)
+        for u, start in enumerate(rng.integers(30, size=150))
+        for k in range(10)
+    ]
+    path = tmp_path_factory.mktemp("walks")
+    pd.DataFrame(rows, columns=["USER_ID", "ITEM_ID", "TIMESTAMP"]).to_csv(path / "interactions.csv", index=False)
+    return featurize(read_dataset_group(path))
+
+
+@pytest.mark.parametrize("recipe", ["aws-hrnn", "aws-user-personalization"])
+def test_items_nobody_repeats_are_not_recommended_again(walks, recipe):
+    """The repeat-aware scores put each user's own items below every other item, in the
+    top-k path (with exploration too) and in ``score``; scores stay a distribution."""
+    from personalize_pipeline.recipes.user_personalization import ExplorationConfig
+
+    torch.set_num_threads(1)
+    model = get_recipe(recipe)(epochs=4).fit(walks)
+    assert model.training_stats()["repeat_share"] < 1e-3
+    indptr, items = walks.sequences()
+    batch = UserBatch.from_histories(np.arange(walks.n_users), indptr, items)
+    batch.stored = True
+    k = 30 - 10  # every user has 10 of the 30 items: the others fill the list exactly
+    top, scores = model.recommend(batch, k)
+    for u in range(walks.n_users):
+        assert not set(top[u]) & set(items[indptr[u] : indptr[u + 1]])
+    full = model.score(batch)
+    np.testing.assert_allclose(np.take_along_axis(full, top, axis=1), scores, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(full.sum(axis=1), 1.0, rtol=1e-5)
+    raw_model = get_recipe(recipe)(epochs=4, repeat_aware=False).fit(walks)
+
+    def own_items(lists: np.ndarray) -> int:
+        return sum(len(set(lists[u]) & set(items[indptr[u] : indptr[u + 1]])) for u in range(walks.n_users))
+
+    assert own_items(raw_model.recommend(batch, k)[0]) > 0
+    if recipe == "aws-user-personalization":  # exploration's picks weigh the same scores
+        exploring = ExplorationConfig(weight=0.5, item_age_cut_off=1e9)
+        mixed = own_items(model.recommend(batch, k, exploration=exploring)[0])
+        assert mixed < own_items(raw_model.recommend(batch, k, exploration=exploring)[0])

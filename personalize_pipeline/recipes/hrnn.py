@@ -52,6 +52,7 @@ from .interfaces import UserRecommender
 from .item_encoders import ItemEncoder
 from .losses import full_softmax_xe, impression_pairwise, sampled_softmax_xe_logq
 from .negatives import PopularitySampler
+from .repeats import mix_repeats, repeat_share
 from .scoring import DEVICES, LinearScorer, resolve_device
 from .training_loop import BatchLoss, EarlyStoppingHook, TrainingPlan, bucketed_batches, run_training
 
@@ -105,6 +106,13 @@ TRAINING_HPS = (
         "weights (automatic epochs then not cut for width); 0 = train every epoch",
     ),
     HP("validation_share", float, 0.2, 0.01, 0.5, help="share of users whose newest event early stopping holds out"),
+    HP(
+        "repeat_aware",
+        bool,
+        True,
+        help="mix the scores with the share of events that repeat one of the user's items (RepeatNet's repeat / "
+        "explore modes; see recipes/repeats.py)",
+    ),
     HP(
         "length_buckets",
         bool,
@@ -281,6 +289,7 @@ class GRURecipe(Recipe):
         self.trained = np.zeros(0, dtype=bool)
         self.latest_time: float | None = None
         self.user_state: np.ndarray | None = None
+        self.repeat_share: float | None = None  # share of transitions repeating a user's item
         self.user_history_length: np.ndarray | None = None
         # what training reports, and the item side of scoring built from the network
         self.users_dropped_by_history_percentiles = 0
@@ -385,6 +394,7 @@ class GRURecipe(Recipe):
         self.trained = self.popularity > 0
         self.latest_time = float(every_time.max()) if len(every_time) else None
         self.n_items = features.n_items
+        self.repeat_share = repeat_share(*features.sequences(), features.n_items)
         self._scorer = None  # the item side of scoring is rebuilt from the new network
 
     def _warm_network(
@@ -653,7 +663,14 @@ class GRURecipe(Recipe):
         )
 
     def training_stats(self) -> dict[str, Any]:
-        return dict(self._stats)
+        stats = dict(self._stats)
+        if self.repeat_share is not None:
+            stats["repeat_share"] = round(self.repeat_share, 6)
+        return stats
+
+    def _repeat_share(self) -> float | None:
+        """The repeat share scores are mixed with (:mod:`.repeats`); None when off."""
+        return self.repeat_share if self.params.get("repeat_aware", True) else None
 
     # --- inference ------------------------------------------------------------------------------
     def _fitted_net(self) -> GRUNet:
@@ -672,14 +689,17 @@ class GRURecipe(Recipe):
         net = self._fitted_net()
         scores = torch.addmm(net.bias + blocked, h, net.item_vectors().T) if len(rows) else None
         if len(rows) == n:
-            return scores if scores is not None else torch.empty((0, len(self.popularity)))
+            out = scores if scores is not None else torch.empty((0, len(self.popularity)))
+            share = self._repeat_share()
+            return out if share is None else mix_repeats(out, *batch.seen_mask_rows_cols(), share)
         out = torch.empty((n, len(self.popularity)), dtype=torch.float32)
         no_history = np.ones(n, dtype=bool)
         no_history[rows] = False  # popularity order for these
         out[torch.from_numpy(no_history)] = torch.from_numpy(np.log1p(self.popularity).astype(np.float32)) + blocked
         if scores is not None:
             out[torch.from_numpy(rows)] = scores
-        return out
+        share = self._repeat_share()
+        return out if share is None else mix_repeats(out, *batch.seen_mask_rows_cols(), share)
 
     @torch.no_grad()
     def _user_vectors(self, batch: UserBatch) -> tuple[np.ndarray, torch.Tensor]:
@@ -755,7 +775,9 @@ class GRURecipe(Recipe):
                 blocked = torch.from_numpy(np.where(self.recommendable(), 0.0, -np.inf).astype(np.float32))
                 fallback = torch.from_numpy(np.log1p(self.popularity).astype(np.float32)) + blocked
                 net = self._fitted_net()
-                cached = LinearScorer.build(net.item_vectors(), net.bias + blocked, fallback, device)
+                cached = LinearScorer.build(
+                    net.item_vectors(), net.bias + blocked, fallback, device, self._repeat_share()
+                )
             self._scorer = cached
         return cached
 
@@ -789,6 +811,8 @@ class GRURecipe(Recipe):
         if self.user_state is not None:
             out["user_state"] = self.user_state
             out["user_history_length"] = self.user_history_length
+        if self.repeat_share is not None:
+            out["repeat_share"] = np.array(self.repeat_share)
         return out
 
     def _set_state(self, state: dict[str, np.ndarray]) -> None:
@@ -797,6 +821,7 @@ class GRURecipe(Recipe):
         self.latest_time = float(state["latest_time"]) if "latest_time" in state else None
         self.user_state = np.asarray(state["user_state"], dtype=np.float32) if "user_state" in state else None
         self.user_history_length = np.asarray(state["user_history_length"]) if "user_history_length" in state else None
+        self.repeat_share = float(state["repeat_share"]) if "repeat_share" in state else None  # None: saved before
         self._restore(state)
         self.net = self._network(len(self.popularity))
         self.net.load_state_dict(

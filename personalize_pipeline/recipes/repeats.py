@@ -5,8 +5,10 @@ transformer) cannot know which older items the user already had, and its softmax
 popular items the user rated long ago the same mass as new ones. On data where nobody
 repeats an item (MovieLens ratings: each movie is rated once) those items fill the top of
 the list: aws-user-personalization-v2 reached NDCG@10 0.059 on ML-100k, and 0.11 with the
-user's items left out (bench/README.md, session 10). Where people do repeat (re-buying,
-click then watch) leaving them out would be wrong.
+user's items left out (bench/README.md, session 10). The GRU recipes, whose cached state
+has read the whole history, do the same (aws-hrnn on ML-100k: 0.076 raw, 0.119 mixed;
+session 11), so every neural USER_PERSONALIZATION recipe mixes. Where people do repeat
+(re-buying, click then watch) leaving them out would be wrong.
 
 RepeatNet (Ren et al., "RepeatNet: A Repeat Aware Neural Recommendation Machine for
 Session-based Recommendation", AAAI 2019) splits the next-item distribution into a repeat

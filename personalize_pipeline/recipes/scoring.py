@@ -403,13 +403,20 @@ class LinearScorer:
         columns: np.ndarray,
         allowed: np.ndarray | None = None,
         seen: tuple[np.ndarray, np.ndarray] | None = None,
+        history: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """:meth:`top_k` with the [n, 1] log-normaliser and the [n, len(columns)] masked
-        float32 logits of the items ``columns`` (e.g. exploration candidates)."""
-        if self.device.type == "cpu" and _PRECISION.get() == "bf16" and n and k:
+        float32 logits of the items ``columns`` (e.g. exploration candidates); ``history`` as
+        in :meth:`top_k`."""
+        mixing = history is not None and self.repeat_share is not None
+        if self.device.type == "cpu" and _PRECISION.get() == "bf16" and n and k and not mixing:
             items, scores, log_z = self.bf16_top_k(n, rows, vectors, k, allowed, seen, with_log_z=True)
             return items, scores, log_z, self.column_logits(n, rows, vectors, columns, allowed, seen)
-        logits = self.masked_logits(n, rows, vectors, allowed, seen)
+        logits = self.logits(n, rows, vectors)
+        if mixing:
+            assert history is not None and self.repeat_share is not None
+            mix_repeats(logits, history[0], history[1], self.repeat_share)
+        self.mask(logits, allowed, seen)
         column_logits = logits[:, torch.from_numpy(columns).to(self.device)].cpu().numpy()
         items, scores, log_z = normalised_top_k(logits, k, with_log_z=True)
         return items, scores, log_z, column_logits

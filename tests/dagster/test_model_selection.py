@@ -69,8 +69,15 @@ def test_hpo_run_then_a_collapsed_version_fails_the_check(demo_small, tmp_path, 
     manifest = load_manifest(version["path"].value)
     assert manifest["hpo"]["trials"] and manifest["metrics"]["baseline_popularity"] and manifest["metrics"]["segments"]
 
-    # a broken model (one epoch at a useless learning rate) as the next version of the same solution
-    broken = {"epochs": "1", "learning_rate": "0.00001", "hidden_dimension": "32", "n_sample": "64"}
+    # a broken model (one epoch at a useless learning rate; no repeat mixing, which alone
+    # ranks the demo users' own items well) as the next version of the same solution
+    broken = {
+        "epochs": "1",
+        "learning_rate": "0.00001",
+        "hidden_dimension": "32",
+        "n_sample": "64",
+        "repeat_aware": "false",
+    }
     result = materialize(resources_for(demo_small, tmp_path, recipe="aws-hrnn", hyperparameters=broken), instance)
     evaluations = {
         e.check_name: e
