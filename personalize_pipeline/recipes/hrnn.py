@@ -52,7 +52,7 @@ from .interfaces import UserRecommender
 from .item_encoders import ItemEncoder
 from .losses import full_softmax_xe, impression_pairwise, sampled_softmax_xe_logq
 from .negatives import PopularitySampler
-from .repeats import mix_repeats, repeat_share
+from .repeats import REPEAT_AWARE_HP, mix_repeats, repeat_share
 from .scoring import DEVICES, LinearScorer, resolve_device
 from .training_loop import BatchLoss, EarlyStoppingHook, TrainingPlan, bucketed_batches, run_training
 
@@ -106,13 +106,7 @@ TRAINING_HPS = (
         "weights (automatic epochs then not cut for width); 0 = train every epoch",
     ),
     HP("validation_share", float, 0.2, 0.01, 0.5, help="share of users whose newest event early stopping holds out"),
-    HP(
-        "repeat_aware",
-        bool,
-        True,
-        help="mix the scores with the share of events that repeat one of the user's items (RepeatNet's repeat / "
-        "explore modes; see recipes/repeats.py)",
-    ),
+    REPEAT_AWARE_HP,
     HP(
         "length_buckets",
         bool,
@@ -690,14 +684,13 @@ class GRURecipe(Recipe):
         scores = torch.addmm(net.bias + blocked, h, net.item_vectors().T) if len(rows) else None
         if len(rows) == n:
             out = scores if scores is not None else torch.empty((0, len(self.popularity)))
-            share = self._repeat_share()
-            return out if share is None else mix_repeats(out, *batch.seen_mask_rows_cols(), share)
-        out = torch.empty((n, len(self.popularity)), dtype=torch.float32)
-        no_history = np.ones(n, dtype=bool)
-        no_history[rows] = False  # popularity order for these
-        out[torch.from_numpy(no_history)] = torch.from_numpy(np.log1p(self.popularity).astype(np.float32)) + blocked
-        if scores is not None:
-            out[torch.from_numpy(rows)] = scores
+        else:
+            out = torch.empty((n, len(self.popularity)), dtype=torch.float32)
+            no_history = np.ones(n, dtype=bool)
+            no_history[rows] = False  # popularity order for these
+            out[torch.from_numpy(no_history)] = torch.from_numpy(np.log1p(self.popularity).astype(np.float32)) + blocked
+            if scores is not None:
+                out[torch.from_numpy(rows)] = scores
         share = self._repeat_share()
         return out if share is None else mix_repeats(out, *batch.seen_mask_rows_cols(), share)
 

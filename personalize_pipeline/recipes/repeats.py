@@ -33,7 +33,17 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .base import HyperParameter
+
 P_SEEN_RANGE = (1e-12, 1.0 - 1e-6)  # p(seen) clamped: no division by 0, no log of 0
+# the hyperparameter of every recipe that mixes (default on)
+REPEAT_AWARE_HP = HyperParameter(
+    "repeat_aware",
+    bool,
+    True,
+    help="mix the scores with the share of events that repeat one of the user's items (RepeatNet's repeat / "
+    "explore modes; see recipes/repeats.py)",
+)
 LSE_COLUMNS = 2048  # columns per slice of row_log_z's exp (a scratch that stays in cache)
 
 
@@ -86,4 +96,4 @@ def row_log_z(logits: torch.Tensor) -> torch.Tensor:
     return total.log_().add_(top[:, 0])
 
 
-__all__ = ["mix_repeats", "repeat_share", "row_log_z"]
+__all__ = ["REPEAT_AWARE_HP", "mix_repeats", "repeat_share", "row_log_z"]

@@ -329,17 +329,6 @@ class LinearScorer:
             mix_repeats(logits, history[0], history[1], self.repeat_share)
         return normalised_top_k(self.mask(logits, allowed, seen), k)
 
-    def masked_logits(
-        self,
-        n: int,
-        rows: np.ndarray,
-        vectors: torch.Tensor,
-        allowed: np.ndarray | None = None,
-        seen: tuple[np.ndarray, np.ndarray] | None = None,
-    ) -> torch.Tensor:
-        """:meth:`logits` with the items not ``allowed`` and the ``seen`` pairs at -inf."""
-        return self.mask(self.logits(n, rows, vectors), allowed, seen)
-
     def mask(
         self, logits: torch.Tensor, allowed: np.ndarray | None, seen: tuple[np.ndarray, np.ndarray] | None
     ) -> torch.Tensor:

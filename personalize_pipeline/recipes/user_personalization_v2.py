@@ -89,7 +89,7 @@ from .hrnn_metadata import MetadataLayout
 from .interfaces import UserRecommender
 from .losses import full_softmax_xe, sampled_softmax_xe_logq
 from .negatives import PopularitySampler
-from .repeats import mix_repeats, repeat_share
+from .repeats import REPEAT_AWARE_HP, mix_repeats, repeat_share
 from .sasrec import SASRecNet, end_aligned_windows, last_items
 from .scoring import LinearScorer, bf16_available
 from .training_loop import BatchLoss, EarlyStoppingHook, TrainingLog, TrainingPlan, run_training
@@ -155,13 +155,7 @@ V2_HPS = (
         help="stop after this many epochs without a better NDCG@10 on held-out newest events and keep the best "
         "weights; 0 = train every epoch",
     ),
-    HP(
-        "repeat_aware",
-        bool,
-        True,
-        help="mix the scores with the share of events that repeat one of the user's items (RepeatNet's repeat / "
-        "explore modes; see recipes/repeats.py)",
-    ),
+    REPEAT_AWARE_HP,
     HP("validation_share", float, 0.1, 0.01, 0.5, help="share of users whose newest event early stopping holds out"),
     HP("min_user_history_length_percentile", float, 0.0, 0.0, 1.0, featurization=True),
     HP("max_user_history_length_percentile", float, 1.0, 0.0, 1.0, featurization=True),
