@@ -30,6 +30,8 @@ common to every item and cancels in the softmax.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import torch
 
@@ -44,7 +46,7 @@ REPEAT_AWARE_HP = HyperParameter(
     help="mix the scores with the share of events that repeat one of the user's items (RepeatNet's repeat / "
     "explore modes; see recipes/repeats.py)",
 )
-LSE_COLUMNS = 2048  # columns per slice of row_log_z's exp (a scratch that stays in cache)
+_SCRATCH = threading.local()  # row_log_z's work buffer, per thread
 
 
 def repeat_share(indptr: np.ndarray, items: np.ndarray, n_items: int) -> float:
@@ -78,22 +80,21 @@ def mix_repeats(logits: torch.Tensor, rows: np.ndarray, items: np.ndarray, share
 
 
 def row_log_z(logits: torch.Tensor) -> torch.Tensor:
-    """[n] log-sum-exp of each row of ``logits`` (untouched). On a CPU numpy's exp over
-    column slices in a small scratch buffer: about half the time of ``torch.logsumexp``."""
+    """[n] log-sum-exp of each row of ``logits`` (untouched). On a CPU numpy's exp in place
+    on a copy in a scratch buffer kept per thread (a fresh [n, m] array would cost page
+    faults every block): about 0.7x the time of ``torch.logsumexp``."""
     if logits.device.type != "cpu":
         return torch.logsumexp(logits, dim=1)
     top = logits.amax(dim=1, keepdim=True)
     top.masked_fill_(~torch.isfinite(top), 0.0)  # rows all -inf stay -inf below
     values, shift = logits.numpy(), top.numpy()
-    n, m = values.shape
-    scratch = np.empty((n, min(m, LSE_COLUMNS)), dtype=np.float32)
-    total = torch.zeros(n)
-    for lo in range(0, m, LSE_COLUMNS):
-        part = scratch[:, : min(LSE_COLUMNS, m - lo)]
-        np.subtract(values[:, lo : lo + LSE_COLUMNS], shift, out=part)
-        np.exp(part, out=part)
-        total += torch.from_numpy(part).sum(dim=1)
-    return total.log_().add_(top[:, 0])
+    scratch = getattr(_SCRATCH, "values", None)
+    if scratch is None or scratch.size < values.size:
+        scratch = _SCRATCH.values = np.empty(values.size, dtype=np.float32)
+    work = scratch[: values.size].reshape(values.shape)
+    np.subtract(values, shift, out=work)
+    np.exp(work, out=work)
+    return torch.from_numpy(work).sum(dim=1).log_().add_(top[:, 0])
 
 
 __all__ = ["REPEAT_AWARE_HP", "mix_repeats", "repeat_share", "row_log_z"]
