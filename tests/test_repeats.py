@@ -3,7 +3,8 @@
 import numpy as np
 import torch
 
-from personalize_pipeline.recipes.repeats import mix_repeats, repeat_share, row_log_z
+from personalize_pipeline.recipes.repeats import mix_repeats, mix_repeats_with_log_z, repeat_share, row_log_z
+from personalize_pipeline.recipes.scoring import normalised_top_k
 
 
 def test_repeat_share_counts_transitions_to_an_item_the_user_had():
@@ -50,3 +51,26 @@ def test_row_log_z_is_torch_logsumexp():
     got, expected = row_log_z(logits), torch.logsumexp(logits, dim=1)
     assert torch.equal(logits, before) and torch.isneginf(got[3])
     torch.testing.assert_close(got[torch.isfinite(expected)], expected[torch.isfinite(expected)], rtol=1e-6, atol=1e-5)
+
+
+def test_the_mixed_normaliser_derived_from_the_raw_one_equals_the_summed_one():
+    rng = np.random.default_rng(3)
+    logits = torch.from_numpy((rng.normal(size=(60, 3000)) * 3).astype(np.float32))
+    logits[5, 100:] = -torch.inf  # few items allowed
+    rows = np.repeat(np.arange(60), 20)
+    items = rng.integers(0, 3000, size=len(rows))
+    for share in (1e-5, 0.4, 0.9):
+        mixed = logits.clone()
+        log_z = mix_repeats_with_log_z(mixed, rows, items, share)
+        assert log_z is not None
+        summed = mix_repeats(logits.clone(), rows, items, share)
+        np.testing.assert_array_equal(mixed.numpy(), summed.numpy())
+        expected = torch.logsumexp(summed, dim=1, keepdim=True)
+        torch.testing.assert_close(log_z, expected, rtol=0, atol=2e-5)
+        derived = normalised_top_k(mixed.clone(), 10, log_z=log_z)
+        exact = normalised_top_k(summed.clone(), 10)
+        np.testing.assert_array_equal(derived[0], exact[0])
+        np.testing.assert_allclose(derived[1], exact[1], rtol=3e-5)
+    peaked = logits.clone()
+    peaked[0, items[:20]] = 60.0  # p(seen) ~ 1 in row 0: the normaliser is left to a sum
+    assert mix_repeats_with_log_z(peaked, rows, items, 0.5) is None

@@ -46,6 +46,7 @@ REPEAT_AWARE_HP = HyperParameter(
     help="mix the scores with the share of events that repeat one of the user's items (RepeatNet's repeat / "
     "explore modes; see recipes/repeats.py)",
 )
+NORMALISER_MIN_UNSEEN = 1e-3  # 1 - p(seen) below this: the mixed normaliser is summed, not derived
 _SCRATCH = threading.local()  # row_log_z's work buffer, per thread
 
 
@@ -64,19 +65,33 @@ def mix_repeats(logits: torch.Tensor, rows: np.ndarray, items: np.ndarray, share
     """Shift the logits of each row's history ``items`` (pairs ``rows``, ``items``; repeated
     pairs count once) so that the row's softmax is the repeat / explore mixture above, in
     place. Items at -inf stay there; rows without history are left alone."""
-    if not len(rows):
-        return logits
+    mix_repeats_with_log_z(logits, rows, items, share)
+    return logits
+
+
+def mix_repeats_with_log_z(
+    logits: torch.Tensor, rows: np.ndarray, items: np.ndarray, share: float
+) -> torch.Tensor | None:
+    """:func:`mix_repeats`, returning the [n, 1] log-normaliser of the mixed rows, which
+    follows from the raw one: Z' = Z (1 - p + p e^delta) with p = p(seen) before the shift
+    and delta the shift (no second exp pass over the rows). None where some row's p(seen)
+    is so close to 1 that 1 - p loses float precision (the caller sums the rows then)."""
     n, m = logits.shape
-    pairs = np.unique(np.asarray(rows, dtype=np.int64) * m + np.asarray(items, dtype=np.int64))
-    r, c = (torch.from_numpy(a).to(logits.device) for a in np.divmod(pairs, m))
     log_z = row_log_z(logits)
     log_z = torch.where(torch.isfinite(log_z), log_z, torch.zeros_like(log_z))
-    p_seen = torch.zeros(n, device=logits.device, dtype=logits.dtype)
-    p_seen.index_add_(0, r, torch.exp(logits[r, c] - log_z[r]))
-    p_seen.clamp_(*P_SEEN_RANGE)
+    if not len(rows):
+        return log_z[:, None]
+    pairs = np.unique(np.asarray(rows, dtype=np.int64) * m + np.asarray(items, dtype=np.int64))
+    r, c = (torch.from_numpy(a).to(logits.device) for a in np.divmod(pairs, m))
+    p_true = torch.zeros(n, device=logits.device, dtype=torch.float64)
+    p_true.index_add_(0, r, torch.exp(logits[r, c].double() - log_z[r].double()))
+    p_seen = p_true.clamp(*P_SEEN_RANGE).to(logits.dtype)
     delta = np.log(share) - np.log1p(-share) - torch.log(p_seen) + torch.log1p(-p_seen)
     logits[r, c] += delta[r]
-    return logits
+    if bool((p_true > 1.0 - NORMALISER_MIN_UNSEEN).any()):
+        return None
+    factor = (1.0 - p_true) + p_true * torch.exp(delta.double())
+    return (log_z.double() + torch.log(factor)).to(logits.dtype)[:, None]
 
 
 def row_log_z(logits: torch.Tensor) -> torch.Tensor:
@@ -97,4 +112,4 @@ def row_log_z(logits: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(work).sum(dim=1).log_().add_(top[:, 0])
 
 
-__all__ = ["REPEAT_AWARE_HP", "mix_repeats", "repeat_share", "row_log_z"]
+__all__ = ["REPEAT_AWARE_HP", "mix_repeats", "mix_repeats_with_log_z", "repeat_share", "row_log_z"]

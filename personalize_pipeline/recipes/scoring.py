@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from .repeats import mix_repeats
+from .repeats import mix_repeats, mix_repeats_with_log_z
 
 if TYPE_CHECKING:
     from .base import UserBatch
@@ -182,11 +182,11 @@ def rank_candidates(
     return torch.from_numpy(top_values), torch.from_numpy(top_codes)
 
 
-def normalised_top_k(logits: torch.Tensor, k: int, with_log_z: bool = False):
+def normalised_top_k(logits: torch.Tensor, k: int, with_log_z: bool = False, log_z: torch.Tensor | None = None):
     """Top-k item codes and softmax scores of each row of ``logits`` ([n, m], -inf =
     excluded), best first, ties to the lower item code; -1 where nothing is left.
-    ``logits`` is overwritten (it becomes exp(logits - max)). ``with_log_z``: the [n, 1]
-    log-normaliser comes third."""
+    ``logits`` is overwritten (it becomes exp(logits - max)) unless the [n, 1] ``log_z`` is
+    given (then no exp pass is made). ``with_log_z``: the [n, 1] log-normaliser comes third."""
     n, m = logits.shape
     k = min(k, m)
     if k == 0 or n == 0:
@@ -194,9 +194,10 @@ def normalised_top_k(logits: torch.Tensor, k: int, with_log_z: bool = False):
         return (*empty, np.zeros((n, 1), dtype=np.float32)) if with_log_z else empty
     top = threshold_top_k if logits.device.type == "cpu" else exact_top_k
     top_values, top_codes = top(logits, k)
-    top_max = top_values[:, :1].clone()  # the row maximum
-    top_max.masked_fill_(torch.isneginf(top_max), 0.0)  # a row with nothing allowed
-    log_z = log_sum_exp(logits, top_max)
+    if log_z is None:
+        top_max = top_values[:, :1].clone()  # the row maximum
+        top_max.masked_fill_(torch.isneginf(top_max), 0.0)  # a row with nothing allowed
+        log_z = log_sum_exp(logits, top_max)
     top_scores = torch.exp(top_values - log_z)
     indices, scores = top_codes.cpu().numpy().astype(np.int64), top_scores.cpu().numpy()
     excluded = np.isneginf(top_values.cpu().numpy())
@@ -324,10 +325,13 @@ class LinearScorer:
         if self.device.type == "cpu" and _PRECISION.get() == "bf16" and n and k and not mixing:
             return self.bf16_top_k(n, rows, vectors, k, allowed, seen)
         logits = self.logits(n, rows, vectors)
+        log_z = None
         if mixing:
             assert history is not None and self.repeat_share is not None
-            mix_repeats(logits, history[0], history[1], self.repeat_share)
-        return normalised_top_k(self.mask(logits, allowed, seen), k)
+            log_z = mix_repeats_with_log_z(logits, history[0], history[1], self.repeat_share)
+        if allowed is not None or (seen is not None and len(seen[0])):
+            log_z = None  # masks change the normaliser: summed again
+        return normalised_top_k(self.mask(logits, allowed, seen), k, log_z=log_z)
 
     def mask(
         self, logits: torch.Tensor, allowed: np.ndarray | None, seen: tuple[np.ndarray, np.ndarray] | None
