@@ -2,6 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from repeat_checks import assert_own_items_ranked_last
 
 from personalize_pipeline.datasets import read_dataset_group
 from personalize_pipeline.errors import InputError
@@ -226,17 +227,8 @@ def test_items_nobody_repeats_are_not_recommended_again(walks, recipe):
 
     torch.set_num_threads(1)
     model = get_recipe(recipe)(epochs=4).fit(walks)
-    assert model.training_stats()["repeat_share"] < 1e-3
-    indptr, items = walks.sequences()
-    batch = UserBatch.from_histories(np.arange(walks.n_users), indptr, items)
-    batch.stored = True
     k = 30 - 10  # every user has 10 of the 30 items: the others fill the list exactly
-    top, scores = model.recommend(batch, k)
-    for u in range(walks.n_users):
-        assert not set(top[u]) & set(items[indptr[u] : indptr[u + 1]])
-    full = model.score(batch)
-    np.testing.assert_allclose(np.take_along_axis(full, top, axis=1), scores, rtol=1e-4, atol=1e-7)
-    np.testing.assert_allclose(full.sum(axis=1), 1.0, rtol=1e-5)
+    batch, indptr, items = assert_own_items_ranked_last(model, walks, k)
     raw_model = get_recipe(recipe)(epochs=4, repeat_aware=False).fit(walks)
 
     def own_items(lists: np.ndarray) -> int:

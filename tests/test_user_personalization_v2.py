@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from repeat_checks import assert_own_items_ranked_last
 
 from personalize_pipeline.batch import run_batch_job
 from personalize_pipeline.datasets import read_dataset_group
@@ -288,14 +289,4 @@ def test_shuffled_batches_cover_every_window_once_in_a_new_random_order():
 def test_items_nobody_repeats_are_not_recommended_again(model, cycle):
     """Nobody in the cycle data has an item twice: the repeat-aware scores put each user's
     own items below every other item, the same way in the top-k path and in ``score``."""
-    assert model.training_stats()["repeat_share"] < 1e-3
-    indptr, items = cycle.sequences()
-    batch = UserBatch.from_histories(np.arange(cycle.n_users), indptr, items)
-    batch.stored = True
-    k = N_ITEMS - 12  # every user has 12 items: the others fill the list exactly
-    top, scores = model.recommend(batch, k)
-    for u in range(cycle.n_users):
-        assert not set(top[u]) & set(items[indptr[u] : indptr[u + 1]])
-    full = model.score(batch)
-    np.testing.assert_allclose(np.take_along_axis(full, top, axis=1), scores, rtol=1e-4, atol=1e-7)
-    np.testing.assert_allclose(full.sum(axis=1), 1.0, rtol=1e-5)
+    assert_own_items_ranked_last(model, cycle, N_ITEMS - 12)  # every user has 12 items: the others fill the list

@@ -664,7 +664,7 @@ class GRURecipe(Recipe):
 
     def _repeat_share(self) -> float | None:
         """The repeat share scores are mixed with (:mod:`.repeats`); None when off."""
-        return self.repeat_share if self.params.get("repeat_aware", True) else None
+        return self.repeat_share if self.params["repeat_aware"] else None
 
     # --- inference ------------------------------------------------------------------------------
     def _fitted_net(self) -> GRUNet:

@@ -65,7 +65,8 @@ def mix_repeats(logits: torch.Tensor, rows: np.ndarray, items: np.ndarray, share
     """Shift the logits of each row's history ``items`` (pairs ``rows``, ``items``; repeated
     pairs count once) so that the row's softmax is the repeat / explore mixture above, in
     place. Items at -inf stay there; rows without history are left alone."""
-    mix_repeats_with_log_z(logits, rows, items, share)
+    if len(rows):  # (no history: nothing to mix, and no normaliser to compute for it)
+        mix_repeats_with_log_z(logits, rows, items, share)
     return logits
 
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from .repeats import mix_repeats, mix_repeats_with_log_z
+from .repeats import mix_repeats_with_log_z
 
 if TYPE_CHECKING:
     from .base import UserBatch
@@ -324,14 +324,28 @@ class LinearScorer:
         mixing = history is not None and self.repeat_share is not None
         if self.device.type == "cpu" and _PRECISION.get() == "bf16" and n and k and not mixing:
             return self.bf16_top_k(n, rows, vectors, k, allowed, seen)
+        logits, log_z = self.scored_logits(n, rows, vectors, allowed, seen, history)
+        return normalised_top_k(logits, k, log_z=log_z)
+
+    def scored_logits(
+        self,
+        n: int,
+        rows: np.ndarray,
+        vectors: torch.Tensor,
+        allowed: np.ndarray | None,
+        seen: tuple[np.ndarray, np.ndarray] | None,
+        history: tuple[np.ndarray, np.ndarray] | None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(:meth:`logits` mixed with ``history`` where :attr:`repeat_share` is set, then
+        masked; the [n, 1] log-normaliser of the mixed rows where it follows from the raw one
+        without a second exp pass, else None: a mask changes it, so it is summed again)."""
         logits = self.logits(n, rows, vectors)
         log_z = None
-        if mixing:
-            assert history is not None and self.repeat_share is not None
+        if history is not None and self.repeat_share is not None:
             log_z = mix_repeats_with_log_z(logits, history[0], history[1], self.repeat_share)
         if allowed is not None or (seen is not None and len(seen[0])):
-            log_z = None  # masks change the normaliser: summed again
-        return normalised_top_k(self.mask(logits, allowed, seen), k, log_z=log_z)
+            log_z = None
+        return self.mask(logits, allowed, seen), log_z
 
     def mask(
         self, logits: torch.Tensor, allowed: np.ndarray | None, seen: tuple[np.ndarray, np.ndarray] | None
@@ -405,13 +419,9 @@ class LinearScorer:
         if self.device.type == "cpu" and _PRECISION.get() == "bf16" and n and k and not mixing:
             items, scores, log_z = self.bf16_top_k(n, rows, vectors, k, allowed, seen, with_log_z=True)
             return items, scores, log_z, self.column_logits(n, rows, vectors, columns, allowed, seen)
-        logits = self.logits(n, rows, vectors)
-        if mixing:
-            assert history is not None and self.repeat_share is not None
-            mix_repeats(logits, history[0], history[1], self.repeat_share)
-        self.mask(logits, allowed, seen)
+        logits, log_z = self.scored_logits(n, rows, vectors, allowed, seen, history)
         column_logits = logits[:, torch.from_numpy(columns).to(self.device)].cpu().numpy()
-        items, scores, log_z = normalised_top_k(logits, k, with_log_z=True)
+        items, scores, log_z = normalised_top_k(logits, k, with_log_z=True, log_z=log_z)
         return items, scores, log_z, column_logits
 
     def column_logits(
