@@ -3,8 +3,14 @@
 import numpy as np
 import torch
 
-from personalize_pipeline.recipes.repeats import mix_repeats, mix_repeats_with_log_z, repeat_share, row_log_z
-from personalize_pipeline.recipes.scoring import normalised_top_k
+from personalize_pipeline.recipes.repeats import (
+    P_SEEN_RANGE,
+    mix_repeats,
+    mix_repeats_with_log_z,
+    repeat_share,
+    row_log_z,
+)
+from personalize_pipeline.recipes.scoring import normalised_top_k, repeat_mixed_top_k
 
 
 def test_repeat_share_counts_transitions_to_an_item_the_user_had():
@@ -74,3 +80,38 @@ def test_the_mixed_normaliser_derived_from_the_raw_one_equals_the_summed_one():
     peaked = logits.clone()
     peaked[0, items[:20]] = 60.0  # p(seen) ~ 1 in row 0: the normaliser is left to a sum
     assert mix_repeats_with_log_z(peaked, rows, items, 0.5) is None
+
+
+def _reference_mixture(logits: torch.Tensor, rows: np.ndarray, items: np.ndarray, share: float) -> np.ndarray:
+    """The mixture of the module docstring in float64 over whole rows (rows without history:
+    the softmax as it is; renormalised where p(seen) is clamped)."""
+    raw = torch.softmax(logits.double(), dim=1)
+    seen = torch.zeros(logits.shape, dtype=torch.bool)
+    seen[rows, items] = True
+    p_seen = (raw * seen).sum(1, keepdim=True).clamp(*P_SEEN_RANGE)
+    mixed = torch.where(seen, share * raw / p_seen, (1 - share) * raw / (1 - p_seen))
+    mixed = torch.where(seen.any(1, keepdim=True), mixed, raw)
+    return (mixed / mixed.sum(1, keepdim=True)).numpy()
+
+
+def test_mixed_top_k_from_one_pass_ranks_and_scores_like_the_mixture_over_whole_rows():
+    rng = np.random.default_rng(5)
+    for trial, share in enumerate((1e-5, 0.3, 0.9, 0.999)):
+        n, m, k = 40, 2500, 25
+        logits = torch.from_numpy((rng.normal(size=(n, m)) * (2 + 2 * trial)).astype(np.float32))
+        logits[:, rng.integers(0, m, size=300)] = -torch.inf  # never recommended
+        logits[1, 30:] = -torch.inf  # fewer allowed items than k
+        logits[2] = torch.round(logits[2])  # ties: the lower code first
+        lengths = rng.integers(0, 120, size=n)
+        lengths[3] = 0  # no history
+        rows = np.repeat(np.arange(n), lengths)
+        items = rng.integers(0, m, size=len(rows))
+        items[rows == 4] = torch.argsort(logits[4], descending=True)[: int(lengths[4])].numpy()  # p(seen) ~ 1
+        got_items, got_scores = repeat_mixed_top_k(logits.clone(), k, rows, items, share)
+        mixed = _reference_mixture(logits, rows, items, share)
+        for row in range(n):
+            allowed = np.flatnonzero(mixed[row] > 0)
+            best = allowed[np.lexsort((allowed, -mixed[row, allowed]))][:k]
+            np.testing.assert_array_equal(got_items[row, : len(best)], best)
+            assert (got_items[row, len(best) :] == -1).all() and (got_scores[row, len(best) :] == 0).all()
+            np.testing.assert_allclose(got_scores[row, : len(best)], mixed[row, best], rtol=1e-4, atol=1e-9)

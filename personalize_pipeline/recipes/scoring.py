@@ -10,7 +10,8 @@ The normaliser needs no softmax pass of its own: top-k runs first on the logits 
 already holds (:func:`threshold_top_k` on CPU: group maxima give a floor, only the few items
 above it are sorted), its best value is the row maximum, and ``sum(exp(logits - max))`` is
 then taken in place over the same block (one exp pass, no [n, m] temporary). Blocks are
-small enough to stay in cache and go into a buffer each thread reuses.
+small enough to stay in cache and go into a buffer each thread reuses. Scores mixed with
+the user's history (:mod:`.repeats`) keep that single pass (:func:`repeat_mixed_top_k`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from .repeats import mix_repeats_with_log_z
+from .repeats import P_SEEN_RANGE, mix_repeats_with_log_z
 
 if TYPE_CHECKING:
     from .base import UserBatch
@@ -207,6 +208,72 @@ def normalised_top_k(logits: torch.Tensor, k: int, with_log_z: bool = False, log
     return (indices, scores, log_z.cpu().numpy()) if with_log_z else (indices, scores)
 
 
+def repeat_mixed_top_k(
+    logits: torch.Tensor, k: int, rows: np.ndarray, items: np.ndarray, share: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`normalised_top_k` of CPU ``logits`` mixed with the history pairs (``rows``,
+    ``items``) as :func:`.repeats.mix_repeats` mixes them, with the one exp pass of the
+    unmixed path: the history's logits are read out and set to -inf, the top k of the other
+    items and their normaliser come from the block as without mixing, the history's share
+    of the normaliser from the few values read out; the mixed history items then join the
+    rows' top k where they reach its k-th value. ``logits`` is overwritten."""
+    n, m = logits.shape
+    k = min(k, m)
+    values = logits.numpy()
+    pairs = np.unique(np.asarray(rows, dtype=np.int64) * m + np.asarray(items, dtype=np.int64))
+    r, c = np.divmod(pairs, m)  # rows ascending
+    seen = values[r, c]
+    values[r, c] = -np.inf
+    other_values, other_codes = threshold_top_k(logits, k)
+    shift = other_values[:, 0].numpy().copy()  # the row maximum: of the other items' ...
+    if len(r):  # ... or of the history's
+        starts = np.flatnonzero(np.r_[True, r[1:] != r[:-1]])
+        shift[r[starts]] = np.maximum(shift[r[starts]], np.maximum.reduceat(seen, starts))
+    shift[~np.isfinite(shift)] = 0.0  # a row with nothing allowed
+    shift_t = torch.from_numpy(shift)[:, None]
+    z_other = torch.exp(log_sum_exp(logits, shift_t) - shift_t)[:, 0].numpy().astype(np.float64)
+    z_seen = np.bincount(r, np.exp(seen.astype(np.float64) - shift[r]), minlength=n)
+    p_seen = np.clip(z_seen / np.maximum(z_other + z_seen, np.finfo(np.float64).tiny), *P_SEEN_RANGE)
+    delta = np.log(share) - np.log1p(-share) - np.log(p_seen) + np.log1p(-p_seen)
+    log_z = shift + np.log(np.maximum(z_other + z_seen * np.exp(delta), np.finfo(np.float64).tiny))
+    mixed = (seen + delta[r]).astype(np.float32)
+    top_values, top_codes = _merge_top_k(other_values.numpy(), other_codes.numpy(), r, c, mixed)
+    scores = np.exp(top_values - log_z[:, None]).astype(np.float32)
+    excluded = np.isneginf(top_values)
+    top_codes[excluded], scores[excluded] = -1, 0.0
+    return top_codes, scores
+
+
+def _merge_top_k(
+    top_values: np.ndarray, top_codes: np.ndarray, r: np.ndarray, c: np.ndarray, values: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """[n, k] (values, codes) of each row's best k among its top k and the extra (row ``r``,
+    ascending; code ``c``, value) entries, best first, ties to the lower code; only the
+    entries that reach a row's k-th value and the rows they fall in are ranked again (one
+    row-wise sort of keys "value descending, then code")."""
+    n, k = top_values.shape
+    reach = np.isfinite(values) & (values >= top_values[r, k - 1])
+    if not reach.any():
+        return top_values, top_codes
+    r, c, values = r[reach], c[reach], values[reach]
+    affected, first, counts = np.unique(r, return_index=True, return_counts=True)
+    slot = np.searchsorted(affected, r)
+    place = k + np.arange(len(r)) - first[slot]
+    width = k + int(counts.max())
+    merged_values = np.full((len(affected), width), -np.inf, dtype=np.float32)
+    merged_values[:, :k] = top_values[affected]
+    merged_values[slot, place] = values
+    codes = np.full((len(affected), width), -1, dtype=np.int64)
+    codes[:, :k] = top_codes[affected]
+    codes[slot, place] = c
+    keys = descending_key(merged_values) << np.uint64(32) | (codes & 0xFFFFFFFF).astype(np.uint64)
+    order = np.argsort(keys, axis=1)[:, :k]
+    top_values, top_codes = top_values.copy(), top_codes.copy()
+    top_values[affected] = np.take_along_axis(merged_values, order, axis=1)
+    top_codes[affected] = np.take_along_axis(codes, order, axis=1)
+    return top_values, top_codes
+
+
 def log_sum_exp(logits: torch.Tensor, top_max: torch.Tensor) -> torch.Tensor:
     """[n, 1] log(sum(exp(logits))) of each row, given its maximum ``top_max`` ([n, 1], 0
     where the row is all -inf); ``logits`` becomes exp(logits - max). On a CPU numpy's exp
@@ -320,10 +387,15 @@ class LinearScorer:
         ``allowed`` ([n, m] bool) and ``seen`` ((rows, items) pairs) exclude items;
         ``history`` ((rows, items) pairs) mixes in :attr:`repeat_share` (:mod:`.repeats`).
         Under :func:`scoring_precision` bf16 on a CPU: :meth:`bf16_top_k` (float32 where the
-        history mixes the scores: the mixture needs the whole row's normaliser)."""
+        history mixes the scores: the mixture needs the whole row's normaliser). Mixed and
+        unmasked on a CPU: :func:`repeat_mixed_top_k` (one exp pass, as unmixed)."""
         mixing = history is not None and self.repeat_share is not None
         if self.device.type == "cpu" and _PRECISION.get() == "bf16" and n and k and not mixing:
             return self.bf16_top_k(n, rows, vectors, k, allowed, seen)
+        unmasked = allowed is None and (seen is None or not len(seen[0]))
+        if mixing and self.device.type == "cpu" and unmasked and n and k:
+            assert history is not None and self.repeat_share is not None
+            return repeat_mixed_top_k(self.logits(n, rows, vectors), k, history[0], history[1], self.repeat_share)
         logits, log_z = self.scored_logits(n, rows, vectors, allowed, seen, history)
         return normalised_top_k(logits, k, log_z=log_z)
 
