@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from personalize_pipeline.recipes.averaging import WeightAverage
-from personalize_pipeline.recipes.early_stopping import EarlyStopping, HeldOutNewest
+from personalize_pipeline.recipes.early_stopping import SMALL_DATA_USERS, EarlyStopping, HeldOutNewest, held_out_count
 from personalize_pipeline.recipes.gru_held_out import HeldOutWindows
 from personalize_pipeline.recipes.hrnn import GRUWindows, make_windows
 from personalize_pipeline.recipes.sasrec import end_aligned_windows
@@ -33,7 +33,7 @@ def test_held_out_events_are_the_newest_of_sampled_users_and_leave_training(step
     """The newest event of a sample of users is held out; with ``steps`` 2 the one before it
     is not trained on either (as the leave-last-out protocol's validation event before its
     test event). 1 is the default."""
-    indptr, items = histories()
+    indptr, items = histories(n_users=3000)  # more than SMALL_DATA_USERS: the share decides
     inputs, targets, positions, newest = windows(indptr, items)
     default = {} if steps == 1 else {"steps": steps}  # 1 is take's default
     held, train_in, train_out = HeldOutNewest.take(
@@ -60,6 +60,14 @@ def test_held_out_events_are_the_newest_of_sampled_users_and_leave_training(step
     # other windows are untouched
     others = np.setdiff1d(np.arange(len(targets)), changed)
     assert np.array_equal(train_out[others], targets[others]) and np.array_equal(train_in[others], inputs[others])
+
+
+def test_small_data_holds_out_every_eligible_user_and_the_cap_bounds_large_data():
+    assert held_out_count(943, 0.1, 5000) == 943  # ML-100k: a tenth would be too few to stop on
+    assert held_out_count(3000, 0.1, 5000) == SMALL_DATA_USERS
+    assert held_out_count(22_000, 0.1, 5000) == 2200  # the share where it gives enough
+    assert held_out_count(200_000, 0.1, 5000) == 5000
+    assert held_out_count(150, 0.5, 5000) == 0  # fewer than MIN_HELD_OUT_USERS: no early stopping
 
 
 def test_too_few_users_hold_out_nothing():

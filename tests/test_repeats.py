@@ -107,7 +107,8 @@ def test_mixed_top_k_from_one_pass_ranks_and_scores_like_the_mixture_over_whole_
         rows = np.repeat(np.arange(n), lengths)
         items = rng.integers(0, m, size=len(rows))
         items[rows == 4] = torch.argsort(logits[4], descending=True)[: int(lengths[4])].numpy()  # p(seen) ~ 1
-        got_items, got_scores = repeat_mixed_top_k(logits.clone(), k, rows, items, share)
+        columns = np.arange(0, m, 7)
+        got_items, got_scores, log_z, picked = repeat_mixed_top_k(logits.clone(), k, rows, items, share, columns)
         mixed = _reference_mixture(logits, rows, items, share)
         for row in range(n):
             allowed = np.flatnonzero(mixed[row] > 0)
@@ -115,3 +116,5 @@ def test_mixed_top_k_from_one_pass_ranks_and_scores_like_the_mixture_over_whole_
             np.testing.assert_array_equal(got_items[row, : len(best)], best)
             assert (got_items[row, len(best) :] == -1).all() and (got_scores[row, len(best) :] == 0).all()
             np.testing.assert_allclose(got_scores[row, : len(best)], mixed[row, best], rtol=1e-4, atol=1e-9)
+        assert picked is not None
+        np.testing.assert_allclose(np.exp(picked - log_z), mixed[:, columns], rtol=1e-4, atol=1e-9)

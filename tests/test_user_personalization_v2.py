@@ -107,8 +107,8 @@ def test_early_stopping_holds_out_newest_events_and_stops_at_the_plateau(tmp_pat
     params = {**TINY, "epochs": 60, "early_stopping_patience": 2, "validation_share": 0.5}
     recipe = UserPersonalizationV2(**params).fit(features)
     stats = recipe.training_stats()
-    assert stats["held_out_users"] == 200  # every user has 11 transitions: half of them
-    assert stats["training_events"] == 400 * 11 - 200 * HELD_OUT_STEPS  # their newest transitions
+    assert stats["held_out_users"] == 400  # small data: every user (each has 11 transitions)
+    assert stats["training_events"] == 400 * 11 - 400 * HELD_OUT_STEPS  # their newest transitions
     scores = stats["held_out_ndcg10_by_epoch"]
     assert len(scores) == stats["epochs_run"] < 60  # the cycle is learnt long before 60 epochs
     assert stats["early_stopping_best_epoch"] == stats["epochs_run"] - 2

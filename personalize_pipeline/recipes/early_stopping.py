@@ -26,6 +26,17 @@ import torch
 from .repeats import mix_repeats
 
 MIN_HELD_OUT_USERS = 200  # fewer than this: the score is too noisy to stop on; train all epochs
+# up to this many eligible users are all held out, whatever the share: on small data (ML-100k's
+# 943 users) a share leaves too few to stop on, and each loses one target of many
+SMALL_DATA_USERS = 1000
+
+
+def held_out_count(eligible: int, share: float, cap: int) -> int:
+    """How many of ``eligible`` users to hold out: ``share`` of them, at least
+    ``SMALL_DATA_USERS`` (all of them on small data), at most ``cap``; 0 when fewer than
+    ``MIN_HELD_OUT_USERS`` would be."""
+    n = min(max(int(round(share * eligible)), min(eligible, SMALL_DATA_USERS)), cap)
+    return n if n >= MIN_HELD_OUT_USERS else 0
 
 
 @dataclass
@@ -57,8 +68,8 @@ class HeldOutNewest:
         protocol's validation event is for its test event (it tracked amazon-beauty's test
         curve worse than 1 and cost training events: bench/README.md, session 10)."""
         eligible = np.flatnonzero(newest & ((targets >= 0).sum(axis=1) > steps))
-        n = min(int(round(share * len(eligible))), cap)
-        if n < MIN_HELD_OUT_USERS:
+        n = held_out_count(len(eligible), share, cap)
+        if not n:
             return None, inputs, targets
         rows = np.sort(rng.choice(eligible, size=n, replace=False))
         held = cls(windows=inputs[rows].copy(), targets=targets[rows, -1].copy())
@@ -116,4 +127,4 @@ class EarlyStopping:
         return self.patience > 0 and epoch - self.best_epoch >= self.patience
 
 
-__all__ = ["EarlyStopping", "HeldOutNewest", "MIN_HELD_OUT_USERS"]
+__all__ = ["EarlyStopping", "HeldOutNewest", "MIN_HELD_OUT_USERS", "held_out_count"]

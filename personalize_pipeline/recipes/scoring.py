@@ -209,14 +209,21 @@ def normalised_top_k(logits: torch.Tensor, k: int, with_log_z: bool = False, log
 
 
 def repeat_mixed_top_k(
-    logits: torch.Tensor, k: int, rows: np.ndarray, items: np.ndarray, share: float
-) -> tuple[np.ndarray, np.ndarray]:
+    logits: torch.Tensor,
+    k: int,
+    rows: np.ndarray,
+    items: np.ndarray,
+    share: float,
+    columns: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """:func:`normalised_top_k` of CPU ``logits`` mixed with the history pairs (``rows``,
     ``items``) as :func:`.repeats.mix_repeats` mixes them, with the one exp pass of the
     unmixed path: the history's logits are read out and set to -inf, the top k of the other
     items and their normaliser come from the block as without mixing, the history's share
     of the normaliser from the few values read out; the mixed history items then join the
-    rows' top k where they reach its k-th value. ``logits`` is overwritten."""
+    rows' top k where they reach its k-th value. ``logits`` is overwritten. Returns (codes,
+    scores, the [n, 1] mixed log-normaliser, the [n, len(columns)] mixed logits of the item
+    codes ``columns`` or None)."""
     n, m = logits.shape
     k = min(k, m)
     values = logits.numpy()
@@ -224,6 +231,7 @@ def repeat_mixed_top_k(
     r, c = np.divmod(pairs, m)  # rows ascending
     seen = values[r, c]
     values[r, c] = -np.inf
+    picked = None if columns is None else values[:, columns]  # a copy, taken before the exp pass
     other_values, other_codes = threshold_top_k(logits, k)
     shift = other_values[:, 0].numpy().copy()  # the row maximum: of the other items' ...
     if len(r):  # ... or of the history's
@@ -237,11 +245,16 @@ def repeat_mixed_top_k(
     delta = np.log(share) - np.log1p(-share) - np.log(p_seen) + np.log1p(-p_seen)
     log_z = shift + np.log(np.maximum(z_other + z_seen * np.exp(delta), np.finfo(np.float64).tiny))
     mixed = (seen + delta[r]).astype(np.float32)
+    if picked is not None and columns is not None:
+        position = np.full(m, -1, dtype=np.int64)
+        position[columns] = np.arange(len(columns))
+        at = position[c]
+        picked[r[at >= 0], at[at >= 0]] = mixed[at >= 0]
     top_values, top_codes = _merge_top_k(other_values.numpy(), other_codes.numpy(), r, c, mixed)
     scores = np.exp(top_values - log_z[:, None]).astype(np.float32)
     excluded = np.isneginf(top_values)
     top_codes[excluded], scores[excluded] = -1, 0.0
-    return top_codes, scores
+    return top_codes, scores, log_z[:, None].astype(np.float32), picked
 
 
 def _merge_top_k(
@@ -392,12 +405,19 @@ class LinearScorer:
         mixing = history is not None and self.repeat_share is not None
         if self.device.type == "cpu" and _PRECISION.get() == "bf16" and n and k and not mixing:
             return self.bf16_top_k(n, rows, vectors, k, allowed, seen)
-        unmasked = allowed is None and (seen is None or not len(seen[0]))
-        if mixing and self.device.type == "cpu" and unmasked and n and k:
+        if mixing and self.single_pass_mixing(n, k, allowed, seen):
             assert history is not None and self.repeat_share is not None
-            return repeat_mixed_top_k(self.logits(n, rows, vectors), k, history[0], history[1], self.repeat_share)
+            logits = self.logits(n, rows, vectors)
+            return repeat_mixed_top_k(logits, k, history[0], history[1], self.repeat_share)[:2]
         logits, log_z = self.scored_logits(n, rows, vectors, allowed, seen, history)
         return normalised_top_k(logits, k, log_z=log_z)
+
+    def single_pass_mixing(
+        self, n: int, k: int, allowed: np.ndarray | None, seen: tuple[np.ndarray, np.ndarray] | None
+    ) -> bool:
+        """Whether :func:`repeat_mixed_top_k` scores the block (CPU, nothing masked)."""
+        unmasked = allowed is None and (seen is None or not len(seen[0]))
+        return self.device.type == "cpu" and unmasked and n > 0 and k > 0
 
     def scored_logits(
         self,
@@ -491,6 +511,14 @@ class LinearScorer:
         if self.device.type == "cpu" and _PRECISION.get() == "bf16" and n and k and not mixing:
             items, scores, log_z = self.bf16_top_k(n, rows, vectors, k, allowed, seen, with_log_z=True)
             return items, scores, log_z, self.column_logits(n, rows, vectors, columns, allowed, seen)
+        if mixing and self.single_pass_mixing(n, k, allowed, seen):
+            assert history is not None and self.repeat_share is not None
+            logits = self.logits(n, rows, vectors)
+            items, scores, log_z, picked = repeat_mixed_top_k(
+                logits, k, history[0], history[1], self.repeat_share, np.asarray(columns, dtype=np.int64)
+            )
+            assert picked is not None
+            return items, scores, log_z, picked
         logits, log_z = self.scored_logits(n, rows, vectors, allowed, seen, history)
         column_logits = logits[:, torch.from_numpy(columns).to(self.device)].cpu().numpy()
         items, scores, log_z = normalised_top_k(logits, k, with_log_z=True, log_z=log_z)

@@ -17,7 +17,9 @@ What the recipe adds to :class:`~.hrnn_metadata.HRNNMetadata` (seed ``004``):
   click-through rate is drawn from its Beta posterior over impressions and clicks (prior:
   the catalogue's mean click-through rate) and combined with the user's relevance, so
   items with little evidence get a chance in proportion to their uncertainty, and items
-  that were shown often and ignored do not. w = 0 gives pure relevance.
+  that were shown often and ignored do not. w = 0 gives pure relevance. The draws come
+  from each posterior's tabulated quantile function (:mod:`.thompson`; a quarter of the
+  cost of numpy's Beta sampler, which took half of a batch job's time).
 - **UPDATE** (every two hours in Personalize): no retraining. The FULL model's network is
   kept; new items join the catalogue with vectors from the item tower, the exploration
   statistics are recounted from all impressions and interactions, and one pass over the
@@ -41,6 +43,7 @@ from .base import UserBatch, top_k
 from .hrnn import PERSONALIZE_HRNN_HPS, TRAINING_HPS
 from .hrnn_metadata import HRNNMetadata, list_column_codes
 from .item_encoders import ItemEncoder
+from .thompson import BetaQuantiles
 
 EXPLORATION_BLOCK = 1024  # users per exploration draw on CPU: the draws are seeded per block
 
@@ -118,6 +121,8 @@ class UserPersonalization(HRNNMetadata):
         self.age_stats: tuple[float, float] | None = None
         # training only: the impressed-but-ignored items of each event
         self._ignored_impressions: IgnoredImpressions | None = None
+        # exploration: the young items' Beta posteriors tabulated once ((α, β) bytes, table)
+        self._beta_quantiles: tuple[bytes, BetaQuantiles] | None = None
 
     # --- training --------------------------------------------------------------------------------
     def _prepare(self, features: Features, keep_layouts: bool) -> None:
@@ -277,10 +282,10 @@ class UserPersonalization(HRNNMetadata):
         alpha = prior * ctr + clicks
         beta = prior * (1 - ctr) + ignored
         rng = np.random.default_rng([exploration.seed, n, int(np.asarray(users[:64]).sum()) & 0x7FFFFFFF])
-        theta = rng.beta(alpha[None, :], beta[None, :], size=(n, len(candidates)))
+        log_theta = self._posteriors(alpha, beta).log_draws(rng, n)
         # an item that was already tried a lot is not exploration any more
-        novelty = 1.0 / np.sqrt(1.0 + shown / 10.0)
-        score = np.log(theta * novelty[None, :]) + candidate_log_p
+        log_novelty = -0.5 * np.log1p(shown / 10.0)
+        score = log_theta + log_novelty.astype(np.float32)[None, :] + candidate_log_p
         position = np.full(len(self.popularity), -1, dtype=np.int64)
         position[candidates] = np.arange(len(candidates))
         rel_pos = np.where(relevant >= 0, position[np.maximum(relevant, 0)], -1)
@@ -288,6 +293,14 @@ class UserPersonalization(HRNNMetadata):
         score[rows[rel_pos >= 0], rel_pos[rel_pos >= 0]] = -np.inf  # already in the relevance list
         picks, values = top_k(score.astype(np.float32), n_slots)
         return np.where(picks >= 0, candidates[np.maximum(picks, 0)], -1)
+
+    def _posteriors(self, alpha: np.ndarray, beta: np.ndarray) -> BetaQuantiles:
+        """The Beta(α, β) quantile tables of the young items (:mod:`.thompson`), kept while
+        the posteriors stay the same (a batch job draws from them block after block)."""
+        key = alpha.tobytes() + beta.tobytes()
+        if self._beta_quantiles is None or self._beta_quantiles[0] != key:
+            self._beta_quantiles = (key, BetaQuantiles.of(alpha, beta))
+        return self._beta_quantiles[1]
 
     # --- persistence ------------------------------------------------------------------------------
     def _restore(self, state):
