@@ -57,6 +57,17 @@ def test_held_out_events_are_the_newest_of_sampled_users_and_leave_training(step
     assert np.array_equal(train_out[changed, steps:], targets[changed, :-steps])
     # the held-out window is the state's input: everything before the held-out event
     assert np.array_equal(held.windows, inputs[changed])
+    # without sequences no history; with them each user's events before the held-out one
+    assert held.history is None
+    again, _, _ = HeldOutNewest.take(
+        inputs, targets, newest, PAD, 0.5, 10_000, np.random.default_rng(1), steps, (indptr, items, positions[:, -1])
+    )
+    assert again is not None and again.history is not None
+    rows, had = again.history
+    users = np.searchsorted(indptr, positions[changed, -1], side="right") - 1
+    for row in (0, 1, len(changed) - 1):
+        expected = items[indptr[users[row]] : positions[changed[row], -1]]
+        assert np.array_equal(had[rows == row], expected)
     # other windows are untouched
     others = np.setdiff1d(np.arange(len(targets)), changed)
     assert np.array_equal(train_out[others], targets[others]) and np.array_equal(train_in[others], inputs[others])
@@ -109,6 +120,9 @@ def test_ndcg_at_10_scores_what_the_recipe_serves_with_repeat_mixing():
     items = torch.eye(n_items)
     assert abs(held.ndcg_at_10(lambda w: state[None], items) - 1 / np.log2(4)) < 1e-6
     assert abs(held.ndcg_at_10(lambda w: state[None], items, repeat_share=1e-6) - 1.0) < 1e-6
+    # the user's whole history, where known: item 0 only (item 1 is a new item for them)
+    known = HeldOutNewest(windows=window, targets=np.array([7]), history=(np.array([0]), np.array([0])))
+    assert abs(known.ndcg_at_10(lambda w: state[None], items, repeat_share=1e-6) - 1 / np.log2(3)) < 1e-6
 
 
 def test_early_stopping_keeps_the_best_state_and_stops_after_patience():
@@ -171,6 +185,13 @@ def test_gru_held_out_events_are_the_newest_of_sampled_users_and_leave_training(
     # it is no longer a training target (target -1, weight 0); everything else is kept
     assert windows.n_events == int((targets_before >= 0).sum()) - len(held)
     assert float(windows.weights.sum()) == float(weights_before.sum()) - len(held)
+    # with the sequences: each user's whole history before the held-out event
+    with_history = gru_windows(indptr, items)
+    again = HeldOutWindows.take(with_history, 0.5, 10_000, np.random.default_rng(1), (indptr, items))
+    assert again is not None and again.held.history is not None
+    rows, had = again.held.history
+    for row, user in enumerate(again.users.numpy()):
+        assert np.array_equal(had[rows == row], items[indptr[user] : indptr[user + 1] - 1])
     # the GRU reads the window up to the held-out event: the items just before it
     lengths = held.lengths.numpy()
     assert (lengths >= 2).all()

@@ -8,8 +8,9 @@ A fixed number of epochs is therefore wrong somewhere; the usual remedy in the l
 held-out split and keep the best weights.
 
 The split here is the leave-last-out protocol applied once more inside the training data: a
-random sample of users (``share`` of those with at least two training transitions, at most
-``cap``) lose their newest transition as a training target; after each epoch the model ranks
+random sample of users (``share`` of those with at least two training transitions, at least
+``SMALL_DATA_USERS`` of them, all on small data, at most ``cap``) lose their newest
+transition as a training target; after each epoch the model ranks
 the whole catalogue for them and the NDCG@10 of the held-out item is the score. Users keep
 that event as input history (it is part of their state at inference time); only the
 prediction of it is not trained, which costs about ``share`` × users of the training targets.
@@ -39,13 +40,27 @@ def held_out_count(eligible: int, share: float, cap: int) -> int:
     return n if n >= MIN_HELD_OUT_USERS else 0
 
 
+def events_before(indptr: np.ndarray, items: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(row, item) pairs of the events before ``positions[row]`` (positions in ``items``)
+    of that event's user (``indptr`` delimits the users), vectorised."""
+    positions = np.asarray(positions, dtype=np.int64)
+    starts = indptr[np.searchsorted(indptr, positions, side="right") - 1]
+    counts = positions - starts
+    rows = np.repeat(np.arange(len(positions)), counts)
+    offsets = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+    return rows, items[np.repeat(starts, counts) + offsets]
+
+
 @dataclass
 class HeldOutNewest:
     """The held-out newest transition of a sample of users: [n, T] input windows ending just
-    before the held-out event (left-padded) and the [n] held-out item codes."""
+    before the held-out event (left-padded), the [n] held-out item codes and, where known,
+    (row, item) pairs of each user's whole history before it (the repeat mixture of the
+    score needs what the user had, not only the window)."""
 
     windows: np.ndarray
     targets: np.ndarray
+    history: tuple[np.ndarray, np.ndarray] | None = None
 
     @classmethod
     def take(
@@ -58,6 +73,7 @@ class HeldOutNewest:
         cap: int,
         rng: np.random.Generator,
         steps: int = 1,
+        sequences: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     ) -> tuple[HeldOutNewest | None, np.ndarray, np.ndarray]:
         """Hold out the last target of a sample of the ``newest`` windows (one per user, as
         :func:`.sasrec.end_aligned_windows` builds them), and ``steps - 1`` more before it
@@ -66,13 +82,16 @@ class HeldOutNewest:
         ``steps`` so that they still end at a real target. With ``steps`` 2 the event before
         the held-out one is in its input but never trained on, as the leave-last-out
         protocol's validation event is for its test event (it tracked amazon-beauty's test
-        curve worse than 1 and cost training events: bench/README.md, session 10)."""
+        curve worse than 1 and cost training events: bench/README.md, session 10).
+        ``sequences``: (indptr, items, each window's last target's position in items), from
+        which the held-out users' histories are taken."""
         eligible = np.flatnonzero(newest & ((targets >= 0).sum(axis=1) > steps))
         n = held_out_count(len(eligible), share, cap)
         if not n:
             return None, inputs, targets
         rows = np.sort(rng.choice(eligible, size=n, replace=False))
-        held = cls(windows=inputs[rows].copy(), targets=targets[rows, -1].copy())
+        history = events_before(sequences[0], sequences[1], sequences[2][rows]) if sequences is not None else None
+        held = cls(windows=inputs[rows].copy(), targets=targets[rows, -1].copy(), history=history)
         inputs, targets = inputs.copy(), targets.copy()
         inputs[rows, steps:], inputs[rows, :steps] = inputs[rows, :-steps], pad
         targets[rows, steps:], targets[rows, :steps] = targets[rows, :-steps], -1
@@ -88,8 +107,9 @@ class HeldOutNewest:
         """Mean NDCG@10 of the held-out items ranked over the whole catalogue; ``encode`` maps
         [n, T] windows to [n, d] states; ``item_bias`` ([n_items], -inf = never ranked) is
         added to the logits where the model has one. ``repeat_share``: the logits are mixed
-        with the items of each window as the recipe mixes them when it recommends
-        (:mod:`.repeats`), so that the score is that of what would be served."""
+        with the user's history (:attr:`history`, else the window's items) as the recipe
+        mixes them when it recommends (:mod:`.repeats`), so that the score is that of what
+        would be served."""
         states = encode(self.windows).float()
         n_items = item_vectors.shape[0]
         gains = []
@@ -98,13 +118,21 @@ class HeldOutNewest:
             if item_bias is not None:
                 logits = logits + item_bias.float()
             if repeat_share is not None:
-                window = self.windows[lo : lo + 1024]
-                rows, cols = np.nonzero(window < n_items)
-                mix_repeats(logits, rows, window[rows, cols], repeat_share)
+                mix_repeats(logits, *self._history_of(lo, min(lo + 1024, len(states)), n_items), repeat_share)
             mine = logits.gather(1, torch.from_numpy(self.targets[lo : lo + 1024])[:, None])
             rank = (logits > mine).sum(dim=1).float()
             gains.append(torch.where(rank < 10, 1.0 / torch.log2(rank + 2.0), 0.0))
         return float(torch.cat(gains).mean())
+
+    def _history_of(self, lo: int, hi: int, n_items: int) -> tuple[np.ndarray, np.ndarray]:
+        """(row - lo, item) history pairs of the held-out rows lo..hi."""
+        if self.history is None:
+            window = self.windows[lo:hi]
+            rows, cols = np.nonzero(window < n_items)
+            return rows, window[rows, cols]
+        rows, items = self.history
+        a, b = np.searchsorted(rows, [lo, hi])
+        return rows[a:b] - lo, items[a:b]
 
 
 class EarlyStopping:
@@ -127,4 +155,4 @@ class EarlyStopping:
         return self.patience > 0 and epoch - self.best_epoch >= self.patience
 
 
-__all__ = ["EarlyStopping", "HeldOutNewest", "MIN_HELD_OUT_USERS", "held_out_count"]
+__all__ = ["EarlyStopping", "HeldOutNewest", "MIN_HELD_OUT_USERS", "events_before", "held_out_count"]

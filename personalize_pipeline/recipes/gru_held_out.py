@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from .early_stopping import MIN_HELD_OUT_USERS, HeldOutNewest
+from .early_stopping import HeldOutNewest, events_before, held_out_count
 
 if TYPE_CHECKING:
     from .hrnn import GRUNet, GRUWindows
@@ -37,26 +37,37 @@ class HeldOutWindows:
         return len(self.held.targets)
 
     @classmethod
-    def take(cls, windows: GRUWindows, share: float, cap: int, rng: np.random.Generator) -> HeldOutWindows | None:
+    def take(
+        cls,
+        windows: GRUWindows,
+        share: float,
+        cap: int,
+        rng: np.random.Generator,
+        sequences: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> HeldOutWindows | None:
         """Hold out the newest transition of a sample of users, in place in ``windows``;
-        None (and ``windows`` untouched) when fewer than ``MIN_HELD_OUT_USERS`` qualify."""
+        None (and ``windows`` untouched) when too few qualify (:func:`.early_stopping.held_out_count`)."""
         users = windows.users.numpy()
         newest = np.r_[users[1:] != users[:-1], True] if len(users) else np.zeros(0, dtype=bool)
         lengths = (windows.targets >= 0).sum(dim=1).numpy()
         eligible = np.flatnonzero(newest & (lengths >= 2))
-        n = min(int(round(share * len(eligible))), cap)
-        if n < MIN_HELD_OUT_USERS:
+        n = held_out_count(len(eligible), share, cap)
+        if not n:
             return None
         rows = torch.from_numpy(np.sort(rng.choice(eligible, size=n, replace=False)))
         last = torch.from_numpy(lengths).long()[rows] - 1
         targets = windows.targets[rows, last].clone()
-        held = HeldOutNewest(windows=windows.inputs[rows].numpy().copy(), targets=targets.numpy())
+        history = None
+        if sequences is not None:  # the held-out event's position: the window's first target's + last
+            positions = windows.first_target[rows].numpy() + last.numpy()
+            history = events_before(sequences[0], sequences[1], positions)
+        held = HeldOutNewest(windows=windows.inputs[rows].numpy().copy(), targets=targets.numpy(), history=history)
         context = windows.context[rows].clone() if windows.context is not None else None
         windows.targets[rows, last] = -1
         windows.weights[rows, last] = 0.0
         return cls(held, last + 1, context, windows.users[rows].clone())
 
-    def ndcg_at_10(self, net: GRUNet, item_bias: torch.Tensor) -> float:
+    def ndcg_at_10(self, net: GRUNet, item_bias: torch.Tensor, repeat_share: float | None = None) -> float:
         """NDCG@10 of the held-out items under ``net`` as it is now (callers put it in eval
         mode, without gradients); ``item_bias``: the output bias, -inf for items not ranked."""
         device = net.embedding.weight.device
@@ -65,7 +76,7 @@ class HeldOutWindows:
             context = self.context.to(device) if self.context is not None else None
             return net.final_state(torch.from_numpy(windows).to(device), self.lengths, context, self.users.to(device))
 
-        return self.held.ndcg_at_10(encode, net.item_vectors(), item_bias)
+        return self.held.ndcg_at_10(encode, net.item_vectors(), item_bias, repeat_share)
 
 
 __all__ = ["HeldOutWindows"]

@@ -105,7 +105,15 @@ TRAINING_HPS = (
         help="stop after this many epochs without a better NDCG@10 on held-out newest events and keep the best "
         "weights (automatic epochs then not cut for width); 0 = train every epoch",
     ),
-    HP("validation_share", float, 0.2, 0.01, 0.5, help="share of users whose newest event early stopping holds out"),
+    HP(
+        "validation_share",
+        float,
+        0.2,
+        0.01,
+        0.5,
+        help="share of users whose newest event early stopping holds out (at least 1,000 users; all of them on "
+        "smaller data)",
+    ),
     REPEAT_AWARE_HP,
     HP(
         "length_buckets",
@@ -334,7 +342,9 @@ class GRURecipe(Recipe):
         windows = self._windows(features)
         held_out = None
         if self.params["early_stopping_patience"]:
-            held_out = HeldOutWindows.take(windows, self.params["validation_share"], VALIDATION_USERS_CAP, rng)
+            held_out = HeldOutWindows.take(
+                windows, self.params["validation_share"], VALIDATION_USERS_CAP, rng, features.sequences()
+            )
         batch, epochs = self.schedule(len(windows), windows.n_events, early_stopping=held_out is not None)
         self._train(windows, features, rng, epochs, batch, held_out=held_out)
         self._finish(everyone, warm_items=0)
@@ -517,13 +527,16 @@ class GRURecipe(Recipe):
     def _early_stopping_hook(
         self, net: GRUNet, held_out: HeldOutWindows | None, device: torch.device
     ) -> EarlyStoppingHook | None:
-        """Scores the weights training would keep on ``held_out`` (None: no early stopping);
-        items never trained are not ranked."""
+        """Scores the weights training would keep on ``held_out`` (None: no early stopping)
+        as they would be served (repeat-mixed with the users' histories); items never
+        trained are not ranked."""
         self._early_stopping = EarlyStopping(self.params["early_stopping_patience"])
         if held_out is None:
             return None
         blocked = torch.from_numpy(np.where(self.trained, 0.0, -np.inf).astype(np.float32)).to(device)
-        return EarlyStoppingHook(self._early_stopping, lambda: held_out.ndcg_at_10(net, net.bias + blocked))
+        return EarlyStoppingHook(
+            self._early_stopping, lambda: held_out.ndcg_at_10(net, net.bias + blocked, self._repeat_share())
+        )
 
     def _early_stopping_report(self, held_out: HeldOutWindows | None) -> dict[str, Any]:
         if held_out is None:

@@ -156,7 +156,15 @@ V2_HPS = (
         "weights; 0 = train every epoch",
     ),
     REPEAT_AWARE_HP,
-    HP("validation_share", float, 0.1, 0.01, 0.5, help="share of users whose newest event early stopping holds out"),
+    HP(
+        "validation_share",
+        float,
+        0.1,
+        0.01,
+        0.5,
+        help="share of users whose newest event early stopping holds out (at least 1,000 users; all of them on "
+        "smaller data)",
+    ),
     HP("min_user_history_length_percentile", float, 0.0, 0.0, 1.0, featurization=True),
     HP("max_user_history_length_percentile", float, 1.0, 0.0, 1.0, featurization=True),
 )
@@ -216,6 +224,7 @@ class SASRecRecipe(Recipe):
                 VALIDATION_USERS_CAP,
                 rng,
                 HELD_OUT_STEPS,
+                sequences=(indptr, items, positions[:, -1]),
             )
         epochs = self.params["epochs"] or self.auto_epochs(int((targets >= 0).sum()))
         self._train(inputs, targets, epochs, rng, list(self.net.parameters()), held_out=held_out)
