@@ -166,11 +166,25 @@ class GRUNet(nn.Module):
         return None
 
     def forward(
-        self, items: torch.Tensor, context: torch.Tensor | None = None, users: torch.Tensor | None = None
+        self,
+        items: torch.Tensor,
+        context: torch.Tensor | None = None,
+        users: torch.Tensor | None = None,
+        lengths: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """[B, T] item codes (+ [B, T, C] context codes, [B] user codes) -> [B, T, dim] states."""
-        out, _ = self.gru(self.drop_embed(self.input_vectors(items, context)), self.initial_state(users))
-        return self.drop_hidden(out)
+        """[B, T] item codes (+ [B, T, C] context codes, [B] user codes) -> [B, T, dim] states.
+        ``lengths`` ([B], on the CPU): the windows are left-aligned and only their first
+        ``lengths`` steps are run (a packed sequence: no GRU step, no dropout on padding,
+        whose states come back as zeros); the states of those steps are the same."""
+        x = self.input_vectors(items, context)
+        h0 = self.initial_state(users)
+        if lengths is None:
+            out, _ = self.gru(self.drop_embed(x), h0)
+            return self.drop_hidden(out)
+        packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        packed, _ = self.gru(packed._replace(data=self.drop_embed(packed.data)), h0)
+        packed = packed._replace(data=self.drop_hidden(packed.data))
+        return nn.utils.rnn.pad_packed_sequence(packed, batch_first=True, total_length=items.shape[1])[0]
 
     def final_state(
         self,
@@ -576,7 +590,7 @@ class GRURecipe(Recipe):
         with net.encoder.batch_table(net, rows=rows):
             ctx = windows.context[idx, :width].to(device) if windows.context is not None else None
             with torch.set_grad_enabled(not item_side_only):
-                states = net(x, ctx, windows.users[idx].to(device))[mask]  # [N, d]
+                states = net(x, ctx, windows.users[idx].to(device), mask_cpu.sum(1))[mask]  # [N, d]
             pos_items = y[mask]
             out_bias = net.bias - log_q  # logQ-corrected output bias
             pos_vectors = net.item_vectors(pos_items)
