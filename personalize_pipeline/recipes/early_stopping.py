@@ -10,10 +10,11 @@ held-out split and keep the best weights.
 The split here is the leave-last-out protocol applied once more inside the training data: a
 random sample of users (``share`` of those with at least two training transitions, at least
 ``SMALL_DATA_USERS`` of them, all on small data, at most ``cap``) lose their newest
-transition as a training target; after each epoch the model ranks
-the whole catalogue for them and the NDCG@10 of the held-out item is the score. Users keep
-that event as input history (it is part of their state at inference time); only the
-prediction of it is not trained, which costs about ``share`` × users of the training targets.
+transition as a training target; after each epoch the model ranks the whole catalogue for
+them and the NDCG@10 of the held-out item is the score, repeat-mixed with each user's
+history as the recipes serve (:mod:`.repeats`). Users keep that event as input history (it
+is part of their state at inference time); only the prediction of it is not trained, which
+costs one training target per held-out user.
 """
 
 from __future__ import annotations
