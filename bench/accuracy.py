@@ -4,6 +4,7 @@ row can be reproduced alone), with the popularity baseline of the same split.
 
     .venv/bin/python bench/accuracy.py                               # every dataset and recipe
     .venv/bin/python bench/accuracy.py --datasets amazon-beauty --recipes aws-user-personalization-v2
+    .venv/bin/python bench/accuracy.py --datasets ml-100k --seeds 42,1,2      # mean ± sd over seeds
 
 Protocol: leave-last-out (each user's last event is the truth, ranking over all items);
 amazon-beauty with `--exclude-seen`, as its published figures. Results are merged into
@@ -51,7 +52,7 @@ RECIPES = [
 ]
 
 
-def command(dataset: str, recipe: str, extra_hp: list[str]) -> list[str]:
+def command(dataset: str, recipe: str, extra_hp: list[str], seed: int | None = None) -> list[str]:
     folder, extra = DATASETS[dataset]
     cmd = [
         ".venv/bin/personalize-pipeline",
@@ -66,11 +67,36 @@ def command(dataset: str, recipe: str, extra_hp: list[str]) -> list[str]:
     ]
     for hp in extra_hp:
         cmd += ["--hp", hp]
+    if seed is not None:
+        cmd += ["--seed", str(seed)]
     return [*cmd, "--no-validate", "--json"]
 
 
-def run_row(dataset: str, recipe: str, extra_hp: list[str]) -> dict:
-    cmd = command(dataset, recipe, extra_hp)
+def run_seeds(dataset: str, recipe: str, extra_hp: list[str], seeds: list[int]) -> dict:
+    """One row from a run per seed: NDCG@10, HR@10, MRR@10 and training time are the means,
+    with NDCG@10's standard deviation and each seed's value (a single run of these recipes
+    moves NDCG@10 by several percent: bench/README.md, session 12)."""
+    runs = [run_row(dataset, recipe, extra_hp, seed) for seed in seeds]
+    failed = [r for r in runs if "error" in r]
+    if failed:
+        return failed[0]
+    row = dict(runs[-1])
+    for key, digits in (("ndcg10", 4), ("hr10", 4), ("mrr10", 4), ("train_s", 1)):
+        row[key] = round(float(sum(r[key] for r in runs) / len(runs)), digits)
+    values = [r["ndcg10"] for r in runs]
+    mean = sum(values) / len(values)
+    row.update(
+        seeds=seeds,
+        ndcg10_by_seed=values,
+        ndcg10_sd=round((sum((v - mean) ** 2 for v in values) / max(len(values) - 1, 1)) ** 0.5, 4),
+        command=shlex.join(command(dataset, recipe, extra_hp)) + " --seed S",
+        load_average_before=runs[0]["load_average_before"],
+    )
+    return row
+
+
+def run_row(dataset: str, recipe: str, extra_hp: list[str], seed: int | None = None) -> dict:
+    cmd = command(dataset, recipe, extra_hp, seed)
     load_before = os.getloadavg()
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
@@ -104,15 +130,20 @@ def markdown(rows: list[dict]) -> str:
         "command |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    hrnn = {r["dataset"]: r.get("ndcg10") for r in rows if r["recipe"] == "aws-hrnn"}
+    # ratios compare like with like: single runs, or means over the same seeds
+    hrnn = {(r["dataset"], tuple(r.get("seeds", []))): r.get("ndcg10") for r in rows if r["recipe"] == "aws-hrnn"}
     for r in rows:
         if "error" in r:
             out.append(f"| {r['dataset']} | {r['recipe']} | error: {r['error']} | | | | | | | `{r['command']}` |")
             continue
-        ratio = f"{r['ndcg10'] / hrnn[r['dataset']]:.2f}x" if hrnn.get(r["dataset"]) else ""
+        base = hrnn.get((r["dataset"], tuple(r.get("seeds", []))))
+        ratio = f"{r['ndcg10'] / base:.2f}x" if base else ""
         load = r["load_average_before"][0]
+        ndcg = f"{r['ndcg10']:.4f}"
+        if "seeds" in r:
+            ndcg += f" ± {r['ndcg10_sd']:.4f} (mean of seeds {', '.join(map(str, r['seeds']))})"
         out.append(
-            f"| {r['dataset']} | {r['recipe']} | {r['ndcg10']:.4f} | {r['hr10']:.4f} | {r['mrr10']:.4f} | "
+            f"| {r['dataset']} | {r['recipe']} | {ndcg} | {r['hr10']:.4f} | {r['mrr10']:.4f} | "
             f"{r['popularity_ndcg10']:.4f} | {ratio} | {r['train_s']} | {load} | `{r['command']}` |"
         )
     return "\n".join(out)
@@ -123,20 +154,26 @@ def main() -> int:
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--recipes", default=",".join(RECIPES))
     parser.add_argument("--hp", action="append", default=[], help="KEY=VALUE passed to every recipe that runs")
+    parser.add_argument(
+        "--seeds", default="", help="comma-separated seeds: each row is the mean of one run per seed (default: one run)"
+    )
     args = parser.parse_args()
+    seeds = [int(seed) for seed in args.seeds.split(",") if seed.strip()]
     rows: list[dict] = []
     for dataset in args.datasets.split(","):
         if dataset not in DATASETS:
             print(f"unknown dataset {dataset!r} (known: {', '.join(DATASETS)})", file=sys.stderr)
             return 2
         for recipe in args.recipes.split(","):
-            row = run_row(dataset, recipe, args.hp)
+            row = run_seeds(dataset, recipe, args.hp, seeds) if seeds else run_row(dataset, recipe, args.hp)
             print(json.dumps(row), file=sys.stderr, flush=True)
             rows = json.loads(RESULTS.read_text()) if RESULTS.exists() else []  # other runs may have added rows
-            rows = [r for r in rows if (r["dataset"], r["recipe"]) != (dataset, recipe)] + [row]
+            key = (dataset, recipe, seeds)  # a mean over seeds sits next to the single run
+            rows = [r for r in rows if (r["dataset"], r["recipe"], r.get("seeds", [])) != key] + [row]
             rows.sort(
                 key=lambda r: (
                     list(DATASETS).index(r["dataset"]),
+                    len(r.get("seeds", [])),
                     RECIPES.index(r["recipe"]) if r["recipe"] in RECIPES else 99,
                 )
             )
