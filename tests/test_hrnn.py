@@ -239,3 +239,19 @@ def test_items_nobody_repeats_are_not_recommended_again(walks, recipe):
         exploring = ExplorationConfig(weight=0.5, item_age_cut_off=1e9)
         mixed = own_items(model.recommend(batch, k, exploration=exploring)[0])
         assert mixed < own_items(raw_model.recommend(batch, k, exploration=exploring)[0])
+
+
+def test_packed_training_forward_gives_the_padded_states_on_real_steps():
+    """Training runs only each window's real steps (a packed sequence); their states are the
+    padded run's, and a window without targets does not fail."""
+    from personalize_pipeline.recipes.hrnn import GRUNet
+
+    torch.manual_seed(0)
+    net = GRUNet(30, 8, 0.0, 0.0).eval()
+    items = torch.randint(0, 30, (5, 7))
+    lengths = torch.tensor([7, 4, 1, 0, 2])
+    packed, padded = net(items, lengths=lengths), net(items)
+    real = torch.arange(7)[None, :] < lengths[:, None]
+    assert packed.shape == padded.shape
+    torch.testing.assert_close(packed[real], padded[real], rtol=1e-5, atol=1e-6)
+    assert (packed[~real & (lengths[:, None] > 0)] == 0).all()  # padding: zeros, masked out by training

@@ -181,6 +181,7 @@ class GRUNet(nn.Module):
         if lengths is None:
             out, _ = self.gru(self.drop_embed(x), h0)
             return self.drop_hidden(out)
+        lengths = lengths.clamp(min=1)  # (a window without targets runs one step; nothing reads it)
         packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
         packed, _ = self.gru(packed._replace(data=self.drop_embed(packed.data)), h0)
         packed = packed._replace(data=self.drop_hidden(packed.data))
