@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .base import segment_index
 from .repeats import mix_repeats
 
 MIN_HELD_OUT_USERS = 200  # fewer than this: the score is too noisy to stop on; train all epochs
@@ -46,10 +47,8 @@ def events_before(indptr: np.ndarray, items: np.ndarray, positions: np.ndarray) 
     of that event's user (``indptr`` delimits the users), vectorised."""
     positions = np.asarray(positions, dtype=np.int64)
     starts = indptr[np.searchsorted(indptr, positions, side="right") - 1]
-    counts = positions - starts
-    rows = np.repeat(np.arange(len(positions)), counts)
-    offsets = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
-    return rows, items[np.repeat(starts, counts) + offsets]
+    ptr, index = segment_index(starts, positions - starts)
+    return np.repeat(np.arange(len(positions)), np.diff(ptr)), items[index]
 
 
 @dataclass

@@ -208,6 +208,13 @@ def normalised_top_k(logits: torch.Tensor, k: int, with_log_z: bool = False, log
     return (indices, scores, log_z.cpu().numpy()) if with_log_z else (indices, scores)
 
 
+def column_positions(columns: np.ndarray, m: int) -> np.ndarray:
+    """[m] position of each of ``m`` item codes in ``columns`` (-1: not among them)."""
+    position = np.full(m, -1, dtype=np.int64)
+    position[columns] = np.arange(len(columns))
+    return position
+
+
 def repeat_mixed_top_k(
     logits: torch.Tensor,
     k: int,
@@ -246,9 +253,7 @@ def repeat_mixed_top_k(
     log_z = shift + np.log(np.maximum(z_other + z_seen * np.exp(delta), np.finfo(np.float64).tiny))
     mixed = (seen + delta[r]).astype(np.float32)
     if picked is not None and columns is not None:
-        position = np.full(m, -1, dtype=np.int64)
-        position[columns] = np.arange(len(columns))
-        at = position[c]
+        at = column_positions(columns, m)[c]
         picked[r[at >= 0], at[at >= 0]] = mixed[at >= 0]
     top_values, top_codes = _merge_top_k(other_values.numpy(), other_codes.numpy(), r, c, mixed)
     scores = np.exp(top_values - log_z[:, None]).astype(np.float32)
@@ -402,22 +407,38 @@ class LinearScorer:
         Under :func:`scoring_precision` bf16 on a CPU: :meth:`bf16_top_k` (float32 where the
         history mixes the scores: the mixture needs the whole row's normaliser). Mixed and
         unmasked on a CPU: :func:`repeat_mixed_top_k` (one exp pass, as unmixed)."""
+        items, scores, _, _ = self._top_k_with(n, rows, vectors, k, None, allowed, seen, history)
+        return items, scores
+
+    def _top_k_with(
+        self,
+        n: int,
+        rows: np.ndarray,
+        vectors: torch.Tensor,
+        k: int,
+        columns: np.ndarray | None,
+        allowed: np.ndarray | None,
+        seen: tuple[np.ndarray, np.ndarray] | None,
+        history: tuple[np.ndarray, np.ndarray] | None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+        """:meth:`top_k`'s (codes, scores) with the [n, 1] log-normaliser and the [n,
+        len(columns)] masked logits of the item codes ``columns`` (None without columns), by
+        the path :meth:`top_k` names."""
         mixing = history is not None and self.repeat_share is not None
-        if self.device.type == "cpu" and _PRECISION.get() == "bf16" and n and k and not mixing:
-            return self.bf16_top_k(n, rows, vectors, k, allowed, seen)
-        if mixing and self.single_pass_mixing(n, k, allowed, seen):
+        on_cpu = self.device.type == "cpu"
+        if on_cpu and _PRECISION.get() == "bf16" and n and k and not mixing:
+            items, scores, log_z = self.bf16_top_k(n, rows, vectors, k, allowed, seen, with_log_z=True)
+            picked = None if columns is None else self.column_logits(n, rows, vectors, columns, allowed, seen)
+            return items, scores, log_z, picked
+        unmasked = allowed is None and (seen is None or not len(seen[0]))
+        if mixing and on_cpu and unmasked and n and k:
             assert history is not None and self.repeat_share is not None
             logits = self.logits(n, rows, vectors)
-            return repeat_mixed_top_k(logits, k, history[0], history[1], self.repeat_share)[:2]
-        logits, log_z = self.scored_logits(n, rows, vectors, allowed, seen, history)
-        return normalised_top_k(logits, k, log_z=log_z)
-
-    def single_pass_mixing(
-        self, n: int, k: int, allowed: np.ndarray | None, seen: tuple[np.ndarray, np.ndarray] | None
-    ) -> bool:
-        """Whether :func:`repeat_mixed_top_k` scores the block (CPU, nothing masked)."""
-        unmasked = allowed is None and (seen is None or not len(seen[0]))
-        return self.device.type == "cpu" and unmasked and n > 0 and k > 0
+            return repeat_mixed_top_k(logits, k, history[0], history[1], self.repeat_share, columns)
+        logits, mixed_log_z = self.scored_logits(n, rows, vectors, allowed, seen, history)
+        picked = None if columns is None else logits[:, torch.from_numpy(columns).to(self.device)].cpu().numpy()
+        items, scores, log_z = normalised_top_k(logits, k, with_log_z=True, log_z=mixed_log_z)
+        return items, scores, log_z, picked
 
     def scored_logits(
         self,
@@ -507,22 +528,10 @@ class LinearScorer:
         """:meth:`top_k` with the [n, 1] log-normaliser and the [n, len(columns)] masked
         float32 logits of the items ``columns`` (e.g. exploration candidates); ``history`` as
         in :meth:`top_k`."""
-        mixing = history is not None and self.repeat_share is not None
-        if self.device.type == "cpu" and _PRECISION.get() == "bf16" and n and k and not mixing:
-            items, scores, log_z = self.bf16_top_k(n, rows, vectors, k, allowed, seen, with_log_z=True)
-            return items, scores, log_z, self.column_logits(n, rows, vectors, columns, allowed, seen)
-        if mixing and self.single_pass_mixing(n, k, allowed, seen):
-            assert history is not None and self.repeat_share is not None
-            logits = self.logits(n, rows, vectors)
-            items, scores, log_z, picked = repeat_mixed_top_k(
-                logits, k, history[0], history[1], self.repeat_share, np.asarray(columns, dtype=np.int64)
-            )
-            assert picked is not None
-            return items, scores, log_z, picked
-        logits, log_z = self.scored_logits(n, rows, vectors, allowed, seen, history)
-        column_logits = logits[:, torch.from_numpy(columns).to(self.device)].cpu().numpy()
-        items, scores, log_z = normalised_top_k(logits, k, with_log_z=True, log_z=log_z)
-        return items, scores, log_z, column_logits
+        columns = np.asarray(columns, dtype=np.int64)
+        items, scores, log_z, picked = self._top_k_with(n, rows, vectors, k, columns, allowed, seen, history)
+        assert picked is not None
+        return items, scores, log_z, picked
 
     def column_logits(
         self,
@@ -538,8 +547,7 @@ class LinearScorer:
         out = self.fallback[c].expand(n, -1).clone()
         if len(rows):
             out[torch.from_numpy(rows)] = torch.addmm(self.bias[c], vectors.float(), self.item_matrix[c].T)
-        position = np.full(self.n_items, -1, dtype=np.int64)
-        position[columns] = np.arange(len(columns))
+        position = column_positions(columns, self.n_items)
         seen_cols = None
         if seen is not None and len(seen[0]):
             at = position[np.asarray(seen[1], dtype=np.int64)]

@@ -43,6 +43,7 @@ from .base import UserBatch, top_k
 from .hrnn import PERSONALIZE_HRNN_HPS, TRAINING_HPS
 from .hrnn_metadata import HRNNMetadata, list_column_codes
 from .item_encoders import ItemEncoder
+from .scoring import column_positions
 from .thompson import BetaQuantiles
 
 EXPLORATION_BLOCK = 1024  # users per exploration draw on CPU: the draws are seeded per block
@@ -286,8 +287,7 @@ class UserPersonalization(HRNNMetadata):
         # an item that was already tried a lot is not exploration any more
         log_novelty = -0.5 * np.log1p(shown / 10.0)
         score = log_theta + log_novelty.astype(np.float32)[None, :] + candidate_log_p
-        position = np.full(len(self.popularity), -1, dtype=np.int64)
-        position[candidates] = np.arange(len(candidates))
+        position = column_positions(candidates, len(self.popularity))
         rel_pos = np.where(relevant >= 0, position[np.maximum(relevant, 0)], -1)
         rows = np.repeat(np.arange(n), relevant.shape[1]).reshape(relevant.shape)
         score[rows[rel_pos >= 0], rel_pos[rel_pos >= 0]] = -np.inf  # already in the relevance list
