@@ -560,7 +560,10 @@ def _parse_table(file: Location, data: bytes) -> pa.Table:
     try:
         if file.url.endswith(".parquet"):
             try:
-                table = pq.read_table(pa.BufferReader(data))
+                # one thread: a threaded read of a corrupt file can raise while other column
+                # decoders still run, and the process then aborts at exit ("terminate called
+                # without an active exception", exit -6 instead of the one-line error)
+                table = pq.read_table(pa.BufferReader(data), use_threads=False)
             except (pa.ArrowInvalid, OSError) as exc:
                 raise InputError(f"{file.url}: not a readable Parquet file ({_first_line(exc)})") from None
             _check_header_names(file.url, table.column_names)

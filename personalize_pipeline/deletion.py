@@ -175,7 +175,7 @@ def _stage(file: Location, dataset_type: str, wanted: pa.Array, token: str) -> F
 def _stage_parquet(file: Location, staged: Location, wanted: pa.Array) -> FileDeletion:
     with file.open("rb") as fh:
         try:
-            table = pq.read_table(fh)
+            table = pq.read_table(fh, use_threads=False)  # as datasets._parse_table: no abort on a corrupt file
         except (pa.ArrowInvalid, OSError) as exc:
             raise InputError(f"{file.url}: not a readable Parquet file ({str(exc).splitlines()[0]})") from None
     if "USER_ID" not in table.column_names:

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -84,3 +85,22 @@ def test_bucketed_batches_cover_every_window_once_with_similar_lengths():
     # batches come in random order, not shortest first
     firsts = [int(lengths[b].min()) for b in batches]
     assert firsts != sorted(firsts)
+
+
+def test_learning_rate_falls_along_a_cosine_to_the_floor(monkeypatch):
+    net, batches, targets = _regression()
+    rates: list[float] = []
+    original = torch.optim.Adam.step
+
+    def step(self, *args, **kwargs):
+        rates.append(self.param_groups[0]["lr"])
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", step)
+    plan = TrainingPlan([net.weight], epochs=4, learning_rate=0.1, lr_floor=0.1)
+    run_training(net, plan, lambda: batches, _loss(net, targets))
+    # 2 batches x 4 epochs: from the full rate down towards 10% of it
+    assert rates == pytest.approx([0.01 + 0.09 * 0.5 * (1 + np.cos(np.pi * k / 8)) for k in range(8)])
+    rates.clear()  # a constant rate by default
+    run_training(net, TrainingPlan([net.weight], epochs=2, learning_rate=0.1), lambda: batches, _loss(net, targets))
+    assert rates == [0.1] * 4

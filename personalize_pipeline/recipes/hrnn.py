@@ -18,7 +18,10 @@ drop them lose most of the accuracy) are made explicitly here:
 - **Embeddings**: the input and output item embeddings are the same matrix ("constrained
   embedding", GRU4Rec's best setting), plus an output bias per item.
 - **Regularisation**: dropout on the input embedding and on the GRU output.
-- **Optimiser**: Adam; initialisation: embeddings uniform(±1/sqrt(d)), GRU weights orthogonal.
+- **Optimiser**: Adam, its learning rate annealed along a cosine to ``learning_rate_floor`` of
+  itself over the planned epochs (at a constant 0.02, aws-hrnn on 10M events diverged in its
+  fifth epoch; bench/README); initialisation: embeddings uniform(±1/sqrt(d)), GRU weights
+  orthogonal.
 - ``recency_mask``: the loss weight of an event grows linearly with its time, from 0.5 for
   the oldest event to 1.0 for the newest, so recent behaviour counts more.
 
@@ -46,6 +49,7 @@ from torch import nn
 from ..features import Features
 from .averaging import WeightAverage
 from .base import HyperParameter, Recipe, UserBatch
+from .dropout import UniformMaskDropout
 from .early_stopping import EarlyStopping
 from .gru_held_out import HeldOutWindows
 from .interfaces import UserRecommender
@@ -95,6 +99,15 @@ TRAINING_HPS = (
         0.9999,
         help="decay of the moving average of the weights that becomes the trained model (0 = last weights)",
     ),
+    HP(
+        "learning_rate_floor",
+        float,
+        0.1,
+        0.0,
+        1.0,
+        help="the learning rate falls along a cosine from learning_rate to this share of it over the planned "
+        "epochs (1 = constant)",
+    ),
     HP("max_training_seconds", float, 3600.0, 1.0, 86400.0, help="stop after this many seconds"),
     HP(
         "early_stopping_patience",
@@ -137,8 +150,8 @@ class GRUNet(nn.Module):
         self.embedding = nn.Embedding(n_items, dim)
         self.bias = nn.Parameter(torch.zeros(n_items))
         self.gru = nn.GRU(dim, dim, batch_first=True)
-        self.drop_embed = nn.Dropout(dropout_embed)
-        self.drop_hidden = nn.Dropout(dropout_hidden)
+        self.drop_embed = UniformMaskDropout(dropout_embed)
+        self.drop_hidden = UniformMaskDropout(dropout_hidden)
         bound = 1.0 / math.sqrt(dim)
         nn.init.uniform_(self.embedding.weight, -bound, bound)
         for name, param in self.gru.named_parameters():
@@ -500,7 +513,7 @@ class GRURecipe(Recipe):
             rows = torch.from_numpy(frozen).to(device)
             plan = TrainingPlan([net.embedding.weight, net.bias], epochs, p["learning_rate"])
             plan.frozen_rows = (net.embedding.weight, rows)
-        plan.max_seconds = p["max_training_seconds"]
+        plan.max_seconds, plan.lr_floor = p["max_training_seconds"], p["learning_rate_floor"]
 
         lengths = (windows.targets >= 0).sum(dim=1).numpy()
         trim = bool(p["length_buckets"])
@@ -587,26 +600,29 @@ class GRURecipe(Recipe):
             for t in (windows.inputs[idx, :width], targets, windows.weights[idx, :width], mask_cpu)
         )
         net.encoder.next_batch()
-        rows = 2 * x.numel() if sampler is not None else net.embedding.num_embeddings
-        with net.encoder.batch_table(net, rows=rows):
+        neg = sampler.draw().to(device) if sampler is not None else None
+        shown = self._extra_negatives(positions)
+        shown = shown.to(device) if shown is not None else None
+        looked_up = None  # every code the batch looks up (None: it scores the whole catalogue)
+        if neg is not None:
+            extra = [shown.clamp(min=0).flatten()] if shown is not None else []
+            looked_up = torch.cat([x.flatten(), y[mask], neg, *extra])
+        with net.encoder.batch_table(net, looked_up):
             ctx = windows.context[idx, :width].to(device) if windows.context is not None else None
             with torch.set_grad_enabled(not item_side_only):
                 states = net(x, ctx, windows.users[idx].to(device), mask_cpu.sum(1))[mask]  # [N, d]
             pos_items = y[mask]
             out_bias = net.bias - log_q  # logQ-corrected output bias
             pos_vectors = net.item_vectors(pos_items)
-            if sampler is None:
+            if neg is None:
                 loss_vec = full_softmax_xe(states, net.item_vectors(), pos_items, out_bias)
             else:
-                neg = sampler.draw().to(device)
                 loss_vec = sampled_softmax_xe_logq(
                     states, pos_vectors, net.item_vectors(neg), out_bias[pos_items], out_bias[neg]
                 )
-            shown = self._extra_negatives(positions)
             if shown is not None:
                 # items shown with the event but not chosen (impressions): a pairwise (BPR) term
                 # asks the chosen item to score above each of them (logits without logQ)
-                shown = shown.to(device)
                 safe = shown.clamp(min=0)
                 raw_pos = (states * pos_vectors).sum(-1) + out_bias[pos_items] + log_q[pos_items]
                 shown_logit = (net.item_vectors(safe) * states.unsqueeze(1)).sum(-1) + net.bias[safe]

@@ -10,6 +10,10 @@ aws-user-personalization-v2:
   mini-batch, on the (weighted) mean loss of the batch's target events; gradients of frozen
   embedding rows are zeroed before the step
   (the item-side refresh of an UPDATE keeps the vectors of items already trained);
+- the learning rate annealed along a cosine from ``learning_rate`` to ``lr_floor`` times it
+  over the planned epochs, step by step, where the plan asks for it (Loshchilov & Hutter,
+  "SGDR", 2017, without restarts): the GRU recipes at a constant rate drifted into a
+  divergence late in a long training (bench/README, session 13);
 - weight averaging (:class:`~.averaging.WeightAverage`): the averaged weights are what
   training keeps, unless early stopping kept better ones;
 - early stopping (:mod:`.early_stopping`): after every epoch the averaged weights are scored
@@ -28,8 +32,9 @@ aws-user-personalization-v2:
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sized
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
@@ -56,6 +61,7 @@ class TrainingPlan:
     frozen_rows: tuple[torch.Tensor, torch.Tensor] | None = None
     max_seconds: float = float("inf")
     budget: Literal["after_epoch", "no_overrun"] = "after_epoch"
+    lr_floor: float = 1.0  # the learning rate's share left at the end of the cosine (1 = constant)
 
 
 @dataclass
@@ -124,9 +130,13 @@ def run_training(
         if budget.next_epoch_overruns(log):
             break  # the next epoch would end past the time budget
         t_epoch, total, weight = time.perf_counter(), 0.0, 0.0
-        for batch in batches():
+        epoch_batches = batches()
+        n_batches = len(epoch_batches) if isinstance(epoch_batches, Sized) else 1
+        for i, batch in enumerate(epoch_batches):
             if budget.batch_overruns():
                 break  # a first epoch longer than the whole budget (very large data)
+            if plan.lr_floor < 1.0:
+                _anneal(optimizer, plan, (epoch - 1 + min(i / max(n_batches, 1), 1.0)) / plan.epochs)
             loss, batch_weight = _step(batch_loss(batch), optimizer, average, plan.frozen_rows)
             total, weight = total + loss * batch_weight, weight + batch_weight
         log.loss_by_epoch.append(round(total / max(weight, 1e-9), 5))
@@ -160,6 +170,13 @@ def _fusable(params: list[torch.Tensor]) -> bool:
     ops: about 7x faster on the CPU for an item embedding) where torch has it for every
     parameter: floating point on the CPU or a CUDA device."""
     return bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+
+
+def _anneal(optimizer: torch.optim.Optimizer, plan: TrainingPlan, progress: float) -> None:
+    """Set the learning rate of the point ``progress`` (0 to 1) of the planned training."""
+    share = plan.lr_floor + (1.0 - plan.lr_floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    for group in optimizer.param_groups:
+        group["lr"] = plan.learning_rate * share
 
 
 def _step(
