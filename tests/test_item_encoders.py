@@ -60,4 +60,6 @@ def test_batch_table_is_dropped_after_the_batch():
     net = network("free embedding")
     with net.encoder.batch_table(net, torch.tensor([3, 5])):
         assert net.item_vectors(torch.tensor([5])).shape == (1, DIM)
+        with pytest.raises(IndexError):  # an item the batch did not declare: no silent wrong row
+            net.item_vectors(torch.tensor([7]))
     torch.testing.assert_close(net.item_vectors(torch.tensor([7])), net.embedding.weight[[7]])

@@ -98,7 +98,8 @@ class ItemEncoder:
         elif codes is not None and len(codes) < n_items:
             distinct = torch.unique(codes)
             self._table = self.vectors(net, distinct)
-            self._slot = torch.empty(n_items, dtype=torch.long, device=codes.device)
+            # -1 for the items not in the table: a lookup outside ``codes`` fails loudly
+            self._slot = torch.full((n_items,), -1, dtype=torch.long, device=codes.device)
             self._slot[distinct] = torch.arange(len(distinct), device=codes.device)
         try:
             yield
