@@ -556,16 +556,21 @@ def _stream_csv(file: Location) -> tuple[pa.Table, str] | None:
     return _blank_to_null(table), digest.hexdigest()[:16]
 
 
+def read_parquet(url: str, source: Any) -> pa.Table:
+    """The whole Parquet file ``source`` (``url`` names it in the error), read on one thread:
+    a threaded read of a corrupt file can raise while other column decoders still run, and
+    the process then aborts at exit ("terminate called without an active exception", exit
+    -6 instead of the one-line error)."""
+    try:
+        return pq.read_table(source, use_threads=False)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputError(f"{url}: not a readable Parquet file ({_first_line(exc)})") from None
+
+
 def _parse_table(file: Location, data: bytes) -> pa.Table:
     try:
         if file.url.endswith(".parquet"):
-            try:
-                # one thread: a threaded read of a corrupt file can raise while other column
-                # decoders still run, and the process then aborts at exit ("terminate called
-                # without an active exception", exit -6 instead of the one-line error)
-                table = pq.read_table(pa.BufferReader(data), use_threads=False)
-            except (pa.ArrowInvalid, OSError) as exc:
-                raise InputError(f"{file.url}: not a readable Parquet file ({_first_line(exc)})") from None
+            table = read_parquet(file.url, pa.BufferReader(data))
             _check_header_names(file.url, table.column_names)
             if table.num_rows == 0:
                 raise InputError(f"{file.url}: has no data rows")

@@ -45,7 +45,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from .datasets import read_dataset
+from .datasets import read_dataset, read_parquet
 from .errors import InputError
 from .imports import list_files
 from .locations import Location, as_location, s3_errors
@@ -174,10 +174,7 @@ def _stage(file: Location, dataset_type: str, wanted: pa.Array, token: str) -> F
 
 def _stage_parquet(file: Location, staged: Location, wanted: pa.Array) -> FileDeletion:
     with file.open("rb") as fh:
-        try:
-            table = pq.read_table(fh, use_threads=False)  # as datasets._parse_table: no abort on a corrupt file
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise InputError(f"{file.url}: not a readable Parquet file ({str(exc).splitlines()[0]})") from None
+        table = read_parquet(file.url, fh)
     if "USER_ID" not in table.column_names:
         raise InputError(f"{file.url}: no USER_ID column")
     hit = pc.is_in(pc.cast(table["USER_ID"], pa.string()), value_set=wanted)

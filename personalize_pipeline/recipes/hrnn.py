@@ -603,9 +603,10 @@ class GRURecipe(Recipe):
         neg = sampler.draw().to(device) if sampler is not None else None
         shown = self._extra_negatives(positions)
         shown = shown.to(device) if shown is not None else None
+        safe = shown.clamp(min=0) if shown is not None else None  # -1 (none) looks up item 0
         looked_up = None  # every code the batch looks up (None: it scores the whole catalogue)
         if neg is not None:
-            extra = [shown.clamp(min=0).flatten()] if shown is not None else []
+            extra = [safe.flatten()] if safe is not None else []
             looked_up = torch.cat([x.flatten(), y[mask], neg, *extra])
         with net.encoder.batch_table(net, looked_up):
             ctx = windows.context[idx, :width].to(device) if windows.context is not None else None
@@ -620,10 +621,9 @@ class GRURecipe(Recipe):
                 loss_vec = sampled_softmax_xe_logq(
                     states, pos_vectors, net.item_vectors(neg), out_bias[pos_items], out_bias[neg]
                 )
-            if shown is not None:
+            if shown is not None and safe is not None:
                 # items shown with the event but not chosen (impressions): a pairwise (BPR) term
                 # asks the chosen item to score above each of them (logits without logQ)
-                safe = shown.clamp(min=0)
                 raw_pos = (states * pos_vectors).sum(-1) + out_bias[pos_items] + log_q[pos_items]
                 shown_logit = (net.item_vectors(safe) * states.unsqueeze(1)).sum(-1) + net.bias[safe]
                 loss_vec = loss_vec + impression_pairwise(raw_pos, shown_logit, (shown >= 0).float())

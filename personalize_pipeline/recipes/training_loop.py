@@ -131,12 +131,12 @@ def run_training(
             break  # the next epoch would end past the time budget
         t_epoch, total, weight = time.perf_counter(), 0.0, 0.0
         epoch_batches = batches()
-        n_batches = len(epoch_batches) if isinstance(epoch_batches, Sized) else 1
+        n_batches = len(epoch_batches) if isinstance(epoch_batches, Sized) else 0  # 0: unknown
         for i, batch in enumerate(epoch_batches):
             if budget.batch_overruns():
                 break  # a first epoch longer than the whole budget (very large data)
-            if plan.lr_floor < 1.0:
-                _anneal(optimizer, plan, (epoch - 1 + min(i / max(n_batches, 1), 1.0)) / plan.epochs)
+            if plan.lr_floor < 1.0:  # within an epoch of unknown length, its start's rate
+                _anneal(optimizer, plan, (epoch - 1 + (i / n_batches if n_batches else 0.0)) / plan.epochs)
             loss, batch_weight = _step(batch_loss(batch), optimizer, average, plan.frozen_rows)
             total, weight = total + loss * batch_weight, weight + batch_weight
         log.loss_by_epoch.append(round(total / max(weight, 1e-9), 5))
