@@ -47,10 +47,11 @@ def test_sampled_softmax_with_negatives_ruled_out():
     loss.sum().backward()
     assert torch.isfinite(states.grad).all() and torch.isfinite(neg_vectors.grad).all()
     assert torch.equal(neg_vectors.grad[[1, 3]], torch.zeros(2, 3))
-    nothing = sampled_softmax_xe_logq(
-        states.detach(), pos_vectors, neg_vectors, pos_bias, torch.full((4,), -float("inf"))
-    )
+    neg_vectors.grad = None
+    nothing = sampled_softmax_xe_logq(states, pos_vectors, neg_vectors, pos_bias, torch.full((4,), -float("inf")))
     torch.testing.assert_close(nothing, torch.zeros(5))
+    nothing.sum().backward()  # the backward pass divides by the negatives' total mass, here 0
+    assert torch.equal(neg_vectors.grad, torch.zeros(4, 3))
 
 
 def test_dropout_keeps_each_unit_with_probability_one_minus_p_and_rescales():
