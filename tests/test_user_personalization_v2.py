@@ -243,6 +243,35 @@ def test_windows_end_at_the_newest_event_and_cover_every_transition():
     assert rows.tolist() == [0, 1, 2] and window.tolist() == [[4, 5], [99, 7], [9, 10]]
 
 
+def test_overlapping_windows_train_every_target_once_with_long_context():
+    """With a stride shorter than the window, each target is owned by one window (the
+    newest ``stride`` positions, or any position of a user's oldest window) and, where the
+    history allows, sees at least ``length - stride`` earlier events."""
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(0, 40, size=60)
+    indptr = np.concatenate([[0], np.cumsum(lengths)])
+    items = rng.integers(0, 50, size=int(indptr[-1]))
+    length, stride = 8, 2
+    inputs, targets, positions = end_aligned_windows(indptr, items, length, pad=99, stride=stride)
+    owned = positions[positions >= 0]
+    expected = np.concatenate([np.arange(indptr[u] + 1, indptr[u + 1]) for u in range(60)])
+    assert np.sort(owned).tolist() == np.sort(expected).tolist()  # every transition once
+    assert (targets[positions >= 0] == items[owned]).all()
+    user = np.searchsorted(indptr, owned, side="right") - 1
+    column = np.nonzero(positions >= 0)[1]
+    context = np.minimum(owned - indptr[user], length)  # earlier events the history has
+    assert (column + 1 >= np.minimum(context, length - stride + 1)).all()
+    real = inputs != 99
+    assert (real.sum(1) == real[:, ::-1].cumprod(1).sum(1)).all()  # left-padded
+    # each real input is the event before its position; the default stride gives the old windows
+    row, col = np.nonzero(real)
+    pos = (positions.max(1, keepdims=True) - (length - 1) + np.arange(length))[row, col]
+    assert (inputs[row, col] == items[pos - 1]).all()
+    old = end_aligned_windows(indptr, items, length, pad=99)
+    same = end_aligned_windows(indptr, items, length, pad=99, stride=length)
+    assert all((a == b).all() for a, b in zip(old, same, strict=True))
+
+
 def test_sampler_losses_and_weight_average():
     rng = np.random.default_rng(0)
     counts = np.array([0.0, 1.0, 10.0, 100.0])

@@ -141,23 +141,32 @@ class SASRecNet(nn.Module):
 
 
 def end_aligned_windows(
-    indptr: np.ndarray, items: np.ndarray, length: int, pad: int
+    indptr: np.ndarray, items: np.ndarray, length: int, pad: int, stride: int | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every user's transitions (item -> next item) cut into windows of ``length`` steps,
-    the newest window ending at the user's last event and each earlier one ending where
-    the next begins; vectorised. Returns inputs [W, length] (left-padded with ``pad``),
-    targets [W, length] (-1 = padding) and the targets' positions in ``items`` (-1)."""
+    the newest window ending at the user's last event and each earlier one ending
+    ``stride`` steps (default ``length``) before the next; vectorised. With a ``stride``
+    shorter than ``length`` the windows overlap and each target is kept only in the newest
+    ``stride`` positions of its window (all of them in a user's oldest window), so every
+    target is trained once and sees at least ``length - stride`` earlier events where the
+    history has them. Returns inputs [W, length] (left-padded with ``pad``), targets
+    [W, length] (-1 = padding or a target owned by a newer window) and the targets'
+    positions in ``items`` (-1)."""
+    stride = length if stride is None else int(np.clip(stride, 1, length))
     lengths = np.diff(indptr)
     n_trans = np.maximum(lengths - 1, 0)
-    n_windows = (n_trans + length - 1) // length
+    n_windows = np.where(n_trans > 0, 1 + (np.maximum(n_trans - length, 0) + stride - 1) // stride, 0)
     user = np.repeat(np.arange(len(lengths)), n_windows)
     k = np.arange(int(n_windows.sum())) - np.repeat(np.cumsum(n_windows) - n_windows, n_windows)
-    last = indptr[1:][user] - 1 - k * length  # position of the window's last target
+    last = indptr[1:][user] - 1 - k * stride  # position of the window's last target
     pos = last[:, None] - (length - 1) + np.arange(length)[None, :]
-    valid = pos >= (indptr[:-1][user] + 1)[:, None]
-    safe = np.where(valid, pos, 1)
+    inside = pos >= (indptr[:-1][user] + 1)[:, None]
+    oldest = k == n_windows[user] - 1
+    owned = oldest[:, None] | (np.arange(length)[None, :] >= length - stride)
+    valid = inside & owned
+    safe = np.where(inside, pos, 1)
     targets = np.where(valid, items[safe], -1).astype(np.int64)
-    inputs = np.where(valid, items[safe - 1], pad).astype(np.int64)
+    inputs = np.where(inside, items[safe - 1], pad).astype(np.int64)
     return inputs, targets, np.where(valid, pos, -1)
 
 
