@@ -299,9 +299,8 @@ class SASRecRecipe(Recipe):
 
     def _window_stride(self) -> int:
         """Events between the ends of a long history's training windows (see the module
-        docstring, "Windows")."""
-        length = self.params["max_sequence_length"]
-        return min(self.params["window_stride"] or max(length // AUTO_STRIDE_FRACTION, 1), length)
+        docstring, "Windows"); :func:`.sasrec.end_aligned_windows` keeps it within the window."""
+        return self.params["window_stride"] or max(self.params["max_sequence_length"] // AUTO_STRIDE_FRACTION, 1)
 
     def _catalogue(self, features: Features, keep_layout: bool) -> None:
         """Popularity, trained items, latest event time and (optionally) item metadata."""
