@@ -1,6 +1,7 @@
 """The sampled softmax's own forward/backward and the dropout mask: the same values and
 gradients as the plain autograd formulas they replace."""
 
+import pytest
 import torch
 
 from personalize_pipeline.recipes.dropout import UniformMaskDropout
@@ -27,13 +28,14 @@ def _loss_and_grads(fn, inputs, weights):
     return [loss.detach()] + [tensor.grad.clone() for tensor in inputs]
 
 
-def test_sampled_softmax_has_the_values_and_gradients_of_autograds_logsumexp():
-    inputs = _inputs()
+@pytest.mark.parametrize("width", [8, 43])  # 43: zero columns up to 48 inside the products
+def test_sampled_softmax_has_the_values_and_gradients_of_autograds_logsumexp(width):
+    inputs = _inputs(d=width)
     weights = torch.rand(300)
     ours = _loss_and_grads(sampled_softmax_xe_logq, inputs, weights)
     reference = _loss_and_grads(_autograd_reference, inputs, weights)
-    for a, b in zip(ours, reference, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    for a, b in zip(ours, reference, strict=True):  # (gradients up to 30: float32 sums of 43 terms)
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-4)
 
 
 def test_sampled_softmax_with_negatives_ruled_out():

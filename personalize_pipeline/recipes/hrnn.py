@@ -52,6 +52,7 @@ from .base import HyperParameter, Recipe, UserBatch
 from .dropout import UniformMaskDropout
 from .early_stopping import EarlyStopping
 from .gru_held_out import HeldOutWindows
+from .gru_layer import gru_over_windows
 from .interfaces import UserRecommender
 from .item_encoders import ItemEncoder
 from .losses import full_softmax_xe, impression_pairwise, sampled_softmax_xe_logq
@@ -187,14 +188,17 @@ class GRUNet(nn.Module):
     ) -> torch.Tensor:
         """[B, T] item codes (+ [B, T, C] context codes, [B] user codes) -> [B, T, dim] states.
         ``lengths`` ([B], on the CPU): the windows are left-aligned and only their first
-        ``lengths`` steps are run (a packed sequence: no GRU step, no dropout on padding,
-        whose states come back as zeros); the states of those steps are the same."""
+        ``lengths`` steps are run (no GRU step on padding, whose states come back as zeros;
+        on the CPU through :mod:`.gru_layer`'s hand-written backward pass, elsewhere as a
+        packed sequence); the states of those steps are the same."""
         x = self.input_vectors(items, context)
         h0 = self.initial_state(users)
         if lengths is None:
             out, _ = self.gru(self.drop_embed(x), h0)
             return self.drop_hidden(out)
         lengths = lengths.clamp(min=1)  # (a window without targets runs one step; nothing reads it)
+        if x.device.type == "cpu" and self.gru.num_layers == 1:
+            return self.drop_hidden(gru_over_windows(self.gru, self.drop_embed(x), lengths, h0))
         packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
         packed, _ = self.gru(packed._replace(data=self.drop_embed(packed.data)), h0)
         packed = packed._replace(data=self.drop_hidden(packed.data))

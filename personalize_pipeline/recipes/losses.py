@@ -23,6 +23,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .alignment import aligned
+
 
 def full_softmax_xe(
     states: torch.Tensor, item_vectors: torch.Tensor, targets: torch.Tensor, bias: torch.Tensor | None = None
@@ -74,11 +76,14 @@ class _NegativesLogSumExp(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, states: torch.Tensor, neg_vectors: torch.Tensor, neg_bias: torch.Tensor) -> torch.Tensor:
+        width = states.shape[1]
+        states, neg_vectors = aligned(states), aligned(neg_vectors)
         buffer = torch.addmm(neg_bias, states, neg_vectors.T)  # [N, S]
         peak = buffer.amax(dim=1, keepdim=True)
         peak.masked_fill_(~torch.isfinite(peak), 0.0)  # a row of -inf stays -inf, not nan
         total = buffer.sub_(peak).exp_().sum(dim=1, keepdim=True)
         ctx.save_for_backward(states, neg_vectors, buffer, total)
+        ctx.width = width
         return (total.log() + peak).squeeze(1)
 
     @staticmethod
@@ -86,9 +91,10 @@ class _NegativesLogSumExp(torch.autograd.Function):
         states, neg_vectors, buffer, total = ctx.saved_tensors
         grad_logits = buffer.mul_(grad.unsqueeze(1) / total.clamp(min=1e-30))  # softmax * grad, in place
         wanted = ctx.needs_input_grad  # (an UPDATE's item-side refresh: no gradient for the states)
+        width = ctx.width
         return (
-            grad_logits @ neg_vectors if wanted[0] else None,
-            grad_logits.T @ states if wanted[1] else None,
+            (grad_logits @ neg_vectors)[:, :width] if wanted[0] else None,
+            (grad_logits.T @ states)[:, :width] if wanted[1] else None,
             grad_logits.sum(0) if wanted[2] else None,
         )
 
