@@ -30,7 +30,7 @@ class _WindowGRU(torch.autograd.Function):
     (zeros after a row's end)."""
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any,
         x: torch.Tensor,
         h0: torch.Tensor,
@@ -60,7 +60,7 @@ class _WindowGRU(torch.autograd.Function):
         return hs[1:]
 
     @staticmethod
-    def backward(ctx: Any, d_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+    def backward(ctx: Any, d_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, w_ih, w_hh, hs, rz, ns, gh = ctx.saved_tensors
         run, rows, width = ns.shape
         d_gi, d_ghn, d_h0 = _walk_back(ctx.batch_sizes, d_out.contiguous(), w_hh, hs, rz, ns, gh)
