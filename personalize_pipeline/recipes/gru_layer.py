@@ -23,6 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .alignment import aligned
+
 
 class _WindowGRU(torch.autograd.Function):
     """One GRU layer over ``x`` [T, B, D] (time-major; rows sorted by length, longest
@@ -39,10 +41,12 @@ class _WindowGRU(torch.autograd.Function):
         b_ih: torch.Tensor,
         b_hh: torch.Tensor,
         batch_sizes: list[int],
+        input_width: int,
     ) -> torch.Tensor:
         steps, rows, _ = x.shape
         width = w_hh.shape[1]
         run = len(batch_sizes)
+        w_ih = aligned(w_ih)  # as many zero columns as x has
         gi = torch.addmm(b_ih, x[:run].reshape(run * rows, -1), w_ih.T).view(run, rows, 3 * width)
         hs = x.new_zeros(steps + 1, rows, width)  # hs[t] = the state before step t
         hs[0] = h0
@@ -56,7 +60,7 @@ class _WindowGRU(torch.autograd.Function):
             torch.addcmul(gi[t, :n_rows, 2 * width :], gates[:, :width], g[:, 2 * width :], out=cand).tanh_()
             torch.lerp(cand, prev, gates[:, width:], out=hs[t + 1, :n_rows])  # (1 - z) n + z h_prev
         ctx.save_for_backward(x, w_ih, w_hh, hs, rz, ns, gh)
-        ctx.batch_sizes = batch_sizes
+        ctx.batch_sizes, ctx.input_width = batch_sizes, input_width
         return hs[1:]
 
     @staticmethod
@@ -70,9 +74,11 @@ class _WindowGRU(torch.autograd.Function):
         before = hs[:run].reshape(run * rows, width)
         d_x = x.new_zeros(x.shape)
         torch.mm(flat_gi, w_ih, out=d_x[:run].view(run * rows, -1))
-        d_w_hh = torch.cat([flat_gi[:, : 2 * width].T @ before, flat_ghn.T @ before])
+        d_w_ih = (flat_gi.T @ inputs)[:, : ctx.input_width]
+        # (a product whose output is `width` wide runs slower than its transpose)
+        d_w_hh = torch.cat([before.T @ flat_gi[:, : 2 * width], before.T @ flat_ghn], dim=1).T
         d_b_hh = torch.cat([flat_gi[:, : 2 * width].sum(0), flat_ghn.sum(0)])
-        return d_x, d_h0, flat_gi.T @ inputs, d_w_hh, flat_gi.sum(0), d_b_hh, None
+        return d_x, d_h0, d_w_ih, d_w_hh, flat_gi.sum(0), d_b_hh, None, None
 
 
 def _walk_back(
@@ -122,13 +128,14 @@ def gru_over_windows(gru: nn.GRU, x: torch.Tensor, lengths: torch.Tensor, h0: to
     batch_sizes = (rows - torch.cumsum(counts, 0))[: len(counts) - 1].tolist()
     start = h0[0][order] if h0 is not None else x.new_zeros(rows, gru.hidden_size)
     states = _WindowGRU.apply(
-        x[order].transpose(0, 1).contiguous(),
+        aligned(x[order].transpose(0, 1), copy=True),  # zero columns: see .alignment
         start,
         gru.weight_ih_l0,
         gru.weight_hh_l0,
         gru.bias_ih_l0,
         gru.bias_hh_l0,
         batch_sizes,
+        x.shape[2],
     )
     return states.transpose(0, 1)[torch.argsort(order)]
 
