@@ -53,12 +53,7 @@ class _WindowGRU(torch.autograd.Function):
         gh = x.new_empty(run, rows, 3 * width)  # hidden projections (with their bias)
         rz = x.new_empty(run, rows, 2 * width)  # reset and update gates
         ns = x.new_empty(run, rows, width)  # candidate states
-        for t, n_rows in enumerate(batch_sizes):
-            prev, g, gates, cand = hs[t, :n_rows], gh[t, :n_rows], rz[t, :n_rows], ns[t, :n_rows]
-            torch.addmm(b_hh, prev, w_hh.T, out=g)
-            torch.add(gi[t, :n_rows, : 2 * width], g[:, : 2 * width], out=gates).sigmoid_()
-            torch.addcmul(gi[t, :n_rows, 2 * width :], gates[:, :width], g[:, 2 * width :], out=cand).tanh_()
-            torch.lerp(cand, prev, gates[:, width:], out=hs[t + 1, :n_rows])  # (1 - z) n + z h_prev
+        _run_steps(batch_sizes, gi, hs, gh, rz, ns, w_hh, b_hh)
         ctx.save_for_backward(x, w_ih, w_hh, hs, rz, ns, gh)
         ctx.batch_sizes, ctx.input_width = batch_sizes, input_width
         return hs[1:]
@@ -79,6 +74,27 @@ class _WindowGRU(torch.autograd.Function):
         d_w_hh = torch.cat([before.T @ flat_gi[:, : 2 * width], before.T @ flat_ghn], dim=1).T
         d_b_hh = torch.cat([flat_gi[:, : 2 * width].sum(0), flat_ghn.sum(0)])
         return d_x, d_h0, d_w_ih, d_w_hh, flat_gi.sum(0), d_b_hh, None, None
+
+
+def _run_steps(
+    batch_sizes: list[int],
+    gi: torch.Tensor,
+    hs: torch.Tensor,
+    gh: torch.Tensor,
+    rz: torch.Tensor,
+    ns: torch.Tensor,
+    w_hh: torch.Tensor,
+    b_hh: torch.Tensor,
+) -> None:
+    """The forward steps: fills the states ``hs[1:]``, hidden projections ``gh``, gates
+    ``rz`` and candidates ``ns`` in place."""
+    width = ns.shape[2]
+    for t, n_rows in enumerate(batch_sizes):
+        prev, g, gates, cand = hs[t, :n_rows], gh[t, :n_rows], rz[t, :n_rows], ns[t, :n_rows]
+        torch.addmm(b_hh, prev, w_hh.T, out=g)
+        torch.add(gi[t, :n_rows, : 2 * width], g[:, : 2 * width], out=gates).sigmoid_()
+        torch.addcmul(gi[t, :n_rows, 2 * width :], gates[:, :width], g[:, 2 * width :], out=cand).tanh_()
+        torch.lerp(cand, prev, gates[:, width:], out=hs[t + 1, :n_rows])  # (1 - z) n + z h_prev
 
 
 def _walk_back(
