@@ -557,12 +557,14 @@ def _stream_csv(file: Location) -> tuple[pa.Table, str] | None:
 
 
 def read_parquet(url: str, source: Any) -> pa.Table:
-    """The whole Parquet file ``source`` (``url`` names it in the error), read on one thread:
-    a threaded read of a corrupt file can raise while other column decoders still run, and
-    the process then aborts at exit ("terminate called without an active exception", exit
-    -6 instead of the one-line error)."""
+    """The whole Parquet file ``source`` (``url`` names it in the error), read and decoded
+    on the calling thread by the single-file reader, without read-ahead: a read of a corrupt
+    file that fails while other decoders or Arrow's I/O pool (``read_table``'s dataset scan
+    pre-buffers there even with ``use_threads=False``) still run makes the process abort at
+    exit ("terminate called without an active exception", exit -6 instead of the one-line
+    error; 2 of 16 runs under load)."""
     try:
-        return pq.read_table(source, use_threads=False)
+        return pq.ParquetFile(source, pre_buffer=False).read(use_threads=False)
     except (pa.ArrowInvalid, OSError) as exc:
         raise InputError(f"{url}: not a readable Parquet file ({_first_line(exc)})") from None
 
