@@ -72,7 +72,8 @@ class _NegativesLogSumExp(torch.autograd.Function):
     against 512 negatives, forward and backward, took 30-34 ms that way and 15-22 ms this
     way on two cores (an aws-hrnn step at 10M events: 5.3 of about 42 ms in those passes,
     2.4 now; bench/README, session 14). The buffer is consumed by the backward pass (no
-    second backward through the same graph)."""
+    second backward through the same graph). The products take the vectors with zero
+    columns up to a multiple of 8 (:mod:`.alignment`; session 16)."""
 
     @staticmethod
     def forward(ctx, states: torch.Tensor, neg_vectors: torch.Tensor, neg_bias: torch.Tensor) -> torch.Tensor:
