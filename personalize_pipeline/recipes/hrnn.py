@@ -197,7 +197,7 @@ class GRUNet(nn.Module):
             out, _ = self.gru(self.drop_embed(x), h0)
             return self.drop_hidden(out)
         lengths = lengths.clamp(min=1)  # (a window without targets runs one step; nothing reads it)
-        if x.device.type == "cpu" and self.gru.num_layers == 1:
+        if x.device.type == "cpu":
             return self.drop_hidden(gru_over_windows(self.gru, self.drop_embed(x), lengths, h0))
         packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
         packed, _ = self.gru(packed._replace(data=self.drop_embed(packed.data)), h0)
