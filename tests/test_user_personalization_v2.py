@@ -17,7 +17,7 @@ from personalize_pipeline.recipes import PersonalizedRankingV2, UserBatch, UserP
 from personalize_pipeline.recipes.averaging import WeightAverage
 from personalize_pipeline.recipes.losses import full_softmax_xe, sampled_softmax_xe_logq
 from personalize_pipeline.recipes.negatives import PopularitySampler
-from personalize_pipeline.recipes.sasrec import end_aligned_windows, last_items
+from personalize_pipeline.recipes.sasrec import SASRecNet, end_aligned_windows, last_items
 from personalize_pipeline.recipes.user_personalization_v2 import HELD_OUT_STEPS, shuffled_batches
 from personalize_pipeline.store import load_solution_version
 from personalize_pipeline.training import SolutionConfig, train
@@ -267,6 +267,54 @@ def test_overlapping_windows_train_every_target_once_with_long_context():
     row, col = np.nonzero(real)
     pos = (positions.max(1, keepdims=True) - (length - 1) + np.arange(length))[row, col]
     assert (inputs[row, col] == items[pos - 1]).all()
+
+
+def _padded_states(net: SASRecNet, items: torch.Tensor) -> torch.Tensor:
+    """The network computed over the whole padded [B, T] batch, as SASRec does (padded
+    positions zeroed and masked out as keys; fused attention): [B, T, d]."""
+    b, t = items.shape
+    real = items < net.n_items
+    x = (net.item_vectors(items) * net.input_scale + net.position.weight[-t:]) * real.unsqueeze(-1)
+    allowed = (torch.ones(t, t, dtype=torch.bool).tril()[None] & real[:, None, :]) | torch.eye(t, dtype=torch.bool)
+    for block in net.blocks:
+        d = x.shape[-1]
+        qkv = block.qkv(block.ln_attention(x)).view(b, t, 3, block.heads, d // block.heads).permute(2, 0, 3, 1, 4)
+        attended = torch.nn.functional.scaled_dot_product_attention(*qkv, attn_mask=allowed.unsqueeze(1))
+        x = x + block.project(attended.transpose(1, 2).reshape(b, t, d))
+        x = x + block.feed_forward(block.ln_feed_forward(x))
+    return net.ln_out(x)
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_packed_positions_give_the_padded_networks_states_and_gradients(training):
+    """The blocks run on the real positions only (padding costs nothing); states and
+    gradients equal the network run over the padded batch. In training, the attention runs
+    unfused so its weights can get the dropout: checked with a rate that keeps every unit."""
+    torch.manual_seed(0)
+    n_items, width = 30, 12
+    net = SASRecNet(n_items, 16, 2, 2, width, dropout=1e-9 if training else 0.0, scale_items=True)
+    net.train(training)
+    rng = np.random.default_rng(0)
+    lengths = np.array([1, 12, 3, 7, 1, 5])
+    items = np.full((len(lengths), 10), n_items)  # a batch trimmed to 10 of the 12 positions
+    for row, length in enumerate(lengths):
+        items[row, 10 - min(length, 10) :] = rng.integers(0, n_items, size=min(length, 10))
+    x = torch.from_numpy(items)
+    packed, layout = net(x)
+    real = x < n_items
+    assert layout.index.tolist() == np.flatnonzero(real.numpy().reshape(-1)).tolist()
+    reference = _padded_states(net, x)
+    torch.testing.assert_close(packed, reference[real], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(net.last_state(x), reference[:, -1], atol=1e-5, rtol=1e-5)
+    weights = torch.randn(packed.shape)
+    grads = torch.autograd.grad((packed * weights).sum(), list(net.parameters()))
+    expected = torch.autograd.grad((reference[real] * weights).sum(), list(net.parameters()))
+    for got, want in zip(grads, expected, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+    if not training:  # a window's state does not depend on the batch it runs in
+        for row, length in enumerate(np.minimum(lengths, 10)):
+            alone = net.last_state(x[row : row + 1, 10 - length :])
+            torch.testing.assert_close(alone[0], reference[row, -1], atol=1e-5, rtol=1e-5)
 
 
 def test_sampler_losses_and_weight_average():

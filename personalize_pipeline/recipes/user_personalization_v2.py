@@ -468,10 +468,10 @@ class SASRecRecipe(Recipe):
     ) -> torch.Tensor:
         """[B, T] inputs and targets (-1 = padding) -> the loss of every target event."""
         assert self.net is not None
-        mask = y >= 0
         with torch.set_grad_enabled(not encoder_frozen):
-            states = self.net(x)[mask]
-        targets = y[mask]
+            states, layout = self.net(x)
+        targets = y.reshape(-1).index_select(0, layout.index)  # (targets sit at real inputs only)
+        states, targets = states[targets >= 0], targets[targets >= 0]
         if sampler is None:
             return full_softmax_xe(states, self.net.item_vectors(), targets)
         negatives = sampler.draw()
