@@ -3,9 +3,10 @@ gradients as the plain autograd formulas they replace."""
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from personalize_pipeline.recipes.dropout import UniformMaskDropout
-from personalize_pipeline.recipes.losses import sampled_softmax_xe_logq
+from personalize_pipeline.recipes.losses import full_softmax_xe, sampled_softmax_xe_logq
 
 
 def _autograd_reference(states, pos_vectors, neg_vectors, pos_bias, neg_bias):
@@ -35,6 +36,24 @@ def test_sampled_softmax_has_the_values_and_gradients_of_autograds_logsumexp(wid
     ours = _loss_and_grads(sampled_softmax_xe_logq, inputs, weights)
     reference = _loss_and_grads(_autograd_reference, inputs, weights)
     for a, b in zip(ours, reference, strict=True):  # (gradients up to 30: float32 sums of 43 terms)
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("width, with_bias", [(8, True), (43, False)])
+def test_full_softmax_has_the_values_and_gradients_of_cross_entropy(width, with_bias):
+    torch.manual_seed(1)
+    states, vectors = torch.randn(200, width).requires_grad_(), torch.randn(70, width).requires_grad_()
+    bias = torch.randn(70).requires_grad_() if with_bias else None
+    targets = torch.randint(0, 70, (200,))
+    weights = torch.rand(200)
+    inputs = [states, vectors] + ([bias] if bias is not None else [])
+
+    def reference(*args):
+        logits = args[0] @ args[1].T + (args[2] if len(args) > 2 else 0.0)
+        return F.cross_entropy(logits, targets, reduction="none")
+
+    ours = _loss_and_grads(lambda *args: full_softmax_xe(args[0], args[1], targets, *args[2:]), inputs, weights)
+    for a, b in zip(ours, _loss_and_grads(reference, inputs, weights), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-4)
 
 
