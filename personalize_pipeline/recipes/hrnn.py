@@ -236,7 +236,7 @@ def make_windows(indptr: np.ndarray, items: np.ndarray, bptt: int) -> tuple[np.n
     pos = start[:, None] + steps[None, :]
     padding = steps[None, :] >= np.minimum(remaining, bptt)[:, None]
     np.clip(pos, 0, max(len(items) - 2, 0), out=pos)  # (padding positions read any real item)
-    inputs = items[pos].astype(np.int64)  # (in place where possible: 10M events make ~100 MB arrays)
+    inputs = items[pos].astype(np.int64)  # (few temporaries: at 10M events each is ~100 MB)
     inputs[padding] = 0
     targets = items[1:][pos].astype(np.int64)
     targets[padding] = -1

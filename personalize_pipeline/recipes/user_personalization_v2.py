@@ -473,7 +473,8 @@ class SASRecRecipe(Recipe):
         with torch.set_grad_enabled(not encoder_frozen):
             states, layout = self.net(x)
         targets = y.reshape(-1).index_select(0, layout.index)  # (targets sit at real inputs only)
-        states, targets = states[targets >= 0], targets[targets >= 0]
+        trained = targets >= 0
+        states, targets = states[trained], targets[trained]
         if sampler is None:
             return full_softmax_xe(states, self.net.item_vectors(), targets)
         negatives = sampler.draw()
