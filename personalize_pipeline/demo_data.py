@@ -355,87 +355,170 @@ def _group_cumsum_exclusive(x: np.ndarray, group_first: np.ndarray, group_len: n
     return excl - np.repeat(excl[group_first], group_len)
 
 
+@dataclass(frozen=True)
+class _Sessions:
+    """Session structure of the event log; events are in (user, session, position) order."""
+
+    user: np.ndarray  # per event: user index
+    session: np.ndarray  # per event: session index
+    pos: np.ndarray  # per event: position in its session
+    first: np.ndarray  # per session: index of its first event
+    length: np.ndarray  # per session: number of events
+    session_user: np.ndarray  # per session: user index
+
+
+@dataclass(frozen=True)
+class _DriftingInterests:
+    """Category draws for sessions whose users drift from their early interest profile
+    (:attr:`DemoWorld.user_interests_early`) to the current one."""
+
+    cum_profiles: np.ndarray  # row-wise CDFs: the current profiles, then the early ones
+    early_w: np.ndarray  # per session: probability of drawing from the early profile
+    session_user: np.ndarray  # per session: user index
+    n_users: int
+
+    def draw(self, rng: np.random.Generator, s: np.ndarray) -> np.ndarray:
+        """One category per session in ``s``: two draws each, which profile, then the category."""
+        row = self.session_user[s] + self.n_users * (rng.random(s.size) < self.early_w[s])
+        return _sample_rows(self.cum_profiles, row, rng.random(s.size))
+
+
 def _simulate(world: DemoWorld) -> dict[str, np.ndarray]:
-    """Simulate the event log; arrays are in (user, session, position) order."""
+    """Simulate the event log; arrays are in (user, session, position) order.
+
+    Every draw comes from the one events stream, in a fixed order: sessions,
+    devices, event types, in-session gaps, session placement, session
+    categories, items, event values.  The generated files depend on that
+    order: keep it.
+    """
     spec = world.spec
     rng = _rng(spec, _S_EVENTS)
-    n_users, n_events = spec.users, spec.interactions
-    end = spec.end
-    horizon = spec.days * _DAY
+    sessions = _draw_sessions(world, rng)
+    device = _draw_devices(world, rng, sessions)
+    etype = _draw_event_types(rng, device)
+    offset, duration = _session_offsets(rng, sessions, etype)
+    session_start = _session_starts(world, rng, sessions, duration)
+    ts = np.minimum(session_start[sessions.session] + offset, spec.end - 1)
+    interests = _drifting_interests(world, sessions, session_start)
+    session_cat = interests.draw(rng, np.arange(sessions.first.size))
+    item = _draw_items(world, rng, sessions, ts, session_cat, interests)
+    value = _event_values(world, rng, sessions.user, item, etype)
+    return {"user": sessions.user, "item": item, "ts": ts, "etype": etype, "value": value, "device": device}
 
-    # Heavy-tailed activity, >= 3 events per user, exactly `interactions` in total.
+
+def _draw_sessions(world: DemoWorld, rng: np.random.Generator) -> _Sessions:
+    """Events per user (heavy-tailed activity, >= 3 per user, exactly ``interactions`` in
+    total), cut into sessions."""
+    spec = world.spec
+    n_users, n_events = spec.users, spec.interactions
     p = world.user_activity / world.user_activity.sum()
     counts = 3 + rng.multinomial(n_events - 3 * n_users, p)
     user = np.repeat(np.arange(n_users), counts)
     user_first_event = np.cumsum(counts) - counts
     pos_in_user = np.arange(n_events) - np.repeat(user_first_event, counts)
-
-    # Sessions.
     brk = (pos_in_user == 0) | (rng.random(n_events) < _SESSION_BREAK_P)
-    session = np.cumsum(brk) - 1
-    session_first = np.flatnonzero(brk)
-    n_sessions = session_first.size
-    session_len = np.diff(np.append(session_first, n_events))
-    pos = np.arange(n_events) - np.repeat(session_first, session_len)
-    session_user = user[session_first]
+    first = np.flatnonzero(brk)
+    length = np.diff(np.append(first, n_events))
+    return _Sessions(
+        user=user,
+        session=np.cumsum(brk) - 1,
+        pos=np.arange(n_events) - np.repeat(first, length),
+        first=first,
+        length=length,
+        session_user=user[first],
+    )
 
-    # Device per session: usually the user's preferred one.
+
+def _draw_devices(world: DemoWorld, rng: np.random.Generator, sessions: _Sessions) -> np.ndarray:
+    """Device per event, drawn per session: usually the user's preferred one."""
+    n_sessions = sessions.first.size
     other_device = rng.choice(len(DEVICES), size=n_sessions, p=_DEVICE_SHARES)
-    session_device = np.where(rng.random(n_sessions) < 0.8, world.user_device[session_user], other_device)
-    device = session_device[session]
+    preferred = world.user_device[sessions.session_user]
+    session_device = np.where(rng.random(n_sessions) < 0.8, preferred, other_device)
+    return session_device[sessions.session]
 
-    # Event types depend on the device.
-    u = rng.random(n_events)
+
+def _draw_event_types(rng: np.random.Generator, device: np.ndarray) -> np.ndarray:
+    """Event type per event (index into EVENT_TYPES); depends on the device."""
+    u = rng.random(device.size)
     probs = _TYPE_BY_DEVICE[device]
-    etype = (u >= probs[:, 0]).astype(np.int64) + (u >= probs[:, 0] + probs[:, 1])
+    return (u >= probs[:, 0]).astype(np.int64) + (u >= probs[:, 0] + probs[:, 1])
 
-    # Time until the next event of the session: watching takes longer.
+
+def _session_offsets(rng: np.random.Generator, sessions: _Sessions, etype: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Offset of each event from the start of its session, and the duration of each
+    session (seconds): the time until the next event is longer after a watch."""
+    n_events = etype.size
     gap = np.select(
         [etype == 0, etype == 1],
         [15 + rng.exponential(60.0, n_events), 60 + rng.exponential(420.0, n_events)],
         30 + rng.exponential(120.0, n_events),
     ).astype(np.int64)
-    offset = _group_cumsum_exclusive(gap, session_first, session_len)
-    duration = offset[np.append(session_first[1:], n_events) - 1]
+    offset = _group_cumsum_exclusive(gap, sessions.first, sessions.length)
+    duration = offset[np.append(sessions.first[1:], n_events) - 1]
+    return offset, duration
 
-    # Place the sessions of each user inside [first_seen, end): random idle gaps
-    # (exponential, rescaled to the available time) of at least 30 minutes.
+
+def _session_starts(
+    world: DemoWorld, rng: np.random.Generator, sessions: _Sessions, duration: np.ndarray
+) -> np.ndarray:
+    """Start time of each session: the sessions of each user are placed inside
+    [first_seen, end) with random idle gaps (exponential, rescaled to the available time)
+    of at least 30 minutes."""
+    spec = world.spec
+    n_users, end = spec.users, spec.end
+    session_user = sessions.session_user
     sessions_per_user = np.bincount(session_user, minlength=n_users)
     need = np.bincount(session_user, weights=duration, minlength=n_users) + sessions_per_user * _MIN_SESSION_GAP
     first_seen = np.minimum(world.user_first_seen, end - np.ceil(need * 1.2).astype(np.int64))
     first_seen = np.maximum(first_seen, spec.start)
     avail = np.maximum(end - 1 - first_seen - need, 0)
-    idle = rng.exponential(1.0, n_sessions)
+    idle = rng.exponential(1.0, session_user.size)
     tail = rng.exponential(1.0, n_users)
     scale = avail / (np.bincount(session_user, weights=idle, minlength=n_users) + tail)
     session_gap = np.floor(idle * scale[session_user]).astype(np.int64) + _MIN_SESSION_GAP
     user_first_session = np.cumsum(sessions_per_user) - sessions_per_user
     step = session_gap + duration
     before = _group_cumsum_exclusive(step, user_first_session, sessions_per_user)
-    session_start = first_seen[session_user] + before + session_gap
-    ts = np.minimum(session_start[session] + offset, end - 1)
-    tau = np.clip((session_start - spec.start) / horizon, 0.0, 1.0)
+    return first_seen[session_user] + before + session_gap
 
-    # Interests drift from the early profile to the current one.
+
+def _drifting_interests(world: DemoWorld, sessions: _Sessions, session_start: np.ndarray) -> _DriftingInterests:
+    """Interests drift from the early profile to the current one: the weight of the early
+    profile falls from 0.7 at the start of the timeline to 0 at its end."""
+    spec = world.spec
+    tau = np.clip((session_start - spec.start) / (spec.days * _DAY), 0.0, 1.0)
     cum_profiles = np.cumsum(np.concatenate([world.user_interests, world.user_interests_early]), axis=1)
     cum_profiles[:, -1] = 1.0
-    early_w = 0.7 * (1.0 - tau)
-    session_row = session_user + n_users * (rng.random(n_sessions) < early_w)
-    session_cat = _sample_rows(cum_profiles, session_row, rng.random(n_sessions))
+    return _DriftingInterests(cum_profiles, 0.7 * (1.0 - tau), sessions.session_user, spec.users)
 
-    # Items, one position of the sessions at a time.
+
+def _draw_items(
+    world: DemoWorld,
+    rng: np.random.Generator,
+    sessions: _Sessions,
+    ts: np.ndarray,
+    session_cat: np.ndarray,
+    interests: _DriftingInterests,
+) -> np.ndarray:
+    """Items, one position of the sessions at a time.
+
+    The first event of a session gets a quality-weighted item of the session
+    category; a later one (unless it wanders off the session category) repeats
+    the previous item, moves to an item related to it, or else gets a
+    quality-weighted item of the session (or the wandering) category.
+    """
     sampler = _ItemSampler(world)
-    cat_of, created, quality = world.item_category, world.item_created, world.item_quality
+    cat_of = world.item_category
     zorder = np.lexsort((world.item_latent, cat_of))
     zpos = np.empty_like(zorder)
     zpos[zorder] = np.arange(zorder.size)
-    n_items = spec.items
-    item = np.empty(n_events, dtype=np.int64)
-    by_pos = np.argsort(pos, kind="stable")
-    bounds = np.concatenate([[0], np.cumsum(np.bincount(pos))])
+    item = np.empty(sessions.user.size, dtype=np.int64)
+    by_pos = np.argsort(sessions.pos, kind="stable")
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(sessions.pos))])
     for j in range(bounds.size - 1):
         idx = by_pos[bounds[j] : bounds[j + 1]]
-        s = session[idx]
+        s = sessions.session[idx]
         t = ts[idx]
         scat = session_cat[s]
         if j == 0:
@@ -447,29 +530,44 @@ def _simulate(world: DemoWorld) -> dict[str, np.ndarray]:
         in_cat = cat_of[prev] == scat
         repeat = ~wander & in_cat & (r < _P_WANDER + _P_REPEAT)
         follow = ~wander & in_cat & ~repeat & (r < _P_WANDER + _P_REPEAT + _P_FOLLOW)
-        # Related item: a quality-weighted neighbour on the category's latent axis.
-        cand = zpos[prev][:, None] + _NEIGHBOUR_OFFSETS[None, :]
-        ok = (cand >= 0) & (cand < n_items)
-        cand = zorder[np.clip(cand, 0, n_items - 1)]
-        ok &= (cat_of[cand] == cat_of[prev][:, None]) & (created[cand] <= t[:, None])
-        w = np.cumsum(quality[cand] * _NEIGHBOUR_WEIGHTS * ok, axis=1)
-        pick = (rng.random(idx.size)[:, None] * w[:, -1:] >= w).sum(axis=1)
-        follow &= w[:, -1] > 0
-        followed = cand[np.arange(idx.size), np.minimum(pick, 3)]
+        followed, has_related = _related_items(world, rng, zorder, zpos, prev, t)
+        follow &= has_related
         # Otherwise a quality-weighted item of the session (or a wandering) category.
-        wander_row = session_user[s] + n_users * (rng.random(idx.size) < early_w[s])
-        wander_cat = _sample_rows(cum_profiles, wander_row, rng.random(idx.size))
+        wander_cat = interests.draw(rng, s)
         fresh = sampler.sample(np.where(wander, wander_cat, scat), t, rng.random(idx.size))
         item[idx] = np.where(repeat, prev, np.where(follow, followed, fresh))
+    return item
 
-    # Event values: 1.0 for a click, watched fraction (higher for favourite
-    # categories) for a watch, the price for a purchase.
-    icat = cat_of[item]
-    rel = world.user_interests[user, icat] / world.user_interests.max(axis=1)[user]
+
+def _related_items(
+    world: DemoWorld,
+    rng: np.random.Generator,
+    zorder: np.ndarray,
+    zpos: np.ndarray,
+    prev: np.ndarray,
+    t: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A related item for each ``prev`` item: a quality-weighted neighbour on the
+    category's latent axis (``zorder`` sorts the items by category then latent position,
+    ``zpos`` is its inverse), created at or before ``t``; also whether there was one."""
+    n_items, cat_of = world.spec.items, world.item_category
+    cand = zpos[prev][:, None] + _NEIGHBOUR_OFFSETS[None, :]
+    ok = (cand >= 0) & (cand < n_items)
+    cand = zorder[np.clip(cand, 0, n_items - 1)]
+    ok &= (cat_of[cand] == cat_of[prev][:, None]) & (world.item_created[cand] <= t[:, None])
+    w = np.cumsum(world.item_quality[cand] * _NEIGHBOUR_WEIGHTS * ok, axis=1)
+    pick = (rng.random(prev.size)[:, None] * w[:, -1:] >= w).sum(axis=1)
+    return cand[np.arange(prev.size), np.minimum(pick, 3)], w[:, -1] > 0
+
+
+def _event_values(
+    world: DemoWorld, rng: np.random.Generator, user: np.ndarray, item: np.ndarray, etype: np.ndarray
+) -> np.ndarray:
+    """Event values: 1.0 for a click, watched fraction (higher for favourite categories)
+    for a watch, the price for a purchase."""
+    rel = world.user_interests[user, world.item_category[item]] / world.user_interests.max(axis=1)[user]
     watched = np.clip(np.round(rng.beta(1.0 + 3.0 * rel, 1.6), 3), 0.01, 1.0)
-    value = np.select([etype == 0, etype == 1], [1.0, watched], world.item_price[item])
-
-    return {"user": user, "item": item, "ts": ts, "etype": etype, "value": value, "device": device}
+    return np.select([etype == 0, etype == 1], [1.0, watched], world.item_price[item])
 
 
 def _impressions(world: DemoWorld, item: np.ndarray, ts: np.ndarray) -> pa.ChunkedArray:

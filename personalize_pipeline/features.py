@@ -14,7 +14,7 @@ Everything is vectorised with pandas / pyarrow; nothing loops over events in Pyt
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +23,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .datasets import DatasetGroup
+from .datasets import Dataset, DatasetGroup
 from .errors import InputError
 from .locations import Location, as_location
 from .measure import release_memory
@@ -105,37 +105,93 @@ LIST_BLOCK_ROWS = 131_072  # rows of a list column gathered at a time
 def featurize(
     group: DatasetGroup, options: FeaturizeOptions = FeaturizeOptions(), slice_rows: int | None = None
 ) -> Features:
-    """Streams the interactions through Arrow in slices of ``slice_rows`` rows: each slice's
-    string columns are dictionary-encoded (hash tables in C++) and only int codes, numbers
-    and the slice's small dictionaries are kept; the dictionaries are merged into the sorted
-    id maps at the end (one hash table per map) and the codes remapped. No per-row Python
-    objects, no whole-table copies of string columns, every column parsed once."""
+    """The features of a dataset group: the interactions streamed through Arrow in slices of
+    ``slice_rows`` rows (``_encode_interactions``), the id maps of every user and item
+    (``_id_maps``), the interactions (and, with event filters, every event) stable-sorted by
+    (user, TIMESTAMP), then the item and user metadata. No per-row Python objects, no
+    whole-table copies of string columns, every column parsed once."""
     start = time.perf_counter()
     dataset = group.interactions
-    source = dataset.source
-    names = dataset.column_names
-    if options.event_type is not None and "EVENT_TYPE" not in names:
-        raise InputError(f"{source}: eventType {options.event_type!r} given but there is no EVENT_TYPE column")
-    if options.event_value_threshold is not None and "EVENT_VALUE" not in names:
-        raise InputError(f"{source}: eventValueThreshold given but there is no EVENT_VALUE column")
+    _check_filter_columns(dataset, options)
     n_raw = dataset.num_rows
+    items_df, item_fields = _metadata_source(group.items, "ITEM_ID")
+    users_df, user_fields = _metadata_source(group.users, "USER_ID")
 
-    items_df = _dedupe(group.items.typed(), "ITEM_ID") if group.items is not None else None
-    users_df = _dedupe(group.users.typed(), "USER_ID") if group.users is not None else None
-    item_fields = group.items.schema.metadata_fields if group.items is not None else []
-    user_fields = group.users.schema.metadata_fields if group.users is not None else []
-
-    context_fields = [f for f in dataset.schema.metadata_fields if f.name in names]
+    context_fields = [f for f in dataset.schema.metadata_fields if f.name in dataset.column_names]
     columns, counts = _encode_interactions(dataset, options, context_fields, slice_rows)
+    _check_filter_results(dataset.source, options, counts)
+    release_memory(collect=False)  # the parsed slices, freed into Arrow's pool, before the id maps are built
+    ids = _id_maps(columns, items_df, users_df)
+
+    vocabularies: dict[str, list[str]] = {}
+    data, every_event = _interaction_columns(columns, ids, options, context_fields, vocabularies)
+    events = _sorted_frame(every_event) if every_event is not None else None
+    columns.clear()
+    release_memory(collect=False)  # the slices' buffers, before the sort allocates the final columns
+    # stable sort by (user, timestamp): equal timestamps keep file order. The user history
+    # length percentiles shape the training set only (``training_set``): every user's
+    # events stay here, for inference, filters and UPDATE.
+    interactions = _sorted_frame(data)
+    del data
+    if interactions.empty:
+        raise InputError("no interactions left after filtering by event type and event value")
+
+    numeric_stats: dict[str, dict[str, float]] = {}
+    items = _metadata_table(ids.item_ids, items_df, "ITEM_ID", item_fields, "items", vocabularies, numeric_stats)
+    users = _metadata_table(ids.user_ids, users_df, "USER_ID", user_fields, "users", vocabularies, numeric_stats)
+    info = {
+        **_source_info(group),
+        "options": options.__dict__,
+        "counts": _counts(n_raw, counts["kept"], interactions, ids),
+        "vocabularies": vocabularies,
+        "numeric_stats": numeric_stats,
+        "context_columns": [f"ctx_{f.name}" for f in context_fields],
+        "has_impressions": "impression" in interactions.columns,
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+    return Features(ids.item_ids, ids.user_ids, interactions, items, users, info, events)
+
+
+def _check_filter_columns(dataset: Dataset, options: FeaturizeOptions) -> None:
+    """The event filters' columns must be there."""
+    if options.event_type is not None and "EVENT_TYPE" not in dataset.column_names:
+        raise InputError(f"{dataset.source}: eventType {options.event_type!r} given but there is no EVENT_TYPE column")
+    if options.event_value_threshold is not None and "EVENT_VALUE" not in dataset.column_names:
+        raise InputError(f"{dataset.source}: eventValueThreshold given but there is no EVENT_VALUE column")
+
+
+def _check_filter_results(source: str, options: FeaturizeOptions, counts: dict[str, Any]) -> None:
+    """Each event filter must keep some interactions (``counts`` of ``_encode_interactions``)."""
     if options.event_type is not None and counts["event_type"] == 0:
         known = ", ".join(sorted(str(v) for v in counts["event_types"] if v is not None)[:10])
         raise InputError(f"{source}: no interactions with EVENT_TYPE {options.event_type!r} (found: {known})")
     if options.event_value_threshold is not None and counts["kept"] == 0:
         raise InputError(f"{source}: no interactions with EVENT_VALUE >= {options.event_value_threshold}")
-    n_after_events = counts["kept"]
-    release_memory(collect=False)  # the parsed slices, freed into Arrow's pool, before the id maps are built
 
-    # --- id maps: every user and item of the dataset group, also those filtered out ----------------
+
+def _metadata_source(dataset: Dataset | None, id_column: str) -> tuple[pd.DataFrame | None, list[Field]]:
+    """An Items or Users dataset's rows (the last one per id) and metadata fields (none without it)."""
+    if dataset is None:
+        return None, []
+    return _dedupe(dataset.typed(), id_column), dataset.schema.metadata_fields
+
+
+@dataclass
+class _IdMaps:
+    """The sorted id maps (code -> id) and, for each slice of an encoded id column, the codes
+    of its dictionary's ids in the map."""
+
+    item_ids: np.ndarray  # code -> ITEM_ID (str)
+    user_ids: np.ndarray  # code -> USER_ID (str)
+    item_codes: list[np.ndarray]  # per slice of ITEM_ID
+    impression_codes: list[np.ndarray]  # per slice of IMPRESSION (none without the column)
+    user_codes: list[np.ndarray]  # per slice of USER_ID
+
+
+def _id_maps(columns: dict[str, Any], items_df: pd.DataFrame | None, users_df: pd.DataFrame | None) -> _IdMaps:
+    """Every user and item of the dataset group, also those filtered out: the slices'
+    dictionaries (and the Items and Users ids) merged into the sorted id maps, one hash
+    table per map, and the codes to remap each slice with."""
     impressions = columns.get("IMPRESSION")
     item_dictionary, (item_codes, impression_codes, _) = _vocabulary(
         [
@@ -150,25 +206,67 @@ def featurize(
     )
     item_ids = item_dictionary.to_numpy(zero_copy_only=False).astype(object)
     user_ids = user_dictionary.to_numpy(zero_copy_only=False).astype(object)
+    return _IdMaps(item_ids, user_ids, item_codes, impression_codes, user_codes)
 
-    # --- interactions -----------------------------------------------------------------------
+
+def _ids(frame: pd.DataFrame | None, column: str) -> list[pa.Array]:
+    """The ids of an Items or Users dataset as Arrow strings (none without the dataset)."""
+    return [] if frame is None else [pa.array(frame[column].to_numpy(dtype=object), type=pa.string())]
+
+
+def _interaction_columns(
+    columns: dict[str, Any],
+    ids: _IdMaps,
+    options: FeaturizeOptions,
+    context_fields: list[Field],
+    vocabularies: dict[str, list[str]],
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The columns of the interactions (the rows the event filters keep) and, with event
+    filters, of every imported event (user, item, timestamp, event_type: for filters on
+    Interactions.EVENT_TYPE of any type), both unsorted; the encoded ``columns`` they are
+    made of are popped as they go."""
     kept = columns.pop("kept")
-    every_user = columns.pop("USER_ID").mapped_codes(user_codes)
-    every_item = columns.pop("ITEM_ID").mapped_codes(item_codes)
+    every_user = columns.pop("USER_ID").mapped_codes(ids.user_codes)
+    every_item = columns.pop("ITEM_ID").mapped_codes(ids.item_codes)
     data: dict[str, Any] = {
         "user": every_user if kept is None else every_user[kept],
         "item": every_item if kept is None else every_item[kept],
         "timestamp": columns.pop("TIMESTAMP"),
     }
+    data.update(_event_columns(columns, ids, options))
+    data.update(_context_columns(columns, context_fields, vocabularies))
+    if kept is None:
+        return data, None
+    events = {
+        "user": every_user,
+        "item": every_item,
+        "timestamp": columns.pop("ALL_TIMESTAMP"),
+        "event_type": columns.pop("ALL_EVENT_TYPE").categorical(),
+    }
+    return data, events
+
+
+def _event_columns(columns: dict[str, Any], ids: _IdMaps, options: FeaturizeOptions) -> dict[str, Any]:
+    """The optional columns the interactions have: event type (categorical), event value,
+    recommendation id and, when ``options.impressions``, the impression lists (item codes)."""
+    data: dict[str, Any] = {}
     if "EVENT_TYPE" in columns:
         data["event_type"] = columns["EVENT_TYPE"].categorical()
     if "EVENT_VALUE" in columns:
         data["event_value"] = columns.pop("EVENT_VALUE")
     if "RECOMMENDATION_ID" in columns:
         data["recommendation_id"] = columns.pop("RECOMMENDATION_ID")
-    if impressions is not None and options.impressions:
-        data["impression"] = columns.pop("IMPRESSION").flat_lists(impression_codes)
-    vocabularies: dict[str, list[str]] = {}
+    if "IMPRESSION" in columns and options.impressions:
+        data["impression"] = columns.pop("IMPRESSION").flat_lists(ids.impression_codes)
+    return data
+
+
+def _context_columns(
+    columns: dict[str, Any], context_fields: list[Field], vocabularies: dict[str, list[str]]
+) -> dict[str, Any]:
+    """``ctx_<name>`` per contextual column: numbers as they are, strings as codes into a
+    sorted vocabulary (0 = missing), which goes into ``vocabularies``."""
+    data: dict[str, Any] = {}
     for f in context_fields:
         column = columns.pop(f.name)
         if f.is_numeric:
@@ -177,44 +275,34 @@ def featurize(
             vocab, (codes,) = _vocabulary([column.dictionaries], drop_empty=True)
             data[f"ctx_{f.name}"] = column.mapped_codes(codes) + 1  # 0 = missing
             vocabularies[f"interactions.{f.name}"] = vocab.to_pylist()
+    return data
 
-    events = None
-    if kept is not None:  # every imported event, for filters (Interactions.EVENT_TYPE of any type)
-        events = {
-            "user": every_user,
-            "item": every_item,
-            "timestamp": columns.pop("ALL_TIMESTAMP"),
-            "event_type": columns.pop("ALL_EVENT_TYPE").categorical(),
-        }
-        del every_user, every_item
-        events = _sorted_frame(events)
-    else:
-        del every_user, every_item
-    columns.clear()
-    release_memory(collect=False)  # the slices' buffers, before the sort allocates the final columns
-    # stable sort by (user, timestamp): equal timestamps keep file order. The user history
-    # length percentiles shape the training set only (``training_set``): every user's
-    # events stay here, for inference, filters and UPDATE.
-    del kept
-    out = _sorted_frame(data)
-    del data
-    if out.empty:
-        raise InputError("no interactions left after filtering by event type and event value")
 
-    # --- item and user metadata --------------------------------------------------------------------
-    items = pd.DataFrame({"ITEM_ID": item_ids})
-    numeric_stats: dict[str, dict[str, float]] = {}
-    if items_df is not None:
-        aligned = items_df.set_index("ITEM_ID").reindex(item_ids)
-        if "CREATION_TIMESTAMP" in aligned.columns:
-            items["creation_timestamp"] = aligned["CREATION_TIMESTAMP"].to_numpy(dtype=np.float64)
-        _encode_metadata(items, aligned, item_fields, "items", vocabularies, numeric_stats)
-    users = pd.DataFrame({"USER_ID": user_ids})
-    if users_df is not None:
-        aligned = users_df.set_index("USER_ID").reindex(user_ids)
-        _encode_metadata(users, aligned, user_fields, "users", vocabularies, numeric_stats)
+def _metadata_table(
+    ids: np.ndarray,
+    frame: pd.DataFrame | None,
+    id_column: str,
+    fields: list[Field],
+    dataset: str,
+    vocabularies: dict[str, list[str]],
+    numeric_stats: dict[str, dict[str, float]],
+) -> pd.DataFrame:
+    """One row per item or user code: the id, the encoded metadata of ``frame`` (the Items
+    or Users rows, see ``_encode_metadata``) and, for items, ``creation_timestamp``."""
+    table = pd.DataFrame({id_column: ids})
+    if frame is None:
+        return table
+    aligned = frame.set_index(id_column).reindex(ids)
+    if dataset == "items" and "CREATION_TIMESTAMP" in aligned.columns:
+        table["creation_timestamp"] = aligned["CREATION_TIMESTAMP"].to_numpy(dtype=np.float64)
+    _encode_metadata(table, aligned, fields, dataset, vocabularies, numeric_stats)
+    return table
 
-    info = {
+
+def _source_info(group: DatasetGroup) -> dict[str, Any]:
+    """Where the features come from: the dataset group's location and, per dataset, its
+    fingerprint, file, imports and schema."""
+    return {
         "format": FEATURES_FORMAT,
         "dataset_location": group.location,
         "fingerprints": {d.dataset_type: d.fingerprint for d in group.datasets()},
@@ -224,28 +312,21 @@ def featurize(
             d.dataset_type: {"avro": d.schema.to_avro(), "from_file": d.schema.from_file, "columns": d.column_names}
             for d in group.datasets()
         },
-        "options": options.__dict__,
-        "counts": {
-            "raw_interactions": n_raw,
-            "after_event_filters": n_after_events,
-            "interactions": len(out),
-            "users": len(user_ids),
-            "users_with_interactions": int((np.bincount(out["user"], minlength=len(user_ids)) > 0).sum()),
-            "items": len(item_ids),
-            "items_with_interactions": int((np.bincount(out["item"], minlength=len(item_ids)) > 0).sum()),
-        },
-        "vocabularies": vocabularies,
-        "numeric_stats": numeric_stats,
-        "context_columns": [f"ctx_{f.name}" for f in context_fields],
-        "has_impressions": "impression" in out.columns,
-        "seconds": round(time.perf_counter() - start, 3),
     }
-    return Features(item_ids, user_ids, out, items, users, info, events)
 
 
-def _ids(frame: pd.DataFrame | None, column: str) -> list[pa.Array]:
-    """The ids of an Items or Users dataset as Arrow strings (none without the dataset)."""
-    return [] if frame is None else [pa.array(frame[column].to_numpy(dtype=object), type=pa.string())]
+def _counts(n_raw: int, n_after_events: int, interactions: pd.DataFrame, ids: _IdMaps) -> dict[str, int]:
+    """How many interactions, users and items there are at each step."""
+    n_users, n_items = len(ids.user_ids), len(ids.item_ids)
+    return {
+        "raw_interactions": n_raw,
+        "after_event_filters": n_after_events,
+        "interactions": len(interactions),
+        "users": n_users,
+        "users_with_interactions": int((np.bincount(interactions["user"], minlength=n_users) > 0).sum()),
+        "items": n_items,
+        "items_with_interactions": int((np.bincount(interactions["item"], minlength=n_items) > 0).sum()),
+    }
 
 
 def _sorted_frame(data: dict[str, Any]) -> pd.DataFrame:
@@ -472,17 +553,116 @@ def _vocabulary(
 def _encode_interactions(
     dataset, options: FeaturizeOptions, context_fields: list[Field], slice_rows: int | None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """One pass over the dataset's slices, each column parsed once. Per column:
-    ``_Encoded`` for ids, types, impressions and categorical context (ids and, with event
-    filters, types over all rows, so that the catalogue knows filtered-out users and items
-    and filters see every event; the rest over the rows kept by the event filters), numpy
-    arrays for numbers, an Arrow string column for RECOMMENDATION_ID; ``kept``: the
-    boolean mask of the event filters over all rows (None: every row). Also returns counts
-    for the filters' error messages."""
-    names = dataset.column_names
-    filtered = options.event_type is not None or options.event_value_threshold is not None
+    """One pass over the dataset's slices, each column parsed once: each slice's string
+    columns are dictionary-encoded (hash tables in C++) and only int codes, numbers and the
+    slice's small dictionaries are kept. Per column: ``_Encoded`` for ids, types,
+    impressions and categorical context (ids and, with event filters, types over all rows,
+    so that the catalogue knows filtered-out users and items and filters see every event;
+    the rest over the rows kept by the event filters), numpy arrays for numbers, an Arrow
+    string column for RECOMMENDATION_ID; ``kept``: the boolean mask of the event filters
+    over all rows (None: every row). Also returns counts for the filters' error messages."""
+    encoder = _InteractionEncoder(dataset.column_names, options, context_fields)
+    helper = _helper_thread() if "IMPRESSION" in encoder.names else None
+    try:
+        for every in dataset.slices(slice_rows or SLICE_ROWS):
+            part, parsed = encoder.apply_event_filters(every)
+            lists = encoder.add_impressions(part, helper)  # on the helper thread meanwhile
+            encoder.add_every_row(every)
+            del every  # the whole slice, before the kept rows are parsed
+            encoder.add_kept_rows(part, parsed)
+            if lists is not None:
+                lists.result()
+    finally:
+        if helper is not None:
+            helper.shutdown()
+    return encoder.columns(), encoder.counts
+
+
+class _InteractionEncoder:
+    """The columns of ``_encode_interactions`` as they are gathered, slice by slice."""
+
+    def __init__(self, names: list[str], options: FeaturizeOptions, context_fields: list[Field]):
+        self.names = names
+        self.options = options
+        self.filtered = options.event_type is not None or options.event_value_threshold is not None
+        self.encoded, self.every_row, self.strings = _string_columns(names, options, context_fields, self.filtered)
+        self.numbers = _number_columns(names, context_fields)
+        self.recommendation: list[pa.Array] = []
+        self.masks: list[np.ndarray] = []
+        self.all_timestamps: list[np.ndarray] = []
+        self.counts: dict[str, Any] = {"event_type": 0, "kept": 0, "event_types": set()}
+
+    def apply_event_filters(self, part: pa.Table) -> tuple[pa.Table, dict[str, np.ndarray]]:
+        """The rows of a slice that the event filters keep and the columns already parsed
+        for them (TIMESTAMP); every row's timestamp and the filters' mask are kept. Without
+        event filters: the slice itself."""
+        if not self.filtered:
+            return part, {}
+        timestamps = _numeric(part["TIMESTAMP"], pa.int64()).to_numpy()
+        self.all_timestamps.append(timestamps)
+        mask = _event_filter(part, self.options, self.counts)
+        self.masks.append(mask)
+        return part.filter(pa.array(mask)), {"TIMESTAMP": timestamps[mask]}
+
+    def add_impressions(self, part: pa.Table, helper: ThreadPoolExecutor | None) -> Future[None] | None:
+        """Splits and encodes the impression lists of the kept rows of a slice: on ``helper``
+        when there is one (then returns its future, to wait for once the slice's other
+        columns are encoded), else right away."""
+        if "IMPRESSION" not in self.names:
+            return None
+        add_lists, values = self.encoded["IMPRESSION"].add_lists, part["IMPRESSION"]
+        if helper is None:
+            add_lists(values)
+            return None
+        return helper.submit(add_lists, values)
+
+    def add_every_row(self, every: pa.Table) -> None:
+        """The columns of a slice encoded over all its rows, kept or not: ids and, with
+        event filters, event types (nulls without the column)."""
+        for name in self.every_row:
+            column = self.encoded[name] if name != "EVENT_TYPE" else self.encoded["ALL_EVENT_TYPE"]
+            column.add(every[name])
+        if self.filtered and "EVENT_TYPE" not in self.names:
+            self.encoded["ALL_EVENT_TYPE"].add(pa.nulls(every.num_rows, pa.string()))
+
+    def add_kept_rows(self, part: pa.Table, parsed: dict[str, np.ndarray]) -> None:
+        """The columns of a slice encoded over the rows the event filters keep: categorical
+        context (and event types without event filters), numbers, RECOMMENDATION_ID."""
+        self.counts["kept"] += part.num_rows
+        for name in self.strings:
+            self.encoded[name].add(part[name])
+        for name, (to, arrays) in self.numbers.items():
+            arrays.append(parsed[name] if name in parsed else _numeric(part[name], to).to_numpy())
+        if "RECOMMENDATION_ID" in self.names:
+            self.recommendation.append(part["RECOMMENDATION_ID"].combine_chunks())
+
+    def columns(self) -> dict[str, Any]:
+        """Every column over all slices (see ``_encode_interactions``)."""
+        out: dict[str, Any] = dict(self.encoded)
+        kept = np.concatenate(self.masks) if self.filtered and self.masks else None
+        out["kept"] = kept
+        if isinstance(out.get("EVENT_TYPE"), _KeptRows):
+            out["EVENT_TYPE"].rows = kept
+        if self.filtered:
+            timestamps = self.all_timestamps
+            out["ALL_TIMESTAMP"] = np.concatenate(timestamps) if timestamps else np.zeros(0, np.int64)
+        for name, (to, arrays) in self.numbers.items():
+            out[name] = np.concatenate(arrays) if arrays else np.zeros(0, to.to_pandas_dtype())
+        if "RECOMMENDATION_ID" in self.names:
+            out["RECOMMENDATION_ID"] = pd.Series(
+                pa.chunked_array(self.recommendation, type=pa.string()), dtype=pd.ArrowDtype(pa.string())
+            )
+        return out
+
+
+def _string_columns(
+    names: list[str], options: FeaturizeOptions, context_fields: list[Field], filtered: bool
+) -> tuple[dict[str, Any], list[str], list[str]]:
+    """An ``_Encoded`` per string column (with event filters, EVENT_TYPE is encoded once over
+    all rows as ``ALL_EVENT_TYPE`` and restricted to the kept rows by ``_KeptRows``), and the
+    names of those encoded over all rows and of those encoded over the kept rows."""
     encoded: dict[str, Any] = {name: _Encoded() for name in ("USER_ID", "ITEM_ID") if name in names}
-    every_row = [n for n in ("USER_ID", "ITEM_ID") if n in names]
+    every_row: list[str] = [n for n in ("USER_ID", "ITEM_ID") if n in names]
     strings = [f.name for f in context_fields if not f.is_numeric]
     if "EVENT_TYPE" in names:
         encoded["EVENT_TYPE"] = _Encoded()
@@ -494,64 +674,18 @@ def _encode_interactions(
     encoded.update({name: _Encoded() for name in strings})
     if "IMPRESSION" in names:
         encoded["IMPRESSION"] = _Encoded(keep_indices=options.impressions)
+    return encoded, every_row, strings
+
+
+def _number_columns(names: list[str], context_fields: list[Field]) -> dict[str, tuple[pa.DataType, list[np.ndarray]]]:
+    """The numeric columns, each with its Arrow type and an empty list for its slices."""
     numbers: dict[str, tuple[pa.DataType, list[np.ndarray]]] = {"TIMESTAMP": (pa.int64(), [])}
     if "EVENT_VALUE" in names:
         numbers["EVENT_VALUE"] = (pa.float32(), [])
     for f in context_fields:
         if f.is_numeric:
             numbers[f.name] = (pa.float32(), [])
-    recommendation: list[pa.Array] = []
-    masks: list[np.ndarray] = []
-    all_timestamps: list[np.ndarray] = []
-    counts: dict[str, Any] = {"event_type": 0, "kept": 0, "event_types": set()}
-    helper = _helper_thread() if "IMPRESSION" in names else None
-    try:
-        for part in dataset.slices(slice_rows or SLICE_ROWS):
-            every = part
-            parsed: dict[str, np.ndarray] = {}
-            if filtered:  # every event, for filters
-                parsed["TIMESTAMP"] = _numeric(part["TIMESTAMP"], pa.int64()).to_numpy()
-                all_timestamps.append(parsed["TIMESTAMP"])
-                mask = _event_filter(part, options, counts)
-                part = part.filter(pa.array(mask))
-                parsed = {"TIMESTAMP": parsed["TIMESTAMP"][mask]}
-                masks.append(mask)
-            lists = None  # impressions: split and encoded on the helper thread meanwhile
-            if "IMPRESSION" in names:
-                add_lists, values = encoded["IMPRESSION"].add_lists, part["IMPRESSION"]
-                lists = helper.submit(add_lists, values) if helper is not None else add_lists(values)
-            for name in every_row:
-                column = encoded[name] if name != "EVENT_TYPE" else encoded["ALL_EVENT_TYPE"]
-                column.add(every[name])
-            if filtered and "EVENT_TYPE" not in names:
-                encoded["ALL_EVENT_TYPE"].add(pa.nulls(every.num_rows, pa.string()))
-            del every
-            counts["kept"] += part.num_rows
-            for name in strings:
-                encoded[name].add(part[name])
-            for name, (to, arrays) in numbers.items():
-                arrays.append(parsed[name] if name in parsed else _numeric(part[name], to).to_numpy())
-            if "RECOMMENDATION_ID" in names:
-                recommendation.append(part["RECOMMENDATION_ID"].combine_chunks())
-            if helper is not None and lists is not None:
-                lists.result()
-    finally:
-        if helper is not None:
-            helper.shutdown()
-    out: dict[str, Any] = dict(encoded)
-    kept = np.concatenate(masks) if filtered and masks else None
-    out["kept"] = kept
-    if isinstance(out.get("EVENT_TYPE"), _KeptRows):
-        out["EVENT_TYPE"].rows = kept
-    if filtered:
-        out["ALL_TIMESTAMP"] = np.concatenate(all_timestamps) if all_timestamps else np.zeros(0, np.int64)
-    for name, (to, arrays) in numbers.items():
-        out[name] = np.concatenate(arrays) if arrays else np.zeros(0, to.to_pandas_dtype())
-    if "RECOMMENDATION_ID" in names:
-        out["RECOMMENDATION_ID"] = pd.Series(
-            pa.chunked_array(recommendation, type=pa.string()), dtype=pd.ArrowDtype(pa.string())
-        )
-    return out, counts
+    return numbers
 
 
 def _helper_thread() -> ThreadPoolExecutor | None:

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from .datasets import read_dataset_group
-from .demo_data import DemoSpec, build_world, generate
+from .demo_data import DemoSpec, DemoWorld, build_world, generate
 from .features import featurize
 from .recipes import ExplorationConfig, UserRecommender
 from .store import load_solution_version
@@ -103,12 +103,63 @@ def _filter_csv(source: Path, target: Path, column: str, cut: int) -> None:
             writer.write_batch(batch.filter(keep))
 
 
+@dataclass(frozen=True)
+class _Setting:
+    """What every exploration weight shares: the world, its files, the cut-off and round
+    length (seconds), the history before the cut-off and the solution configuration."""
+
+    config: SimulationConfig
+    work: Path
+    world: DemoWorld
+    source: Path  # the generated dataset group
+    items: pd.DataFrame  # its items, as text
+    history: pd.DataFrame  # its interactions before the cut-off, as text
+    cut: int
+    step: int
+    solution_config: SolutionConfig
+    world_index: pd.Index  # item id -> world item index
+    is_new: np.ndarray  # per world item: created at or after the cut-off
+
+
+@dataclass(frozen=True)
+class _Lists:
+    """One round's recommendation lists and the simulated clicks on them."""
+
+    users: np.ndarray  # world user indices, sorted
+    listed: np.ndarray  # item ids [users, num_results]; an empty slot holds the version's first item
+    rec_world: np.ndarray  # world item index of each slot
+    valid: np.ndarray  # slots that hold a recommendation
+    p: np.ndarray  # click probability of each slot (0 where not valid)
+    clicked: np.ndarray
+
+
 def run_simulation(
     config: SimulationConfig, work_dir: str | Path, log: Callable[[str], None] = lambda _m: None
 ) -> dict[str, Any]:
     """Run the simulation in ``work_dir`` (scratch space); return per-round figures."""
     start = time.perf_counter()
-    work = Path(work_dir)
+    setting = _set_up(config, Path(work_dir))
+    full_seconds = _train_full(setting)
+    log(f"FULL on {len(setting.history)} interactions before the cut-off: {full_seconds:.1f}s")
+
+    results: dict[str, Any] = {
+        "weights": {},
+        "config": _describe(config),
+        "cut_off": setting.cut,
+        "full_train_seconds": round(full_seconds, 2),
+    }
+    for weight in config.weights:
+        results["weights"][str(weight)] = _simulate_weight(setting, weight, log)
+    base = results["weights"].get(str(config.weights[0]), {}).get("total_clicks") or 1
+    for summary in results["weights"].values():
+        summary["clicks_vs_first_weight"] = round(summary["total_clicks"] / base, 4)
+    results["seconds"] = round(time.perf_counter() - start, 2)
+    return results
+
+
+def _set_up(config: SimulationConfig, work: Path) -> _Setting:
+    """Generate the demo dataset group into ``work / "world"`` and keep its history before
+    the cut-off (``simulated_days`` before the end of the timeline)."""
     spec = config.spec
     world = build_world(spec)
     source = work / "world"
@@ -117,96 +168,145 @@ def run_simulation(
     items = pd.read_csv(source / "items.csv", dtype=str, keep_default_na=False)
     cut = int(spec.end - config.simulated_days * DAY)
     step = int(config.simulated_days * DAY / config.rounds)
-    history = inter[inter["TIMESTAMP"].astype(np.int64) < cut].reset_index(drop=True)
-    world_index = pd.Index(world.item_ids)
-    is_new = world.item_created >= cut
+    return _Setting(
+        config=config,
+        work=work,
+        world=world,
+        source=source,
+        items=items,
+        history=inter[inter["TIMESTAMP"].astype(np.int64) < cut].reset_index(drop=True),
+        cut=cut,
+        step=step,
+        solution_config=SolutionConfig("aws-user-personalization", dict(config.hyperparameters)),
+        world_index=pd.Index(world.item_ids),
+        is_new=world.item_created >= cut,
+    )
 
-    solution_config = SolutionConfig("aws-user-personalization", dict(config.hyperparameters))
-    write_group_as_of(work / "data", source, history, items, cut)
+
+def _train_full(setting: _Setting) -> float:
+    """Train the FULL solution version on the history into ``work / "full"``; return its seconds."""
+    write_group_as_of(setting.work / "data", setting.source, setting.history, setting.items, setting.cut)
     t0 = time.perf_counter()
-    train(featurize(read_dataset_group(str(work / "data"))), solution_config, str(work / "full"))
-    full_seconds = time.perf_counter() - t0
-    log(f"FULL on {len(history)} interactions before the cut-off: {full_seconds:.1f}s")
+    train(
+        featurize(read_dataset_group(str(setting.work / "data"))), setting.solution_config, str(setting.work / "full")
+    )
+    return time.perf_counter() - t0
 
-    results: dict[str, Any] = {
-        "weights": {},
-        "config": _describe(config),
-        "cut_off": cut,
-        "full_train_seconds": round(full_seconds, 2),
+
+def _simulate_weight(setting: _Setting, weight: float, log: Callable[[str], None]) -> dict[str, Any]:
+    """Play every round with exploration weight ``weight``, starting from a copy of the FULL
+    version (an UPDATE after each round); return the weight's rounds and summary."""
+    solution = setting.work / f"weight-{weight}"
+    if solution.exists():
+        shutil.rmtree(solution)
+    shutil.copytree(setting.work / "full", solution)
+    events = setting.history
+    discovered: set[int] = set()
+    rounds = []
+    update_seconds = []
+    for r in range(setting.config.rounds):
+        now = setting.cut + r * setting.step
+        figures, new_events = _play_round(setting, solution, weight, r, discovered)
+        rounds.append(figures)
+        # the clicks become interactions, the lists their impressions; then UPDATE
+        events = pd.concat([events, new_events[events.columns]], ignore_index=True)
+        update_seconds.append(_train_update(setting, solution, events, now + setting.step))
+        log(f"weight {weight} round {r + 1}: {rounds[-1]}")
+    return _summarise(rounds, update_seconds)
+
+
+def _play_round(
+    setting: _Setting, solution: Path, weight: float, r: int, discovered: set[int]
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Round ``r`` (0-based) with exploration weight ``weight``: lists for a sample of users,
+    their clicks. Adds the new items clicked to ``discovered``; returns the round's figures
+    and the clicks as interactions."""
+    rng = np.random.default_rng([setting.config.seed, r])  # same users and clicks draws for every weight
+    lists = _recommend_and_click(setting, solution, weight, r, rng)
+    new_slots = setting.is_new[lists.rec_world] & lists.valid
+    discovered.update(lists.rec_world[lists.clicked & new_slots].tolist())
+    figures = _round_figures(setting, r, lists, new_slots, len(discovered))
+    return figures, _click_events(setting, lists, setting.cut + r * setting.step, rng)
+
+
+def _recommend_and_click(setting: _Setting, solution: Path, weight: float, r: int, rng: np.random.Generator) -> _Lists:
+    """Batch recommendations from the version in ``solution`` for a sample of users (drawn
+    from ``rng``), with exploration; each user looks down the list (position bias
+    ``1 / log2(rank + 2)``) and clicks each item looked at with its true probability."""
+    config, world = setting.config, setting.world
+    users = np.sort(rng.choice(config.spec.users, size=min(config.users_per_round, config.spec.users), replace=False))
+    version = load_solution_version(str(solution))
+    codes = version.user_codes(world.user_ids[users])
+    exploration = ExplorationConfig(weight, config.item_age_cut_off, seed=config.seed + r)
+    recipe = version.recipe
+    assert isinstance(recipe, UserRecommender) and recipe.supports_exploration  # aws-user-personalization
+    recs, _ = recipe.recommend(version.user_batch(codes), config.num_results, exploration=exploration)
+    valid = recs >= 0
+    listed = version.item_ids[np.maximum(recs, 0)]
+    rec_world = setting.world_index.get_indexer(listed.ravel()).reshape(recs.shape)
+    look = 1.0 / np.log2(np.arange(recs.shape[1]) + 2.0)
+    p = world.affinity(users[:, None], rec_world) * look[None, :] * valid
+    clicked = rng.random(p.shape) < p
+    return _Lists(users=users, listed=listed, rec_world=rec_world, valid=valid, p=p, clicked=clicked)
+
+
+def _round_figures(setting: _Setting, r: int, lists: _Lists, new_slots: np.ndarray, discovered: int) -> dict[str, Any]:
+    """The figures of round ``r`` (0-based); ``new_slots`` marks the slots holding a new
+    item, ``discovered`` counts the new items clicked so far."""
+    world, clicked, valid = setting.world, lists.clicked, lists.valid
+    now = setting.cut + r * setting.step
+    catalogue = int((world.item_created <= now).sum())
+    return {
+        "round": r + 1,
+        "clicks": int(clicked.sum()),
+        "clicks_per_user": round(float(clicked.sum()) / len(lists.users), 4),
+        "expected_clicks": round(float(lists.p.sum()), 2),
+        "new_item_share": round(float(new_slots.sum() / max(valid.sum(), 1)), 4),
+        "new_item_clicks": int((clicked & new_slots).sum()),
+        "new_items_discovered": discovered,
+        "new_items_available": int((setting.is_new & (world.item_created <= now)).sum()),
+        "coverage": round(len(np.unique(lists.rec_world[valid])) / catalogue, 4),
     }
-    for weight in config.weights:
-        solution = work / f"weight-{weight}"
-        if solution.exists():
-            shutil.rmtree(solution)
-        shutil.copytree(work / "full", solution)
-        events = history
-        discovered: set[int] = set()
-        rounds = []
-        update_seconds = []
-        for r in range(config.rounds):
-            now = cut + r * step
-            rng = np.random.default_rng([config.seed, r])  # same users and clicks draws for every weight
-            users = np.sort(rng.choice(spec.users, size=min(config.users_per_round, spec.users), replace=False))
-            version = load_solution_version(str(solution))
-            codes = version.user_codes(world.user_ids[users])
-            exploration = ExplorationConfig(weight, config.item_age_cut_off, seed=config.seed + r)
-            recipe = version.recipe
-            assert isinstance(recipe, UserRecommender) and recipe.supports_exploration  # aws-user-personalization
-            recs, _ = recipe.recommend(version.user_batch(codes), config.num_results, exploration=exploration)
-            valid = recs >= 0
-            rec_world = world_index.get_indexer(version.item_ids[np.maximum(recs, 0)].ravel()).reshape(recs.shape)
-            look = 1.0 / np.log2(np.arange(recs.shape[1]) + 2.0)
-            p = world.affinity(users[:, None], rec_world) * look[None, :] * valid
-            clicked = rng.random(p.shape) < p
-            new_slots = is_new[rec_world] & valid
-            discovered.update(rec_world[clicked & new_slots].tolist())
-            catalogue = int((world.item_created <= now).sum())
-            rounds.append(
-                {
-                    "round": r + 1,
-                    "clicks": int(clicked.sum()),
-                    "clicks_per_user": round(float(clicked.sum()) / len(users), 4),
-                    "expected_clicks": round(float(p.sum()), 2),
-                    "new_item_share": round(float(new_slots.sum() / max(valid.sum(), 1)), 4),
-                    "new_item_clicks": int((clicked & new_slots).sum()),
-                    "new_items_discovered": len(discovered),
-                    "new_items_available": int((is_new & (world.item_created <= now)).sum()),
-                    "coverage": round(len(np.unique(rec_world[valid])) / catalogue, 4),
-                }
-            )
-            # the clicks become interactions, the lists their impressions; then UPDATE
-            rows, cols = np.nonzero(clicked)
-            shown = np.array(["|".join(x) for x in version.item_ids[np.maximum(recs, 0)].tolist()], dtype=object)
-            new_events = pd.DataFrame(
-                {
-                    "USER_ID": world.user_ids[users[rows]],
-                    "ITEM_ID": world.item_ids[rec_world[rows, cols]],
-                    "TIMESTAMP": (now + rng.integers(0, step, size=len(rows))).astype(str),
-                    "EVENT_TYPE": "click",
-                    "EVENT_VALUE": "1.0",
-                    "IMPRESSION": shown[rows],
-                    "DEVICE": np.array(["mobile", "desktop", "tv"])[world.user_device[users[rows]]],
-                }
-            )
-            events = pd.concat([events, new_events[events.columns]], ignore_index=True)
-            write_group_as_of(work / "data", source, events, items, now + step)
-            t0 = time.perf_counter()
-            train(featurize(read_dataset_group(str(work / "data"))), solution_config, str(solution), "UPDATE")
-            update_seconds.append(time.perf_counter() - t0)
-            log(f"weight {weight} round {r + 1}: {rounds[-1]}")
-        results["weights"][str(weight)] = {
-            "rounds": rounds,
-            "total_clicks": sum(x["clicks"] for x in rounds),
-            "new_items_discovered": rounds[-1]["new_items_discovered"] if rounds else 0,
-            "mean_new_item_share": round(float(np.mean([x["new_item_share"] for x in rounds])), 4) if rounds else 0.0,
-            "mean_coverage": round(float(np.mean([x["coverage"] for x in rounds])), 4) if rounds else 0.0,
-            "mean_update_seconds": round(float(np.mean(update_seconds)), 3) if update_seconds else None,
+
+
+def _click_events(setting: _Setting, lists: _Lists, now: int, rng: np.random.Generator) -> pd.DataFrame:
+    """The clicks as interactions at random times in the round starting at ``now``, each with
+    its whole list as IMPRESSION."""
+    world, users = setting.world, lists.users
+    rows, cols = np.nonzero(lists.clicked)
+    shown = np.array(["|".join(x) for x in lists.listed.tolist()], dtype=object)
+    return pd.DataFrame(
+        {
+            "USER_ID": world.user_ids[users[rows]],
+            "ITEM_ID": world.item_ids[lists.rec_world[rows, cols]],
+            "TIMESTAMP": (now + rng.integers(0, setting.step, size=len(rows))).astype(str),
+            "EVENT_TYPE": "click",
+            "EVENT_VALUE": "1.0",
+            "IMPRESSION": shown[rows],
+            "DEVICE": np.array(["mobile", "desktop", "tv"])[world.user_device[users[rows]]],
         }
-    base = results["weights"].get(str(config.weights[0]), {}).get("total_clicks") or 1
-    for summary in results["weights"].values():
-        summary["clicks_vs_first_weight"] = round(summary["total_clicks"] / base, 4)
-    results["seconds"] = round(time.perf_counter() - start, 2)
-    return results
+    )
+
+
+def _train_update(setting: _Setting, solution: Path, events: pd.DataFrame, until: int) -> float:
+    """Write the dataset group as of ``until`` (``events``, the items created by then) and
+    fold it into the version in ``solution`` with an UPDATE; return its seconds."""
+    write_group_as_of(setting.work / "data", setting.source, events, setting.items, until)
+    t0 = time.perf_counter()
+    train(featurize(read_dataset_group(str(setting.work / "data"))), setting.solution_config, str(solution), "UPDATE")
+    return time.perf_counter() - t0
+
+
+def _summarise(rounds: list[dict[str, Any]], update_seconds: list[float]) -> dict[str, Any]:
+    """A weight's rounds and their totals and means."""
+    return {
+        "rounds": rounds,
+        "total_clicks": sum(x["clicks"] for x in rounds),
+        "new_items_discovered": rounds[-1]["new_items_discovered"] if rounds else 0,
+        "mean_new_item_share": round(float(np.mean([x["new_item_share"] for x in rounds])), 4) if rounds else 0.0,
+        "mean_coverage": round(float(np.mean([x["coverage"] for x in rounds])), 4) if rounds else 0.0,
+        "mean_update_seconds": round(float(np.mean(update_seconds)), 3) if update_seconds else None,
+    }
 
 
 def _describe(config: SimulationConfig) -> dict[str, Any]:

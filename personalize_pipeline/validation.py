@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .datasets import Dataset, DatasetGroup
-from .schemas import INTEGER_TYPES, NUMERIC_TYPES, REQUIRED_FIELDS
+from .schemas import INTEGER_TYPES, NUMERIC_TYPES, REQUIRED_FIELDS, Field
 
 # The one place Great Expectations' usage analytics are switched off (unless the environment
 # says otherwise): only this module imports GX, lazily, so this runs first in every process
@@ -251,10 +251,23 @@ def build_batches(
     import great_expectations as gx
 
     E = gx.expectations
+    users = _UserCounts() if dataset.dataset_type == "interactions" and "USER_ID" in dataset.column_names else None
+    rules = [
+        *_header_rules(E, dataset),
+        *_field_rules(E, dataset),
+        *_unique_id_rules(E, dataset),
+        *_interaction_count_rules(E, dataset),
+        *_timestamp_rules(E, dataset, now),
+        *(_repeat_user_rules(E) if users is not None else []),
+    ]
+    rules, users = _in_scope(rules, users, scope)
+    return _batches(dataset, rules, users), users
+
+
+def _header_rules(E: Any, dataset: Dataset) -> list[_Rule]:
+    """The columns are exactly the schema file's (when the schema comes from a file), and
+    each required column is present."""
     schema = dataset.schema
-    names = dataset.column_names
-    present = set(names)
-    required = REQUIRED_FIELDS[dataset.dataset_type]
     rules: list[_Rule] = []
     if schema.from_file:
         rules.append(
@@ -264,76 +277,114 @@ def build_batches(
                 None,
             )
         )
-    for name in required:
+    for name in REQUIRED_FIELDS[dataset.dataset_type]:
         rules.append(_Rule(E.ExpectColumnToExist(column=name), f"required column {name} is present", name))
-    for f in schema.fields:
+    return rules
+
+
+def _field_rules(E: Any, dataset: Dataset) -> list[_Rule]:
+    """For each schema field the file has, in schema order: no empty values (required or
+    not nullable fields), then its values parse as its type (``_format_rule``)."""
+    present = set(dataset.column_names)
+    required = REQUIRED_FIELDS[dataset.dataset_type]
+    rules: list[_Rule] = []
+    for f in dataset.schema.fields:
         if f.name not in present:
             continue
         if f.name in required or not f.nullable:
             rules.append(_Rule(E.ExpectColumnValuesToNotBeNull(column=f.name), "has no empty values", f.name))
-        if f.type in INTEGER_TYPES:
-            rules.append(
-                _Rule(
-                    E.ExpectColumnValuesToMatchRegex(column=f.name, regex=INT_REGEX),
-                    f"values are integers ({f.type})",
-                    f.name,
-                )
-            )
-        elif f.type in NUMERIC_TYPES:
-            rules.append(
-                _Rule(
-                    E.ExpectColumnValuesToMatchRegex(column=f.name, regex=FLOAT_REGEX),
-                    f"values are numbers ({f.type})",
-                    f.name,
-                )
-            )
-        elif f.type == "boolean":
-            rules.append(
-                _Rule(
-                    E.ExpectColumnValuesToMatchRegex(column=f.name, regex=BOOL_REGEX),
-                    "values are true or false",
-                    f.name,
-                )
-            )
+        rule = _format_rule(E, f)
+        if rule is not None:
+            rules.append(rule)
+    return rules
+
+
+def _format_rule(E: Any, f: Field) -> _Rule | None:
+    """The field's values are integers, numbers or booleans as its type says (a regex on
+    the text); None for other types."""
+    if f.type in INTEGER_TYPES:
+        return _Rule(
+            E.ExpectColumnValuesToMatchRegex(column=f.name, regex=INT_REGEX),
+            f"values are integers ({f.type})",
+            f.name,
+        )
+    if f.type in NUMERIC_TYPES:
+        return _Rule(
+            E.ExpectColumnValuesToMatchRegex(column=f.name, regex=FLOAT_REGEX),
+            f"values are numbers ({f.type})",
+            f.name,
+        )
+    if f.type == "boolean":
+        return _Rule(
+            E.ExpectColumnValuesToMatchRegex(column=f.name, regex=BOOL_REGEX),
+            "values are true or false",
+            f.name,
+        )
+    return None
+
+
+def _unique_id_rules(E: Any, dataset: Dataset) -> list[_Rule]:
+    """Items' ITEM_ID and users' USER_ID are unique (a warning), when the file has it."""
     id_column = {"items": "ITEM_ID", "users": "USER_ID"}.get(dataset.dataset_type)
-    if id_column and id_column in present:
-        rules.append(
-            _Rule(
-                E.ExpectColumnValuesToBeUnique(column=id_column),
-                "ids are unique (for repeated ids the last row is used)",
-                id_column,
-                severity="warning",
-            )
+    if not id_column or id_column not in dataset.column_names:
+        return []
+    return [
+        _Rule(
+            E.ExpectColumnValuesToBeUnique(column=id_column),
+            "ids are unique (for repeated ids the last row is used)",
+            id_column,
+            severity="warning",
         )
-    if dataset.dataset_type == "interactions":
-        rules.append(
-            _Rule(
-                E.ExpectTableRowCountToBeBetween(min_value=MIN_INTERACTIONS),
-                f"at least {MIN_INTERACTIONS} interactions (Amazon Personalize minimum)",
-                None,
-            )
+    ]
+
+
+def _interaction_count_rules(E: Any, dataset: Dataset) -> list[_Rule]:
+    """Interactions: Personalize's minimum number of rows."""
+    if dataset.dataset_type != "interactions":
+        return []
+    return [
+        _Rule(
+            E.ExpectTableRowCountToBeBetween(min_value=MIN_INTERACTIONS),
+            f"at least {MIN_INTERACTIONS} interactions (Amazon Personalize minimum)",
+            None,
         )
+    ]
+
+
+def _timestamp_rules(E: Any, dataset: Dataset, now: float | None) -> list[_Rule]:
+    """TIMESTAMP and CREATION_TIMESTAMP (those in the file and the schema) are epoch
+    seconds from EARLIEST_TIMESTAMP to ``now`` (default the current time) plus
+    FUTURE_SLACK_SECONDS."""
     now = time.time() if now is None else now
     latest = int(now + FUTURE_SLACK_SECONDS)
-    typed_cols = [name for name in ("TIMESTAMP", "CREATION_TIMESTAMP") if name in present and name in schema]
-    for name in typed_cols:
-        rules.append(
-            _Rule(
-                E.ExpectColumnValuesToBeBetween(column=name, min_value=EARLIEST_TIMESTAMP, max_value=latest),
-                "is a Unix time in seconds, not in the future (milliseconds are too large)",
-                name,
-            )
+    present = set(dataset.column_names)
+    return [
+        _Rule(
+            E.ExpectColumnValuesToBeBetween(column=name, min_value=EARLIEST_TIMESTAMP, max_value=latest),
+            "is a Unix time in seconds, not in the future (milliseconds are too large)",
+            name,
         )
-    users = _UserCounts() if dataset.dataset_type == "interactions" and "USER_ID" in present else None
-    if users is not None:
-        rules.append(
-            _Rule(
-                E.ExpectTableRowCountToBeBetween(min_value=MIN_USERS_WITH_TWO_INTERACTIONS),
-                f"at least {MIN_USERS_WITH_TWO_INTERACTIONS} users with 2 or more interactions (Amazon Personalize "
-                "minimum)",
-                None,
-            )
+        for name in ("TIMESTAMP", "CREATION_TIMESTAMP")
+        if name in present and name in dataset.schema
+    ]
+
+
+def _repeat_user_rules(E: Any) -> list[_Rule]:
+    """Personalize's minimum number of users with 2 or more interactions (a row count of
+    the ``user_history`` frame)."""
+    return [
+        _Rule(
+            E.ExpectTableRowCountToBeBetween(min_value=MIN_USERS_WITH_TWO_INTERACTIONS),
+            f"at least {MIN_USERS_WITH_TWO_INTERACTIONS} users with 2 or more interactions (Amazon Personalize "
+            "minimum)",
+            None,
         )
+    ]
+
+
+def _in_scope(rules: list[_Rule], users: _UserCounts | None, scope: str) -> tuple[list[_Rule], _UserCounts | None]:
+    """The rules and per-user counter of ``scope`` (see ``build_batches``; the Personalize
+    minimums are the row-count rules), each rule numbered with its position in the report."""
     minimum_rule = lambda r: r.expectation.__class__.__name__ == "ExpectTableRowCountToBeBetween"  # noqa: E731
     if scope == "file":
         rules = [r for r in rules if not minimum_rule(r)]
@@ -342,8 +393,13 @@ def build_batches(
         rules = [r for r in rules if minimum_rule(r)]
     for i, rule in enumerate(rules):
         rule.order = i
+    return rules, users
 
-    line_offset = 2 if dataset.source.endswith((".csv", ".csv.gz")) else None
+
+def _rule_groups(dataset: Dataset, rules: list[_Rule], users: _UserCounts | None) -> dict[str, list[_Rule]]:
+    """The rules by the batch that runs them (see ``_batches``): the table rules, the
+    interactions' row count and the repeat-user count (the second row-count rule, when
+    ``users`` counts), uniqueness, timestamp ranges, and the rest (column rules on text)."""
     kind = {r.order: r.expectation.__class__.__name__ for r in rules}
     header = [r for r in rules if kind[r.order] in TABLE_RULES]
     counts = [r for r in rules if kind[r.order] == "ExpectTableRowCountToBeBetween"]
@@ -351,6 +407,27 @@ def build_batches(
     unique = [r for r in rules if kind[r.order] == "ExpectColumnValuesToBeUnique"]
     typed = [r for r in rules if kind[r.order] == "ExpectColumnValuesToBeBetween"]
     per_row = [r for r in rules if r not in header + counts + unique + typed]
+    return {
+        "header": header,
+        "raw": per_row,
+        "unique": unique,
+        "row_count": row_count,
+        "typed": typed,
+        "user_history": history,
+    }
+
+
+def _batches(dataset: Dataset, rules: list[_Rule], users: _UserCounts | None) -> list[_Batch]:
+    """The batches of the non-empty rule groups, in this order: ``header`` (an empty frame
+    with the file's columns), ``raw`` (each slice's text of the columns the rules name),
+    ``unique`` (the whole id column), ``row_count`` (one row per dataset row), ``typed``
+    (each slice's timestamp columns as numbers), ``user_history`` (the users with 2 or
+    more interactions, from ``users``)."""
+    names = dataset.column_names
+    line_offset = 2 if dataset.source.endswith((".csv", ".csv.gz")) else None
+    groups = _rule_groups(dataset, rules, users)
+    header, per_row, unique = groups["header"], groups["raw"], groups["unique"]
+    row_count, typed, history = groups["row_count"], groups["typed"], groups["user_history"]
     n = dataset.num_rows
     batches = []
     if header:
@@ -360,8 +437,9 @@ def build_batches(
         columns = sorted({r.column for r in per_row if r.column is not None}, key=names.index)
         batches.append(_Batch(dataset, "raw", per_row, line_offset, per_slice=_slice_frame(columns)))
     if unique:
+        id_columns = [r.column for r in unique]
         batches.append(
-            _Batch(dataset, "unique", unique, line_offset, frame=lambda: dataset.table.select([id_column]).to_pandas())
+            _Batch(dataset, "unique", unique, line_offset, frame=lambda: dataset.table.select(id_columns).to_pandas())
         )
     if row_count:
         batches.append(
@@ -370,10 +448,11 @@ def build_batches(
             )
         )
     if typed:
+        typed_cols = [r.column for r in typed if r.column is not None]
         batches.append(_Batch(dataset, "typed", typed, line_offset, per_slice=_slice_frame(typed_cols, _as_number)))
     if history and users is not None:
         batches.append(_Batch(dataset, "user_history", history, None, frame=users.repeat_users))
-    return batches, users
+    return batches
 
 
 def validate(
