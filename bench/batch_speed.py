@@ -66,10 +66,10 @@ def main() -> int:
 
         timed_job("cached_states")
         timed_job("cached_states_with_filter", filter_expression=FILTER)
-        cache = version.recipe.user_state
-        version.recipe.user_state = None
+        cache = version.recipe.fit_state.user_state
+        version.recipe.fit_state.user_state = None
         timed_job("gru_per_chunk")
-        version.recipe.user_state = cache
+        version.recipe.fit_state.user_state = cache
 
         sample = np.arange(0, len(users), max(1, len(users) // 500))[:500]
         start = time.perf_counter()

@@ -43,7 +43,9 @@ def main() -> None:
         "random": [torch.from_numpy(b) for b in shuffled],
         "buckets": [torch.from_numpy(b) for b in bucketed_batches(lengths, 256, rng)][:n],
     }
-    sampler = PopularitySampler(recipe.popularity, recipe.negatives(windows.n_events), 0.75, rng, cache_batches=1)
+    sampler = PopularitySampler(
+        recipe.fit_state.popularity, recipe.negatives(windows.n_events), 0.75, rng, cache_batches=1
+    )
     optimizers = {fused: torch.optim.Adam(net.parameters(), lr=0.003, fused=fused) for fused in (False, True)}
     net.train()
     cost: dict[str, list[float]] = {v: [] for v in variants}

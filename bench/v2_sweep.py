@@ -47,7 +47,7 @@ def run_setting(args: tuple) -> dict:
         with average.swapped_in():
             model.net.eval()
             model.fitted = True
-            model.user_state = None
+            model.fit_state.user_state = None
             ndcg = float("nan") if test_only else _ndcg10(split)
             test = {"test_ndcg10": round(float(_ndcg10(test_split)), 5)} if test_split is not None else {}
         model.net.train()

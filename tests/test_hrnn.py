@@ -45,7 +45,7 @@ def test_length_buckets_trim_padding_without_changing_the_loss(features):
     assert width < bptt
 
     def loss(steps):
-        sampler = PopularitySampler(model.popularity, 64, 0.75, np.random.default_rng(0), cache_batches=1)
+        sampler = PopularitySampler(model.fit_state.popularity, 64, 0.75, np.random.default_rng(0), cache_batches=1)
         return model._batch_loss(windows, idx, sampler, sampler.log_q, False, torch.device("cpu"), steps)
 
     (trimmed, w_trimmed), (padded, w_padded) = loss(width), loss(bptt)
@@ -56,7 +56,7 @@ def test_length_buckets_trim_padding_without_changing_the_loss(features):
 
 def test_full_softmax_where_the_sample_would_cover_the_trained_catalogue(features):
     model = HRNN(epochs=1, dropout_embed=0.0, dropout_hidden=0.0).fit(features)
-    n_trained, rng = int(model.trained.sum()), np.random.default_rng(0)
+    n_trained, rng = int(model.fit_state.trained.sum()), np.random.default_rng(0)
     assert n_trained <= 2048 and model.training_stats()["loss"] == "full softmax"
     assert model._sampler(100_000, rng) is None  # auto: 2048 negatives >= the trained items
     model.params["n_sample"] = n_trained - 1
@@ -64,13 +64,13 @@ def test_full_softmax_where_the_sample_would_cover_the_trained_catalogue(feature
     # the full-softmax loss is the cross-entropy over the trained items only
     windows = model._windows(features)
     idx, bptt = torch.arange(32), model.params["bptt"]
-    log_q = torch.from_numpy(np.where(model.trained, 0.0, np.inf).astype(np.float32))
+    log_q = torch.from_numpy(np.where(model.fit_state.trained, 0.0, np.inf).astype(np.float32))
     loss, _ = model._batch_loss(windows, idx, None, log_q, False, torch.device("cpu"), bptt)
     with torch.no_grad():
         mask = windows.targets[idx] >= 0
         states = model.net(windows.inputs[idx], None, windows.users[idx])[mask]
         logits = states @ model.net.item_vectors().T + model.net.bias
-        logits[:, torch.from_numpy(~model.trained)] = -torch.inf
+        logits[:, torch.from_numpy(~model.fit_state.trained)] = -torch.inf
         expected = torch.nn.functional.cross_entropy(logits, windows.targets[idx][mask], reduction="none")
     torch.testing.assert_close(loss.detach(), expected)
     assert torch.isfinite(loss).all()
@@ -117,9 +117,9 @@ def test_save_load_and_recommend(features, tmp_path):
     np.testing.assert_allclose(scores_a, scores_b, rtol=1e-6)
     assert np.all(np.diff(scores_a, axis=1) <= 1e-7) and np.all(scores_a > 0) and np.all(scores_a.sum(1) <= 1.0 + 1e-6)
     # the unknown user (no history) gets the most popular items
-    assert list(items_a[3]) == list(np.argsort(-loaded.recipe.popularity, kind="stable")[:10])
+    assert list(items_a[3]) == list(np.argsort(-loaded.recipe.fit_state.popularity, kind="stable")[:10])
     # items never seen in training are never recommended
-    assert loaded.recipe.trained[items_a].all()
+    assert loaded.recipe.fit_state.trained[items_a].all()
     assert version.manifest["training"]["epochs_run"] == 3
 
 
@@ -142,28 +142,34 @@ def test_update_refreshes_the_item_side_only(demo_small, tmp_path):
     for name in old:
         if name.startswith("gru."):
             torch.testing.assert_close(old[name], new[name])
-    known = [i for i in full.item_ids[full.recipe.trained] if i in set(update.item_ids)]
+    known = [i for i in full.item_ids[full.recipe.fit_state.trained] if i in set(update.item_ids)]
     torch.testing.assert_close(
         old["embedding.weight"][full.item_codes(np.array(known, dtype=object))],
         new["embedding.weight"][update.item_codes(np.array(known, dtype=object))],
     )
     # items first interacted with after FULL become recommendable, with learned vectors
-    fresh_ids = sorted(set(update.item_ids[update.recipe.trained]) - set(full.item_ids[full.recipe.trained]))
+    fresh_ids = sorted(
+        set(update.item_ids[update.recipe.fit_state.trained]) - set(full.item_ids[full.recipe.fit_state.trained])
+    )
     assert len(fresh_ids) >= 3
     codes = torch.from_numpy(update.item_codes(np.array(fresh_ids, dtype=object)))
     torch.manual_seed(42)  # the initial weights of the UPDATE's network (fit's seed)
     initial = HRNN(**update.recipe.params)._build(len(update.item_ids)).embedding.weight.detach()
     moved = (new["embedding.weight"][codes] - initial[codes]).norm(dim=1)
     assert (moved > 1e-3).all(), moved
-    never = torch.from_numpy(np.flatnonzero(~update.recipe.trained & ~np.isin(update.item_ids, full.item_ids)))
+    never = torch.from_numpy(
+        np.flatnonzero(~update.recipe.fit_state.trained & ~np.isin(update.item_ids, full.item_ids))
+    )
     assert len(never) and torch.equal(new["embedding.weight"][never], initial[never])  # no events: left at their start
     # users without new events keep their cached state; the others are recomputed
-    since = full.recipe.latest_time
+    since = full.recipe.fit_state.latest_time
     inter = after.interactions
     active = set(update.user_ids[inter["user"].to_numpy()[inter["timestamp"].to_numpy() > since]])
     quiet = np.array([u for u in full.user_ids if u not in active][:50], dtype=object)
     np.testing.assert_allclose(
-        full.recipe.user_state[full.user_codes(quiet)], update.recipe.user_state[update.user_codes(quiet)], atol=1e-6
+        full.recipe.fit_state.user_state[full.user_codes(quiet)],
+        update.recipe.fit_state.user_state[update.user_codes(quiet)],
+        atol=1e-6,
     )
     busy = np.array(sorted(active), dtype=object)
     fresh = UserBatch.from_histories(update.user_codes(busy), update.history_indptr, update.history_items)
@@ -176,14 +182,16 @@ def test_update_refreshes_the_item_side_only(demo_small, tmp_path):
     # much cheaper than FULL, and the UPDATE version loads back and can be updated again
     assert update.manifest["timings"]["train_seconds"] < 0.5 * full.manifest["timings"]["train_seconds"]
     loaded = load_solution_version(tmp_path / "sol")
-    assert loaded.version_id == update.version_id and loaded.recipe.latest_time == float(inter["timestamp"].max())
+    assert loaded.version_id == update.version_id and loaded.recipe.fit_state.latest_time == float(
+        inter["timestamp"].max()
+    )
 
 
 @pytest.mark.slow
 def test_update_of_a_version_without_its_latest_time_fine_tunes(features):
     """Versions saved before the latest event time was stored are warm-started instead."""
     full = HRNN(epochs=8).fit(features)
-    full.latest_time = None
+    full.fit_state.latest_time = None
     update = full.update(features, previous_item_ids=features.item_ids)
     assert (
         update.training_stats()["epochs_run"] == 2 and update.training_stats()["warm_started_items"] == features.n_items
@@ -197,7 +205,7 @@ def test_cached_user_states_match_running_the_network(features, tmp_path, recipe
     result equals running the network over the same histories."""
     train(features, SolutionConfig(recipe, {"epochs": "2", "hidden_dimension": "32"}), tmp_path / "sol")
     loaded = load_solution_version(tmp_path / "sol")
-    assert loaded.recipe.user_state.shape == (features.n_users, 32)
+    assert loaded.recipe.fit_state.user_state.shape == (features.n_users, 32)
     codes = np.array([0, 3, 7, 50, -1])
     stored = loaded.user_batch(codes)
     fresh = UserBatch(stored.users, stored.history_indptr, stored.history_items, stored.history_context)

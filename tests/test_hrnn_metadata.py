@@ -63,7 +63,7 @@ def test_coldstart_recommends_cold_items_scored_from_metadata(catalog_heavy):
     params = {"epochs": 3, "cold_start_max_duration": 60.0}
     model = HRNNColdstart(**params).fit(catalog_heavy)
     assert 100 <= model.cold.sum() <= 80_000
-    never_seen = model.cold & (model.popularity == 0)
+    never_seen = model.cold & (model.fit_state.popularity == 0)
     assert never_seen.any()
     batch = UserBatch.from_histories(np.arange(30), *catalog_heavy.sequences())
     items, scores = model.recommend(batch, 10)

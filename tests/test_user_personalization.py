@@ -188,12 +188,12 @@ def test_update_brings_new_items_into_recommendations_cheaply(demo, tmp_path):
         shown[w] = sum(i in new_items for i in recs) / len(recs)
     assert shown[0.3] > shown[0.0] and shown[0.3] > 0.03
     # users without new events keep their state exactly (only the item side moved)
-    since = full.recipe.latest_time
+    since = full.recipe.fit_state.latest_time
     inter = featurize(read_dataset_group(demo)).interactions
     active = set(update.user_ids[inter["user"].to_numpy()[inter["timestamp"].to_numpy() > since]])
     quiet = [u for u in full.user_ids if u not in active][:50]
-    a = full.recipe.user_state[full.user_codes(np.array(quiet, dtype=object))]
-    b = update.recipe.user_state[update.user_codes(np.array(quiet, dtype=object))]
+    a = full.recipe.fit_state.user_state[full.user_codes(np.array(quiet, dtype=object))]
+    b = update.recipe.fit_state.user_state[update.user_codes(np.array(quiet, dtype=object))]
     np.testing.assert_allclose(a, b, atol=1e-6)
     fresh = update.recipe.logits(
         UserBatch.from_histories(
@@ -251,11 +251,11 @@ def test_items_of_unknown_age_read_the_mean_age_not_brand_new(features):
     interactions = features.interactions.drop(columns=["impression"], errors="ignore")
     no_creation = dataclasses.replace(features, items=items, interactions=interactions)
     model = UserPersonalization(**FAST)
-    model.latest_time = float(features.interactions["timestamp"].max())
+    model.fit_state.latest_time = float(features.interactions["timestamp"].max())
     model._prepare(no_creation, keep_layouts=False)
     age_input = model.item_meta[:, -1]
     unseen = model.clicks == 0
     assert unseen.any() and (age_input[unseen] == 0.0).all()
     assert abs(float(age_input[~unseen].mean())) < 1e-4 and abs(float(age_input[~unseen].std()) - 1.0) < 1e-3
     # exploration still counts them as new (first seen at the latest interaction)
-    assert (model.item_first_seen[unseen] == model.latest_time).all()
+    assert (model.item_first_seen[unseen] == model.fit_state.latest_time).all()

@@ -154,18 +154,18 @@ def test_update_adds_new_items_and_keeps_the_network(tmp_path):
     old = features.with_interactions(features.interactions[features.interactions["timestamp"] <= cut])
     full = UserPersonalizationV2(**TINY).fit(old)
     new = features.item_index(np.array(["new"], dtype=object))[0]
-    assert not full.trained[new]  # no events before the cut: never recommended by FULL
+    assert not full.fit_state.trained[new]  # no events before the cut: never recommended by FULL
     full_state = {k: v.copy() for k, v in full.state().items()}
     updated = UserPersonalizationV2.from_state(full.params, full_state).update(
         features, previous_item_ids=features.item_ids, previous_user_ids=features.user_ids
     )
-    assert updated.trained[new] and updated.n_items == features.n_items
+    assert updated.fit_state.trained[new] and updated.n_items == features.n_items
     assert updated.training_stats()["carried_items"] == N_ITEMS
     state = updated.state()
     for name, value in full_state.items():  # the network did not move
         if name.startswith("net.") and name != "net.embedding.weight":
             np.testing.assert_array_equal(state[name], value, err_msg=name)
-    known = np.flatnonzero(full.trained)
+    known = np.flatnonzero(full.fit_state.trained)
     np.testing.assert_array_equal(state["net.embedding.weight"][known], full_state["net.embedding.weight"][known])
     assert not np.array_equal(state["net.embedding.weight"][new], full_state["net.embedding.weight"][new])
     # the refresh learned where the new item follows: it scores higher for the users of the
@@ -182,8 +182,8 @@ def test_update_adds_new_items_and_keeps_the_network(tmp_path):
     assert np.isfinite(logits["late"]).all() and logits["late"].mean() > logits["others"].mean()
     # users without new events keep their cached state; the others were recomputed
     reused = features.user_index(np.array(["u0"], dtype=object))[0]
-    np.testing.assert_array_equal(updated.user_state[reused], full.user_state[reused])
-    assert np.abs(updated.user_state[late]).sum(axis=1).min() > 0
+    np.testing.assert_array_equal(updated.fit_state.user_state[reused], full.fit_state.user_state[reused])
+    assert np.abs(updated.fit_state.user_state[late]).sum(axis=1).min() > 0
 
 
 def test_ranking_recipe_reorders_the_item_list(cycle, tmp_path):
@@ -225,7 +225,7 @@ def test_full_softmax_where_the_catalogue_allows_it(n_items, negatives):
     """Automatic loss: the full softmax up to 32,768 items, 4,096 sampled negatives above;
     the automatic schedule gives cheaper events more passes (within 4 to 100)."""
     model = UserPersonalizationV2()
-    model.n_items, model.trained = n_items, np.ones(n_items, dtype=bool)
+    model.n_items, model.fit_state.trained = n_items, np.ones(n_items, dtype=bool)
     assert model._negatives() == negatives
     assert 4 <= model.auto_epochs(10_000_000) <= model.auto_epochs(200_000) <= model.auto_epochs(1_000) == 100
     assert UserPersonalizationV2(n_sample=64)._negatives() == 0  # no catalogue yet: nothing to sample from

@@ -51,6 +51,7 @@ from .averaging import WeightAverage
 from .base import HyperParameter, Recipe, UserBatch
 from .dropout import UniformMaskDropout
 from .early_stopping import EarlyStopping
+from .fit_state import FitState
 from .gru_held_out import HeldOutWindows
 from .gru_layer import gru_over_windows
 from .interfaces import UserRecommender
@@ -323,14 +324,10 @@ class GRURecipe(Recipe):
 
     def __init__(self, **params: Any):
         super().__init__(**params)
-        # the fitted state (saved by ``state``)
+        # the fitted state (saved by ``state``): the network and what every sequence model
+        # keeps besides it (:class:`~.fit_state.FitState`); subclasses add their side data
         self.net: GRUNet | None = None
-        self.popularity = np.zeros(0)
-        self.trained = np.zeros(0, dtype=bool)
-        self.latest_time: float | None = None
-        self.user_state: np.ndarray | None = None
-        self.repeat_share: float | None = None  # share of transitions repeating a user's item
-        self.user_history_length: np.ndarray | None = None
+        self.fit_state = FitState()
         # what training reports, and the item side of scoring built from the network
         self.users_dropped_by_history_percentiles = 0
         self._stats: dict[str, Any] = {}
@@ -404,12 +401,21 @@ class GRURecipe(Recipe):
         is fine-tuned instead: a quarter of the FULL epochs over all windows."""
         if previous_item_ids is None or not self.fitted or self.net is None:
             return self.fit(features, seed=seed)
-        if self.latest_time is None:
+        if self.fit_state.latest_time is None:
             return self._fine_tune(features, seed, np.asarray(previous_item_ids, dtype=object))
-        since = float(self.latest_time)
+        since = float(self.fit_state.latest_time)
         reuse = None
-        if previous_user_ids is not None and self.user_state is not None and self.user_history_length is not None:
-            reuse = (self.user_state, self.user_history_length, np.asarray(previous_user_ids, dtype=object), since)
+        if (
+            previous_user_ids is not None
+            and self.fit_state.user_state is not None
+            and self.fit_state.user_history_length is not None
+        ):
+            reuse = (
+                self.fit_state.user_state,
+                self.fit_state.user_history_length,
+                np.asarray(previous_user_ids, dtype=object),
+                since,
+            )
         rng, everyone, features, warm_items, carried = self._warm_network(
             features, seed, np.asarray(previous_item_ids, dtype=object)
         )
@@ -433,11 +439,11 @@ class GRURecipe(Recipe):
         """Popularity and trained items (of the training set), latest event time (of all)."""
         _, items = features.sequences()
         every_time = everyone.interactions["timestamp"].to_numpy()
-        self.popularity = np.bincount(items, minlength=features.n_items).astype(np.float64)
-        self.trained = self.popularity > 0
-        self.latest_time = float(every_time.max()) if len(every_time) else None
+        self.fit_state.popularity = np.bincount(items, minlength=features.n_items).astype(np.float64)
+        self.fit_state.trained = self.fit_state.popularity > 0
+        self.fit_state.latest_time = float(every_time.max()) if len(every_time) else None
         self.n_items = features.n_items
-        self.repeat_share = repeat_share(*features.sequences(), features.n_items)
+        self.fit_state.repeat_share = repeat_share(*features.sequences(), features.n_items)
         self._scorer = None  # the item side of scoring is rebuilt from the new network
 
     def _warm_network(
@@ -447,7 +453,7 @@ class GRURecipe(Recipe):
         weights. Returns (rng, all features, training features, items carried over, per new
         item whether its vector was trained before and stays fixed in an item-side refresh)."""
         assert self.net is not None
-        old_net, old_trained = self.net, self.trained
+        old_net, old_trained = self.net, self.fit_state.trained
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed)
         everyone, features = features, self.training_set(features)
@@ -515,7 +521,7 @@ class GRURecipe(Recipe):
         transitions = int(np.maximum(np.diff(features.sequences()[0]) - 1, 0).sum())
         sampler = self._sampler(transitions, rng)
         if sampler is None:  # full softmax over the trained items: the others' logits at -inf
-            log_q = torch.from_numpy(np.where(self.trained, 0.0, np.inf).astype(np.float32)).to(device)
+            log_q = torch.from_numpy(np.where(self.fit_state.trained, 0.0, np.inf).astype(np.float32)).to(device)
         else:
             log_q = sampler.log_q.to(device)
         if frozen is None:
@@ -558,10 +564,10 @@ class GRURecipe(Recipe):
         would be at least as large as the trained catalogue (small catalogues), the exact loss
         over every trained item costs no more than the sampled estimate and has no sampling
         noise (RecBole's GRU4Rec and SASRec+ train with it)."""
-        n_sample, n_trained = self.negatives(transitions), int(self.trained.sum())
+        n_sample, n_trained = self.negatives(transitions), int(self.fit_state.trained.sum())
         if n_sample >= n_trained:
             return None
-        return PopularitySampler(self.popularity, n_sample, self.params["sample_alpha"], rng, cache_batches=1)
+        return PopularitySampler(self.fit_state.popularity, n_sample, self.params["sample_alpha"], rng, cache_batches=1)
 
     def _early_stopping_hook(
         self, net: GRUNet, held_out: HeldOutWindows | None, device: torch.device
@@ -572,7 +578,7 @@ class GRURecipe(Recipe):
         self._early_stopping = EarlyStopping(self.params["early_stopping_patience"])
         if held_out is None:
             return None
-        blocked = torch.from_numpy(np.where(self.trained, 0.0, -np.inf).astype(np.float32)).to(device)
+        blocked = torch.from_numpy(np.where(self.fit_state.trained, 0.0, -np.inf).astype(np.float32)).to(device)
         return EarlyStoppingHook(
             self._early_stopping, lambda: held_out.ndcg_at_10(net, net.bias + blocked, self._repeat_share())
         )
@@ -657,7 +663,7 @@ class GRURecipe(Recipe):
         so that batch inference over those users is a lookup + matrix multiply. ``reuse`` =
         (old states, old history lengths, old user ids, time): users without events after
         that time and with an unchanged history length keep their old state."""
-        self.user_state = None
+        self.fit_state.user_state = None
         indptr, items = features.sequences()
         context = features.context_matrix()
         n_users = len(indptr) - 1
@@ -679,8 +685,8 @@ class GRURecipe(Recipe):
             batch = UserBatch.from_histories(codes, indptr, items, context=context)
             rows, h = self._user_vectors(batch)
             states[codes[rows]] = h.numpy()
-        self.user_state = states
-        self.user_history_length = np.diff(indptr).astype(np.int32)
+        self.fit_state.user_state = states
+        self.fit_state.user_history_length = np.diff(indptr).astype(np.int32)
 
     def schedule(self, n_windows: int, n_events: int, early_stopping: bool = False) -> tuple[int, int]:
         """Mini-batch size and epochs: explicit values win; ``0`` (auto) gives about 100
@@ -713,13 +719,13 @@ class GRURecipe(Recipe):
 
     def training_stats(self) -> dict[str, Any]:
         stats = dict(self._stats)
-        if self.repeat_share is not None:
-            stats["repeat_share"] = round(self.repeat_share, 6)
+        if self.fit_state.repeat_share is not None:
+            stats["repeat_share"] = round(self.fit_state.repeat_share, 6)
         return stats
 
     def _repeat_share(self) -> float | None:
         """The repeat share scores are mixed with (:mod:`.repeats`); None when off."""
-        return self.repeat_share if self.params["repeat_aware"] else None
+        return self.fit_state.repeat_share if self.params["repeat_aware"] else None
 
     # --- inference ------------------------------------------------------------------------------
     def _fitted_net(self) -> GRUNet:
@@ -738,12 +744,14 @@ class GRURecipe(Recipe):
         net = self._fitted_net()
         scores = torch.addmm(net.bias + blocked, h, net.item_vectors().T) if len(rows) else None
         if len(rows) == n:
-            out = scores if scores is not None else torch.empty((0, len(self.popularity)))
+            out = scores if scores is not None else torch.empty((0, self.fit_state.n_items))
         else:
-            out = torch.empty((n, len(self.popularity)), dtype=torch.float32)
+            out = torch.empty((n, self.fit_state.n_items), dtype=torch.float32)
             no_history = np.ones(n, dtype=bool)
             no_history[rows] = False  # popularity order for these
-            out[torch.from_numpy(no_history)] = torch.from_numpy(np.log1p(self.popularity).astype(np.float32)) + blocked
+            out[torch.from_numpy(no_history)] = (
+                torch.from_numpy(np.log1p(self.fit_state.popularity).astype(np.float32)) + blocked
+            )
             if scores is not None:
                 out[torch.from_numpy(rows)] = scores
         share = self._repeat_share()
@@ -756,7 +764,7 @@ class GRURecipe(Recipe):
         lengths = np.diff(batch.history_indptr)
         use = np.minimum(lengths, self.params["bptt"])
         rows = np.flatnonzero(use > 0)
-        cache = self.user_state
+        cache = self.fit_state.user_state
         users = np.asarray(batch.users, dtype=np.int64)
         if (
             batch.stored
@@ -792,7 +800,7 @@ class GRURecipe(Recipe):
 
     def recommendable(self) -> np.ndarray:
         """Items the model may recommend: those it saw in training."""
-        return self.trained
+        return self.fit_state.trained
 
     def score(self, batch: UserBatch) -> np.ndarray:
         return torch.softmax(self.logits_tensor(batch), dim=1).numpy()
@@ -821,7 +829,7 @@ class GRURecipe(Recipe):
         if cached is None or cached.device != device:
             with torch.no_grad():
                 blocked = torch.from_numpy(np.where(self.recommendable(), 0.0, -np.inf).astype(np.float32))
-                fallback = torch.from_numpy(np.log1p(self.popularity).astype(np.float32)) + blocked
+                fallback = torch.from_numpy(np.log1p(self.fit_state.popularity).astype(np.float32)) + blocked
                 net = self._fitted_net()
                 cached = LinearScorer.build(
                     net.item_vectors(), net.bias + blocked, fallback, device, self._repeat_share()
@@ -852,31 +860,17 @@ class GRURecipe(Recipe):
 
     def state(self) -> dict[str, np.ndarray]:
         out = {f"net.{k}": v.detach().numpy() for k, v in self._fitted_net().state_dict().items()}
-        out["popularity"] = self.popularity
-        out["trained"] = self.trained
-        if self.latest_time is not None:
-            out["latest_time"] = np.array(self.latest_time)
-        if self.user_state is not None:
-            out["user_state"] = self.user_state
-            out["user_history_length"] = self.user_history_length
-        if self.repeat_share is not None:
-            out["repeat_share"] = np.array(self.repeat_share)
-        return out
+        return {**out, **self.fit_state.arrays()}
 
     def _set_state(self, state: dict[str, np.ndarray]) -> None:
-        self.popularity = np.asarray(state["popularity"], dtype=np.float64)
-        self.trained = np.asarray(state["trained"], dtype=bool)
-        self.latest_time = float(state["latest_time"]) if "latest_time" in state else None
-        self.user_state = np.asarray(state["user_state"], dtype=np.float32) if "user_state" in state else None
-        self.user_history_length = np.asarray(state["user_history_length"]) if "user_history_length" in state else None
-        self.repeat_share = float(state["repeat_share"]) if "repeat_share" in state else None  # None: saved before
+        self.fit_state = FitState.read(state)
         self._restore(state)
-        self.net = self._network(len(self.popularity))
+        self.net = self._network(self.fit_state.n_items)
         self.net.load_state_dict(
             {k[4:]: torch.from_numpy(np.array(v)) for k, v in state.items() if k.startswith("net.")}
         )
         self.net.eval()
-        self.n_items = len(self.popularity)
+        self.n_items = self.fit_state.n_items
 
 
 class HRNN(UserRecommender, GRURecipe):

@@ -51,7 +51,7 @@ class HRNNColdstart(HRNNMetadata):
         if not self.item_meta.shape[1]:
             raise InputError(f"{self.name} needs an Items dataset with metadata columns")
         p = self.params
-        cold = self.popularity <= p["cold_start_max_interactions"]
+        cold = self.fit_state.popularity <= p["cold_start_max_interactions"]
         if "creation_timestamp" in features.items.columns:
             created = features.items["creation_timestamp"].to_numpy(np.float64)
             ref = time.time() if p["cold_start_relative_from"] == "currentTime" else np.nanmax(created)

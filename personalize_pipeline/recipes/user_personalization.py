@@ -131,8 +131,8 @@ class UserPersonalization(HRNNMetadata):
         timestamps = features.interactions["timestamp"].to_numpy().astype(np.float64)
         items = features.interactions["item"].to_numpy()
         n_items = features.n_items
-        if self.latest_time is None:  # no interactions (set by fit)
-            self.latest_time = 0.0
+        if self.fit_state.latest_time is None:  # no interactions (set by fit)
+            self.fit_state.latest_time = 0.0
         clicks = np.bincount(items, minlength=n_items).astype(np.float64)
         shown = np.zeros(n_items)
         shown_and_picked = np.zeros(n_items)
@@ -153,7 +153,7 @@ class UserPersonalization(HRNNMetadata):
             created = features.items["creation_timestamp"].to_numpy(np.float64)
             first_seen = np.where(np.isfinite(created), created, first_seen)
         # never seen and no creation time: new as of the latest interaction
-        self.item_first_seen = np.where(np.isfinite(first_seen), first_seen, self.latest_time)
+        self.item_first_seen = np.where(np.isfinite(first_seen), first_seen, self.fit_state.latest_time)
         self.clicks = clicks
         self.ignored = np.maximum(shown - shown_and_picked, 0.0)
         # item age (log days) as one more item-tower input, standardised
@@ -161,7 +161,7 @@ class UserPersonalization(HRNNMetadata):
         # items the model already knew do not move; new items count as brand new)
         warm = keep_layouts and self.age_stats is not None
         if not warm or self.age_reference is None:
-            self.age_reference = self.latest_time
+            self.age_reference = self.fit_state.latest_time
         age = np.log1p(np.maximum(self.age_reference - self.item_first_seen, 0.0) / DAY)
         # an item never seen and without a creation time has an unknown age: the tower reads
         # the mean (0 after standardising), not "brand new" (an extreme the projection
@@ -193,7 +193,7 @@ class UserPersonalization(HRNNMetadata):
         self._ignored_impressions = None
 
     def recommendable(self) -> np.ndarray:
-        return np.ones(len(self.popularity), dtype=bool)
+        return np.ones(self.fit_state.n_items, dtype=bool)
 
     # --- inference --------------------------------------------------------------------------------
     @torch.no_grad()
@@ -207,11 +207,11 @@ class UserPersonalization(HRNNMetadata):
         exploration: ExplorationConfig | None = None,
         device: torch.device | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        if exploration is None or exploration.slots(min(k, len(self.popularity))) == 0:
+        if exploration is None or exploration.slots(min(k, self.fit_state.n_items)) == 0:
             return super()._recommend(batch, k, exclude_seen=exclude_seen, allowed=allowed, device=device)
         scorer = self.linear_scorer(device)
         candidates = self.exploration_candidates(exploration)
-        n, k = len(batch), min(k, len(self.popularity))
+        n, k = len(batch), min(k, self.fit_state.n_items)
         items, scores = np.empty((n, k), dtype=np.int64), np.empty((n, k), dtype=np.float32)
         block = scorer.block if scorer.device.type == "cuda" else EXPLORATION_BLOCK
         for lo in range(0, n, block):  # blocks: see HRNN.recommend
@@ -248,8 +248,8 @@ class UserPersonalization(HRNNMetadata):
 
     def exploration_candidates(self, exploration: ExplorationConfig) -> np.ndarray:
         """Codes of the items young enough to explore (ascending)."""
-        assert self.latest_time is not None
-        age_days = (self.latest_time - self.item_first_seen) / DAY
+        assert self.fit_state.latest_time is not None
+        age_days = (self.fit_state.latest_time - self.item_first_seen) / DAY
         return np.flatnonzero(age_days <= exploration.item_age_cut_off)
 
     def explore(
@@ -287,7 +287,7 @@ class UserPersonalization(HRNNMetadata):
         # an item that was already tried a lot is not exploration any more
         log_novelty = -0.5 * np.log1p(shown / 10.0)
         score = log_theta + log_novelty.astype(np.float32)[None, :] + candidate_log_p
-        position = column_positions(candidates, len(self.popularity))
+        position = column_positions(candidates, self.fit_state.n_items)
         rel_pos = np.where(relevant >= 0, position[np.maximum(relevant, 0)], -1)
         rows = np.repeat(np.arange(n), relevant.shape[1]).reshape(relevant.shape)
         score[rows[rel_pos >= 0], rel_pos[rel_pos >= 0]] = -np.inf  # already in the relevance list
@@ -310,7 +310,7 @@ class UserPersonalization(HRNNMetadata):
         self.item_first_seen = np.asarray(state["item_first_seen"], dtype=np.float64)
         mean, std = (float(v) for v in state["age_stats"])
         self.age_stats = (mean, std)
-        self.age_reference = float(state["age_reference"]) if "age_reference" in state else self.latest_time
+        self.age_reference = float(state["age_reference"]) if "age_reference" in state else self.fit_state.latest_time
 
     def state(self):
         out = super().state()
@@ -329,7 +329,7 @@ class UserPersonalization(HRNNMetadata):
             impressions_used=bool(self.ignored.sum() > 0),
             items_shown_and_ignored=int((self.ignored > 0).sum()),
             items_without_interactions=int((self.clicks == 0).sum()),
-            latest_interaction=self.latest_time,
+            latest_interaction=self.fit_state.latest_time,
         )
         return stats
 

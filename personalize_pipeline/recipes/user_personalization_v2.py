@@ -97,6 +97,7 @@ from ..features import Features
 from .averaging import WeightAverage
 from .base import HyperParameter, Recipe, UserBatch
 from .early_stopping import EarlyStopping, HeldOutNewest
+from .fit_state import FitState
 from .hrnn_metadata import MetadataLayout
 from .interfaces import UserRecommender
 from .losses import full_softmax_xe, sampled_softmax_xe_logq
@@ -209,14 +210,10 @@ class SASRecRecipe(Recipe):
                 f"num_heads ({self.params['num_heads']}) must divide "
                 f"hidden_dimension ({self.params['hidden_dimension']})"
             )
-        # the fitted state (saved by ``state``)
+        # the fitted state (saved by ``state``): the network, what every sequence model keeps
+        # besides it, and the item metadata
         self.net: SASRecNet | None = None
-        self.popularity = np.zeros(0)
-        self.trained = np.zeros(0, dtype=bool)
-        self.latest_time: float | None = None
-        self.user_state: np.ndarray | None = None
-        self.user_history_length: np.ndarray | None = None
-        self.repeat_share: float | None = None  # share of transitions repeating a user's item
+        self.fit_state = FitState()
         self.item_layout: MetadataLayout | None = None
         self.item_meta: np.ndarray | None = None
         self._stats: dict[str, Any] = {}
@@ -265,14 +262,14 @@ class SASRecRecipe(Recipe):
     ) -> SASRecRecipe:
         """Item-side refresh of a FULL model (see the module docstring); a model that was
         never fitted, or an unknown previous catalogue, is trained from scratch."""
-        if not self.fitted or self.net is None or previous_item_ids is None or self.latest_time is None:
+        if not self.fitted or self.net is None or previous_item_ids is None or self.fit_state.latest_time is None:
             return self.fit(features, seed=seed)
         torch.manual_seed(seed)
-        since = float(self.latest_time)
+        since = float(self.fit_state.latest_time)
         old_net, old_trained, old_states = (
             self.net,
-            self.trained,
-            (self.user_state, self.user_history_length, previous_user_ids),
+            self.fit_state.trained,
+            (self.fit_state.user_state, self.fit_state.user_history_length, previous_user_ids),
         )
         self._catalogue(features, keep_layout=True)
         self.net = self._build(features.n_items)
@@ -308,11 +305,11 @@ class SASRecRecipe(Recipe):
         """Popularity, trained items, latest event time and (optionally) item metadata."""
         items = features.interactions["item"].to_numpy()
         timestamps = features.interactions["timestamp"].to_numpy()
-        self.popularity = np.bincount(items, minlength=features.n_items).astype(np.float64)
-        self.trained = self.popularity > 0
-        self.latest_time = float(timestamps.max()) if len(timestamps) else None
+        self.fit_state.popularity = np.bincount(items, minlength=features.n_items).astype(np.float64)
+        self.fit_state.trained = self.fit_state.popularity > 0
+        self.fit_state.latest_time = float(timestamps.max()) if len(timestamps) else None
         self.n_items = features.n_items
-        self.repeat_share = repeat_share(*features.sequences(), features.n_items)
+        self.fit_state.repeat_share = repeat_share(*features.sequences(), features.n_items)
         self.item_meta = None
         if not self.params["use_item_metadata"]:
             return
@@ -458,12 +455,16 @@ class SASRecRecipe(Recipe):
     def _negatives(self) -> int:
         """Shared negatives per mini-batch; 0 = the full softmax."""
         n_sample = self.params["n_sample"] or (AUTO_NEGATIVES if self.n_items > FULL_SOFTMAX_MAX_ITEMS else 0)
-        return 0 if n_sample >= int(self.trained.sum()) else n_sample
+        return 0 if n_sample >= int(self.fit_state.trained.sum()) else n_sample
 
     def _sampler(self, rng: np.random.Generator) -> PopularitySampler | None:
         """None = full softmax (the catalogue fits); otherwise the shared-negative sampler."""
         n_sample = self._negatives()
-        return PopularitySampler(self.popularity, n_sample, self.params["sample_alpha"], rng) if n_sample else None
+        return (
+            PopularitySampler(self.fit_state.popularity, n_sample, self.params["sample_alpha"], rng)
+            if n_sample
+            else None
+        )
 
     def _batch_loss(
         self, x: torch.Tensor, y: torch.Tensor, sampler: PopularitySampler | None, encoder_frozen: bool
@@ -507,14 +508,14 @@ class SASRecRecipe(Recipe):
             codes = todo[lo : lo + STATE_BLOCK]
             rows, h = self._encode(UserBatch.from_histories(codes, indptr, items))
             states[codes[rows]] = h.numpy()
-        self.user_state = states
-        self.user_history_length = np.diff(indptr).astype(np.int32)
+        self.fit_state.user_state = states
+        self.fit_state.user_history_length = np.diff(indptr).astype(np.int32)
 
     def training_stats(self) -> dict[str, Any]:
         stats = dict(self._stats)
         stats["item_metadata_features"] = int(self.item_meta.shape[1]) if self.item_meta is not None else 0
-        if self.repeat_share is not None:
-            stats["repeat_share"] = round(self.repeat_share, 6)
+        if self.fit_state.repeat_share is not None:
+            stats["repeat_share"] = round(self.fit_state.repeat_share, 6)
         return stats
 
     # --- inference -------------------------------------------------------------------------------
@@ -525,7 +526,7 @@ class SASRecRecipe(Recipe):
         assert self.net is not None
         users = np.asarray(batch.users, dtype=np.int64)
         has = np.flatnonzero(np.diff(batch.history_indptr) > 0)
-        cache = self.user_state
+        cache = self.fit_state.user_state
         if batch.stored and cache is not None and len(has) and users[has].min() >= 0 and users[has].max() < len(cache):
             return has, torch.from_numpy(cache[users[has]])
         rows, window = last_items(
@@ -544,8 +545,8 @@ class SASRecRecipe(Recipe):
         self._check_fitted()
         assert self.net is not None
         n = len(batch)
-        blocked = torch.from_numpy(np.where(self.trained, 0.0, -np.inf).astype(np.float32))
-        out = torch.from_numpy(np.log1p(self.popularity).astype(np.float32)).repeat(n, 1) + blocked
+        blocked = torch.from_numpy(np.where(self.fit_state.trained, 0.0, -np.inf).astype(np.float32))
+        out = torch.from_numpy(np.log1p(self.fit_state.popularity).astype(np.float32)).repeat(n, 1) + blocked
         rows, h = self._encode(batch)
         if len(rows):
             out[torch.from_numpy(rows)] = torch.addmm(blocked, h, self.net.item_vectors().T)
@@ -554,7 +555,7 @@ class SASRecRecipe(Recipe):
 
     def _repeat_share(self) -> float | None:
         """The repeat share scores are mixed with (:mod:`.repeats`); None when off."""
-        return self.repeat_share if self.params["repeat_aware"] else None
+        return self.fit_state.repeat_share if self.params["repeat_aware"] else None
 
     def logits(self, batch: UserBatch) -> np.ndarray:
         return self.logits_tensor(batch).numpy()
@@ -567,8 +568,8 @@ class SASRecRecipe(Recipe):
         popularity for users without history (as :meth:`logits_tensor`)."""
         self._check_fitted()
         assert self.net is not None
-        blocked = torch.from_numpy(np.where(self.trained, 0.0, -np.inf).astype(np.float32))
-        fallback = torch.from_numpy(np.log1p(self.popularity).astype(np.float32)) + blocked
+        blocked = torch.from_numpy(np.where(self.fit_state.trained, 0.0, -np.inf).astype(np.float32))
+        fallback = torch.from_numpy(np.log1p(self.fit_state.popularity).astype(np.float32)) + blocked
         return LinearScorer.build(self.net.item_vectors(), blocked, fallback, device, self._repeat_share())
 
     def recommend(
@@ -595,13 +596,7 @@ class SASRecRecipe(Recipe):
     def state(self) -> dict[str, np.ndarray]:
         assert self.net is not None
         out: dict[str, np.ndarray] = {f"net.{k}": v.detach().numpy() for k, v in self.net.state_dict().items()}
-        out.update(popularity=self.popularity, trained=self.trained)
-        if self.latest_time is not None:
-            out["latest_time"] = np.array(self.latest_time)
-        if self.repeat_share is not None:
-            out["repeat_share"] = np.array(self.repeat_share)
-        if self.user_state is not None and self.user_history_length is not None:
-            out.update(user_state=self.user_state, user_history_length=self.user_history_length)
+        out.update(self.fit_state.arrays())
         if self.item_layout is not None:
             out["item_layout"] = np.array(self.item_layout.to_json())
         if self.item_meta is not None:
@@ -609,13 +604,8 @@ class SASRecRecipe(Recipe):
         return out
 
     def _set_state(self, state: dict[str, np.ndarray]) -> None:
-        self.popularity = np.asarray(state["popularity"], dtype=np.float64)
-        self.trained = np.asarray(state["trained"], dtype=bool)
-        self.n_items = len(self.popularity)
-        self.latest_time = float(state["latest_time"]) if "latest_time" in state else None
-        self.repeat_share = float(state["repeat_share"]) if "repeat_share" in state else None
-        self.user_state = np.asarray(state["user_state"], dtype=np.float32) if "user_state" in state else None
-        self.user_history_length = np.asarray(state["user_history_length"]) if "user_history_length" in state else None
+        self.fit_state = FitState.read(state)
+        self.n_items = self.fit_state.n_items
         self.item_layout = MetadataLayout.from_json(str(state["item_layout"])) if "item_layout" in state else None
         self.item_meta = np.asarray(state["item_meta"], dtype=np.float32) if "item_meta" in state else None
         self.net = self._build(self.n_items)

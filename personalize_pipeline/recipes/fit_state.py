@@ -1,0 +1,65 @@
+"""What a trained sequence model keeps besides its network, declared in one place.
+
+The GRU family (aws-hrnn and its variants, aws-user-personalization, aws-personalized-ranking)
+and the transformer (aws-user-personalization-v2, aws-personalized-ranking-v2) learn the same
+side information next to their weights; :class:`FitState` holds it, and its arrays are what
+the solution version saves (the keys are the ones versions have always been saved with, so
+older versions load unchanged). A recipe's own extras (metadata layouts, exploration
+counts) stay with the recipe.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class FitState:
+    # interactions per item in the training data (the sampler's popularity; users without
+    # history are scored by it)
+    popularity: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    # items the network trained a vector for (the others are never recommended)
+    trained: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    # newest event time of the training data (an UPDATE trains on what came after it)
+    latest_time: float | None = None
+    # each user's state after their whole stored history (batch inference looks it up)
+    user_state: np.ndarray | None = None
+    # the history length each cached state was computed from (an UPDATE recomputes changed ones)
+    user_history_length: np.ndarray | None = None
+    # share of training transitions that repeat a user's item (the repeat mixture); None:
+    # a version saved before it existed
+    repeat_share: float | None = None
+
+    @property
+    def n_items(self) -> int:
+        return len(self.popularity)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The fields as the arrays saved in a solution version (unset ones left out)."""
+        out = {"popularity": self.popularity, "trained": self.trained}
+        if self.latest_time is not None:
+            out["latest_time"] = np.array(self.latest_time)
+        if self.user_state is not None:
+            out["user_state"] = self.user_state
+        if self.user_history_length is not None:
+            out["user_history_length"] = self.user_history_length
+        if self.repeat_share is not None:
+            out["repeat_share"] = np.array(self.repeat_share)
+        return out
+
+    @classmethod
+    def read(cls, state: dict[str, np.ndarray]) -> FitState:
+        """The fields back from a saved version's arrays (older versions lack some)."""
+        return cls(
+            popularity=np.asarray(state["popularity"], dtype=np.float64),
+            trained=np.asarray(state["trained"], dtype=bool),
+            latest_time=float(state["latest_time"]) if "latest_time" in state else None,
+            user_state=np.asarray(state["user_state"], dtype=np.float32) if "user_state" in state else None,
+            user_history_length=(np.asarray(state["user_history_length"]) if "user_history_length" in state else None),
+            repeat_share=float(state["repeat_share"]) if "repeat_share" in state else None,
+        )
+
+
+__all__ = ["FitState"]
