@@ -447,10 +447,18 @@ def cmd_delete_users(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="personalize-pipeline", description="Amazon Personalize custom recipes, self-hosted.")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+def _add_recipe_args(sp: argparse.ArgumentParser, recipe_required: bool = True) -> None:
+    """The dataset, recipe and event-filter options that ``train`` and ``evaluate`` share."""
+    sp.add_argument("--dataset", required=True)
+    sp.add_argument("--recipe", required=recipe_required)
+    sp.add_argument("--hp", action="append", metavar="KEY=VALUE")
+    sp.add_argument("--event-type")
+    sp.add_argument("--event-value-threshold", type=float)
+    sp.add_argument("--seed", type=int, default=42)
+    sp.add_argument("--no-validate", action="store_true", help="skip validation (the data was validated before)")
 
+
+def _add_demo_data_parser(sub) -> None:
     d = sub.add_parser("demo-data", help="generate the built-in demo dataset group")
     d.add_argument("--out", required=True)
     d.add_argument("--users", type=int)
@@ -459,22 +467,17 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int)
     d.set_defaults(func=cmd_demo_data)
 
+
+def _add_validate_parser(sub) -> None:
     v = sub.add_parser("validate", help="validate a dataset group with the generated GE suites")
     v.add_argument("--dataset", required=True)
     v.add_argument("--json", action="store_true")
     v.set_defaults(func=cmd_validate)
 
-    def recipe_args(sp, recipe_required=True):
-        sp.add_argument("--dataset", required=True)
-        sp.add_argument("--recipe", required=recipe_required)
-        sp.add_argument("--hp", action="append", metavar="KEY=VALUE")
-        sp.add_argument("--event-type")
-        sp.add_argument("--event-value-threshold", type=float)
-        sp.add_argument("--seed", type=int, default=42)
-        sp.add_argument("--no-validate", action="store_true", help="skip validation (the data was validated before)")
 
+def _add_train_parser(sub) -> None:
     t = sub.add_parser("train", help="train a solution version")
-    recipe_args(t, recipe_required=False)  # --automl or --solution-config may choose it
+    _add_recipe_args(t, recipe_required=False)  # --automl or --solution-config may choose it
     t.add_argument("--training-mode", choices=["FULL", "UPDATE"], default="FULL", type=str.upper)
     t.add_argument("--base")
     t.add_argument("--automl", action="store_true", help="choose the recipe on the validation split (autoMLConfig)")
@@ -489,8 +492,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True)
     t.set_defaults(func=cmd_train)
 
+
+def _add_evaluate_parser(sub) -> None:
     e = sub.add_parser("evaluate", help="offline metrics of a recipe on a dataset group")
-    recipe_args(e)
+    _add_recipe_args(e)
     e.add_argument("--protocol", choices=["personalize", "leave-last-out", "time"], default="personalize")
     e.add_argument(
         "--cutoff",
@@ -504,6 +509,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_evaluate)
 
+
+def _add_batch_infer_parser(sub) -> None:
     b = sub.add_parser("batch-infer", help="run a batch inference job")
     b.add_argument("--solution", required=True)
     b.add_argument("--input", required=True)
@@ -526,6 +533,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.set_defaults(func=cmd_batch_infer)
 
+
+def _add_delete_users_parser(sub) -> None:
     x = sub.add_parser(
         "delete-users", help="remove users' rows from the interactions and users datasets (data deletion job)"
     )
@@ -538,6 +547,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--remove-versions", action="store_true", help="delete the solution versions that still hold these users"
     )
     x.set_defaults(func=cmd_delete_users)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``personalize-pipeline`` parser: one sub-command per ``_add_<command>_parser``."""
+    p = _Parser(prog="personalize-pipeline", description="Amazon Personalize custom recipes, self-hosted.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_demo_data_parser(sub)
+    _add_validate_parser(sub)
+    _add_train_parser(sub)
+    _add_evaluate_parser(sub)
+    _add_batch_infer_parser(sub)
+    _add_delete_users_parser(sub)
     return p
 
 

@@ -85,27 +85,9 @@ class SolutionConfig:
         return out
 
 
-def train(
-    features: Features,
-    config: SolutionConfig,
-    solution: str | Location,
-    training_mode: str = "FULL",
-    base: str | Location | None = None,
-    seed: int = 42,
-    solution_name: str | None = None,
-    keep_full_versions: int | None = None,
-    log=None,
-) -> SolutionVersion:
-    """Train and store a new solution version under ``solution``; return it.
-
-    UPDATE starts from the latest version of ``base`` (default: ``solution``): the FULL
-    version, or the UPDATE that last refreshed it, so that each UPDATE trains on what is new
-    since the previous one; it refuses to run when there is no FULL version or when the
-    base was trained with another recipe. With
-    ``keep_full_versions``, older versions beyond the retention are deleted once the new
-    one is in place. With ``perform_automl`` / ``perform_hpo`` the recipe and
-    hyperparameters are chosen on the validation split first (``tuning.select``; progress
-    lines go to ``log``) and the trials are recorded in the manifest."""
+def _training_mode(training_mode: str, config: SolutionConfig, keep_full_versions: int | None) -> str:
+    """The training mode, upper-cased; InputError for a bad mode or retention, or for HPO /
+    AutoML in an UPDATE."""
     mode = (training_mode or "FULL").upper()
     if mode not in TRAINING_MODES:
         raise InputError(f"training mode {training_mode!r} must be FULL or UPDATE")
@@ -116,29 +98,40 @@ def train(
             "HPO and AutoML choose a model for FULL training; an UPDATE keeps the FULL version's recipe and "
             "hyperparameters"
         )
-    selection: dict[str, Any] = {}
-    base_version: SolutionVersion | None = None
-    if mode == "UPDATE":
-        base_loc = as_location(base) if base is not None else as_location(solution)
-        try:
-            resolve_version(base_loc, full_only=True)  # an UPDATE chain starts from a FULL version
-            base_version = load_solution_version(base_loc)
-        except InputError as exc:
-            raise InputError(f"UPDATE needs a FULL solution version to start from: {exc}") from None
-        cls = config.recipe_class()
-        if base_version.manifest["recipe"] != cls.name:
-            raise InputError(
-                f"UPDATE with recipe {cls.name} cannot start from {base_version.location.url}, "
-                f"which was trained with {base_version.manifest['recipe']}"
-            )
-        recipe = base_version.recipe
-    elif config.perform_hpo or config.perform_automl:
+    return mode
+
+
+def _update_base(config: SolutionConfig, solution: str | Location, base: str | Location | None) -> SolutionVersion:
+    """The version an UPDATE starts from: the latest of ``base`` (default: ``solution``),
+    which must have a FULL version and have been trained with ``config``'s recipe."""
+    base_loc = as_location(base) if base is not None else as_location(solution)
+    try:
+        resolve_version(base_loc, full_only=True)  # an UPDATE chain starts from a FULL version
+        base_version = load_solution_version(base_loc)
+    except InputError as exc:
+        raise InputError(f"UPDATE needs a FULL solution version to start from: {exc}") from None
+    cls = config.recipe_class()
+    if base_version.manifest["recipe"] != cls.name:
+        raise InputError(
+            f"UPDATE with recipe {cls.name} cannot start from {base_version.location.url}, "
+            f"which was trained with {base_version.manifest['recipe']}"
+        )
+    return base_version
+
+
+def _full_recipe(features: Features, config: SolutionConfig, seed: int, log) -> tuple[Recipe, dict[str, Any]]:
+    """The (untrained) recipe of a FULL training and the manifest's selection record: chosen
+    by ``tuning.select`` under HPO / AutoML (empty record otherwise)."""
+    if config.perform_hpo or config.perform_automl:
         from .tuning import select
 
         cls, params, selection = select(features, config, seed=seed, log=log)
-        recipe = cls(**params)
-    else:
-        recipe = config.recipe_class()(**config.hyperparameters)
+        return cls(**params), selection
+    return config.recipe_class()(**config.hyperparameters), {}
+
+
+def _fit(recipe: Recipe, features: Features, base_version: SolutionVersion | None, seed: int) -> float:
+    """Train ``recipe`` (an update of ``base_version`` when given); return the seconds taken."""
     start = time.perf_counter()
     if base_version is not None:
         recipe.update(
@@ -146,8 +139,22 @@ def train(
         )
     else:
         recipe.fit(features, seed=seed)
-    seconds = time.perf_counter() - start
-    manifest = {
+    return time.perf_counter() - start
+
+
+def _manifest(
+    features: Features,
+    config: SolutionConfig,
+    recipe: Recipe,
+    mode: str,
+    base_version: SolutionVersion | None,
+    seed: int,
+    solution_name: str | None,
+    seconds: float,
+    selection: dict[str, Any],
+) -> dict[str, Any]:
+    """The manifest of a new solution version (``store.save_solution_version`` adds the rest)."""
+    return {
         "solution": solution_name,
         "training_mode": mode,
         "base_version": base_version.version_id if base_version else None,
@@ -173,6 +180,39 @@ def train(
         "training": recipe.training_stats(),
         **selection,
     }
+
+
+def train(
+    features: Features,
+    config: SolutionConfig,
+    solution: str | Location,
+    training_mode: str = "FULL",
+    base: str | Location | None = None,
+    seed: int = 42,
+    solution_name: str | None = None,
+    keep_full_versions: int | None = None,
+    log=None,
+) -> SolutionVersion:
+    """Train and store a new solution version under ``solution``; return it.
+
+    UPDATE starts from the latest version of ``base`` (default: ``solution``): the FULL
+    version, or the UPDATE that last refreshed it, so that each UPDATE trains on what is new
+    since the previous one; it refuses to run when there is no FULL version or when the
+    base was trained with another recipe. With
+    ``keep_full_versions``, older versions beyond the retention are deleted once the new
+    one is in place. With ``perform_automl`` / ``perform_hpo`` the recipe and
+    hyperparameters are chosen on the validation split first (``tuning.select``; progress
+    lines go to ``log``) and the trials are recorded in the manifest."""
+    mode = _training_mode(training_mode, config, keep_full_versions)
+    base_version: SolutionVersion | None = None
+    selection: dict[str, Any] = {}
+    if mode == "UPDATE":
+        base_version = _update_base(config, solution, base)
+        recipe = base_version.recipe
+    else:
+        recipe, selection = _full_recipe(features, config, seed, log)
+    seconds = _fit(recipe, features, base_version, seed)
+    manifest = _manifest(features, config, recipe, mode, base_version, seed, solution_name, seconds, selection)
     return save_solution_version(solution, recipe, features, manifest, keep_full=keep_full_versions)
 
 
