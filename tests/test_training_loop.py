@@ -42,6 +42,25 @@ def test_weight_averaging_keeps_the_average_not_the_last_weights():
     assert average.average is not None and torch.equal(net.weight.detach(), average.average[0])
 
 
+def test_weight_decay_shrinks_the_matrices_but_not_biases_or_gains():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 3), nn.LayerNorm(3))
+    params = list(net.parameters())
+    before = [p.detach().clone() for p in params]
+    batches = [torch.tensor([0])]
+    # a loss with no gradient for any parameter: only the decay moves them
+    plan = TrainingPlan(params, epochs=10, learning_rate=0.1, weight_decay=0.5)
+    run_training(net, plan, lambda: batches, lambda idx: (sum(p.sum() for p in params) * 0.0 + torch.zeros(1), None))
+    weight, bias, gain, shift = params
+    np.testing.assert_allclose(weight.detach(), before[0] * (1 - 0.1 * 0.5) ** 10, rtol=1e-5)
+    for p, b in zip((bias, gain, shift), before[1:], strict=True):
+        assert torch.equal(p.detach(), b)
+    # no decay: plain Adam, nothing moves without a gradient
+    plan.weight_decay = 0.0
+    run_training(net, plan, lambda: batches, lambda idx: (sum(p.sum() for p in params) * 0.0 + torch.zeros(1), None))
+    np.testing.assert_allclose(weight.detach(), before[0] * (1 - 0.1 * 0.5) ** 10, rtol=1e-5)
+
+
 def test_time_budgets():
     net, batches, targets = _regression()
     # after_epoch: the epoch that ends past the budget is the last

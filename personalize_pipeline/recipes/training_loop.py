@@ -9,7 +9,10 @@ aws-user-personalization-v2:
 - Adam (its fused kernel where torch has one) over the plan's parameters, one step per
   mini-batch, on the (weighted) mean loss of the batch's target events; gradients of frozen
   embedding rows are zeroed before the step
-  (the item-side refresh of an UPDATE keeps the vectors of items already trained);
+  (the item-side refresh of an UPDATE keeps the vectors of items already trained); with a
+  ``weight_decay``, AdamW's decoupled decay of the weight matrices and embeddings (Loshchilov
+  & Hutter, "Decoupled weight decay regularization", ICLR 2019; biases and layer-norm gains,
+  the one-dimensional parameters, are not decayed, as in BERT and GPT training);
 - the learning rate annealed along a cosine from ``learning_rate`` to ``lr_floor`` times it
   over the planned epochs, step by step, where the plan asks for it (Loshchilov & Hutter,
   "SGDR", 2017, without restarts): the GRU recipes at a constant rate drifted into a
@@ -62,6 +65,7 @@ class TrainingPlan:
     max_seconds: float = float("inf")
     budget: Literal["after_epoch", "no_overrun"] = "after_epoch"
     lr_floor: float = 1.0  # the learning rate's share left at the end of the cosine (1 = constant)
+    weight_decay: float = 0.0  # AdamW's decoupled decay of the matrices (0 = plain Adam)
 
 
 @dataclass
@@ -120,9 +124,7 @@ def run_training(
     """Train ``module`` by ``plan``: ``batches()`` gives an epoch's mini-batches (called at
     the start of each epoch), ``batch_loss`` the loss of one. Leaves the kept weights (best
     early-stopping state, else the average, else the last) in ``module``, in eval mode."""
-    optimizer = torch.optim.Adam(
-        plan.trainable, lr=plan.learning_rate, betas=plan.betas, fused=_fusable(plan.trainable)
-    )
+    optimizer = _optimizer(plan)
     average = WeightAverage(plan.trainable, plan.average_decay)
     budget, log = _Budget(plan), TrainingLog()
     module.train()
@@ -163,6 +165,19 @@ def bucketed_batches(lengths: np.ndarray, batch: int, rng: np.random.Generator) 
     order = np.lexsort((rng.random(len(lengths)), lengths))
     chunks = [order[i : i + batch] for i in range(0, len(order), batch)]
     return [chunks[i] for i in rng.permutation(len(chunks))]
+
+
+def _optimizer(plan: TrainingPlan) -> torch.optim.Optimizer:
+    """Adam over the plan's parameters; AdamW with the plan's decay on its matrices."""
+    fused = _fusable(plan.trainable)
+    if not plan.weight_decay:
+        return torch.optim.Adam(plan.trainable, lr=plan.learning_rate, betas=plan.betas, fused=fused)
+    groups = [
+        {"params": [p for p in plan.trainable if p.ndim >= 2], "weight_decay": plan.weight_decay},
+        {"params": [p for p in plan.trainable if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    groups = [g for g in groups if g["params"]]
+    return torch.optim.AdamW(groups, lr=plan.learning_rate, betas=plan.betas, fused=fused)
 
 
 def _fusable(params: list[torch.Tensor]) -> bool:

@@ -129,6 +129,15 @@ V2_HPS = (
     HP("max_sequence_length", int, 50, 5, 200, tunable=True, help="newest events a user's state is computed from"),
     HP("dropout", float, 0.2, 0.0, 0.9, tunable=True),
     HP("learning_rate", float, 0.002, 1e-5, 0.1, tunable=True),
+    HP(
+        "weight_decay",
+        float,
+        0.0,
+        0.0,
+        1.0,
+        tunable=True,
+        help="AdamW's decoupled weight decay of the embeddings and weight matrices (0 = Adam)",
+    ),
     HP("batch_size", int, 64, 8, 4096, help="windows per mini-batch"),
     HP("epochs", int, 0, 0, 500, help="passes over the training windows; 0 = auto (more for small data)"),
     HP(
@@ -387,6 +396,7 @@ class SASRecRecipe(Recipe):
             frozen_rows=(net.embedding.weight, frozen_rows) if frozen_rows is not None else None,
             max_seconds=p["max_training_seconds"],
             budget="no_overrun",
+            weight_decay=p["weight_decay"] if frozen_rows is None else 0.0,  # (decay would move frozen rows)
         )
         X, Y = torch.from_numpy(inputs), torch.from_numpy(targets)
         lengths = (inputs < net.n_items).sum(axis=1)  # left-padded: the real inputs are the newest
