@@ -134,7 +134,7 @@ V2_HPS = (
         float,
         0.0,
         0.0,
-        1.0,
+        0.5,
         tunable=True,
         help="AdamW's decoupled weight decay of the embeddings and weight matrices (0 = Adam)",
     ),
