@@ -110,7 +110,14 @@ TRAINING_HPS = (
         help="the learning rate falls along a cosine from learning_rate to this share of it over the planned "
         "epochs (1 = constant)",
     ),
-    HP("max_training_seconds", float, 3600.0, 1.0, 86400.0, help="stop after this many seconds"),
+    HP(
+        "max_training_seconds",
+        float,
+        3600.0,
+        1.0,
+        86400.0,
+        help="time budget of the training passes: the epoch that ends past it is the last",
+    ),
     HP(
         "early_stopping_patience",
         int,
