@@ -139,7 +139,7 @@ def run_simulation(
     """Run the simulation in ``work_dir`` (scratch space); return per-round figures."""
     start = time.perf_counter()
     setting = _set_up(config, Path(work_dir))
-    full_seconds = _train_full(setting)
+    full_seconds = _train_as_of(setting, setting.history, setting.cut, setting.work / "full", "FULL")
     log(f"FULL on {len(setting.history)} interactions before the cut-off: {full_seconds:.1f}s")
 
     results: dict[str, Any] = {
@@ -183,16 +183,6 @@ def _set_up(config: SimulationConfig, work: Path) -> _Setting:
     )
 
 
-def _train_full(setting: _Setting) -> float:
-    """Train the FULL solution version on the history into ``work / "full"``; return its seconds."""
-    write_group_as_of(setting.work / "data", setting.source, setting.history, setting.items, setting.cut)
-    t0 = time.perf_counter()
-    train(
-        featurize(read_dataset_group(str(setting.work / "data"))), setting.solution_config, str(setting.work / "full")
-    )
-    return time.perf_counter() - t0
-
-
 def _simulate_weight(setting: _Setting, weight: float, log: Callable[[str], None]) -> dict[str, Any]:
     """Play every round with exploration weight ``weight``, starting from a copy of the FULL
     version (an UPDATE after each round); return the weight's rounds and summary."""
@@ -210,7 +200,7 @@ def _simulate_weight(setting: _Setting, weight: float, log: Callable[[str], None
         rounds.append(figures)
         # the clicks become interactions, the lists their impressions; then UPDATE
         events = pd.concat([events, new_events[events.columns]], ignore_index=True)
-        update_seconds.append(_train_update(setting, solution, events, now + setting.step))
+        update_seconds.append(_train_as_of(setting, events, now + setting.step, solution, "UPDATE"))
         log(f"weight {weight} round {r + 1}: {rounds[-1]}")
     return _summarise(rounds, update_seconds)
 
@@ -288,12 +278,12 @@ def _click_events(setting: _Setting, lists: _Lists, now: int, rng: np.random.Gen
     )
 
 
-def _train_update(setting: _Setting, solution: Path, events: pd.DataFrame, until: int) -> float:
+def _train_as_of(setting: _Setting, events: pd.DataFrame, until: int, solution: Path, mode: str) -> float:
     """Write the dataset group as of ``until`` (``events``, the items created by then) and
-    fold it into the version in ``solution`` with an UPDATE; return its seconds."""
+    train a ``mode`` (FULL or UPDATE) version of it into ``solution``; return its seconds."""
     write_group_as_of(setting.work / "data", setting.source, events, setting.items, until)
     t0 = time.perf_counter()
-    train(featurize(read_dataset_group(str(setting.work / "data"))), setting.solution_config, str(solution), "UPDATE")
+    train(featurize(read_dataset_group(str(setting.work / "data"))), setting.solution_config, str(solution), mode)
     return time.perf_counter() - t0
 
 
