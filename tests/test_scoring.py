@@ -11,6 +11,7 @@ from personalize_pipeline.recipes.scoring import (
     LinearScorer,
     bf16_available,
     exact_top_k,
+    log_sum_exp,
     normalised_top_k,
     resolve_precision,
     scoring_precision,
@@ -69,6 +70,26 @@ def test_normalised_top_k_marks_excluded_items_and_keeps_scores():
     assert excluded.sum() and (items[excluded] == -1).all() and (scores[excluded] == 0).all()
     np.testing.assert_array_equal(items[~excluded], codes[~excluded])
     np.testing.assert_allclose(scores[~excluded], np.take_along_axis(expected, codes, 1)[~excluded], rtol=1e-5)
+
+
+def test_log_sum_exp_matches_float64_and_leaves_the_logits_alone():
+    rng = np.random.default_rng(13)
+    for m in (GROUP * 100, 513, 7):  # whole and partial compiled chunks of 512
+        logits = (rng.normal(size=(30, m)) * 6).astype(np.float32)
+        logits[0] = -np.inf  # nothing allowed: -inf
+        logits[1, 1:] = -np.inf  # one item: its logit
+        logits[2, : m // 2] -= 200.0  # half the row far below: adds nothing, as float32's exp
+        logits[3, ::3] = -np.inf
+        before = logits.copy()
+        row_max = logits.max(1, keepdims=True)
+        got = log_sum_exp(torch.from_numpy(logits), torch.from_numpy(np.where(np.isfinite(row_max), row_max, 0)))
+        expected = torch.logsumexp(torch.from_numpy(logits).double(), dim=1, keepdim=True)
+        np.testing.assert_array_equal(logits, before)
+        assert torch.isneginf(got[0]).all() and float(got[1]) == pytest.approx(float(logits[1, 0]), abs=1e-6)
+        torch.testing.assert_close(got[1:], expected[1:], rtol=1e-7, atol=1e-7)
+        # any shift above the max (float32 logits - a shift near 64 are off by up to 2**-18)
+        shifted = log_sum_exp(torch.from_numpy(logits), torch.from_numpy(row_max + 40.0))
+        torch.testing.assert_close(shifted[1:], expected[1:], rtol=0, atol=1e-5)
 
 
 needs_bf16 = pytest.mark.skipif(not bf16_available(), reason="this CPU has no native bf16")

@@ -8,10 +8,11 @@ the softmax probability over the (allowed) catalogue, as Amazon Personalize repo
 
 The normaliser needs no softmax pass of its own: top-k runs first on the logits the block
 already holds (:func:`threshold_top_k` on CPU: group maxima give a floor, only the few items
-above it are sorted), its best value is the row maximum, and ``sum(exp(logits - max))`` is
-then taken in place over the same block (one exp pass, no [n, m] temporary). Blocks are
-small enough to stay in cache and go into a buffer each thread reuses. Scores mixed with
-the user's history (:mod:`.repeats`) keep that single pass (:func:`repeat_mixed_top_k`).
+above it are sorted), its best value is the row maximum, and ``log(sum(exp(logits - max)))``
+is then one more read of the same block (on CPU both are compiled loops,
+:mod:`.block_kernels`; no [n, m] temporary). Blocks go into a buffer each thread reuses.
+Scores mixed with the user's history (:mod:`.repeats`) keep that single pass
+(:func:`repeat_mixed_top_k`).
 """
 
 from __future__ import annotations
@@ -129,10 +130,29 @@ def threshold_top_k(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.T
     The codes are cut into groups of up to ``GROUP``; the k-th largest group maximum is a
     floor under the row's k-th value (k groups hold an item at least that high), so the top
     k are among the items at or above it, about k + 4 per row at m = 10,000, k = 25, ties
-    included. One pass finds them (``np.flatnonzero``); one stable sort of those few (by row,
-    then value, candidates already in code order) ranks them."""
-    rows, codes, candidates = top_k_candidates(logits, k)
-    return rank_candidates(len(logits), k, rows, codes, candidates)
+    included; :func:`.block_kernels.block_top_k` finds and ranks them in compiled loops."""
+    from . import block_kernels  # numba: imported when a block is first scored
+
+    n = len(logits)
+    group, group_max = _group_maxima(logits, k)
+    top_values = np.empty((n, k), dtype=np.float32)
+    top_codes = np.empty((n, k), dtype=np.int64)
+    block_kernels.block_top_k(_contiguous(logits), group_max, group, k, top_values, top_codes)
+    return torch.from_numpy(top_values), torch.from_numpy(top_codes)
+
+
+def _group_maxima(logits: torch.Tensor, k: int) -> tuple[int, np.ndarray]:
+    """(group size, [n, m // group] maxima of the groups of item codes) of CPU ``logits``,
+    with at least k groups (k <= m); the codes after the last whole group belong to none."""
+    n, m = logits.shape
+    group = max(1, min(GROUP, m // k))
+    n_groups = m // group
+    return group, logits[:, : n_groups * group].reshape(n, n_groups, group).amax(2).numpy()
+
+
+def _contiguous(logits: torch.Tensor) -> np.ndarray:
+    """CPU ``logits`` as a C-contiguous float32 numpy array (a view where it already is one)."""
+    return np.ascontiguousarray(logits.numpy(), dtype=np.float32)
 
 
 def top_k_candidates(
@@ -186,8 +206,8 @@ def rank_candidates(
 def normalised_top_k(logits: torch.Tensor, k: int, with_log_z: bool = False, log_z: torch.Tensor | None = None):
     """Top-k item codes and softmax scores of each row of ``logits`` ([n, m], -inf =
     excluded), best first, ties to the lower item code; -1 where nothing is left.
-    ``logits`` is overwritten (it becomes exp(logits - max)) unless the [n, 1] ``log_z`` is
-    given (then no exp pass is made). ``with_log_z``: the [n, 1] log-normaliser comes third."""
+    On a GPU ``logits`` is overwritten (it becomes exp(logits - max)) unless the [n, 1]
+    ``log_z`` is given (then no exp pass is made). ``with_log_z``: the [n, 1] log-normaliser comes third."""
     n, m = logits.shape
     k = min(k, m)
     if k == 0 or n == 0:
@@ -199,13 +219,13 @@ def normalised_top_k(logits: torch.Tensor, k: int, with_log_z: bool = False, log
         top_max = top_values[:, :1].clone()  # the row maximum
         top_max.masked_fill_(torch.isneginf(top_max), 0.0)  # a row with nothing allowed
         log_z = log_sum_exp(logits, top_max)
-    top_scores = torch.exp(top_values - log_z)
+    top_scores = torch.exp(top_values.double() - log_z)  # log_z: float64 on a CPU
     indices, scores = top_codes.cpu().numpy().astype(np.int64), top_scores.cpu().numpy()
     excluded = np.isneginf(top_values.cpu().numpy())
     indices[excluded] = -1
     scores[excluded] = 0.0
-    scores = scores.astype(np.float32, copy=False)
-    return (indices, scores, log_z.cpu().numpy()) if with_log_z else (indices, scores)
+    scores = scores.astype(np.float32)
+    return (indices, scores, log_z.float().cpu().numpy()) if with_log_z else (indices, scores)
 
 
 def column_positions(columns: np.ndarray, m: int) -> np.ndarray:
@@ -238,7 +258,7 @@ def repeat_mixed_top_k(
     r, c = np.divmod(pairs, m)  # rows ascending
     seen = values[r, c]
     values[r, c] = -np.inf
-    picked = None if columns is None else values[:, columns]  # a copy, taken before the exp pass
+    picked = None if columns is None else values[:, columns]  # a copy
     other_values, other_codes = threshold_top_k(logits, k)
     shift = other_values[:, 0].numpy().copy()  # the row maximum: of the other items' ...
     if len(r):  # ... or of the history's
@@ -294,14 +314,17 @@ def _merge_top_k(
 
 def log_sum_exp(logits: torch.Tensor, top_max: torch.Tensor) -> torch.Tensor:
     """[n, 1] log(sum(exp(logits))) of each row, given its maximum ``top_max`` ([n, 1], 0
-    where the row is all -inf); ``logits`` becomes exp(logits - max). On a CPU numpy's exp
-    does the exp (vectorised; about twice as fast as torch's here: bench/README.md)."""
+    where the row is all -inf), or any shift at or above it by less than 87. On a CPU it is
+    float64 and ``logits`` stay as they are (:func:`.block_kernels.block_log_sum_exp`: one
+    compiled pass); on a GPU it is float32 and ``logits`` become exp(logits - max)."""
     if logits.device.type != "cpu":
         return logits.sub_(top_max).exp_().sum(dim=1, keepdim=True).log_().add_(top_max)
-    values = logits.numpy()
-    np.subtract(values, top_max.numpy(), out=values)
-    np.exp(values, out=values)
-    return logits.sum(dim=1, keepdim=True).log_().add_(top_max)  # torch's row sum: 4x numpy's
+    from . import block_kernels
+
+    out = np.empty(len(logits), dtype=np.float64)
+    shift = np.ascontiguousarray(top_max.numpy()[:, 0], dtype=np.float32)
+    block_kernels.block_log_sum_exp(_contiguous(logits), shift, out)
+    return torch.from_numpy(out[:, None])
 
 
 @dataclass

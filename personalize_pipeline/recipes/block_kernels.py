@@ -1,0 +1,139 @@
+"""Compiled loops (numba) for a CPU block of logits: the exact top k and the log-normaliser.
+
+After the product "user vectors × item matrix" the block is read by two loops of each row,
+compiled once (and cached on disk) with numba, holding the GIL for neither:
+
+- :func:`block_top_k`: the k largest logits of a row, ties to the lower item code, -inf
+  never. The k-th largest maximum of groups of item codes is a floor under the row's k-th
+  value (k groups hold an item at least that high), so only the groups whose maximum
+  reaches it (about k of m / group) are scanned and the few items at or above it (about
+  k + 4 at 10k items) go through an insertion sort. The group maxima come in from torch
+  (one vectorised pass over the block).
+- :func:`block_log_sum_exp`: log(sum(exp(row))), shifted by the row's maximum, with exp
+  written out as Cody–Waite range reduction and Cephes' degree-6 polynomial (relative error
+  about 1e-7, as float32's own exp) in loops LLVM vectorises, 512 values at a time, summed
+  in float32 per 512 and in float64 across. numpy's exp of the whole block, then a sum,
+  cost about three times as much here (bench/README.md, session 19).
+
+Both take C-contiguous float32 arrays and write into arrays the caller gives;
+:mod:`.scoring` calls them (:func:`.scoring.threshold_top_k`, :func:`.scoring.log_sum_exp`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+LOG2E = np.float32(1.4426950408889634)
+LN2_HI = np.float32(0.693359375)  # ln 2 in two parts (Cody–Waite): exact products with n
+LN2_LO = np.float32(-2.12194440e-4)
+EXP_FLOOR = np.float32(-87.0)  # exp of anything lower (-inf included) adds 0 (float32 exp: < 1.7e-38)
+CHUNK = 512  # values per float32 partial sum
+# reassociation lets LLVM vectorise the polynomial and the sums; no "ninf": -inf is data here
+FAST = {"nnan", "nsz", "arcp", "contract", "reassoc", "afn"}
+
+
+@njit(nogil=True, cache=True, fastmath=FAST)
+def _exp_sum(row: np.ndarray, shift: np.float32, mantissa: np.ndarray, power: np.ndarray) -> float:
+    """sum(exp(row - shift)) for ``shift`` >= max(row); ``mantissa``/``power`` are CHUNK scratch."""
+    m = row.shape[0]
+    scale = power.view(np.float32)
+    total = 0.0
+    for lo in range(0, m, CHUNK):
+        hi = min(lo + CHUNK, m)
+        for j in range(lo, hi):
+            x = row[j] - shift
+            kept = np.float32(1.0) if x > EXP_FLOOR else np.float32(0.0)  # exp(< -87) adds 0
+            x = max(x, EXP_FLOOR)
+            n = np.floor(x * LOG2E + np.float32(0.5))
+            r = x - n * LN2_HI - n * LN2_LO
+            p = np.float32(1.9875691500e-4)
+            p = p * r + np.float32(1.3981999507e-3)
+            p = p * r + np.float32(8.3334519073e-3)
+            p = p * r + np.float32(4.1665795894e-2)
+            p = p * r + np.float32(1.6666665459e-1)
+            p = p * r + np.float32(5.0000001201e-1)
+            mantissa[j - lo] = (p * r * r + r + np.float32(1.0)) * kept
+            power[j - lo] = (np.int32(n) + np.int32(127)) << np.int32(23)  # the bits of 2**n
+        part = np.float32(0.0)
+        for j in range(hi - lo):
+            part += mantissa[j] * scale[j]
+        total += float(part)
+    return total
+
+
+@njit(nogil=True, cache=True)
+def block_log_sum_exp(values: np.ndarray, row_max: np.ndarray, out: np.ndarray) -> None:
+    """``out[i]`` = log(sum(exp(values[i]))) given a shift at or above each row's maximum and
+    within 87 of it (-inf where nothing is allowed, or a row of -inf)."""
+    mantissa = np.empty(CHUNK, np.float32)
+    power = np.empty(CHUNK, np.int32)
+    for i in range(values.shape[0]):
+        shift = row_max[i]
+        if shift == -np.inf:
+            out[i] = -np.inf
+        else:
+            total = _exp_sum(values[i], shift, mantissa, power)
+            out[i] = shift + np.log(total) if total > 0.0 else -np.inf
+
+
+@njit(nogil=True, cache=True)
+def _kth_largest(group_max: np.ndarray, k: int, best: np.ndarray) -> np.float32:
+    """The k-th largest of ``group_max`` (at least k values); ``best`` is k scratch values."""
+    best[:] = -np.inf
+    for g in range(group_max.shape[0]):
+        v = group_max[g]
+        if v > best[k - 1]:
+            b = k - 1
+            while b > 0 and best[b - 1] < v:
+                best[b] = best[b - 1]
+                b -= 1
+            best[b] = v
+    return best[k - 1]
+
+
+@njit(nogil=True, cache=True)
+def _candidates(
+    row: np.ndarray, group_max: np.ndarray, group: int, floor: np.float32, values: np.ndarray, codes: np.ndarray
+) -> int:
+    """Items of ``row`` at or above ``floor`` (> -inf) into ``values``/``codes``, codes
+    ascending: the groups whose maximum reaches it, then the codes after the last group."""
+    found = 0
+    n_groups = group_max.shape[0]
+    for g in range(n_groups):
+        if group_max[g] >= floor:
+            for j in range(g * group, (g + 1) * group):
+                if row[j] >= floor:
+                    values[found] = row[j]
+                    codes[found] = j
+                    found += 1
+    for j in range(n_groups * group, row.shape[0]):
+        if row[j] >= floor:
+            values[found] = row[j]
+            codes[found] = j
+            found += 1
+    return found
+
+
+@njit(nogil=True, cache=True)
+def block_top_k(
+    values: np.ndarray, group_max: np.ndarray, group: int, k: int, top_values: np.ndarray, top_codes: np.ndarray
+) -> None:
+    """[n, k] best values and codes of each row of ``values`` ([n, m] float32; group maxima
+    [n, m // group], k <= m // group), best first, ties to the lower code; -inf / -1 pad."""
+    n, m = values.shape
+    best = np.empty(k, np.float32)
+    found_values = np.empty(m, np.float32)
+    found_codes = np.empty(m, np.int64)
+    for i in range(n):
+        floor = max(_kth_largest(group_max[i], k, best), np.float32(-3.4028235e38))  # never -inf
+        found = _candidates(values[i], group_max[i], group, floor, found_values, found_codes)
+        for a in range(1, found):  # insertion sort, stable: equal values keep their code order
+            v, c, b = found_values[a], found_codes[a], a - 1
+            while b >= 0 and found_values[b] < v:
+                found_values[b + 1], found_codes[b + 1] = found_values[b], found_codes[b]
+                b -= 1
+            found_values[b + 1], found_codes[b + 1] = v, c
+        for a in range(k):
+            top_values[i, a] = found_values[a] if a < found else -np.inf
+            top_codes[i, a] = found_codes[a] if a < found else -1
