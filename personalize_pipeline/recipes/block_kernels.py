@@ -15,11 +15,19 @@ compiled once (and cached on disk) with numba, holding the GIL for neither:
   in float32 per 512 and in float64 across. numpy's exp of the whole block, then a sum,
   cost about three times as much here (bench/README.md, session 19).
 
-Both take C-contiguous float32 arrays and write into arrays the caller gives;
-:mod:`.scoring` calls them (:func:`.scoring.threshold_top_k`, :func:`.scoring.log_sum_exp`).
+- :func:`take_history` and :func:`block_repeat_mixed_top_k`: the same with the user's
+  history mixed in as :mod:`.repeats` describes (the history's logits read out and set to
+  -inf, the others' top k and normaliser as above, then the mixed history items inserted
+  where they reach the top k).
+
+They take C-contiguous float32 blocks and write into arrays the caller gives; :mod:`.scoring`
+calls them (:func:`.scoring.threshold_top_k`, :func:`.scoring.log_sum_exp`,
+:func:`.scoring.repeat_mixed_top_k`).
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit
@@ -29,6 +37,7 @@ LN2_HI = np.float32(0.693359375)  # ln 2 in two parts (Cody–Waite): exact prod
 LN2_LO = np.float32(-2.12194440e-4)
 EXP_FLOOR = np.float32(-87.0)  # exp of anything lower (-inf included) adds 0 (float32 exp: < 1.7e-38)
 CHUNK = 512  # values per float32 partial sum
+TINY = float(np.finfo(np.float64).tiny)
 # reassociation lets LLVM vectorise the polynomial and the sums; no "ninf": -inf is data here
 FAST = {"nnan", "nsz", "arcp", "contract", "reassoc", "afn"}
 
@@ -115,25 +124,133 @@ def _candidates(
     return found
 
 
+class _Scratch(NamedTuple):
+    """Per-call work arrays of the row loops."""
+
+    best: np.ndarray  # [k] float32: the best group maxima so far
+    found_values: np.ndarray  # [m] float32: a row's candidates
+    found_codes: np.ndarray  # [m] int64
+    mantissa: np.ndarray  # [CHUNK] float32: exp's parts
+    power: np.ndarray  # [CHUNK] int32
+
+
+@njit(nogil=True, cache=True)
+def _scratch(m: int, k: int) -> _Scratch:
+    return _Scratch(
+        np.empty(k, np.float32),
+        np.empty(m, np.float32),
+        np.empty(m, np.int64),
+        np.empty(CHUNK, np.float32),
+        np.empty(CHUNK, np.int32),
+    )
+
+
+@njit(nogil=True, cache=True)
+def _row_top_k(
+    row: np.ndarray,
+    group_max: np.ndarray,
+    group: int,
+    k: int,
+    work: _Scratch,
+    top_values: np.ndarray,
+    top_codes: np.ndarray,
+) -> None:
+    """[k] best values and codes of ``row`` (group maxima ``group_max``, k <= their number),
+    best first, ties to the lower code; -inf / -1 pad."""
+    floor = max(_kth_largest(group_max, k, work.best), np.float32(-3.4028235e38))  # never -inf
+    values, codes = work.found_values, work.found_codes
+    found = _candidates(row, group_max, group, floor, values, codes)
+    for a in range(1, found):  # insertion sort, stable: equal values keep their code order
+        v, c, b = values[a], codes[a], a - 1
+        while b >= 0 and values[b] < v:
+            values[b + 1], codes[b + 1] = values[b], codes[b]
+            b -= 1
+        values[b + 1], codes[b + 1] = v, c
+    for a in range(k):
+        top_values[a] = values[a] if a < found else -np.inf
+        top_codes[a] = codes[a] if a < found else -1
+
+
 @njit(nogil=True, cache=True)
 def block_top_k(
     values: np.ndarray, group_max: np.ndarray, group: int, k: int, top_values: np.ndarray, top_codes: np.ndarray
 ) -> None:
     """[n, k] best values and codes of each row of ``values`` ([n, m] float32; group maxima
     [n, m // group], k <= m // group), best first, ties to the lower code; -inf / -1 pad."""
-    n, m = values.shape
-    best = np.empty(k, np.float32)
-    found_values = np.empty(m, np.float32)
-    found_codes = np.empty(m, np.int64)
-    for i in range(n):
-        floor = max(_kth_largest(group_max[i], k, best), np.float32(-3.4028235e38))  # never -inf
-        found = _candidates(values[i], group_max[i], group, floor, found_values, found_codes)
-        for a in range(1, found):  # insertion sort, stable: equal values keep their code order
-            v, c, b = found_values[a], found_codes[a], a - 1
-            while b >= 0 and found_values[b] < v:
-                found_values[b + 1], found_codes[b + 1] = found_values[b], found_codes[b]
-                b -= 1
-            found_values[b + 1], found_codes[b + 1] = v, c
-        for a in range(k):
-            top_values[i, a] = found_values[a] if a < found else -np.inf
-            top_codes[i, a] = found_codes[a] if a < found else -1
+    work = _scratch(values.shape[1], k)
+    for i in range(values.shape[0]):
+        _row_top_k(values[i], group_max[i], group, k, work, top_values[i], top_codes[i])
+
+
+@njit(nogil=True, cache=True)
+def take_history(values: np.ndarray, rows: np.ndarray, items: np.ndarray, seen: np.ndarray) -> int:
+    """Read out and set to -inf the logits of the history pairs (``rows`` ascending,
+    ``items``), each pair once; ``seen`` ([len(rows)] float32) gets their values, ``items``
+    is compacted to the pairs kept (a pair already at -inf: a repeat, or never recommended,
+    is dropped) and ``rows`` likewise. Returns how many were kept."""
+    kept = 0
+    for p in range(rows.shape[0]):
+        r, c = rows[p], items[p]
+        v = values[r, c]
+        if v != -np.inf:
+            values[r, c] = -np.inf
+            rows[kept], items[kept], seen[kept] = r, c, v
+            kept += 1
+    return kept
+
+
+@njit(nogil=True, cache=True)
+def _insert(top_values: np.ndarray, top_codes: np.ndarray, value: np.float32, code: np.int64) -> None:
+    """Put (value, code) into the [k] list (value descending, then code ascending) if it
+    belongs there; the last entry falls out."""
+    k = top_values.shape[0]
+    if value < top_values[k - 1] or (value == top_values[k - 1] and code > top_codes[k - 1]):
+        return
+    b = k - 1
+    while b > 0 and (top_values[b - 1] < value or (top_values[b - 1] == value and top_codes[b - 1] > code)):
+        top_values[b], top_codes[b] = top_values[b - 1], top_codes[b - 1]
+        b -= 1
+    top_values[b], top_codes[b] = value, code
+
+
+@njit(nogil=True, cache=True)
+def block_repeat_mixed_top_k(
+    values: np.ndarray,
+    group_max: np.ndarray,
+    group: int,
+    k: int,
+    starts: np.ndarray,
+    codes: np.ndarray,
+    seen: np.ndarray,
+    share: float,
+    p_range: tuple[float, float],
+    top_values: np.ndarray,
+    top_codes: np.ndarray,
+    log_z: np.ndarray,
+) -> None:
+    """:func:`block_top_k` of the items outside each row's history (the history at -inf in
+    ``values``: :func:`take_history`; row i's pairs are ``codes``/``seen``[starts[i]:starts[i + 1]])
+    mixed with the history as :mod:`.repeats` mixes it: ``log_z`` gets the mixed
+    log-normaliser, ``seen`` the mixed logits, and the history items join a row's top k
+    where they reach it."""
+    work = _scratch(values.shape[1], k)
+    log_odds = np.log(share) - np.log1p(-share)
+    for i in range(values.shape[0]):
+        row = values[i]
+        _row_top_k(row, group_max[i], group, k, work, top_values[i], top_codes[i])
+        lo, hi = starts[i], starts[i + 1]
+        shift = top_values[i, 0]
+        for p in range(lo, hi):
+            shift = max(shift, seen[p])
+        if shift == -np.inf:
+            shift = np.float32(0.0)  # nothing allowed
+        z_other = _exp_sum(row, shift, work.mantissa, work.power)
+        z_seen = 0.0
+        for p in range(lo, hi):
+            z_seen += np.exp(np.float64(seen[p]) - shift)
+        p_seen = min(max(z_seen / max(z_other + z_seen, TINY), p_range[0]), p_range[1])
+        delta = log_odds - np.log(p_seen) + np.log1p(-p_seen)
+        log_z[i] = shift + np.log(max(z_other + z_seen * np.exp(delta), TINY))
+        for p in range(lo, hi):
+            seen[p] = np.float32(seen[p] + delta)
+            _insert(top_values[i], top_codes[i], seen[p], codes[p])

@@ -251,65 +251,32 @@ def repeat_mixed_top_k(
     rows' top k where they reach its k-th value. ``logits`` is overwritten. Returns (codes,
     scores, the [n, 1] mixed log-normaliser, the [n, len(columns)] mixed logits of the item
     codes ``columns`` or None)."""
+    from . import block_kernels
+
     n, m = logits.shape
     k = min(k, m)
-    values = logits.numpy()
-    pairs = np.unique(np.asarray(rows, dtype=np.int64) * m + np.asarray(items, dtype=np.int64))
-    r, c = np.divmod(pairs, m)  # rows ascending
-    seen = values[r, c]
-    values[r, c] = -np.inf
+    values = logits.numpy()  # the block: the history goes to -inf in it
+    order = np.argsort(rows, kind="stable")  # usually ascending already
+    rows, items = np.asarray(rows, dtype=np.int64)[order], np.asarray(items, dtype=np.int64)[order]  # copies
+    seen = np.empty(len(rows), dtype=np.float32)
+    kept = block_kernels.take_history(values, rows, items, seen)
+    r, c, seen = rows[:kept], items[:kept], seen[:kept]
     picked = None if columns is None else values[:, columns]  # a copy
-    other_values, other_codes = threshold_top_k(logits, k)
-    shift = other_values[:, 0].numpy().copy()  # the row maximum: of the other items' ...
-    if len(r):  # ... or of the history's
-        starts = np.flatnonzero(np.r_[True, r[1:] != r[:-1]])
-        shift[r[starts]] = np.maximum(shift[r[starts]], np.maximum.reduceat(seen, starts))
-    shift[~np.isfinite(shift)] = 0.0  # a row with nothing allowed
-    shift_t = torch.from_numpy(shift)[:, None]
-    z_other = torch.exp(log_sum_exp(logits, shift_t) - shift_t)[:, 0].numpy().astype(np.float64)
-    z_seen = np.bincount(r, np.exp(seen.astype(np.float64) - shift[r]), minlength=n)
-    p_seen = np.clip(z_seen / np.maximum(z_other + z_seen, np.finfo(np.float64).tiny), *P_SEEN_RANGE)
-    delta = np.log(share) - np.log1p(-share) - np.log(p_seen) + np.log1p(-p_seen)
-    log_z = shift + np.log(np.maximum(z_other + z_seen * np.exp(delta), np.finfo(np.float64).tiny))
-    mixed = (seen + delta[r]).astype(np.float32)
+    group, group_max = _group_maxima(logits, k)
+    top_values = np.empty((n, k), dtype=np.float32)
+    top_codes = np.empty((n, k), dtype=np.int64)
+    log_z = np.empty(n, dtype=np.float64)
+    starts = np.searchsorted(r, np.arange(n + 1))
+    block_kernels.block_repeat_mixed_top_k(
+        values, group_max, group, k, starts, c, seen, share, P_SEEN_RANGE, top_values, top_codes, log_z
+    )  # seen: now the mixed logits
     if picked is not None and columns is not None:
         at = column_positions(columns, m)[c]
-        picked[r[at >= 0], at[at >= 0]] = mixed[at >= 0]
-    top_values, top_codes = _merge_top_k(other_values.numpy(), other_codes.numpy(), r, c, mixed)
+        picked[r[at >= 0], at[at >= 0]] = seen[at >= 0]
     scores = np.exp(top_values - log_z[:, None]).astype(np.float32)
     excluded = np.isneginf(top_values)
     top_codes[excluded], scores[excluded] = -1, 0.0
     return top_codes, scores, log_z[:, None].astype(np.float32), picked
-
-
-def _merge_top_k(
-    top_values: np.ndarray, top_codes: np.ndarray, r: np.ndarray, c: np.ndarray, values: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """[n, k] (values, codes) of each row's best k among its top k and the extra (row ``r``,
-    ascending; code ``c``, value) entries, best first, ties to the lower code; only the
-    entries that reach a row's k-th value and the rows they fall in are ranked again (one
-    row-wise sort of keys "value descending, then code")."""
-    n, k = top_values.shape
-    reach = np.isfinite(values) & (values >= top_values[r, k - 1])
-    if not reach.any():
-        return top_values, top_codes
-    r, c, values = r[reach], c[reach], values[reach]
-    affected, first, counts = np.unique(r, return_index=True, return_counts=True)
-    slot = np.searchsorted(affected, r)
-    place = k + np.arange(len(r)) - first[slot]
-    width = k + int(counts.max())
-    merged_values = np.full((len(affected), width), -np.inf, dtype=np.float32)
-    merged_values[:, :k] = top_values[affected]
-    merged_values[slot, place] = values
-    codes = np.full((len(affected), width), -1, dtype=np.int64)
-    codes[:, :k] = top_codes[affected]
-    codes[slot, place] = c
-    keys = descending_key(merged_values) << np.uint64(32) | (codes & 0xFFFFFFFF).astype(np.uint64)
-    order = np.argsort(keys, axis=1)[:, :k]
-    top_values, top_codes = top_values.copy(), top_codes.copy()
-    top_values[affected] = np.take_along_axis(merged_values, order, axis=1)
-    top_codes[affected] = np.take_along_axis(codes, order, axis=1)
-    return top_values, top_codes
 
 
 def log_sum_exp(logits: torch.Tensor, top_max: torch.Tensor) -> torch.Tensor:
@@ -337,6 +304,7 @@ class LinearScorer:
     device: torch.device
     buffers: threading.local = field(default_factory=threading.local, repr=False, compare=False)
     low: Bf16Items | None = field(default=None, repr=False, compare=False)  # see bf16_items
+    augmented: torch.Tensor | None = field(default=None, repr=False, compare=False)  # see with_bias
     # the share of next events that repeat one of the user's items (None: scores as they are);
     # see :mod:`.repeats`
     repeat_share: float | None = None
@@ -375,11 +343,20 @@ class LinearScorer:
             buffer = self.buffers.logits = torch.empty((max(n, self.block), self.n_items), device=self.device)
         return buffer[:n]
 
+    def with_bias(self) -> torch.Tensor:
+        """[m, d + 1] the item matrix with the bias as its last column, built on first use."""
+        if self.augmented is None:
+            self.augmented = torch.cat([self.item_matrix, self.bias[:, None]], dim=1).contiguous()
+        return self.augmented
+
     def logits(self, n: int, rows: np.ndarray, vectors: torch.Tensor) -> torch.Tensor:
         """[n, m] logits on the device; ``vectors`` are those of the rows ``rows``. The
         tensor is this thread's block buffer: the next call overwrites it."""
         vectors = vectors.to(self.device, non_blocking=True).float()
         out = self.block_buffer(n)
+        if len(rows) == n and self.device.type == "cpu":  # the bias as one more column: no pass to copy it in
+            ones = torch.ones((n, 1), dtype=vectors.dtype)
+            return torch.mm(torch.cat([vectors, ones], dim=1), self.with_bias().T, out=out)
         if len(rows) == n:
             return torch.addmm(self.bias, vectors, self.item_matrix.T, out=out)
         out.copy_(self.fallback.expand(n, -1))
