@@ -40,7 +40,6 @@ from .rendering import input_json, json_text, render_top_line, render_top_lines,
 from .store import SolutionVersion
 
 MAX_RESULTS = 500
-RENDER_BLOCK = 2048  # lines rendered in one byte matrix
 # a chunk of lines that are all exactly '{"userId": "<printable ASCII, no quote or backslash>"}':
 # json.dumps of the parsed line is the line itself, so such a chunk needs no per-line parsing
 PLAIN_USER_LINES = re.compile(r'(?:\{"userId": "[\x20\x21\x23-\x5b\x5d-\x7e]+"\}\n)*')
@@ -227,8 +226,8 @@ class RecommendationHandler(BatchHandler[FilteredT, RecipeT]):
 
 
 class TopKRenderer:
-    """Output lines of top-k item codes and scores: a block of lines at a time as one byte
-    matrix (see rendering.py), item ids JSON-encoded once per job."""
+    """Output lines of top-k item codes and scores: a block of lines at a time in one
+    compiled pass (see rendering.py), item ids JSON-encoded once per job."""
 
     def __init__(self, item_ids: np.ndarray) -> None:
         self.encoded_items = np.array([json_text(str(i)) for i in item_ids], dtype=object)
@@ -240,15 +239,7 @@ class TopKRenderer:
     def render_texts(self, input_texts: list[str], items: np.ndarray, scores: np.ndarray) -> bytes:
         """:meth:`render` of the inputs' JSON texts."""
         if renderable(items, scores):
-            return b"".join(
-                render_top_lines(
-                    input_texts[lo : lo + RENDER_BLOCK],
-                    items[lo : lo + RENDER_BLOCK],
-                    scores[lo : lo + RENDER_BLOCK],
-                    self.item_table,
-                )
-                for lo in range(0, len(input_texts), RENDER_BLOCK)
-            )
+            return render_top_lines(input_texts, items, scores, self.item_table)
         # e.g. scores outside [0, 1] from a custom recipe: the per-element way
         return "".join(self._line(t, i, s) + "\n" for t, i, s in zip(input_texts, items, scores, strict=True)).encode(
             "utf-8"
