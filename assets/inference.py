@@ -86,9 +86,10 @@ def batch_metadata(result: BatchResult, version: SolutionVersion, stage: Measure
         "lines": result.lines,
         "error_lines": result.errors,
         "unknown_users": result.unknown_users,
-        "users_per_second": result.users_per_second,
+        "users_per_second": result.users_per_second,  # net of the job's start-up
         "seconds": result.seconds,
         "job_seconds": result.seconds,
+        "startup_seconds": result.startup_seconds,
         **(stage.as_dict() if stage is not None else {}),
     }
 
@@ -157,6 +158,7 @@ def _outputs_metadata(
     if len(results) > 1:
         total = sum(r.lines for r in results)
         seconds = sum(r.seconds for r in results)
+        net = sum(r.seconds - r.startup_seconds for r in results)
         metadata.update(
             {
                 "path": dg.MetadataValue.path(output),
@@ -164,8 +166,9 @@ def _outputs_metadata(
                 "lines": total,
                 "error_lines": sum(r.errors for r in results),
                 "unknown_users": sum(r.unknown_users for r in results),
-                "users_per_second": round(sum(r.users_scored for r in results) / max(seconds, 1e-9), 1),
+                "users_per_second": round(sum(r.users_scored for r in results) / max(net, 1e-9), 1),
                 "job_seconds": round(seconds, 4),
+                "startup_seconds": round(seconds - net, 4),
             }
         )
     return {

@@ -152,7 +152,9 @@ def section(payload: dict, images: list[str]) -> str:
         f"The newest {100 * payload['holdout_for_update']:.0f}% of events are held back: FULL trains on the rest, "
         "UPDATE on everything. Evaluation is leave-last-out over all items with the popularity baseline trained and "
         "scored on the same split. Batch inference: every user (aws-sims: every item; aws-personalized-ranking: "
-        "every user with 50 items to rank), top 25.",
+        "every user with 50 items to rank), top 25; the other neural recipes' job repeats every user to at least "
+        "200k lines (at 10M: the first 20k users); lines/s are net of the job's start-up (loading the version, "
+        "building the handler, loading the compiled loops).",
         "",
         "### Targets",
         "",

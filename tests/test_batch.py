@@ -300,3 +300,17 @@ def test_scoring_precision_is_checked_before_output(solution, tmp_path):
     with pytest.raises(InputError, match="scoring_precision"):
         run_batch_job(version, job_lines(tmp_path, ['{"userId": "x"}']), tmp_path / "out", scoring_precision="fp8")
     assert not (tmp_path / "out").exists()
+
+
+def test_throughput_is_net_of_the_start_up_and_warm_up_builds_the_scorer(neural_solutions, tmp_path):
+    from personalize_pipeline.batch import JobSettings, handler_for
+
+    versions, features = neural_solutions
+    job = job_lines(tmp_path, [json.dumps({"userId": str(u)}) for u in features.user_ids[:30]])
+    result = run_batch_job(versions["aws-hrnn"], job, tmp_path / "out")
+    assert 0 < result.startup_seconds < result.seconds
+    assert result.users_per_second == round(result.users_scored / (result.seconds - result.startup_seconds), 1)
+    recipe = versions["aws-hrnn"].recipe
+    recipe._scorer = None  # as after loading the version
+    handler_for(versions["aws-hrnn"], JobSettings(25, None, None, None, None, None, None)).warm_up()
+    assert recipe._scorer is not None  # the item side is built before the first chunk

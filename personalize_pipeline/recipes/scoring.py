@@ -343,6 +343,14 @@ class LinearScorer:
             buffer = self.buffers.logits = torch.empty((max(n, self.block), self.n_items), device=self.device)
         return buffer[:n]
 
+    def warm_up(self) -> None:
+        """Score one user with and without a history (the compiled loops of a CPU get
+        loaded, or compiled on their first use on this machine)."""
+        vectors = torch.zeros((1, self.item_matrix.shape[1]))
+        history = (np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64))
+        self.top_k(1, np.zeros(1, dtype=np.int64), vectors, 1)
+        self.top_k(1, np.zeros(1, dtype=np.int64), vectors, 1, history=history)
+
     def with_bias(self) -> torch.Tensor:
         """[m, d + 1] the item matrix with the bias as its last column, built on first use."""
         if self.augmented is None:
