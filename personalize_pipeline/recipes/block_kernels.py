@@ -254,3 +254,21 @@ def block_repeat_mixed_top_k(
         for p in range(lo, hi):
             seen[p] = np.float32(seen[p] + delta)
             _insert(top_values[i], top_codes[i], seen[p], codes[p])
+
+
+@njit(nogil=True, cache=True)
+def interpolate_log_quantiles(
+    log_odds: np.ndarray, table: np.ndarray, lowest: float, scale: float, out: np.ndarray
+) -> None:
+    """``out[i, j]``: item j's log-quantile at ``log_odds[i, j]`` (logit of a uniform draw),
+    linear between the points of its row of ``table`` ([items, grid], uniform in the logit
+    from ``lowest`` on, ``scale`` points per unit), the end points beyond the grid."""
+    grid = table.shape[1]
+    top = np.float32(grid - 1.001)
+    for i in range(log_odds.shape[0]):
+        for j in range(log_odds.shape[1]):
+            position = min(max((log_odds[i, j] - lowest) * scale, np.float32(0.0)), top)
+            below = np.int64(position)
+            fraction = position - np.float32(below)
+            low = table[j, below]
+            out[i, j] = low + fraction * (table[j, below + 1] - low)

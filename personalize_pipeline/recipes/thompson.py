@@ -8,8 +8,8 @@ catalogue. The parameters are the same for every user of a job, so the draws are
 inverse transform sampling from a table instead: each item's quantile function is
 tabulated once (``scipy.special.betaincinv``, once per distinct (α, β)) on a grid that is
 uniform in logit(u), so that both tails get as many points as the middle, and a draw is a
-uniform u, its logit, and a linear interpolation of log θ between two grid points (about 10
-ns). The draws follow the Beta distribution up to the interpolation between grid points
+uniform u, its logit, and a linear interpolation of log θ between two grid points (a
+compiled loop, :func:`.block_kernels.interpolate_log_quantiles`: a few ns a draw). The draws follow the Beta distribution up to the interpolation between grid points
 (log θ is smooth in logit(u), tails included, where it is close to linear) and u beyond the
 grid's ends (probability 2 × 8e-7), which take the end points' quantiles.
 """
@@ -44,18 +44,15 @@ class BetaQuantiles:
 
     def log_draws(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """[n, items] float32 draws of log θ, one row per user."""
-        n_items = len(self.log_quantiles)
-        u = rng.random((n, n_items), dtype=np.float32)
+        from .block_kernels import interpolate_log_quantiles
+
+        u = rng.random((n, len(self.log_quantiles)), dtype=np.float32)
         with np.errstate(divide="ignore"):
-            position = (np.log(u) - np.log1p(-u) + LOGIT_RANGE) * np.float32((GRID - 1) / (2 * LOGIT_RANGE))
-        np.clip(position, 0.0, np.float32(GRID - 1.001), out=position)
-        floor = np.floor(position)
-        fraction = position - floor  # float32
-        lower = floor.astype(np.int32)
-        lower += np.arange(n_items, dtype=np.int32) * GRID  # flat index into the table
-        flat = self.log_quantiles.reshape(-1)
-        below = flat[lower]
-        return below + fraction * (flat[lower + 1] - below)
+            log_odds = np.log(u / (1 - u))  # logit(u): one vectorised log
+        out = np.empty_like(log_odds)
+        scale = (GRID - 1) / (2 * LOGIT_RANGE)
+        interpolate_log_quantiles(log_odds, self.log_quantiles, -LOGIT_RANGE, scale, out)
+        return out
 
 
 __all__ = ["BetaQuantiles", "GRID", "LOGIT_RANGE"]
