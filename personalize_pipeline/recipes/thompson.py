@@ -9,9 +9,10 @@ inverse transform sampling from a table instead: each item's quantile function i
 tabulated once (``scipy.special.betaincinv``, once per distinct (α, β)) on a grid that is
 uniform in logit(u), so that both tails get as many points as the middle, and a draw is a
 uniform u, its logit, and a linear interpolation of log θ between two grid points (a
-compiled loop, :func:`.block_kernels.interpolate_log_quantiles`: a few ns a draw). The draws follow the Beta distribution up to the interpolation between grid points
-(log θ is smooth in logit(u), tails included, where it is close to linear) and u beyond the
-grid's ends (probability 2 × 8e-7), which take the end points' quantiles.
+compiled loop, :func:`.block_kernels.interpolate_log_quantiles`: a few ns a draw). The
+draws follow the Beta distribution up to the interpolation between grid points (log θ is
+smooth in logit(u), tails included, where it is close to linear) and u beyond the grid's
+ends (probability 2 × 8e-7), which take the end points' quantiles.
 """
 
 from __future__ import annotations
