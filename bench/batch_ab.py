@@ -55,11 +55,11 @@ def fixture(work: Path, recipes: list[str]) -> None:
         generate(work / "data", DemoSpec(users=33_333, items=10_000, interactions=300_000, seed=1))
     missing = [r for r in recipes if not (work / r).exists()]
     if missing:
-        features = featurize(read_dataset_group(work / "data"))
+        features = featurize(read_dataset_group(str(work / "data")))
         for recipe in missing:
-            train(features, SolutionConfig(recipe, RECIPES[recipe]), work / recipe)
+            train(features, SolutionConfig(recipe, RECIPES[recipe]), str(work / recipe))
     if not (work / "job.jsonl").exists():
-        users = load_solution_version(work / recipes[0]).user_ids
+        users = load_solution_version(str(work / recipes[0])).user_ids
         lines = "".join(json.dumps({"userId": str(u)}) + "\n" for u in users)
         (work / "job.jsonl").write_text(lines * TIMES)
         (work / "warm.jsonl").write_text("".join(lines.splitlines(keepends=True)[:1000]))
