@@ -413,7 +413,10 @@ def cmd_batch_infer(args) -> int:
         device=args.device,
         scoring_precision=args.scoring_precision,
     )
-    _log(f"wrote {result.output}: {result.lines} lines, {result.errors} with errors, {result.users_per_second} users/s")
+    _log(
+        f"wrote {result.output}: {result.lines} lines, {result.errors} with errors, {result.users_per_second} users/s"
+        f" after {result.startup_seconds:.1f} s of start-up"
+    )
     print(json.dumps(result.to_dict()))
     return 0
 
