@@ -73,14 +73,21 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=Path("/tmp/batch-ab"))
     args = parser.parse_args()
     recipes = args.recipes.split(",")
-    fixture(args.work, recipes)
+    work = args.work.resolve()
+    fixture(work, recipes)
     for round_ in range(args.rounds):
         for recipe in recipes:
             for tree in args.trees.split(","):
-                env = {**os.environ, "PYTHONPATH": str(Path(tree).resolve())}
-                paths = [args.work / recipe, args.work / "warm.jsonl", args.work / "job.jsonl", args.work / "out"]
+                root = Path(tree).resolve()  # also the working directory: `python -c` puts it first on sys.path
+                env = {**os.environ, "PYTHONPATH": str(root)}
+                paths = [work / recipe, work / "warm.jsonl", work / "job.jsonl", work / "out"]
                 out = subprocess.run(
-                    [sys.executable, "-c", RUN, *map(str, paths)], env=env, capture_output=True, text=True, check=True
+                    [sys.executable, "-c", RUN, *map(str, paths)],
+                    env=env,
+                    cwd=root,
+                    capture_output=True,
+                    text=True,
+                    check=True,
                 )
                 line = {"tree": tree, "recipe": recipe, "round": round_, **json.loads(out.stdout.splitlines()[-1])}
                 print(json.dumps(line), flush=True)
