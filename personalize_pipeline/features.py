@@ -100,6 +100,7 @@ class Features:
 SLICE_ROWS = 250_000  # interactions encoded at a time (small slices: small transient copies)
 TAKE_ROWS = 1_000_000
 LIST_BLOCK_ROWS = 131_072  # rows of a list column gathered at a time
+MAP_ROWS = 1 << 20  # codes mapped at a time
 
 
 def featurize(
@@ -332,10 +333,32 @@ def _counts(n_raw: int, n_after_events: int, interactions: pd.DataFrame, ids: _I
 def _sorted_frame(data: dict[str, Any]) -> pd.DataFrame:
     """The columns stable-sorted by (user, timestamp), one take per column, one column at a
     time (the old column is released inside ``_take``)."""
-    order = np.lexsort((data["timestamp"], data["user"]))
+    order = _sort_order(np.asarray(data["user"]), np.asarray(data["timestamp"]))
     for name in list(data):
         data[name] = _take(data.pop(name), order)
     return pd.DataFrame(data, copy=False)
+
+
+def _sort_order(user: np.ndarray, timestamp: np.ndarray) -> np.ndarray:
+    """``np.lexsort((timestamp, user))`` in less time: a stable sort by timestamp (linear
+    on rows already in time order), then a stable LSD radix sort by user on 16-bit digits
+    (numpy's stable sort of uint16 keys is a radix sort), so the (user, timestamp) ties
+    keep their row order as with lexsort."""
+    if user.dtype != np.int32 or not len(user):  # (codes are int32)
+        return np.lexsort((timestamp, user))
+    order = np.argsort(timestamp, kind="stable")
+    key = user[order]
+    key -= key.min()  # wraps around within the unsigned view
+    key = key.view(np.uint32)
+    high = int(key.max())
+    shift = 0
+    while True:
+        step = np.argsort((key >> shift if shift else key).astype(np.uint16), kind="stable")
+        order = order[step]
+        shift += 16
+        if not high >> shift:
+            return order
+        key = key[step]
 
 
 def training_set(features: Features, min_percentile: float = 0.0, max_percentile: float = 1.0) -> tuple[Features, int]:
@@ -365,7 +388,7 @@ class _Encoded:
 
     def __init__(self, keep_indices: bool = True):
         self.keep_indices = keep_indices  # False: only the dictionaries are kept (ids for the catalogue)
-        self.indices: list[pa.Array] = []
+        self.indices: list[pa.Array | pa.ChunkedArray] = []  # per slice (a chunked slice: in its chunks)
         self.dictionaries: list[pa.Array] = []
         self.offsets: list[pa.Array] = []  # list columns (impressions): per-row offsets
         self.validity: list[pa.Array] = []
@@ -382,8 +405,8 @@ class _Encoded:
                 self.indices.append(pa.array([], pa.int32()))
                 self.dictionaries.append(pa.array([], pa.string()))
                 return
-            if self.keep_indices:
-                self.indices.append(pa.concat_arrays([c.indices for c in chunks]))
+            if self.keep_indices:  # kept in chunks: ``_mapped`` maps them chunk by chunk
+                self.indices.append(pa.chunked_array([c.indices for c in chunks], pa.int32()))
             self.dictionaries.append(chunks[-1].dictionary)  # every chunk holds the whole dictionary
             return
         if self.keep_indices:
@@ -405,14 +428,16 @@ class _Encoded:
         position = 0
         for mapping in mappings:
             indices = indices_list.pop()
-            target = out[position : position + len(indices)]
-            position += len(indices)
-            if indices.null_count:  # null -> the extra slot
-                np.take(
-                    np.append(mapping, np.int32(missing)), pc.fill_null(indices, len(mapping)).to_numpy(), out=target
-                )
-            else:
-                np.take(mapping, indices.to_numpy(), out=target)
+            with_missing = np.append(mapping, np.int32(missing)) if indices.null_count else mapping
+            for chunk in _chunks_of(indices):
+                for start in range(0, len(chunk), MAP_ROWS):  # small blocks: small transient index copies
+                    block = chunk.slice(start, MAP_ROWS)
+                    target = out[position : position + len(block)]
+                    position += len(block)
+                    if block.null_count:  # null -> the extra slot
+                        np.take(with_missing, pc.fill_null(block, len(mapping)).to_numpy(), out=target)
+                    else:
+                        np.take(mapping, block.to_numpy(), out=target)
             del indices
             if len(indices_list) % 8 == 0:  # the released slices' memory back to the OS, before ``out`` grows
                 pa.default_memory_pool().release_unused()
@@ -443,7 +468,9 @@ class _Encoded:
             base += int(local[-1] - local[0])
         valid = [v.to_numpy(zero_copy_only=False) for v in self.validity]
         self.offsets, self.validity = [], []
-        return _Lists(np.concatenate(offsets), values, np.concatenate(valid) if valid else np.zeros(0, bool))
+        position = np.int32 if base < 2**31 else np.int64  # half the memory while the lists are sorted
+        offsets_all = np.concatenate(offsets, dtype=position, casting="unsafe")
+        return _Lists(offsets_all, values, np.concatenate(valid) if valid else np.zeros(0, bool))
 
     def lists(self, dictionary: pa.Array) -> pa.ChunkedArray:
         """The list column with item codes in ``dictionary`` (-1 for ids not in it)."""
@@ -466,6 +493,52 @@ class _Encoded:
         return pd.Categorical.from_codes(codes, categories=categories.to_pandas().astype(object))
 
 
+class _SharedDictionary(_Encoded):
+    """An ``_Encoded`` whose slices share one dictionary, which each slice extends by its
+    new values (in order of first appearance): for item ids and impression lists, many
+    values out of one catalogue, where looking them up among those known (``index_in``)
+    costs less than a hash table per slice, and the id maps merge one dictionary, not one
+    per slice. ``mappings`` (of ``mapped_codes``, ``flat_lists``) hold one array: the
+    codes of that dictionary's values, for every slice."""
+
+    def __init__(self, keep_indices: bool = True):
+        super().__init__(keep_indices)
+        self.dictionaries = [pa.array([], pa.string())]
+        self.patches: list[tuple[np.ndarray, np.ndarray]] = []  # per slice: rows of new values, their indices
+
+    def add(self, values: pa.Array | pa.ChunkedArray) -> None:
+        """One slice: the indices of its known values (null for the others) and, for its new
+        values, their rows and indices (``mapped_codes`` writes them over the nulls: no
+        copy of the indices to fill them in)."""
+        known = self.dictionaries[0]
+        rows = at_new = np.zeros(0, np.int64)
+        if not len(known):  # every value is new: encoded as by ``_Encoded`` (no transient copies)
+            chunks = _chunks_of(pc.dictionary_encode(values))
+            self.dictionaries = [chunks[-1].dictionary] if chunks else self.dictionaries
+            found = pa.chunked_array([c.indices for c in chunks], pa.int32())
+        else:
+            found = pc.index_in(values, value_set=known)
+        if found.null_count and len(known):  # new values (or nulls): looked up among the new ones, after the known
+            unknown = pc.is_null(found)
+            rest = pc.filter(values, unknown)
+            new = pc.drop_null(pc.unique(rest)).cast(pa.string())
+            self.dictionaries = [pa.concat_arrays([known, new])]
+            at_new = pc.fill_null(pc.index_in(rest, value_set=new), -1).to_numpy()
+            rows = np.flatnonzero(_concatenated(unknown).to_numpy(zero_copy_only=False))
+            rows, at_new = rows[at_new >= 0], at_new[at_new >= 0] + len(known)  # null values stay missing
+        if self.keep_indices:
+            self.indices.append(found)
+            self.patches.append((rows, at_new))
+
+    def mapped_codes(self, mappings: list[np.ndarray], missing: int = -1) -> np.ndarray:
+        starts = np.cumsum([0] + [len(indices) for indices in self.indices])
+        patches, self.patches = self.patches, []
+        out = super().mapped_codes(mappings * len(self.indices), missing)
+        for start, (rows, at_new) in zip(starts[:-1], patches, strict=True):
+            out[start + rows] = mappings[0][at_new]
+        return out
+
+
 class _KeptRows:
     """The categorical of an ``_Encoded`` column over all rows, restricted to the rows the
     event filters keep (``rows``, set once the pass is over): one encoding for both."""
@@ -482,7 +555,7 @@ class _KeptRows:
 class _Lists:
     """A list column as flat numpy arrays: row r holds ``values[offsets[r]:offsets[r + 1]]``."""
 
-    offsets: np.ndarray  # int64, rows + 1
+    offsets: np.ndarray  # int32 (int64 from 2**31 values on), rows + 1
     values: np.ndarray  # int32
     valid: np.ndarray  # bool per row (False: a null list)
 
@@ -490,18 +563,43 @@ class _Lists:
         """The lists in ``order``, as Arrow chunks of ``block_rows`` rows (int32 offsets each;
         small blocks: the gather's temporaries are reused, not page-faulted in afresh)."""
         chunks = []
+        position = np.int32 if len(self.values) < 2**31 else np.int64
+        every_length = np.diff(self.offsets)  # 0 for null lists; in the smallest type (short lists: 1 byte)
+        every_length[~self.valid] = 0
+        every_length = every_length.astype(np.min_scalar_type(int(every_length.max(initial=0))))
+        every_value = pa.array(self.values, type=pa.int32())  # Arrow's take gathers faster than numpy's
         for start in range(0, len(order), block_rows):
             rows = order[start : start + block_rows]
-            valid = self.valid[rows]
-            begins = self.offsets[rows]
-            lengths = np.where(valid, self.offsets[rows + 1] - begins, 0)
+            begins, lengths = self.offsets[rows], every_length[rows]
             offsets = np.zeros(len(rows) + 1, np.int64)
             np.cumsum(lengths, out=offsets[1:])
-            gather = np.repeat(begins - offsets[:-1], lengths) + np.arange(offsets[-1])
-            values = pa.array(self.values[gather], type=pa.int32())
-            del gather
-            chunks.append(pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values, mask=pa.array(~valid)))
+            values = every_value.take(pa.array(_runs(begins, lengths, offsets, position)))
+            mask = pa.array(~self.valid[rows])
+            chunks.append(pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values, mask=mask))
         return pa.chunked_array(chunks, type=pa.list_(pa.int32()))
+
+
+def _runs(begins: np.ndarray, lengths: np.ndarray, offsets: np.ndarray, dtype) -> np.ndarray:
+    """The positions ``begins[r] .. begins[r] + lengths[r] - 1`` of every run r, one after
+    the other (``offsets``: the runs' cumulative lengths): a cumulative sum of steps of 1,
+    with a jump to the next run's begin at each run's first position."""
+    steps = np.ones(int(offsets[-1]), dtype)
+    nonempty = lengths > 0
+    begins, firsts = begins[nonempty], offsets[:-1][nonempty]
+    if len(begins):
+        lasts = begins[:-1] + lengths[nonempty][:-1] - 1
+        steps[firsts[0]] = begins[0]
+        steps[firsts[1:]] = begins[1:] - lasts
+    return np.cumsum(steps, out=steps)
+
+
+def _chunks_of(values: pa.Array | pa.ChunkedArray) -> list[pa.Array]:
+    return values.chunks if isinstance(values, pa.ChunkedArray) else [values]
+
+
+def _concatenated(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """One Arrow array of an array or a chunked array."""
+    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
 
 
 def _missing(missing: int | None) -> int:
@@ -632,7 +730,10 @@ class _InteractionEncoder:
         for name in self.strings:
             self.encoded[name].add(part[name])
         for name, (to, arrays) in self.numbers.items():
-            arrays.append(parsed[name] if name in parsed else _numeric(part[name], to).to_numpy())
+            if name in parsed:
+                arrays.append(parsed[name])
+            else:  # chunk by chunk, without copies: ``columns`` concatenates them once
+                arrays.extend(c.to_numpy(zero_copy_only=False) for c in _chunks_of(_numeric(part[name], to)))
         if "RECOMMENDATION_ID" in self.names:
             self.recommendation.append(part["RECOMMENDATION_ID"].combine_chunks())
 
@@ -661,7 +762,10 @@ def _string_columns(
     """An ``_Encoded`` per string column (with event filters, EVENT_TYPE is encoded once over
     all rows as ``ALL_EVENT_TYPE`` and restricted to the kept rows by ``_KeptRows``), and the
     names of those encoded over all rows and of those encoded over the kept rows."""
-    encoded: dict[str, Any] = {name: _Encoded() for name in ("USER_ID", "ITEM_ID") if name in names}
+    # items: one catalogue, looked up slice by slice; users: a dictionary per slice (a growing
+    # user base would cost more to look up in than to encode afresh)
+    encoded: dict[str, Any] = {"USER_ID": _Encoded(), "ITEM_ID": _SharedDictionary()}
+    encoded = {name: column for name, column in encoded.items() if name in names}
     every_row: list[str] = [n for n in ("USER_ID", "ITEM_ID") if n in names]
     strings = [f.name for f in context_fields if not f.is_numeric]
     if "EVENT_TYPE" in names:
@@ -673,7 +777,7 @@ def _string_columns(
             encoded["EVENT_TYPE"] = _KeptRows(encoded["ALL_EVENT_TYPE"])
     encoded.update({name: _Encoded() for name in strings})
     if "IMPRESSION" in names:
-        encoded["IMPRESSION"] = _Encoded(keep_indices=options.impressions)
+        encoded["IMPRESSION"] = _SharedDictionary(keep_indices=options.impressions)
     return encoded, every_row, strings
 
 
@@ -720,8 +824,8 @@ def _take(column, order: np.ndarray):
     if isinstance(column, pd.Categorical):
         return pd.Categorical.from_codes(column.codes[order], categories=column.categories)
     if isinstance(column, _Lists):
-        # numpy gathers in small blocks: Arrow's take on a chunked list column concatenates
-        # it first, which would double the transient memory
+        # gathered in small blocks: Arrow's take on a chunked list column concatenates it
+        # first, which would double the transient memory
         taken = column.take(order)
         return pd.Series(taken, dtype=pd.ArrowDtype(taken.type))
     if isinstance(column, pa.ChunkedArray):
