@@ -43,7 +43,7 @@ from .base import UserBatch, top_k
 from .hrnn import PERSONALIZE_HRNN_HPS, TRAINING_HPS
 from .hrnn_metadata import HRNNMetadata, list_column_codes
 from .item_encoders import ItemEncoder
-from .scoring import LinearScorer, column_positions
+from .scoring import column_positions
 from .thompson import BetaQuantiles
 
 EXPLORATION_BLOCK = 1024  # users per exploration draw on CPU: the draws are seeded per block
@@ -217,8 +217,11 @@ class UserPersonalization(HRNNMetadata):
         for lo in range(0, n, block):  # blocks: see HRNN.recommend
             hi = min(lo + block, n)
             part = batch.rows(lo, hi) if (lo, hi) != (0, n) else batch
-            relevant, relevant_scores, log_z, candidate_logits = self._scored(
-                scorer, part, k, candidates, allowed[lo:hi] if allowed is not None else None, exclude_seen
+            rows, h = self._user_vectors(part)
+            seen = part.seen_mask_rows_cols() if exclude_seen else None
+            history = part.seen_mask_rows_cols() if scorer.repeat_share is not None and not exclude_seen else None
+            relevant, relevant_scores, log_z, candidate_logits = scorer.top_k_and_columns(
+                hi - lo, rows, h, k, candidates, allowed[lo:hi] if allowed is not None else None, seen, history
             )
             candidate_log_p = candidate_logits - log_z
             explored = self._explore(
@@ -242,34 +245,6 @@ class UserPersonalization(HRNNMetadata):
                 np.concatenate([relevant_scores, explored_scores], axis=1),
             )
         return items, scores
-
-    def _scored(
-        self,
-        scorer: LinearScorer,
-        batch: UserBatch,
-        k: int,
-        candidates: np.ndarray,
-        allowed: np.ndarray | None,
-        exclude_seen: bool,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """:meth:`.LinearScorer.top_k_and_columns` of an exploration block, ``scorer.block``
-        users at a time (the logits of a whole 1,024-user block would not stay in cache)."""
-        parts = []
-        for lo in range(0, len(batch), scorer.block):
-            hi = min(lo + scorer.block, len(batch))
-            part = batch.rows(lo, hi) if (lo, hi) != (0, len(batch)) else batch
-            rows, h = self._user_vectors(part)
-            seen = part.seen_mask_rows_cols() if exclude_seen else None
-            history = part.seen_mask_rows_cols() if scorer.repeat_share is not None and not exclude_seen else None
-            parts.append(
-                scorer.top_k_and_columns(
-                    hi - lo, rows, h, k, candidates, allowed[lo:hi] if allowed is not None else None, seen, history
-                )
-            )
-        if len(parts) == 1:
-            return parts[0]
-        relevant, relevant_scores, log_z, candidate_logits = (np.concatenate(p) for p in zip(*parts, strict=True))
-        return relevant, relevant_scores, log_z, candidate_logits
 
     def exploration_candidates(self, exploration: ExplorationConfig) -> np.ndarray:
         """Codes of the items young enough to explore (ascending)."""
