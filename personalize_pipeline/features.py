@@ -415,7 +415,7 @@ class _Encoded:
 
     def add_lists(self, values: pa.Array | pa.ChunkedArray) -> None:
         lists = pc.split_pattern(values, "|")
-        for chunk in lists.chunks if isinstance(lists, pa.ChunkedArray) else [lists]:
+        for chunk in _chunks_of(lists):
             if self.keep_indices:
                 self.offsets.append(chunk.offsets)
                 self.validity.append(chunk.is_valid())
@@ -855,7 +855,7 @@ def _sorted_unique(parts: list) -> pa.Array:
     """Distinct non-empty strings of several Arrow arrays, sorted (codes follow id order)."""
     chunks: list[pa.Array] = []
     for part in parts:
-        chunks.extend(part.chunks if isinstance(part, pa.ChunkedArray) else [part])
+        chunks.extend(_chunks_of(part))
     values = pc.unique(pa.chunked_array(chunks, type=pa.string()) if chunks else pa.array([], pa.string()))
     values = values.filter(pc.and_(pc.is_valid(values), pc.not_equal(values, "")))
     return values.take(pc.sort_indices(values))
