@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from personalize_pipeline.recipes.dropout import UniformMaskDropout
+from personalize_pipeline.recipes.gathered_dots import gathered_dots
 from personalize_pipeline.recipes.losses import full_softmax_xe, sampled_softmax_xe_logq
 
 
@@ -96,3 +97,21 @@ def test_sampled_softmax_without_a_gradient_for_the_states():
     neg_vectors.grad = None
     _autograd_reference(fixed, pos_vectors, neg_vectors, pos_bias, neg_bias).sum().backward()
     torch.testing.assert_close(reference, neg_vectors.grad)
+
+
+@pytest.mark.parametrize("width", [8, 149])
+def test_gathered_dots_have_the_values_and_gradients_of_lookup_and_product(width):
+    # the impression term's logits: compiled from the table, as the lookup-and-product
+    # autograd expression; codes repeat (gradients accumulate) and a zero incoming gradient
+    # (an absent impression) is skipped without changing the sums
+    torch.manual_seed(2)
+    states, table = torch.randn(300, width).requires_grad_(), torch.randn(50, width).requires_grad_()
+    codes = torch.randint(0, 50, (300, 6))
+    weights = torch.rand(300, 6) * (torch.rand(300, 6) < 0.8)
+
+    def reference(s, t):
+        return (F.embedding(codes, t) * s.unsqueeze(1)).sum(-1)
+
+    ours = _loss_and_grads(lambda s, t: gathered_dots(s, t, codes), [states, table], weights)
+    for a, b in zip(ours, _loss_and_grads(reference, [states, table], weights), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-4)

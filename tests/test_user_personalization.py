@@ -13,7 +13,7 @@ from personalize_pipeline.datasets import read_dataset_group
 from personalize_pipeline.demo_data import DemoSpec, generate
 from personalize_pipeline.errors import InputError
 from personalize_pipeline.features import featurize
-from personalize_pipeline.recipes import ExplorationConfig, UserBatch, UserPersonalization
+from personalize_pipeline.recipes import HRNN, ExplorationConfig, UserBatch, UserPersonalization
 from personalize_pipeline.recipes.user_personalization import merge_lists
 from personalize_pipeline.simulation import split_as_of
 from personalize_pipeline.store import load_solution_version
@@ -223,13 +223,31 @@ def test_exploration_options_need_a_user_personalization_solution(demo_small, tm
     assert not (tmp_path / "out").exists()
 
 
+def test_large_data_takes_more_and_smaller_steps_and_lighter_dropout():
+    # small data: about 100 steps in each of up to 20 epochs, the dropouts as given
+    model = UserPersonalization()
+    assert model.schedule(5_000, 100_000, early_stopping=True) == (50, 20)
+    assert model.dropout_rates(100_000) == (0.5, 0.3)
+    # 1M events: 2 passes of about 350 steps each, dropouts shrunk with sqrt(250k / events)
+    assert model.schedule(45_000, 1_000_000, early_stopping=True) == (129, 2)
+    embed, hidden = model.dropout_rates(1_000_000)
+    assert (round(embed, 4), round(hidden, 4)) == (0.25, 0.15)
+    assert UserPersonalization(dropout_reference_events=0).dropout_rates(1_000_000) == (0.5, 0.3)
+    # explicit values win; an explicit epoch count still sets the automatic batch
+    assert UserPersonalization(batch_size=64, epochs=3).schedule(45_000, 1_000_000, early_stopping=True) == (64, 3)
+    assert UserPersonalization(epochs=7).schedule(45_000, 1_000_000, early_stopping=True) == (256, 7)
+    # aws-hrnn: 1,400 steps in all (4 epochs of 350 at 1M events), 256 at most
+    assert HRNN().schedule(45_000, 1_000_000) == (129, 4)
+    assert HRNN().schedule(450_000, 10_000_000) == (256, 4)
+
+
 def test_epochs_are_chosen_on_held_out_newest_events(tmp_path):
     params = UserPersonalization.resolve_hyperparameters({})
     assert params["early_stopping_patience"] == 3 and params["length_buckets"] is False
     # the automatic count is a maximum that is not cut for width when a held-out set exists
-    assert UserPersonalization().schedule(1000, 117_000, early_stopping=True)[1] == 20
-    assert UserPersonalization().schedule(1000, 900_000, early_stopping=True)[1] == 3  # a cost bound
-    assert UserPersonalization().schedule(1000, 117_000, early_stopping=False)[1] == 6
+    assert UserPersonalization().schedule(1000, 100_000, early_stopping=True)[1] == 20
+    assert UserPersonalization().schedule(1000, 900_000, early_stopping=True)[1] == 2  # a cost bound
+    assert UserPersonalization().schedule(1000, 100_000, early_stopping=False)[1] == 6
     generate(tmp_path, DemoSpec(users=500, items=150, interactions=6000, seed=7))
     features = featurize(read_dataset_group(tmp_path))
     model = UserPersonalization(hidden_dimension=32, epochs=8, early_stopping_patience=2, validation_share=0.5)

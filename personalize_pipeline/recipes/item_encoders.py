@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from .gathered_dots import gathered_dots
+
 if TYPE_CHECKING:
     from .hrnn import GRUNet
 
@@ -68,6 +70,14 @@ class ItemEncoder:
             meta = net.item_meta if idx is None else net.item_meta[idx]
             emb = emb + net.item_proj(meta)
         return emb
+
+    def dots(self, net: GRUNet, states: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """[N, d] states and [N, M] item codes -> [N, M] products of each row's items with its
+        state; within a mini-batch straight from the table (:mod:`.gathered_dots`)."""
+        if self._table is not None:
+            rows = idx if self._slot is None else self._slot[idx]
+            return gathered_dots(states, self._table, rows)
+        return (self.vectors(net, idx) * states.unsqueeze(1)).sum(-1)
 
     def next_batch(self) -> None:
         """Before each training mini-batch: redraw the dropped share of kept embeddings."""
