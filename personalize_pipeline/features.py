@@ -332,11 +332,24 @@ def _counts(n_raw: int, n_after_events: int, interactions: pd.DataFrame, ids: _I
 
 def _sorted_frame(data: dict[str, Any]) -> pd.DataFrame:
     """The columns stable-sorted by (user, timestamp), one take per column, one column at a
-    time (the old column is released inside ``_take``)."""
+    time (the old column is released inside ``_take``); list columns (impressions, the
+    largest) on a helper thread meanwhile, where there is a second core."""
     order = _sort_order(np.asarray(data["user"]), np.asarray(data["timestamp"]))
-    for name in list(data):
-        data[name] = _take(data.pop(name), order)
-    return pd.DataFrame(data, copy=False)
+    names = list(data)
+    helper = _helper_thread() if any(isinstance(column, _Lists) for column in data.values()) else None
+    try:
+        aside = (
+            {n: helper.submit(_take, data.pop(n), order) for n in names if isinstance(data[n], _Lists)}
+            if helper
+            else {}
+        )
+        for name in [n for n in names if n not in aside]:
+            data[name] = _take(data.pop(name), order)
+        data.update((name, future.result()) for name, future in aside.items())
+    finally:
+        if helper is not None:
+            helper.shutdown()
+    return pd.DataFrame({name: data[name] for name in names}, copy=False)
 
 
 def _sort_order(user: np.ndarray, timestamp: np.ndarray) -> np.ndarray:
