@@ -29,8 +29,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from .gathered_dots import gathered_dots
-
 if TYPE_CHECKING:
     from .hrnn import GRUNet
 
@@ -75,6 +73,8 @@ class ItemEncoder:
         """[N, d] states and [N, M] item codes -> [N, M] products of each row's items with its
         state; within a mini-batch straight from the table (:mod:`.gathered_dots`)."""
         if self._table is not None:
+            from .gathered_dots import gathered_dots  # numba's import (~120 MB) only where it runs
+
             rows = idx if self._slot is None else self._slot[idx]
             return gathered_dots(states, self._table, rows)
         return (self.vectors(net, idx) * states.unsqueeze(1)).sum(-1)
