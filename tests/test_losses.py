@@ -115,3 +115,5 @@ def test_gathered_dots_have_the_values_and_gradients_of_lookup_and_product(width
     ours = _loss_and_grads(lambda s, t: gathered_dots(s, t, codes), [states, table], weights)
     for a, b in zip(ours, _loss_and_grads(reference, [states, table], weights), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-4)
+    with pytest.raises(IndexError):  # a code outside the table fails, as the lookup does
+        gathered_dots(states, table, torch.full((300, 6), -1))

@@ -88,6 +88,8 @@ def gathered_dots(states: torch.Tensor, table: torch.Tensor, codes: torch.Tensor
     expression elsewhere (both give the same values and gradients within float32 rounding)."""
     compiled = states.device.type == "cpu" and states.dtype == table.dtype == torch.float32
     if compiled and not torch.is_autocast_enabled("cpu"):
+        if codes.numel() and not (0 <= int(codes.min()) and int(codes.max()) < table.shape[0]):
+            raise IndexError(f"item rows outside the table of {table.shape[0]}")  # (as the lookup would)
         return GatheredDots.apply(states, table, codes)
     return (F.embedding(codes, table) * states.unsqueeze(1)).sum(-1)
 
