@@ -336,15 +336,13 @@ def _sorted_frame(data: dict[str, Any]) -> pd.DataFrame:
     largest) on a helper thread meanwhile, where there is a second core."""
     order = _sort_order(np.asarray(data["user"]), np.asarray(data["timestamp"]))
     names = list(data)
-    helper = _helper_thread() if any(isinstance(column, _Lists) for column in data.values()) else None
+    lists = [name for name in names if isinstance(data[name], _Lists)]
+    helper = _helper_thread() if lists else None
     try:
-        aside = (
-            {n: helper.submit(_take, data.pop(n), order) for n in names if isinstance(data[n], _Lists)}
-            if helper
-            else {}
-        )
-        for name in [n for n in names if n not in aside]:
-            data[name] = _take(data.pop(name), order)
+        aside = {name: helper.submit(_take, data.pop(name), order) for name in lists} if helper else {}
+        for name in names:
+            if name not in aside:
+                data[name] = _take(data.pop(name), order)
         data.update((name, future.result()) for name, future in aside.items())
     finally:
         if helper is not None:
