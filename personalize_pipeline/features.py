@@ -672,15 +672,18 @@ def _encode_interactions(
     over all rows (None: every row). Also returns counts for the filters' error messages."""
     encoder = _InteractionEncoder(dataset.column_names, options, context_fields)
     helper = _helper_thread() if "IMPRESSION" in encoder.names else None
+    lists: Future[None] | None = None
     try:
-        for every in dataset.slices(slice_rows or SLICE_ROWS):
+        for every in dataset.slices(slice_rows or SLICE_ROWS):  # (read while the helper splits the lists)
             part, parsed = encoder.apply_event_filters(every)
+            if lists is not None:  # the previous slice's lists: one slice in flight at a time
+                lists.result()
             lists = encoder.add_impressions(part, helper)  # on the helper thread meanwhile
             encoder.add_every_row(every)
             del every  # the whole slice, before the kept rows are parsed
             encoder.add_kept_rows(part, parsed)
-            if lists is not None:
-                lists.result()
+        if lists is not None:
+            lists.result()
     finally:
         if helper is not None:
             helper.shutdown()
