@@ -249,7 +249,7 @@ class UserPersonalization(HRNNMetadata):
             relevant, relevant_scores, log_z, candidate_logits = scorer.top_k_and_columns(
                 hi - lo, rows, h, k, candidates, allowed[lo:hi] if allowed is not None else None, seen, history
             )
-            candidate_log_p = candidate_logits - log_z
+            candidate_log_p = np.subtract(candidate_logits, log_z, out=candidate_logits)
             explored = self._explore(
                 candidate_log_p, candidates, relevant, exploration.slots(k), exploration, part.users
             )
@@ -312,12 +312,14 @@ class UserPersonalization(HRNNMetadata):
         log_theta = self._posteriors(alpha, beta).log_draws(rng, n)
         # an item that was already tried a lot is not exploration any more
         log_novelty = -0.5 * np.log1p(shown / 10.0)
-        score = log_theta + log_novelty.astype(np.float32)[None, :] + candidate_log_p
+        score = log_theta  # float32 sums in place, in the same order
+        score += log_novelty.astype(np.float32)[None, :]
+        score += candidate_log_p
         position = column_positions(candidates, self.fit_state.n_items)
         rel_pos = np.where(relevant >= 0, position[np.maximum(relevant, 0)], -1)
         rows = np.repeat(np.arange(n), relevant.shape[1]).reshape(relevant.shape)
         score[rows[rel_pos >= 0], rel_pos[rel_pos >= 0]] = -np.inf  # already in the relevance list
-        picks, values = top_k(score.astype(np.float32), n_slots)
+        picks, values = top_k(score, n_slots)
         return np.where(picks >= 0, candidates[np.maximum(picks, 0)], -1)
 
     def _posteriors(self, alpha: np.ndarray, beta: np.ndarray) -> BetaQuantiles:
