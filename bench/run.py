@@ -256,10 +256,14 @@ def run_recipe(
     from personalize_pipeline.training import train
 
     name, r = spec["name"], config.recipe
-    features = load_features(before_folder)
-    with measured() as m:
-        full = train(features, config, solution)
-    del features
+    if spec.get("full_in_own_process"):
+        full, m = full_in_own_process(before_folder, config, solution)
+        row["full_process"] = "own process: loads the features and trains, as a Dagster step or the CLI"
+    else:
+        features = load_features(before_folder)
+        with measured() as m:
+            full = train(features, config, solution)
+        del features
     release_memory()
     t = full.manifest["timings"]
     training = full.manifest.get("training", {})
@@ -310,6 +314,43 @@ def run_recipe(
     else:
         evaluate_into(row, features, config, params, name)
     run_batch(row, update, features, solution, name)
+
+
+OWN_PROCESS_FULL_FROM = 10_000_000  # interactions: from here each FULL runs in a process of its own
+
+_FULL = (
+    "import json, sys, time\n"
+    "from personalize_pipeline.features import load_features\n"
+    "from personalize_pipeline.training import SolutionConfig, train\n"
+    "start = time.perf_counter()\n"
+    "config = SolutionConfig(**json.loads(sys.argv[3]))\n"
+    "version = train(load_features(sys.argv[2]), config, sys.argv[4])\n"
+    "peak = next((int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')), 0) / 1024.0\n"
+    "with open(sys.argv[1], 'w') as fh:\n"
+    "    json.dump({'seconds': round(time.perf_counter() - start, 3), 'peak_rss_mb': round(peak, 1),\n"
+    "               'location': str(version.location)}, fh)\n"
+)
+
+
+def full_in_own_process(features_folder: Path, config, solution: Path):
+    """A FULL as a Dagster step (multiprocess executor) or ``personalize-pipeline train``
+    runs it: a process of its own that loads the saved features and trains. Its wall seconds
+    (loading included) and peak RSS (that process's VmHWM, not the dataset process's, which
+    holds what reading, validating, featurizing and splitting 10M events left in its
+    allocators), and the stored version."""
+    from personalize_pipeline.measure import Measurement
+    from personalize_pipeline.store import load_solution_version
+
+    with tempfile.NamedTemporaryFile("r", suffix=".json", delete=False) as fh:
+        result_path = Path(fh.name)
+    try:
+        spec = json.dumps({"recipe": config.recipe, "hyperparameters": config.hyperparameters})
+        args = [sys.executable, "-c", _FULL, str(result_path), str(features_folder), spec, str(solution)]
+        subprocess.run(args, cwd=ROOT, check=True)
+        result = json.loads(result_path.read_text())
+    finally:
+        result_path.unlink(missing_ok=True)
+    return load_solution_version(result["location"]), Measurement(result["seconds"], result["peak_rss_mb"])
 
 
 def evaluate_into(row: dict, features, config, params: dict, name: str) -> None:
@@ -482,6 +523,7 @@ def main(argv: list[str] | None = None) -> int:
                 "work": str(work),
                 "recipes": recipes,
                 "budget": budget_for(size),
+                "full_in_own_process": size >= OWN_PROCESS_FULL_FROM,
             }
             log(f"{ds['name']}: recipes {', '.join(recipes)}; training budget {spec['budget']}")
             with_time = time.perf_counter()
@@ -511,7 +553,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _max_rss(row: dict) -> float:
     values = [s["peak_rss_mb"] for s in row.get("stages", {}).values()]
-    values += [r.get("peak_rss_mb") or 0 for r in row.get("recipes", [])]
+    values += [max(r.get("peak_rss_mb") or 0, r.get("full_peak_rss_mb") or 0) for r in row.get("recipes", [])]
     return max(values) if values else 0.0
 
 
