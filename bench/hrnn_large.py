@@ -43,7 +43,7 @@ t0 = time.perf_counter()
 f = load_features(a.features)
 if a.users_every > 1:
     keep = f.interactions["user"].to_numpy() % a.users_every == 0
-    f = f.with_interactions(f.interactions[keep])
+    f = f.where(keep)
 print(f"loaded {f.n_interactions} events in {time.perf_counter() - t0:.1f}s", flush=True)
 params = {}
 for kv in a.hp:

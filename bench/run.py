@@ -175,9 +175,7 @@ def run_dataset(spec: dict) -> dict:
         else:
             for options, folder in variants.items():
                 features = load_features(folder)
-                older = features.with_interactions(
-                    features.interactions[features.interactions["timestamp"].to_numpy() < cut]
-                )
+                older = features.where(features.interactions["timestamp"].to_numpy() < cut)
                 del features
                 older.info["counts"] = {**older.info["counts"], "interactions": older.n_interactions}
                 before_variants[options] = save_features(older, work / f"features-before-{len(before_variants)}").path

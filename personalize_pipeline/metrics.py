@@ -106,7 +106,7 @@ def personalize_split(features: Features, seed: int = 42, test_fraction: float =
     test_users = np.sort(rng.choice(eligible, size=n_test, replace=False))
     is_test = np.zeros(features.n_users, dtype=bool)
     is_test[test_users] = True
-    train = features.with_interactions(features.interactions[~is_test[features.interactions["user"].to_numpy()]])
+    train = features.where(~is_test[features.interactions["user"].to_numpy()])
     n = lengths[test_users]
     n_truth = np.clip(np.floor(0.1 * n + 0.5).astype(np.int64), 1, n - 1)
     n_input = n - n_truth
@@ -131,7 +131,7 @@ def leave_last_out_split(features: Features, stage: str = "test") -> EvalSplit:
     held_out = np.minimum(2, np.maximum(lengths - 1, 0))  # events held out per user (RecBole)
     train_len = lengths - held_out
     mask = _event_mask(indptr, len(items), train_len)
-    train = features.with_interactions(features.interactions[mask])
+    train = features.where(mask)
     if stage == "test":
         users = np.flatnonzero(held_out >= 1)
         n_input = lengths[users] - 1
@@ -178,7 +178,7 @@ def time_split(features: Features, cutoff: float | None = None) -> EvalSplit:
         raise InputError(
             f"time holdout cut-off {cutoff:.0f} leaves no user with events on both sides (events span {lo} to {hi})"
         )
-    train = features.with_interactions(features.interactions[before])
+    train = features.where(before)
     context = features.context_matrix()
     in_ptr, in_items, *in_ctx = _segments(indptr[users], n_before[users], items, context)
     tr_ptr, tr_items = _segments(indptr[users] + n_before[users], n_after[users], items)
