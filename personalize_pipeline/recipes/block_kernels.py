@@ -227,16 +227,21 @@ def block_repeat_mixed_top_k(
     top_values: np.ndarray,
     top_codes: np.ndarray,
     log_z: np.ndarray,
+    columns: np.ndarray,
+    picked: np.ndarray,
 ) -> None:
     """:func:`block_top_k` of the items outside each row's history (the history at -inf in
     ``values``: :func:`take_history`; row i's pairs are ``codes``/``seen``[starts[i]:starts[i + 1]])
     mixed with the history as :mod:`.repeats` mixes it: ``log_z`` gets the mixed
     log-normaliser, ``seen`` the mixed logits, and the history items join a row's top k
-    where they reach it."""
+    where they reach it. ``picked`` ([n, len(columns)]) gets each row's values at the item
+    codes ``columns`` (the history's at -inf), read while the row is in cache."""
     work = _scratch(values.shape[1], k)
     log_odds = np.log(share) - np.log1p(-share)
     for i in range(values.shape[0]):
         row = values[i]
+        for j in range(columns.shape[0]):
+            picked[i, j] = row[columns[j]]
         _row_top_k(row, group_max[i], group, k, work, top_values[i], top_codes[i])
         lo, hi = starts[i], starts[i + 1]
         shift = top_values[i, 0]

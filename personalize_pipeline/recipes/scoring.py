@@ -261,22 +261,23 @@ def repeat_mixed_top_k(
     seen = np.empty(len(rows), dtype=np.float32)
     kept = block_kernels.take_history(values, rows, items, seen)
     r, c, seen = rows[:kept], items[:kept], seen[:kept]
-    picked = None if columns is None else values[:, columns]  # a copy
     group, group_max = _group_maxima(logits, k)
     top_values = np.empty((n, k), dtype=np.float32)
     top_codes = np.empty((n, k), dtype=np.int64)
     log_z = np.empty(n, dtype=np.float64)
     starts = np.searchsorted(r, np.arange(n + 1))
+    wanted = np.asarray(columns if columns is not None else [], dtype=np.int64)
+    picked = np.empty((n, len(wanted)), dtype=np.float32)  # values[:, columns], read by the row loop
     block_kernels.block_repeat_mixed_top_k(
-        values, group_max, group, k, starts, c, seen, share, P_SEEN_RANGE, top_values, top_codes, log_z
+        values, group_max, group, k, starts, c, seen, share, P_SEEN_RANGE, top_values, top_codes, log_z, wanted, picked
     )  # seen: now the mixed logits
-    if picked is not None and columns is not None:
+    if columns is not None:
         at = column_positions(columns, m)[c]
         picked[r[at >= 0], at[at >= 0]] = seen[at >= 0]
     scores = np.exp(top_values - log_z[:, None]).astype(np.float32)
     excluded = np.isneginf(top_values)
     top_codes[excluded], scores[excluded] = -1, 0.0
-    return top_codes, scores, log_z[:, None].astype(np.float32), picked
+    return top_codes, scores, log_z[:, None].astype(np.float32), picked if columns is not None else None
 
 
 def log_sum_exp(logits: torch.Tensor, top_max: torch.Tensor) -> torch.Tensor:
