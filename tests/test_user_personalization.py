@@ -236,9 +236,14 @@ def test_large_data_takes_more_and_smaller_steps_and_lighter_dropout():
     # explicit values win; an explicit epoch count still sets the automatic batch
     assert UserPersonalization(batch_size=64, epochs=3).schedule(45_000, 1_000_000, early_stopping=True) == (64, 3)
     assert UserPersonalization(epochs=7).schedule(45_000, 1_000_000, early_stopping=True) == (256, 7)
-    # aws-hrnn: 1,400 steps in all (4 epochs of 350 at 1M events), 256 at most
-    assert HRNN().schedule(45_000, 1_000_000) == (129, 4)
-    assert HRNN().schedule(450_000, 10_000_000) == (256, 4)
+    # aws-hrnn: 1,400 steps in all (3 epochs of about 467 from 1M events), 256 at most, and
+    # the same dropout rule as aws-user-personalization
+    assert HRNN().schedule(45_000, 1_000_000) == (96, 3)
+    assert HRNN().schedule(450_000, 10_000_000) == (256, 3)
+    assert HRNN().schedule(10_000, 600_000) == (36, 5)  # below 1M events: unchanged
+    assert HRNN().dropout_rates(200_000) == (0.25, 0.1)
+    embed, hidden = HRNN().dropout_rates(10_000_000)
+    assert (round(embed, 4), round(hidden, 4)) == (0.0395, 0.0158)
 
 
 def test_epochs_are_chosen_on_held_out_newest_events(tmp_path):

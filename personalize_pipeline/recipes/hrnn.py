@@ -101,6 +101,15 @@ TRAINING_HPS = (
     HP("dropout_embed", float, 0.25, 0.0, 0.9, tunable=True),
     HP("dropout_hidden", float, 0.1, 0.0, 0.9, tunable=True),
     HP(
+        "dropout_reference_events",
+        int,
+        250_000,
+        0,
+        1_000_000_000,
+        help="dropout_embed and dropout_hidden hold up to this many training events; above, both shrink "
+        "with the square root of the ratio (more data needs less regularisation); 0 = never",
+    ),
+    HP(
         "weight_averaging",
         float,
         0.99,
@@ -712,11 +721,13 @@ class GRURecipe(Recipe):
 
     def schedule(self, n_windows: int, n_events: int, early_stopping: bool = False) -> tuple[int, int]:
         """Mini-batch size and epochs: explicit values win; ``0`` (auto) gives 20 epochs for
-        small data down to 4 for millions of events, which keeps training near-linear in size,
-        and batches for about ``TOTAL_STEPS`` optimizer steps in all, at least 100 per epoch
-        (16 to 256 windows per batch): small data takes 100 steps in each of its 20 epochs;
-        large data, with fewer passes, takes more and smaller steps in each (aws-user-
-        personalization on the 1M demo, held-out NDCG@10 after 2 epochs: 0.228 with 64 windows
+        small data down to 3 for a million events and more (with the dropouts scaled to the
+        data, :meth:`dropout_rates`, 3 rank better than the 4 of the full dropouts did: the 1M
+        demo's held-out NDCG@10 0.258 against 0.245, bench/README, session 21), which keeps
+        training near-linear in size, and batches for about ``TOTAL_STEPS`` optimizer steps in
+        all, at least 100 per epoch (16 to 256 windows per batch): small data takes 100 steps
+        in each of its 20 epochs; large data, with fewer passes, takes more and smaller steps in
+        each (aws-user-personalization on the 1M demo, held-out NDCG@10 after 2 epochs: 0.228 with 64 windows
         per batch against 0.184 with 256; bench/README, session 20).
         Without early stopping, wider models (above Personalize's HRNN default of 43)
         get proportionally fewer epochs (at least 2): at the width where they were tuned they
@@ -725,7 +736,7 @@ class GRURecipe(Recipe):
         the cost (``EPOCH_EVENTS`` events' worth, at least 2 passes), and is not cut for width
         (sparse data with a large catalogue needs more passes, not fewer)."""
         p = self.params
-        auto = float(np.clip(round(self.EPOCH_EVENTS / max(n_events, 1)), 2 if early_stopping else 4, 20))
+        auto = float(np.clip(round(self.EPOCH_EVENTS / max(n_events, 1)), 2 if early_stopping else 3, 20))
         if not early_stopping:
             auto *= min(1.0, 43 / p["hidden_dimension"])
         epochs = p["epochs"] or int(max(2, round(auto)))
@@ -734,9 +745,18 @@ class GRURecipe(Recipe):
         return batch, epochs
 
     def dropout_rates(self, n_events: int) -> tuple[float, float]:
-        """(input, hidden) dropout of a training pass over ``n_events`` events: the
-        hyperparameters here; recipes that shrink them on large data override this."""
-        return self.params["dropout_embed"], self.params["dropout_hidden"]
+        """(input, hidden) dropout of a training pass over ``n_events`` events. The dropouts
+        were tuned on data of up to 200k events; above ``dropout_reference_events`` they
+        shrink with the square root of the ratio, as the gap between training and held-out
+        error does with the data. On large data the full rates held the models back
+        (held-out NDCG@10: aws-user-personalization on the 1M demo after 2 epochs of
+        64-window batches 0.228 at 0.5 / 0.3, 0.260 at 0.25 / 0.15; aws-hrnn on the 10M demo
+        0.187 after 4 epochs at 0.25 / 0.1, 0.208 after 3 at the scaled 0.042 / 0.017;
+        bench/README, sessions 20 and 21)."""
+        p = self.params
+        reference = p["dropout_reference_events"]
+        scale = min(1.0, float(np.sqrt(reference / n_events))) if reference and n_events > 0 else 1.0
+        return p["dropout_embed"] * scale, p["dropout_hidden"] * scale
 
     def negatives(self, n_events: int) -> int:
         """Shared negatives per mini-batch: an explicit ``n_sample`` wins; auto gives small

@@ -99,15 +99,6 @@ class UserPersonalization(HRNNMetadata):
             for hp in TRAINING_HPS
         ),
         HP(
-            "dropout_reference_events",
-            int,
-            250_000,
-            0,
-            1_000_000_000,
-            help="dropout_embed and dropout_hidden hold up to this many training events; above, both shrink "
-            "with the square root of the ratio (more data needs less regularisation); 0 = never",
-        ),
-        HP(
             "impression_negatives",
             int,
             8,
@@ -141,17 +132,6 @@ class UserPersonalization(HRNNMetadata):
         self._beta_quantiles: tuple[bytes, BetaQuantiles] | None = None
 
     # --- training --------------------------------------------------------------------------------
-    def dropout_rates(self, n_events: int) -> tuple[float, float]:
-        """The dropouts were tuned on data of up to 200k events, where the wide model overfits
-        without them; on the 1M demo they held it back (held-out NDCG@10 after 2 epochs of
-        64-window batches: 0.228 at 0.5 / 0.3, 0.260 at 0.25 / 0.15). Above ``dropout_reference_events`` they shrink
-        with the square root of the ratio, as the gap between training and held-out error
-        does with the data."""
-        p = self.params
-        reference = p["dropout_reference_events"]
-        scale = min(1.0, float(np.sqrt(reference / n_events))) if reference and n_events > 0 else 1.0
-        return p["dropout_embed"] * scale, p["dropout_hidden"] * scale
-
     def _prepare(self, features: Features, keep_layouts: bool) -> None:
         super()._prepare(features, keep_layouts)
         timestamps = features.interactions["timestamp"].to_numpy().astype(np.float64)
