@@ -727,8 +727,8 @@ class GRURecipe(Recipe):
         training near-linear in size, and batches for about ``TOTAL_STEPS`` optimizer steps in
         all, at least 100 per epoch (16 to 256 windows per batch): small data takes 100 steps
         in each of its 20 epochs; large data, with fewer passes, takes more and smaller steps in
-        each (aws-user-personalization on the 1M demo, held-out NDCG@10 after 2 epochs: 0.228 with 64 windows
-        per batch against 0.184 with 256; bench/README, session 20).
+        each (aws-user-personalization on the 1M demo, held-out NDCG@10 after 2 epochs: 0.228
+        with 64 windows per batch against 0.184 with 256; bench/README, session 20).
         Without early stopping, wider models (above Personalize's HRNN default of 43)
         get proportionally fewer epochs (at least 2): at the width where they were tuned they
         converge, then overfit, sooner. With ``early_stopping`` (a held-out set exists) the
