@@ -205,15 +205,19 @@ def run_dataset(spec: dict) -> dict:
 
 CLI_TRAIN_FROM = 10_000_000  # interactions: the popularity train memory target is for the CLI at 10M
 
+# the child programs' peak RSS in MB: VmHWM, the program's own high-water mark; ru_maxrss
+# would also hold the forking process's (Linux carries it across fork and exec)
+_PEAK = (
+    "import resource\n"
+    "peak = next((int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')), 0) / 1024.0\n"
+    "peak = peak or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0\n"
+)
 _CLI_TRAIN = (
-    "import json, resource, sys, time\n"
+    "import json, sys, time\n"
     "from personalize_pipeline.cli import main\n"
     "start = time.perf_counter()\n"
     "rc = main(sys.argv[2:])\n"
-    # VmHWM: this program's own high-water mark; ru_maxrss would also hold the forking
-    # process's (Linux carries it across fork and exec)
-    "peak = next((int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')), 0) / 1024.0\n"
-    "peak = peak or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0\n"
+    f"{_PEAK}"
     "with open(sys.argv[1], 'w') as fh:\n"
     "    json.dump({'rc': rc, 'seconds': round(time.perf_counter() - start, 3), 'peak_rss_mb': round(peak, 1)}, fh)\n"
 )
@@ -323,7 +327,7 @@ _FULL = (
     "start = time.perf_counter()\n"
     "config = SolutionConfig(**json.loads(sys.argv[3]))\n"
     "version = train(load_features(sys.argv[2]), config, sys.argv[4])\n"
-    "peak = next((int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')), 0) / 1024.0\n"
+    f"{_PEAK}"
     "with open(sys.argv[1], 'w') as fh:\n"
     "    json.dump({'seconds': round(time.perf_counter() - start, 3), 'peak_rss_mb': round(peak, 1),\n"
     "               'location': str(version.location)}, fh)\n"
