@@ -43,6 +43,8 @@ def test_threshold_top_k_is_the_exact_top_k(seed):
                 logits = random_logits(rng, 40, m, ties, excluded)
                 logits[0] = -np.inf  # nothing allowed
                 logits[1, : m - 3] = -np.inf  # fewer allowed items than k
+                logits[2] *= np.float32(1e37)  # the floor's halvings near float32's range
+                logits[3, 1:] = logits[3, 0]  # every group's maximum equal
                 k = int(rng.integers(1, 30))
                 expected_values, expected_codes = reference_top_k(logits, k)
                 for top in (threshold_top_k, exact_top_k):

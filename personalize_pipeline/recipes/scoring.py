@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 DEVICES = ("auto", "cpu", "cuda")
 CPU_BLOCK_VALUES = 2_500_000  # logits per block on CPU (250 users at 10k items): 10 MB stay in cache
 GPU_BLOCK = 16384
-GROUP = 100  # item codes per group of the top-k's threshold (see threshold_top_k)
+GROUP = 64  # item codes per group of the top-k's threshold (see threshold_top_k): 8 AVX2 vectors
 PRECISIONS = ("float32", "bf16")
 # bound on |bf16 product - float32 addmm| per unit of |user| * |item| (augmented with the bias):
 # inputs rounded to bf16 (2 * 2**-8), the bf16 result (2**-8), float32 sums of 65 terms
@@ -127,27 +127,24 @@ def threshold_top_k(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.T
     """:func:`exact_top_k` of CPU ``logits`` ([n, m], k <= m) with item codes as positions,
     without a top-k over whole rows; excluded items (-inf) come back as code -1.
 
-    The codes are cut into groups of up to ``GROUP``; the k-th largest group maximum is a
-    floor under the row's k-th value (k groups hold an item at least that high), so the top
-    k are among the items at or above it, about k + 4 per row at m = 10,000, k = 25, ties
-    included; :func:`.block_kernels.block_top_k` finds and ranks them in compiled loops."""
+    The codes are cut into groups of up to ``GROUP``; a value at or below the k-th largest
+    group maximum is a floor under the row's k-th value (k groups hold an item at least that
+    high), so the top k are among the items at or above it, about k + 4 per row at m = 10,000,
+    k = 25, ties included; :func:`.block_kernels.block_top_k` finds and ranks them in
+    compiled loops, a row at a time."""
     from . import block_kernels  # numba: imported when a block is first scored
 
     n = len(logits)
-    group, group_max = _group_maxima(logits, k)
     top_values = np.empty((n, k), dtype=np.float32)
     top_codes = np.empty((n, k), dtype=np.int64)
-    block_kernels.block_top_k(_contiguous(logits), group_max, group, k, top_values, top_codes)
+    block_kernels.block_top_k(_contiguous(logits), group_size(logits.shape[1], k), k, top_values, top_codes)
     return torch.from_numpy(top_values), torch.from_numpy(top_codes)
 
 
-def _group_maxima(logits: torch.Tensor, k: int) -> tuple[int, np.ndarray]:
-    """(group size, [n, m // group] maxima of the groups of item codes) of CPU ``logits``,
-    with at least k groups (k <= m); the codes after the last whole group belong to none."""
-    n, m = logits.shape
-    group = max(1, min(GROUP, m // k))
-    n_groups = m // group
-    return group, logits[:, : n_groups * group].reshape(n, n_groups, group).amax(2).numpy()
+def group_size(m: int, k: int) -> int:
+    """Item codes per group of the top-k's floor, with at least k groups (k <= m); the codes
+    after the last whole group belong to none."""
+    return max(1, min(GROUP, m // k))
 
 
 def _contiguous(logits: torch.Tensor) -> np.ndarray:
@@ -163,7 +160,7 @@ def top_k_candidates(
     off by at most margin / 2 are among them), codes ascending within each row; -inf never.
     Only the groups whose maximum reaches the floor are scanned (about k + 4 of m / GROUP)."""
     n, m = logits.shape
-    group = max(1, min(GROUP, m // k))
+    group = group_size(m, k)
     n_groups = m // group
     values = logits.numpy()
     body = values[:, : n_groups * group].reshape(n, n_groups, group)
@@ -261,7 +258,6 @@ def repeat_mixed_top_k(
     seen = np.empty(len(rows), dtype=np.float32)
     kept = block_kernels.take_history(values, rows, items, seen)
     r, c, seen = rows[:kept], items[:kept], seen[:kept]
-    group, group_max = _group_maxima(logits, k)
     top_values = np.empty((n, k), dtype=np.float32)
     top_codes = np.empty((n, k), dtype=np.int64)
     log_z = np.empty(n, dtype=np.float64)
@@ -269,7 +265,7 @@ def repeat_mixed_top_k(
     wanted = np.asarray(columns if columns is not None else [], dtype=np.int64)
     picked = np.empty((n, len(wanted)), dtype=np.float32)  # values[:, columns], read by the row loop
     block_kernels.block_repeat_mixed_top_k(
-        values, group_max, group, k, starts, c, seen, share, P_SEEN_RANGE, top_values, top_codes, log_z, wanted, picked
+        values, group_size(m, k), k, starts, c, seen, share, P_SEEN_RANGE, top_values, top_codes, log_z, wanted, picked
     )  # seen: now the mixed logits
     if columns is not None:
         at = column_positions(columns, m)[c]
