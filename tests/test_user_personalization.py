@@ -227,17 +227,17 @@ def test_large_data_takes_more_and_smaller_steps_and_lighter_dropout():
     # small data: about 100 steps in each of up to 20 epochs, the dropouts as given
     model = UserPersonalization()
     assert model.schedule(5_000, 100_000, early_stopping=True) == (50, 20)
-    assert model.dropout_rates(100_000) == (0.5, 0.3)
-    # 1M events: 2 passes of about 350 steps each, dropouts shrunk with sqrt(250k / events)
+    assert model.dropout_rates(50_000) == (0.5, 0.3)
+    # 1M events: 2 passes of about 350 steps each; dropouts shrink with sqrt(50k / events)
     assert model.schedule(45_000, 1_000_000, early_stopping=True) == (129, 2)
-    embed, hidden = model.dropout_rates(1_000_000)
+    embed, hidden = model.dropout_rates(200_000)
     assert (round(embed, 4), round(hidden, 4)) == (0.25, 0.15)
     assert UserPersonalization(dropout_reference_events=0).dropout_rates(1_000_000) == (0.5, 0.3)
     # explicit values win; an explicit epoch count still sets the automatic batch
     assert UserPersonalization(batch_size=64, epochs=3).schedule(45_000, 1_000_000, early_stopping=True) == (64, 3)
     assert UserPersonalization(epochs=7).schedule(45_000, 1_000_000, early_stopping=True) == (256, 7)
     # aws-hrnn: 1,400 steps in all (3 epochs of about 467 from 1M events), 256 at most, and
-    # the same dropout rule as aws-user-personalization
+    # the same dropout rule from 250k events on
     assert HRNN().schedule(45_000, 1_000_000) == (96, 3)
     assert HRNN().schedule(450_000, 10_000_000) == (256, 3)
     assert HRNN().schedule(10_000, 600_000) == (36, 5)  # below 1M events: unchanged
