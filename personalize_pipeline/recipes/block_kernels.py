@@ -13,8 +13,8 @@ compiled once (and cached on disk) with numba, holding the GIL for neither:
 - :func:`block_log_sum_exp`: log(sum(exp(row))), shifted by the row's maximum, with exp
   written out as Cody–Waite range reduction and Cephes' degree-6 polynomial (relative error
   about 1e-7, as float32's own exp) and 2**n as a bit cast, in one loop LLVM vectorises,
-  summed in float32 per 512 values and in float64 across. numpy's exp of the whole block, then a sum,
-  cost about three times as much here (bench/README.md, session 19).
+  summed in float32 per 512 values and in float64 across. numpy's exp of the whole block,
+  then a sum, cost about three times as much here (bench/README.md, sessions 19 and 22).
 
 - :func:`take_history` and :func:`block_repeat_mixed_top_k`: the same with the user's
   history mixed in as :mod:`.repeats` describes (the history's logits read out and set to
