@@ -152,6 +152,19 @@ def _floor_of_k(group_max: np.ndarray, k: int) -> np.float32:
 
 
 @njit(nogil=True, cache=True, fastmath=FAST)
+def _append_at_least(
+    part: np.ndarray, offset: int, floor: np.float32, values: np.ndarray, codes: np.ndarray, found: int
+) -> int:
+    """Append the items of ``part`` (codes from ``offset``) at or above ``floor`` after the
+    first ``found`` of ``values``/``codes``; returns the new count."""
+    for j in range(part.shape[0]):
+        if part[j] >= floor:
+            values[found], codes[found] = part[j], offset + j
+            found += 1
+    return found
+
+
+@njit(nogil=True, cache=True, fastmath=FAST)
 def _candidates(
     row: np.ndarray, group_max: np.ndarray, group: int, floor: np.float32, values: np.ndarray, codes: np.ndarray
 ) -> int:
@@ -171,18 +184,10 @@ def _candidates(
                 j += 1
             values[found], codes[found] = top, lo + j
             found += 1
-            continue
-        for j in range(part.shape[0]):
-            if part[j] >= floor:
-                values[found], codes[found] = part[j], lo + j
-                found += 1
+        else:
+            found = _append_at_least(part, lo, floor, values, codes, found)
     lo = group_max.shape[0] * group
-    part = row[lo:]
-    for j in range(part.shape[0]):
-        if part[j] >= floor:
-            values[found], codes[found] = part[j], lo + j
-            found += 1
-    return found
+    return _append_at_least(row[lo:], lo, floor, values, codes, found)
 
 
 class _Scratch(NamedTuple):
