@@ -11,6 +11,10 @@ loading, compiled loops), then the timed 200k-line job, whose lines per second a
 issue 17's batch figure is (net of start-up). The trees run one after the other in each
 round, so a machine whose speed drifts affects them alike: compare within a round. Prints
 one JSON line per run: tree, recipe, round, lines/s, CPU seconds per line (all threads).
+
+Each tree serves solution versions its own code trained (same data, settings and seed;
+``versions/<tree>/`` under ``--work``): a tree whose versions save more, or other
+hyperparameters, cannot load another tree's, and each is measured on what it would serve.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pandas as pd
 
 RECIPES = {
     "aws-hrnn": {"hidden_dimension": "64", "epochs": "1"},
@@ -43,26 +49,38 @@ print(json.dumps({"lines": result.lines, "lines_per_s": round(result.lines / wal
 """
 
 
-def fixture(work: Path, recipes: list[str]) -> None:
-    """The demo data, the solution versions and the jobs, where they are missing."""
-    from personalize_pipeline.datasets import read_dataset_group
+TRAIN = """
+import json, sys
+from personalize_pipeline.datasets import read_dataset_group
+from personalize_pipeline.features import featurize
+from personalize_pipeline.training import SolutionConfig, train
+features = featurize(read_dataset_group(sys.argv[1]))
+for recipe, params in json.loads(sys.argv[3]).items():
+    train(features, SolutionConfig(recipe, params), sys.argv[2] + "/" + recipe)
+"""
+
+
+def fixture(work: Path, recipes: list[str], trees: list[Path]) -> None:
+    """The demo data, the jobs and each tree's solution versions, where they are missing."""
     from personalize_pipeline.demo_data import DemoSpec, generate
-    from personalize_pipeline.features import featurize
-    from personalize_pipeline.store import load_solution_version
-    from personalize_pipeline.training import SolutionConfig, train
 
     if not (work / "data").exists():
         generate(work / "data", DemoSpec(users=33_333, items=10_000, interactions=300_000, seed=1))
-    missing = [r for r in recipes if not (work / r).exists()]
-    if missing:
-        features = featurize(read_dataset_group(str(work / "data")))
-        for recipe in missing:
-            train(features, SolutionConfig(recipe, RECIPES[recipe]), str(work / recipe))
+    for root in trees:
+        missing = {r: RECIPES[r] for r in recipes if not (versions(work, root) / r).exists()}
+        if missing:
+            args = [sys.executable, "-c", TRAIN, str(work / "data"), str(versions(work, root)), json.dumps(missing)]
+            subprocess.run(args, env={**os.environ, "PYTHONPATH": str(root)}, cwd=root, check=True)
     if not (work / "job.jsonl").exists():
-        users = load_solution_version(str(work / recipes[0])).user_ids
+        users = pd.read_csv(work / "data" / "interactions.csv", usecols=["USER_ID"], dtype=str)["USER_ID"].unique()
         lines = "".join(json.dumps({"userId": str(u)}) + "\n" for u in users)
         (work / "job.jsonl").write_text(lines * TIMES)
         (work / "warm.jsonl").write_text("".join(lines.splitlines(keepends=True)[:1000]))
+
+
+def versions(work: Path, root: Path) -> Path:
+    """The folder of the solution versions ``root``'s code trained."""
+    return work / "versions" / str(root).strip("/").replace("/", "_")
 
 
 def main() -> int:
@@ -74,13 +92,14 @@ def main() -> int:
     args = parser.parse_args()
     recipes = args.recipes.split(",")
     work = args.work.resolve()
-    fixture(work, recipes)
+    trees = args.trees.split(",")
+    fixture(work, recipes, [Path(tree).resolve() for tree in trees])
     for round_ in range(args.rounds):
         for recipe in recipes:
-            for tree in args.trees.split(","):
+            for tree in trees:
                 root = Path(tree).resolve()  # also the working directory: `python -c` puts it first on sys.path
                 env = {**os.environ, "PYTHONPATH": str(root)}
-                paths = [work / recipe, work / "warm.jsonl", work / "job.jsonl", work / "out"]
+                paths = [versions(work, root) / recipe, work / "warm.jsonl", work / "job.jsonl", work / "out"]
                 out = subprocess.run(
                     [sys.executable, "-c", RUN, *map(str, paths)],
                     env=env,

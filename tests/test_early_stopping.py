@@ -9,6 +9,7 @@ from personalize_pipeline.recipes.averaging import WeightAverage
 from personalize_pipeline.recipes.early_stopping import SMALL_DATA_USERS, EarlyStopping, HeldOutNewest, held_out_count
 from personalize_pipeline.recipes.gru_held_out import HeldOutWindows
 from personalize_pipeline.recipes.hrnn import GRUWindows, make_windows
+from personalize_pipeline.recipes.repeats import RepeatMixture
 from personalize_pipeline.recipes.sasrec import end_aligned_windows
 
 PAD = 50
@@ -119,10 +120,10 @@ def test_ndcg_at_10_scores_what_the_recipe_serves_with_repeat_mixing():
     held = HeldOutNewest(windows=window, targets=np.array([7]))
     items = torch.eye(n_items)
     assert abs(held.ndcg_at_10(lambda w: state[None], items) - 1 / np.log2(4)) < 1e-6
-    assert abs(held.ndcg_at_10(lambda w: state[None], items, repeat_share=1e-6) - 1.0) < 1e-6
+    assert abs(held.ndcg_at_10(lambda w: state[None], items, repeats=RepeatMixture(1e-6)) - 1.0) < 1e-6
     # the user's whole history, where known: item 0 only (item 1 is a new item for them)
     known = HeldOutNewest(windows=window, targets=np.array([7]), history=(np.array([0]), np.array([0])))
-    assert abs(known.ndcg_at_10(lambda w: state[None], items, repeat_share=1e-6) - 1 / np.log2(3)) < 1e-6
+    assert abs(known.ndcg_at_10(lambda w: state[None], items, repeats=RepeatMixture(1e-6)) - 1 / np.log2(3)) < 1e-6
 
 
 def test_early_stopping_keeps_the_best_state_and_stops_after_patience():

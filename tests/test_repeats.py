@@ -5,12 +5,18 @@ import torch
 
 from personalize_pipeline.recipes.repeats import (
     P_SEEN_RANGE,
+    RECENCY_DEPTH,
+    RepeatMixture,
+    history_pairs,
     mix_repeats,
     mix_repeats_with_log_z,
+    recency_shares,
     repeat_share,
     row_log_z,
 )
 from personalize_pipeline.recipes.scoring import normalised_top_k, repeat_mixed_top_k
+
+RECENCY_SHARES = np.array([0.6, 0.2, 0.1, *np.full(RECENCY_DEPTH - 2, 0.1 / (RECENCY_DEPTH - 2))])
 
 
 def test_repeat_share_counts_transitions_to_an_item_the_user_had():
@@ -24,7 +30,7 @@ def test_repeat_share_counts_transitions_to_an_item_the_user_had():
 def test_mixture_gives_the_users_items_the_repeat_share_and_keeps_each_modes_order():
     logits = torch.tensor([[3.0, 2.0, 1.0, 0.0, -torch.inf], [0.0, 0.0, 0.0, 0.0, 0.0]])
     rows, items = np.array([0, 0, 0]), np.array([0, 1, 0])  # user 0 had items 0 and 1 (0 twice)
-    mixed = mix_repeats(logits.clone(), rows, items, 0.1)
+    mixed = mix_repeats(logits.clone(), rows, items, RepeatMixture(0.1))
     p = torch.softmax(mixed, dim=1)
     assert torch.allclose(p.sum(1), torch.ones(2))
     assert abs(float(p[0, :2].sum()) - 0.1) < 1e-6  # the repeat mode's mass is the share
@@ -36,7 +42,7 @@ def test_mixture_gives_the_users_items_the_repeat_share_and_keeps_each_modes_ord
 
 def test_near_zero_share_puts_the_users_items_last_but_rankable():
     logits = torch.tensor([[5.0, 4.0, 0.0, -1.0]])
-    mixed = mix_repeats(logits.clone(), np.array([0, 0]), np.array([0, 1]), 1e-6)
+    mixed = mix_repeats(logits.clone(), np.array([0, 0]), np.array([0, 1]), RepeatMixture(1e-6))
     order = torch.argsort(mixed[0], descending=True).tolist()
     assert order == [2, 3, 0, 1]
     assert torch.isfinite(mixed).all()
@@ -44,7 +50,7 @@ def test_near_zero_share_puts_the_users_items_last_but_rankable():
 
 def test_high_share_puts_the_users_items_first():
     logits = torch.tensor([[5.0, 4.0, 0.0, -1.0]])
-    mixed = mix_repeats(logits.clone(), np.array([0, 0]), np.array([3, 2]), 0.9)
+    mixed = mix_repeats(logits.clone(), np.array([0, 0]), np.array([3, 2]), RepeatMixture(0.9))
     assert torch.argsort(mixed[0], descending=True).tolist() == [2, 3, 0, 1]
 
 
@@ -59,17 +65,69 @@ def test_row_log_z_is_torch_logsumexp():
     torch.testing.assert_close(got[torch.isfinite(expected)], expected[torch.isfinite(expected)], rtol=1e-6, atol=1e-5)
 
 
+def test_recency_shares_count_repeats_by_how_recent_the_item_was():
+    # user 0: a b b a (b after b: the newest; a after b: the second newest); user 1: c d e c
+    # (the third newest); user 2: no repeat
+    indptr = np.array([0, 4, 8, 10])
+    items = np.array([0, 1, 1, 0, 2, 3, 4, 2, 0, 1])
+    counts = np.full(RECENCY_DEPTH + 1, 0.5)
+    counts[:3] += 1
+    np.testing.assert_allclose(recency_shares(indptr, items), counts / counts.sum())
+
+
+def _recency_reference(indptr: np.ndarray, items: np.ndarray) -> np.ndarray:
+    counts = np.zeros(RECENCY_DEPTH + 1)
+    for u in range(len(indptr) - 1):
+        newest_first: list[int] = []
+        for item in items[indptr[u] : indptr[u + 1]]:
+            if item in newest_first:
+                counts[min(newest_first.index(item), RECENCY_DEPTH)] += 1
+                newest_first.remove(item)
+            newest_first.insert(0, int(item))
+    counts += 0.5
+    return counts / counts.sum()
+
+
+def test_recency_shares_match_a_plain_count_past_the_measured_depth():
+    rng = np.random.default_rng(7)
+    lengths = rng.integers(0, 80, size=60)
+    indptr = np.concatenate([[0], np.cumsum(lengths)])
+    items = rng.integers(0, 25, size=int(lengths.sum()))  # 25 items: repeats at every depth, and older
+    np.testing.assert_allclose(recency_shares(indptr, items), _recency_reference(indptr, items))
+
+
+def test_history_pairs_rank_each_rows_distinct_items_newest_first():
+    recency = np.arange(RECENCY_DEPTH + 1, 0, -1).astype(float)
+    rows = np.array([0, 0, 0, 0, 2] + [3] * (RECENCY_DEPTH + 2))
+    items = np.array([5, 6, 5, 7, 1, *range(RECENCY_DEPTH + 2)])
+    pairs = history_pairs(rows, items, recency)
+    np.testing.assert_array_equal(pairs.rows[:4], [0, 0, 0, 2])
+    np.testing.assert_array_equal(pairs.items[:4], [7, 5, 6, 1])  # 5 counts at its newest event
+    np.testing.assert_allclose(pairs.weights[:4], recency[[0, 1, 2, 0]])
+    older = pairs.items[4:][pairs.weights[4:] < recency[RECENCY_DEPTH - 1]]  # row 3's two oldest share one entry
+    np.testing.assert_array_equal(np.sort(older), [0, 1])
+    np.testing.assert_allclose(pairs.weights[4:][-2:], recency[RECENCY_DEPTH] / 2)
+
+
+MIXTURES = (
+    RepeatMixture(1e-5),
+    RepeatMixture(0.4, RECENCY_SHARES, 0.75),
+    RepeatMixture(0.9, RECENCY_SHARES, 1.0),
+    RepeatMixture(0.999, RECENCY_SHARES, 0.3),
+)
+
+
 def test_the_mixed_normaliser_derived_from_the_raw_one_equals_the_summed_one():
     rng = np.random.default_rng(3)
     logits = torch.from_numpy((rng.normal(size=(60, 3000)) * 3).astype(np.float32))
     logits[5, 100:] = -torch.inf  # few items allowed
     rows = np.repeat(np.arange(60), 20)
     items = rng.integers(0, 3000, size=len(rows))
-    for share in (1e-5, 0.4, 0.9):
+    for mixture in MIXTURES:
         mixed = logits.clone()
-        log_z = mix_repeats_with_log_z(mixed, rows, items, share)
+        log_z = mix_repeats_with_log_z(mixed, rows, items, mixture)
         assert log_z is not None
-        summed = mix_repeats(logits.clone(), rows, items, share)
+        summed = mix_repeats(logits.clone(), rows, items, mixture)
         np.testing.assert_array_equal(mixed.numpy(), summed.numpy())
         expected = torch.logsumexp(summed, dim=1, keepdim=True)
         torch.testing.assert_close(log_z, expected, rtol=0, atol=2e-5)
@@ -79,27 +137,54 @@ def test_the_mixed_normaliser_derived_from_the_raw_one_equals_the_summed_one():
         np.testing.assert_allclose(derived[1], exact[1], rtol=3e-5)
     peaked = logits.clone()
     peaked[0, items[:20]] = 60.0  # p(seen) ~ 1 in row 0: the normaliser is left to a sum
-    assert mix_repeats_with_log_z(peaked, rows, items, 0.5) is None
+    assert mix_repeats_with_log_z(peaked, rows, items, RepeatMixture(0.5)) is None
 
 
-def _reference_mixture(logits: torch.Tensor, rows: np.ndarray, items: np.ndarray, share: float) -> np.ndarray:
-    """The mixture of the module docstring in float64 over whole rows (rows without history:
-    the softmax as it is; renormalised where p(seen) is clamped)."""
-    raw = torch.softmax(logits.double(), dim=1)
-    seen = torch.zeros(logits.shape, dtype=torch.bool)
-    seen[rows, items] = True
-    p_seen = (raw * seen).sum(1, keepdim=True).clamp(*P_SEEN_RANGE)
-    mixed = torch.where(seen, share * raw / p_seen, (1 - share) * raw / (1 - p_seen))
-    mixed = torch.where(seen.any(1, keepdim=True), mixed, raw)
-    return (mixed / mixed.sum(1, keepdim=True)).numpy()
+def test_recency_brings_back_the_item_just_had_even_where_the_model_cannot_score_it():
+    logits = torch.tensor([[4.0, 3.0, 2.0, -torch.inf, 0.0]])
+    rows, items = np.array([0, 0, 0]), np.array([1, 2, 3])  # item 3 (newest) was never trained on
+    mixture = RepeatMixture(0.8, RECENCY_SHARES, 0.75)
+    p = torch.softmax(mix_repeats(logits.clone(), rows, items, mixture), dim=1)[0]
+    assert torch.argsort(p, descending=True).tolist()[0] == 3
+    assert abs(float(p[1:4].sum()) - 0.8) < 1e-6
+    model_only = torch.softmax(mix_repeats(logits.clone(), rows, items, RepeatMixture(0.8)), dim=1)[0]
+    assert model_only[3] == 0.0 and abs(float(model_only[1:3].sum()) - 0.8) < 1e-6
+    warm_only = RepeatMixture(0.8, RECENCY_SHARES, 0.75, revivable=np.array([True, True, True, False, True]))
+    assert torch.softmax(mix_repeats(logits.clone(), rows, items, warm_only), dim=1)[0, 3] == 0.0
+    alone = torch.tensor([[1.0, -torch.inf, -torch.inf, -torch.inf, 0.0]])  # nothing of the history scored
+    p = torch.softmax(mix_repeats(alone, rows, items, mixture), dim=1)[0]
+    np.testing.assert_allclose(p[1:4].numpy(), 0.8 * RECENCY_SHARES[[2, 1, 0]] / RECENCY_SHARES[:3].sum(), rtol=1e-5)
+
+
+def _reference_mixture(logits: torch.Tensor, rows: np.ndarray, items: np.ndarray, mixture: RepeatMixture) -> np.ndarray:
+    """The mixture of the module docstring in float64 over whole rows, one row at a time
+    (rows without history: the softmax as it is; renormalised where p(seen) is clamped)."""
+    raw = torch.softmax(logits.double(), dim=1).numpy()
+    out = raw.copy()
+    recency = mixture.recency if mixture.recency is not None else np.ones(RECENCY_DEPTH + 1)
+    for row in np.unique(rows):
+        newest_first = list(dict.fromkeys(items[rows == row][::-1].tolist()))
+        rank = np.minimum(np.arange(len(newest_first)), RECENCY_DEPTH)
+        weights = recency[rank] / np.where(rank == RECENCY_DEPTH, max((rank == RECENCY_DEPTH).sum(), 1), 1)
+        seen = np.array(newest_first)
+        kept = np.isfinite(logits[row, seen].numpy()) | (mixture.weight > 0)
+        if not kept.any():
+            continue
+        seen, weights = seen[kept], weights[kept]
+        p_true = raw[row, seen].sum()
+        p_seen = np.clip(p_true, *P_SEEN_RANGE)
+        lam = mixture.weight if p_true > 0 else 1.0
+        out[row] = (1 - mixture.share) * raw[row] / (1 - p_seen)
+        out[row, seen] = mixture.share * (lam * weights / weights.sum() + (1 - lam) * raw[row, seen] / p_seen)
+    return out / out.sum(1, keepdims=True)
 
 
 def test_mixed_top_k_from_one_pass_ranks_and_scores_like_the_mixture_over_whole_rows():
     rng = np.random.default_rng(5)
-    for trial, share in enumerate((1e-5, 0.3, 0.9, 0.999)):
+    for trial, mixture in enumerate(MIXTURES):
         n, m, k = 40, 2500, 25
         logits = torch.from_numpy((rng.normal(size=(n, m)) * (2 + 2 * trial)).astype(np.float32))
-        logits[:, rng.integers(0, m, size=300)] = -torch.inf  # never recommended
+        logits[:, rng.integers(0, m, size=300)] = -torch.inf  # never trained on
         logits[1, 30:] = -torch.inf  # fewer allowed items than k
         logits[2] = torch.round(logits[2])  # ties: the lower code first
         lengths = rng.integers(0, 120, size=n)
@@ -107,14 +192,20 @@ def test_mixed_top_k_from_one_pass_ranks_and_scores_like_the_mixture_over_whole_
         rows = np.repeat(np.arange(n), lengths)
         items = rng.integers(0, m, size=len(rows))
         items[rows == 4] = torch.argsort(logits[4], descending=True)[: int(lengths[4])].numpy()  # p(seen) ~ 1
+        items[rows == 5] = items[rows == 5] % 40  # repeated items
         columns = np.arange(0, m, 7)
-        got_items, got_scores, log_z, picked = repeat_mixed_top_k(logits.clone(), k, rows, items, share, columns)
-        mixed = _reference_mixture(logits, rows, items, share)
+        got_items, got_scores, log_z, picked = repeat_mixed_top_k(logits.clone(), k, rows, items, mixture, columns)
+        mixed = _reference_mixture(logits, rows, items, mixture)
         for row in range(n):
             allowed = np.flatnonzero(mixed[row] > 0)
             best = allowed[np.lexsort((allowed, -mixed[row, allowed]))][:k]
-            np.testing.assert_array_equal(got_items[row, : len(best)], best)
+            got = got_items[row, : len(best)]
+            if mixture.weight == 0.0:
+                np.testing.assert_array_equal(got, best)
+            else:  # older items share one recency entry: near ties, ordered at float32's resolution
+                assert len(set(got.tolist())) == len(best)
+                np.testing.assert_allclose(mixed[row, got], mixed[row, best], rtol=1e-5)
             assert (got_items[row, len(best) :] == -1).all() and (got_scores[row, len(best) :] == 0).all()
-            np.testing.assert_allclose(got_scores[row, : len(best)], mixed[row, best], rtol=1e-4, atol=1e-9)
+            np.testing.assert_allclose(got_scores[row, : len(best)], mixed[row, got], rtol=1e-4, atol=1e-9)
         assert picked is not None
         np.testing.assert_allclose(np.exp(picked - log_z), mixed[:, columns], rtol=1e-4, atol=1e-9)

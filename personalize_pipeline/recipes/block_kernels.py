@@ -238,18 +238,20 @@ def block_top_k(values: np.ndarray, group: int, k: int, top_values: np.ndarray, 
 
 
 @njit(nogil=True, cache=True)
-def take_history(values: np.ndarray, rows: np.ndarray, items: np.ndarray, seen: np.ndarray) -> int:
-    """Read out and set to -inf the logits of the history pairs (``rows`` ascending,
-    ``items``), each pair once; ``seen`` ([len(rows)] float32) gets their values, ``items``
-    is compacted to the pairs kept (a pair already at -inf: a repeat, or never recommended,
-    is dropped) and ``rows`` likewise. Returns how many were kept."""
+def take_history(
+    values: np.ndarray, rows: np.ndarray, items: np.ndarray, weights: np.ndarray, revive: np.ndarray, seen: np.ndarray
+) -> int:
+    """Read out and set to -inf the logits of the distinct history pairs (``rows``
+    ascending, ``items``); ``seen`` ([len(rows)] float32) gets their values; ``rows``,
+    ``items`` and ``weights`` are compacted to the pairs kept: those with a value, and those
+    at -inf that ``revive`` brings back (:func:`.repeats.revived`). Returns how many were kept."""
     kept = 0
     for p in range(rows.shape[0]):
         r, c = rows[p], items[p]
         v = values[r, c]
-        if v != -np.inf:
+        if v != -np.inf or revive[p]:
             values[r, c] = -np.inf
-            rows[kept], items[kept], seen[kept] = r, c, v
+            rows[kept], items[kept], weights[kept], seen[kept] = r, c, weights[p], v
             kept += 1
     return kept
 
@@ -276,7 +278,8 @@ def block_repeat_mixed_top_k(
     starts: np.ndarray,
     codes: np.ndarray,
     seen: np.ndarray,
-    share: float,
+    weights: np.ndarray,
+    mixture: tuple[float, float],
     p_range: tuple[float, float],
     top_values: np.ndarray,
     top_codes: np.ndarray,
@@ -285,13 +288,14 @@ def block_repeat_mixed_top_k(
     picked: np.ndarray,
 ) -> None:
     """:func:`block_top_k` of the items outside each row's history (the history at -inf in
-    ``values``: :func:`take_history`; row i's pairs are ``codes``/``seen``[starts[i]:starts[i + 1]])
-    mixed with the history as :mod:`.repeats` mixes it: ``log_z`` gets the mixed
+    ``values``: :func:`take_history`; row i's pairs are ``codes``/``seen``/``weights``
+    [starts[i]:starts[i + 1]]) mixed with the history as :mod:`.repeats` mixes it
+    (``mixture``: the repeat share and the recency weight): ``log_z`` gets the mixed
     log-normaliser, ``seen`` the mixed logits, and the history items join a row's top k
     where they reach it. ``picked`` ([n, len(columns)]) gets each row's values at the item
     codes ``columns`` (the history's at -inf), read while the row is in cache."""
     work = _scratch(values.shape[1], group)
-    log_odds = np.log(share) - np.log1p(-share)
+    share, recency = mixture
     for i in range(values.shape[0]):
         row = values[i]
         for j in range(columns.shape[0]):
@@ -304,15 +308,21 @@ def block_repeat_mixed_top_k(
         if shift == -np.inf:
             shift = np.float32(0.0)  # nothing allowed
         z_other = _exp_sum(row, shift)
-        z_seen = 0.0
+        z_seen, w_sum = 0.0, 0.0
         for p in range(lo, hi):
             z_seen += np.exp(np.float64(seen[p]) - shift)
-        p_seen = min(max(z_seen / max(z_other + z_seen, TINY), p_range[0]), p_range[1])
-        delta = log_odds - np.log(p_seen) + np.log1p(-p_seen)
-        log_z[i] = shift + np.log(max(z_other + z_seen * np.exp(delta), TINY))
+            w_sum += weights[p]
+        total = max(z_other + z_seen, TINY)
+        p_seen = min(max(z_seen / total, p_range[0]), p_range[1])
+        lam = recency if z_seen > 0.0 else 1.0  # nothing the model can score: recency alone
+        base = np.log(total) + np.log1p(-p_seen) - np.log1p(-share)  # the explore items keep their logits
+        z_mixed = 0.0
         for p in range(lo, hi):
-            seen[p] = np.float32(seen[p] + delta)
+            within = lam * weights[p] / w_sum + (1.0 - lam) * np.exp(np.float64(seen[p]) - shift) / total / p_seen
+            seen[p] = np.float32(np.log(share * within) + base + shift)
+            z_mixed += np.exp(np.float64(seen[p]) - shift)
             _insert(top_values[i], top_codes[i], seen[p], codes[p])
+        log_z[i] = shift + np.log(max(z_other + z_mixed, TINY))
 
 
 @njit(nogil=True, cache=True)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from .base import segment_index
-from .repeats import mix_repeats
+from .repeats import RepeatMixture, mix_repeats
 
 MIN_HELD_OUT_USERS = 200  # fewer than this: the score is too noisy to stop on; train all epochs
 # up to this many eligible users are all held out, whatever the share: on small data (ML-100k's
@@ -104,11 +104,11 @@ class HeldOutNewest:
         encode: Callable[[np.ndarray], torch.Tensor],
         item_vectors: torch.Tensor,
         item_bias: torch.Tensor | None = None,
-        repeat_share: float | None = None,
+        repeats: RepeatMixture | None = None,
     ) -> float:
         """Mean NDCG@10 of the held-out items ranked over the whole catalogue; ``encode`` maps
         [n, T] windows to [n, d] states; ``item_bias`` ([n_items], -inf = never ranked) is
-        added to the logits where the model has one. ``repeat_share``: the logits are mixed
+        added to the logits where the model has one. ``repeats``: the logits are mixed
         with the user's history (:attr:`history`, else the window's items) as the recipe
         mixes them when it recommends (:mod:`.repeats`), so that the score is that of what
         would be served."""
@@ -119,8 +119,8 @@ class HeldOutNewest:
             logits = states[lo : lo + 1024] @ item_vectors.float().T
             if item_bias is not None:
                 logits = logits + item_bias.float()
-            if repeat_share is not None:
-                mix_repeats(logits, *self._history_of(lo, min(lo + 1024, len(states)), n_items), repeat_share)
+            if repeats is not None:
+                mix_repeats(logits, *self._history_of(lo, min(lo + 1024, len(states)), n_items), repeats)
             mine = logits.gather(1, torch.from_numpy(self.targets[lo : lo + 1024])[:, None])
             rank = (logits > mine).sum(dim=1).float()
             gains.append(torch.where(rank < 10, 1.0 / torch.log2(rank + 2.0), 0.0))

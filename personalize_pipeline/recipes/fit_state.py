@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .repeats import RepeatMixture, recency_shares, repeat_share
+
 
 @dataclass
 class FitState:
@@ -31,6 +33,29 @@ class FitState:
     # share of training transitions that repeat a user's item (the repeat mixture); None:
     # a version saved before it existed
     repeat_share: float | None = None
+    # share of those repeats that came back to the user's newest, second newest, ... item;
+    # None: a version saved before it existed (the mixture then orders by the model alone)
+    repeat_recency: np.ndarray | None = None
+
+    def measure_repeats(self, indptr: np.ndarray, items: np.ndarray, n_items: int) -> None:
+        """The repeat share and recency shares of the training sequences (CSR)."""
+        self.repeat_share = repeat_share(indptr, items, n_items)
+        self.repeat_recency = recency_shares(indptr, items)
+
+    def repeat_mixture(self, params: dict, revivable: np.ndarray | None = None) -> RepeatMixture | None:
+        """How the scores are mixed (:mod:`.repeats`) under the recipe's ``params``; None
+        when ``repeat_aware`` is off or the version has no repeat share."""
+        if not params.get("repeat_aware") or self.repeat_share is None:
+            return None
+        weight = float(params.get("repeat_recency", 0.0))
+        return RepeatMixture(self.repeat_share, self.repeat_recency, weight, revivable)
+
+    def repeat_stats(self) -> dict[str, float]:
+        """The repeat share and the share of repeats of the user's newest item, for reports."""
+        out = {} if self.repeat_share is None else {"repeat_share": round(self.repeat_share, 6)}
+        if self.repeat_recency is not None:
+            out["repeats_of_the_newest_item"] = round(float(self.repeat_recency[0]), 4)
+        return out
 
     @property
     def n_items(self) -> int:
@@ -47,6 +72,8 @@ class FitState:
             out["user_history_length"] = self.user_history_length
         if self.repeat_share is not None:
             out["repeat_share"] = np.array(self.repeat_share)
+        if self.repeat_recency is not None:
+            out["repeat_recency"] = self.repeat_recency
         return out
 
     @classmethod
@@ -59,6 +86,7 @@ class FitState:
             user_state=np.asarray(state["user_state"], dtype=np.float32) if "user_state" in state else None,
             user_history_length=(np.asarray(state["user_history_length"]) if "user_history_length" in state else None),
             repeat_share=float(state["repeat_share"]) if "repeat_share" in state else None,
+            repeat_recency=np.asarray(state["repeat_recency"], dtype=np.float64) if "repeat_recency" in state else None,
         )
 
 

@@ -20,6 +20,7 @@ from .early_stopping import HeldOutNewest, events_before, held_out_count
 
 if TYPE_CHECKING:
     from .hrnn import GRUNet, GRUWindows
+    from .repeats import RepeatMixture
 
 
 @dataclass
@@ -67,7 +68,7 @@ class HeldOutWindows:
         windows.weights[rows, last] = 0.0
         return cls(held, last + 1, context, windows.users[rows].clone())
 
-    def ndcg_at_10(self, net: GRUNet, item_bias: torch.Tensor, repeat_share: float | None = None) -> float:
+    def ndcg_at_10(self, net: GRUNet, item_bias: torch.Tensor, repeats: RepeatMixture | None = None) -> float:
         """NDCG@10 of the held-out items under ``net`` as it is now (callers put it in eval
         mode, without gradients); ``item_bias``: the output bias, -inf for items not ranked."""
         device = net.embedding.weight.device
@@ -76,7 +77,7 @@ class HeldOutWindows:
             context = self.context.to(device) if self.context is not None else None
             return net.final_state(torch.from_numpy(windows).to(device), self.lengths, context, self.users.to(device))
 
-        return self.held.ndcg_at_10(encode, net.item_vectors(), item_bias, repeat_share)
+        return self.held.ndcg_at_10(encode, net.item_vectors(), item_bias, repeats)
 
 
 __all__ = ["HeldOutWindows"]

@@ -58,7 +58,7 @@ from .interfaces import UserRecommender
 from .item_encoders import ItemEncoder
 from .losses import full_softmax_xe, impression_pairwise, sampled_softmax_xe_logq
 from .negatives import PopularitySampler
-from .repeats import REPEAT_AWARE_HP, mix_repeats, repeat_share
+from .repeats import REPEAT_HPS, RepeatMixture, mix_repeats
 from .scoring import DEVICES, LinearScorer, resolve_device
 from .training_loop import BatchLoss, EarlyStoppingHook, TrainingPlan, bucketed_batches, run_training
 
@@ -152,7 +152,7 @@ TRAINING_HPS = (
         help="share of users whose newest event early stopping holds out (at least 1,000 users; all of them on "
         "smaller data)",
     ),
-    REPEAT_AWARE_HP,
+    *REPEAT_HPS,
     HP(
         "length_buckets",
         bool,
@@ -472,7 +472,7 @@ class GRURecipe(Recipe):
         self.fit_state.trained = self.fit_state.popularity > 0
         self.fit_state.latest_time = float(every_time.max()) if len(every_time) else None
         self.n_items = features.n_items
-        self.fit_state.repeat_share = repeat_share(*features.sequences(), features.n_items)
+        self.fit_state.measure_repeats(*features.sequences(), features.n_items)
         self._scorer = None  # the item side of scoring is rebuilt from the new network
 
     def _warm_network(
@@ -611,7 +611,7 @@ class GRURecipe(Recipe):
             return None
         blocked = torch.from_numpy(np.where(self.fit_state.trained, 0.0, -np.inf).astype(np.float32)).to(device)
         return EarlyStoppingHook(
-            self._early_stopping, lambda: held_out.ndcg_at_10(net, net.bias + blocked, self._repeat_share())
+            self._early_stopping, lambda: held_out.ndcg_at_10(net, net.bias + blocked, self._repeats())
         )
 
     def _early_stopping_report(self, held_out: HeldOutWindows | None) -> dict[str, Any]:
@@ -771,13 +771,17 @@ class GRURecipe(Recipe):
 
     def training_stats(self) -> dict[str, Any]:
         stats = dict(self._stats)
-        if self.fit_state.repeat_share is not None:
-            stats["repeat_share"] = round(self.fit_state.repeat_share, 6)
+        stats.update(self.fit_state.repeat_stats())
         return stats
 
-    def _repeat_share(self) -> float | None:
-        """The repeat share scores are mixed with (:mod:`.repeats`); None when off."""
-        return self.fit_state.repeat_share if self.params["repeat_aware"] else None
+    def _repeats(self) -> RepeatMixture | None:
+        """How scores are mixed with the users' histories (:mod:`.repeats`); None when off."""
+        return self.fit_state.repeat_mixture(self.params, self.repeat_revivable())
+
+    def repeat_revivable(self) -> np.ndarray | None:
+        """Items a history brings back into the repeat mode where the model cannot score them
+        (never trained on); None: any item (the recipe may recommend every item)."""
+        return None
 
     # --- inference ------------------------------------------------------------------------------
     def _fitted_net(self) -> GRUNet:
@@ -806,8 +810,8 @@ class GRURecipe(Recipe):
             )
             if scores is not None:
                 out[torch.from_numpy(rows)] = scores
-        share = self._repeat_share()
-        return out if share is None else mix_repeats(out, *batch.seen_mask_rows_cols(), share)
+        mixture = self._repeats()
+        return out if mixture is None else mix_repeats(out, *batch.seen_mask_rows_cols(), mixture)
 
     @torch.no_grad()
     def _user_vectors(self, batch: UserBatch) -> tuple[np.ndarray, torch.Tensor]:
@@ -883,9 +887,7 @@ class GRURecipe(Recipe):
                 blocked = torch.from_numpy(np.where(self.recommendable(), 0.0, -np.inf).astype(np.float32))
                 fallback = torch.from_numpy(np.log1p(self.fit_state.popularity).astype(np.float32)) + blocked
                 net = self._fitted_net()
-                cached = LinearScorer.build(
-                    net.item_vectors(), net.bias + blocked, fallback, device, self._repeat_share()
-                )
+                cached = LinearScorer.build(net.item_vectors(), net.bias + blocked, fallback, device, self._repeats())
             self._scorer = cached
         return cached
 

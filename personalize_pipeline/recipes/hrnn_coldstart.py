@@ -73,6 +73,9 @@ class HRNNColdstart(HRNNMetadata):
     def recommendable(self) -> np.ndarray:
         return self.cold
 
+    def repeat_revivable(self) -> np.ndarray:
+        return self.cold  # a warm item is never recommended, not even as a repeat
+
     def _restore(self, state):
         super()._restore(state)
         self.cold = np.asarray(state["cold"], dtype=bool)

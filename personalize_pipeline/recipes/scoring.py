@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from .repeats import P_SEEN_RANGE, mix_repeats_with_log_z
+from .repeats import P_SEEN_RANGE, RepeatMixture, mix_repeats_with_log_z, revived
 
 if TYPE_CHECKING:
     from .base import UserBatch
@@ -237,7 +237,7 @@ def repeat_mixed_top_k(
     k: int,
     rows: np.ndarray,
     items: np.ndarray,
-    share: float,
+    mixture: RepeatMixture,
     columns: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """:func:`normalised_top_k` of CPU ``logits`` mixed with the history pairs (``rows``,
@@ -253,11 +253,11 @@ def repeat_mixed_top_k(
     n, m = logits.shape
     k = min(k, m)
     values = logits.numpy()  # the block: the history goes to -inf in it
-    order = np.argsort(rows, kind="stable")  # usually ascending already
-    rows, items = np.asarray(rows, dtype=np.int64)[order], np.asarray(items, dtype=np.int64)[order]  # copies
-    seen = np.empty(len(rows), dtype=np.float32)
-    kept = block_kernels.take_history(values, rows, items, seen)
-    r, c, seen = rows[:kept], items[:kept], seen[:kept]
+    pairs = mixture.pairs(rows, items)
+    r, c, weights = pairs.rows, pairs.items, pairs.weights  # fresh arrays, compacted in place
+    seen = np.empty(len(r), dtype=np.float32)
+    kept = block_kernels.take_history(values, r, c, weights, revived(mixture, c), seen)
+    r, c, seen, weights = r[:kept], c[:kept], seen[:kept], weights[:kept]
     top_values = np.empty((n, k), dtype=np.float32)
     top_codes = np.empty((n, k), dtype=np.int64)
     log_z = np.empty(n, dtype=np.float64)
@@ -265,7 +265,20 @@ def repeat_mixed_top_k(
     wanted = np.asarray(columns if columns is not None else [], dtype=np.int64)
     picked = np.empty((n, len(wanted)), dtype=np.float32)  # values[:, columns], read by the row loop
     block_kernels.block_repeat_mixed_top_k(
-        values, group_size(m, k), k, starts, c, seen, share, P_SEEN_RANGE, top_values, top_codes, log_z, wanted, picked
+        values,
+        group_size(m, k),
+        k,
+        starts,
+        c,
+        seen,
+        weights,
+        (float(mixture.share), mixture.weight),
+        P_SEEN_RANGE,
+        top_values,
+        top_codes,
+        log_z,
+        wanted,
+        picked,
     )  # seen: now the mixed logits
     if columns is not None:
         at = column_positions(columns, m)[c]
@@ -302,9 +315,8 @@ class LinearScorer:
     buffers: threading.local = field(default_factory=threading.local, repr=False, compare=False)
     low: Bf16Items | None = field(default=None, repr=False, compare=False)  # see bf16_items
     augmented: torch.Tensor | None = field(default=None, repr=False, compare=False)  # see with_bias
-    # the share of next events that repeat one of the user's items (None: scores as they are);
-    # see :mod:`.repeats`
-    repeat_share: float | None = None
+    # how the users' histories mix the scores (None: scores as they are); see :mod:`.repeats`
+    repeats: RepeatMixture | None = None
 
     @classmethod
     def build(
@@ -313,7 +325,7 @@ class LinearScorer:
         bias: torch.Tensor,
         fallback: torch.Tensor,
         device: torch.device | None = None,
-        repeat_share: float | None = None,
+        repeats: RepeatMixture | None = None,
     ) -> LinearScorer:
         device = device or torch.device("cpu")
         return cls(
@@ -321,7 +333,7 @@ class LinearScorer:
             bias.detach().float().to(device),
             fallback.detach().float().to(device),
             device,
-            repeat_share=repeat_share,
+            repeats=repeats,
         )
 
     @property
@@ -379,7 +391,7 @@ class LinearScorer:
     ) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`top_k` of every user of ``batch``, ``block`` users at a time; ``user_vectors``
         maps a block to (rows that have a vector, their vectors); the other rows get the
-        fallback logits. With ``repeat_share`` the users' histories mix the scores (see
+        fallback logits. With ``repeats`` the users' histories mix the scores (see
         :mod:`.repeats`), unless ``exclude_seen`` leaves their items out anyway."""
         n = len(batch)
         k_eff = min(k, self.n_items)
@@ -390,7 +402,7 @@ class LinearScorer:
             part = batch.rows(lo, hi) if (lo, hi) != (0, n) else batch
             rows, vectors = user_vectors(part)
             seen = part.seen_mask_rows_cols() if exclude_seen else None
-            history = part.seen_mask_rows_cols() if self.repeat_share is not None and not exclude_seen else None
+            history = part.seen_mask_rows_cols() if self.repeats is not None and not exclude_seen else None
             items[lo:hi], scores[lo:hi] = self.top_k(
                 hi - lo, rows, vectors, k, allowed[lo:hi] if allowed is not None else None, seen, history
             )
@@ -408,7 +420,7 @@ class LinearScorer:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k codes and normalised scores of ``n`` users (see :func:`normalised_top_k`);
         ``allowed`` ([n, m] bool) and ``seen`` ((rows, items) pairs) exclude items;
-        ``history`` ((rows, items) pairs) mixes in :attr:`repeat_share` (:mod:`.repeats`).
+        ``history`` ((rows, items) pairs) mixes as :attr:`repeats` says (:mod:`.repeats`).
         Under :func:`scoring_precision` bf16 on a CPU: :meth:`bf16_top_k` (float32 where the
         history mixes the scores: the mixture needs the whole row's normaliser). Mixed and
         unmasked on a CPU: :func:`repeat_mixed_top_k` (one exp pass, as unmixed)."""
@@ -429,7 +441,7 @@ class LinearScorer:
         """:meth:`top_k`'s (codes, scores) with the [n, 1] log-normaliser and the [n,
         len(columns)] masked logits of the item codes ``columns`` (None without columns), by
         the path :meth:`top_k` names."""
-        mixing = history is not None and self.repeat_share is not None
+        mixing = history is not None and self.repeats is not None
         on_cpu = self.device.type == "cpu"
         if on_cpu and _PRECISION.get() == "bf16" and n and k and not mixing:
             items, scores, log_z = self.bf16_top_k(n, rows, vectors, k, allowed, seen, with_log_z=True)
@@ -437,9 +449,9 @@ class LinearScorer:
             return items, scores, log_z, picked
         unmasked = allowed is None and (seen is None or not len(seen[0]))
         if mixing and on_cpu and unmasked and n and k:
-            assert history is not None and self.repeat_share is not None
+            assert history is not None and self.repeats is not None
             logits = self.logits(n, rows, vectors)
-            return repeat_mixed_top_k(logits, k, history[0], history[1], self.repeat_share, columns)
+            return repeat_mixed_top_k(logits, k, history[0], history[1], self.repeats, columns)
         logits, mixed_log_z = self.scored_logits(n, rows, vectors, allowed, seen, history)
         picked = None if columns is None else logits[:, torch.from_numpy(columns).to(self.device)].cpu().numpy()
         items, scores, log_z = normalised_top_k(logits, k, with_log_z=True, log_z=mixed_log_z)
@@ -454,13 +466,13 @@ class LinearScorer:
         seen: tuple[np.ndarray, np.ndarray] | None,
         history: tuple[np.ndarray, np.ndarray] | None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(:meth:`logits` mixed with ``history`` where :attr:`repeat_share` is set, then
+        """(:meth:`logits` mixed with ``history`` where :attr:`repeats` is set, then
         masked; the [n, 1] log-normaliser of the mixed rows where it follows from the raw one
         without a second exp pass, else None: a mask changes it, so it is summed again)."""
         logits = self.logits(n, rows, vectors)
         log_z = None
-        if history is not None and self.repeat_share is not None:
-            log_z = mix_repeats_with_log_z(logits, history[0], history[1], self.repeat_share)
+        if history is not None and self.repeats is not None:
+            log_z = mix_repeats_with_log_z(logits, history[0], history[1], self.repeats)
         if allowed is not None or (seen is not None and len(seen[0])):
             log_z = None
         return self.mask(logits, allowed, seen), log_z

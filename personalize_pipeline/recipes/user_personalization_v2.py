@@ -103,7 +103,7 @@ from .hrnn_metadata import MetadataLayout
 from .interfaces import UserRecommender
 from .losses import full_softmax_xe, sampled_softmax_xe_logq
 from .negatives import PopularitySampler
-from .repeats import REPEAT_AWARE_HP, mix_repeats, repeat_share
+from .repeats import REPEAT_HPS, RepeatMixture, mix_repeats
 from .sasrec import SASRecNet, end_aligned_windows, last_items
 from .scoring import LinearScorer, bf16_available
 from .training_loop import BatchLoss, EarlyStoppingHook, TrainingLog, TrainingPlan, run_training
@@ -188,7 +188,7 @@ V2_HPS = (
         help="stop after this many epochs without a better NDCG@10 on held-out newest events and keep the best "
         "weights; 0 = train every epoch",
     ),
-    REPEAT_AWARE_HP,
+    *REPEAT_HPS,
     HP(
         "validation_share",
         float,
@@ -319,7 +319,7 @@ class SASRecRecipe(Recipe):
         self.fit_state.trained = self.fit_state.popularity > 0
         self.fit_state.latest_time = float(timestamps.max()) if len(timestamps) else None
         self.n_items = features.n_items
-        self.fit_state.repeat_share = repeat_share(*features.sequences(), features.n_items)
+        self.fit_state.measure_repeats(*features.sequences(), features.n_items)
         self.item_meta = None
         if not self.params["use_item_metadata"]:
             return
@@ -418,7 +418,7 @@ class SASRecRecipe(Recipe):
 
             def score() -> float:
                 return held.ndcg_at_10(
-                    lambda w: net.last_states(w, LENGTH_BLOCK), net.item_vectors(), repeat_share=self._repeat_share()
+                    lambda w: net.last_states(w, LENGTH_BLOCK), net.item_vectors(), repeats=self._repeats()
                 )
 
             hook = EarlyStoppingHook(self._early_stopping, score)
@@ -525,8 +525,7 @@ class SASRecRecipe(Recipe):
     def training_stats(self) -> dict[str, Any]:
         stats = dict(self._stats)
         stats["item_metadata_features"] = int(self.item_meta.shape[1]) if self.item_meta is not None else 0
-        if self.fit_state.repeat_share is not None:
-            stats["repeat_share"] = round(self.fit_state.repeat_share, 6)
+        stats.update(self.fit_state.repeat_stats())
         return stats
 
     # --- inference -------------------------------------------------------------------------------
@@ -561,12 +560,12 @@ class SASRecRecipe(Recipe):
         rows, h = self._encode(batch)
         if len(rows):
             out[torch.from_numpy(rows)] = torch.addmm(blocked, h, self.net.item_vectors().T)
-        share = self._repeat_share()
-        return out if share is None else mix_repeats(out, *batch.seen_mask_rows_cols(), share)
+        mixture = self._repeats()
+        return out if mixture is None else mix_repeats(out, *batch.seen_mask_rows_cols(), mixture)
 
-    def _repeat_share(self) -> float | None:
-        """The repeat share scores are mixed with (:mod:`.repeats`); None when off."""
-        return self.fit_state.repeat_share if self.params["repeat_aware"] else None
+    def _repeats(self) -> RepeatMixture | None:
+        """How scores are mixed with the users' histories (:mod:`.repeats`); None when off."""
+        return self.fit_state.repeat_mixture(self.params)
 
     def logits(self, batch: UserBatch) -> np.ndarray:
         return self.logits_tensor(batch).numpy()
@@ -581,7 +580,7 @@ class SASRecRecipe(Recipe):
         assert self.net is not None
         blocked = torch.from_numpy(np.where(self.fit_state.trained, 0.0, -np.inf).astype(np.float32))
         fallback = torch.from_numpy(np.log1p(self.fit_state.popularity).astype(np.float32)) + blocked
-        return LinearScorer.build(self.net.item_vectors(), blocked, fallback, device, self._repeat_share())
+        return LinearScorer.build(self.net.item_vectors(), blocked, fallback, device, self._repeats())
 
     def recommend(
         self, batch: UserBatch, k: int, exclude_seen: bool = False, allowed: np.ndarray | None = None
