@@ -3,10 +3,15 @@
 import numpy as np
 import torch
 
+from personalize_pipeline.recipes.fit_state import FitState
 from personalize_pipeline.recipes.repeats import (
     P_SEEN_RANGE,
+    RECENCY_AUTO,
     RECENCY_DEPTH,
+    RECENCY_FALLBACK,
+    RECENCY_WEIGHTS,
     RepeatMixture,
+    choose_recency_weight,
     history_pairs,
     mix_repeats,
     mix_repeats_with_log_z,
@@ -209,3 +214,32 @@ def test_mixed_top_k_from_one_pass_ranks_and_scores_like_the_mixture_over_whole_
             np.testing.assert_allclose(got_scores[row, : len(best)], mixed[row, got], rtol=1e-4, atol=1e-9)
         assert picked is not None
         np.testing.assert_allclose(np.exp(picked - log_z), mixed[:, columns], rtol=1e-4, atol=1e-9)
+
+
+def test_the_recency_weight_is_the_one_that_ranks_held_out_events_best():
+    mixture = RepeatMixture(0.4, RECENCY_SHARES, RECENCY_FALLBACK)
+    seen: list[float] = []
+
+    def score_each(mixtures):
+        seen.extend(m.recency_weight for m in mixtures)
+        return [{0.0: 0.30, 0.25: 0.32, 0.5: 0.35, 0.75: 0.35, 1.0: 0.31}[m.recency_weight] for m in mixtures]
+
+    weight, scores = choose_recency_weight(mixture, score_each)
+    assert seen == list(RECENCY_WEIGHTS) and weight == 0.5  # the lower of two equal scores
+    assert scores == [0.30, 0.32, 0.35, 0.35, 0.31]
+
+
+def test_fit_state_chooses_the_weight_only_when_auto_and_saves_it():
+    state = FitState(popularity=np.ones(5), trained=np.ones(5, dtype=bool))
+    state.measure_repeats(np.array([0, 4]), np.array([0, 1, 1, 0]), 5)
+    best_at_one = lambda mixtures: [m.recency_weight for m in mixtures]  # noqa: E731
+    params = {"repeat_aware": True, "repeat_recency": RECENCY_AUTO}
+    assert state.repeat_mixture(params).recency_weight == RECENCY_FALLBACK  # nothing chosen yet
+    report = state.choose_recency_weight(params, None, best_at_one)
+    assert report["repeat_recency_chosen"] == 1.0 and state.repeat_mixture(params).recency_weight == 1.0
+    again = FitState.read(state.arrays())
+    assert again.repeat_recency_weight == 1.0 and np.allclose(again.repeat_recency, state.repeat_recency)
+    fixed = {"repeat_aware": True, "repeat_recency": 0.3}
+    assert state.choose_recency_weight(fixed, None, best_at_one) == {}
+    assert state.repeat_mixture(fixed).recency_weight == 0.3
+    assert state.repeat_mixture({"repeat_aware": False, "repeat_recency": 0.3}) is None

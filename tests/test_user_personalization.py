@@ -14,6 +14,7 @@ from personalize_pipeline.demo_data import DemoSpec, generate
 from personalize_pipeline.errors import InputError
 from personalize_pipeline.features import featurize
 from personalize_pipeline.recipes import HRNN, ExplorationConfig, UserBatch, UserPersonalization
+from personalize_pipeline.recipes.repeats import RECENCY_FALLBACK, RECENCY_WEIGHTS
 from personalize_pipeline.recipes.user_personalization import merge_lists
 from personalize_pipeline.simulation import split_as_of
 from personalize_pipeline.store import load_solution_version
@@ -265,6 +266,12 @@ def test_epochs_are_chosen_on_held_out_newest_events(tmp_path):
         assert stats["epochs_run"] - stats["early_stopping_best_epoch"] == 2
     transitions = int((np.diff(features.sequences()[0]) - 1).clip(min=0).sum())
     assert stats["training_events"] <= transitions - stats["held_out_users"]
+    by_weight = stats["held_out_ndcg10_by_repeat_recency"]  # the kept weights, scored with each recency weight
+    assert stats["repeat_recency_chosen"] == RECENCY_WEIGHTS[int(np.argmax(by_weight))]
+    # training kept the best epoch's weights, scored then with the fallback weight
+    assert by_weight[RECENCY_WEIGHTS.index(RECENCY_FALLBACK)] == pytest.approx(
+        scores[stats["early_stopping_best_epoch"] - 1], abs=1e-4
+    )
 
 
 def test_items_of_unknown_age_read_the_mean_age_not_brand_new(features):

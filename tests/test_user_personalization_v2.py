@@ -17,6 +17,7 @@ from personalize_pipeline.recipes import PersonalizedRankingV2, UserBatch, UserP
 from personalize_pipeline.recipes.averaging import WeightAverage
 from personalize_pipeline.recipes.losses import full_softmax_xe, sampled_softmax_xe_logq
 from personalize_pipeline.recipes.negatives import PopularitySampler
+from personalize_pipeline.recipes.repeats import RECENCY_FALLBACK, RECENCY_WEIGHTS
 from personalize_pipeline.recipes.sasrec import SASRecNet, end_aligned_windows, last_items
 from personalize_pipeline.recipes.user_personalization_v2 import HELD_OUT_STEPS, shuffled_batches
 from personalize_pipeline.store import load_solution_version
@@ -114,6 +115,10 @@ def test_early_stopping_holds_out_newest_events_and_stops_at_the_plateau(tmp_pat
     assert stats["early_stopping_best_epoch"] == stats["epochs_run"] - 2
     assert max(scores) == scores[stats["early_stopping_best_epoch"] - 1] >= 0.9
     assert _next_item_accuracy(recipe, features) >= 0.9
+    by_weight = stats["held_out_ndcg10_by_repeat_recency"]  # the kept weights, scored with each recency weight
+    assert stats["repeat_recency_chosen"] == RECENCY_WEIGHTS[int(np.argmax(by_weight))]
+    assert recipe.fit_state.repeat_mixture(recipe.params).recency_weight == stats["repeat_recency_chosen"]
+    assert by_weight[RECENCY_WEIGHTS.index(RECENCY_FALLBACK)] == pytest.approx(max(scores), abs=1e-4)
 
 
 def test_cached_states_equal_recomputed_states(model, cycle):

@@ -19,7 +19,7 @@ costs one training target per held-out user.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -112,19 +112,32 @@ class HeldOutNewest:
         with the user's history (:attr:`history`, else the window's items) as the recipe
         mixes them when it recommends (:mod:`.repeats`), so that the score is that of what
         would be served."""
+        return self.ndcg_at_10_each(encode, item_vectors, item_bias, [repeats])[0]
+
+    def ndcg_at_10_each(
+        self,
+        encode: Callable[[np.ndarray], torch.Tensor],
+        item_vectors: torch.Tensor,
+        item_bias: torch.Tensor | None,
+        mixtures: Sequence[RepeatMixture | None],
+    ) -> list[float]:
+        """:meth:`ndcg_at_10` under each of ``mixtures``, from one pass of states and logits."""
         states = encode(self.windows).float()
         n_items = item_vectors.shape[0]
-        gains = []
+        gains: list[list[torch.Tensor]] = [[] for _ in mixtures]
         for lo in range(0, len(states), 1024):  # [1024, n_items] logits at a time
-            logits = states[lo : lo + 1024] @ item_vectors.float().T
+            raw = states[lo : lo + 1024] @ item_vectors.float().T
             if item_bias is not None:
-                logits = logits + item_bias.float()
-            if repeats is not None:
-                mix_repeats(logits, *self._history_of(lo, min(lo + 1024, len(states)), n_items), repeats)
-            mine = logits.gather(1, torch.from_numpy(self.targets[lo : lo + 1024])[:, None])
-            rank = (logits > mine).sum(dim=1).float()
-            gains.append(torch.where(rank < 10, 1.0 / torch.log2(rank + 2.0), 0.0))
-        return float(torch.cat(gains).mean())
+                raw = raw + item_bias.float()
+            targets = torch.from_numpy(self.targets[lo : lo + 1024])[:, None]
+            history = self._history_of(lo, min(lo + 1024, len(states)), n_items)
+            for mixture, gain in zip(mixtures, gains, strict=True):
+                logits = raw.clone() if len(mixtures) > 1 else raw
+                if mixture is not None:
+                    mix_repeats(logits, *history, mixture)
+                rank = (logits > logits.gather(1, targets)).sum(dim=1).float()
+                gain.append(torch.where(rank < 10, 1.0 / torch.log2(rank + 2.0), 0.0))
+        return [float(torch.cat(gain).mean()) for gain in gains]
 
     def _history_of(self, lo: int, hi: int, n_items: int) -> tuple[np.ndarray, np.ndarray]:
         """(row - lo, item) history pairs of the held-out rows lo..hi."""

@@ -10,11 +10,12 @@ counts) stay with the recipe.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .repeats import RepeatMixture, recency_shares, repeat_share
+from .repeats import RECENCY_AUTO, RECENCY_FALLBACK, RepeatMixture, choose_recency_weight, recency_shares, repeat_share
 
 
 @dataclass
@@ -36,6 +37,9 @@ class FitState:
     # share of those repeats that came back to the user's newest, second newest, ... item;
     # None: a version saved before it existed (the mixture then orders by the model alone)
     repeat_recency: np.ndarray | None = None
+    # the weight of recency chosen on held-out newest events (repeat_recency auto); None: not
+    # chosen (no held-out events, or a version saved before)
+    repeat_recency_weight: float | None = None
 
     def measure_repeats(self, indptr: np.ndarray, items: np.ndarray, n_items: int) -> None:
         """The repeat share and recency shares of the training sequences (CSR)."""
@@ -47,8 +51,25 @@ class FitState:
         when ``repeat_aware`` is off or the version has no repeat share."""
         if not params.get("repeat_aware") or self.repeat_share is None:
             return None
-        weight = float(params.get("repeat_recency", 0.0))
+        weight = float(params.get("repeat_recency", RECENCY_AUTO))
+        if weight < 0:
+            weight = self.repeat_recency_weight if self.repeat_recency_weight is not None else RECENCY_FALLBACK
         return RepeatMixture(self.repeat_share, self.repeat_recency, weight, revivable)
+
+    def choose_recency_weight(
+        self,
+        params: dict,
+        revivable: np.ndarray | None,
+        score_each: Callable[[list[RepeatMixture | None]], list[float]],
+    ) -> dict[str, object]:
+        """After a FULL training with held-out newest events: with ``repeat_recency`` auto,
+        the recency weight that ranks them best (``score_each``: their NDCG@10 under each
+        mixture). Returns the report's entries."""
+        mixture = self.repeat_mixture(params, revivable)
+        if mixture is None or mixture.recency is None or params["repeat_recency"] >= 0:
+            return {}
+        self.repeat_recency_weight, scores = choose_recency_weight(mixture, score_each)
+        return {"repeat_recency_chosen": self.repeat_recency_weight, "held_out_ndcg10_by_repeat_recency": scores}
 
     def repeat_stats(self) -> dict[str, float]:
         """The repeat share and the share of repeats of the user's newest item, for reports."""
@@ -74,6 +95,8 @@ class FitState:
             out["repeat_share"] = np.array(self.repeat_share)
         if self.repeat_recency is not None:
             out["repeat_recency"] = self.repeat_recency
+        if self.repeat_recency_weight is not None:
+            out["repeat_recency_weight"] = np.array(self.repeat_recency_weight)
         return out
 
     @classmethod
@@ -87,6 +110,7 @@ class FitState:
             user_history_length=(np.asarray(state["user_history_length"]) if "user_history_length" in state else None),
             repeat_share=float(state["repeat_share"]) if "repeat_share" in state else None,
             repeat_recency=np.asarray(state["repeat_recency"], dtype=np.float64) if "repeat_recency" in state else None,
+            repeat_recency_weight=(float(state["repeat_recency_weight"]) if "repeat_recency_weight" in state else None),
         )
 
 

@@ -10,6 +10,7 @@ GRU over the window's items), and ranks the whole catalogue with the output bias
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -71,13 +72,19 @@ class HeldOutWindows:
     def ndcg_at_10(self, net: GRUNet, item_bias: torch.Tensor, repeats: RepeatMixture | None = None) -> float:
         """NDCG@10 of the held-out items under ``net`` as it is now (callers put it in eval
         mode, without gradients); ``item_bias``: the output bias, -inf for items not ranked."""
+        return self.ndcg_at_10_each(net, item_bias, [repeats])[0]
+
+    def ndcg_at_10_each(
+        self, net: GRUNet, item_bias: torch.Tensor, mixtures: Sequence[RepeatMixture | None]
+    ) -> list[float]:
+        """:meth:`ndcg_at_10` under each of ``mixtures`` (one pass of the GRU)."""
         device = net.embedding.weight.device
 
         def encode(windows: np.ndarray) -> torch.Tensor:
             context = self.context.to(device) if self.context is not None else None
             return net.final_state(torch.from_numpy(windows).to(device), self.lengths, context, self.users.to(device))
 
-        return self.held.ndcg_at_10(encode, net.item_vectors(), item_bias, repeats)
+        return self.held.ndcg_at_10_each(encode, net.item_vectors(), item_bias, mixtures)
 
 
 __all__ = ["HeldOutWindows"]

@@ -410,6 +410,7 @@ class GRURecipe(Recipe):
                 windows, self.params["validation_share"], VALIDATION_USERS_CAP, rng, features.sequences()
             )
         batch, epochs = self.schedule(len(windows), windows.n_events, early_stopping=held_out is not None)
+        self.fit_state.repeat_recency_weight = None  # chosen again on this training's held-out events
         self._train(windows, features, rng, epochs, batch, held_out=held_out)
         del windows, held_out, features  # (at 10M events: 750 MB the user states need not share)
         self._finish(everyone, warm_items=0)
@@ -577,11 +578,17 @@ class GRURecipe(Recipe):
 
         hook = self._early_stopping_hook(net, held_out, device)
         log = run_training(net, plan, batches, batch_loss, early_stopping=hook, after_epoch=self.epoch_callback)
+        recency = {}
+        if held_out is not None:
+            with torch.no_grad():
+                scores = self._held_out_scores(net, held_out, device)
+                recency = self.fit_state.choose_recency_weight(self.params, self.repeat_revivable(), scores)
         net.to("cpu")
         self._stats = {
             **log.stats(),
             "epochs_planned": epochs,
             **self._early_stopping_report(held_out),
+            **recency,
             "training_events": windows.n_events,
             "windows": len(windows),
             "batch_size": batch,
@@ -609,10 +616,16 @@ class GRURecipe(Recipe):
         self._early_stopping = EarlyStopping(self.params["early_stopping_patience"])
         if held_out is None:
             return None
+        scores = self._held_out_scores(net, held_out, device)
+        return EarlyStoppingHook(self._early_stopping, lambda: scores([self._repeats()])[0])
+
+    def _held_out_scores(
+        self, net: GRUNet, held_out: HeldOutWindows, device: torch.device
+    ) -> Callable[[list[RepeatMixture | None]], list[float]]:
+        """NDCG@10 of ``held_out`` under ``net`` as it is now, mixed by each of the mixtures
+        given; items never trained are not ranked."""
         blocked = torch.from_numpy(np.where(self.fit_state.trained, 0.0, -np.inf).astype(np.float32)).to(device)
-        return EarlyStoppingHook(
-            self._early_stopping, lambda: held_out.ndcg_at_10(net, net.bias + blocked, self._repeats())
-        )
+        return lambda mixtures: held_out.ndcg_at_10_each(net, net.bias + blocked, mixtures)
 
     def _early_stopping_report(self, held_out: HeldOutWindows | None) -> dict[str, Any]:
         if held_out is None:

@@ -37,20 +37,26 @@ measured with the repeat share, and the repeat mode mixes it with the model's or
                     + (1 - lambda) · p(i) / p(seen),
 
 ``lambda`` being the hyperparameter ``repeat_recency`` (items older than the depth share
-their pooled entry equally). A user's item the model cannot score (never trained on: on
+their pooled entry equally). How informative recency is differs by data (the best weight
+was 1 on movielens-poc, 0.5–0.75 on airline-contextual and 0.25 on the synthetic demo
+data, whose repeats go back to any item the user had), so by default (``-1``) it is chosen
+after a FULL training: the weight of 0, 0.25, 0.5, 0.75 or 1 that ranks the held-out
+newest events best with the kept weights (0.25 without held-out events, i.e. with early
+stopping off). A user's item the model cannot score (never trained on: on
 movielens-poc the click that comes just before its watch is, in 3% of the test users, the
 item's only earlier event) keeps its recency mass, so it is recommended again as people
 do, unless the recipe may never recommend it (aws-hrnn-coldstart's warm items). On
 movielens-poc, 87% of repeats are of the item just before and 6% of the one before it;
-one trained model each scored both ways (leave-last-out, one thread): aws-hrnn NDCG@10
-0.6152 -> 0.6615, aws-user-personalization-v2 0.6229 -> 0.6619; airline-contextual
-0.2449 -> 0.2473 and 0.2827 -> 0.2842 (bench/README.md, session 23).
+one trained model each scored both ways (leave-last-out, one thread; weight 0.75):
+aws-hrnn NDCG@10 0.6152 -> 0.6615, aws-user-personalization-v2 0.6229 -> 0.6619;
+airline-contextual 0.2449 -> 0.2473 and 0.2827 -> 0.2842 (bench/README.md, session 23).
 """
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -68,15 +74,19 @@ REPEAT_AWARE_HP = HyperParameter(
     help="mix the scores with the share of events that repeat one of the user's items (RepeatNet's repeat / "
     "explore modes; see recipes/repeats.py)",
 )
+RECENCY_AUTO = -1.0  # repeat_recency: chosen after training on the held-out newest events
+RECENCY_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)  # the weights chosen among
+RECENCY_FALLBACK = 0.25  # auto without held-out events (early stopping off)
 REPEAT_RECENCY_HP = HyperParameter(
     "repeat_recency",
     float,
-    0.75,
-    0.0,
+    RECENCY_AUTO,
+    RECENCY_AUTO,
     1.0,
-    tunable=True,
     help="weight of recency in the repeat mode: how often repeats were of the user's newest, second newest, ... "
-    "item, against the model's order of the user's items (0 = the model's order only; see recipes/repeats.py)",
+    "item, against the model's order of the user's items (0 = the model's order only); -1 = auto: the weight of "
+    f"{', '.join(map(str, RECENCY_WEIGHTS))} that ranks the held-out newest events best ({RECENCY_FALLBACK} without "
+    "them; see recipes/repeats.py)",
 )
 REPEAT_HPS = (REPEAT_AWARE_HP, REPEAT_RECENCY_HP)
 NORMALISER_MIN_UNSEEN = 1e-3  # 1 - p(seen) below this: the mixed normaliser is summed, not derived
@@ -267,6 +277,16 @@ def mix_repeats_with_log_z(
     return log_z_mixed.to(logits.dtype)[:, None]
 
 
+def choose_recency_weight(
+    mixture: RepeatMixture, score_each: Callable[[list[RepeatMixture | None]], list[float]]
+) -> tuple[float, list[float]]:
+    """(the weight of :data:`RECENCY_WEIGHTS` whose mixture ``score_each`` scores highest, the
+    lowest among equals; every weight's score)."""
+    candidates: list[RepeatMixture | None] = [replace(mixture, recency_weight=w) for w in RECENCY_WEIGHTS]
+    scores = score_each(candidates)
+    return RECENCY_WEIGHTS[int(np.argmax(scores))], [round(float(x), 5) for x in scores]
+
+
 def revived(mixture: RepeatMixture, items: np.ndarray) -> np.ndarray:
     """[len(items)] True for the history items that join the repeat mode even at -inf:
     with recency in the mix, those the recipe may recommend at all."""
@@ -308,9 +328,13 @@ def row_log_z(logits: torch.Tensor) -> torch.Tensor:
 __all__ = [
     "REPEAT_AWARE_HP",
     "REPEAT_HPS",
+    "RECENCY_AUTO",
+    "RECENCY_FALLBACK",
+    "RECENCY_WEIGHTS",
     "REPEAT_RECENCY_HP",
     "HistoryPairs",
     "RepeatMixture",
+    "choose_recency_weight",
     "history_pairs",
     "mix_repeats",
     "mix_repeats_with_log_z",

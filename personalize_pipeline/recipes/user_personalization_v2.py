@@ -258,6 +258,7 @@ class SASRecRecipe(Recipe):
             trained = (targets >= 0).any(axis=1)  # (an overlapping window may have lost its only target)
             inputs, targets = inputs[trained], targets[trained]
         epochs = self.params["epochs"] or self.auto_epochs(int((targets >= 0).sum()))
+        self.fit_state.repeat_recency_weight = None  # chosen again on this training's held-out events
         self._train(inputs, targets, epochs, rng, list(self.net.parameters()), held_out=held_out)
         self.fitted = True
         self._cache_user_states(features)
@@ -416,12 +417,12 @@ class SASRecRecipe(Recipe):
         if held_out is not None:
             held = held_out
 
-            def score() -> float:
-                return held.ndcg_at_10(
-                    lambda w: net.last_states(w, LENGTH_BLOCK), net.item_vectors(), repeats=self._repeats()
+            def scores(mixtures: list[RepeatMixture | None]) -> list[float]:
+                return held.ndcg_at_10_each(
+                    lambda w: net.last_states(w, LENGTH_BLOCK), net.item_vectors(), None, mixtures
                 )
 
-            hook = EarlyStoppingHook(self._early_stopping, score)
+            hook = EarlyStoppingHook(self._early_stopping, lambda: scores([self._repeats()])[0])
         log = run_training(
             net,
             plan,
@@ -431,6 +432,9 @@ class SASRecRecipe(Recipe):
             after_epoch=self.epoch_callback,
         )
         self._stats = self._training_report(log, epochs, held_out, targets, sampler, use_bf16)
+        if held_out is not None:
+            with torch.no_grad():
+                self._stats.update(self.fit_state.choose_recency_weight(self.params, None, scores))
 
     def _training_report(
         self,
