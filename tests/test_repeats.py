@@ -218,28 +218,58 @@ def test_mixed_top_k_from_one_pass_ranks_and_scores_like_the_mixture_over_whole_
 
 def test_the_recency_weight_is_the_one_that_ranks_held_out_events_best():
     mixture = RepeatMixture(0.4, RECENCY_SHARES, RECENCY_FALLBACK)
-    seen: list[float] = []
+    seen: list[float | None] = []
 
-    def score_each(mixtures):
-        seen.extend(m.recency_weight for m in mixtures)
-        return [{0.0: 0.30, 0.25: 0.32, 0.5: 0.35, 0.75: 0.35, 1.0: 0.31}[m.recency_weight] for m in mixtures]
+    def scored_by(table):
+        def score_each(mixtures):
+            seen.extend(None if m is None else m.recency_weight for m in mixtures)
+            return [table[None if m is None else m.recency_weight] for m in mixtures]
 
-    weight, scores = choose_recency_weight(mixture, score_each)
-    assert seen == list(RECENCY_WEIGHTS) and weight == 0.5  # the lower of two equal scores
-    assert scores == [0.30, 0.32, 0.35, 0.35, 0.31]
+        return score_each
+
+    table = {0.0: 0.30, 0.25: 0.32, 0.5: 0.35, 0.75: 0.35, 1.0: 0.31, None: 0.35}
+    weight, scores = choose_recency_weight(mixture, scored_by(table))
+    assert seen == [*RECENCY_WEIGHTS, None] and weight == 0.5  # the lowest of equal scores; mixed before unmixed
+    assert scores == [0.30, 0.32, 0.35, 0.35, 0.31, 0.35]
+    weight, _ = choose_recency_weight(mixture, scored_by({**table, None: 0.36}))
+    assert weight is None  # the held-out events rank best unmixed
+
+
+def _best_at(best):
+    """A ``score_each`` whose best mixture has the recency weight ``best`` (None: unmixed)."""
+    return lambda mixtures: [1.0 if (None if m is None else m.recency_weight) == best else 0.0 for m in mixtures]
 
 
 def test_fit_state_chooses_the_weight_only_when_auto_and_saves_it():
     state = FitState(popularity=np.ones(5), trained=np.ones(5, dtype=bool))
     state.measure_repeats(np.array([0, 4]), np.array([0, 1, 1, 0]), 5)
-    best_at_one = lambda mixtures: [m.recency_weight for m in mixtures]  # noqa: E731
     params = {"repeat_aware": True, "repeat_recency": RECENCY_AUTO}
     assert state.repeat_mixture(params).recency_weight == RECENCY_FALLBACK  # nothing chosen yet
-    report = state.choose_recency_weight(params, None, best_at_one)
+    report = state.choose_recency_weight(params, None, _best_at(1.0))
     assert report["repeat_recency_chosen"] == 1.0 and state.repeat_mixture(params).recency_weight == 1.0
+    assert report["held_out_ndcg10_by_repeat_recency"] == {
+        "0.0": 0,
+        "0.25": 0,
+        "0.5": 0,
+        "0.75": 0,
+        "1.0": 1,
+        "unmixed": 0,
+    }
     again = FitState.read(state.arrays())
     assert again.repeat_recency_weight == 1.0 and np.allclose(again.repeat_recency, state.repeat_recency)
     fixed = {"repeat_aware": True, "repeat_recency": 0.3}
-    assert state.choose_recency_weight(fixed, None, best_at_one) == {}
+    assert state.choose_recency_weight(fixed, None, _best_at(None)) == {}
     assert state.repeat_mixture(fixed).recency_weight == 0.3
     assert state.repeat_mixture({"repeat_aware": False, "repeat_recency": 0.3}) is None
+
+
+def test_fit_state_turns_mixing_off_where_held_out_events_rank_better_unmixed():
+    state = FitState(popularity=np.ones(5), trained=np.ones(5, dtype=bool))
+    state.measure_repeats(np.array([0, 4]), np.array([0, 1, 1, 0]), 5)
+    auto = {"repeat_aware": True, "repeat_recency": RECENCY_AUTO}
+    assert state.choose_recency_weight(auto, None, _best_at(None))["repeat_recency_chosen"] == "unmixed"
+    assert state.repeat_mixture(auto) is None
+    assert FitState.read(state.arrays()).repeat_mixture(auto) is None  # saved with the version
+    assert state.repeat_mixture({"repeat_aware": True, "repeat_recency": 0.5}).recency_weight == 0.5  # set: mixes
+    state.reset_repeat_choice()
+    assert state.repeat_mixture(auto).recency_weight == RECENCY_FALLBACK

@@ -15,7 +15,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .repeats import RECENCY_AUTO, RECENCY_FALLBACK, RepeatMixture, choose_recency_weight, recency_shares, repeat_share
+from .repeats import (
+    RECENCY_AUTO,
+    RECENCY_FALLBACK,
+    RECENCY_WEIGHTS,
+    RepeatMixture,
+    choose_recency_weight,
+    recency_shares,
+    repeat_share,
+)
 
 
 @dataclass
@@ -40,6 +48,13 @@ class FitState:
     # the weight of recency chosen on held-out newest events (repeat_recency auto); None: not
     # chosen (no held-out events, or a version saved before)
     repeat_recency_weight: float | None = None
+    # True: the held-out newest events ranked better without the repeat mixture (repeat_recency
+    # auto), so the scores are not mixed
+    repeat_unmixed: bool = False
+
+    def reset_repeat_choice(self) -> None:
+        """Forget what an earlier FULL training chose (a new one chooses again)."""
+        self.repeat_recency_weight, self.repeat_unmixed = None, False
 
     def measure_repeats(self, indptr: np.ndarray, items: np.ndarray, n_items: int) -> None:
         """The repeat share and recency shares of the training sequences (CSR)."""
@@ -52,6 +67,8 @@ class FitState:
         if not params.get("repeat_aware") or self.repeat_share is None:
             return None
         weight = float(params.get("repeat_recency", RECENCY_AUTO))
+        if weight < 0 and self.repeat_unmixed:
+            return None
         if weight < 0:
             weight = self.repeat_recency_weight if self.repeat_recency_weight is not None else RECENCY_FALLBACK
         return RepeatMixture(self.repeat_share, self.repeat_recency, weight, revivable)
@@ -63,13 +80,20 @@ class FitState:
         score_each: Callable[[list[RepeatMixture | None]], list[float]],
     ) -> dict[str, object]:
         """After a FULL training with held-out newest events: with ``repeat_recency`` auto,
-        the recency weight that ranks them best (``score_each``: their NDCG@10 under each
-        mixture). Returns the report's entries."""
+        the recency weight that ranks them best, or no mixing where they rank better unmixed
+        (``score_each``: their NDCG@10 under each mixture, None = unmixed). Returns the
+        report's entries."""
         mixture = self.repeat_mixture(params, revivable)
         if mixture is None or mixture.recency is None or params["repeat_recency"] >= 0:
             return {}
-        self.repeat_recency_weight, scores = choose_recency_weight(mixture, score_each)
-        return {"repeat_recency_chosen": self.repeat_recency_weight, "held_out_ndcg10_by_repeat_recency": scores}
+        weight, scores = choose_recency_weight(mixture, score_each)
+        self.repeat_recency_weight, self.repeat_unmixed = weight, weight is None
+        return {
+            "repeat_recency_chosen": "unmixed" if weight is None else weight,
+            "held_out_ndcg10_by_repeat_recency": dict(
+                zip([*map(str, RECENCY_WEIGHTS), "unmixed"], scores, strict=True)
+            ),
+        }
 
     def repeat_stats(self) -> dict[str, float]:
         """The repeat share and the share of repeats of the user's newest item, for reports."""
@@ -97,6 +121,8 @@ class FitState:
             out["repeat_recency"] = self.repeat_recency
         if self.repeat_recency_weight is not None:
             out["repeat_recency_weight"] = np.array(self.repeat_recency_weight)
+        if self.repeat_unmixed:
+            out["repeat_unmixed"] = np.array(True)
         return out
 
     @classmethod
@@ -111,6 +137,7 @@ class FitState:
             repeat_share=float(state["repeat_share"]) if "repeat_share" in state else None,
             repeat_recency=np.asarray(state["repeat_recency"], dtype=np.float64) if "repeat_recency" in state else None,
             repeat_recency_weight=(float(state["repeat_recency_weight"]) if "repeat_recency_weight" in state else None),
+            repeat_unmixed=bool(state["repeat_unmixed"]) if "repeat_unmixed" in state else False,
         )
 
 

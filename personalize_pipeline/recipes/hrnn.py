@@ -410,7 +410,7 @@ class GRURecipe(Recipe):
                 windows, self.params["validation_share"], VALIDATION_USERS_CAP, rng, features.sequences()
             )
         batch, epochs = self.schedule(len(windows), windows.n_events, early_stopping=held_out is not None)
-        self.fit_state.repeat_recency_weight = None  # chosen again on this training's held-out events
+        self.fit_state.reset_repeat_choice()  # chosen again on this training's held-out events
         self._train(windows, features, rng, epochs, batch, held_out=held_out)
         del windows, held_out, features  # (at 10M events: 750 MB the user states need not share)
         self._finish(everyone, warm_items=0)

@@ -41,8 +41,9 @@ their pooled entry equally). How informative recency is differs by data (the bes
 was 1 on movielens-poc, 0.5–0.75 on airline-contextual and 0.25 on the synthetic demo
 data, whose repeats go back to any item the user had), so by default (``-1``) it is chosen
 after a FULL training: the weight of 0, 0.25, 0.5, 0.75 or 1 that ranks the held-out
-newest events best with the kept weights (0.25 without held-out events, i.e. with early
-stopping off). A user's item the model cannot score (never trained on: on
+newest events best with the kept weights, or no mixing at all where they rank better
+unmixed (on the demo data the model's own scores already know which items come back; 0.25
+without held-out events, i.e. with early stopping off). A user's item the model cannot score (never trained on: on
 movielens-poc the click that comes just before its watch is, in 3% of the test users, the
 item's only earlier event) keeps its recency mass, so it is recommended again as people
 do, unless the recipe may never recommend it (aws-hrnn-coldstart's warm items). On
@@ -85,8 +86,8 @@ REPEAT_RECENCY_HP = HyperParameter(
     1.0,
     help="weight of recency in the repeat mode: how often repeats were of the user's newest, second newest, ... "
     "item, against the model's order of the user's items (0 = the model's order only); -1 = auto: the weight of "
-    f"{', '.join(map(str, RECENCY_WEIGHTS))} that ranks the held-out newest events best ({RECENCY_FALLBACK} without "
-    "them; see recipes/repeats.py)",
+    f"{', '.join(map(str, RECENCY_WEIGHTS))} that ranks the held-out newest events best, or no mixing where they rank "
+    f"better unmixed ({RECENCY_FALLBACK} without held-out events; see recipes/repeats.py)",
 )
 REPEAT_HPS = (REPEAT_AWARE_HP, REPEAT_RECENCY_HP)
 NORMALISER_MIN_UNSEEN = 1e-3  # 1 - p(seen) below this: the mixed normaliser is summed, not derived
@@ -279,12 +280,14 @@ def mix_repeats_with_log_z(
 
 def choose_recency_weight(
     mixture: RepeatMixture, score_each: Callable[[list[RepeatMixture | None]], list[float]]
-) -> tuple[float, list[float]]:
+) -> tuple[float | None, list[float]]:
     """(the weight of :data:`RECENCY_WEIGHTS` whose mixture ``score_each`` scores highest, the
-    lowest among equals; every weight's score)."""
+    lowest among equals, or None where the scores unmixed beat every mixture; the scores of
+    each weight, then unmixed)."""
     candidates: list[RepeatMixture | None] = [replace(mixture, recency_weight=w) for w in RECENCY_WEIGHTS]
-    scores = score_each(candidates)
-    return RECENCY_WEIGHTS[int(np.argmax(scores))], [round(float(x), 5) for x in scores]
+    scores = [round(float(x), 5) for x in score_each([*candidates, None])]
+    best = int(np.argmax(scores))
+    return (RECENCY_WEIGHTS[best] if best < len(RECENCY_WEIGHTS) else None), scores
 
 
 def revived(mixture: RepeatMixture, items: np.ndarray) -> np.ndarray:

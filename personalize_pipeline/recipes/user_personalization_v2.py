@@ -258,7 +258,7 @@ class SASRecRecipe(Recipe):
             trained = (targets >= 0).any(axis=1)  # (an overlapping window may have lost its only target)
             inputs, targets = inputs[trained], targets[trained]
         epochs = self.params["epochs"] or self.auto_epochs(int((targets >= 0).sum()))
-        self.fit_state.repeat_recency_weight = None  # chosen again on this training's held-out events
+        self.fit_state.reset_repeat_choice()  # chosen again on this training's held-out events
         self._train(inputs, targets, epochs, rng, list(self.net.parameters()), held_out=held_out)
         self.fitted = True
         self._cache_user_states(features)
