@@ -16,6 +16,7 @@ from personalize_pipeline.recipes.repeats import (
     mix_repeats,
     mix_repeats_with_log_z,
     recency_shares,
+    repeat_counts,
     repeat_share,
     row_log_z,
 )
@@ -28,8 +29,9 @@ def test_repeat_share_counts_transitions_to_an_item_the_user_had():
     # user 0: a b a b (2 repeats in 3 transitions); user 1: c (no transition); user 2: a c (none)
     indptr = np.array([0, 4, 5, 7])
     items = np.array([0, 1, 0, 1, 2, 0, 2])
-    assert repeat_share(indptr, items, 3) == (2 + 0.5) / (4 + 1)
-    assert repeat_share(np.array([0, 3]), np.array([0, 1, 2]), 3) == 0.5 / 3  # nobody repeats: near 0
+    assert repeat_share(indptr, repeat_counts(indptr, items)) == (2 + 0.5) / (4 + 1)
+    nobody = np.array([0, 3])
+    assert repeat_share(nobody, repeat_counts(nobody, np.array([0, 1, 2]))) == 0.5 / 3  # nobody repeats: near 0
 
 
 def test_mixture_gives_the_users_items_the_repeat_share_and_keeps_each_modes_order():
@@ -77,7 +79,7 @@ def test_recency_shares_count_repeats_by_how_recent_the_item_was():
     items = np.array([0, 1, 1, 0, 2, 3, 4, 2, 0, 1])
     counts = np.full(RECENCY_DEPTH + 1, 0.5)
     counts[:3] += 1
-    np.testing.assert_allclose(recency_shares(indptr, items), counts / counts.sum())
+    np.testing.assert_allclose(recency_shares(repeat_counts(indptr, items)), counts / counts.sum())
 
 
 def _recency_reference(indptr: np.ndarray, items: np.ndarray) -> np.ndarray:
@@ -98,7 +100,7 @@ def test_recency_shares_match_a_plain_count_past_the_measured_depth():
     lengths = rng.integers(0, 80, size=60)
     indptr = np.concatenate([[0], np.cumsum(lengths)])
     items = rng.integers(0, 25, size=int(lengths.sum()))  # 25 items: repeats at every depth, and older
-    np.testing.assert_allclose(recency_shares(indptr, items), _recency_reference(indptr, items))
+    np.testing.assert_allclose(recency_shares(repeat_counts(indptr, items)), _recency_reference(indptr, items))
 
 
 def test_history_pairs_rank_each_rows_distinct_items_newest_first():
@@ -242,7 +244,7 @@ def _best_at(best):
 
 def test_fit_state_chooses_the_weight_only_when_auto_and_saves_it():
     state = FitState(popularity=np.ones(5), trained=np.ones(5, dtype=bool))
-    state.measure_repeats(np.array([0, 4]), np.array([0, 1, 1, 0]), 5)
+    state.measure_repeats(np.array([0, 4]), np.array([0, 1, 1, 0]))
     params = {"repeat_aware": True, "repeat_recency": RECENCY_AUTO}
     assert state.repeat_mixture(params).recency_weight == RECENCY_FALLBACK  # nothing chosen yet
     report = state.choose_recency_weight(params, None, _best_at(1.0))
@@ -265,7 +267,7 @@ def test_fit_state_chooses_the_weight_only_when_auto_and_saves_it():
 
 def test_fit_state_turns_mixing_off_where_held_out_events_rank_better_unmixed():
     state = FitState(popularity=np.ones(5), trained=np.ones(5, dtype=bool))
-    state.measure_repeats(np.array([0, 4]), np.array([0, 1, 1, 0]), 5)
+    state.measure_repeats(np.array([0, 4]), np.array([0, 1, 1, 0]))
     auto = {"repeat_aware": True, "repeat_recency": RECENCY_AUTO}
     assert state.choose_recency_weight(auto, None, _best_at(None))["repeat_recency_chosen"] == "unmixed"
     assert state.repeat_mixture(auto) is None

@@ -22,6 +22,7 @@ from .repeats import (
     RepeatMixture,
     choose_recency_weight,
     recency_shares,
+    repeat_counts,
     repeat_share,
 )
 
@@ -56,10 +57,12 @@ class FitState:
         """Forget what an earlier FULL training chose (a new one chooses again)."""
         self.repeat_recency_weight, self.repeat_unmixed = None, False
 
-    def measure_repeats(self, indptr: np.ndarray, items: np.ndarray, n_items: int) -> None:
-        """The repeat share and recency shares of the training sequences (CSR)."""
-        self.repeat_share = repeat_share(indptr, items, n_items)
-        self.repeat_recency = recency_shares(indptr, items)
+    def measure_repeats(self, indptr: np.ndarray, items: np.ndarray) -> None:
+        """The repeat share and recency shares of the training sequences (CSR), from one
+        count of their repeats."""
+        counts = repeat_counts(indptr, items)
+        self.repeat_share = repeat_share(indptr, counts)
+        self.repeat_recency = recency_shares(counts)
 
     def repeat_mixture(self, params: dict, revivable: np.ndarray | None = None) -> RepeatMixture | None:
         """How the scores are mixed (:mod:`.repeats`) under the recipe's ``params``; None

@@ -473,7 +473,7 @@ class GRURecipe(Recipe):
         self.fit_state.trained = self.fit_state.popularity > 0
         self.fit_state.latest_time = float(every_time.max()) if len(every_time) else None
         self.n_items = features.n_items
-        self.fit_state.measure_repeats(*features.sequences(), features.n_items)
+        self.fit_state.measure_repeats(*features.sequences())
         self._scorer = None  # the item side of scoring is rebuilt from the new network
 
     def _warm_network(

@@ -43,10 +43,11 @@ data, whose repeats go back to any item the user had), so by default (``-1``) it
 after a FULL training: the weight of 0, 0.25, 0.5, 0.75 or 1 that ranks the held-out
 newest events best with the kept weights, or no mixing at all where they rank better
 unmixed (on the demo data the model's own scores already know which items come back; 0.25
-without held-out events, i.e. with early stopping off). A user's item the model cannot score (never trained on: on
-movielens-poc the click that comes just before its watch is, in 3% of the test users, the
-item's only earlier event) keeps its recency mass, so it is recommended again as people
-do, unless the recipe may never recommend it (aws-hrnn-coldstart's warm items). On
+without held-out events, i.e. with early stopping off). A user's item the model cannot
+score (never trained on: on movielens-poc the click that comes just before its watch is,
+in 3% of the test users, the item's only earlier event) keeps its recency mass, so it is
+recommended again as people do, unless the recipe may never recommend it
+(aws-hrnn-coldstart's warm items). On
 movielens-poc, 87% of repeats are of the item just before and 6% of the one before it;
 one trained model each scored both ways (leave-last-out, one thread; weight 0.75):
 aws-hrnn NDCG@10 0.6152 -> 0.6615, aws-user-personalization-v2 0.6229 -> 0.6619;
@@ -130,9 +131,6 @@ class HistoryPairs:
     items: np.ndarray
     weights: np.ndarray
 
-    def __len__(self) -> int:
-        return len(self.rows)
-
 
 def history_pairs(rows: np.ndarray, items: np.ndarray, recency: np.ndarray) -> HistoryPairs:
     """Each row's distinct items ranked by their newest occurrence (one compiled pass over
@@ -188,25 +186,25 @@ def _distinct_newest_first(
     return kept
 
 
-def repeat_share(indptr: np.ndarray, items: np.ndarray, n_items: int) -> float:
+def repeat_counts(indptr: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """[RECENCY_DEPTH + 1] the training repeats (events whose item the user already had) by
+    the recency rank of their item: the user's newest, second newest, ... distinct item, the
+    last entry older ones (one compiled pass over the per-user CSR sequences)."""
+    return _recency_counts(np.asarray(indptr, dtype=np.int64), np.asarray(items, dtype=np.int64), RECENCY_DEPTH)
+
+
+def repeat_share(indptr: np.ndarray, counts: np.ndarray) -> float:
     """The smoothed share of transitions (an event after the user's first) whose item the
-    user already had; vectorised (one in-place sort of (user, item) keys)."""
-    lengths = np.diff(indptr)
-    transitions = int(np.maximum(lengths - 1, 0).sum())
-    keys = np.repeat(np.arange(len(lengths), dtype=np.int64) * max(int(n_items), 1), lengths)
-    keys += items  # one (user, item) key per event, sorted in place: no copies of 10M-event arrays
-    keys.sort()
-    first_times = int(np.count_nonzero(keys[1:] != keys[:-1])) + int(len(keys) > 0)
-    repeats = len(items) - first_times
-    return (repeats + 0.5) / (transitions + 1.0)
+    user already had, from the sequences' ``indptr`` and their :func:`repeat_counts`."""
+    transitions = int(np.maximum(np.diff(indptr) - 1, 0).sum())
+    return (float(counts.sum()) + 0.5) / (transitions + 1.0)
 
 
-def recency_shares(indptr: np.ndarray, items: np.ndarray) -> np.ndarray:
-    """[RECENCY_DEPTH + 1] the share of training repeats whose item was the user's newest,
-    second newest, ... distinct item (the last entry: older), each count smoothed by ½."""
-    counts = _recency_counts(np.asarray(indptr, dtype=np.int64), np.asarray(items, dtype=np.int64), RECENCY_DEPTH)
-    counts = counts + 0.5
-    return counts / counts.sum()
+def recency_shares(counts: np.ndarray) -> np.ndarray:
+    """[RECENCY_DEPTH + 1] the share of :func:`repeat_counts`' repeats at each recency rank,
+    each count smoothed by ½."""
+    smoothed = counts + 0.5
+    return smoothed / smoothed.sum()
 
 
 @njit(nogil=True, cache=True)
@@ -267,11 +265,11 @@ def mix_repeats_with_log_z(
     r, c = torch.from_numpy(r_np).to(logits.device), torch.from_numpy(c_np).to(logits.device)
     p = torch.exp(raw[torch.from_numpy(keep)].to(logits.device) - log_z[r].double())
     p_true = torch.zeros(n, device=logits.device, dtype=torch.float64).index_add_(0, r, p)
-    w_sum = np.bincount(r_np, weights=w, minlength=n)
+    w_sum = np.bincount(r_np, weights=w, minlength=n)  # > 0 exactly in the rows with pairs (weights > 0)
     w = torch.from_numpy(w / np.maximum(w_sum, 1e-300)[r_np]).to(logits.device)
     mixed, log_z_mixed = _mixed_logits(p, w, r, p_true, log_z, mixture)
     logits[r, c] = mixed.to(logits.dtype)
-    mixing = torch.from_numpy(np.bincount(r_np, minlength=n) > 0).to(logits.device)
+    mixing = torch.from_numpy(w_sum > 0).to(logits.device)
     log_z_mixed = torch.where(mixing, log_z_mixed, log_z.double())  # rows with nothing to mix keep theirs
     if bool((p_true > 1.0 - NORMALISER_MIN_UNSEEN).any()):
         return None
@@ -342,6 +340,7 @@ __all__ = [
     "mix_repeats",
     "mix_repeats_with_log_z",
     "recency_shares",
+    "repeat_counts",
     "repeat_share",
     "revived",
     "row_log_z",

@@ -320,7 +320,7 @@ class SASRecRecipe(Recipe):
         self.fit_state.trained = self.fit_state.popularity > 0
         self.fit_state.latest_time = float(timestamps.max()) if len(timestamps) else None
         self.n_items = features.n_items
-        self.fit_state.measure_repeats(*features.sequences(), features.n_items)
+        self.fit_state.measure_repeats(*features.sequences())
         self.item_meta = None
         if not self.params["use_item_metadata"]:
             return
