@@ -75,6 +75,17 @@ class Features:
         np.cumsum(counts, out=indptr[1:])
         return indptr, self.interactions["item"].to_numpy()
 
+    def event_signals(self) -> np.ndarray:
+        """Per-event [n_events, 2] int64: the EVENT_TYPE code (-1 where none) and the
+        timestamp, aligned with :meth:`sequences` (what a repeat head reads)."""
+        frame = self.interactions
+        kinds = (
+            pd.Categorical(frame["event_type"]).codes.astype(np.int64)
+            if "event_type" in frame.columns
+            else np.full(len(frame), -1, dtype=np.int64)
+        )
+        return np.stack([kinds, frame["timestamp"].to_numpy(np.int64)], axis=1)
+
     def context_matrix(self) -> np.ndarray | None:
         """Per-event contextual codes [n_events, n_context] (0 = missing), or None."""
         cols = [c for c in self.info.get("context_columns", []) if c in self.interactions.columns]

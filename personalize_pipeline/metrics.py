@@ -66,12 +66,14 @@ class EvalSplit:
     truth_items: np.ndarray
     input_context: np.ndarray | None = None
     cutoff: float | None = None  # time protocol: epoch seconds
+    input_signals: np.ndarray | None = None  # [len(input_items), 2] event type, timestamp
 
     def batch(self, rows: slice) -> UserBatch:
         ptr = self.input_indptr[rows.start : rows.stop + 1]
         items = self.input_items[ptr[0] : ptr[-1]]
         ctx = self.input_context[ptr[0] : ptr[-1]] if self.input_context is not None else None
-        return UserBatch(self.test_users[rows], ptr - ptr[0], items, ctx)
+        sig = self.input_signals[ptr[0] : ptr[-1]] if self.input_signals is not None else None
+        return UserBatch(self.test_users[rows], ptr - ptr[0], items, ctx, history_signals=sig)
 
 
 def _user_bounds(features: Features) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -80,13 +82,16 @@ def _user_bounds(features: Features) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return indptr, items, lengths
 
 
-def _segments(starts: np.ndarray, lengths: np.ndarray, values: np.ndarray, context: np.ndarray | None = None):
-    """CSR of values[starts[i] : starts[i] + lengths[i]] for each i (and the same rows of
-    ``context`` when given)."""
+def _segments(starts: np.ndarray, lengths: np.ndarray, values: np.ndarray, *extras: np.ndarray | None):
+    """CSR of values[starts[i] : starts[i] + lengths[i]] for each i, and the same rows of
+    each of ``extras`` (None stays None)."""
     ptr, idx = segment_index(starts, lengths)
-    if context is None:
-        return ptr, values[idx]
-    return ptr, values[idx], context[idx]
+    return ptr, values[idx], *(None if extra is None else extra[idx] for extra in extras)
+
+
+def _event_extras(features: Features) -> tuple[np.ndarray | None, np.ndarray]:
+    """The per-event context codes (or None) and signals that go with a test user's input."""
+    return features.context_matrix(), features.event_signals()
 
 
 def _event_mask(indptr: np.ndarray, n_events: int, keep_first: np.ndarray) -> np.ndarray:
@@ -110,18 +115,10 @@ def personalize_split(features: Features, seed: int = 42, test_fraction: float =
     n = lengths[test_users]
     n_truth = np.clip(np.floor(0.1 * n + 0.5).astype(np.int64), 1, n - 1)
     n_input = n - n_truth
-    context = features.context_matrix()
-    in_ptr, in_items, *in_ctx = _segments(indptr[test_users], n_input, items, context)
+    in_ptr, in_items, in_ctx, in_sig = _segments(indptr[test_users], n_input, items, *_event_extras(features))
     tr_ptr, tr_items = _segments(indptr[test_users] + n_input, n_truth, items)
     return EvalSplit(
-        "personalize",
-        train,
-        test_users.astype(np.int64),
-        in_ptr,
-        in_items,
-        tr_ptr,
-        tr_items,
-        in_ctx[0] if in_ctx else None,
+        "personalize", train, test_users.astype(np.int64), in_ptr, in_items, tr_ptr, tr_items, in_ctx, None, in_sig
     )
 
 
@@ -142,19 +139,11 @@ def leave_last_out_split(features: Features, stage: str = "test") -> EvalSplit:
         raise ValueError(stage)
     if len(users) == 0:
         raise InputError("the leave-last-out protocol needs users with 2 or more interactions")
-    context = features.context_matrix()
-    in_ptr, in_items, *in_ctx = _segments(indptr[users], n_input, items, context)
+    in_ptr, in_items, in_ctx, in_sig = _segments(indptr[users], n_input, items, *_event_extras(features))
     tr_ptr = np.arange(len(users) + 1, dtype=np.int64)
     tr_items = items[indptr[users] + n_input]
     return EvalSplit(
-        "leave-last-out",
-        train,
-        users.astype(np.int64),
-        in_ptr,
-        in_items,
-        tr_ptr,
-        tr_items,
-        in_ctx[0] if in_ctx else None,
+        "leave-last-out", train, users.astype(np.int64), in_ptr, in_items, tr_ptr, tr_items, in_ctx, None, in_sig
     )
 
 
@@ -179,19 +168,10 @@ def time_split(features: Features, cutoff: float | None = None) -> EvalSplit:
             f"time holdout cut-off {cutoff:.0f} leaves no user with events on both sides (events span {lo} to {hi})"
         )
     train = features.where(before)
-    context = features.context_matrix()
-    in_ptr, in_items, *in_ctx = _segments(indptr[users], n_before[users], items, context)
+    in_ptr, in_items, in_ctx, in_sig = _segments(indptr[users], n_before[users], items, *_event_extras(features))
     tr_ptr, tr_items = _segments(indptr[users] + n_before[users], n_after[users], items)
     return EvalSplit(
-        "time",
-        train,
-        users.astype(np.int64),
-        in_ptr,
-        in_items,
-        tr_ptr,
-        tr_items,
-        in_ctx[0] if in_ctx else None,
-        float(cutoff),
+        "time", train, users.astype(np.int64), in_ptr, in_items, tr_ptr, tr_items, in_ctx, float(cutoff), in_sig
     )
 
 

@@ -62,6 +62,9 @@ class SolutionVersion:
     item_creation: np.ndarray | None = None
     history_context: np.ndarray | None = None
     history_event_types: np.ndarray | None = None  # str per history event
+    # [n_events, 2] event-type code (-1 = none) and timestamp per history event (None: a
+    # version saved before they were)
+    history_signals: np.ndarray | None = None
     items_metadata: pd.DataFrame | None = None  # raw Items fields per item code
     users_metadata: pd.DataFrame | None = None  # raw Users fields per user code
     # every imported event (indptr, items, event types) when event filters left some out of
@@ -89,7 +92,9 @@ class SolutionVersion:
         return pd.Index(self.item_ids).get_indexer(pd.Index(np.asarray(item_ids, dtype=object)))
 
     def user_batch(self, codes: np.ndarray) -> UserBatch:
-        batch = UserBatch.from_histories(codes, self.history_indptr, self.history_items, context=self.history_context)
+        batch = UserBatch.from_histories(
+            codes, self.history_indptr, self.history_items, context=self.history_context, signals=self.history_signals
+        )
         batch.stored = True  # the version's own histories: cached user states apply
         return batch
 
@@ -153,8 +158,9 @@ def _write_version(
     loc.child("users.parquet").write_parquet(users_table)
     indptr, items = features.sequences()
     context = features.context_matrix()
+    signals = features.event_signals()
     buf = io.BytesIO()
-    arrays = {"indptr": indptr, "items": items.astype(np.int32)}
+    arrays = {"indptr": indptr, "items": items.astype(np.int32), "time": signals[:, 1]}
     if context is not None:
         arrays["context"] = context.astype(np.int32)
     if "event_type" in features.interactions.columns:
@@ -198,6 +204,7 @@ def _write_version(
         creation,
         context,
         event_types,
+        signals,
         catalog,
         users_table,
         all_events,
@@ -374,9 +381,12 @@ def _load_version(loc: Location, manifest: dict[str, Any]) -> SolutionVersion:
     with np.load(io.BytesIO(loc.child("history.npz").read_bytes()), allow_pickle=False) as npz:
         indptr, items = npz["indptr"], npz["items"]
         context = npz["context"].astype(np.int64) if "context" in npz.files else None
-        event_types = None
+        event_types, signals = None, None
         if "event_type" in npz.files:
             event_types = _event_type_names(npz)[npz["event_type"].astype(np.int64)]
+        if "time" in npz.files:
+            kinds = npz["event_type"].astype(np.int64) if "event_type" in npz.files else np.full(len(items), -1)
+            signals = np.stack([kinds, npz["time"].astype(np.int64)], axis=1)
     creation = catalog["CREATION_TIMESTAMP"].to_numpy() if "CREATION_TIMESTAMP" in catalog else None
     return SolutionVersion(
         loc,
@@ -389,6 +399,7 @@ def _load_version(loc: Location, manifest: dict[str, Any]) -> SolutionVersion:
         creation,
         context,
         event_types,
+        signals,
         catalog,
         users,
         _read_events(loc.child("events.npz")),

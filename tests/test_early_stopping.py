@@ -60,15 +60,18 @@ def test_held_out_events_are_the_newest_of_sampled_users_and_leave_training(step
     assert np.array_equal(held.windows, inputs[changed])
     # without sequences no history; with them each user's events before the held-out one
     assert held.history is None
-    again, _, _ = HeldOutNewest.take(
-        inputs, targets, newest, PAD, 0.5, 10_000, np.random.default_rng(1), steps, (indptr, items, positions[:, -1])
-    )
+    # (and their events' signals where given)
+    signals = np.stack([items % 3, np.arange(len(items))], axis=1)
+    sequences = (indptr, items, positions[:, -1])
+    rng = np.random.default_rng(1)
+    again, _, _ = HeldOutNewest.take(inputs, targets, newest, PAD, 0.5, 10_000, rng, steps, sequences, signals)
     assert again is not None and again.history is not None
-    rows, had = again.history
+    rows, had, had_signals = again.history
     users = np.searchsorted(indptr, positions[changed, -1], side="right") - 1
     for row in (0, 1, len(changed) - 1):
-        expected = items[indptr[users[row]] : positions[changed[row], -1]]
-        assert np.array_equal(had[rows == row], expected)
+        expected = slice(indptr[users[row]], positions[changed[row], -1])
+        assert np.array_equal(had[rows == row], items[expected])
+        assert np.array_equal(had_signals[rows == row], signals[expected])
     # other windows are untouched
     others = np.setdiff1d(np.arange(len(targets)), changed)
     assert np.array_equal(train_out[others], targets[others]) and np.array_equal(train_in[others], inputs[others])
@@ -122,7 +125,7 @@ def test_ndcg_at_10_scores_what_the_recipe_serves_with_repeat_mixing():
     assert abs(held.ndcg_at_10(lambda w: state[None], items) - 1 / np.log2(4)) < 1e-6
     assert abs(held.ndcg_at_10(lambda w: state[None], items, repeats=RepeatMixture(1e-6)) - 1.0) < 1e-6
     # the user's whole history, where known: item 0 only (item 1 is a new item for them)
-    known = HeldOutNewest(windows=window, targets=np.array([7]), history=(np.array([0]), np.array([0])))
+    known = HeldOutNewest(windows=window, targets=np.array([7]), history=(np.array([0]), np.array([0]), None))
     assert abs(known.ndcg_at_10(lambda w: state[None], items, repeats=RepeatMixture(1e-6)) - 1 / np.log2(3)) < 1e-6
 
 
@@ -190,7 +193,8 @@ def test_gru_held_out_events_are_the_newest_of_sampled_users_and_leave_training(
     with_history = gru_windows(indptr, items)
     again = HeldOutWindows.take(with_history, 0.5, 10_000, np.random.default_rng(1), (indptr, items))
     assert again is not None and again.held.history is not None
-    rows, had = again.held.history
+    rows, had, signals = again.held.history
+    assert signals is None  # (the GRU recipes read no event types)
     for row, user in enumerate(again.users.numpy()):
         assert np.array_equal(had[rows == row], items[indptr[user] : indptr[user + 1] - 1])
     # the GRU reads the window up to the held-out event: the items just before it

@@ -1,9 +1,12 @@
 """Repeat-aware scores (recipes/repeats.py): the repeat / explore mixture of a user's items."""
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 
 from personalize_pipeline.recipes.fit_state import FitState
+from personalize_pipeline.recipes.repeat_head import N_COUNTS, N_GAPS, N_PATTERNS, RepeatHead
 from personalize_pipeline.recipes.repeats import (
     P_SEEN_RANGE,
     RECENCY_AUTO,
@@ -163,9 +166,12 @@ def test_recency_brings_back_the_item_just_had_even_where_the_model_cannot_score
     np.testing.assert_allclose(p[1:4].numpy(), 0.8 * RECENCY_SHARES[[2, 1, 0]] / RECENCY_SHARES[:3].sum(), rtol=1e-5)
 
 
-def _reference_mixture(logits: torch.Tensor, rows: np.ndarray, items: np.ndarray, mixture: RepeatMixture) -> np.ndarray:
+def _reference_mixture(
+    logits: torch.Tensor, rows: np.ndarray, items: np.ndarray, mixture: RepeatMixture, signals: np.ndarray | None = None
+) -> np.ndarray:
     """The mixture of the module docstring in float64 over whole rows, one row at a time
-    (rows without history: the softmax as it is; renormalised where p(seen) is clamped)."""
+    (rows without history: the softmax as it is; renormalised where p(seen) is clamped);
+    with a head and ``signals``, its weights and share per row."""
     raw = torch.softmax(logits.double(), dim=1).numpy()
     out = raw.copy()
     recency = mixture.recency if mixture.recency is not None else np.ones(RECENCY_DEPTH + 1)
@@ -173,6 +179,12 @@ def _reference_mixture(logits: torch.Tensor, rows: np.ndarray, items: np.ndarray
         newest_first = list(dict.fromkeys(items[rows == row][::-1].tolist()))
         rank = np.minimum(np.arange(len(newest_first)), RECENCY_DEPTH)
         weights = recency[rank] / np.where(rank == RECENCY_DEPTH, max((rank == RECENCY_DEPTH).sum(), 1), 1)
+        share = mixture.share
+        if mixture.head is not None and signals is not None:
+            at = rows == row
+            _, head_items, weights, shares = mixture.head.weights(rows[at], items[at], signals[at])
+            assert head_items.tolist() == newest_first
+            share = shares[0]
         seen = np.array(newest_first)
         kept = np.isfinite(logits[row, seen].numpy()) | (mixture.weight > 0)
         if not kept.any():
@@ -181,8 +193,8 @@ def _reference_mixture(logits: torch.Tensor, rows: np.ndarray, items: np.ndarray
         p_true = raw[row, seen].sum()
         p_seen = np.clip(p_true, *P_SEEN_RANGE)
         lam = mixture.weight if p_true > 0 else 1.0
-        out[row] = (1 - mixture.share) * raw[row] / (1 - p_seen)
-        out[row, seen] = mixture.share * (lam * weights / weights.sum() + (1 - lam) * raw[row, seen] / p_seen)
+        out[row] = (1 - share) * raw[row] / (1 - p_seen)
+        out[row, seen] = share * (lam * weights / weights.sum() + (1 - lam) * raw[row, seen] / p_seen)
     return out / out.sum(1, keepdims=True)
 
 
@@ -275,3 +287,35 @@ def test_fit_state_turns_mixing_off_where_held_out_events_rank_better_unmixed():
     assert state.repeat_mixture({"repeat_aware": True, "repeat_recency": 0.5}).recency_weight == 0.5  # set: mixes
     state.reset_repeat_choice()
     assert state.repeat_mixture(auto).recency_weight == RECENCY_FALLBACK
+
+
+def _head_mixtures(rng: np.random.Generator) -> list[RepeatMixture]:
+    head = RepeatHead(
+        rng.normal(size=RECENCY_DEPTH + 1),
+        rng.normal(size=N_PATTERNS * N_GAPS) * 2,
+        rng.normal(size=N_COUNTS),
+        np.array([0, 1, 2]),
+    )
+    return [RepeatMixture(0.3, RECENCY_SHARES, weight, head=head) for weight in (0.0, 0.75, 1.0)]
+
+
+def test_a_heads_shares_and_weights_mix_alike_in_the_torch_path_and_the_one_pass_top_k():
+    rng = np.random.default_rng(11)
+    n, m, k = 30, 1500, 20
+    logits = torch.from_numpy((rng.normal(size=(n, m)) * 3).astype(np.float32))
+    lengths = rng.integers(0, 60, size=n)
+    rows = np.repeat(np.arange(n), lengths)
+    items = rng.integers(0, 80, size=len(rows))  # repeated items
+    signals = np.stack([rng.integers(-1, 4, size=len(rows)), np.cumsum(rng.choice([0, 0, 50, 4000], len(rows)))], 1)
+    for mixture in _head_mixtures(rng):
+        mixed = _reference_mixture(logits, rows, items, mixture, signals)
+        flat = _reference_mixture(logits, rows, items, replace(mixture, head=None))
+        assert not np.allclose(mixed, flat)  # the head changes the mixture
+        got = torch.softmax(mix_repeats(logits.clone(), rows, items, mixture, signals).double(), dim=1).numpy()
+        np.testing.assert_allclose(got, mixed, rtol=2e-4, atol=1e-10)
+        top_items, top_scores, _, _ = repeat_mixed_top_k(logits.clone(), k, rows, items, mixture, None, signals)
+        for row in range(n):
+            np.testing.assert_allclose(top_scores[row], mixed[row, top_items[row]], rtol=1e-4, atol=1e-9)
+            np.testing.assert_allclose(top_scores[row], np.sort(mixed[row])[::-1][:k], rtol=1e-4, atol=1e-9)
+        without = repeat_mixed_top_k(logits.clone(), k, rows, items, mixture)  # no signals: the shares
+        np.testing.assert_allclose(without[1][0], np.sort(flat[0])[::-1][:k], rtol=1e-4, atol=1e-9)

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from repeat_checks import assert_own_items_ranked_last
+from repeat_checks import CLICK, assert_own_items_ranked_last, paired_log
 
 from personalize_pipeline.batch import run_batch_job
 from personalize_pipeline.datasets import read_dataset_group
@@ -375,3 +375,41 @@ def test_items_nobody_repeats_are_not_recommended_again(model, cycle):
     """Nobody in the cycle data has an item twice: the repeat-aware scores put each user's
     own items below every other item, the same way in the top-k path and in ``score``."""
     assert_own_items_ranked_last(model, cycle, N_ITEMS - 12)  # every user has 12 items: the others fill the list
+
+
+def test_event_types_and_times_tell_which_item_comes_back(tmp_path):
+    """Each movie a click and maybe a watch at the same second (movielens-poc's shape): the
+    repeat head learns that a movie with only its watch at the newest time gets its click
+    next, even behind a newer movie; a solution version keeps the head and the events'
+    signals, so batch inference over stored histories ranks as the evaluated batch does."""
+    indptr, items, signals = paired_log(np.random.default_rng(1), 300)
+    users = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
+    frame = pd.DataFrame(
+        {
+            "USER_ID": [f"u{u}" for u in users],
+            "ITEM_ID": [f"m{i}" for i in items],
+            "TIMESTAMP": signals[:, 1],
+            "EVENT_TYPE": np.where(signals[:, 0] == CLICK, "click", "watch"),
+        }
+    )
+    # the last user: movie a watched (click to come), then movie b clicked and watched, same second
+    tail = [("z", "m1", 10**8, "click"), ("z", "m1", 10**8, "watch"), ("z", "m2", 2 * 10**8, "watch")]
+    tail += [("z", "m3", 2 * 10**8, "click"), ("z", "m3", 2 * 10**8, "watch")]
+    frame = pd.concat([frame, pd.DataFrame(tail, columns=frame.columns)])
+    (tmp_path / "data").mkdir()
+    frame.to_csv(tmp_path / "data" / "interactions.csv", index=False)
+    params = {**TINY, "epochs": 2, "repeat_recency": 1.0}
+    features = featurize(read_dataset_group(str(tmp_path / "data")))
+    train(features, SolutionConfig("aws-user-personalization-v2", params), tmp_path / "solution")
+    version = load_solution_version(tmp_path / "solution")
+    assert version.recipe.fit_state.repeat_head is not None and version.history_signals is not None
+    z = version.user_codes(np.array(["z"], dtype=object))
+    stored = version.user_batch(z)
+    top, scores = version.recipe.recommend(stored, 3)
+    assert version.item_ids[top[0, 0]] == "m2"  # the open pair first, though m3 is newer
+    fresh = UserBatch.from_histories(z, *features.sequences(), signals=features.event_signals())
+    again, again_scores = version.recipe.recommend(fresh, 3)
+    np.testing.assert_array_equal(again, top)
+    np.testing.assert_allclose(again_scores, scores, rtol=1e-5)
+    unsignalled = version.recipe.recommend(UserBatch.from_histories(z, *features.sequences()), 3)[0]
+    assert version.item_ids[unsignalled[0, 0]] == "m3"  # without signals: the recency shares, newest first

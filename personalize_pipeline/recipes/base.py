@@ -104,6 +104,9 @@ class UserBatch:
     # True when the histories are exactly those the model was trained on (a solution
     # version's own): recipes may then use per-user state cached at training time
     stored: bool = False
+    # [len(history_items), 2] event-type code (-1 = none) and timestamp of each history event,
+    # or None (a repeat head reads them: recipes/repeat_head.py)
+    history_signals: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.users)
@@ -116,9 +119,10 @@ class UserBatch:
         items: np.ndarray,
         rows: np.ndarray | None = None,
         context: np.ndarray | None = None,
+        signals: np.ndarray | None = None,
     ) -> UserBatch:
         """Gather rows ``rows`` (default: ``users``) of a CSR history (and its per-event
-        context codes); -1 rows get no history."""
+        context codes and signals); -1 rows get no history."""
         rows = users if rows is None else rows
         rows = np.asarray(rows, dtype=np.int64)
         known = rows >= 0
@@ -127,23 +131,31 @@ class UserBatch:
         out_ptr, index = segment_index(starts, ends - starts)
         total = len(index)
         gathered = items[index] if total else np.zeros(0, dtype=items.dtype if len(items) else np.int32)
-        ctx = None
-        if context is not None:
-            ctx = context[index] if total else np.zeros((0, context.shape[1]), dtype=context.dtype)
-        return cls(np.asarray(users, dtype=np.int64), out_ptr, gathered, ctx)
+        ctx, sig = (_gather_rows(values, index) if values is not None else None for values in (context, signals))
+        return cls(np.asarray(users, dtype=np.int64), out_ptr, gathered, ctx, history_signals=sig)
 
     def rows(self, lo: int, hi: int) -> UserBatch:
         """The users ``lo:hi`` of this batch (a CSR slice; no copy of the other users)."""
         a, b = int(self.history_indptr[lo]), int(self.history_indptr[hi])
         ctx = self.history_context[a:b] if self.history_context is not None else None
+        sig = self.history_signals[a:b] if self.history_signals is not None else None
         return UserBatch(
-            self.users[lo:hi], self.history_indptr[lo : hi + 1] - a, self.history_items[a:b], ctx, self.stored
+            self.users[lo:hi], self.history_indptr[lo : hi + 1] - a, self.history_items[a:b], ctx, self.stored, sig
         )
 
     def seen_mask_rows_cols(self) -> tuple[np.ndarray, np.ndarray]:
         """(row, item) pairs of every history item, for excluding seen items."""
         rows = np.repeat(np.arange(len(self.users)), np.diff(self.history_indptr))
         return rows, self.history_items
+
+    def repeat_history(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """:meth:`seen_mask_rows_cols` and the events' signals: what the repeat mixture reads."""
+        return (*self.seen_mask_rows_cols(), self.history_signals)
+
+
+def _gather_rows(values: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """``values[index]`` (rows of a per-event matrix), also for an empty ``index``."""
+    return values[index] if len(index) else np.zeros((0, values.shape[1]), dtype=values.dtype)
 
 
 class Recipe(ABC):

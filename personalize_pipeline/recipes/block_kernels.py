@@ -279,7 +279,8 @@ def block_repeat_mixed_top_k(
     codes: np.ndarray,
     seen: np.ndarray,
     weights: np.ndarray,
-    mixture: tuple[float, float],
+    shares: np.ndarray,
+    recency: float,
     p_range: tuple[float, float],
     top_values: np.ndarray,
     top_codes: np.ndarray,
@@ -290,13 +291,13 @@ def block_repeat_mixed_top_k(
     """:func:`block_top_k` of the items outside each row's history (the history at -inf in
     ``values``: :func:`take_history`; row i's pairs are ``codes``/``seen``/``weights``
     [starts[i]:starts[i + 1]]) mixed with the history as :mod:`.repeats` mixes it
-    (``mixture``: the repeat share and the recency weight): ``log_z`` gets the mixed
+    (``shares``: each row's repeat share; ``recency``: the recency weight): ``log_z`` gets the mixed
     log-normaliser, ``seen`` the mixed logits, and the history items join a row's top k
     where they reach it. ``picked`` ([n, len(columns)]) gets each row's values at the item
     codes ``columns`` (the history's at -inf), read while the row is in cache."""
     work = _scratch(values.shape[1], group)
-    share, recency = mixture
     for i in range(values.shape[0]):
+        share = shares[i]
         row = values[i]
         for j in range(columns.shape[0]):
             picked[i, j] = row[columns[j]]

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from .base import segment_index
-from .repeats import RepeatMixture, mix_repeats
+from .repeats import RepeatHistory, RepeatMixture, mix_repeats
 
 MIN_HELD_OUT_USERS = 200  # fewer than this: the score is too noisy to stop on; train all epochs
 # up to this many eligible users are all held out, whatever the share: on small data (ML-100k's
@@ -42,25 +42,29 @@ def held_out_count(eligible: int, share: float, cap: int) -> int:
     return n if n >= MIN_HELD_OUT_USERS else 0
 
 
-def events_before(indptr: np.ndarray, items: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def events_before(
+    indptr: np.ndarray, items: np.ndarray, positions: np.ndarray, signals: np.ndarray | None = None
+) -> RepeatHistory:
     """(row, item) pairs of the events before ``positions[row]`` (positions in ``items``)
-    of that event's user (``indptr`` delimits the users), vectorised."""
+    of that event's user (``indptr`` delimits the users), and their ``signals`` (per event
+    of ``items``; None stays None), vectorised."""
     positions = np.asarray(positions, dtype=np.int64)
     starts = indptr[np.searchsorted(indptr, positions, side="right") - 1]
     ptr, index = segment_index(starts, positions - starts)
-    return np.repeat(np.arange(len(positions)), np.diff(ptr)), items[index]
+    rows = np.repeat(np.arange(len(positions)), np.diff(ptr))
+    return rows, items[index], None if signals is None else signals[index]
 
 
 @dataclass
 class HeldOutNewest:
     """The held-out newest transition of a sample of users: [n, T] input windows ending just
     before the held-out event (left-padded), the [n] held-out item codes and, where known,
-    (row, item) pairs of each user's whole history before it (the repeat mixture of the
-    score needs what the user had, not only the window)."""
+    (row, item) pairs of each user's whole history before it and their events' signals (the
+    repeat mixture of the score needs what the user had, not only the window)."""
 
     windows: np.ndarray
     targets: np.ndarray
-    history: tuple[np.ndarray, np.ndarray] | None = None
+    history: RepeatHistory | None = None
 
     @classmethod
     def take(
@@ -74,6 +78,7 @@ class HeldOutNewest:
         rng: np.random.Generator,
         steps: int = 1,
         sequences: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+        signals: np.ndarray | None = None,
     ) -> tuple[HeldOutNewest | None, np.ndarray, np.ndarray]:
         """Hold out the last target of a sample of the ``newest`` windows (one per user, as
         :func:`.sasrec.end_aligned_windows` builds them), and ``steps - 1`` more before it
@@ -84,7 +89,7 @@ class HeldOutNewest:
         protocol's validation event is for its test event (it tracked amazon-beauty's test
         curve worse than 1 and cost training events: bench/README.md, session 10).
         ``sequences``: (indptr, items, each window's last target's position in items), from
-        which the held-out users' histories are taken. A user qualifies with more than
+        which the held-out users' histories are taken (with the events' ``signals``). A user qualifies with more than
         ``steps`` events in the window (overlapping windows own fewer targets than that;
         a shifted window may then be left without one)."""
         eligible = np.flatnonzero(newest & ((inputs != pad).sum(axis=1) > steps))
@@ -92,7 +97,9 @@ class HeldOutNewest:
         if not n:
             return None, inputs, targets
         rows = np.sort(rng.choice(eligible, size=n, replace=False))
-        history = events_before(sequences[0], sequences[1], sequences[2][rows]) if sequences is not None else None
+        history = None
+        if sequences is not None:
+            history = events_before(sequences[0], sequences[1], sequences[2][rows], signals)
         held = cls(windows=inputs[rows].copy(), targets=targets[rows, -1].copy(), history=history)
         inputs, targets = inputs.copy(), targets.copy()
         inputs[rows, steps:], inputs[rows, :steps] = inputs[rows, :-steps], pad
@@ -134,20 +141,20 @@ class HeldOutNewest:
             for mixture, gain in zip(mixtures, gains, strict=True):
                 logits = raw.clone() if len(mixtures) > 1 else raw
                 if mixture is not None:
-                    mix_repeats(logits, *history, mixture)
+                    mix_repeats(logits, *history[:2], mixture, history[2])
                 rank = (logits > logits.gather(1, targets)).sum(dim=1).float()
                 gain.append(torch.where(rank < 10, 1.0 / torch.log2(rank + 2.0), 0.0))
         return [float(torch.cat(gain).mean()) for gain in gains]
 
-    def _history_of(self, lo: int, hi: int, n_items: int) -> tuple[np.ndarray, np.ndarray]:
-        """(row - lo, item) history pairs of the held-out rows lo..hi."""
+    def _history_of(self, lo: int, hi: int, n_items: int) -> RepeatHistory:
+        """(row - lo, item) history pairs of the held-out rows lo..hi, and their signals."""
         if self.history is None:
             window = self.windows[lo:hi]
             rows, cols = np.nonzero(window < n_items)
-            return rows, window[rows, cols]
-        rows, items = self.history
+            return rows, window[rows, cols], None
+        rows, items, signals = self.history
         a, b = np.searchsorted(rows, [lo, hi])
-        return rows[a:b] - lo, items[a:b]
+        return rows[a:b] - lo, items[a:b], None if signals is None else signals[a:b]
 
 
 class EarlyStopping:

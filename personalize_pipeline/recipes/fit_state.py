@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .repeat_head import RepeatHead, fit_repeat_head
 from .repeats import (
     RECENCY_AUTO,
     RECENCY_FALLBACK,
@@ -52,17 +53,22 @@ class FitState:
     # True: the held-out newest events ranked better without the repeat mixture (repeat_recency
     # auto), so the scores are not mixed
     repeat_unmixed: bool = False
+    # who comes back to which item, from event types and times (recipes/repeat_head.py; the
+    # v2 recipes); None: the share and recency shares above for every user
+    repeat_head: RepeatHead | None = None
 
     def reset_repeat_choice(self) -> None:
         """Forget what an earlier FULL training chose (a new one chooses again)."""
         self.repeat_recency_weight, self.repeat_unmixed = None, False
 
-    def measure_repeats(self, indptr: np.ndarray, items: np.ndarray) -> None:
+    def measure_repeats(self, indptr: np.ndarray, items: np.ndarray, signals: np.ndarray | None = None) -> None:
         """The repeat share and recency shares of the training sequences (CSR), from one
-        count of their repeats."""
+        count of their repeats, and the repeat head fit on them where the events' ``signals``
+        are given."""
         counts = repeat_counts(indptr, items)
         self.repeat_share = repeat_share(indptr, counts)
         self.repeat_recency = recency_shares(counts)
+        self.repeat_head = fit_repeat_head(indptr, items, signals) if signals is not None else None
 
     def repeat_mixture(self, params: dict, revivable: np.ndarray | None = None) -> RepeatMixture | None:
         """How the scores are mixed (:mod:`.repeats`) under the recipe's ``params``; None
@@ -74,7 +80,7 @@ class FitState:
             return None
         if weight < 0:
             weight = self.repeat_recency_weight if self.repeat_recency_weight is not None else RECENCY_FALLBACK
-        return RepeatMixture(self.repeat_share, self.repeat_recency, weight, revivable)
+        return RepeatMixture(self.repeat_share, self.repeat_recency, weight, revivable, self.repeat_head)
 
     def choose_recency_weight(
         self,
@@ -126,6 +132,8 @@ class FitState:
             out["repeat_recency_weight"] = np.array(self.repeat_recency_weight)
         if self.repeat_unmixed:
             out["repeat_unmixed"] = np.array(True)
+        if self.repeat_head is not None:
+            out.update(self.repeat_head.arrays())
         return out
 
     @classmethod
@@ -141,6 +149,7 @@ class FitState:
             repeat_recency=np.asarray(state["repeat_recency"], dtype=np.float64) if "repeat_recency" in state else None,
             repeat_recency_weight=(float(state["repeat_recency_weight"]) if "repeat_recency_weight" in state else None),
             repeat_unmixed=bool(state["repeat_unmixed"]) if "repeat_unmixed" in state else False,
+            repeat_head=RepeatHead.read(state),
         )
 
 

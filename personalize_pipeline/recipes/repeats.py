@@ -52,6 +52,12 @@ movielens-poc, 87% of repeats are of the item just before and 6% of the one befo
 one trained model each scored both ways (leave-last-out, one thread; weight 0.75):
 aws-hrnn NDCG@10 0.6152 -> 0.6615, aws-user-personalization-v2 0.6229 -> 0.6619;
 airline-contextual 0.2449 -> 0.2473 and 0.2827 -> 0.2842 (bench/README.md, session 23).
+
+**Per user, from event types and times** (the v2 recipes; :mod:`.repeat_head`): the share
+and the recency shares are averages over every user; a repeat head fit on the training
+transitions gives each history its own share and its own weight per item (``head`` of
+:class:`RepeatMixture`), in the formulas above, wherever the history's events come with
+their signals (event type, timestamp); without them the averages apply.
 """
 
 from __future__ import annotations
@@ -59,6 +65,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -66,7 +73,11 @@ from numba import njit
 
 from .base import HyperParameter
 
+if TYPE_CHECKING:
+    from .repeat_head import RepeatHead
+
 P_SEEN_RANGE = (1e-12, 1.0 - 1e-6)  # p(seen) clamped: no division by 0, no log of 0
+SHARE_RANGE = (1e-9, 1.0 - 1e-6)  # a head's repeat share clamped likewise
 RECENCY_DEPTH = 16  # ranks of recency measured one by one; older items share the last entry
 # the hyperparameters of every recipe that mixes (default on)
 REPEAT_AWARE_HP = HyperParameter(
@@ -92,6 +103,9 @@ REPEAT_RECENCY_HP = HyperParameter(
 )
 REPEAT_HPS = (REPEAT_AWARE_HP, REPEAT_RECENCY_HP)
 NORMALISER_MIN_UNSEEN = 1e-3  # 1 - p(seen) below this: the mixed normaliser is summed, not derived
+# a history as the mixture reads it: (row, item) pairs, rows ascending and each row's events
+# oldest first, and the events' [n, 2] signals (event type, timestamp) or None
+RepeatHistory = tuple[np.ndarray, np.ndarray, np.ndarray | None]
 _SCRATCH = threading.local()  # row_log_z's work buffer, per thread
 
 
@@ -100,22 +114,36 @@ class RepeatMixture:
     """How a recipe mixes its scores: the repeat ``share`` r, the recency shares ``recency``
     ([RECENCY_DEPTH + 1] or None: a version saved before they existed) weighed by
     ``recency_weight`` (lambda), and ``revivable`` ([n_items] bool, None = every item): the
-    history items that get their recency mass even where the model's logit is -inf."""
+    history items that get their recency mass even where the model's logit is -inf.
+    ``head`` (:class:`.repeat_head.RepeatHead`, or None): where the history's event types
+    and times are known, each user's share and the weights of their items come from it
+    instead of ``share`` and ``recency``."""
 
     share: float
     recency: np.ndarray | None = None
     recency_weight: float = 0.0
     revivable: np.ndarray | None = None
+    head: RepeatHead | None = None
 
     @property
     def weight(self) -> float:
         """lambda as applied: 0 without recency shares."""
         return float(self.recency_weight) if self.recency is not None else 0.0
 
-    def pairs(self, rows: np.ndarray, items: np.ndarray) -> HistoryPairs:
+    def pairs(self, rows: np.ndarray, items: np.ndarray, signals: np.ndarray | None = None) -> HistoryPairs:
         """The distinct (row, item) pairs of a history (``rows`` ascending, each row's items
-        oldest first) with their recency weights (see :func:`history_pairs`)."""
+        oldest first) with their recency weights (see :func:`history_pairs`), or the head's
+        weights and shares where there is one and the events' ``signals`` are known."""
+        if self.head is not None and signals is not None:
+            return HistoryPairs(*self.head.weights(rows, items, signals))
         return history_pairs(rows, items, self.recency if self.recency is not None else _FLAT)
+
+    def row_shares(self, pairs: HistoryPairs, n: int) -> np.ndarray:
+        """[n] each row's repeat share: the head's where it gave one, else ``share``."""
+        out = np.full(n, float(self.share))
+        if pairs.shares is not None:
+            out[pairs.rows] = np.clip(pairs.shares, *SHARE_RANGE)
+        return out
 
 
 _FLAT = np.ones(RECENCY_DEPTH + 1)
@@ -125,11 +153,13 @@ _FLAT = np.ones(RECENCY_DEPTH + 1)
 class HistoryPairs:
     """Distinct (``rows``, ``items``) pairs of a history, by row and newest first, with the
     recency share of each (``weights``: pi of its rank, the pooled entry split equally among
-    a row's older items; not normalised per row)."""
+    a row's older items, or the head's exp(score); not normalised per row) and, from a head,
+    the repeat share of each pair's row (``shares``)."""
 
     rows: np.ndarray
     items: np.ndarray
     weights: np.ndarray
+    shares: np.ndarray | None = None
 
 
 def history_pairs(rows: np.ndarray, items: np.ndarray, recency: np.ndarray) -> HistoryPairs:
@@ -225,29 +255,41 @@ def _recency_counts(indptr: np.ndarray, items: np.ndarray, depth: int) -> np.nda
             if had[item]:
                 counts[min(j, depth)] += 1
             had[item] = True
+            grows = j == filled  # not in the list: it grows, up to the depth
             j = min(j, depth - 1, filled)  # the slot that frees up: the item's, else the oldest
             while j > 0:
                 recent[j] = recent[j - 1]
                 j -= 1
             recent[0] = item
-            filled = min(filled + 1, depth)
+            if grows:
+                filled = min(filled + 1, depth)
         for e in range(indptr[u], indptr[u + 1]):
             had[items[e]] = False
     return counts
 
 
-def mix_repeats(logits: torch.Tensor, rows: np.ndarray, items: np.ndarray, mixture: RepeatMixture) -> torch.Tensor:
+def mix_repeats(
+    logits: torch.Tensor,
+    rows: np.ndarray,
+    items: np.ndarray,
+    mixture: RepeatMixture,
+    signals: np.ndarray | None = None,
+) -> torch.Tensor:
     """Set the logits of each row's history ``items`` (pairs ``rows``, ``items``; rows
-    ascending, items oldest first) so that the row's softmax is the repeat / explore mixture
-    above, in place. Items at -inf stay there unless ``mixture`` revives them; rows without
-    history are left alone."""
+    ascending, items oldest first; the events' ``signals`` where known) so that the row's
+    softmax is the repeat / explore mixture above, in place. Items at -inf stay there unless
+    ``mixture`` revives them; rows without history are left alone."""
     if len(rows):  # (no history: nothing to mix, and no normaliser to compute for it)
-        mix_repeats_with_log_z(logits, rows, items, mixture)
+        mix_repeats_with_log_z(logits, rows, items, mixture, signals)
     return logits
 
 
 def mix_repeats_with_log_z(
-    logits: torch.Tensor, rows: np.ndarray, items: np.ndarray, mixture: RepeatMixture
+    logits: torch.Tensor,
+    rows: np.ndarray,
+    items: np.ndarray,
+    mixture: RepeatMixture,
+    signals: np.ndarray | None = None,
 ) -> torch.Tensor | None:
     """:func:`mix_repeats`, returning the [n, 1] log-normaliser of the mixed rows, which
     follows from the raw one: the explore items keep their logits, so Z' = Z (1 - p) / (1 - r)
@@ -258,7 +300,8 @@ def mix_repeats_with_log_z(
     log_z = torch.where(torch.isfinite(log_z), log_z, torch.zeros_like(log_z))
     if not len(rows):
         return log_z[:, None]
-    pairs = mixture.pairs(rows, items)
+    pairs = mixture.pairs(rows, items, signals)
+    share = torch.from_numpy(mixture.row_shares(pairs, n)).to(logits.device)
     raw = logits[torch.from_numpy(pairs.rows), torch.from_numpy(pairs.items)].double().cpu()
     keep = revived(mixture, pairs.items) | torch.isfinite(raw).numpy()
     r_np, c_np, w = pairs.rows[keep], pairs.items[keep], pairs.weights[keep]
@@ -267,7 +310,7 @@ def mix_repeats_with_log_z(
     p_true = torch.zeros(n, device=logits.device, dtype=torch.float64).index_add_(0, r, p)
     w_sum = np.bincount(r_np, weights=w, minlength=n)  # > 0 exactly in the rows with pairs (weights > 0)
     w = torch.from_numpy(w / np.maximum(w_sum, 1e-300)[r_np]).to(logits.device)
-    mixed, log_z_mixed = _mixed_logits(p, w, r, p_true, log_z, mixture)
+    mixed, log_z_mixed = _mixed_logits(p, w, r, p_true, log_z, share, mixture.weight)
     logits[r, c] = mixed.to(logits.dtype)
     mixing = torch.from_numpy(w_sum > 0).to(logits.device)
     log_z_mixed = torch.where(mixing, log_z_mixed, log_z.double())  # rows with nothing to mix keep theirs
@@ -297,15 +340,22 @@ def revived(mixture: RepeatMixture, items: np.ndarray) -> np.ndarray:
 
 
 def _mixed_logits(
-    p: torch.Tensor, w: torch.Tensor, r: torch.Tensor, p_true: torch.Tensor, log_z: torch.Tensor, mixture: RepeatMixture
+    p: torch.Tensor,
+    w: torch.Tensor,
+    r: torch.Tensor,
+    p_true: torch.Tensor,
+    log_z: torch.Tensor,
+    share: torch.Tensor,
+    recency_weight: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(the history pairs' mixed logits, each row's mixed log-normaliser) from the pairs' raw
-    probabilities ``p``, normalised recency shares ``w`` and rows ``r`` (float64)."""
+    probabilities ``p``, normalised recency shares ``w`` and rows ``r``, and each row's
+    repeat ``share`` (float64)."""
     p_seen = p_true.clamp(*P_SEEN_RANGE)
-    weight = torch.where(p_true > 0, mixture.weight, 1.0)  # nothing the model can score: recency alone
-    log_z_mixed = log_z.double() + torch.log1p(-p_seen) - np.log1p(-mixture.share)
+    weight = torch.where(p_true > 0, recency_weight, 1.0)  # nothing the model can score: recency alone
+    log_z_mixed = log_z.double() + torch.log1p(-p_seen) - torch.log1p(-share)
     within = weight[r] * w + (1.0 - weight[r]) * p / p_seen[r]
-    return torch.log(mixture.share * within) + log_z_mixed[r], log_z_mixed
+    return torch.log(share[r] * within) + log_z_mixed[r], log_z_mixed
 
 
 def row_log_z(logits: torch.Tensor) -> torch.Tensor:
@@ -334,6 +384,7 @@ __all__ = [
     "RECENCY_WEIGHTS",
     "REPEAT_RECENCY_HP",
     "HistoryPairs",
+    "RepeatHistory",
     "RepeatMixture",
     "choose_recency_weight",
     "history_pairs",

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from .repeats import P_SEEN_RANGE, RepeatMixture, mix_repeats_with_log_z, revived
+from .repeats import P_SEEN_RANGE, RepeatHistory, RepeatMixture, mix_repeats_with_log_z, revived
 
 if TYPE_CHECKING:
     from .base import UserBatch
@@ -239,21 +239,23 @@ def repeat_mixed_top_k(
     items: np.ndarray,
     mixture: RepeatMixture,
     columns: np.ndarray | None = None,
+    signals: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """:func:`normalised_top_k` of CPU ``logits`` mixed with the history pairs (``rows``,
-    ``items``) as :func:`.repeats.mix_repeats` mixes them, with the one exp pass of the
-    unmixed path: the history's logits are read out and set to -inf, the top k of the other
-    items and their normaliser come from the block as without mixing, the history's share
-    of the normaliser from the few values read out; the mixed history items then join the
-    rows' top k where they reach its k-th value. ``logits`` is overwritten. Returns (codes,
-    scores, the [n, 1] mixed log-normaliser, the [n, len(columns)] mixed logits of the item
-    codes ``columns`` or None)."""
+    ``items``; their events' ``signals`` where known) as :func:`.repeats.mix_repeats` mixes
+    them, with the one exp pass of the unmixed path: the history's logits are read out and
+    set to -inf, the top k of the other items and their normaliser come from the block as
+    without mixing, the history's share of the normaliser from the few values read out; the
+    mixed history items then join the rows' top k where they reach its k-th value. ``logits``
+    is overwritten. Returns (codes, scores, the [n, 1] mixed log-normaliser, the [n,
+    len(columns)] mixed logits of the item codes ``columns`` or None)."""
     from . import block_kernels
 
     n, m = logits.shape
     k = min(k, m)
     values = logits.numpy()  # the block: the history goes to -inf in it
-    pairs = mixture.pairs(rows, items)
+    pairs = mixture.pairs(rows, items, signals)
+    shares = mixture.row_shares(pairs, n)
     r, c, weights = pairs.rows, pairs.items, pairs.weights  # fresh arrays, compacted in place
     seen = np.empty(len(r), dtype=np.float32)
     kept = block_kernels.take_history(values, r, c, weights, revived(mixture, c), seen)
@@ -272,7 +274,8 @@ def repeat_mixed_top_k(
         c,
         seen,
         weights,
-        (float(mixture.share), mixture.weight),
+        shares,
+        mixture.weight,
         P_SEEN_RANGE,
         top_values,
         top_codes,
@@ -356,7 +359,7 @@ class LinearScorer:
         """Score one user with and without a history (the compiled loops of a CPU get
         loaded, or compiled on their first use on this machine)."""
         vectors = torch.zeros((1, self.item_matrix.shape[1]))
-        history = (np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64))
+        history = (np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64), None)
         self.top_k(1, np.zeros(1, dtype=np.int64), vectors, 1)
         self.top_k(1, np.zeros(1, dtype=np.int64), vectors, 1, history=history)
 
@@ -402,7 +405,7 @@ class LinearScorer:
             part = batch.rows(lo, hi) if (lo, hi) != (0, n) else batch
             rows, vectors = user_vectors(part)
             seen = part.seen_mask_rows_cols() if exclude_seen else None
-            history = part.seen_mask_rows_cols() if self.repeats is not None and not exclude_seen else None
+            history = part.repeat_history() if self.repeats is not None and not exclude_seen else None
             items[lo:hi], scores[lo:hi] = self.top_k(
                 hi - lo, rows, vectors, k, allowed[lo:hi] if allowed is not None else None, seen, history
             )
@@ -416,11 +419,11 @@ class LinearScorer:
         k: int,
         allowed: np.ndarray | None = None,
         seen: tuple[np.ndarray, np.ndarray] | None = None,
-        history: tuple[np.ndarray, np.ndarray] | None = None,
+        history: RepeatHistory | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k codes and normalised scores of ``n`` users (see :func:`normalised_top_k`);
         ``allowed`` ([n, m] bool) and ``seen`` ((rows, items) pairs) exclude items;
-        ``history`` ((rows, items) pairs) mixes as :attr:`repeats` says (:mod:`.repeats`).
+        ``history`` ((rows, items) pairs and their events' signals) mixes as :attr:`repeats` says (:mod:`.repeats`).
         Under :func:`scoring_precision` bf16 on a CPU: :meth:`bf16_top_k` (float32 where the
         history mixes the scores: the mixture needs the whole row's normaliser). Mixed and
         unmasked on a CPU: :func:`repeat_mixed_top_k` (one exp pass, as unmixed)."""
@@ -436,7 +439,7 @@ class LinearScorer:
         columns: np.ndarray | None,
         allowed: np.ndarray | None,
         seen: tuple[np.ndarray, np.ndarray] | None,
-        history: tuple[np.ndarray, np.ndarray] | None,
+        history: RepeatHistory | None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
         """:meth:`top_k`'s (codes, scores) with the [n, 1] log-normaliser and the [n,
         len(columns)] masked logits of the item codes ``columns`` (None without columns), by
@@ -451,7 +454,7 @@ class LinearScorer:
         if mixing and on_cpu and unmasked and n and k:
             assert history is not None and self.repeats is not None
             logits = self.logits(n, rows, vectors)
-            return repeat_mixed_top_k(logits, k, history[0], history[1], self.repeats, columns)
+            return repeat_mixed_top_k(logits, k, history[0], history[1], self.repeats, columns, history[2])
         logits, mixed_log_z = self.scored_logits(n, rows, vectors, allowed, seen, history)
         picked = None if columns is None else logits[:, torch.from_numpy(columns).to(self.device)].cpu().numpy()
         items, scores, log_z = normalised_top_k(logits, k, with_log_z=True, log_z=mixed_log_z)
@@ -464,7 +467,7 @@ class LinearScorer:
         vectors: torch.Tensor,
         allowed: np.ndarray | None,
         seen: tuple[np.ndarray, np.ndarray] | None,
-        history: tuple[np.ndarray, np.ndarray] | None,
+        history: RepeatHistory | None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(:meth:`logits` mixed with ``history`` where :attr:`repeats` is set, then
         masked; the [n, 1] log-normaliser of the mixed rows where it follows from the raw one
@@ -472,7 +475,7 @@ class LinearScorer:
         logits = self.logits(n, rows, vectors)
         log_z = None
         if history is not None and self.repeats is not None:
-            log_z = mix_repeats_with_log_z(logits, history[0], history[1], self.repeats)
+            log_z = mix_repeats_with_log_z(logits, *history[:2], self.repeats, history[2])
         if allowed is not None or (seen is not None and len(seen[0])):
             log_z = None
         return self.mask(logits, allowed, seen), log_z
@@ -540,7 +543,7 @@ class LinearScorer:
         columns: np.ndarray,
         allowed: np.ndarray | None = None,
         seen: tuple[np.ndarray, np.ndarray] | None = None,
-        history: tuple[np.ndarray, np.ndarray] | None = None,
+        history: RepeatHistory | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """:meth:`top_k` with the [n, 1] log-normaliser and the [n, len(columns)] masked
         float32 logits of the items ``columns`` (e.g. exploration candidates); ``history`` as

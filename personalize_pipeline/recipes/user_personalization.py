@@ -229,7 +229,7 @@ class UserPersonalization(HRNNMetadata):
             part = batch.rows(lo, hi) if (lo, hi) != (0, n) else batch
             rows, h = self._user_vectors(part)
             seen = part.seen_mask_rows_cols() if exclude_seen else None
-            history = part.seen_mask_rows_cols() if scorer.repeats is not None and not exclude_seen else None
+            history = part.repeat_history() if scorer.repeats is not None and not exclude_seen else None
             relevant, relevant_scores, log_z, candidate_logits = scorer.top_k_and_columns(
                 hi - lo, rows, h, k, candidates, allowed[lo:hi] if allowed is not None else None, seen, history
             )
