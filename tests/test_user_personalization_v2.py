@@ -400,7 +400,8 @@ def test_event_types_and_times_tell_which_item_comes_back(tmp_path):
     frame.to_csv(tmp_path / "data" / "interactions.csv", index=False)
     params = {**TINY, "epochs": 2, "repeat_recency": 1.0}
     features = featurize(read_dataset_group(str(tmp_path / "data")))
-    train(features, SolutionConfig("aws-user-personalization-v2", params), tmp_path / "solution")
+    trained = train(features, SolutionConfig("aws-user-personalization-v2", params), tmp_path / "solution")
+    assert "repeat_head" in trained.recipe.training_stats()
     version = load_solution_version(tmp_path / "solution")
     assert version.recipe.fit_state.repeat_head is not None and version.history_signals is not None
     z = version.user_codes(np.array(["z"], dtype=object))

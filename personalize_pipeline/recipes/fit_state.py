@@ -104,11 +104,13 @@ class FitState:
             ),
         }
 
-    def repeat_stats(self) -> dict[str, float]:
-        """The repeat share and the share of repeats of the user's newest item, for reports."""
-        out = {} if self.repeat_share is None else {"repeat_share": round(self.repeat_share, 6)}
+    def repeat_stats(self) -> dict[str, float | str]:
+        """The repeat share, the share of repeats of the user's newest item and the head, for reports."""
+        out: dict[str, float | str] = {} if self.repeat_share is None else {"repeat_share": round(self.repeat_share, 6)}
         if self.repeat_recency is not None:
             out["repeats_of_the_newest_item"] = round(float(self.repeat_recency[0]), 4)
+        if self.repeat_head is not None:
+            out["repeat_head"] = "per user, from event types and times (recipes/repeat_head.py)"
         return out
 
     @property

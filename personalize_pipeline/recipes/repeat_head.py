@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from numba import njit
 
-from .repeats import RECENCY_DEPTH
+from .repeats import RECENCY_DEPTH, move_to_front, slot_of
 
 DEPTH = RECENCY_DEPTH  # ranks with their own weight; older items share the next one
 KIND_BITS = 4  # event types 0..KIND_BITS-2 get a bit each, the others (and none) the last
@@ -195,9 +195,7 @@ def _examples(
         filled_u, distinct = 0, 0
         for e in range(indptr[u], indptr[u + 1]):
             item = items[e]
-            j = 0
-            while j < filled_u and recent[j] != item:
-                j += 1
+            j = slot_of(recent, filled_u, item)
             if keep[e] and e > indptr[u]:
                 for s in range(filled_u):
                     other = recent[s]
@@ -210,14 +208,7 @@ def _examples(
             if count[item] == 0:
                 distinct += 1
             _see(item, kinds[e], times[e], last, pattern, count)
-            grows = j == filled_u  # not in the list: it grows, up to the depth
-            j = min(j, depth - 1, filled_u)  # the slot that frees up: the item's, else the oldest
-            while j > 0:
-                recent[j] = recent[j - 1]
-                j -= 1
-            recent[0] = item
-            if grows:
-                filled_u = min(filled_u + 1, depth)
+            filled_u = move_to_front(recent, filled_u, j, item)
         for e in range(indptr[u], indptr[u + 1]):
             count[items[e]] = 0
     return made

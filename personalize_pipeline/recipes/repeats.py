@@ -249,23 +249,36 @@ def _recency_counts(indptr: np.ndarray, items: np.ndarray, depth: int) -> np.nda
         filled = 0
         for e in range(indptr[u], indptr[u + 1]):
             item = items[e]
-            j = 0
-            while j < filled and recent[j] != item:
-                j += 1
+            j = slot_of(recent, filled, item)
             if had[item]:
                 counts[min(j, depth)] += 1
             had[item] = True
-            grows = j == filled  # not in the list: it grows, up to the depth
-            j = min(j, depth - 1, filled)  # the slot that frees up: the item's, else the oldest
-            while j > 0:
-                recent[j] = recent[j - 1]
-                j -= 1
-            recent[0] = item
-            if grows:
-                filled = min(filled + 1, depth)
+            filled = move_to_front(recent, filled, j, item)
         for e in range(indptr[u], indptr[u + 1]):
             had[items[e]] = False
     return counts
+
+
+@njit(nogil=True, cache=True, inline="always")
+def slot_of(recent: np.ndarray, filled: int, item: int) -> int:
+    """Where ``item`` is in the move-to-front list ``recent[:filled]`` (newest first), else ``filled``."""
+    j = 0
+    while j < filled and recent[j] != item:
+        j += 1
+    return j
+
+
+@njit(nogil=True, cache=True, inline="always")
+def move_to_front(recent: np.ndarray, filled: int, j: int, item: int) -> int:
+    """Put ``item`` (found at slot ``j``, or ``filled`` where absent) first in ``recent``,
+    dropping the oldest where the list is full; returns the new fill."""
+    grows = j == filled  # not in the list: it grows, up to its length
+    j = min(j, len(recent) - 1, filled)  # the slot that frees up: the item's, else the oldest
+    while j > 0:
+        recent[j] = recent[j - 1]
+        j -= 1
+    recent[0] = item
+    return min(filled + 1, len(recent)) if grows else filled
 
 
 def mix_repeats(
