@@ -104,6 +104,12 @@ def new_version_id(now: dt.datetime | None = None) -> str:
     return now.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
 
 
+def _signals(event_type_codes: np.ndarray | None, times: np.ndarray) -> np.ndarray:
+    """[n, 2] int64 per history event: the event-type code (-1 = none) and the timestamp."""
+    kinds = np.full(len(times), -1, dtype=np.int64) if event_type_codes is None else event_type_codes
+    return np.stack([np.asarray(kinds, dtype=np.int64), np.asarray(times, dtype=np.int64)], axis=1)
+
+
 def _event_type_objects(interactions: pd.DataFrame) -> np.ndarray:
     """EVENT_TYPE per event as an object array (None where missing), taken from the
     categorical's codes: one array of references, no pandas object-column copies."""
@@ -158,9 +164,9 @@ def _write_version(
     loc.child("users.parquet").write_parquet(users_table)
     indptr, items = features.sequences()
     context = features.context_matrix()
-    signals = features.event_signals()
+    times = features.interactions["timestamp"].to_numpy(np.int64)
     buf = io.BytesIO()
-    arrays = {"indptr": indptr, "items": items.astype(np.int32), "time": signals[:, 1]}
+    arrays = {"indptr": indptr, "items": items.astype(np.int32), "time": times}
     if context is not None:
         arrays["context"] = context.astype(np.int32)
     if "event_type" in features.interactions.columns:
@@ -204,7 +210,7 @@ def _write_version(
         creation,
         context,
         event_types,
-        signals,
+        _signals(arrays.get("event_type"), times),
         catalog,
         users_table,
         all_events,
@@ -385,8 +391,7 @@ def _load_version(loc: Location, manifest: dict[str, Any]) -> SolutionVersion:
         if "event_type" in npz.files:
             event_types = _event_type_names(npz)[npz["event_type"].astype(np.int64)]
         if "time" in npz.files:
-            kinds = npz["event_type"].astype(np.int64) if "event_type" in npz.files else np.full(len(items), -1)
-            signals = np.stack([kinds, npz["time"].astype(np.int64)], axis=1)
+            signals = _signals(npz["event_type"] if "event_type" in npz.files else None, npz["time"])
     creation = catalog["CREATION_TIMESTAMP"].to_numpy() if "CREATION_TIMESTAMP" in catalog else None
     return SolutionVersion(
         loc,
