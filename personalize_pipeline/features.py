@@ -75,16 +75,21 @@ class Features:
         np.cumsum(counts, out=indptr[1:])
         return indptr, self.interactions["item"].to_numpy()
 
-    def event_signals(self) -> np.ndarray:
-        """Per-event [n_events, 2] int64: the EVENT_TYPE code (-1 where none) and the
-        timestamp, aligned with :meth:`sequences` (what a repeat head reads)."""
+    def event_columns(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per event, aligned with :meth:`sequences`: the EVENT_TYPE code (-1 where none; the
+        categorical's codes, no copy) and the timestamp."""
         frame = self.interactions
         kinds = (
-            pd.Categorical(frame["event_type"]).codes.astype(np.int64)
+            pd.Categorical(frame["event_type"]).codes
             if "event_type" in frame.columns
-            else np.full(len(frame), -1, dtype=np.int64)
+            else np.full(len(frame), -1, dtype=np.int8)
         )
-        return np.stack([kinds, frame["timestamp"].to_numpy(np.int64)], axis=1)
+        return np.asarray(kinds), frame["timestamp"].to_numpy(np.int64)
+
+    def event_signals(self) -> np.ndarray:
+        """Per-event [n_events, 2] int64: :meth:`event_columns` side by side (what a repeat
+        head reads)."""
+        return np.stack([column.astype(np.int64) for column in self.event_columns()], axis=1)
 
     def context_matrix(self) -> np.ndarray | None:
         """Per-event contextual codes [n_events, n_context] (0 = missing), or None."""

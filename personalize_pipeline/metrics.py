@@ -66,13 +66,19 @@ class EvalSplit:
     truth_items: np.ndarray
     input_context: np.ndarray | None = None
     cutoff: float | None = None  # time protocol: epoch seconds
-    input_signals: np.ndarray | None = None  # [len(input_items), 2] event type, timestamp
+    # each test user's first input event in ``events`` (event-type codes, timestamps of every
+    # event, as Features.event_columns gives them): a batch's signals are gathered from them
+    input_starts: np.ndarray | None = None
+    events: tuple[np.ndarray, np.ndarray] | None = None
 
     def batch(self, rows: slice) -> UserBatch:
         ptr = self.input_indptr[rows.start : rows.stop + 1]
         items = self.input_items[ptr[0] : ptr[-1]]
         ctx = self.input_context[ptr[0] : ptr[-1]] if self.input_context is not None else None
-        sig = self.input_signals[ptr[0] : ptr[-1]] if self.input_signals is not None else None
+        sig = None
+        if self.events is not None and self.input_starts is not None:
+            _, index = segment_index(self.input_starts[rows], np.diff(ptr))
+            sig = np.stack([column[index].astype(np.int64) for column in self.events], axis=1)
         return UserBatch(self.test_users[rows], ptr - ptr[0], items, ctx, history_signals=sig)
 
 
@@ -87,11 +93,6 @@ def _segments(starts: np.ndarray, lengths: np.ndarray, values: np.ndarray, *extr
     each of ``extras`` (None stays None)."""
     ptr, idx = segment_index(starts, lengths)
     return ptr, values[idx], *(None if extra is None else extra[idx] for extra in extras)
-
-
-def _event_extras(features: Features) -> tuple[np.ndarray | None, np.ndarray]:
-    """The per-event context codes (or None) and signals that go with a test user's input."""
-    return features.context_matrix(), features.event_signals()
 
 
 def _event_mask(indptr: np.ndarray, n_events: int, keep_first: np.ndarray) -> np.ndarray:
@@ -115,10 +116,11 @@ def personalize_split(features: Features, seed: int = 42, test_fraction: float =
     n = lengths[test_users]
     n_truth = np.clip(np.floor(0.1 * n + 0.5).astype(np.int64), 1, n - 1)
     n_input = n - n_truth
-    in_ptr, in_items, in_ctx, in_sig = _segments(indptr[test_users], n_input, items, *_event_extras(features))
+    in_ptr, in_items, in_ctx = _segments(indptr[test_users], n_input, items, features.context_matrix())
     tr_ptr, tr_items = _segments(indptr[test_users] + n_input, n_truth, items)
+    events = (indptr[test_users], features.event_columns())
     return EvalSplit(
-        "personalize", train, test_users.astype(np.int64), in_ptr, in_items, tr_ptr, tr_items, in_ctx, None, in_sig
+        "personalize", train, test_users.astype(np.int64), in_ptr, in_items, tr_ptr, tr_items, in_ctx, None, *events
     )
 
 
@@ -139,11 +141,12 @@ def leave_last_out_split(features: Features, stage: str = "test") -> EvalSplit:
         raise ValueError(stage)
     if len(users) == 0:
         raise InputError("the leave-last-out protocol needs users with 2 or more interactions")
-    in_ptr, in_items, in_ctx, in_sig = _segments(indptr[users], n_input, items, *_event_extras(features))
+    in_ptr, in_items, in_ctx = _segments(indptr[users], n_input, items, features.context_matrix())
     tr_ptr = np.arange(len(users) + 1, dtype=np.int64)
     tr_items = items[indptr[users] + n_input]
+    events = (indptr[users], features.event_columns())
     return EvalSplit(
-        "leave-last-out", train, users.astype(np.int64), in_ptr, in_items, tr_ptr, tr_items, in_ctx, None, in_sig
+        "leave-last-out", train, users.astype(np.int64), in_ptr, in_items, tr_ptr, tr_items, in_ctx, None, *events
     )
 
 
@@ -168,10 +171,11 @@ def time_split(features: Features, cutoff: float | None = None) -> EvalSplit:
             f"time holdout cut-off {cutoff:.0f} leaves no user with events on both sides (events span {lo} to {hi})"
         )
     train = features.where(before)
-    in_ptr, in_items, in_ctx, in_sig = _segments(indptr[users], n_before[users], items, *_event_extras(features))
+    in_ptr, in_items, in_ctx = _segments(indptr[users], n_before[users], items, features.context_matrix())
     tr_ptr, tr_items = _segments(indptr[users] + n_before[users], n_after[users], items)
+    events = (indptr[users], features.event_columns())
     return EvalSplit(
-        "time", train, users.astype(np.int64), in_ptr, in_items, tr_ptr, tr_items, in_ctx, float(cutoff), in_sig
+        "time", train, users.astype(np.int64), in_ptr, in_items, tr_ptr, tr_items, in_ctx, float(cutoff), *events
     )
 
 

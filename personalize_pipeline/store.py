@@ -6,7 +6,8 @@ A *solution* folder holds its versions and an index::
     SOLUTION/versions/<id>/model.npz         the recipe's learned state
     SOLUTION/versions/<id>/catalog.parquet   ITEM_ID per item code (+ CREATION_TIMESTAMP)
     SOLUTION/versions/<id>/users.parquet     USER_ID per user code
-    SOLUTION/versions/<id>/history.npz       each user's time-ordered item codes (CSR)
+    SOLUTION/versions/<id>/history.npz       each user's time-ordered item codes (CSR; with the
+                                             events' times where the recipe reads them)
     SOLUTION/versions/<id>/events.npz        every imported event (CSR, with event types) when
                                              event filters left some out of training: filters read it
     SOLUTION/versions/<id>/features/         the featurized dataset the version was trained on
@@ -164,9 +165,10 @@ def _write_version(
     loc.child("users.parquet").write_parquet(users_table)
     indptr, items = features.sequences()
     context = features.context_matrix()
-    times = features.interactions["timestamp"].to_numpy(np.int64)
     buf = io.BytesIO()
-    arrays = {"indptr": indptr, "items": items.astype(np.int32), "time": times}
+    arrays = {"indptr": indptr, "items": items.astype(np.int32)}
+    if recipe.reads_event_signals():  # (a repeat head reads them; 8 bytes an event)
+        arrays["time"] = features.interactions["timestamp"].to_numpy(np.int64)
     if context is not None:
         arrays["context"] = context.astype(np.int32)
     if "event_type" in features.interactions.columns:
@@ -210,7 +212,7 @@ def _write_version(
         creation,
         context,
         event_types,
-        _signals(arrays.get("event_type"), times),
+        _signals(arrays.get("event_type"), arrays["time"]) if "time" in arrays else None,
         catalog,
         users_table,
         all_events,

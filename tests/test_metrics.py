@@ -165,6 +165,15 @@ def test_leave_last_out_split_shapes(movielens):
     assert len(valid.test_users) == (lengths >= 3).sum()
     held = np.minimum(2, np.maximum(lengths - 1, 0)).sum()
     assert test.train.n_interactions == features.n_interactions - held
+    # a batch's histories come with their events' types and times (a repeat head reads them)
+    indptr, items = features.sequences()
+    signals = features.event_signals()
+    batch = test.batch(slice(3, 9))
+    for row, user in enumerate(test.test_users[3:9]):
+        lo, hi = batch.history_indptr[row], batch.history_indptr[row + 1]
+        expected = slice(indptr[user], indptr[user] + hi - lo)
+        assert np.array_equal(batch.history_items[lo:hi], items[expected])
+        assert np.array_equal(batch.history_signals[lo:hi], signals[expected])
 
 
 def test_evaluate_reports_baseline_and_contract_fields(movielens):

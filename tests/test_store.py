@@ -42,6 +42,7 @@ def test_full_then_update_keeps_versions_and_pointers(tmp_path, features):
     assert loaded.version_id == update.version_id
     np.testing.assert_array_equal(loaded.recipe.order, full.recipe.order)
     assert list(loaded.item_ids) == list(features.item_ids)
+    assert loaded.history_signals is None  # (the events' times are kept only for a recipe that reads them)
     assert load_solution_version(tmp_path / "sol", full_only=True).version_id == full.version_id
 
 

@@ -214,6 +214,11 @@ class Recipe(ABC):
     def fit(self, features: Features, seed: int = 42) -> Recipe:
         raise NotImplementedError
 
+    def reads_event_signals(self) -> bool:
+        """Whether scoring reads the history events' types and times (``UserBatch.history_signals``):
+        a solution version then keeps each event's time next to its item."""
+        return False
+
     def training_set(self, features: Features) -> Features:
         """The interactions this recipe learns from: without the users outside its
         min/max_user_history_length_percentile (Personalize's featurization

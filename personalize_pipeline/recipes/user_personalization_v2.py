@@ -329,6 +329,9 @@ class SASRecRecipe(Recipe):
         docstring, "Windows"); :func:`.sasrec.end_aligned_windows` keeps it within the window."""
         return self.params["window_stride"] or max(self.params["max_sequence_length"] // AUTO_STRIDE_FRACTION, 1)
 
+    def reads_event_signals(self) -> bool:
+        return self.fit_state.repeat_head is not None
+
     def _signals(self, features: Features) -> np.ndarray | None:
         """The events' signals where the repeat head reads them (``repeat_events``)."""
         return features.event_signals() if self.params["repeat_events"] else None
