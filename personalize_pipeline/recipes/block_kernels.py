@@ -291,9 +291,9 @@ def block_repeat_mixed_top_k(
     """:func:`block_top_k` of the items outside each row's history (the history at -inf in
     ``values``: :func:`take_history`; row i's pairs are ``codes``/``seen``/``weights``
     [starts[i]:starts[i + 1]]) mixed with the history as :mod:`.repeats` mixes it
-    (``shares``: each row's repeat share; ``recency``: the recency weight): ``log_z`` gets the mixed
-    log-normaliser, ``seen`` the mixed logits, and the history items join a row's top k
-    where they reach it. ``picked`` ([n, len(columns)]) gets each row's values at the item
+    (``shares``: each row's repeat share; ``recency``: the recency weight): ``log_z`` gets
+    the mixed log-normaliser, ``seen`` the mixed logits, and the history items join a row's
+    top k where they reach it. ``picked`` ([n, len(columns)]) gets each row's values at the item
     codes ``columns`` (the history's at -inf), read while the row is in cache."""
     work = _scratch(values.shape[1], group)
     for i in range(values.shape[0]):

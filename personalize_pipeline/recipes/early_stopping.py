@@ -89,9 +89,9 @@ class HeldOutNewest:
         protocol's validation event is for its test event (it tracked amazon-beauty's test
         curve worse than 1 and cost training events: bench/README.md, session 10).
         ``sequences``: (indptr, items, each window's last target's position in items), from
-        which the held-out users' histories are taken (with the events' ``signals``). A user qualifies with more than
-        ``steps`` events in the window (overlapping windows own fewer targets than that;
-        a shifted window may then be left without one)."""
+        which the held-out users' histories are taken (with the events' ``signals``). A user
+        qualifies with more than ``steps`` events in the window (overlapping windows own
+        fewer targets than that; a shifted window may then be left without one)."""
         eligible = np.flatnonzero(newest & ((inputs != pad).sum(axis=1) > steps))
         n = held_out_count(len(eligible), share, cap)
         if not n:

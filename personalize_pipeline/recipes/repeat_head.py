@@ -30,6 +30,7 @@ from one compiled pass over the events.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,6 +49,7 @@ N_COUNTS = len(COUNT_EDGES) + 1
 MAX_EXAMPLES = 200_000  # training transitions the head is fit on, at most
 L2 = 1e-4  # weight decay of the fit (per example)
 EXPLORE = DEPTH + 1  # the target index of an explore transition (DEPTH: an older item)
+_SCRATCH = threading.local()  # the serving pass's per-item state, per thread
 
 
 @dataclass(frozen=True)
@@ -85,12 +87,21 @@ class RepeatHead:
         first) and their ``signals`` ([n, 2]: event-type code, timestamp)."""
         rows, items = np.asarray(rows, dtype=np.int64), np.asarray(items, dtype=np.int64)
         kinds, times = _kinds_times(signals, self.kind_bits)
-        n_items = int(items.max()) + 1 if len(items) else 1
         out = (np.empty_like(rows), np.empty_like(items), np.empty(len(rows)), np.empty(len(rows)))
-        kept = _score_rows(
-            rows, items, kinds, times, n_items, self.rank, self.kind_gap, self.count, GAP_EDGES, COUNT_EDGES, *out
-        )
+        weights = (self.rank, self.kind_gap, self.count)
+        kept = _score_rows(rows, items, kinds, times, _item_state(items), *weights, GAP_EDGES, COUNT_EDGES, *out)
         return out[0][:kept], out[1][:kept], out[2][:kept], out[3][:kept]
+
+
+def _item_state(items: np.ndarray) -> np.ndarray:
+    """[3, n_items] the serving pass's per-item state (newest time, event-type flags there,
+    events), kept per thread: the pass leaves every count at 0, so a batch block allocates
+    nothing (the other two rows are read only where the count is not)."""
+    size = int(items.max()) + 1 if len(items) else 1
+    state = getattr(_SCRATCH, "state", None)
+    if state is None or state.shape[1] < size:
+        state = _SCRATCH.state = np.zeros((3, size), dtype=np.int64)
+    return state
 
 
 def fit_repeat_head(indptr: np.ndarray, items: np.ndarray, signals: np.ndarray, seed: int = 0) -> RepeatHead | None:
@@ -178,6 +189,15 @@ def _see(item: int, kind: int, time: int, last: np.ndarray, pattern: np.ndarray,
     count[item] += 1
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _features(
+    item: int, now: int, last: np.ndarray, pattern: np.ndarray, count: np.ndarray, gap_edges, count_edges
+) -> tuple[int, int]:
+    """An item's (kind-gap cell, count bucket) at time ``now``, for the fit and for serving."""
+    gap = _bucket(now - last[item], gap_edges)
+    return pattern[item] * (len(gap_edges) + 1) + gap, _bucket(count[item], count_edges)
+
+
 @njit(nogil=True, cache=True)
 def _examples(
     indptr, items, kinds, times, n_items, keep, gap_edges, count_edges, features, filled, tail, target
@@ -198,10 +218,8 @@ def _examples(
             j = slot_of(recent, filled_u, item)
             if keep[e] and e > indptr[u]:
                 for s in range(filled_u):
-                    other = recent[s]
-                    gap = _bucket(times[e - 1] - last[other], gap_edges)
-                    features[made, s, 0] = pattern[other] * (len(gap_edges) + 1) + gap
-                    features[made, s, 1] = _bucket(count[other], count_edges)
+                    cell, bucket = _features(recent[s], times[e - 1], last, pattern, count, gap_edges, count_edges)
+                    features[made, s, 0], features[made, s, 1] = cell, bucket
                 filled[made], tail[made] = filled_u, distinct - filled_u
                 target[made] = j if j < filled_u else (depth if count[item] > 0 else depth + 1)
                 made += 1
@@ -220,7 +238,7 @@ def _score_rows(
     items,
     kinds,
     times,
-    n_items,
+    state,
     w_rank,
     w_kind_gap,
     w_count,
@@ -232,11 +250,10 @@ def _score_rows(
     out_shares,
 ) -> int:
     """:meth:`RepeatHead.weights`' pass: per row, the events read oldest first into the
-    per-item state, then newest first for the distinct items and their scores."""
+    per-item ``state`` (its counts at 0, and left so), then newest first for the distinct
+    items and their scores."""
     depth = len(w_rank) - 1
-    last = np.zeros(n_items, dtype=np.int64)
-    pattern = np.zeros(n_items, dtype=np.int64)
-    count = np.zeros(n_items, dtype=np.int64)
+    last, pattern, count = state[0], state[1], state[2]
     kept, start = 0, 0
     while start < len(rows):
         end = start
@@ -251,9 +268,8 @@ def _score_rows(
                 rank = kept - first
                 score = w_rank[min(rank, depth)]
                 if rank < depth:
-                    gap = _bucket(times[end - 1] - last[item], gap_edges)
-                    score += w_kind_gap[pattern[item] * (len(gap_edges) + 1) + gap]
-                    score += w_count[_bucket(count[item], count_edges)]
+                    cell, bucket = _features(item, times[end - 1], last, pattern, count, gap_edges, count_edges)
+                    score += w_kind_gap[cell] + w_count[bucket]
                 out_rows[kept], out_items[kept], out_weights[kept] = rows[e], item, np.exp(score)
                 total += out_weights[kept]
                 count[item] = 0  # seen: the older events of the item are skipped

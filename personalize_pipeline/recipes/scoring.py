@@ -423,10 +423,11 @@ class LinearScorer:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k codes and normalised scores of ``n`` users (see :func:`normalised_top_k`);
         ``allowed`` ([n, m] bool) and ``seen`` ((rows, items) pairs) exclude items;
-        ``history`` ((rows, items) pairs and their events' signals) mixes as :attr:`repeats` says (:mod:`.repeats`).
-        Under :func:`scoring_precision` bf16 on a CPU: :meth:`bf16_top_k` (float32 where the
-        history mixes the scores: the mixture needs the whole row's normaliser). Mixed and
-        unmasked on a CPU: :func:`repeat_mixed_top_k` (one exp pass, as unmixed)."""
+        ``history`` ((rows, items) pairs and their events' signals) mixes as :attr:`repeats`
+        says (:mod:`.repeats`). Under :func:`scoring_precision` bf16 on a CPU:
+        :meth:`bf16_top_k` (float32 where the history mixes the scores: the mixture needs the
+        whole row's normaliser). Mixed and unmasked on a CPU: :func:`repeat_mixed_top_k` (one
+        exp pass, as unmixed)."""
         items, scores, _, _ = self._top_k_with(n, rows, vectors, k, None, allowed, seen, history)
         return items, scores
 

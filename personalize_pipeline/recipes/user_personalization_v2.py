@@ -251,7 +251,8 @@ class SASRecRecipe(Recipe):
     def fit(self, features: Features, seed: int = 42) -> SASRecRecipe:
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed)
-        self._catalogue(features, keep_layout=False)
+        signals = self._signals(features)
+        self._catalogue(features, keep_layout=False, signals=signals)
         self.net = self._build(features.n_items)
         indptr, items = features.sequences()
         inputs, targets, positions = end_aligned_windows(
@@ -270,7 +271,7 @@ class SASRecRecipe(Recipe):
                 rng,
                 HELD_OUT_STEPS,
                 sequences=(indptr, items, positions[:, -1]),
-                signals=self._signals(features),
+                signals=signals,
             )
             trained = (targets >= 0).any(axis=1)  # (an overlapping window may have lost its only target)
             inputs, targets = inputs[trained], targets[trained]
@@ -299,7 +300,7 @@ class SASRecRecipe(Recipe):
             self.fit_state.trained,
             (self.fit_state.user_state, self.fit_state.user_history_length, previous_user_ids),
         )
-        self._catalogue(features, keep_layout=True)
+        self._catalogue(features, keep_layout=True, signals=self._signals(features))
         self.net = self._build(features.n_items)
         carried = self._carry_weights(
             old_net, np.asarray(previous_item_ids, dtype=object), features.item_ids, old_trained
@@ -336,15 +337,16 @@ class SASRecRecipe(Recipe):
         """The events' signals where the repeat head reads them (``repeat_events``)."""
         return features.event_signals() if self.params["repeat_events"] else None
 
-    def _catalogue(self, features: Features, keep_layout: bool) -> None:
-        """Popularity, trained items, latest event time and (optionally) item metadata."""
+    def _catalogue(self, features: Features, keep_layout: bool, signals: np.ndarray | None) -> None:
+        """Popularity, trained items, latest event time, the repeat statistics (and head, from
+        the events' ``signals``) and (optionally) item metadata."""
         items = features.interactions["item"].to_numpy()
         timestamps = features.interactions["timestamp"].to_numpy()
         self.fit_state.popularity = np.bincount(items, minlength=features.n_items).astype(np.float64)
         self.fit_state.trained = self.fit_state.popularity > 0
         self.fit_state.latest_time = float(timestamps.max()) if len(timestamps) else None
         self.n_items = features.n_items
-        self.fit_state.measure_repeats(*features.sequences(), self._signals(features))
+        self.fit_state.measure_repeats(*features.sequences(), signals)
         self.item_meta = None
         if not self.params["use_item_metadata"]:
             return
